@@ -1,0 +1,61 @@
+//! The gRPC protocol of fedshield, package `fedshield.v1`.
+//!
+//! - `v1`: messages, the `Federation` client and server, generated from
+//!   `fedshield/v1/federation.proto` at build time (no `protoc` needed).
+//!
+//! Chunk messages carry model parameters and private updates, so their `Debug`
+//! output shows only sizes.
+
+/// Generated code for package `fedshield.v1`.
+pub mod v1 {
+    #![allow(clippy::doc_lazy_continuation, clippy::large_enum_variant)]
+    tonic::include_proto!("fedshield.v1");
+
+    use std::fmt;
+
+    impl fmt::Debug for UpdateChunk {
+        fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match &self.payload {
+                Some(update_chunk::Payload::Header(header)) => {
+                    formatter.debug_tuple("UpdateChunk").field(header).finish()
+                }
+                Some(update_chunk::Payload::Data(data)) => {
+                    write!(formatter, "UpdateChunk(data: {} bytes)", data.len())
+                }
+                None => write!(formatter, "UpdateChunk(empty)"),
+            }
+        }
+    }
+
+    impl fmt::Debug for update_chunk::Payload {
+        fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match self {
+                update_chunk::Payload::Header(header) => header.fmt(formatter),
+                update_chunk::Payload::Data(data) => write!(formatter, "data: {} bytes", data.len()),
+            }
+        }
+    }
+
+    impl fmt::Debug for ModelChunk {
+        fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match &self.payload {
+                Some(model_chunk::Payload::Header(header)) => {
+                    formatter.debug_tuple("ModelChunk").field(header).finish()
+                }
+                Some(model_chunk::Payload::Data(data)) => {
+                    write!(formatter, "ModelChunk(data: {} bytes)", data.len())
+                }
+                None => write!(formatter, "ModelChunk(empty)"),
+            }
+        }
+    }
+
+    impl fmt::Debug for model_chunk::Payload {
+        fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match self {
+                model_chunk::Payload::Header(header) => header.fmt(formatter),
+                model_chunk::Payload::Data(data) => write!(formatter, "data: {} bytes", data.len()),
+            }
+        }
+    }
+}
