@@ -1,1 +1,34 @@
-//! placeholder
+//! fedshield core: everything a participant, a coordinator and a detector share,
+//! with no knowledge of the network.
+//!
+//! - [`ids`]: newtypes for round ids, model versions and participant ids.
+//! - [`error`]: the crate's error type.
+//! - [`fsutil`]: crash-safe (atomic) file writes.
+//! - [`model`]: the MLP detection model (burn) and its architecture spec.
+//! - [`weights`]: a model's parameters as one flat vector, its sha256, safetensors files.
+//! - [`codec`]: the wire encoding of parameters and updates (little-endian float32 chunks).
+//! - [`aggregate`]: streaming FedAvg.
+//! - [`telemetry`]: flow records, the synthetic telemetry generator and featurization.
+//! - [`data`]: in-memory labelled datasets of feature vectors.
+//! - [`training`]: local training with burn (ndarray backend, autodiff).
+//! - [`inference`]: scoring feature vectors with a model.
+//! - [`metrics`]: accuracy, ROC-AUC and friends.
+
+pub mod aggregate;
+pub mod codec;
+pub mod data;
+pub mod error;
+pub mod fsutil;
+pub mod ids;
+pub mod inference;
+pub mod metrics;
+pub mod model;
+pub mod telemetry;
+pub mod training;
+pub mod weights;
+
+pub use error::{CoreError, Result};
+pub use ids::{ModelVersion, ParticipantId, RoundId};
+pub use model::ModelSpec;
+pub use training::TrainingPlan;
+pub use weights::ModelWeights;

@@ -1,0 +1,115 @@
+//! Aggregation of participant updates into the next global model.
+//!
+//! [`FedAvg`] is a streaming fold (McMahan et al. 2017, "Communication-Efficient
+//! Learning of Deep Networks from Decentralized Data", arXiv:1602.05629): it keeps
+//! one running weighted sum of the deltas and the total weight, so its memory is
+//! one model's worth of float32 whatever the number of participants.
+
+use crate::error::{CoreError, Result};
+
+/// Streaming federated averaging: `new = base + Σ wᵢ·Δᵢ / Σ wᵢ`.
+pub struct FedAvg {
+    weighted_sum: Vec<f32>,
+    total_weight: f64,
+    num_updates: usize,
+}
+
+impl FedAvg {
+    /// Returns an empty aggregate for models of `num_params` parameters.
+    pub fn new(num_params: usize) -> Self {
+        FedAvg {
+            weighted_sum: vec![0.0; num_params],
+            total_weight: 0.0,
+            num_updates: 0,
+        }
+    }
+
+    /// Returns the number of updates folded in so far.
+    pub fn num_updates(&self) -> usize {
+        self.num_updates
+    }
+
+    /// Returns the sum of the weights folded in so far.
+    pub fn total_weight(&self) -> f64 {
+        self.total_weight
+    }
+
+    /// Folds one whole update (a delta to the base model) with weight `weight`
+    /// (its number of training examples).
+    ///
+    /// # Errors
+    /// [`CoreError::ParamCountMismatch`] or [`CoreError::InvalidWeight`]; the
+    /// aggregate is unchanged on error.
+    pub fn add(&mut self, delta: &[f32], weight: f64) -> Result<()> {
+        if delta.len() != self.weighted_sum.len() {
+            return Err(CoreError::ParamCountMismatch {
+                expected: self.weighted_sum.len() as u64,
+                actual: delta.len() as u64,
+            });
+        }
+        if !(weight.is_finite() && weight > 0.0) {
+            return Err(CoreError::InvalidWeight(weight));
+        }
+        fold_into(&mut self.weighted_sum, delta, weight as f32);
+        self.total_weight += weight;
+        self.num_updates += 1;
+        Ok(())
+    }
+
+    /// Returns the next global model, `base + weighted mean of the deltas`,
+    /// reusing the sum's memory.
+    ///
+    /// # Errors
+    /// [`CoreError::EmptyAggregate`] if nothing was added, or
+    /// [`CoreError::ParamCountMismatch`] if `base` has the wrong size.
+    pub fn finish(self, base: &[f32]) -> Result<Vec<f32>> {
+        if self.num_updates == 0 {
+            return Err(CoreError::EmptyAggregate);
+        }
+        if base.len() != self.weighted_sum.len() {
+            return Err(CoreError::ParamCountMismatch {
+                expected: self.weighted_sum.len() as u64,
+                actual: base.len() as u64,
+            });
+        }
+        let inverse_weight = (1.0 / self.total_weight) as f32;
+        let mut next = self.weighted_sum;
+        for (value, base_value) in next.iter_mut().zip(base) {
+            *value = base_value + *value * inverse_weight;
+        }
+        Ok(next)
+    }
+}
+
+/// `sum += weight * values`, written so the compiler vectorizes it.
+fn fold_into(sum: &mut [f32], values: &[f32], weight: f32) {
+    for (accumulated, value) in sum.iter_mut().zip(values) {
+        *accumulated += weight * value;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fedavg_is_the_sample_weighted_mean_of_deltas_added_to_the_base() {
+        let base = [1.0, 2.0, 3.0];
+        let mut aggregate = FedAvg::new(3);
+        aggregate.add(&[1.0, 0.0, -1.0], 1.0).unwrap();
+        aggregate.add(&[4.0, 3.0, 2.0], 3.0).unwrap();
+        let next = aggregate.finish(&base).unwrap();
+        // mean delta = (1·[1,0,-1] + 3·[4,3,2]) / 4 = [3.25, 2.25, 1.25]
+        assert_eq!(next, vec![4.25, 4.25, 4.25]);
+    }
+
+    #[test]
+    fn invalid_updates_leave_the_aggregate_unchanged() {
+        let mut aggregate = FedAvg::new(2);
+        assert!(aggregate.add(&[1.0], 1.0).is_err());
+        assert!(aggregate.add(&[1.0, 1.0], 0.0).is_err());
+        assert!(aggregate.add(&[1.0, 1.0], f64::NAN).is_err());
+        assert_eq!(aggregate.num_updates(), 0);
+        assert!(matches!(aggregate.finish(&[0.0, 0.0]), Err(CoreError::EmptyAggregate)));
+    }
+}

@@ -1,0 +1,37 @@
+//! The error type of fedshield-core.
+
+use std::path::PathBuf;
+
+/// Errors of fedshield-core. Messages are lowercase and name the offending value.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("invalid model spec: {0}")]
+    InvalidSpec(String),
+    #[error("parameter count mismatch: expected {expected} parameters, got {actual}")]
+    ParamCountMismatch { expected: u64, actual: u64 },
+    #[error("encoded parameters have {num_bytes} bytes, which is not a multiple of 4")]
+    MisalignedChunk { num_bytes: usize },
+    #[error("parameter {index} is not finite ({value})")]
+    NonFiniteParam { index: u64, value: f32 },
+    #[error("update weight must be positive and finite, got {0}")]
+    InvalidWeight(f64),
+    #[error("cannot aggregate zero updates")]
+    EmptyAggregate,
+    #[error("invalid training plan: {0}")]
+    InvalidPlan(String),
+    #[error("dataset is empty")]
+    EmptyDataset,
+    #[error("dataset has {actual} features per row, the model expects {expected}")]
+    FeatureDimMismatch { expected: usize, actual: usize },
+    #[error("training failed: {0}")]
+    Training(String),
+    #[error("failed to read or write {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("malformed model file {path}: {reason}")]
+    MalformedModelFile { path: PathBuf, reason: String },
+    #[error("model file {path} has sha256 {actual}, expected {expected}")]
+    ChecksumMismatch { path: PathBuf, expected: String, actual: String },
+}
+
+/// Result with [`CoreError`].
+pub type Result<T, E = CoreError> = std::result::Result<T, E>;

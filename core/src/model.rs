@@ -1,0 +1,260 @@
+//! The MLP detection model: its architecture spec, its burn module, and the
+//! mapping between the module and a flat parameter vector.
+//!
+//! Tensor layout (also the safetensors names): for each layer `i` in order,
+//! `layers.{i}.weight` with shape `[d_in, d_out]` (row-major, `y = x W + b`)
+//! followed by `layers.{i}.bias` with shape `[d_out]`.
+
+use burn::module::{Module, Param};
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CoreError, Result};
+
+/// Model family name of [`MlpClassifier`].
+pub const MLP_CLASSIFIER: &str = "mlp-classifier";
+
+/// Largest accepted layer width and input dimension; keeps a hostile spec from
+/// asking for terabytes.
+pub const MAX_LAYER_WIDTH: u32 = 1 << 16;
+
+/// The architecture of a detection model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Model family; only [`MLP_CLASSIFIER`] for now.
+    pub kind: String,
+    /// Number of input features.
+    pub input_dim: u32,
+    /// Width of each hidden layer, input side first.
+    pub hidden_dims: Vec<u32>,
+    /// Number of output classes (2 for attack/benign).
+    pub num_classes: u32,
+}
+
+/// Name and shape of one tensor of a model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+impl TensorSpec {
+    /// Returns the number of values in the tensor.
+    pub fn num_values(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+impl ModelSpec {
+    /// Returns an MLP classifier spec.
+    pub fn mlp(input_dim: u32, hidden_dims: Vec<u32>, num_classes: u32) -> Self {
+        ModelSpec {
+            kind: MLP_CLASSIFIER.to_string(),
+            input_dim,
+            hidden_dims,
+            num_classes,
+        }
+    }
+
+    /// Checks that the spec describes a model this version can build.
+    ///
+    /// # Errors
+    /// [`CoreError::InvalidSpec`] naming the field that is wrong.
+    pub fn validate(&self) -> Result<()> {
+        if self.kind != MLP_CLASSIFIER {
+            return Err(CoreError::InvalidSpec(format!(
+                "kind is {:?}, only {MLP_CLASSIFIER:?} is supported",
+                self.kind
+            )));
+        }
+        if self.input_dim == 0 || self.input_dim > MAX_LAYER_WIDTH {
+            return Err(CoreError::InvalidSpec(format!(
+                "input_dim is {}, must be in 1..={MAX_LAYER_WIDTH}",
+                self.input_dim
+            )));
+        }
+        if self.num_classes < 2 || self.num_classes > MAX_LAYER_WIDTH {
+            return Err(CoreError::InvalidSpec(format!(
+                "num_classes is {}, must be in 2..={MAX_LAYER_WIDTH}",
+                self.num_classes
+            )));
+        }
+        if self.hidden_dims.len() > 16 {
+            return Err(CoreError::InvalidSpec(format!(
+                "{} hidden layers, at most 16 are supported",
+                self.hidden_dims.len()
+            )));
+        }
+        if let Some(bad) = self
+            .hidden_dims
+            .iter()
+            .find(|&&width| width == 0 || width > MAX_LAYER_WIDTH)
+        {
+            return Err(CoreError::InvalidSpec(format!(
+                "hidden layer width {bad} must be in 1..={MAX_LAYER_WIDTH}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Returns `(d_in, d_out)` of each linear layer, input side first.
+    pub fn layer_dims(&self) -> Vec<(usize, usize)> {
+        let mut widths = Vec::with_capacity(self.hidden_dims.len() + 2);
+        widths.push(self.input_dim as usize);
+        widths.extend(self.hidden_dims.iter().map(|&width| width as usize));
+        widths.push(self.num_classes as usize);
+        widths.windows(2).map(|pair| (pair[0], pair[1])).collect()
+    }
+
+    /// Returns the tensors of the model in flat-vector order.
+    pub fn tensor_specs(&self) -> Vec<TensorSpec> {
+        self.layer_dims()
+            .into_iter()
+            .enumerate()
+            .flat_map(|(index, (d_in, d_out))| {
+                [
+                    TensorSpec {
+                        name: format!("layers.{index}.weight"),
+                        shape: vec![d_in, d_out],
+                    },
+                    TensorSpec {
+                        name: format!("layers.{index}.bias"),
+                        shape: vec![d_out],
+                    },
+                ]
+            })
+            .collect()
+    }
+
+    /// Returns the total number of float32 parameters.
+    pub fn num_params(&self) -> usize {
+        self.layer_dims()
+            .into_iter()
+            .map(|(d_in, d_out)| d_in * d_out + d_out)
+            .sum()
+    }
+}
+
+/// A multi-layer perceptron classifier: linear layers with ReLU between them,
+/// returning logits over the classes.
+#[derive(Module, Debug)]
+pub struct MlpClassifier<B: Backend> {
+    layers: Vec<Linear<B>>,
+}
+
+impl<B: Backend> MlpClassifier<B> {
+    /// Returns a freshly initialized model (Kaiming-uniform weights from the
+    /// backend's random source).
+    pub fn init(spec: &ModelSpec, device: &B::Device) -> Self {
+        let layers = spec
+            .layer_dims()
+            .into_iter()
+            .map(|(d_in, d_out)| LinearConfig::new(d_in, d_out).init(device))
+            .collect();
+        MlpClassifier { layers }
+    }
+
+    /// Returns the model whose parameters are `params`, laid out as
+    /// [`ModelSpec::tensor_specs`] says.
+    ///
+    /// # Errors
+    /// [`CoreError::ParamCountMismatch`] if `params` has the wrong length.
+    pub fn from_flat(spec: &ModelSpec, params: &[f32], device: &B::Device) -> Result<Self> {
+        let expected = spec.num_params();
+        if params.len() != expected {
+            return Err(CoreError::ParamCountMismatch {
+                expected: expected as u64,
+                actual: params.len() as u64,
+            });
+        }
+        let mut offset = 0;
+        let mut layers = Vec::new();
+        for (d_in, d_out) in spec.layer_dims() {
+            let weight_values = params[offset..offset + d_in * d_out].to_vec();
+            offset += d_in * d_out;
+            let bias_values = params[offset..offset + d_out].to_vec();
+            offset += d_out;
+            let weight = Tensor::<B, 2>::from_data(TensorData::new(weight_values, [d_in, d_out]), device);
+            let bias = Tensor::<B, 1>::from_data(TensorData::new(bias_values, [d_out]), device);
+            layers.push(Linear {
+                weight: Param::from_tensor(weight),
+                bias: Some(Param::from_tensor(bias)),
+            });
+        }
+        Ok(MlpClassifier { layers })
+    }
+
+    /// Returns the parameters as one flat vector in [`ModelSpec::tensor_specs`] order.
+    pub fn to_flat(&self) -> Vec<f32> {
+        let mut params = Vec::new();
+        for layer in &self.layers {
+            params.extend(tensor_values(layer.weight.val()));
+            if let Some(bias) = &layer.bias {
+                params.extend(tensor_values(bias.val()));
+            }
+        }
+        params
+    }
+
+    /// Returns the logits for a batch.
+    pub fn forward(&self, input: Tensor<B, 2>) -> Tensor<B, 2> {
+        let num_layers = self.layers.len();
+        let mut activations = input; // [batch, input_dim]
+        for (index, layer) in self.layers.iter().enumerate() {
+            activations = layer.forward(activations); // [batch, d_out of layer]
+            if index + 1 < num_layers {
+                activations = relu(activations);
+            }
+        }
+        activations // [batch, num_classes]
+    }
+}
+
+fn tensor_values<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("model tensors are float32 after convert")
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::NdArray;
+
+    use super::*;
+
+    #[test]
+    fn flat_round_trip_preserves_every_parameter() {
+        let spec = ModelSpec::mlp(5, vec![7, 3], 2);
+        let device = Default::default();
+        let params: Vec<f32> = (0..spec.num_params()).map(|i| i as f32 * 0.01 - 0.3).collect();
+        let model = MlpClassifier::<NdArray>::from_flat(&spec, &params, &device).unwrap();
+        assert_eq!(model.to_flat(), params);
+        assert_eq!(spec.num_params(), 5 * 7 + 7 + 7 * 3 + 3 + 3 * 2 + 2);
+        let total: usize = spec.tensor_specs().iter().map(TensorSpec::num_values).sum();
+        assert_eq!(total, spec.num_params());
+    }
+
+    #[test]
+    fn wrong_parameter_count_is_an_error() {
+        let spec = ModelSpec::mlp(5, vec![7], 2);
+        let result = MlpClassifier::<NdArray>::from_flat(&spec, &[0.0; 3], &Default::default());
+        assert!(matches!(result, Err(CoreError::ParamCountMismatch { .. })));
+    }
+
+    #[test]
+    fn invalid_specs_are_rejected_with_the_field_named() {
+        let mut spec = ModelSpec::mlp(5, vec![7], 2);
+        spec.kind = "transformer".into();
+        assert!(spec.validate().unwrap_err().to_string().contains("kind"));
+        let zero_width = ModelSpec::mlp(5, vec![0], 2);
+        assert!(zero_width.validate().unwrap_err().to_string().contains("width"));
+        let one_class = ModelSpec::mlp(5, vec![4], 1);
+        assert!(one_class.validate().unwrap_err().to_string().contains("num_classes"));
+    }
+}

@@ -1,0 +1,198 @@
+//! A model's parameters as one flat float32 vector, with its sha256 and its
+//! safetensors file format.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use sha2::{Digest, Sha256};
+
+use crate::codec;
+use crate::error::{CoreError, Result};
+use crate::fsutil::write_atomic;
+use crate::model::ModelSpec;
+
+/// safetensors metadata key holding the model spec as JSON.
+pub const SPEC_METADATA_KEY: &str = "fedshield.spec";
+
+/// A model: its architecture and its parameters in [`ModelSpec::tensor_specs`] order.
+#[derive(Clone, PartialEq)]
+pub struct ModelWeights {
+    pub spec: ModelSpec,
+    pub params: Vec<f32>,
+}
+
+impl std::fmt::Debug for ModelWeights {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ModelWeights")
+            .field("spec", &self.spec)
+            .field("num_params", &self.params.len())
+            .finish()
+    }
+}
+
+impl ModelWeights {
+    /// Returns weights after checking the spec and the parameter count.
+    ///
+    /// # Errors
+    /// [`CoreError::InvalidSpec`] or [`CoreError::ParamCountMismatch`].
+    pub fn new(spec: ModelSpec, params: Vec<f32>) -> Result<Self> {
+        spec.validate()?;
+        let expected = spec.num_params();
+        if params.len() != expected {
+            return Err(CoreError::ParamCountMismatch {
+                expected: expected as u64,
+                actual: params.len() as u64,
+            });
+        }
+        Ok(ModelWeights { spec, params })
+    }
+
+    /// Returns a freshly initialized model: weights and biases drawn from
+    /// U(-1/sqrt(d_in), 1/sqrt(d_in)) (Kaiming-uniform, as PyTorch and burn do for
+    /// linear layers), deterministic for a seed so every coordinator replica
+    /// starts from the same version 0.
+    ///
+    /// # Errors
+    /// [`CoreError::InvalidSpec`].
+    pub fn init(spec: ModelSpec, seed: u64) -> Result<Self> {
+        spec.validate()?;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut params = Vec::with_capacity(spec.num_params());
+        for (d_in, d_out) in spec.layer_dims() {
+            let bound = 1.0 / (d_in as f32).sqrt();
+            for _ in 0..(d_in * d_out + d_out) {
+                params.push(rng.random_range(-bound..bound));
+            }
+        }
+        Ok(ModelWeights { spec, params })
+    }
+
+    /// Returns the sha256 (lowercase hex) of the parameters' little-endian bytes.
+    pub fn sha256(&self) -> String {
+        params_sha256(&self.params)
+    }
+
+    /// Returns the model as a safetensors file image, with the spec in the
+    /// metadata under [`SPEC_METADATA_KEY`] plus `extra_metadata`.
+    ///
+    /// # Errors
+    /// [`CoreError::InvalidSpec`] if the tensors cannot be laid out.
+    pub fn to_safetensors(&self, extra_metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+        let bytes = codec::params_as_le_bytes(&self.params);
+        let mut views = Vec::new();
+        let mut offset = 0;
+        for tensor in self.spec.tensor_specs() {
+            let num_bytes = tensor.num_values() * 4;
+            let view = TensorView::new(Dtype::F32, tensor.shape.clone(), &bytes[offset..offset + num_bytes])
+                .map_err(|error| CoreError::InvalidSpec(format!("tensor {}: {error}", tensor.name)))?;
+            offset += num_bytes;
+            views.push((tensor.name, view));
+        }
+        let mut metadata = extra_metadata;
+        metadata.insert(
+            SPEC_METADATA_KEY.to_string(),
+            serde_json::to_string(&self.spec).expect("a model spec serializes to json"),
+        );
+        safetensors::serialize(views, Some(metadata))
+            .map_err(|error| CoreError::InvalidSpec(format!("safetensors serialization: {error}")))
+    }
+
+    /// Writes the model as a safetensors file, atomically.
+    ///
+    /// # Errors
+    /// [`CoreError::Io`] if the file cannot be written.
+    pub fn save_safetensors(&self, path: &Path, extra_metadata: HashMap<String, String>) -> Result<()> {
+        write_atomic(path, &self.to_safetensors(extra_metadata)?)
+    }
+
+    /// Reads a model from a safetensors file written by [`Self::save_safetensors`].
+    ///
+    /// # Errors
+    /// [`CoreError::Io`] or [`CoreError::MalformedModelFile`] saying what is wrong.
+    pub fn load_safetensors(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| CoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_safetensors(&bytes).map_err(|reason| CoreError::MalformedModelFile {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    /// Parses a safetensors image; the error says what is wrong.
+    pub fn from_safetensors(bytes: &[u8]) -> std::result::Result<Self, String> {
+        let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|error| error.to_string())?;
+        let spec_json = metadata
+            .metadata()
+            .as_ref()
+            .and_then(|entries| entries.get(SPEC_METADATA_KEY))
+            .ok_or_else(|| format!("metadata key {SPEC_METADATA_KEY:?} is missing"))?;
+        let spec: ModelSpec =
+            serde_json::from_str(spec_json).map_err(|error| format!("metadata {SPEC_METADATA_KEY:?}: {error}"))?;
+        spec.validate().map_err(|error| error.to_string())?;
+        let tensors = SafeTensors::deserialize(bytes).map_err(|error| error.to_string())?;
+        let mut params = Vec::with_capacity(spec.num_params());
+        for tensor in spec.tensor_specs() {
+            let view = tensors
+                .tensor(&tensor.name)
+                .map_err(|_| format!("tensor {:?} is missing", tensor.name))?;
+            if view.dtype() != Dtype::F32 {
+                return Err(format!("tensor {:?} has dtype {:?}, expected F32", tensor.name, view.dtype()));
+            }
+            if view.shape() != tensor.shape.as_slice() {
+                return Err(format!(
+                    "tensor {:?} has shape {:?}, expected {:?}",
+                    tensor.name,
+                    view.shape(),
+                    tensor.shape
+                ));
+            }
+            codec::decode_f32_le_into(view.data(), &mut params).map_err(|error| format!("tensor {:?}: {error}", tensor.name))?;
+        }
+        Ok(ModelWeights { spec, params })
+    }
+}
+
+/// Returns the sha256 (lowercase hex) of parameters' little-endian float32 bytes.
+pub fn params_sha256(params: &[f32]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(codec::params_as_le_bytes(params));
+    hex::encode(hasher.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safetensors_round_trip_keeps_spec_and_parameters() {
+        let weights = ModelWeights::init(ModelSpec::mlp(6, vec![5], 2), 7).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        weights.save_safetensors(&path, HashMap::new()).unwrap();
+        let loaded = ModelWeights::load_safetensors(&path).unwrap();
+        assert_eq!(loaded, weights);
+        assert_eq!(loaded.sha256(), weights.sha256());
+    }
+
+    #[test]
+    fn init_is_deterministic_per_seed() {
+        let spec = ModelSpec::mlp(6, vec![5], 2);
+        let first = ModelWeights::init(spec.clone(), 1).unwrap();
+        assert_eq!(first, ModelWeights::init(spec.clone(), 1).unwrap());
+        assert_ne!(first, ModelWeights::init(spec, 2).unwrap());
+    }
+
+    #[test]
+    fn truncated_model_file_is_reported_not_panicked() {
+        let weights = ModelWeights::init(ModelSpec::mlp(6, vec![5], 2), 7).unwrap();
+        let image = weights.to_safetensors(HashMap::new()).unwrap();
+        assert!(ModelWeights::from_safetensors(&image[..image.len() - 8]).is_err());
+        assert!(ModelWeights::from_safetensors(b"not a model").is_err());
+    }
+}
