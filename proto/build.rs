@@ -14,8 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let file_descriptors = protox::compile(PROTOS, [&manifest_dir])?;
     tonic_prost_build::configure()
-        .bytes(".fedshield.v1.ModelChunk.payload.data")
-        .bytes(".fedshield.v1.UpdateChunk.payload.data")
+        .bytes(".fedshield.v1.ModelChunk.data")
+        .bytes(".fedshield.v1.UpdateChunk.data")
         // Chunks carry model parameters and private updates: their Debug impls are
         // written by hand (src/lib.rs) to print sizes, never contents.
         .skip_debug([

@@ -1,1 +1,21 @@
-//! placeholder
+//! fedshield coordinator: runs federated rounds over gRPC and publishes the
+//! aggregated detection model.
+//!
+//! - [`config`]: round rules and server settings.
+//! - [`engine`]: the round engine (participants, rounds, aggregation, publishing).
+//! - [`registry`]: published model versions on disk (safetensors + model card).
+//! - [`service`]: the `fedshield.v1.Federation` gRPC handlers.
+//! - [`server`]: starting and stopping a coordinator on a bound listener.
+//! - [`error`]: the error type and its gRPC status mapping.
+
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod registry;
+pub mod server;
+pub mod service;
+
+pub use config::{CoordinatorConfig, ParticipantsPerRound, RoundConfig};
+pub use engine::Engine;
+pub use error::CoordinatorError;
+pub use server::{CoordinatorHandle, run, start};

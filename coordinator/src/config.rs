@@ -1,0 +1,227 @@
+//! Coordinator configuration.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use fedshield_core::{ModelSpec, TrainingPlan};
+
+/// How many connected participants a round samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ParticipantsPerRound {
+    /// Exactly this many (or all connected, if fewer).
+    Count(usize),
+    /// This fraction of the connected participants, rounded up, at least one.
+    Fraction(f64),
+}
+
+impl ParticipantsPerRound {
+    /// Returns how many of `num_connected` participants to sample.
+    pub fn resolve(self, num_connected: usize) -> usize {
+        match self {
+            ParticipantsPerRound::Count(count) => count.min(num_connected),
+            ParticipantsPerRound::Fraction(fraction) => {
+                ((num_connected as f64 * fraction).ceil() as usize).clamp(1.min(num_connected), num_connected)
+            }
+        }
+    }
+}
+
+impl FromStr for ParticipantsPerRound {
+    type Err = String;
+
+    /// Parses `8` as a count, and `0.5` or `50%` as a fraction.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        if let Some(percent) = text.strip_suffix('%') {
+            let value: f64 = percent
+                .trim()
+                .parse()
+                .map_err(|_| format!("{text:?} is not a percentage"))?;
+            return Self::fraction(value / 100.0, text);
+        }
+        if text.contains('.') {
+            let value: f64 = text.parse().map_err(|_| format!("{text:?} is not a fraction"))?;
+            return Self::fraction(value, text);
+        }
+        let count: usize = text
+            .parse()
+            .map_err(|_| format!("{text:?} is neither a count (8), a fraction (0.5) nor a percentage (50%)"))?;
+        if count == 0 {
+            return Err("participants per round must be at least 1".to_string());
+        }
+        Ok(ParticipantsPerRound::Count(count))
+    }
+}
+
+impl ParticipantsPerRound {
+    fn fraction(value: f64, text: &str) -> Result<Self, String> {
+        if !(value > 0.0 && value <= 1.0) {
+            return Err(format!("fraction {text:?} must be in (0, 1]"));
+        }
+        Ok(ParticipantsPerRound::Fraction(value))
+    }
+}
+
+impl fmt::Display for ParticipantsPerRound {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParticipantsPerRound::Count(count) => write!(formatter, "{count}"),
+            ParticipantsPerRound::Fraction(fraction) => write!(formatter, "{}%", fraction * 100.0),
+        }
+    }
+}
+
+/// Rules of the round engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundConfig {
+    /// Connected participants needed before a round opens.
+    pub min_participants: usize,
+    /// How many connected participants each round samples.
+    pub participants_per_round: ParticipantsPerRound,
+    /// Accepted updates needed to publish; a round that cannot reach it by the
+    /// deadline is abandoned and retried.
+    pub quorum: usize,
+    /// Time from announcement to the last accepted update.
+    pub round_deadline: Duration,
+    /// Pause after an abandoned round before the retry.
+    pub retry_delay: Duration,
+    /// Stop opening rounds after this many completed rounds (None: run forever).
+    pub max_rounds: Option<u64>,
+}
+
+impl RoundConfig {
+    /// Checks the values against each other.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its setting.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        if self.min_participants == 0 {
+            problems.push("round.min_participants must be at least 1".to_string());
+        }
+        if self.quorum == 0 {
+            problems.push("round.quorum must be at least 1".to_string());
+        }
+        if self.quorum > self.min_participants {
+            problems.push(format!(
+                "round.quorum ({}) cannot exceed round.min_participants ({}): a round could open that can never publish",
+                self.quorum, self.min_participants
+            ));
+        }
+        if let ParticipantsPerRound::Count(count) = self.participants_per_round {
+            if count < self.quorum {
+                problems.push(format!(
+                    "round.participants_per_round ({count}) is below round.quorum ({})",
+                    self.quorum
+                ));
+            }
+        }
+        if self.round_deadline.is_zero() {
+            problems.push("round.deadline_secs must be positive".to_string());
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+}
+
+/// Everything a coordinator needs to run.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    pub round: RoundConfig,
+    /// Architecture of the model to train.
+    pub model: ModelSpec,
+    /// Seed of the initial model (version 0).
+    pub init_seed: u64,
+    /// Local training plan sent with each announcement.
+    pub plan: TrainingPlan,
+    /// Where published model versions are written.
+    pub data_dir: PathBuf,
+    /// How often `Join` streams get a heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Parameters per chunk of a model download.
+    pub chunk_params: usize,
+    /// Updates received at once; each holds one model's worth of memory until
+    /// it is folded, so this bounds the coordinator's memory regardless of the
+    /// number of participants.
+    pub max_concurrent_uploads: usize,
+    /// Longest pause between two chunks of an update before it is refused.
+    pub chunk_idle_timeout: Duration,
+}
+
+impl CoordinatorConfig {
+    /// Returns a small, fast configuration for tests.
+    pub fn for_test(data_dir: PathBuf, model: ModelSpec) -> Self {
+        CoordinatorConfig {
+            round: RoundConfig {
+                min_participants: 2,
+                participants_per_round: ParticipantsPerRound::Fraction(1.0),
+                quorum: 2,
+                round_deadline: Duration::from_secs(20),
+                retry_delay: Duration::from_millis(50),
+                max_rounds: None,
+            },
+            model,
+            init_seed: 1,
+            plan: TrainingPlan::new(),
+            data_dir,
+            heartbeat_interval: Duration::from_millis(500),
+            chunk_params: fedshield_core::codec::DEFAULT_CHUNK_PARAMS,
+            max_concurrent_uploads: 2,
+            chunk_idle_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Checks the whole configuration.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its setting.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = self.round.validate().err().unwrap_or_default();
+        if let Err(error) = self.model.validate() {
+            problems.push(format!("model: {error}"));
+        }
+        if let Err(error) = self.plan.validate() {
+            problems.push(format!("plan: {error}"));
+        }
+        if self.heartbeat_interval.is_zero() {
+            problems.push("heartbeat_interval_ms must be positive".to_string());
+        }
+        if self.chunk_params == 0 || self.chunk_params * 4 > fedshield_core::codec::MAX_CHUNK_BYTES {
+            problems.push(format!(
+                "chunk_params ({}) must be in 1..={}",
+                self.chunk_params,
+                fedshield_core::codec::MAX_CHUNK_BYTES / 4
+            ));
+        }
+        if self.max_concurrent_uploads == 0 {
+            problems.push("max_concurrent_uploads must be at least 1".to_string());
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn participants_per_round_parses_counts_fractions_and_percentages() {
+        assert_eq!("8".parse::<ParticipantsPerRound>().unwrap(), ParticipantsPerRound::Count(8));
+        assert_eq!("0.5".parse::<ParticipantsPerRound>().unwrap(), ParticipantsPerRound::Fraction(0.5));
+        assert_eq!("25%".parse::<ParticipantsPerRound>().unwrap(), ParticipantsPerRound::Fraction(0.25));
+        assert!("0".parse::<ParticipantsPerRound>().is_err());
+        assert!("1.5".parse::<ParticipantsPerRound>().is_err());
+        assert!("many".parse::<ParticipantsPerRound>().is_err());
+        assert_eq!(ParticipantsPerRound::Fraction(0.5).resolve(5), 3);
+        assert_eq!(ParticipantsPerRound::Count(4).resolve(3), 3);
+    }
+
+    #[test]
+    fn quorum_above_min_participants_is_reported_with_its_key() {
+        let mut config = CoordinatorConfig::for_test(PathBuf::from("data"), ModelSpec::mlp(4, vec![4], 2));
+        config.round.quorum = 5;
+        let problems = config.validate().unwrap_err();
+        assert!(problems.iter().any(|problem| problem.contains("round.quorum")));
+    }
+}

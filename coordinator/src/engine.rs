@@ -1,0 +1,903 @@
+//! The round engine: who is connected, which round is open, which updates
+//! arrived, and when a round publishes or is abandoned.
+//!
+//! Concurrency model:
+//! - `EngineState` sits behind a `std::sync::Mutex` held only for short,
+//!   non-async critical sections (never across `.await`).
+//! - Each open round owns its aggregate behind a second mutex. Folding an
+//!   update (milliseconds for large models) holds only that mutex, on a
+//!   blocking thread. Lock order is always aggregate, then state.
+//! - One driver task ([`Engine::run`]) opens rounds, watches deadlines and
+//!   publishes; gRPC handlers only register participants and submit updates,
+//!   and wake the driver through a `Notify`.
+//!
+//! Round life cycle: `Waiting` (not enough participants) → `Open` (announced
+//! to a random sample; updates fold into a streaming FedAvg) → completed (the
+//! aggregate is published as the next version) or abandoned (quorum missed;
+//! nothing is published and the same base version is retried).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fedshield_core::aggregate::FedAvg;
+use fedshield_core::weights::ModelWeights;
+use fedshield_core::{ModelVersion, ParticipantId, RoundId, TrainingPlan};
+use rand::seq::SliceRandom;
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::RoundConfig;
+use crate::error::{CoordinatorError, Result};
+use crate::registry::{ModelCard, ModelRegistry, PublishedModel};
+
+/// Finished rounds kept for status and for refusing late updates clearly.
+const ROUND_HISTORY_LEN: usize = 256;
+
+/// Events queued per session before announcements start being dropped.
+const SESSION_QUEUE_LEN: usize = 64;
+
+/// A message for one participant's `Join` stream.
+#[derive(Debug, Clone)]
+pub enum SessionEvent {
+    /// Train and submit for this round.
+    Announcement(Announcement),
+    /// Liveness signal carrying the current model version.
+    Heartbeat { current_version: ModelVersion },
+}
+
+/// What a sampled participant is told.
+#[derive(Debug, Clone)]
+pub struct Announcement {
+    pub round_id: RoundId,
+    pub base_version: ModelVersion,
+    pub base_sha256: String,
+    pub plan: TrainingPlan,
+    pub deadline_unix_ms: u64,
+}
+
+/// A participant's registration, returned by [`Engine::join`].
+pub struct Session {
+    pub participant: ParticipantId,
+    /// Distinguishes this session from earlier ones of the same participant.
+    pub session_id: u64,
+    /// Secret that every update header of this session must carry.
+    pub token: String,
+    pub events: mpsc::Receiver<SessionEvent>,
+}
+
+/// What an update header declares, as the engine needs it.
+#[derive(Debug, Clone)]
+pub struct UpdateRequest {
+    pub round_id: RoundId,
+    pub base_version: ModelVersion,
+    pub participant: ParticipantId,
+    pub session_token: String,
+    pub num_samples: u64,
+    pub num_params: u64,
+}
+
+/// Largest example count an update may declare as its FedAvg weight.
+pub const MAX_DECLARED_SAMPLES: u64 = 1 << 40;
+
+/// Outcome of a finished round, kept in the history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundSummary {
+    pub round_id: RoundId,
+    pub base_version: ModelVersion,
+    pub outcome: RoundOutcome,
+    pub contributors: Vec<ParticipantId>,
+    pub duration: Duration,
+    pub reason: String,
+}
+
+/// How a round ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoundOutcome {
+    Completed { published: ModelVersion },
+    Abandoned,
+}
+
+impl RoundOutcome {
+    /// Returns "completed" or "abandoned".
+    pub fn name(self) -> &'static str {
+        match self {
+            RoundOutcome::Completed { .. } => "completed",
+            RoundOutcome::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// A snapshot for status endpoints.
+#[derive(Debug, Clone)]
+pub struct EngineStatus {
+    pub current: Arc<PublishedModel>,
+    pub connected: Vec<ParticipantId>,
+    pub open_round: Option<OpenRoundStatus>,
+    pub num_rounds_completed: u64,
+    pub num_rounds_abandoned: u64,
+    pub recent_rounds: Vec<RoundSummary>,
+}
+
+/// The open round, for status endpoints.
+#[derive(Debug, Clone)]
+pub struct OpenRoundStatus {
+    pub round_id: RoundId,
+    pub base_version: ModelVersion,
+    pub selected: Vec<ParticipantId>,
+    pub accepted: Vec<ParticipantId>,
+    pub quorum: usize,
+    pub deadline_unix_ms: u64,
+    pub attempt: u32,
+}
+
+/// A connected participant.
+struct ConnectedSession {
+    session_id: u64,
+    token: String,
+    events: mpsc::Sender<SessionEvent>,
+}
+
+/// The aggregate of an open round; `None` once the round closed, so a fold
+/// that loses the race with closing is refused instead of lost.
+type SharedAggregate = Arc<Mutex<Option<FedAvg>>>;
+
+/// An open round.
+struct OpenRound {
+    round_id: RoundId,
+    base: Arc<PublishedModel>,
+    selected: BTreeSet<ParticipantId>,
+    /// Participants whose update has been folded in, with their example counts.
+    accepted: Vec<(ParticipantId, u64)>,
+    /// Participants whose update stream is being received.
+    in_flight: BTreeSet<ParticipantId>,
+    aggregate: SharedAggregate,
+    quorum: usize,
+    deadline: Instant,
+    deadline_unix_ms: u64,
+    attempt: u32,
+    opened_at: Instant,
+}
+
+impl OpenRound {
+    fn has_accepted(&self, participant: &ParticipantId) -> bool {
+        self.accepted.iter().any(|(accepted, _)| accepted == participant)
+    }
+
+    fn announcement(&self, plan: &TrainingPlan) -> Announcement {
+        Announcement {
+            round_id: self.round_id,
+            base_version: self.base.version,
+            base_sha256: self.base.card.sha256.clone(),
+            plan: plan.clone(),
+            deadline_unix_ms: self.deadline_unix_ms,
+        }
+    }
+}
+
+/// The round state machine.
+enum RoundState {
+    /// No round open. `retry_after` delays the next open after an abandon;
+    /// `attempt` counts tries on the current base version.
+    Waiting { retry_after: Option<Instant>, attempt: u32 },
+    Open(OpenRound),
+}
+
+/// All mutable engine state.
+struct EngineState {
+    sessions: HashMap<ParticipantId, ConnectedSession>,
+    next_session_id: u64,
+    current: Arc<PublishedModel>,
+    round: RoundState,
+    next_round_id: u64,
+    history: VecDeque<RoundSummary>,
+    num_rounds_completed: u64,
+    num_rounds_abandoned: u64,
+}
+
+struct EngineInner {
+    config: RoundConfig,
+    plan: TrainingPlan,
+    registry: ModelRegistry,
+    state: Mutex<EngineState>,
+    /// Wakes the driver when participants come and go or updates arrive.
+    changed: Notify,
+    /// Bounds updates being received at once (each buffers one model).
+    upload_permits: Arc<Semaphore>,
+    published: watch::Sender<Arc<PublishedModel>>,
+}
+
+/// Handle to the round engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+/// Proof that an update was admitted to a round and is being received.
+/// Dropping it without [`Engine::commit_update`] (client went away, bad
+/// chunk, timeout) frees the participant's slot so it may retry.
+pub struct UpdateTicket {
+    engine: Engine,
+    round_id: RoundId,
+    participant: ParticipantId,
+    num_samples: u64,
+    num_params: usize,
+    aggregate: SharedAggregate,
+    committed: bool,
+}
+
+impl UpdateTicket {
+    /// Returns the number of parameters the update must have.
+    pub fn num_params(&self) -> usize {
+        self.num_params
+    }
+
+    /// Returns the round the update is for.
+    pub fn round_id(&self) -> RoundId {
+        self.round_id
+    }
+}
+
+impl Drop for UpdateTicket {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        let mut state = self.engine.lock_state();
+        if let RoundState::Open(round) = &mut state.round {
+            if round.round_id == self.round_id {
+                round.in_flight.remove(&self.participant);
+            }
+        }
+        drop(state);
+        self.engine.inner.changed.notify_one();
+    }
+}
+
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as u64).unwrap_or(0)
+}
+
+fn new_session_token() -> String {
+    use rand::RngExt;
+    let bytes: [u8; 16] = rand::rng().random();
+    hex::encode(bytes)
+}
+
+impl Engine {
+    /// Returns an engine whose current model is `initial` (already stored in
+    /// `registry`), with the next round id `next_round_id`.
+    pub fn new(
+        config: RoundConfig,
+        plan: TrainingPlan,
+        registry: ModelRegistry,
+        initial: Arc<PublishedModel>,
+        max_concurrent_uploads: usize,
+    ) -> Self {
+        let (published, _) = watch::channel(initial.clone());
+        let next_round_id = initial.card.round_id.map_or(1, |round| round + 1);
+        Engine {
+            inner: Arc::new(EngineInner {
+                config,
+                plan,
+                registry,
+                state: Mutex::new(EngineState {
+                    sessions: HashMap::new(),
+                    next_session_id: 1,
+                    current: initial,
+                    round: RoundState::Waiting {
+                        retry_after: None,
+                        attempt: 1,
+                    },
+                    next_round_id,
+                    history: VecDeque::new(),
+                    num_rounds_completed: 0,
+                    num_rounds_abandoned: 0,
+                }),
+                changed: Notify::new(),
+                upload_permits: Arc::new(Semaphore::new(max_concurrent_uploads.max(1))),
+                published,
+            }),
+        }
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, EngineState> {
+        // A panic while holding the lock is a bug; the state is still the
+        // last consistent one, so keep serving rather than cascade.
+        self.inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Returns a receiver that sees every newly published model version.
+    pub fn subscribe_published(&self) -> watch::Receiver<Arc<PublishedModel>> {
+        self.inner.published.subscribe()
+    }
+
+    /// Returns the latest published model.
+    pub fn current_model(&self) -> Arc<PublishedModel> {
+        self.lock_state().current.clone()
+    }
+
+    /// Returns a published model version: the current one from memory, older
+    /// ones from the registry.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::UnknownModelVersion`] or a store error.
+    pub fn model(&self, version: ModelVersion) -> Result<Arc<PublishedModel>> {
+        let current = self.current_model();
+        if current.version == version {
+            return Ok(current);
+        }
+        if version > current.version {
+            return Err(CoordinatorError::UnknownModelVersion(version));
+        }
+        Ok(Arc::new(self.inner.registry.load(version)?))
+    }
+
+    /// Returns the semaphore bounding concurrent update receptions.
+    pub fn upload_permits(&self) -> Arc<Semaphore> {
+        self.inner.upload_permits.clone()
+    }
+
+    /// Registers a participant. A second `join` of the same participant
+    /// replaces its earlier session (whose stream then ends). If the
+    /// participant was sampled for the open round and has not submitted yet,
+    /// the new session is re-announced the round at once.
+    pub fn join(&self, participant: ParticipantId) -> Session {
+        let (sender, receiver) = mpsc::channel(SESSION_QUEUE_LEN);
+        let token = new_session_token();
+        let mut state = self.lock_state();
+        let session_id = state.next_session_id;
+        state.next_session_id += 1;
+        if let RoundState::Open(round) = &state.round {
+            if round.selected.contains(&participant) && !round.has_accepted(&participant) {
+                let _ = sender.try_send(SessionEvent::Announcement(round.announcement(&self.inner.plan)));
+            }
+        }
+        let replaced = state.sessions.insert(
+            participant.clone(),
+            ConnectedSession {
+                session_id,
+                token: token.clone(),
+                events: sender,
+            },
+        );
+        let num_connected = state.sessions.len();
+        drop(state);
+        info!(participant = %participant, session_id, num_connected, reconnect = replaced.is_some(), "participant joined");
+        self.inner.changed.notify_one();
+        Session {
+            participant,
+            session_id,
+            token,
+            events: receiver,
+        }
+    }
+
+    /// Unregisters a participant's session, unless a newer session replaced it.
+    pub fn leave(&self, participant: &ParticipantId, session_id: u64) {
+        let mut state = self.lock_state();
+        let is_current = state
+            .sessions
+            .get(participant)
+            .is_some_and(|session| session.session_id == session_id);
+        if is_current {
+            state.sessions.remove(participant);
+            let num_connected = state.sessions.len();
+            drop(state);
+            info!(participant = %participant, session_id, num_connected, "participant left");
+            self.inner.changed.notify_one();
+        }
+    }
+
+    /// Returns whether `session_id` is still the participant's live session.
+    pub fn is_session_current(&self, participant: &ParticipantId, session_id: u64) -> bool {
+        self.lock_state()
+            .sessions
+            .get(participant)
+            .is_some_and(|session| session.session_id == session_id)
+    }
+
+    /// Admits an update header to the open round, before any data is read.
+    ///
+    /// # Errors
+    /// A specific [`CoordinatorError`] for each reason an update is refused;
+    /// nothing changes on error.
+    pub fn begin_update(&self, request: UpdateRequest) -> Result<UpdateTicket> {
+        let mut state = self.lock_state();
+        match state.sessions.get(&request.participant) {
+            None => return Err(CoordinatorError::NotJoined(request.participant)),
+            Some(session) if session.token != request.session_token => {
+                return Err(CoordinatorError::BadSessionToken(request.participant));
+            }
+            Some(_) => {}
+        }
+        let closed_outcome = state
+            .history
+            .iter()
+            .find(|summary| summary.round_id == request.round_id)
+            .map(|summary| summary.outcome.name());
+        let round = match &mut state.round {
+            RoundState::Open(round) if round.round_id == request.round_id => round,
+            RoundState::Open(round) => {
+                return Err(match closed_outcome {
+                    Some(outcome) => CoordinatorError::RoundClosed {
+                        round: request.round_id,
+                        outcome,
+                    },
+                    None => CoordinatorError::WrongRound {
+                        requested: request.round_id,
+                        open: round.round_id,
+                    },
+                });
+            }
+            RoundState::Waiting { .. } => {
+                return Err(match closed_outcome {
+                    Some(outcome) => CoordinatorError::RoundClosed {
+                        round: request.round_id,
+                        outcome,
+                    },
+                    None => CoordinatorError::NoOpenRound(request.round_id),
+                });
+            }
+        };
+        if request.base_version != round.base.version {
+            return Err(CoordinatorError::WrongBaseVersion {
+                round: round.round_id,
+                expected: round.base.version,
+                actual: request.base_version,
+            });
+        }
+        if !round.selected.contains(&request.participant) {
+            return Err(CoordinatorError::NotSelected {
+                participant: request.participant,
+                round: round.round_id,
+            });
+        }
+        if round.has_accepted(&request.participant) {
+            return Err(CoordinatorError::DuplicateUpdate {
+                participant: request.participant,
+                round: round.round_id,
+            });
+        }
+        if round.in_flight.contains(&request.participant) {
+            return Err(CoordinatorError::UploadInProgress {
+                participant: request.participant,
+                round: round.round_id,
+            });
+        }
+        let num_params = round.base.weights.params.len();
+        if request.num_params != num_params as u64 {
+            return Err(CoordinatorError::MalformedUpdate(format!(
+                "header declares {} parameters, model version {} has {num_params}",
+                request.num_params, round.base.version
+            )));
+        }
+        if request.num_samples == 0 || request.num_samples > MAX_DECLARED_SAMPLES {
+            return Err(CoordinatorError::MalformedUpdate(format!(
+                "num_samples is {}, must be in 1..={MAX_DECLARED_SAMPLES}",
+                request.num_samples
+            )));
+        }
+        round.in_flight.insert(request.participant.clone());
+        Ok(UpdateTicket {
+            engine: self.clone(),
+            round_id: round.round_id,
+            participant: request.participant,
+            num_samples: request.num_samples,
+            num_params,
+            aggregate: round.aggregate.clone(),
+            committed: false,
+        })
+    }
+
+    /// Folds a fully received and validated update into its round's aggregate
+    /// and returns the number of updates accepted in the round so far.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::RoundClosed`] if the round closed while the update
+    /// was in transit; the update is then discarded.
+    pub async fn commit_update(&self, mut ticket: UpdateTicket, delta: Vec<f32>) -> Result<usize> {
+        let engine = self.clone();
+        let aggregate = ticket.aggregate.clone();
+        let round_id = ticket.round_id;
+        let participant = ticket.participant.clone();
+        let num_samples = ticket.num_samples;
+        // Fold and record under the aggregate lock (then the state lock, the
+        // documented order): a round that closes takes the aggregate under the
+        // same lock, so an update is either both folded and listed as a
+        // contributor, or neither.
+        let committed = tokio::task::spawn_blocking(move || -> Result<usize> {
+            let mut guard = aggregate.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let Some(fed_avg) = guard.as_mut() else {
+                let state = engine.lock_state();
+                let outcome = state
+                    .history
+                    .iter()
+                    .find(|summary| summary.round_id == round_id)
+                    .map_or("closed", |summary| summary.outcome.name());
+                return Err(CoordinatorError::RoundClosed { round: round_id, outcome });
+            };
+            fed_avg
+                .add(&delta, num_samples as f64)
+                .map_err(|error| CoordinatorError::MalformedUpdate(error.to_string()))?;
+            let mut state = engine.lock_state();
+            match &mut state.round {
+                RoundState::Open(round) if round.round_id == round_id => {
+                    round.in_flight.remove(&participant);
+                    round.accepted.push((participant, num_samples));
+                    Ok(round.accepted.len())
+                }
+                // Unreachable while the aggregate is open; kept total.
+                _ => Err(CoordinatorError::RoundClosed { round: round_id, outcome: "closed" }),
+            }
+        })
+        .await
+        .map_err(|error| CoordinatorError::MalformedUpdate(format!("fold task failed: {error}")))?;
+        let num_accepted = committed?;
+        ticket.committed = true;
+        info!(round = %ticket.round_id, participant = %ticket.participant, num_accepted, "update accepted");
+        self.inner.changed.notify_one();
+        Ok(num_accepted)
+    }
+
+    /// Returns a status snapshot.
+    pub fn status(&self) -> EngineStatus {
+        let state = self.lock_state();
+        let mut connected: Vec<ParticipantId> = state.sessions.keys().cloned().collect();
+        connected.sort();
+        let open_round = match &state.round {
+            RoundState::Open(round) => Some(OpenRoundStatus {
+                round_id: round.round_id,
+                base_version: round.base.version,
+                selected: round.selected.iter().cloned().collect(),
+                accepted: round.accepted.iter().map(|(participant, _)| participant.clone()).collect(),
+                quorum: round.quorum,
+                deadline_unix_ms: round.deadline_unix_ms,
+                attempt: round.attempt,
+            }),
+            RoundState::Waiting { .. } => None,
+        };
+        EngineStatus {
+            current: state.current.clone(),
+            connected,
+            open_round,
+            num_rounds_completed: state.num_rounds_completed,
+            num_rounds_abandoned: state.num_rounds_abandoned,
+            recent_rounds: state.history.iter().cloned().collect(),
+        }
+    }
+
+    /// Sends a heartbeat to every connected session.
+    pub fn send_heartbeats(&self) {
+        let state = self.lock_state();
+        let current_version = state.current.version;
+        for session in state.sessions.values() {
+            let _ = session.events.try_send(SessionEvent::Heartbeat { current_version });
+        }
+    }
+
+    /// Drives rounds until `shutdown` is cancelled: opens a round when enough
+    /// participants are connected, closes it at quorum or deadline, publishes
+    /// or abandons it, and starts the next one.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let wake_at = match self.step().await {
+                Step::Continue => continue,
+                Step::WaitUntil(deadline) => deadline,
+                Step::WaitForChange => None,
+            };
+            let changed = self.inner.changed.notified();
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = changed => {}
+                () = async {
+                    match wake_at {
+                        Some(deadline) => tokio::time::sleep_until(deadline).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
+        }
+        info!("round engine stopped");
+    }
+
+    /// Takes one decision. Returns when the driver should look again.
+    async fn step(&self) -> Step {
+        let now = Instant::now();
+        let decision = {
+            let mut guard = self.lock_state();
+            let state = &mut *guard;
+            if let RoundState::Waiting { retry_after, attempt } = &state.round {
+                let (retry_after, attempt) = (*retry_after, *attempt);
+                if self
+                    .inner
+                    .config
+                    .max_rounds
+                    .is_some_and(|max| state.num_rounds_completed >= max)
+                {
+                    return Step::WaitForChange;
+                }
+                if let Some(retry_at) = retry_after {
+                    if now < retry_at {
+                        return Step::WaitUntil(Some(retry_at));
+                    }
+                }
+                if state.sessions.len() < self.inner.config.min_participants {
+                    return Step::WaitForChange;
+                }
+                self.open_round(state, now, attempt);
+                return Step::Continue;
+            }
+            let RoundState::Open(round) = &state.round else {
+                unreachable!("the waiting state returned above");
+            };
+            self.evaluate_round(round, &state.sessions, now)
+        };
+        match decision {
+            RoundDecision::KeepWaiting(deadline) => Step::WaitUntil(Some(deadline)),
+            RoundDecision::Publish => {
+                self.publish().await;
+                Step::Continue
+            }
+            RoundDecision::Abandon(reason) => {
+                self.abandon(reason);
+                Step::Continue
+            }
+        }
+    }
+
+    /// Decides what to do with the open round now.
+    fn evaluate_round(
+        &self,
+        round: &OpenRound,
+        sessions: &HashMap<ParticipantId, ConnectedSession>,
+        now: Instant,
+    ) -> RoundDecision {
+        let num_accepted = round.accepted.len();
+        // Selected participants that may still deliver: connected or mid-upload.
+        let num_pending = round
+            .selected
+            .iter()
+            .filter(|participant| !round.has_accepted(participant))
+            .filter(|participant| sessions.contains_key(*participant) || round.in_flight.contains(*participant))
+            .count();
+        if num_accepted == round.selected.len() {
+            return RoundDecision::Publish;
+        }
+        if num_pending == 0 && num_accepted >= round.quorum {
+            return RoundDecision::Publish;
+        }
+        if num_accepted + num_pending < round.quorum {
+            return RoundDecision::Abandon(format!(
+                "quorum of {} is out of reach: {num_accepted} accepted, {num_pending} still able to submit",
+                round.quorum
+            ));
+        }
+        if now >= round.deadline {
+            if num_accepted >= round.quorum {
+                return RoundDecision::Publish;
+            }
+            return RoundDecision::Abandon(format!(
+                "deadline passed with {num_accepted} of {} required updates",
+                round.quorum
+            ));
+        }
+        RoundDecision::KeepWaiting(round.deadline)
+    }
+
+    fn open_round(&self, state: &mut EngineState, now: Instant, attempt: u32) {
+        let config = &self.inner.config;
+        let mut candidates: Vec<ParticipantId> = state.sessions.keys().cloned().collect();
+        candidates.sort();
+        candidates.shuffle(&mut rand::rng());
+        let num_selected = config.participants_per_round.resolve(candidates.len());
+        let selected: BTreeSet<ParticipantId> = candidates.into_iter().take(num_selected).collect();
+        let quorum = config.quorum.min(selected.len()).max(1);
+        let round_id = RoundId(state.next_round_id);
+        state.next_round_id += 1;
+        let deadline_unix_ms = unix_ms(SystemTime::now() + config.round_deadline);
+        let base = state.current.clone();
+        let round = OpenRound {
+            round_id,
+            aggregate: Arc::new(Mutex::new(Some(FedAvg::new(base.weights.params.len())))),
+            base,
+            selected,
+            accepted: Vec::new(),
+            in_flight: BTreeSet::new(),
+            quorum,
+            deadline: now + config.round_deadline,
+            deadline_unix_ms,
+            attempt,
+            opened_at: now,
+        };
+        let announcement = round.announcement(&self.inner.plan);
+        for participant in &round.selected {
+            if let Some(session) = state.sessions.get(participant) {
+                if session
+                    .events
+                    .try_send(SessionEvent::Announcement(announcement.clone()))
+                    .is_err()
+                {
+                    warn!(round = %round_id, participant = %participant, "announcement could not be queued");
+                }
+            }
+        }
+        info!(
+            round = %round_id,
+            base_version = %round.base.version,
+            num_selected = round.selected.len(),
+            quorum,
+            attempt,
+            "round opened"
+        );
+        state.round = RoundState::Open(round);
+    }
+
+    /// Closes the open round, publishes its aggregate as the next version.
+    async fn publish(&self) {
+        let aggregate = {
+            let state = self.lock_state();
+            match &state.round {
+                RoundState::Open(round) => round.aggregate.clone(),
+                RoundState::Waiting { .. } => return,
+            }
+        };
+        // Aggregate, then state: the documented lock order. Taking the
+        // aggregate closes it to further folds.
+        let fed_avg = aggregate.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let round = {
+            let mut state = self.lock_state();
+            let previous = std::mem::replace(
+                &mut state.round,
+                RoundState::Waiting {
+                    retry_after: None,
+                    attempt: 1,
+                },
+            );
+            match previous {
+                RoundState::Open(round) => round,
+                RoundState::Waiting { .. } => return,
+            }
+        };
+        let Some(fed_avg) = fed_avg else {
+            self.finish_abandoned(round, "aggregate was already closed".to_string());
+            return;
+        };
+        let registry = self.inner.registry.clone();
+        let plan = self.inner.plan.clone();
+        let base = round.base.clone();
+        let contributors: Vec<ParticipantId> = round.accepted.iter().map(|(participant, _)| participant.clone()).collect();
+        let num_examples: u64 = round.accepted.iter().map(|(_, count)| count).sum();
+        let round_id = round.round_id;
+        let contributor_names: Vec<String> = contributors.iter().map(|participant| participant.to_string()).collect();
+        let built = tokio::task::spawn_blocking(move || -> Result<PublishedModel> {
+            let params = fed_avg.finish(&base.weights.params)?;
+            let weights = ModelWeights::new(base.weights.spec.clone(), params)?;
+            let version = base.version.next();
+            let card = ModelCard {
+                version: version.0,
+                parent: Some(base.version.0),
+                sha256: weights.sha256(),
+                num_params: weights.params.len() as u64,
+                spec: weights.spec.clone(),
+                round_id: Some(round_id.0),
+                contributors: contributor_names,
+                num_examples,
+                plan,
+                created_unix_ms: unix_ms(SystemTime::now()),
+            };
+            let model = PublishedModel { version, weights, card };
+            registry.store(&model)?;
+            Ok(model)
+        })
+        .await;
+        let model = match built {
+            Ok(Ok(model)) => Arc::new(model),
+            Ok(Err(error)) => {
+                warn!(round = %round_id, error = %error, "publishing failed; round abandoned");
+                self.finish_abandoned(round, format!("publishing failed: {error}"));
+                return;
+            }
+            Err(error) => {
+                warn!(round = %round_id, error = %error, "publishing task failed; round abandoned");
+                self.finish_abandoned(round, format!("publishing task failed: {error}"));
+                return;
+            }
+        };
+        let duration = round.opened_at.elapsed();
+        let summary = RoundSummary {
+            round_id,
+            base_version: round.base.version,
+            outcome: RoundOutcome::Completed { published: model.version },
+            contributors,
+            duration,
+            reason: format!("{} of {} selected participants contributed", round.accepted.len(), round.selected.len()),
+        };
+        {
+            let mut state = self.lock_state();
+            state.current = model.clone();
+            state.num_rounds_completed += 1;
+            push_history(&mut state.history, summary);
+        }
+        info!(
+            round = %round_id,
+            version = %model.version,
+            num_contributors = round.accepted.len(),
+            duration_ms = duration.as_millis() as u64,
+            sha256 = %model.card.sha256,
+            "round completed, model published"
+        );
+        self.inner.published.send_replace(model);
+    }
+
+    /// Abandons the open round: nothing is published, the same base version
+    /// is retried after the configured delay.
+    fn abandon(&self, reason: String) {
+        let aggregate = {
+            let state = self.lock_state();
+            match &state.round {
+                RoundState::Open(round) => round.aggregate.clone(),
+                RoundState::Waiting { .. } => return,
+            }
+        };
+        aggregate.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let round = {
+            let mut state = self.lock_state();
+            let previous = std::mem::replace(
+                &mut state.round,
+                RoundState::Waiting {
+                    retry_after: None,
+                    attempt: 1,
+                },
+            );
+            match previous {
+                RoundState::Open(round) => round,
+                RoundState::Waiting { .. } => return,
+            }
+        };
+        self.finish_abandoned(round, reason);
+    }
+
+    fn finish_abandoned(&self, round: OpenRound, reason: String) {
+        warn!(round = %round.round_id, base_version = %round.base.version, attempt = round.attempt, reason = %reason, "round abandoned");
+        let mut state = self.lock_state();
+        state.num_rounds_abandoned += 1;
+        state.round = RoundState::Waiting {
+            retry_after: Some(Instant::now() + self.inner.config.retry_delay),
+            attempt: round.attempt + 1,
+        };
+        let summary = RoundSummary {
+            round_id: round.round_id,
+            base_version: round.base.version,
+            outcome: RoundOutcome::Abandoned,
+            contributors: round.accepted.iter().map(|(participant, _)| participant.clone()).collect(),
+            duration: round.opened_at.elapsed(),
+            reason,
+        };
+        push_history(&mut state.history, summary);
+    }
+}
+
+fn push_history(history: &mut VecDeque<RoundSummary>, summary: RoundSummary) {
+    if history.len() == ROUND_HISTORY_LEN {
+        history.pop_front();
+    }
+    history.push_back(summary);
+}
+
+enum Step {
+    /// Look again immediately.
+    Continue,
+    /// Sleep until the instant (or a change).
+    WaitUntil(Option<Instant>),
+    /// Sleep until something changes.
+    WaitForChange,
+}
+
+enum RoundDecision {
+    KeepWaiting(Instant),
+    Publish,
+    Abandon(String),
+}

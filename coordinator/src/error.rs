@@ -1,0 +1,74 @@
+//! The coordinator's error type and its mapping to gRPC status codes.
+
+use fedshield_core::{CoreError, ModelVersion, ParticipantId, RoundId};
+use tonic::{Code, Status};
+
+/// Errors of the coordinator. Each names the value that was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("invalid participant id: {0}")]
+    InvalidParticipantId(String),
+    #[error("participant {0} has no open session; call Join first")]
+    NotJoined(ParticipantId),
+    #[error("session token does not match participant {0}'s current session")]
+    BadSessionToken(ParticipantId),
+    #[error("no round is open; round {0} is not accepting updates")]
+    NoOpenRound(RoundId),
+    #[error("round {round} is closed ({outcome}); updates are no longer accepted")]
+    RoundClosed { round: RoundId, outcome: &'static str },
+    #[error("round {requested} is not the open round {open}")]
+    WrongRound { requested: RoundId, open: RoundId },
+    #[error("update is based on model version {actual}, round {round} trains version {expected}")]
+    WrongBaseVersion {
+        round: RoundId,
+        expected: ModelVersion,
+        actual: ModelVersion,
+    },
+    #[error("participant {participant} was not selected for round {round}")]
+    NotSelected { participant: ParticipantId, round: RoundId },
+    #[error("participant {participant} already submitted an update for round {round}")]
+    DuplicateUpdate { participant: ParticipantId, round: RoundId },
+    #[error("participant {participant} is already uploading an update for round {round}")]
+    UploadInProgress { participant: ParticipantId, round: RoundId },
+    #[error("malformed update: {0}")]
+    MalformedUpdate(String),
+    #[error("update stream for round {round} went idle for more than {idle_secs}s between chunks")]
+    UpdateStalled { round: RoundId, idle_secs: u64 },
+    #[error("model version {0} does not exist")]
+    UnknownModelVersion(ModelVersion),
+    #[error("model store: {0}")]
+    Store(#[from] CoreError),
+    #[error("coordinator is shutting down")]
+    ShuttingDown,
+}
+
+impl From<CoordinatorError> for Status {
+    /// The one table from coordinator errors to gRPC status codes.
+    fn from(error: CoordinatorError) -> Status {
+        let code = match &error {
+            CoordinatorError::InvalidParticipantId(_) | CoordinatorError::MalformedUpdate(_) => Code::InvalidArgument,
+            CoordinatorError::NotJoined(_) | CoordinatorError::BadSessionToken(_) => Code::Unauthenticated,
+            CoordinatorError::NotSelected { .. } => Code::PermissionDenied,
+            CoordinatorError::NoOpenRound(_)
+            | CoordinatorError::RoundClosed { .. }
+            | CoordinatorError::WrongRound { .. }
+            | CoordinatorError::WrongBaseVersion { .. } => Code::FailedPrecondition,
+            CoordinatorError::DuplicateUpdate { .. } | CoordinatorError::UploadInProgress { .. } => Code::AlreadyExists,
+            CoordinatorError::UpdateStalled { .. } => Code::DeadlineExceeded,
+            CoordinatorError::UnknownModelVersion(_) => Code::NotFound,
+            CoordinatorError::Store(_) => Code::Internal,
+            CoordinatorError::ShuttingDown => Code::Unavailable,
+        };
+        Status::new(code, error.to_string())
+    }
+}
+
+/// Result with [`CoordinatorError`].
+pub type Result<T, E = CoordinatorError> = std::result::Result<T, E>;
+
+/// Why a running server stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("grpc server failed: {0}")]
+    Transport(String),
+}

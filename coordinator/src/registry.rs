@@ -1,0 +1,142 @@
+//! The model registry: published model versions on disk, one safetensors file
+//! and one JSON model card per version, both written atomically. The card is
+//! written last, so a version exists once its card does.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use fedshield_core::weights::ModelWeights;
+use fedshield_core::{CoreError, ModelSpec, ModelVersion, TrainingPlan};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CoordinatorError, Result};
+
+/// What a published model version is: provenance and integrity data that
+/// travels with the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub version: u64,
+    /// The version this one was aggregated from (none for version 0).
+    pub parent: Option<u64>,
+    /// sha256 (hex) of the parameters' little-endian float32 bytes.
+    pub sha256: String,
+    pub num_params: u64,
+    pub spec: ModelSpec,
+    /// The round that produced this version (none for version 0).
+    pub round_id: Option<u64>,
+    /// Participants whose updates were averaged in.
+    pub contributors: Vec<String>,
+    /// Sum of the contributors' declared example counts.
+    pub num_examples: u64,
+    /// The local training plan of the round.
+    pub plan: TrainingPlan,
+    pub created_unix_ms: u64,
+}
+
+/// One published model version held in memory.
+#[derive(Debug)]
+pub struct PublishedModel {
+    pub version: ModelVersion,
+    pub weights: ModelWeights,
+    pub card: ModelCard,
+}
+
+/// Model versions stored under one directory.
+#[derive(Debug, Clone)]
+pub struct ModelRegistry {
+    directory: PathBuf,
+}
+
+impl ModelRegistry {
+    /// Returns the registry stored in `directory`, creating it if needed.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Store`] if the directory cannot be created.
+    pub fn open(directory: &Path) -> Result<Self> {
+        std::fs::create_dir_all(directory).map_err(|source| CoreError::Io {
+            path: directory.to_path_buf(),
+            source,
+        })?;
+        Ok(ModelRegistry {
+            directory: directory.to_path_buf(),
+        })
+    }
+
+    /// Returns the path of a version's weights.
+    pub fn weights_path(&self, version: ModelVersion) -> PathBuf {
+        self.directory.join(format!("model-v{:08}.safetensors", version.0))
+    }
+
+    /// Returns the path of a version's model card.
+    pub fn card_path(&self, version: ModelVersion) -> PathBuf {
+        self.directory.join(format!("model-v{:08}.json", version.0))
+    }
+
+    /// Writes a version: weights first, then the card that makes it visible.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Store`] if either file cannot be written.
+    pub fn store(&self, model: &PublishedModel) -> Result<()> {
+        let mut metadata = HashMap::new();
+        metadata.insert("fedshield.version".to_string(), model.version.0.to_string());
+        metadata.insert("fedshield.sha256".to_string(), model.card.sha256.clone());
+        model
+            .weights
+            .save_safetensors(&self.weights_path(model.version), metadata)?;
+        let card_json = serde_json::to_vec_pretty(&model.card).expect("a model card serializes to json");
+        fedshield_core::fsutil::write_atomic(&self.card_path(model.version), &card_json)?;
+        Ok(())
+    }
+
+    /// Returns the highest version with a card, if any.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Store`] if the directory cannot be listed.
+    pub fn latest_version(&self) -> Result<Option<ModelVersion>> {
+        let entries = std::fs::read_dir(&self.directory).map_err(|source| CoreError::Io {
+            path: self.directory.clone(),
+            source,
+        })?;
+        let latest = entries
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                name.strip_prefix("model-v")?.strip_suffix(".json")?.parse::<u64>().ok()
+            })
+            .max()
+            .map(ModelVersion);
+        Ok(latest)
+    }
+
+    /// Loads a version and checks its weights against the card's sha256.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::UnknownModelVersion`] if it was never published,
+    /// [`CoordinatorError::Store`] if its files are unreadable or corrupt.
+    pub fn load(&self, version: ModelVersion) -> Result<PublishedModel> {
+        let card_path = self.card_path(version);
+        let card_bytes = match std::fs::read(&card_path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(CoordinatorError::UnknownModelVersion(version));
+            }
+            Err(source) => return Err(CoreError::Io { path: card_path, source }.into()),
+        };
+        let card: ModelCard = serde_json::from_slice(&card_bytes).map_err(|error| CoreError::MalformedModelFile {
+            path: card_path.clone(),
+            reason: error.to_string(),
+        })?;
+        let weights_path = self.weights_path(version);
+        let weights = ModelWeights::load_safetensors(&weights_path)?;
+        let actual = weights.sha256();
+        if actual != card.sha256 {
+            return Err(CoreError::ChecksumMismatch {
+                path: weights_path,
+                expected: card.sha256,
+                actual,
+            }
+            .into());
+        }
+        Ok(PublishedModel { version, weights, card })
+    }
+}

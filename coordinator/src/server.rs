@@ -1,0 +1,178 @@
+//! Starting and stopping a coordinator: model registry, round engine and
+//! gRPC server on a listener the caller bound.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use fedshield_core::weights::ModelWeights;
+use fedshield_core::{CoreError, ModelVersion};
+use fedshield_proto::v1::federation_server::FederationServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::CoordinatorConfig;
+use crate::engine::Engine;
+use crate::error::{CoordinatorError, Result, ServerError};
+use crate::registry::{ModelCard, ModelRegistry, PublishedModel};
+use crate::service::{FederationService, ServiceSettings};
+
+/// A running coordinator.
+pub struct CoordinatorHandle {
+    engine: Engine,
+    local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+    driver: JoinHandle<()>,
+}
+
+impl CoordinatorHandle {
+    /// Returns the round engine, for status and publication events.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Returns the address the gRPC server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops the coordinator and waits until its tasks have ended.
+    ///
+    /// # Errors
+    /// The server's transport error, if it failed.
+    pub async fn stop(self) -> std::result::Result<(), ServerError> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the coordinator stopped (its shutdown token was cancelled).
+    ///
+    /// # Errors
+    /// The server's transport error, if it failed.
+    pub async fn wait(self) -> std::result::Result<(), ServerError> {
+        let server_result = self.server.await;
+        let _ = self.driver.await;
+        match server_result {
+            Ok(result) => result.map_err(|error| ServerError::Transport(error.to_string())),
+            Err(error) => Err(ServerError::Transport(error.to_string())),
+        }
+    }
+}
+
+/// Loads the latest published model from the registry, or creates and
+/// stores version 0.
+///
+/// # Errors
+/// [`CoordinatorError::Store`] if the stored model is corrupt or unwritable,
+/// or if it does not match the configured architecture.
+pub fn load_or_init_model(config: &CoordinatorConfig, registry: &ModelRegistry) -> Result<PublishedModel> {
+    if let Some(version) = registry.latest_version()? {
+        let model = registry.load(version)?;
+        if model.weights.spec != config.model {
+            return Err(CoordinatorError::Store(CoreError::InvalidSpec(format!(
+                "stored model version {version} has architecture {:?}, the configuration asks for {:?}; use a new data directory",
+                model.weights.spec, config.model
+            ))));
+        }
+        info!(version = %version, sha256 = %model.card.sha256, "resuming from stored model");
+        return Ok(model);
+    }
+    let weights = ModelWeights::init(config.model.clone(), config.init_seed)?;
+    let card = ModelCard {
+        version: 0,
+        parent: None,
+        sha256: weights.sha256(),
+        num_params: weights.params.len() as u64,
+        spec: weights.spec.clone(),
+        round_id: None,
+        contributors: Vec::new(),
+        num_examples: 0,
+        plan: config.plan.clone(),
+        created_unix_ms: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis() as u64)
+            .unwrap_or(0),
+    };
+    let model = PublishedModel {
+        version: ModelVersion(0),
+        weights,
+        card,
+    };
+    registry.store(&model)?;
+    info!(num_params = model.weights.params.len(), sha256 = %model.card.sha256, "initial model created");
+    Ok(model)
+}
+
+/// Starts a coordinator on `listener`; it runs until `shutdown` is cancelled.
+///
+/// # Errors
+/// Invalid configuration (every problem listed) or a store error.
+pub async fn start(config: CoordinatorConfig, listener: TcpListener, shutdown: CancellationToken) -> Result<CoordinatorHandle> {
+    config
+        .validate()
+        .map_err(|problems| CoordinatorError::Store(CoreError::InvalidPlan(problems.join("; "))))?;
+    let local_addr = listener.local_addr().map_err(|source| CoreError::Io {
+        path: "listener".into(),
+        source,
+    })?;
+    let registry = ModelRegistry::open(&config.data_dir.join("models"))?;
+    let initial = {
+        let config = config.clone();
+        let registry = registry.clone();
+        tokio::task::spawn_blocking(move || load_or_init_model(&config, &registry))
+            .await
+            .map_err(|error| CoordinatorError::Store(CoreError::Training(error.to_string())))??
+    };
+    let engine = Engine::new(
+        config.round.clone(),
+        config.plan.clone(),
+        registry,
+        Arc::new(initial),
+        config.max_concurrent_uploads,
+    );
+    let service = FederationService::new(
+        engine.clone(),
+        ServiceSettings {
+            heartbeat_interval: config.heartbeat_interval,
+            chunk_params: config.chunk_params,
+            chunk_idle_timeout: config.chunk_idle_timeout,
+        },
+        shutdown.clone(),
+    );
+    let grpc_limit = fedshield_core::codec::MAX_CHUNK_BYTES + 64 * 1024;
+    let federation = FederationServer::new(service)
+        .max_decoding_message_size(grpc_limit)
+        .max_encoding_message_size(grpc_limit);
+    let server_shutdown = shutdown.clone();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .initial_stream_window_size(Some(8 * 1024 * 1024))
+            .initial_connection_window_size(Some(32 * 1024 * 1024))
+            .tcp_nodelay(true)
+            .add_service(federation)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), server_shutdown.cancelled_owned()),
+    );
+    let driver = tokio::spawn(engine.clone().run(shutdown.clone()));
+    info!(%local_addr, "coordinator listening");
+    Ok(CoordinatorHandle {
+        engine,
+        local_addr,
+        shutdown,
+        server,
+        driver,
+    })
+}
+
+/// Runs a coordinator on `listener` until `shutdown` is cancelled.
+///
+/// # Errors
+/// Startup errors, or the server's transport error.
+pub async fn run(config: CoordinatorConfig, listener: TcpListener, shutdown: CancellationToken) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let handle = start(config, listener, shutdown).await?;
+    handle.wait().await?;
+    Ok(())
+}

@@ -1,0 +1,335 @@
+//! The `fedshield.v1.Federation` gRPC service: thin handlers that unpack
+//! messages, call the round engine, and convert results and errors.
+
+use std::pin::Pin;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fedshield_core::codec::{ChunkAssembler, MAX_CHUNK_BYTES, params_as_le_bytes};
+use fedshield_core::{ModelVersion, ParticipantId, RoundId};
+use fedshield_proto::v1 as pb;
+use fedshield_proto::v1::federation_server::Federation;
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, instrument, warn};
+
+use crate::engine::{Engine, EngineStatus, SessionEvent, UpdateRequest};
+use crate::error::CoordinatorError;
+use crate::registry::PublishedModel;
+
+/// Settings of the service that are not round rules.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    pub heartbeat_interval: Duration,
+    pub chunk_params: usize,
+    pub chunk_idle_timeout: Duration,
+}
+
+/// The gRPC service; one per server, cloned per connection by tonic.
+#[derive(Clone)]
+pub struct FederationService {
+    engine: Engine,
+    settings: ServiceSettings,
+    /// Cancelled when the coordinator shuts down; ends every `Join` stream.
+    shutdown: CancellationToken,
+}
+
+impl FederationService {
+    /// Returns a service over `engine`.
+    pub fn new(engine: Engine, settings: ServiceSettings, shutdown: CancellationToken) -> Self {
+        FederationService {
+            engine,
+            settings,
+            shutdown,
+        }
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorEvent, Status>> + Send>>;
+type ModelStream = Pin<Box<dyn Stream<Item = Result<pb::ModelChunk, Status>> + Send>>;
+
+fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn event(event: pb::coordinator_event::Event) -> pb::CoordinatorEvent {
+    pb::CoordinatorEvent { event: Some(event) }
+}
+
+#[tonic::async_trait]
+impl Federation for FederationService {
+    type JoinStream = EventStream;
+    type DownloadModelStream = ModelStream;
+
+    #[instrument(skip_all, fields(participant = %request.get_ref().participant_id))]
+    async fn join(&self, request: Request<pb::JoinRequest>) -> Result<Response<Self::JoinStream>, Status> {
+        let join = request.into_inner();
+        let participant = ParticipantId::new(join.participant_id).map_err(CoordinatorError::InvalidParticipantId)?;
+        let mut session = self.engine.join(participant.clone());
+        let (sender, receiver) = mpsc::channel::<Result<pb::CoordinatorEvent, Status>>(16);
+        let welcome = event(pb::coordinator_event::Event::Welcome(pb::Welcome {
+            session_token: session.token.clone(),
+            heartbeat_interval_ms: self.settings.heartbeat_interval.as_millis() as u32,
+            current_model_version: self.engine.current_model().version.0,
+        }));
+        // Cannot fail: the channel is new and has room.
+        let _ = sender.try_send(Ok(welcome));
+        let engine = self.engine.clone();
+        let shutdown = self.shutdown.clone();
+        let heartbeat_interval = self.settings.heartbeat_interval;
+        // Forwards engine events and heartbeats to the stream until the
+        // participant goes away, a newer session replaces this one, or the
+        // coordinator shuts down; then unregisters the session.
+        tokio::spawn(async move {
+            let mut heartbeat = tokio::time::interval(heartbeat_interval);
+            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let outgoing = tokio::select! {
+                    () = shutdown.cancelled() => {
+                        let _ = sender.send(Err(Status::unavailable("coordinator is shutting down"))).await;
+                        break;
+                    }
+                    () = sender.closed() => break,
+                    received = session.events.recv() => match received {
+                        Some(SessionEvent::Announcement(announcement)) => {
+                            event(pb::coordinator_event::Event::RoundAnnouncement(pb::RoundAnnouncement {
+                                round_id: announcement.round_id.0,
+                                base_model_version: announcement.base_version.0,
+                                base_model_sha256: announcement.base_sha256,
+                                plan: Some(pb::TrainingPlan {
+                                    local_epochs: announcement.plan.local_epochs,
+                                    batch_size: announcement.plan.batch_size,
+                                    learning_rate: announcement.plan.learning_rate,
+                                    max_local_steps: announcement.plan.max_local_steps,
+                                }),
+                                deadline_unix_ms: announcement.deadline_unix_ms,
+                            }))
+                        }
+                        Some(SessionEvent::Heartbeat { current_version }) => heartbeat_event(current_version),
+                        // A newer session of the same participant replaced this one.
+                        None => break,
+                    },
+                    _ = heartbeat.tick() => heartbeat_event(engine.current_model().version),
+                };
+                if sender.send(Ok(outgoing)).await.is_err() {
+                    break;
+                }
+            }
+            engine.leave(&session.participant, session.session_id);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    #[instrument(skip_all, fields(version = request.get_ref().model_version))]
+    async fn download_model(
+        &self,
+        request: Request<pb::DownloadModelRequest>,
+    ) -> Result<Response<Self::DownloadModelStream>, Status> {
+        let download = request.into_inner();
+        let model = self.engine.model(ModelVersion(download.model_version))?;
+        let chunk_params = match download.preferred_chunk_params as usize {
+            0 => self.settings.chunk_params,
+            preferred => preferred.min(MAX_CHUNK_BYTES / 4),
+        };
+        debug!(version = %model.version, num_params = model.weights.params.len(), "model download started");
+        Ok(Response::new(Box::pin(model_stream(model, chunk_params))))
+    }
+
+    #[instrument(skip_all)]
+    async fn submit_update(
+        &self,
+        request: Request<Streaming<pb::UpdateChunk>>,
+    ) -> Result<Response<pb::SubmitUpdateResponse>, Status> {
+        let mut stream = request.into_inner();
+        let idle_timeout = self.settings.chunk_idle_timeout;
+        let first = tokio::time::timeout(idle_timeout, stream.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no update header received in time"))??;
+        let header = match first.and_then(|chunk| chunk.payload) {
+            Some(pb::update_chunk::Payload::Header(header)) => header,
+            Some(pb::update_chunk::Payload::Data(_)) => {
+                return Err(CoordinatorError::MalformedUpdate("first message must be an update header, got data".into()).into());
+            }
+            None => return Err(CoordinatorError::MalformedUpdate("update stream has no header".into()).into()),
+        };
+        if header.encoding != pb::UpdateEncoding::F32Le as i32 {
+            return Err(CoordinatorError::MalformedUpdate(format!(
+                "encoding {} is not supported; use UPDATE_ENCODING_F32_LE",
+                header.encoding
+            ))
+            .into());
+        }
+        let participant = ParticipantId::new(header.participant_id).map_err(CoordinatorError::InvalidParticipantId)?;
+        let round_id = RoundId(header.round_id);
+        let ticket = self
+            .engine
+            .begin_update(UpdateRequest {
+                round_id,
+                base_version: ModelVersion(header.base_model_version),
+                participant: participant.clone(),
+                session_token: header.session_token,
+                num_samples: header.num_samples,
+                num_params: header.num_params,
+            })
+            .inspect_err(|error| warn!(round = %round_id, participant = %participant, error = %error, "update refused"))?;
+        // Bounded memory: at most `max_concurrent_uploads` updates are
+        // buffered at once; others wait here with HTTP/2 flow control
+        // holding back their senders.
+        let _permit = self
+            .engine
+            .upload_permits()
+            .acquire_owned()
+            .await
+            .map_err(|_| CoordinatorError::ShuttingDown)?;
+        let mut assembler = ChunkAssembler::new(ticket.num_params());
+        loop {
+            let message = match tokio::time::timeout(idle_timeout, stream.message()).await {
+                Err(_) => {
+                    let error = CoordinatorError::UpdateStalled {
+                        round: round_id,
+                        idle_secs: idle_timeout.as_secs(),
+                    };
+                    warn!(round = %round_id, participant = %participant, error = %error, "update refused");
+                    return Err(error.into());
+                }
+                Ok(Err(status)) => {
+                    warn!(round = %round_id, participant = %participant, code = ?status.code(), "update stream failed");
+                    return Err(status);
+                }
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(message))) => message,
+            };
+            let refusal = match message.payload {
+                Some(pb::update_chunk::Payload::Data(data)) if data.len() > MAX_CHUNK_BYTES => Some(format!(
+                    "chunk of {} bytes exceeds the limit of {MAX_CHUNK_BYTES}",
+                    data.len()
+                )),
+                Some(pb::update_chunk::Payload::Data(data)) => {
+                    assembler.push(&data).err().map(|error| error.to_string())
+                }
+                Some(pb::update_chunk::Payload::Header(_)) => Some("second header in one update stream".to_string()),
+                None => Some("empty chunk message".to_string()),
+            };
+            if let Some(reason) = refusal {
+                let error = CoordinatorError::MalformedUpdate(reason);
+                warn!(round = %round_id, participant = %participant, error = %error, "update refused");
+                return Err(error.into());
+            }
+        }
+        let num_received = assembler.num_received();
+        let delta = assembler.finish().map_err(|error| {
+            warn!(round = %round_id, participant = %participant, num_received, "update stream ended early");
+            CoordinatorError::MalformedUpdate(format!("stream ended early: {error}"))
+        })?;
+        let num_accepted = self
+            .engine
+            .commit_update(ticket, delta)
+            .await
+            .inspect_err(|error| warn!(round = %round_id, participant = %participant, error = %error, "update refused"))?;
+        info!(round = %round_id, participant = %participant, num_params = num_received, "update received");
+        Ok(Response::new(pb::SubmitUpdateResponse {
+            round_id: round_id.0,
+            num_updates_accepted: num_accepted as u32,
+        }))
+    }
+
+    async fn get_status(&self, _request: Request<pb::GetStatusRequest>) -> Result<Response<pb::CoordinatorStatus>, Status> {
+        Ok(Response::new(status_message(&self.engine.status())))
+    }
+}
+
+fn heartbeat_event(current_version: ModelVersion) -> pb::CoordinatorEvent {
+    event(pb::coordinator_event::Event::Heartbeat(pb::Heartbeat {
+        unix_time_ms: unix_ms_now(),
+        current_model_version: current_version.0,
+    }))
+}
+
+/// Returns the download stream of a model: the header, then the parameters
+/// in chunks, each copied out of the shared model only when tonic asks for it.
+fn model_stream(model: std::sync::Arc<PublishedModel>, chunk_params: usize) -> impl Stream<Item = Result<pb::ModelChunk, Status>> + Send {
+    let header = pb::ModelChunk {
+        payload: Some(pb::model_chunk::Payload::Header(pb::ModelHeader {
+            model_version: model.version.0,
+            sha256: model.card.sha256.clone(),
+            num_params: model.weights.params.len() as u64,
+            spec: Some(spec_message(&model.weights.spec)),
+            tensors: model
+                .weights
+                .spec
+                .tensor_specs()
+                .into_iter()
+                .map(|tensor| pb::TensorSpec {
+                    name: tensor.name,
+                    shape: tensor.shape.into_iter().map(|size| size as u64).collect(),
+                })
+                .collect(),
+        })),
+    };
+    let num_chunks = model.weights.params.len().div_ceil(chunk_params);
+    let chunks = futures::stream::iter(0..num_chunks).map(move |index| {
+        let params = &model.weights.params;
+        let start = index * chunk_params;
+        let end = (start + chunk_params).min(params.len());
+        Ok(pb::ModelChunk {
+            payload: Some(pb::model_chunk::Payload::Data(Bytes::copy_from_slice(params_as_le_bytes(
+                &params[start..end],
+            )))),
+        })
+    });
+    futures::StreamExt::chain(futures::stream::once(async move { Ok(header) }), chunks)
+}
+
+use futures::StreamExt as _;
+
+/// Converts a model spec to its protocol message.
+pub fn spec_message(spec: &fedshield_core::ModelSpec) -> pb::ModelSpec {
+    pb::ModelSpec {
+        kind: spec.kind.clone(),
+        input_dim: spec.input_dim,
+        hidden_dims: spec.hidden_dims.clone(),
+        num_classes: spec.num_classes,
+    }
+}
+
+/// Converts an engine status snapshot to its protocol message.
+pub fn status_message(status: &EngineStatus) -> pb::CoordinatorStatus {
+    pb::CoordinatorStatus {
+        current_model_version: status.current.version.0,
+        current_model_sha256: status.current.card.sha256.clone(),
+        connected_participants: status.connected.iter().map(ToString::to_string).collect(),
+        current_round: status.open_round.as_ref().map(|round| pb::RoundStatus {
+            round_id: round.round_id.0,
+            base_model_version: round.base_version.0,
+            selected_participants: round.selected.iter().map(ToString::to_string).collect(),
+            submitted_participants: round.accepted.iter().map(ToString::to_string).collect(),
+            quorum: round.quorum as u32,
+            deadline_unix_ms: round.deadline_unix_ms,
+            attempt: round.attempt,
+        }),
+        num_rounds_completed: status.num_rounds_completed,
+        num_rounds_abandoned: status.num_rounds_abandoned,
+        recent_rounds: status
+            .recent_rounds
+            .iter()
+            .map(|summary| pb::RoundSummary {
+                round_id: summary.round_id.0,
+                base_model_version: summary.base_version.0,
+                outcome: summary.outcome.name().to_string(),
+                published_model_version: match summary.outcome {
+                    crate::engine::RoundOutcome::Completed { published } => published.0,
+                    crate::engine::RoundOutcome::Abandoned => 0,
+                },
+                contributors: summary.contributors.iter().map(ToString::to_string).collect(),
+                duration_ms: summary.duration.as_millis() as u64,
+                reason: summary.reason.clone(),
+            })
+            .collect(),
+    }
+}
