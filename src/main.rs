@@ -1,1 +1,25 @@
-fn main() {}
+//! The `fedshield` binary: parses flags and dispatches to the library.
+
+use anyhow::Result;
+use clap::Parser;
+use fedshield::cli::{Cli, Command};
+use fedshield::{commands, demo};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Coordinator(args) => commands::coordinator(args).await,
+        Command::Participant(args) => commands::participant(args).await,
+        Command::Demo(args) => demo::run(args).await.map(|_| ()),
+    }
+}

@@ -1,1 +1,18 @@
-//! placeholder
+//! fedshield participant: runs next to an organization's private telemetry,
+//! trains the shared model locally and sends only model updates.
+//!
+//! - [`config`]: participant settings.
+//! - [`node`]: the participant loop (join, download, train, submit).
+//! - [`cache`]: downloaded model versions, sha256-checked.
+//! - [`backoff`]: reconnection delays.
+//! - [`error`]: the error type.
+
+pub mod backoff;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod node;
+
+pub use config::ParticipantConfig;
+pub use error::ParticipantError;
+pub use node::{Participant, ParticipantEvent};

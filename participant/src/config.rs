@@ -1,0 +1,61 @@
+//! Participant configuration.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fedshield_core::ParticipantId;
+
+/// Everything a participant needs to run.
+#[derive(Debug, Clone)]
+pub struct ParticipantConfig {
+    /// The coordinator's gRPC address, e.g. `http://127.0.0.1:7070`.
+    pub coordinator_url: String,
+    /// This participant's identity.
+    pub participant_id: ParticipantId,
+    /// Where downloaded model versions are cached.
+    pub data_dir: PathBuf,
+    /// First reconnection delay; doubles per failure up to `max_backoff`.
+    pub initial_backoff: Duration,
+    /// Longest reconnection delay.
+    pub max_backoff: Duration,
+    /// Reconnect if the coordinator is silent for this many heartbeat intervals.
+    pub missed_heartbeats: u32,
+}
+
+impl ParticipantConfig {
+    /// Returns a configuration for tests: fast reconnects.
+    pub fn for_test(coordinator_url: String, participant_id: ParticipantId, data_dir: PathBuf) -> Self {
+        ParticipantConfig {
+            coordinator_url,
+            participant_id,
+            data_dir,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+            missed_heartbeats: 5,
+        }
+    }
+
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its setting.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        if !(self.coordinator_url.starts_with("http://") || self.coordinator_url.starts_with("https://")) {
+            problems.push(format!(
+                "coordinator_url {:?} must start with http:// or https://",
+                self.coordinator_url
+            ));
+        }
+        if self.initial_backoff.is_zero() {
+            problems.push("initial_backoff_ms must be positive".to_string());
+        }
+        if self.max_backoff < self.initial_backoff {
+            problems.push("max_backoff_ms must be at least initial_backoff_ms".to_string());
+        }
+        if self.missed_heartbeats == 0 {
+            problems.push("missed_heartbeats must be at least 1".to_string());
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+}

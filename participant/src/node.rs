@@ -1,0 +1,371 @@
+//! The participant node: stays joined to the coordinator, and for every round
+//! it is sampled for, downloads the base model (cached, sha256-checked),
+//! trains locally and streams back its update.
+//!
+//! Connection handling: any failure (refused connection, dropped stream,
+//! silent coordinator) leads to a reconnect with exponential backoff; the
+//! coordinator re-announces an open round to a participant that rejoins.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fedshield_core::codec::{ChunkAssembler, DEFAULT_CHUNK_PARAMS, encode_chunks};
+use fedshield_core::data::Dataset;
+use fedshield_core::model::ModelSpec;
+use fedshield_core::training::train_local;
+use fedshield_core::weights::{ModelWeights, params_sha256};
+use fedshield_core::{ModelVersion, RoundId, TrainingPlan};
+use fedshield_proto::v1 as pb;
+use fedshield_proto::v1::federation_client::FederationClient;
+use rand::RngExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info, instrument, warn};
+
+use crate::backoff::Backoff;
+use crate::cache::ModelCache;
+use crate::config::ParticipantConfig;
+use crate::error::{ParticipantError, Result};
+
+/// Largest gRPC message accepted from the coordinator.
+const MAX_MESSAGE_BYTES: usize = fedshield_core::codec::MAX_CHUNK_BYTES + 64 * 1024;
+
+/// Something a participant did, reported to whoever runs it (demo, tests).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParticipantEvent {
+    /// Joined (or rejoined) the coordinator.
+    Joined,
+    /// An update for a round was accepted.
+    Contributed {
+        round_id: RoundId,
+        base_version: ModelVersion,
+        num_steps: u64,
+        mean_loss: f32,
+    },
+    /// A round was skipped; the reason says why.
+    RoundFailed { round_id: RoundId, reason: String },
+}
+
+/// A participant: its configuration and its private training data.
+pub struct Participant {
+    config: ParticipantConfig,
+    data: Arc<Dataset>,
+    cache: ModelCache,
+    events: Option<mpsc::UnboundedSender<ParticipantEvent>>,
+}
+
+impl Participant {
+    /// Returns a participant that trains on `data`.
+    ///
+    /// # Errors
+    /// [`ParticipantError::Config`] listing every configuration problem, or
+    /// if the dataset is empty.
+    pub fn new(config: ParticipantConfig, data: Dataset) -> Result<Self> {
+        config
+            .validate()
+            .map_err(|problems| ParticipantError::Config(problems.join("; ")))?;
+        if data.is_empty() {
+            return Err(ParticipantError::Config("the training dataset is empty".to_string()));
+        }
+        let cache = ModelCache::new(&config.data_dir.join("models"));
+        Ok(Participant {
+            config,
+            data: Arc::new(data),
+            cache,
+            events: None,
+        })
+    }
+
+    /// Reports what the participant does to `events`.
+    pub fn with_events(mut self, events: mpsc::UnboundedSender<ParticipantEvent>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    fn report(&self, event: ParticipantEvent) {
+        if let Some(events) = &self.events {
+            let _ = events.send(event);
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled, reconnecting as needed.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new(self.config.initial_backoff, self.config.max_backoff);
+        while !shutdown.is_cancelled() {
+            match self.session(&shutdown, &mut backoff).await {
+                Ok(()) => {}
+                Err(error) => {
+                    let delay = backoff.next_delay();
+                    warn!(
+                        participant = %self.config.participant_id,
+                        error = %error,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "connection to coordinator lost"
+                    );
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        info!(participant = %self.config.participant_id, "participant stopped");
+    }
+
+    async fn connect(&self) -> Result<FederationClient<Channel>> {
+        let connect_error = |reason: String| ParticipantError::Connect {
+            url: self.config.coordinator_url.clone(),
+            reason,
+        };
+        let endpoint = Endpoint::from_shared(self.config.coordinator_url.clone())
+            .map_err(|error| connect_error(error.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .initial_stream_window_size(Some(8 * 1024 * 1024))
+            .initial_connection_window_size(Some(32 * 1024 * 1024));
+        let channel = endpoint.connect().await.map_err(|error| connect_error(error.to_string()))?;
+        Ok(FederationClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// One connection: join, then handle events until the stream ends.
+    /// Returns `Ok` only on shutdown.
+    async fn session(&self, shutdown: &CancellationToken, backoff: &mut Backoff) -> Result<()> {
+        let mut client = self.connect().await?;
+        let mut stream = client
+            .join(pb::JoinRequest {
+                participant_id: self.config.participant_id.to_string(),
+                client_version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .await?
+            .into_inner();
+        let mut session_token = None;
+        let mut silence_limit = Duration::from_secs(30);
+        loop {
+            let message = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                message = tokio::time::timeout(silence_limit, stream.message()) => message,
+            };
+            let event = match message {
+                Err(_) => {
+                    return Err(ParticipantError::Protocol(format!(
+                        "no message from the coordinator for {}s",
+                        silence_limit.as_secs_f32()
+                    )));
+                }
+                Ok(Err(status)) => return Err(status.into()),
+                Ok(Ok(None)) => return Err(ParticipantError::Protocol("coordinator ended the join stream".into())),
+                Ok(Ok(Some(event))) => event.event,
+            };
+            match event {
+                Some(pb::coordinator_event::Event::Welcome(welcome)) => {
+                    session_token = Some(welcome.session_token);
+                    silence_limit = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(1)))
+                        * self.config.missed_heartbeats;
+                    backoff.reset();
+                    info!(
+                        participant = %self.config.participant_id,
+                        current_version = welcome.current_model_version,
+                        "joined coordinator"
+                    );
+                    self.report(ParticipantEvent::Joined);
+                }
+                Some(pb::coordinator_event::Event::Heartbeat(_)) => {}
+                Some(pb::coordinator_event::Event::RoundAnnouncement(announcement)) => {
+                    let Some(token) = session_token.clone() else {
+                        return Err(ParticipantError::Protocol("announcement before welcome".into()));
+                    };
+                    let round_id = RoundId(announcement.round_id);
+                    // Training runs while the join stream is not read; the
+                    // coordinator's heartbeats wait in the transport buffers.
+                    let outcome = tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        outcome = self.take_part(&mut client, announcement, token) => outcome,
+                    };
+                    match outcome {
+                        Ok(event) => self.report(event),
+                        Err(error) => {
+                            warn!(participant = %self.config.participant_id, round = %round_id, error = %error, "round failed");
+                            self.report(ParticipantEvent::RoundFailed {
+                                round_id,
+                                reason: error.to_string(),
+                            });
+                        }
+                    }
+                }
+                None => return Err(ParticipantError::Protocol("empty event on the join stream".into())),
+            }
+        }
+    }
+
+    /// Downloads the base model, trains, and submits the update for one round.
+    #[instrument(skip_all, fields(participant = %self.config.participant_id, round = announcement.round_id, version = announcement.base_model_version))]
+    async fn take_part(
+        &self,
+        client: &mut FederationClient<Channel>,
+        announcement: pb::RoundAnnouncement,
+        session_token: String,
+    ) -> Result<ParticipantEvent> {
+        let round_id = RoundId(announcement.round_id);
+        let base_version = ModelVersion(announcement.base_model_version);
+        let plan_message = announcement
+            .plan
+            .ok_or_else(|| ParticipantError::Protocol("announcement has no training plan".into()))?;
+        let plan = TrainingPlan {
+            local_epochs: plan_message.local_epochs,
+            batch_size: plan_message.batch_size,
+            learning_rate: plan_message.learning_rate,
+            max_local_steps: plan_message.max_local_steps,
+        };
+        plan.validate()?;
+        let base = match self.cache.get(base_version, &announcement.base_model_sha256) {
+            Some(weights) => {
+                debug!("base model found in cache");
+                weights
+            }
+            None => {
+                let weights = download_model(client, base_version, &announcement.base_model_sha256).await?;
+                self.cache.put(base_version, &weights)?;
+                weights
+            }
+        };
+        if base.spec.input_dim as usize != self.data.num_features() {
+            return Err(ParticipantError::Config(format!(
+                "model expects {} features, local data has {}",
+                base.spec.input_dim,
+                self.data.num_features()
+            )));
+        }
+        let data = self.data.clone();
+        let base = Arc::new(base);
+        let training_base = base.clone();
+        // Shuffling seed from the OS-seeded thread RNG: local training order
+        // is not predictable from outside.
+        let seed: u64 = rand::rng().random();
+        let outcome = tokio::task::spawn_blocking(move || train_local(&training_base, &data, &plan, seed))
+            .await
+            .map_err(|error| ParticipantError::Protocol(format!("training task failed: {error}")))??;
+        if unix_ms_now() > announcement.deadline_unix_ms {
+            return Err(ParticipantError::DeadlinePassed(round_id));
+        }
+        let delta = outcome.delta_from(&base.params);
+        let header = pb::UpdateHeader {
+            round_id: round_id.0,
+            base_model_version: base_version.0,
+            participant_id: self.config.participant_id.to_string(),
+            session_token,
+            num_samples: self.data.len() as u64,
+            encoding: pb::UpdateEncoding::F32Le as i32,
+            num_params: delta.len() as u64,
+        };
+        let response = submit_update(client, header, delta).await?;
+        info!(
+            num_steps = outcome.num_steps,
+            mean_loss = outcome.mean_loss,
+            num_accepted = response.num_updates_accepted,
+            "update submitted"
+        );
+        Ok(ParticipantEvent::Contributed {
+            round_id,
+            base_version,
+            num_steps: outcome.num_steps,
+            mean_loss: outcome.mean_loss,
+        })
+    }
+}
+
+fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Downloads one model version and checks it against `expected_sha256` and
+/// its own header.
+///
+/// # Errors
+/// A refused call, a malformed stream, or [`ParticipantError::ChecksumMismatch`].
+pub async fn download_model(
+    client: &mut FederationClient<Channel>,
+    version: ModelVersion,
+    expected_sha256: &str,
+) -> Result<ModelWeights> {
+    let mut stream = client
+        .download_model(pb::DownloadModelRequest {
+            model_version: version.0,
+            preferred_chunk_params: DEFAULT_CHUNK_PARAMS as u32,
+        })
+        .await?
+        .into_inner();
+    let header = match stream.message().await?.and_then(|chunk| chunk.payload) {
+        Some(pb::model_chunk::Payload::Header(header)) => header,
+        _ => return Err(ParticipantError::Protocol("model download did not start with a header".into())),
+    };
+    if header.model_version != version.0 {
+        return Err(ParticipantError::Protocol(format!(
+            "asked for model version {version}, got {}",
+            header.model_version
+        )));
+    }
+    let spec_message = header
+        .spec
+        .ok_or_else(|| ParticipantError::Protocol("model header has no spec".into()))?;
+    let spec = ModelSpec {
+        kind: spec_message.kind,
+        input_dim: spec_message.input_dim,
+        hidden_dims: spec_message.hidden_dims,
+        num_classes: spec_message.num_classes,
+    };
+    spec.validate()?;
+    if header.num_params != spec.num_params() as u64 {
+        return Err(ParticipantError::Protocol(format!(
+            "model header declares {} parameters, its spec has {}",
+            header.num_params,
+            spec.num_params()
+        )));
+    }
+    let mut assembler = ChunkAssembler::new(spec.num_params());
+    while let Some(chunk) = stream.message().await? {
+        match chunk.payload {
+            Some(pb::model_chunk::Payload::Data(data)) => assembler.push(&data)?,
+            _ => return Err(ParticipantError::Protocol("unexpected message in model download".into())),
+        }
+    }
+    let params = assembler.finish()?;
+    let actual = params_sha256(&params);
+    if actual != expected_sha256 || actual != header.sha256 {
+        return Err(ParticipantError::ChecksumMismatch {
+            version,
+            expected: expected_sha256.to_string(),
+            actual,
+        });
+    }
+    debug!(version = %version, num_params = params.len(), "model downloaded");
+    Ok(ModelWeights::new(spec, params)?)
+}
+
+/// Streams an update: the header, then the delta in chunks.
+///
+/// # Errors
+/// The coordinator's refusal.
+pub async fn submit_update(
+    client: &mut FederationClient<Channel>,
+    header: pb::UpdateHeader,
+    delta: Vec<f32>,
+) -> Result<pb::SubmitUpdateResponse> {
+    let header_message = pb::UpdateChunk {
+        payload: Some(pb::update_chunk::Payload::Header(header)),
+    };
+    let chunks: Vec<pb::UpdateChunk> = encode_chunks(&delta, DEFAULT_CHUNK_PARAMS)
+        .map(|data| pb::UpdateChunk {
+            payload: Some(pb::update_chunk::Payload::Data(data)),
+        })
+        .collect();
+    drop(delta);
+    let messages = futures::stream::iter(std::iter::once(header_message).chain(chunks));
+    Ok(client.submit_update(messages).await?.into_inner())
+}

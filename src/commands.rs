@@ -1,0 +1,83 @@
+//! The long-running commands: `fedshield coordinator` and `fedshield participant`.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use fedshield_coordinator::{CoordinatorConfig, RoundConfig};
+use fedshield_core::telemetry::{NUM_FLOW_FEATURES, OrgProfile, synthetic_dataset};
+use fedshield_core::{ModelSpec, ParticipantId, TrainingPlan};
+use fedshield_participant::{Participant, ParticipantConfig};
+use tokio::net::TcpListener;
+
+use crate::cli::{CoordinatorArgs, ModelArgs, ParticipantArgs};
+use crate::shutdown;
+
+/// Returns the model spec and training plan the flags describe.
+pub fn model_and_plan(args: &ModelArgs) -> (ModelSpec, TrainingPlan) {
+    let spec = ModelSpec::mlp(NUM_FLOW_FEATURES as u32, args.hidden.clone(), 2);
+    let plan = TrainingPlan {
+        local_epochs: args.local_epochs,
+        batch_size: args.batch_size,
+        learning_rate: args.learning_rate,
+        max_local_steps: args.max_local_steps,
+    };
+    (spec, plan)
+}
+
+/// Returns the coordinator configuration the flags describe.
+pub fn coordinator_config(args: &CoordinatorArgs) -> CoordinatorConfig {
+    let (model, plan) = model_and_plan(&args.model);
+    CoordinatorConfig {
+        round: RoundConfig {
+            min_participants: args.min_participants,
+            participants_per_round: args.participants_per_round,
+            quorum: args.quorum,
+            round_deadline: Duration::from_secs(args.round_deadline_secs),
+            retry_delay: Duration::from_secs(1),
+            max_rounds: args.rounds,
+        },
+        model,
+        init_seed: args.model.init_seed,
+        plan,
+        data_dir: args.data_dir.clone(),
+        heartbeat_interval: Duration::from_secs(5),
+        chunk_params: fedshield_core::codec::DEFAULT_CHUNK_PARAMS,
+        max_concurrent_uploads: 2,
+        chunk_idle_timeout: Duration::from_secs(30),
+    }
+}
+
+/// Runs `fedshield coordinator` until SIGINT/SIGTERM.
+pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
+    let config = coordinator_config(&args);
+    config
+        .validate()
+        .map_err(|problems| anyhow::anyhow!("invalid coordinator configuration:\n  {}", problems.join("\n  ")))?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.listen))?;
+    let shutdown = shutdown::on_signal();
+    fedshield_coordinator::run(config, listener, shutdown)
+        .await
+        .map_err(|error| anyhow::anyhow!("coordinator failed: {error}"))
+}
+
+/// Runs `fedshield participant` until SIGINT/SIGTERM.
+pub async fn participant(args: ParticipantArgs) -> Result<()> {
+    let participant_id = ParticipantId::new(args.id.clone()).map_err(|reason| anyhow::anyhow!("--id: {reason}"))?;
+    if args.synthetic_records == 0 {
+        anyhow::bail!("--synthetic-records must be at least 1");
+    }
+    let data = synthetic_dataset(OrgProfile::for_org(args.synthetic_org), args.synthetic_records, args.synthetic_seed);
+    let config = ParticipantConfig {
+        coordinator_url: args.coordinator.clone(),
+        participant_id,
+        data_dir: args.data_dir.clone(),
+        initial_backoff: Duration::from_millis(250),
+        max_backoff: Duration::from_secs(30),
+        missed_heartbeats: 4,
+    };
+    let participant = Participant::new(config, data).context("failed to start participant")?;
+    participant.run(shutdown::on_signal()).await;
+    Ok(())
+}
