@@ -10,7 +10,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // One line per proto: a directory-level rerun-if-changed would also fire on
     // editor temp files and rebuild every dependent crate for nothing.
     for proto in PROTOS {
-        println!("cargo:rerun-if-changed={}", manifest_dir.join(proto).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            manifest_dir.join(proto).display()
+        );
     }
     let file_descriptors = protox::compile(PROTOS, [&manifest_dir])?;
     tonic_prost_build::configure()
@@ -18,10 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".fedshield.v1.UpdateChunk.data")
         // Chunks carry model parameters and private updates: their Debug impls are
         // written by hand (src/lib.rs) to print sizes, never contents.
-        .skip_debug([
-            ".fedshield.v1.ModelChunk",
-            ".fedshield.v1.UpdateChunk",
-        ])
+        .skip_debug([".fedshield.v1.ModelChunk", ".fedshield.v1.UpdateChunk"])
         .compile_fds(file_descriptors)?;
     Ok(())
 }

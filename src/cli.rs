@@ -54,7 +54,11 @@ pub struct CoordinatorArgs {
     #[arg(long, env = "FEDSHIELD_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
     /// Directory for published models.
-    #[arg(long, env = "FEDSHIELD_DATA_DIR", default_value = "fedshield-data/coordinator")]
+    #[arg(
+        long,
+        env = "FEDSHIELD_DATA_DIR",
+        default_value = "fedshield-data/coordinator"
+    )]
     pub data_dir: PathBuf,
     /// Connected participants needed before a round opens.
     #[arg(long, default_value_t = 2)]
@@ -78,13 +82,21 @@ pub struct CoordinatorArgs {
 #[derive(Debug, Args)]
 pub struct ParticipantArgs {
     /// The coordinator's gRPC URL.
-    #[arg(long, env = "FEDSHIELD_COORDINATOR", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        env = "FEDSHIELD_COORDINATOR",
+        default_value = "http://127.0.0.1:7070"
+    )]
     pub coordinator: String,
     /// This participant's identity (letters, digits, '.', '_', '-').
     #[arg(long, env = "FEDSHIELD_PARTICIPANT_ID")]
     pub id: String,
     /// Directory for the model cache.
-    #[arg(long, env = "FEDSHIELD_DATA_DIR", default_value = "fedshield-data/participant")]
+    #[arg(
+        long,
+        env = "FEDSHIELD_DATA_DIR",
+        default_value = "fedshield-data/participant"
+    )]
     pub data_dir: PathBuf,
     /// Organization profile of the synthetic telemetry to train on (0, 1, 2, ...).
     #[arg(long, default_value_t = 0)]

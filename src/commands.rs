@@ -50,9 +50,12 @@ pub fn coordinator_config(args: &CoordinatorArgs) -> CoordinatorConfig {
 /// Runs `fedshield coordinator` until SIGINT/SIGTERM.
 pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
     let config = coordinator_config(&args);
-    config
-        .validate()
-        .map_err(|problems| anyhow::anyhow!("invalid coordinator configuration:\n  {}", problems.join("\n  ")))?;
+    config.validate().map_err(|problems| {
+        anyhow::anyhow!(
+            "invalid coordinator configuration:\n  {}",
+            problems.join("\n  ")
+        )
+    })?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("failed to listen on {}", args.listen))?;
@@ -64,11 +67,16 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
 
 /// Runs `fedshield participant` until SIGINT/SIGTERM.
 pub async fn participant(args: ParticipantArgs) -> Result<()> {
-    let participant_id = ParticipantId::new(args.id.clone()).map_err(|reason| anyhow::anyhow!("--id: {reason}"))?;
+    let participant_id =
+        ParticipantId::new(args.id.clone()).map_err(|reason| anyhow::anyhow!("--id: {reason}"))?;
     if args.synthetic_records == 0 {
         anyhow::bail!("--synthetic-records must be at least 1");
     }
-    let data = synthetic_dataset(OrgProfile::for_org(args.synthetic_org), args.synthetic_records, args.synthetic_seed);
+    let data = synthetic_dataset(
+        OrgProfile::for_org(args.synthetic_org),
+        args.synthetic_records,
+        args.synthetic_seed,
+    );
     let config = ParticipantConfig {
         coordinator_url: args.coordinator.clone(),
         participant_id,

@@ -9,12 +9,12 @@ use anyhow::{Context, Result};
 use fedshield_coordinator::engine::RoundOutcome;
 use fedshield_coordinator::{CoordinatorConfig, ParticipantsPerRound, RoundConfig};
 use fedshield_core::ModelVersion;
+use fedshield_core::ParticipantId;
 use fedshield_core::data::Dataset;
 use fedshield_core::inference::predict_attack_probability;
 use fedshield_core::metrics::BinaryMetrics;
 use fedshield_core::telemetry::{OrgProfile, held_out_dataset, synthetic_dataset};
 use fedshield_core::weights::ModelWeights;
-use fedshield_core::ParticipantId;
 use fedshield_participant::{Participant, ParticipantConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -27,14 +27,18 @@ use crate::commands::model_and_plan;
 /// # Errors
 /// If the model cannot score the held-out features.
 pub fn evaluate(weights: &ModelWeights, held_out: &Dataset) -> Result<BinaryMetrics> {
-    let scores = predict_attack_probability(weights, held_out.features()).context("failed to score the held-out set")?;
+    let scores = predict_attack_probability(weights, held_out.features())
+        .context("failed to score the held-out set")?;
     Ok(BinaryMetrics::compute(&scores, held_out.labels()))
 }
 
 /// Runs the demo and returns the path of the final model.
 pub async fn run(args: DemoArgs) -> Result<PathBuf> {
     if args.participants < 2 {
-        anyhow::bail!("--participants must be at least 2 (got {})", args.participants);
+        anyhow::bail!(
+            "--participants must be at least 2 (got {})",
+            args.participants
+        );
     }
     if args.rounds == 0 {
         anyhow::bail!("--rounds must be at least 1");
@@ -69,7 +73,9 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
         chunk_idle_timeout: Duration::from_secs(30),
     };
     let shutdown = CancellationToken::new();
-    let listener = TcpListener::bind("127.0.0.1:0").await.context("failed to bind 127.0.0.1:0")?;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("failed to bind 127.0.0.1:0")?;
     let coordinator = fedshield_coordinator::start(config, listener, shutdown.clone())
         .await
         .context("failed to start the coordinator")?;
@@ -89,8 +95,13 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
     );
     let mut participant_tasks = Vec::new();
     for index in 0..args.participants {
-        let participant_id = ParticipantId::new(format!("org-{index}")).map_err(anyhow::Error::msg)?;
-        let data = synthetic_dataset(OrgProfile::for_org(index), args.records, args.seed.wrapping_add(index as u64));
+        let participant_id =
+            ParticipantId::new(format!("org-{index}")).map_err(anyhow::Error::msg)?;
+        let data = synthetic_dataset(
+            OrgProfile::for_org(index),
+            args.records,
+            args.seed.wrapping_add(index as u64),
+        );
         let config = ParticipantConfig {
             coordinator_url: url.clone(),
             participant_id,
@@ -117,7 +128,9 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
             let version = last_reported.next();
             let model = coordinator.engine().model(version)?;
             let metrics = evaluate(&model.weights, &held_out)?;
-            let summary = history.iter().find(|summary| summary.outcome == RoundOutcome::Completed { published: version });
+            let summary = history
+                .iter()
+                .find(|summary| summary.outcome == RoundOutcome::Completed { published: version });
             let (num_contributors, duration) = summary
                 .map(|summary| (summary.contributors.len(), summary.duration))
                 .unwrap_or((model.card.contributors.len(), Duration::ZERO));
@@ -139,8 +152,13 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
         let _ = task.await;
     }
     let final_model = coordinator.engine().current_model();
-    let final_path = coordinator_dir.join("models").join(format!("model-v{:08}.safetensors", final_model.version.0));
-    coordinator.wait().await.map_err(|error| anyhow::anyhow!("{error}"))?;
+    let final_path = coordinator_dir
+        .join("models")
+        .join(format!("model-v{:08}.safetensors", final_model.version.0));
+    coordinator
+        .wait()
+        .await
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
     println!(
         "done in {:.1}s: accuracy {:.3} → {:.3}, AUC {:.3} → {:.3}; final model (version {}, sha256 {}) in {}",
         started.elapsed().as_secs_f64(),

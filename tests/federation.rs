@@ -35,7 +35,13 @@ async fn three_participants_train_three_rounds_and_beat_the_initial_model() {
     let names = ["acme-soc", "globex-sec", "initech-ir"];
     let mut participants = Vec::new();
     for (index, name) in names.iter().enumerate() {
-        participants.push(start_participant(&url, name, index, dir.path(), shutdown.clone()));
+        participants.push(start_participant(
+            &url,
+            name,
+            index,
+            dir.path(),
+            shutdown.clone(),
+        ));
     }
     let engine = coordinator.engine().clone();
     wait_until("model version 3", Duration::from_secs(120), || {
@@ -46,7 +52,11 @@ async fn three_participants_train_three_rounds_and_beat_the_initial_model() {
 
     // The status API over gRPC agrees with the engine.
     let mut client = FederationClient::connect(url.clone()).await.unwrap();
-    let status = client.get_status(GetStatusRequest {}).await.unwrap().into_inner();
+    let status = client
+        .get_status(GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(status.current_model_version, 3);
     assert_eq!(status.num_rounds_completed, 3);
     assert_eq!(status.num_rounds_abandoned, 0);
@@ -57,15 +67,30 @@ async fn three_participants_train_three_rounds_and_beat_the_initial_model() {
     assert_eq!(summaries.len(), 3);
     for (index, summary) in summaries.iter().enumerate() {
         assert_eq!(summary.base_version, ModelVersion(index as u64));
-        assert_eq!(summary.outcome, RoundOutcome::Completed { published: ModelVersion(index as u64 + 1) });
-        let contributors: BTreeSet<String> = summary.contributors.iter().map(ToString::to_string).collect();
-        assert_eq!(contributors, names.iter().map(ToString::to_string).collect());
+        assert_eq!(
+            summary.outcome,
+            RoundOutcome::Completed {
+                published: ModelVersion(index as u64 + 1)
+            }
+        );
+        let contributors: BTreeSet<String> = summary
+            .contributors
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            contributors,
+            names.iter().map(ToString::to_string).collect()
+        );
     }
     // Each participant saw its own three contributions.
     for (_, events) in &mut participants {
         let mut contributed = 0;
         while let Ok(event) = events.try_recv() {
-            if matches!(event, fedshield_participant::ParticipantEvent::Contributed { .. }) {
+            if matches!(
+                event,
+                fedshield_participant::ParticipantEvent::Contributed { .. }
+            ) {
                 contributed += 1;
             }
         }
@@ -98,7 +123,10 @@ async fn three_participants_train_three_rounds_and_beat_the_initial_model() {
 
     shutdown.cancel();
     for (task, _) in participants {
-        tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
     }
     tokio::time::timeout(Duration::from_secs(10), coordinator.wait())
         .await
@@ -115,14 +143,17 @@ async fn participant_started_before_the_coordinator_connects_with_backoff() {
     drop(reserved);
     let url = format!("http://{address}");
     let shutdown = CancellationToken::new();
-    let (first, mut first_events) = start_participant(&url, "early-bird", 0, dir.path(), shutdown.clone());
+    let (first, mut first_events) =
+        start_participant(&url, "early-bird", 0, dir.path(), shutdown.clone());
     let (second, _) = start_participant(&url, "night-owl", 1, dir.path(), shutdown.clone());
     tokio::time::sleep(Duration::from_millis(400)).await;
 
     let mut config = CoordinatorConfig::for_test(dir.path().join("coordinator"), test_spec());
     config.round.max_rounds = Some(1);
     let listener = tokio::net::TcpListener::bind(address).await.unwrap();
-    let coordinator = fedshield_coordinator::start(config, listener, shutdown.clone()).await.unwrap();
+    let coordinator = fedshield_coordinator::start(config, listener, shutdown.clone())
+        .await
+        .unwrap();
     let engine = coordinator.engine().clone();
     wait_until("model version 1", Duration::from_secs(60), || {
         let engine = engine.clone();

@@ -24,7 +24,10 @@ struct Joined {
     _stream: tonic::Streaming<pb::CoordinatorEvent>,
 }
 
-async fn join(client: &mut FederationClient<Channel>, name: &str) -> tonic::Streaming<pb::CoordinatorEvent> {
+async fn join(
+    client: &mut FederationClient<Channel>,
+    name: &str,
+) -> tonic::Streaming<pb::CoordinatorEvent> {
     client
         .join(pb::JoinRequest {
             participant_id: name.to_string(),
@@ -45,7 +48,9 @@ async fn welcome_and_announcement(mut stream: tonic::Streaming<pb::CoordinatorEv
             .expect("stream open")
             .event;
         match event {
-            Some(pb::coordinator_event::Event::Welcome(welcome)) => token = Some(welcome.session_token),
+            Some(pb::coordinator_event::Event::Welcome(welcome)) => {
+                token = Some(welcome.session_token)
+            }
             Some(pb::coordinator_event::Event::RoundAnnouncement(announcement)) => {
                 return Joined {
                     token: token.expect("welcome comes first"),
@@ -74,11 +79,16 @@ fn header(name: &str, joined: &Joined, num_params: u64) -> pb::UpdateChunk {
 
 fn data(values: &[f32]) -> pb::UpdateChunk {
     pb::UpdateChunk {
-        payload: Some(pb::update_chunk::Payload::Data(Bytes::copy_from_slice(params_as_le_bytes(values)))),
+        payload: Some(pb::update_chunk::Payload::Data(Bytes::copy_from_slice(
+            params_as_le_bytes(values),
+        ))),
     }
 }
 
-async fn submit(client: &mut FederationClient<Channel>, messages: Vec<pb::UpdateChunk>) -> Result<pb::SubmitUpdateResponse, tonic::Status> {
+async fn submit(
+    client: &mut FederationClient<Channel>,
+    messages: Vec<pb::UpdateChunk>,
+) -> Result<pb::SubmitUpdateResponse, tonic::Status> {
     client
         .submit_update(futures::stream::iter(messages))
         .await
@@ -133,7 +143,11 @@ async fn malformed_and_out_of_turn_updates_get_specific_statuses_and_change_noth
     assert_eq!(declared.num_params as usize, params.len());
     assert_eq!(declared.sha256, params_sha256(&params));
     assert_eq!(declared.sha256, alice.announcement.base_model_sha256);
-    assert_eq!(num_chunks, params.len().div_ceil(100), "model moves in chunks of 100 parameters");
+    assert_eq!(
+        num_chunks,
+        params.len().div_ceil(100),
+        "model moves in chunks of 100 parameters"
+    );
     let unknown = client
         .download_model(pb::DownloadModelRequest {
             model_version: 999,
@@ -145,7 +159,11 @@ async fn malformed_and_out_of_turn_updates_get_specific_statuses_and_change_noth
     let num_params = params.len();
     let delta = vec![0.001f32; num_params];
     let cases: Vec<(&str, Vec<pb::UpdateChunk>, Code)> = vec![
-        ("data before header", vec![data(&delta)], Code::InvalidArgument),
+        (
+            "data before header",
+            vec![data(&delta)],
+            Code::InvalidArgument,
+        ),
         ("empty stream", vec![], Code::InvalidArgument),
         (
             "wrong base version",
@@ -196,30 +214,43 @@ async fn malformed_and_out_of_turn_updates_get_specific_statuses_and_change_noth
         ),
         (
             "truncated stream",
-            vec![header("alice", &alice, num_params as u64), data(&delta[..num_params / 2])],
+            vec![
+                header("alice", &alice, num_params as u64),
+                data(&delta[..num_params / 2]),
+            ],
             Code::InvalidArgument,
         ),
         (
             "too many parameters",
-            vec![header("alice", &alice, num_params as u64), data(&delta), data(&[0.0])],
+            vec![
+                header("alice", &alice, num_params as u64),
+                data(&delta),
+                data(&[0.0]),
+            ],
             Code::InvalidArgument,
         ),
         (
             "not a number",
-            vec![header("alice", &alice, num_params as u64), data(&{
-                let mut poisoned = delta.clone();
-                poisoned[7] = f32::NAN;
-                poisoned
-            })],
+            vec![
+                header("alice", &alice, num_params as u64),
+                data(&{
+                    let mut poisoned = delta.clone();
+                    poisoned[7] = f32::NAN;
+                    poisoned
+                }),
+            ],
             Code::InvalidArgument,
         ),
         (
             "infinity",
-            vec![header("alice", &alice, num_params as u64), data(&{
-                let mut poisoned = delta.clone();
-                poisoned[num_params - 1] = f32::NEG_INFINITY;
-                poisoned
-            })],
+            vec![
+                header("alice", &alice, num_params as u64),
+                data(&{
+                    let mut poisoned = delta.clone();
+                    poisoned[num_params - 1] = f32::NEG_INFINITY;
+                    poisoned
+                }),
+            ],
             Code::InvalidArgument,
         ),
         (
@@ -227,14 +258,19 @@ async fn malformed_and_out_of_turn_updates_get_specific_statuses_and_change_noth
             vec![
                 header("alice", &alice, num_params as u64),
                 pb::UpdateChunk {
-                    payload: Some(pb::update_chunk::Payload::Data(Bytes::from_static(&[1, 2, 3]))),
+                    payload: Some(pb::update_chunk::Payload::Data(Bytes::from_static(&[
+                        1, 2, 3,
+                    ]))),
                 },
             ],
             Code::InvalidArgument,
         ),
         (
             "second header",
-            vec![header("alice", &alice, num_params as u64), header("alice", &alice, num_params as u64)],
+            vec![
+                header("alice", &alice, num_params as u64),
+                header("alice", &alice, num_params as u64),
+            ],
             Code::InvalidArgument,
         ),
         (
@@ -246,12 +282,25 @@ async fn malformed_and_out_of_turn_updates_get_specific_statuses_and_change_noth
     for (what, messages, expected) in cases {
         let status = submit(&mut client, messages).await.expect_err(what);
         assert_eq!(status.code(), expected, "{what}: {}", status.message());
-        let round = coordinator.engine().status().open_round.expect("round stays open");
-        assert!(round.accepted.is_empty(), "{what} must not count as an update");
+        let round = coordinator
+            .engine()
+            .status()
+            .open_round
+            .expect("round stays open");
+        assert!(
+            round.accepted.is_empty(),
+            "{what} must not count as an update"
+        );
     }
 
     // A valid update is accepted once; the same again is a duplicate.
-    let valid = || vec![header("alice", &alice, num_params as u64), data(&delta[..50]), data(&delta[50..])];
+    let valid = || {
+        vec![
+            header("alice", &alice, num_params as u64),
+            data(&delta[..50]),
+            data(&delta[50..]),
+        ]
+    };
     let accepted = submit(&mut client, valid()).await.unwrap();
     assert_eq!(accepted.num_updates_accepted, 1);
     let duplicate = submit(&mut client, valid()).await.unwrap_err();

@@ -21,9 +21,9 @@ impl ParticipantsPerRound {
     pub fn resolve(self, num_connected: usize) -> usize {
         match self {
             ParticipantsPerRound::Count(count) => count.min(num_connected),
-            ParticipantsPerRound::Fraction(fraction) => {
-                ((num_connected as f64 * fraction).ceil() as usize).clamp(1.min(num_connected), num_connected)
-            }
+            ParticipantsPerRound::Fraction(fraction) => ((num_connected as f64 * fraction).ceil()
+                as usize)
+                .clamp(1.min(num_connected), num_connected),
         }
     }
 }
@@ -42,12 +42,14 @@ impl FromStr for ParticipantsPerRound {
             return Self::fraction(value / 100.0, text);
         }
         if text.contains('.') {
-            let value: f64 = text.parse().map_err(|_| format!("{text:?} is not a fraction"))?;
+            let value: f64 = text
+                .parse()
+                .map_err(|_| format!("{text:?} is not a fraction"))?;
             return Self::fraction(value, text);
         }
-        let count: usize = text
-            .parse()
-            .map_err(|_| format!("{text:?} is neither a count (8), a fraction (0.5) nor a percentage (50%)"))?;
+        let count: usize = text.parse().map_err(|_| {
+            format!("{text:?} is neither a count (8), a fraction (0.5) nor a percentage (50%)")
+        })?;
         if count == 0 {
             return Err("participants per round must be at least 1".to_string());
         }
@@ -110,18 +112,22 @@ impl RoundConfig {
                 self.quorum, self.min_participants
             ));
         }
-        if let ParticipantsPerRound::Count(count) = self.participants_per_round {
-            if count < self.quorum {
-                problems.push(format!(
-                    "round.participants_per_round ({count}) is below round.quorum ({})",
-                    self.quorum
-                ));
-            }
+        if let ParticipantsPerRound::Count(count) = self.participants_per_round
+            && count < self.quorum
+        {
+            problems.push(format!(
+                "round.participants_per_round ({count}) is below round.quorum ({})",
+                self.quorum
+            ));
         }
         if self.round_deadline.is_zero() {
             problems.push("round.deadline_secs must be positive".to_string());
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 }
 
@@ -187,7 +193,8 @@ impl CoordinatorConfig {
         if self.heartbeat_interval.is_zero() {
             problems.push("heartbeat_interval_ms must be positive".to_string());
         }
-        if self.chunk_params == 0 || self.chunk_params * 4 > fedshield_core::codec::MAX_CHUNK_BYTES {
+        if self.chunk_params == 0 || self.chunk_params * 4 > fedshield_core::codec::MAX_CHUNK_BYTES
+        {
             problems.push(format!(
                 "chunk_params ({}) must be in 1..={}",
                 self.chunk_params,
@@ -197,7 +204,11 @@ impl CoordinatorConfig {
         if self.max_concurrent_uploads == 0 {
             problems.push("max_concurrent_uploads must be at least 1".to_string());
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 }
 
@@ -207,9 +218,18 @@ mod tests {
 
     #[test]
     fn participants_per_round_parses_counts_fractions_and_percentages() {
-        assert_eq!("8".parse::<ParticipantsPerRound>().unwrap(), ParticipantsPerRound::Count(8));
-        assert_eq!("0.5".parse::<ParticipantsPerRound>().unwrap(), ParticipantsPerRound::Fraction(0.5));
-        assert_eq!("25%".parse::<ParticipantsPerRound>().unwrap(), ParticipantsPerRound::Fraction(0.25));
+        assert_eq!(
+            "8".parse::<ParticipantsPerRound>().unwrap(),
+            ParticipantsPerRound::Count(8)
+        );
+        assert_eq!(
+            "0.5".parse::<ParticipantsPerRound>().unwrap(),
+            ParticipantsPerRound::Fraction(0.5)
+        );
+        assert_eq!(
+            "25%".parse::<ParticipantsPerRound>().unwrap(),
+            ParticipantsPerRound::Fraction(0.25)
+        );
         assert!("0".parse::<ParticipantsPerRound>().is_err());
         assert!("1.5".parse::<ParticipantsPerRound>().is_err());
         assert!("many".parse::<ParticipantsPerRound>().is_err());
@@ -219,9 +239,14 @@ mod tests {
 
     #[test]
     fn quorum_above_min_participants_is_reported_with_its_key() {
-        let mut config = CoordinatorConfig::for_test(PathBuf::from("data"), ModelSpec::mlp(4, vec![4], 2));
+        let mut config =
+            CoordinatorConfig::for_test(PathBuf::from("data"), ModelSpec::mlp(4, vec![4], 2));
         config.round.quorum = 5;
         let problems = config.validate().unwrap_err();
-        assert!(problems.iter().any(|problem| problem.contains("round.quorum")));
+        assert!(
+            problems
+                .iter()
+                .any(|problem| problem.contains("round.quorum"))
+        );
     }
 }

@@ -163,7 +163,9 @@ struct OpenRound {
 
 impl OpenRound {
     fn has_accepted(&self, participant: &ParticipantId) -> bool {
-        self.accepted.iter().any(|(accepted, _)| accepted == participant)
+        self.accepted
+            .iter()
+            .any(|(accepted, _)| accepted == participant)
     }
 
     fn announcement(&self, plan: &TrainingPlan) -> Announcement {
@@ -181,7 +183,10 @@ impl OpenRound {
 enum RoundState {
     /// No round open. `retry_after` delays the next open after an abandon;
     /// `attempt` counts tries on the current base version.
-    Waiting { retry_after: Option<Instant>, attempt: u32 },
+    Waiting {
+        retry_after: Option<Instant>,
+        attempt: u32,
+    },
     Open(OpenRound),
 }
 
@@ -206,6 +211,10 @@ struct EngineInner {
     changed: Notify,
     /// Bounds updates being received at once (each buffers one model).
     upload_permits: Arc<Semaphore>,
+    upload_permits_total: usize,
+    /// Recycled receive buffers, so that each update does not pay for a
+    /// fresh model-sized allocation (and its page faults).
+    receive_buffers: Mutex<Vec<Vec<f32>>>,
     published: watch::Sender<Arc<PublishedModel>>,
 }
 
@@ -246,10 +255,10 @@ impl Drop for UpdateTicket {
             return;
         }
         let mut state = self.engine.lock_state();
-        if let RoundState::Open(round) = &mut state.round {
-            if round.round_id == self.round_id {
-                round.in_flight.remove(&self.participant);
-            }
+        if let RoundState::Open(round) = &mut state.round
+            && round.round_id == self.round_id
+        {
+            round.in_flight.remove(&self.participant);
         }
         drop(state);
         self.engine.inner.changed.notify_one();
@@ -257,7 +266,9 @@ impl Drop for UpdateTicket {
 }
 
 fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as u64).unwrap_or(0)
+    time.duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn new_session_token() -> String {
@@ -298,6 +309,8 @@ impl Engine {
                 }),
                 changed: Notify::new(),
                 upload_permits: Arc::new(Semaphore::new(max_concurrent_uploads.max(1))),
+                upload_permits_total: max_concurrent_uploads.max(1),
+                receive_buffers: Mutex::new(Vec::new()),
                 published,
             }),
         }
@@ -306,7 +319,10 @@ impl Engine {
     fn lock_state(&self) -> std::sync::MutexGuard<'_, EngineState> {
         // A panic while holding the lock is a bug; the state is still the
         // last consistent one, so keep serving rather than cascade.
-        self.inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Returns a receiver that sees every newly published model version.
@@ -350,10 +366,13 @@ impl Engine {
         let mut state = self.lock_state();
         let session_id = state.next_session_id;
         state.next_session_id += 1;
-        if let RoundState::Open(round) = &state.round {
-            if round.selected.contains(&participant) && !round.has_accepted(&participant) {
-                let _ = sender.try_send(SessionEvent::Announcement(round.announcement(&self.inner.plan)));
-            }
+        if let RoundState::Open(round) = &state.round
+            && round.selected.contains(&participant)
+            && !round.has_accepted(&participant)
+        {
+            let _ = sender.try_send(SessionEvent::Announcement(
+                round.announcement(&self.inner.plan),
+            ));
         }
         let replaced = state.sessions.insert(
             participant.clone(),
@@ -509,29 +528,10 @@ impl Engine {
         // same lock, so an update is either both folded and listed as a
         // contributor, or neither.
         let committed = tokio::task::spawn_blocking(move || -> Result<usize> {
-            let mut guard = aggregate.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let Some(fed_avg) = guard.as_mut() else {
-                let state = engine.lock_state();
-                let outcome = state
-                    .history
-                    .iter()
-                    .find(|summary| summary.round_id == round_id)
-                    .map_or("closed", |summary| summary.outcome.name());
-                return Err(CoordinatorError::RoundClosed { round: round_id, outcome });
-            };
-            fed_avg
-                .add(&delta, num_samples as f64)
-                .map_err(|error| CoordinatorError::MalformedUpdate(error.to_string()))?;
-            let mut state = engine.lock_state();
-            match &mut state.round {
-                RoundState::Open(round) if round.round_id == round_id => {
-                    round.in_flight.remove(&participant);
-                    round.accepted.push((participant, num_samples));
-                    Ok(round.accepted.len())
-                }
-                // Unreachable while the aggregate is open; kept total.
-                _ => Err(CoordinatorError::RoundClosed { round: round_id, outcome: "closed" }),
-            }
+            let result =
+                engine.fold_and_record(&aggregate, &delta, round_id, participant, num_samples);
+            engine.recycle_receive_buffer(delta);
+            result
         })
         .await
         .map_err(|error| CoordinatorError::MalformedUpdate(format!("fold task failed: {error}")))?;
@@ -540,6 +540,73 @@ impl Engine {
         info!(round = %ticket.round_id, participant = %ticket.participant, num_accepted, "update accepted");
         self.inner.changed.notify_one();
         Ok(num_accepted)
+    }
+
+    /// Returns an empty buffer for receiving an update, reusing the memory of
+    /// an earlier update when one is pooled.
+    pub fn take_receive_buffer(&self) -> Vec<f32> {
+        self.inner
+            .receive_buffers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// Returns a receive buffer to the pool (at most one per concurrent upload).
+    pub fn recycle_receive_buffer(&self, mut buffer: Vec<f32>) {
+        buffer.clear();
+        let mut pool = self
+            .inner
+            .receive_buffers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if pool.len() < self.inner.upload_permits_total {
+            pool.push(buffer);
+        }
+    }
+
+    /// Folds `delta` into `aggregate` and records the participant as a
+    /// contributor, or refuses if the round has closed. Blocking.
+    fn fold_and_record(
+        &self,
+        aggregate: &SharedAggregate,
+        delta: &[f32],
+        round_id: RoundId,
+        participant: ParticipantId,
+        num_samples: u64,
+    ) -> Result<usize> {
+        let mut guard = aggregate
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(fed_avg) = guard.as_mut() else {
+            let state = self.lock_state();
+            let outcome = state
+                .history
+                .iter()
+                .find(|summary| summary.round_id == round_id)
+                .map_or("closed", |summary| summary.outcome.name());
+            return Err(CoordinatorError::RoundClosed {
+                round: round_id,
+                outcome,
+            });
+        };
+        fed_avg
+            .add(delta, num_samples as f64)
+            .map_err(|error| CoordinatorError::MalformedUpdate(error.to_string()))?;
+        let mut state = self.lock_state();
+        match &mut state.round {
+            RoundState::Open(round) if round.round_id == round_id => {
+                round.in_flight.remove(&participant);
+                round.accepted.push((participant, num_samples));
+                Ok(round.accepted.len())
+            }
+            // Unreachable while the aggregate is open; kept total.
+            _ => Err(CoordinatorError::RoundClosed {
+                round: round_id,
+                outcome: "closed",
+            }),
+        }
     }
 
     /// Returns a status snapshot.
@@ -552,7 +619,11 @@ impl Engine {
                 round_id: round.round_id,
                 base_version: round.base.version,
                 selected: round.selected.iter().cloned().collect(),
-                accepted: round.accepted.iter().map(|(participant, _)| participant.clone()).collect(),
+                accepted: round
+                    .accepted
+                    .iter()
+                    .map(|(participant, _)| participant.clone())
+                    .collect(),
                 quorum: round.quorum,
                 deadline_unix_ms: round.deadline_unix_ms,
                 attempt: round.attempt,
@@ -574,7 +645,9 @@ impl Engine {
         let state = self.lock_state();
         let current_version = state.current.version;
         for session in state.sessions.values() {
-            let _ = session.events.try_send(SessionEvent::Heartbeat { current_version });
+            let _ = session
+                .events
+                .try_send(SessionEvent::Heartbeat { current_version });
         }
     }
 
@@ -609,7 +682,11 @@ impl Engine {
         let decision = {
             let mut guard = self.lock_state();
             let state = &mut *guard;
-            if let RoundState::Waiting { retry_after, attempt } = &state.round {
+            if let RoundState::Waiting {
+                retry_after,
+                attempt,
+            } = &state.round
+            {
                 let (retry_after, attempt) = (*retry_after, *attempt);
                 if self
                     .inner
@@ -619,10 +696,10 @@ impl Engine {
                 {
                     return Step::WaitForChange;
                 }
-                if let Some(retry_at) = retry_after {
-                    if now < retry_at {
-                        return Step::WaitUntil(Some(retry_at));
-                    }
+                if let Some(retry_at) = retry_after
+                    && now < retry_at
+                {
+                    return Step::WaitUntil(Some(retry_at));
                 }
                 if state.sessions.len() < self.inner.config.min_participants {
                     return Step::WaitForChange;
@@ -661,7 +738,9 @@ impl Engine {
             .selected
             .iter()
             .filter(|participant| !round.has_accepted(participant))
-            .filter(|participant| sessions.contains_key(*participant) || round.in_flight.contains(*participant))
+            .filter(|participant| {
+                sessions.contains_key(*participant) || round.in_flight.contains(*participant)
+            })
             .count();
         if num_accepted == round.selected.len() {
             return RoundDecision::Publish;
@@ -714,14 +793,13 @@ impl Engine {
         };
         let announcement = round.announcement(&self.inner.plan);
         for participant in &round.selected {
-            if let Some(session) = state.sessions.get(participant) {
-                if session
+            if let Some(session) = state.sessions.get(participant)
+                && session
                     .events
                     .try_send(SessionEvent::Announcement(announcement.clone()))
                     .is_err()
-                {
-                    warn!(round = %round_id, participant = %participant, "announcement could not be queued");
-                }
+            {
+                warn!(round = %round_id, participant = %participant, "announcement could not be queued");
             }
         }
         info!(
@@ -746,7 +824,10 @@ impl Engine {
         };
         // Aggregate, then state: the documented lock order. Taking the
         // aggregate closes it to further folds.
-        let fed_avg = aggregate.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let fed_avg = aggregate
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
         let round = {
             let mut state = self.lock_state();
             let previous = std::mem::replace(
@@ -768,10 +849,17 @@ impl Engine {
         let registry = self.inner.registry.clone();
         let plan = self.inner.plan.clone();
         let base = round.base.clone();
-        let contributors: Vec<ParticipantId> = round.accepted.iter().map(|(participant, _)| participant.clone()).collect();
+        let contributors: Vec<ParticipantId> = round
+            .accepted
+            .iter()
+            .map(|(participant, _)| participant.clone())
+            .collect();
         let num_examples: u64 = round.accepted.iter().map(|(_, count)| count).sum();
         let round_id = round.round_id;
-        let contributor_names: Vec<String> = contributors.iter().map(|participant| participant.to_string()).collect();
+        let contributor_names: Vec<String> = contributors
+            .iter()
+            .map(|participant| participant.to_string())
+            .collect();
         let built = tokio::task::spawn_blocking(move || -> Result<PublishedModel> {
             let params = fed_avg.finish(&base.weights.params)?;
             let weights = ModelWeights::new(base.weights.spec.clone(), params)?;
@@ -788,7 +876,11 @@ impl Engine {
                 plan,
                 created_unix_ms: unix_ms(SystemTime::now()),
             };
-            let model = PublishedModel { version, weights, card };
+            let model = PublishedModel {
+                version,
+                weights,
+                card,
+            };
             registry.store(&model)?;
             Ok(model)
         })
@@ -810,10 +902,16 @@ impl Engine {
         let summary = RoundSummary {
             round_id,
             base_version: round.base.version,
-            outcome: RoundOutcome::Completed { published: model.version },
+            outcome: RoundOutcome::Completed {
+                published: model.version,
+            },
             contributors,
             duration,
-            reason: format!("{} of {} selected participants contributed", round.accepted.len(), round.selected.len()),
+            reason: format!(
+                "{} of {} selected participants contributed",
+                round.accepted.len(),
+                round.selected.len()
+            ),
         };
         {
             let mut state = self.lock_state();
@@ -842,7 +940,10 @@ impl Engine {
                 RoundState::Waiting { .. } => return,
             }
         };
-        aggregate.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        aggregate
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
         let round = {
             let mut state = self.lock_state();
             let previous = std::mem::replace(
@@ -872,7 +973,11 @@ impl Engine {
             round_id: round.round_id,
             base_version: round.base.version,
             outcome: RoundOutcome::Abandoned,
-            contributors: round.accepted.iter().map(|(participant, _)| participant.clone()).collect(),
+            contributors: round
+                .accepted
+                .iter()
+                .map(|(participant, _)| participant.clone())
+                .collect(),
             duration: round.opened_at.elapsed(),
             reason,
         };

@@ -15,7 +15,10 @@ pub enum CoordinatorError {
     #[error("no round is open; round {0} is not accepting updates")]
     NoOpenRound(RoundId),
     #[error("round {round} is closed ({outcome}); updates are no longer accepted")]
-    RoundClosed { round: RoundId, outcome: &'static str },
+    RoundClosed {
+        round: RoundId,
+        outcome: &'static str,
+    },
     #[error("round {requested} is not the open round {open}")]
     WrongRound { requested: RoundId, open: RoundId },
     #[error("update is based on model version {actual}, round {round} trains version {expected}")]
@@ -25,11 +28,20 @@ pub enum CoordinatorError {
         actual: ModelVersion,
     },
     #[error("participant {participant} was not selected for round {round}")]
-    NotSelected { participant: ParticipantId, round: RoundId },
+    NotSelected {
+        participant: ParticipantId,
+        round: RoundId,
+    },
     #[error("participant {participant} already submitted an update for round {round}")]
-    DuplicateUpdate { participant: ParticipantId, round: RoundId },
+    DuplicateUpdate {
+        participant: ParticipantId,
+        round: RoundId,
+    },
     #[error("participant {participant} is already uploading an update for round {round}")]
-    UploadInProgress { participant: ParticipantId, round: RoundId },
+    UploadInProgress {
+        participant: ParticipantId,
+        round: RoundId,
+    },
     #[error("malformed update: {0}")]
     MalformedUpdate(String),
     #[error("update stream for round {round} went idle for more than {idle_secs}s between chunks")]
@@ -46,14 +58,19 @@ impl From<CoordinatorError> for Status {
     /// The one table from coordinator errors to gRPC status codes.
     fn from(error: CoordinatorError) -> Status {
         let code = match &error {
-            CoordinatorError::InvalidParticipantId(_) | CoordinatorError::MalformedUpdate(_) => Code::InvalidArgument,
-            CoordinatorError::NotJoined(_) | CoordinatorError::BadSessionToken(_) => Code::Unauthenticated,
+            CoordinatorError::InvalidParticipantId(_) | CoordinatorError::MalformedUpdate(_) => {
+                Code::InvalidArgument
+            }
+            CoordinatorError::NotJoined(_) | CoordinatorError::BadSessionToken(_) => {
+                Code::Unauthenticated
+            }
             CoordinatorError::NotSelected { .. } => Code::PermissionDenied,
             CoordinatorError::NoOpenRound(_)
             | CoordinatorError::RoundClosed { .. }
             | CoordinatorError::WrongRound { .. }
             | CoordinatorError::WrongBaseVersion { .. } => Code::FailedPrecondition,
-            CoordinatorError::DuplicateUpdate { .. } | CoordinatorError::UploadInProgress { .. } => Code::AlreadyExists,
+            CoordinatorError::DuplicateUpdate { .. }
+            | CoordinatorError::UploadInProgress { .. } => Code::AlreadyExists,
             CoordinatorError::UpdateStalled { .. } => Code::DeadlineExceeded,
             CoordinatorError::UnknownModelVersion(_) => Code::NotFound,
             CoordinatorError::Store(_) => Code::Internal,

@@ -64,7 +64,8 @@ impl ModelRegistry {
 
     /// Returns the path of a version's weights.
     pub fn weights_path(&self, version: ModelVersion) -> PathBuf {
-        self.directory.join(format!("model-v{:08}.safetensors", version.0))
+        self.directory
+            .join(format!("model-v{:08}.safetensors", version.0))
     }
 
     /// Returns the path of a version's model card.
@@ -83,7 +84,8 @@ impl ModelRegistry {
         model
             .weights
             .save_safetensors(&self.weights_path(model.version), metadata)?;
-        let card_json = serde_json::to_vec_pretty(&model.card).expect("a model card serializes to json");
+        let card_json =
+            serde_json::to_vec_pretty(&model.card).expect("a model card serializes to json");
         fedshield_core::fsutil::write_atomic(&self.card_path(model.version), &card_json)?;
         Ok(())
     }
@@ -101,7 +103,10 @@ impl ModelRegistry {
             .filter_map(|entry| entry.ok())
             .filter_map(|entry| {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                name.strip_prefix("model-v")?.strip_suffix(".json")?.parse::<u64>().ok()
+                name.strip_prefix("model-v")?
+                    .strip_suffix(".json")?
+                    .parse::<u64>()
+                    .ok()
             })
             .max()
             .map(ModelVersion);
@@ -120,12 +125,19 @@ impl ModelRegistry {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 return Err(CoordinatorError::UnknownModelVersion(version));
             }
-            Err(source) => return Err(CoreError::Io { path: card_path, source }.into()),
+            Err(source) => {
+                return Err(CoreError::Io {
+                    path: card_path,
+                    source,
+                }
+                .into());
+            }
         };
-        let card: ModelCard = serde_json::from_slice(&card_bytes).map_err(|error| CoreError::MalformedModelFile {
-            path: card_path.clone(),
-            reason: error.to_string(),
-        })?;
+        let card: ModelCard =
+            serde_json::from_slice(&card_bytes).map_err(|error| CoreError::MalformedModelFile {
+                path: card_path.clone(),
+                reason: error.to_string(),
+            })?;
         let weights_path = self.weights_path(version);
         let weights = ModelWeights::load_safetensors(&weights_path)?;
         let actual = weights.sha256();
@@ -137,6 +149,10 @@ impl ModelRegistry {
             }
             .into());
         }
-        Ok(PublishedModel { version, weights, card })
+        Ok(PublishedModel {
+            version,
+            weights,
+            card,
+        })
     }
 }

@@ -69,7 +69,10 @@ impl CoordinatorHandle {
 /// # Errors
 /// [`CoordinatorError::Store`] if the stored model is corrupt or unwritable,
 /// or if it does not match the configured architecture.
-pub fn load_or_init_model(config: &CoordinatorConfig, registry: &ModelRegistry) -> Result<PublishedModel> {
+pub fn load_or_init_model(
+    config: &CoordinatorConfig,
+    registry: &ModelRegistry,
+) -> Result<PublishedModel> {
     if let Some(version) = registry.latest_version()? {
         let model = registry.load(version)?;
         if model.weights.spec != config.model {
@@ -111,7 +114,11 @@ pub fn load_or_init_model(config: &CoordinatorConfig, registry: &ModelRegistry) 
 ///
 /// # Errors
 /// Invalid configuration (every problem listed) or a store error.
-pub async fn start(config: CoordinatorConfig, listener: TcpListener, shutdown: CancellationToken) -> Result<CoordinatorHandle> {
+pub async fn start(
+    config: CoordinatorConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<CoordinatorHandle> {
     config
         .validate()
         .map_err(|problems| CoordinatorError::Store(CoreError::InvalidPlan(problems.join("; "))))?;
@@ -154,7 +161,10 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener, shutdown: C
             .initial_connection_window_size(Some(32 * 1024 * 1024))
             .tcp_nodelay(true)
             .add_service(federation)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), server_shutdown.cancelled_owned()),
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                server_shutdown.cancelled_owned(),
+            ),
     );
     let driver = tokio::spawn(engine.clone().run(shutdown.clone()));
     info!(%local_addr, "coordinator listening");
@@ -171,7 +181,11 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener, shutdown: C
 ///
 /// # Errors
 /// Startup errors, or the server's transport error.
-pub async fn run(config: CoordinatorConfig, listener: TcpListener, shutdown: CancellationToken) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+pub async fn run(
+    config: CoordinatorConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let handle = start(config, listener, shutdown).await?;
     handle.wait().await?;
     Ok(())

@@ -68,9 +68,13 @@ impl Federation for FederationService {
     type DownloadModelStream = ModelStream;
 
     #[instrument(skip_all, fields(participant = %request.get_ref().participant_id))]
-    async fn join(&self, request: Request<pb::JoinRequest>) -> Result<Response<Self::JoinStream>, Status> {
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<Self::JoinStream>, Status> {
         let join = request.into_inner();
-        let participant = ParticipantId::new(join.participant_id).map_err(CoordinatorError::InvalidParticipantId)?;
+        let participant = ParticipantId::new(join.participant_id)
+            .map_err(CoordinatorError::InvalidParticipantId)?;
         let mut session = self.engine.join(participant.clone());
         let (sender, receiver) = mpsc::channel::<Result<pb::CoordinatorEvent, Status>>(16);
         let welcome = event(pb::coordinator_event::Event::Welcome(pb::Welcome {
@@ -154,9 +158,17 @@ impl Federation for FederationService {
         let header = match first.and_then(|chunk| chunk.payload) {
             Some(pb::update_chunk::Payload::Header(header)) => header,
             Some(pb::update_chunk::Payload::Data(_)) => {
-                return Err(CoordinatorError::MalformedUpdate("first message must be an update header, got data".into()).into());
+                return Err(CoordinatorError::MalformedUpdate(
+                    "first message must be an update header, got data".into(),
+                )
+                .into());
             }
-            None => return Err(CoordinatorError::MalformedUpdate("update stream has no header".into()).into()),
+            None => {
+                return Err(CoordinatorError::MalformedUpdate(
+                    "update stream has no header".into(),
+                )
+                .into());
+            }
         };
         if header.encoding != pb::UpdateEncoding::F32Le as i32 {
             return Err(CoordinatorError::MalformedUpdate(format!(
@@ -165,7 +177,8 @@ impl Federation for FederationService {
             ))
             .into());
         }
-        let participant = ParticipantId::new(header.participant_id).map_err(CoordinatorError::InvalidParticipantId)?;
+        let participant = ParticipantId::new(header.participant_id)
+            .map_err(CoordinatorError::InvalidParticipantId)?;
         let round_id = RoundId(header.round_id);
         let ticket = self
             .engine
@@ -187,7 +200,8 @@ impl Federation for FederationService {
             .acquire_owned()
             .await
             .map_err(|_| CoordinatorError::ShuttingDown)?;
-        let mut assembler = ChunkAssembler::new(ticket.num_params());
+        let mut assembler =
+            ChunkAssembler::with_buffer(self.engine.take_receive_buffer(), ticket.num_params());
         loop {
             let message = match tokio::time::timeout(idle_timeout, stream.message()).await {
                 Err(_) => {
@@ -206,14 +220,18 @@ impl Federation for FederationService {
                 Ok(Ok(Some(message))) => message,
             };
             let refusal = match message.payload {
-                Some(pb::update_chunk::Payload::Data(data)) if data.len() > MAX_CHUNK_BYTES => Some(format!(
-                    "chunk of {} bytes exceeds the limit of {MAX_CHUNK_BYTES}",
-                    data.len()
-                )),
+                Some(pb::update_chunk::Payload::Data(data)) if data.len() > MAX_CHUNK_BYTES => {
+                    Some(format!(
+                        "chunk of {} bytes exceeds the limit of {MAX_CHUNK_BYTES}",
+                        data.len()
+                    ))
+                }
                 Some(pb::update_chunk::Payload::Data(data)) => {
                     assembler.push(&data).err().map(|error| error.to_string())
                 }
-                Some(pb::update_chunk::Payload::Header(_)) => Some("second header in one update stream".to_string()),
+                Some(pb::update_chunk::Payload::Header(_)) => {
+                    Some("second header in one update stream".to_string())
+                }
                 None => Some("empty chunk message".to_string()),
             };
             if let Some(reason) = refusal {
@@ -239,7 +257,10 @@ impl Federation for FederationService {
         }))
     }
 
-    async fn get_status(&self, _request: Request<pb::GetStatusRequest>) -> Result<Response<pb::CoordinatorStatus>, Status> {
+    async fn get_status(
+        &self,
+        _request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::CoordinatorStatus>, Status> {
         Ok(Response::new(status_message(&self.engine.status())))
     }
 }
@@ -253,7 +274,10 @@ fn heartbeat_event(current_version: ModelVersion) -> pb::CoordinatorEvent {
 
 /// Returns the download stream of a model: the header, then the parameters
 /// in chunks, each copied out of the shared model only when tonic asks for it.
-fn model_stream(model: std::sync::Arc<PublishedModel>, chunk_params: usize) -> impl Stream<Item = Result<pb::ModelChunk, Status>> + Send {
+fn model_stream(
+    model: std::sync::Arc<PublishedModel>,
+    chunk_params: usize,
+) -> impl Stream<Item = Result<pb::ModelChunk, Status>> + Send {
     let header = pb::ModelChunk {
         payload: Some(pb::model_chunk::Payload::Header(pb::ModelHeader {
             model_version: model.version.0,
@@ -278,9 +302,9 @@ fn model_stream(model: std::sync::Arc<PublishedModel>, chunk_params: usize) -> i
         let start = index * chunk_params;
         let end = (start + chunk_params).min(params.len());
         Ok(pb::ModelChunk {
-            payload: Some(pb::model_chunk::Payload::Data(Bytes::copy_from_slice(params_as_le_bytes(
-                &params[start..end],
-            )))),
+            payload: Some(pb::model_chunk::Payload::Data(Bytes::copy_from_slice(
+                params_as_le_bytes(&params[start..end]),
+            ))),
         })
     });
     futures::StreamExt::chain(futures::stream::once(async move { Ok(header) }), chunks)
@@ -326,7 +350,11 @@ pub fn status_message(status: &EngineStatus) -> pb::CoordinatorStatus {
                     crate::engine::RoundOutcome::Completed { published } => published.0,
                     crate::engine::RoundOutcome::Abandoned => 0,
                 },
-                contributors: summary.contributors.iter().map(ToString::to_string).collect(),
+                contributors: summary
+                    .contributors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
                 duration_ms: summary.duration.as_millis() as u64,
                 reason: summary.reason.clone(),
             })

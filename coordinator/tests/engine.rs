@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fedshield_coordinator::CoordinatorError;
 use fedshield_coordinator::config::{CoordinatorConfig, ParticipantsPerRound};
-use fedshield_coordinator::engine::{Announcement, Engine, RoundOutcome, Session, SessionEvent, UpdateRequest};
+use fedshield_coordinator::engine::{
+    Announcement, Engine, RoundOutcome, Session, SessionEvent, UpdateRequest,
+};
 use fedshield_coordinator::registry::ModelRegistry;
 use fedshield_coordinator::server::load_or_init_model;
-use fedshield_coordinator::CoordinatorError;
 use fedshield_core::{ModelSpec, ModelVersion, ParticipantId, RoundId};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
@@ -23,14 +25,21 @@ struct Harness {
 impl Harness {
     fn start(configure: impl FnOnce(&mut CoordinatorConfig)) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = CoordinatorConfig::for_test(dir.path().to_path_buf(), ModelSpec::mlp(4, vec![3], 2));
+        let mut config =
+            CoordinatorConfig::for_test(dir.path().to_path_buf(), ModelSpec::mlp(4, vec![3], 2));
         config.round.round_deadline = Duration::from_secs(10);
         config.round.retry_delay = Duration::from_secs(1);
         configure(&mut config);
         config.validate().unwrap();
         let registry = ModelRegistry::open(&dir.path().join("models")).unwrap();
         let initial = load_or_init_model(&config, &registry).unwrap();
-        let engine = Engine::new(config.round.clone(), config.plan.clone(), registry, Arc::new(initial), 2);
+        let engine = Engine::new(
+            config.round.clone(),
+            config.plan.clone(),
+            registry,
+            Arc::new(initial),
+            2,
+        );
         let shutdown = CancellationToken::new();
         let driver = tokio::spawn(engine.clone().run(shutdown.clone()));
         Harness {
@@ -61,9 +70,17 @@ impl Harness {
         }
     }
 
-    async fn submit(&self, session: &Session, announcement: &Announcement) -> Result<usize, CoordinatorError> {
-        let ticket = self.engine.begin_update(self.request(session, announcement))?;
-        self.engine.commit_update(ticket, vec![0.01; self.num_params()]).await
+    async fn submit(
+        &self,
+        session: &Session,
+        announcement: &Announcement,
+    ) -> Result<usize, CoordinatorError> {
+        let ticket = self
+            .engine
+            .begin_update(self.request(session, announcement))?;
+        self.engine
+            .commit_update(ticket, vec![0.01; self.num_params()])
+            .await
     }
 
     /// Waits (on the paused clock) until `condition` holds on the engine.
@@ -103,17 +120,25 @@ async fn round_publishes_the_next_version_when_every_selected_participant_submit
     assert_eq!(announcement_alice.round_id, announcement_bob.round_id);
     assert_eq!(announcement_alice.base_version, ModelVersion(0));
     let base_params = harness.engine.current_model().weights.params.clone();
-    assert_eq!(harness.submit(&alice, &announcement_alice).await.unwrap(), 1);
+    assert_eq!(
+        harness.submit(&alice, &announcement_alice).await.unwrap(),
+        1
+    );
     assert_eq!(harness.submit(&bob, &announcement_bob).await.unwrap(), 2);
     harness
-        .wait_for("version 1", |engine| engine.current_model().version == ModelVersion(1))
+        .wait_for("version 1", |engine| {
+            engine.current_model().version == ModelVersion(1)
+        })
         .await;
     let published = harness.engine.current_model();
     // Both deltas are 0.01 everywhere, so the average moves every parameter by 0.01.
     for (new, old) in published.weights.params.iter().zip(&base_params) {
         assert!((new - old - 0.01).abs() < 1e-6);
     }
-    assert_eq!(published.card.contributors, vec!["alice".to_string(), "bob".to_string()]);
+    assert_eq!(
+        published.card.contributors,
+        vec!["alice".to_string(), "bob".to_string()]
+    );
     assert_eq!(published.card.parent, Some(0));
     harness.stop().await;
 }
@@ -127,23 +152,38 @@ async fn update_for_a_wrong_round_or_base_version_is_refused_and_changes_nothing
 
     let mut wrong_round = harness.request(&alice, &announcement);
     wrong_round.round_id = RoundId(announcement.round_id.0 + 7);
-    assert!(matches!(harness.engine.begin_update(wrong_round), Err(CoordinatorError::WrongRound { .. })));
+    assert!(matches!(
+        harness.engine.begin_update(wrong_round),
+        Err(CoordinatorError::WrongRound { .. })
+    ));
 
     let mut wrong_base = harness.request(&alice, &announcement);
     wrong_base.base_version = ModelVersion(3);
-    assert!(matches!(harness.engine.begin_update(wrong_base), Err(CoordinatorError::WrongBaseVersion { .. })));
+    assert!(matches!(
+        harness.engine.begin_update(wrong_base),
+        Err(CoordinatorError::WrongBaseVersion { .. })
+    ));
 
     let mut wrong_size = harness.request(&alice, &announcement);
     wrong_size.num_params += 1;
-    assert!(matches!(harness.engine.begin_update(wrong_size), Err(CoordinatorError::MalformedUpdate(_))));
+    assert!(matches!(
+        harness.engine.begin_update(wrong_size),
+        Err(CoordinatorError::MalformedUpdate(_))
+    ));
 
     let mut wrong_token = harness.request(&alice, &announcement);
     wrong_token.session_token = "forged".into();
-    assert!(matches!(harness.engine.begin_update(wrong_token), Err(CoordinatorError::BadSessionToken(_))));
+    assert!(matches!(
+        harness.engine.begin_update(wrong_token),
+        Err(CoordinatorError::BadSessionToken(_))
+    ));
 
     let mut stranger = harness.request(&alice, &announcement);
     stranger.participant = participant("mallory");
-    assert!(matches!(harness.engine.begin_update(stranger), Err(CoordinatorError::NotJoined(_))));
+    assert!(matches!(
+        harness.engine.begin_update(stranger),
+        Err(CoordinatorError::NotJoined(_))
+    ));
 
     let status = harness.engine.status();
     let round = status.open_round.expect("round still open");
@@ -159,9 +199,14 @@ async fn duplicate_and_concurrent_updates_from_one_participant_are_refused() {
     let mut alice = harness.engine.join(participant("alice"));
     let _bob = harness.engine.join(participant("bob"));
     let announcement = next_announcement(&mut alice).await;
-    let first_ticket = harness.engine.begin_update(harness.request(&alice, &announcement)).unwrap();
+    let first_ticket = harness
+        .engine
+        .begin_update(harness.request(&alice, &announcement))
+        .unwrap();
     assert!(matches!(
-        harness.engine.begin_update(harness.request(&alice, &announcement)),
+        harness
+            .engine
+            .begin_update(harness.request(&alice, &announcement)),
         Err(CoordinatorError::UploadInProgress { .. })
     ));
     // An abandoned upload (client went away) frees the slot for a retry.
@@ -190,13 +235,23 @@ async fn participant_disconnecting_mid_round_lets_the_round_close_at_quorum() {
     // Carol goes away: the round need not wait for the deadline.
     harness.engine.leave(&carol.participant, carol.session_id);
     harness
-        .wait_for("version 1", |engine| engine.current_model().version == ModelVersion(1))
+        .wait_for("version 1", |engine| {
+            engine.current_model().version == ModelVersion(1)
+        })
         .await;
     let status = harness.engine.status();
     let summary = status.recent_rounds.last().unwrap();
-    assert_eq!(summary.outcome, RoundOutcome::Completed { published: ModelVersion(1) });
+    assert_eq!(
+        summary.outcome,
+        RoundOutcome::Completed {
+            published: ModelVersion(1)
+        }
+    );
     assert_eq!(summary.contributors.len(), 2);
-    assert!(summary.duration < Duration::from_secs(10), "closed before the deadline");
+    assert!(
+        summary.duration < Duration::from_secs(10),
+        "closed before the deadline"
+    );
     harness.stop().await;
 }
 
@@ -212,13 +267,22 @@ async fn round_whose_quorum_becomes_unreachable_is_abandoned_and_retried() {
     harness.submit(&alice, &first).await.unwrap();
     harness.engine.leave(&bob.participant, bob.session_id);
     harness
-        .wait_for("abandon", |engine| engine.status().num_rounds_abandoned == 1)
+        .wait_for("abandon", |engine| {
+            engine.status().num_rounds_abandoned == 1
+        })
         .await;
-    assert_eq!(harness.engine.current_model().version, ModelVersion(0), "nothing published");
+    assert_eq!(
+        harness.engine.current_model().version,
+        ModelVersion(0),
+        "nothing published"
+    );
     // Alice's update for the abandoned round is refused as closed.
     assert!(matches!(
         harness.submit(&alice, &first).await,
-        Err(CoordinatorError::RoundClosed { outcome: "abandoned", .. })
+        Err(CoordinatorError::RoundClosed {
+            outcome: "abandoned",
+            ..
+        })
     ));
     // Bob comes back: the same base version is retried in a new round.
     let mut bob = harness.engine.join(participant("bob"));
@@ -231,7 +295,9 @@ async fn round_whose_quorum_becomes_unreachable_is_abandoned_and_retried() {
     harness.submit(&alice, &retry).await.unwrap();
     harness.submit(&bob, &retry_bob).await.unwrap();
     harness
-        .wait_for("version 1", |engine| engine.current_model().version == ModelVersion(1))
+        .wait_for("version 1", |engine| {
+            engine.current_model().version == ModelVersion(1)
+        })
         .await;
     harness.stop().await;
 }
@@ -256,8 +322,15 @@ async fn quorum_never_reached_by_the_deadline_publishes_no_version() {
     assert_eq!(status.current.version, ModelVersion(0));
     let summary = status.recent_rounds.last().unwrap();
     assert_eq!(summary.outcome, RoundOutcome::Abandoned);
-    assert!(summary.reason.contains("deadline"), "reason: {}", summary.reason);
-    assert!(harness.engine.model(ModelVersion(1)).is_err(), "no version 1 exists");
+    assert!(
+        summary.reason.contains("deadline"),
+        "reason: {}",
+        summary.reason
+    );
+    assert!(
+        harness.engine.model(ModelVersion(1)).is_err(),
+        "no version 1 exists"
+    );
     harness.stop().await;
 }
 
@@ -276,15 +349,32 @@ async fn late_update_after_the_round_completed_is_refused_as_closed() {
     harness.submit(&alice, &announcement).await.unwrap();
     harness.submit(&bob, &announcement).await.unwrap();
     // Carol is admitted but her upload is still in transit at the deadline.
-    let carol_ticket = harness.engine.begin_update(harness.request(&carol, &announcement)).unwrap();
+    let carol_ticket = harness
+        .engine
+        .begin_update(harness.request(&carol, &announcement))
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(11)).await;
     harness
-        .wait_for("version 1", |engine| engine.current_model().version == ModelVersion(1))
+        .wait_for("version 1", |engine| {
+            engine.current_model().version == ModelVersion(1)
+        })
         .await;
-    let result = harness.engine.commit_update(carol_ticket, vec![5.0; harness.num_params()]).await;
-    assert!(matches!(result, Err(CoordinatorError::RoundClosed { outcome: "completed", .. })));
+    let result = harness
+        .engine
+        .commit_update(carol_ticket, vec![5.0; harness.num_params()])
+        .await;
+    assert!(matches!(
+        result,
+        Err(CoordinatorError::RoundClosed {
+            outcome: "completed",
+            ..
+        })
+    ));
     let card = &harness.engine.current_model().card;
-    assert_eq!(card.contributors, vec!["alice".to_string(), "bob".to_string()]);
+    assert_eq!(
+        card.contributors,
+        vec!["alice".to_string(), "bob".to_string()]
+    );
     harness.stop().await;
 }
 

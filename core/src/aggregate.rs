@@ -110,6 +110,9 @@ mod tests {
         assert!(aggregate.add(&[1.0, 1.0], 0.0).is_err());
         assert!(aggregate.add(&[1.0, 1.0], f64::NAN).is_err());
         assert_eq!(aggregate.num_updates(), 0);
-        assert!(matches!(aggregate.finish(&[0.0, 0.0]), Err(CoreError::EmptyAggregate)));
+        assert!(matches!(
+            aggregate.finish(&[0.0, 0.0]),
+            Err(CoreError::EmptyAggregate)
+        ));
     }
 }

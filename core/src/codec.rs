@@ -35,14 +35,16 @@ pub fn encode_chunks(params: &[f32], chunk_params: usize) -> impl Iterator<Item 
 /// # Errors
 /// [`CoreError::MisalignedChunk`] if `bytes` is not a whole number of values.
 pub fn decode_f32_le_into(bytes: &[u8], out: &mut Vec<f32>) -> Result<()> {
-    if bytes.len() % 4 != 0 {
-        return Err(CoreError::MisalignedChunk { num_bytes: bytes.len() });
+    if !bytes.len().is_multiple_of(4) {
+        return Err(CoreError::MisalignedChunk {
+            num_bytes: bytes.len(),
+        });
     }
-    out.extend(
-        bytes
-            .chunks_exact(4)
-            .map(|value| f32::from_le_bytes([value[0], value[1], value[2], value[3]])),
-    );
+    let start = out.len();
+    out.resize(start + bytes.len() / 4, 0.0);
+    // A byte copy: on a little-endian target the wire format is the memory
+    // format, and copying bytes works whatever the alignment of `bytes`.
+    bytemuck::cast_slice_mut::<f32, u8>(&mut out[start..]).copy_from_slice(bytes);
     Ok(())
 }
 
@@ -57,10 +59,24 @@ pub struct ChunkAssembler {
 impl ChunkAssembler {
     /// Returns an assembler for exactly `expected_params` values.
     pub fn new(expected_params: usize) -> Self {
+        Self::with_buffer(Vec::new(), expected_params)
+    }
+
+    /// Returns an assembler that reuses `buffer`'s allocation: receiving
+    /// into a recycled buffer avoids the page faults of a fresh allocation of
+    /// a whole model for every update.
+    pub fn with_buffer(mut buffer: Vec<f32>, expected_params: usize) -> Self {
+        buffer.clear();
+        buffer.reserve_exact(expected_params);
         ChunkAssembler {
             expected_params,
-            values: Vec::with_capacity(expected_params),
+            values: buffer,
         }
+    }
+
+    /// Returns the buffer for reuse, dropping what it holds.
+    pub fn into_buffer(self) -> Vec<f32> {
+        self.values
     }
 
     /// Returns how many values have arrived so far.
@@ -75,8 +91,10 @@ impl ChunkAssembler {
     /// chunk would overflow the expected count, or [`CoreError::NonFiniteParam`].
     /// On error the assembler must be dropped.
     pub fn push(&mut self, chunk: &[u8]) -> Result<()> {
-        if chunk.len() % 4 != 0 {
-            return Err(CoreError::MisalignedChunk { num_bytes: chunk.len() });
+        if !chunk.len().is_multiple_of(4) {
+            return Err(CoreError::MisalignedChunk {
+                num_bytes: chunk.len(),
+            });
         }
         let num_values = chunk.len() / 4;
         let total = self.values.len() + num_values;
@@ -112,20 +130,25 @@ impl ChunkAssembler {
 /// # Errors
 /// [`CoreError::NonFiniteParam`] naming the first bad index.
 pub fn check_finite(values: &[f32], first_index: u64) -> Result<()> {
-    // A sum-based fast path: any NaN or infinity makes the sum non-finite, and
-    // a finite sum of finite values is the common case. Overflow of a finite
-    // sum falls back to the exact scan.
-    let sum: f32 = values.iter().sum();
-    if sum.is_finite() {
-        return Ok(());
+    const EXPONENT_MASK: u32 = 0x7f80_0000;
+    for (block_index, block) in values.chunks(4096).enumerate() {
+        // Branch-free over the block so it vectorizes: a value is NaN or
+        // infinite exactly when all its exponent bits are set.
+        let any_non_finite = block.iter().fold(false, |seen, value| {
+            seen | (value.to_bits() & EXPONENT_MASK == EXPONENT_MASK)
+        });
+        if any_non_finite {
+            let position = block
+                .iter()
+                .position(|value| !value.is_finite())
+                .expect("the block holds a non-finite value");
+            return Err(CoreError::NonFiniteParam {
+                index: first_index + (block_index * 4096 + position) as u64,
+                value: block[position],
+            });
+        }
     }
-    match values.iter().position(|value| !value.is_finite()) {
-        Some(position) => Err(CoreError::NonFiniteParam {
-            index: first_index + position as u64,
-            value: values[position],
-        }),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -145,12 +168,18 @@ mod tests {
     #[test]
     fn assembler_refuses_misaligned_oversized_short_and_non_finite_input() {
         let mut misaligned = ChunkAssembler::new(4);
-        assert!(matches!(misaligned.push(&[0u8; 5]), Err(CoreError::MisalignedChunk { .. })));
+        assert!(matches!(
+            misaligned.push(&[0u8; 5]),
+            Err(CoreError::MisalignedChunk { .. })
+        ));
 
         let mut oversized = ChunkAssembler::new(2);
         assert!(matches!(
             oversized.push(params_as_le_bytes(&[1.0, 2.0, 3.0])),
-            Err(CoreError::ParamCountMismatch { expected: 2, actual: 3 })
+            Err(CoreError::ParamCountMismatch {
+                expected: 2,
+                actual: 3
+            })
         ));
 
         let mut short = ChunkAssembler::new(3);
@@ -159,7 +188,9 @@ mod tests {
 
         let mut non_finite = ChunkAssembler::new(4);
         non_finite.push(params_as_le_bytes(&[1.0, 2.0])).unwrap();
-        let error = non_finite.push(params_as_le_bytes(&[f32::NAN, 0.0])).unwrap_err();
+        let error = non_finite
+            .push(params_as_le_bytes(&[f32::NAN, 0.0]))
+            .unwrap_err();
         assert!(matches!(error, CoreError::NonFiniteParam { index: 2, .. }));
         let mut infinite = ChunkAssembler::new(1);
         assert!(infinite.push(params_as_le_bytes(&[f32::INFINITY])).is_err());

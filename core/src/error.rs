@@ -26,11 +26,18 @@ pub enum CoreError {
     #[error("training failed: {0}")]
     Training(String),
     #[error("failed to read or write {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("malformed model file {path}: {reason}")]
     MalformedModelFile { path: PathBuf, reason: String },
     #[error("model file {path} has sha256 {actual}, expected {expected}")]
-    ChecksumMismatch { path: PathBuf, expected: String, actual: String },
+    ChecksumMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
 }
 
 /// Result with [`CoreError`].

@@ -20,7 +20,7 @@ const INFERENCE_BATCH_ROWS: usize = 8192;
 /// [`CoreError::FeatureDimMismatch`] if `features` is not a whole number of rows.
 pub fn predict_attack_probability(weights: &ModelWeights, features: &[f32]) -> Result<Vec<f32>> {
     let input_dim = weights.spec.input_dim as usize;
-    if features.len() % input_dim != 0 {
+    if !features.len().is_multiple_of(input_dim) {
         return Err(CoreError::FeatureDimMismatch {
             expected: input_dim,
             actual: features.len() % input_dim,
@@ -32,7 +32,10 @@ pub fn predict_attack_probability(weights: &ModelWeights, features: &[f32]) -> R
     let mut scores = Vec::with_capacity(features.len() / input_dim);
     for batch in features.chunks(INFERENCE_BATCH_ROWS * input_dim) {
         let num_rows = batch.len() / input_dim;
-        let inputs = Tensor::<NdArray<f32>, 2>::from_data(TensorData::new(batch.to_vec(), [num_rows, input_dim]), &device); // [rows, features]
+        let inputs = Tensor::<NdArray<f32>, 2>::from_data(
+            TensorData::new(batch.to_vec(), [num_rows, input_dim]),
+            &device,
+        ); // [rows, features]
         let probabilities = softmax(model.forward(inputs), 1); // [rows, classes]
         let values = probabilities
             .into_data()

@@ -24,7 +24,8 @@ impl BinaryMetrics {
     /// If `scores` and `labels` have different lengths (a caller bug).
     pub fn compute(scores: &[f32], labels: &[u32]) -> BinaryMetrics {
         assert_eq!(scores.len(), labels.len(), "one score per label");
-        let (mut true_positives, mut false_positives, mut true_negatives, mut false_negatives) = (0usize, 0usize, 0usize, 0usize);
+        let (mut true_positives, mut false_positives, mut true_negatives, mut false_negatives) =
+            (0usize, 0usize, 0usize, 0usize);
         for (&score, &label) in scores.iter().zip(labels) {
             let predicted_attack = score >= 0.5;
             let is_attack = label != BENIGN;
@@ -36,11 +37,19 @@ impl BinaryMetrics {
             }
         }
         let ratio = |numerator: usize, denominator: usize| {
-            if denominator == 0 { 0.0 } else { numerator as f64 / denominator as f64 }
+            if denominator == 0 {
+                0.0
+            } else {
+                numerator as f64 / denominator as f64
+            }
         };
         let precision = ratio(true_positives, true_positives + false_positives);
         let recall = ratio(true_positives, true_positives + false_negatives);
-        let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
+        let f1 = if precision + recall == 0.0 {
+            0.0
+        } else {
+            2.0 * precision * recall / (precision + recall)
+        };
         BinaryMetrics {
             num_examples: scores.len(),
             accuracy: ratio(true_positives + true_negatives, scores.len()),
@@ -71,12 +80,16 @@ pub fn roc_auc(scores: &[f32], labels: &[u32]) -> f64 {
         }
         // Ranks start..end (0-based) share the average 1-based rank.
         let average_rank = (start + end + 1) as f64 / 2.0;
-        let positives_in_tie = order[start..end].iter().filter(|&&index| labels[index] != BENIGN).count();
+        let positives_in_tie = order[start..end]
+            .iter()
+            .filter(|&&index| labels[index] != BENIGN)
+            .count();
         positive_rank_sum += average_rank * positives_in_tie as f64;
         start = end;
     }
     let num_positive = num_positive as f64;
-    (positive_rank_sum - num_positive * (num_positive + 1.0) / 2.0) / (num_positive * num_negative as f64)
+    (positive_rank_sum - num_positive * (num_positive + 1.0) / 2.0)
+        / (num_positive * num_negative as f64)
 }
 
 #[cfg(test)]

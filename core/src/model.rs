@@ -178,7 +178,8 @@ impl<B: Backend> MlpClassifier<B> {
             offset += d_in * d_out;
             let bias_values = params[offset..offset + d_out].to_vec();
             offset += d_out;
-            let weight = Tensor::<B, 2>::from_data(TensorData::new(weight_values, [d_in, d_out]), device);
+            let weight =
+                Tensor::<B, 2>::from_data(TensorData::new(weight_values, [d_in, d_out]), device);
             let bias = Tensor::<B, 1>::from_data(TensorData::new(bias_values, [d_out]), device);
             layers.push(Linear {
                 weight: Param::from_tensor(weight),
@@ -232,7 +233,9 @@ mod tests {
     fn flat_round_trip_preserves_every_parameter() {
         let spec = ModelSpec::mlp(5, vec![7, 3], 2);
         let device = Default::default();
-        let params: Vec<f32> = (0..spec.num_params()).map(|i| i as f32 * 0.01 - 0.3).collect();
+        let params: Vec<f32> = (0..spec.num_params())
+            .map(|i| i as f32 * 0.01 - 0.3)
+            .collect();
         let model = MlpClassifier::<NdArray>::from_flat(&spec, &params, &device).unwrap();
         assert_eq!(model.to_flat(), params);
         assert_eq!(spec.num_params(), 5 * 7 + 7 + 7 * 3 + 3 + 3 * 2 + 2);
@@ -253,8 +256,20 @@ mod tests {
         spec.kind = "transformer".into();
         assert!(spec.validate().unwrap_err().to_string().contains("kind"));
         let zero_width = ModelSpec::mlp(5, vec![0], 2);
-        assert!(zero_width.validate().unwrap_err().to_string().contains("width"));
+        assert!(
+            zero_width
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("width")
+        );
         let one_class = ModelSpec::mlp(5, vec![4], 1);
-        assert!(one_class.validate().unwrap_err().to_string().contains("num_classes"));
+        assert!(
+            one_class
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("num_classes")
+        );
     }
 }

@@ -155,7 +155,10 @@ impl FlowGenerator {
 
     /// Returns the next flow.
     pub fn next_flow(&mut self) -> FlowRecord {
-        if self.rng.random_bool(self.profile.attack_fraction.clamp(0.0, 1.0)) {
+        if self
+            .rng
+            .random_bool(self.profile.attack_fraction.clamp(0.0, 1.0))
+        {
             let total: f64 = self.profile.attack_mix.iter().sum();
             let mut pick = self.rng.random_range(0.0..total.max(f64::MIN_POSITIVE));
             for (class, weight) in TrafficClass::ATTACKS.iter().zip(self.profile.attack_mix) {
@@ -211,13 +214,27 @@ impl FlowGenerator {
                     let out = self.lognormal(4.2, 0.3) as u64;
                     let inbound = self.lognormal(5.0, 0.5) as u64;
                     let hour = self.daytime_hour();
-                    (53, Protocol::Udp, out, inbound, self.lognormal(-3.0, 1.0) as f32, hour)
+                    (
+                        53,
+                        Protocol::Udp,
+                        out,
+                        inbound,
+                        self.lognormal(-3.0, 1.0) as f32,
+                        hour,
+                    )
                 } else {
                     let port = if self.rng.random_bool(0.85) { 443 } else { 80 };
                     let out = self.lognormal(7.0, 1.3) as u64;
                     let inbound = self.lognormal(10.0, 2.0) as u64;
                     let hour = self.daytime_hour();
-                    (port, Protocol::Tcp, out, inbound, self.lognormal(0.5, 1.5) as f32, hour)
+                    (
+                        port,
+                        Protocol::Tcp,
+                        out,
+                        inbound,
+                        self.lognormal(0.5, 1.5) as f32,
+                        hour,
+                    )
                 }
             }
             BenignProfile::DataCenter => {
@@ -227,7 +244,14 @@ impl FlowGenerator {
                     let out = self.lognormal(17.0, 1.2) as u64;
                     let inbound = self.lognormal(9.0, 1.0) as u64;
                     let hour = self.rng.random_range(0..5);
-                    (873, Protocol::Tcp, out, inbound, self.lognormal(5.0, 1.0) as f32, hour)
+                    (
+                        873,
+                        Protocol::Tcp,
+                        out,
+                        inbound,
+                        self.lognormal(5.0, 1.0) as f32,
+                        hour,
+                    )
                 } else {
                     let port = *[5432u16, 3306, 6379, 9200]
                         .get(self.rng.random_range(0..4))
@@ -235,7 +259,14 @@ impl FlowGenerator {
                     let out = self.lognormal(8.0, 1.5) as u64;
                     let inbound = self.lognormal(11.0, 2.0) as u64;
                     let hour = self.any_hour();
-                    (port, Protocol::Tcp, out, inbound, self.lognormal(-0.5, 1.5) as f32, hour)
+                    (
+                        port,
+                        Protocol::Tcp,
+                        out,
+                        inbound,
+                        self.lognormal(-0.5, 1.5) as f32,
+                        hour,
+                    )
                 }
             }
             BenignProfile::DevShop => {
@@ -244,15 +275,36 @@ impl FlowGenerator {
                 if roll < 0.4 {
                     let out = self.lognormal(9.0, 1.5) as u64;
                     let inbound = self.lognormal(10.0, 1.5) as u64;
-                    (22, Protocol::Tcp, out, inbound, self.lognormal(3.0, 1.5) as f32, hour)
+                    (
+                        22,
+                        Protocol::Tcp,
+                        out,
+                        inbound,
+                        self.lognormal(3.0, 1.5) as f32,
+                        hour,
+                    )
                 } else if roll < 0.55 {
                     let out = self.lognormal(4.2, 0.3) as u64;
                     let inbound = self.lognormal(5.0, 0.5) as u64;
-                    (53, Protocol::Udp, out, inbound, self.lognormal(-3.0, 1.0) as f32, hour)
+                    (
+                        53,
+                        Protocol::Udp,
+                        out,
+                        inbound,
+                        self.lognormal(-3.0, 1.0) as f32,
+                        hour,
+                    )
                 } else {
                     let out = self.lognormal(7.5, 1.5) as u64;
                     let inbound = self.lognormal(12.0, 2.0) as u64;
-                    (443, Protocol::Tcp, out, inbound, self.lognormal(1.0, 1.5) as f32, hour)
+                    (
+                        443,
+                        Protocol::Tcp,
+                        out,
+                        inbound,
+                        self.lognormal(1.0, 1.5) as f32,
+                        hour,
+                    )
                 }
             }
         };
@@ -292,12 +344,20 @@ impl FlowGenerator {
                 FlowRecord {
                     duration_secs: self.lognormal(-5.0, 1.0) as f32,
                     bytes_out: self.rng.random_range(0..80),
-                    bytes_in: if open_port { self.rng.random_range(40..200) } else { 0 },
+                    bytes_in: if open_port {
+                        self.rng.random_range(40..200)
+                    } else {
+                        0
+                    },
                     packets_out: self.rng.random_range(1..3),
                     packets_in: u32::from(open_port),
                     src_port,
                     dst_port: self.rng.random_range(1..10000),
-                    protocol: if self.rng.random_bool(0.85) { Protocol::Tcp } else { Protocol::Udp },
+                    protocol: if self.rng.random_bool(0.85) {
+                        Protocol::Tcp
+                    } else {
+                        Protocol::Udp
+                    },
                     conn_state: if open_port {
                         ConnState::Reset
                     } else if self.rng.random_bool(0.5) {
@@ -336,7 +396,11 @@ impl FlowGenerator {
                     src_port,
                     dst_port: if self.rng.random_bool(0.6) { 22 } else { 3389 },
                     protocol: Protocol::Tcp,
-                    conn_state: if self.rng.random_bool(0.7) { ConnState::Established } else { ConnState::Reset },
+                    conn_state: if self.rng.random_bool(0.7) {
+                        ConnState::Established
+                    } else {
+                        ConnState::Reset
+                    },
                     failed_auth: self.rng.random_range(1..12),
                     hour,
                     class,
@@ -358,11 +422,19 @@ impl FlowGenerator {
                     packets_in: self.packets_for(bytes_in, 300.0),
                     src_port,
                     dst_port,
-                    protocol: if dst_port == 53 { Protocol::Udp } else { Protocol::Tcp },
+                    protocol: if dst_port == 53 {
+                        Protocol::Udp
+                    } else {
+                        Protocol::Tcp
+                    },
                     conn_state: ConnState::Established,
                     failed_auth: 0,
                     // Mostly at night, when nobody watches.
-                    hour: if self.rng.random_bool(0.7) { self.rng.random_range(0..6) } else { hour },
+                    hour: if self.rng.random_bool(0.7) {
+                        self.rng.random_range(0..6)
+                    } else {
+                        hour
+                    },
                     class,
                 }
             }
@@ -446,7 +518,11 @@ pub fn synthetic_dataset(profile: OrgProfile, count: usize, seed: u64) -> Datase
     let mut dataset = Dataset::new(NUM_FLOW_FEATURES);
     for _ in 0..count {
         let flow = generator.next_flow();
-        let label = if flow.class == TrafficClass::Benign { BENIGN } else { ATTACK };
+        let label = if flow.class == TrafficClass::Benign {
+            BENIGN
+        } else {
+            ATTACK
+        };
         dataset
             .push(&featurize(&flow), label)
             .expect("featurize returns NUM_FLOW_FEATURES values");
@@ -457,13 +533,21 @@ pub fn synthetic_dataset(profile: OrgProfile, count: usize, seed: u64) -> Datase
 /// Returns a held-out dataset mixing every benign profile and attack family.
 pub fn held_out_dataset(count: usize, seed: u64) -> Dataset {
     let mut dataset = Dataset::new(NUM_FLOW_FEATURES);
-    let profiles = [BenignProfile::Office, BenignProfile::DataCenter, BenignProfile::DevShop];
+    let profiles = [
+        BenignProfile::Office,
+        BenignProfile::DataCenter,
+        BenignProfile::DevShop,
+    ];
     for (index, benign) in profiles.into_iter().enumerate() {
         let profile = OrgProfile {
             benign,
             ..OrgProfile::balanced()
         };
-        let part = synthetic_dataset(profile, count / 3 + usize::from(index < count % 3), seed.wrapping_add(index as u64));
+        let part = synthetic_dataset(
+            profile,
+            count / 3 + usize::from(index < count % 3),
+            seed.wrapping_add(index as u64),
+        );
         dataset.extend(&part).expect("same feature count");
     }
     dataset
@@ -492,15 +576,24 @@ mod tests {
                 .count()
         };
         // Org 0 mostly sees port scans, org 1 mostly SYN floods.
-        assert!(count_class(0, TrafficClass::PortScan) > 3 * count_class(1, TrafficClass::PortScan));
-        assert!(count_class(1, TrafficClass::SynFlood) > 3 * count_class(0, TrafficClass::SynFlood));
+        assert!(
+            count_class(0, TrafficClass::PortScan) > 3 * count_class(1, TrafficClass::PortScan)
+        );
+        assert!(
+            count_class(1, TrafficClass::SynFlood) > 3 * count_class(0, TrafficClass::SynFlood)
+        );
     }
 
     #[test]
     fn features_are_finite_and_bounded() {
         let dataset = held_out_dataset(3000, 4);
         assert_eq!(dataset.len(), 3000);
-        assert!(dataset.features().iter().all(|value| value.is_finite() && value.abs() <= 5.0));
+        assert!(
+            dataset
+                .features()
+                .iter()
+                .all(|value| value.is_finite() && value.abs() <= 5.0)
+        );
         let fraction = dataset.attack_fraction();
         assert!((0.2..0.4).contains(&fraction), "attack fraction {fraction}");
     }

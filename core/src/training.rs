@@ -57,7 +57,10 @@ impl TrainingPlan {
                 self.batch_size
             )));
         }
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0 && self.learning_rate <= 10.0) {
+        if !(self.learning_rate.is_finite()
+            && self.learning_rate > 0.0
+            && self.learning_rate <= 10.0)
+        {
             return Err(CoreError::InvalidPlan(format!(
                 "learning_rate is {}, must be in (0, 10]",
                 self.learning_rate
@@ -81,7 +84,11 @@ pub struct LocalTrainingOutcome {
 impl LocalTrainingOutcome {
     /// Returns `params − base`, the update a participant sends.
     pub fn delta_from(&self, base: &[f32]) -> Vec<f32> {
-        self.params.iter().zip(base).map(|(trained, original)| trained - original).collect()
+        self.params
+            .iter()
+            .zip(base)
+            .map(|(trained, original)| trained - original)
+            .collect()
     }
 }
 
@@ -112,13 +119,18 @@ pub fn train_local(
         });
     }
     let device = NdArrayDevice::Cpu;
-    let mut model = MlpClassifier::<TrainBackend>::from_flat(&weights.spec, &weights.params, &device)?;
+    let mut model =
+        MlpClassifier::<TrainBackend>::from_flat(&weights.spec, &weights.params, &device)?;
     let mut optimizer = SgdConfig::new().init();
     let loss_function = CrossEntropyLossConfig::new().init(&device);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut order: Vec<usize> = (0..data.len()).collect();
     let batch_size = plan.batch_size as usize;
-    let max_steps = if plan.max_local_steps == 0 { u64::MAX } else { u64::from(plan.max_local_steps) };
+    let max_steps = if plan.max_local_steps == 0 {
+        u64::MAX
+    } else {
+        u64::from(plan.max_local_steps)
+    };
     let mut num_steps = 0u64;
     let mut mean_loss = f32::NAN;
     'epochs: for _epoch in 0..plan.local_epochs {
@@ -134,7 +146,9 @@ pub fn train_local(
             let loss = loss_function.forward(logits, targets); // [1]
             let loss_value: f32 = loss.clone().into_scalar();
             if !loss_value.is_finite() {
-                return Err(CoreError::Training(format!("loss became {loss_value} at step {num_steps}")));
+                return Err(CoreError::Training(format!(
+                    "loss became {loss_value} at step {num_steps}"
+                )));
             }
             let gradients = GradientsParams::from_grads(loss.backward(), &model);
             model = optimizer.step(f64::from(plan.learning_rate), model, gradients);
@@ -166,7 +180,10 @@ fn batch_tensors(
         features.extend_from_slice(data.row(index));
         labels.push(i64::from(data.labels()[index]));
     }
-    let inputs = Tensor::from_data(TensorData::new(features, [indices.len(), num_features]), device); // [batch, features]
+    let inputs = Tensor::from_data(
+        TensorData::new(features, [indices.len(), num_features]),
+        device,
+    ); // [batch, features]
     let targets = Tensor::from_data(TensorData::new(labels, [indices.len()]), device); // [batch]
     (inputs, targets)
 }
@@ -189,9 +206,19 @@ mod tests {
         let outcome = train_local(&initial, &train, &plan, 4).unwrap();
         assert!(outcome.num_steps > 0);
         let trained = ModelWeights::new(spec, outcome.params.clone()).unwrap();
-        let before = BinaryMetrics::compute(&predict_attack_probability(&initial, test.features()).unwrap(), test.labels());
-        let after = BinaryMetrics::compute(&predict_attack_probability(&trained, test.features()).unwrap(), test.labels());
-        assert!(after.accuracy > 0.9, "accuracy after training {}", after.accuracy);
+        let before = BinaryMetrics::compute(
+            &predict_attack_probability(&initial, test.features()).unwrap(),
+            test.labels(),
+        );
+        let after = BinaryMetrics::compute(
+            &predict_attack_probability(&trained, test.features()).unwrap(),
+            test.labels(),
+        );
+        assert!(
+            after.accuracy > 0.9,
+            "accuracy after training {}",
+            after.accuracy
+        );
         assert!(after.accuracy > before.accuracy + 0.1);
     }
 
@@ -202,10 +229,20 @@ mod tests {
         let mut data = Dataset::new(3);
         data.push(&[0.0, 1.0, 2.0], 1).unwrap();
         let zero_batch = TrainingPlan::new().with_batch_size(0);
-        assert!(matches!(train_local(&weights, &data, &zero_batch, 0), Err(CoreError::InvalidPlan(_))));
+        assert!(matches!(
+            train_local(&weights, &data, &zero_batch, 0),
+            Err(CoreError::InvalidPlan(_))
+        ));
         let wrong_width = Dataset::new(5);
         assert!(train_local(&weights, &wrong_width, &TrainingPlan::new(), 0).is_err());
-        let max_steps = TrainingPlan::new().with_max_local_steps(1).with_local_epochs(5);
-        assert_eq!(train_local(&weights, &data, &max_steps, 0).unwrap().num_steps, 1);
+        let max_steps = TrainingPlan::new()
+            .with_max_local_steps(1)
+            .with_local_epochs(5);
+        assert_eq!(
+            train_local(&weights, &data, &max_steps, 0)
+                .unwrap()
+                .num_steps,
+            1
+        );
     }
 }

@@ -87,8 +87,12 @@ impl ModelWeights {
         let mut offset = 0;
         for tensor in self.spec.tensor_specs() {
             let num_bytes = tensor.num_values() * 4;
-            let view = TensorView::new(Dtype::F32, tensor.shape.clone(), &bytes[offset..offset + num_bytes])
-                .map_err(|error| CoreError::InvalidSpec(format!("tensor {}: {error}", tensor.name)))?;
+            let view = TensorView::new(
+                Dtype::F32,
+                tensor.shape.clone(),
+                &bytes[offset..offset + num_bytes],
+            )
+            .map_err(|error| CoreError::InvalidSpec(format!("tensor {}: {error}", tensor.name)))?;
             offset += num_bytes;
             views.push((tensor.name, view));
         }
@@ -105,7 +109,11 @@ impl ModelWeights {
     ///
     /// # Errors
     /// [`CoreError::Io`] if the file cannot be written.
-    pub fn save_safetensors(&self, path: &Path, extra_metadata: HashMap<String, String>) -> Result<()> {
+    pub fn save_safetensors(
+        &self,
+        path: &Path,
+        extra_metadata: HashMap<String, String>,
+    ) -> Result<()> {
         write_atomic(path, &self.to_safetensors(extra_metadata)?)
     }
 
@@ -132,8 +140,8 @@ impl ModelWeights {
             .as_ref()
             .and_then(|entries| entries.get(SPEC_METADATA_KEY))
             .ok_or_else(|| format!("metadata key {SPEC_METADATA_KEY:?} is missing"))?;
-        let spec: ModelSpec =
-            serde_json::from_str(spec_json).map_err(|error| format!("metadata {SPEC_METADATA_KEY:?}: {error}"))?;
+        let spec: ModelSpec = serde_json::from_str(spec_json)
+            .map_err(|error| format!("metadata {SPEC_METADATA_KEY:?}: {error}"))?;
         spec.validate().map_err(|error| error.to_string())?;
         let tensors = SafeTensors::deserialize(bytes).map_err(|error| error.to_string())?;
         let mut params = Vec::with_capacity(spec.num_params());
@@ -142,7 +150,11 @@ impl ModelWeights {
                 .tensor(&tensor.name)
                 .map_err(|_| format!("tensor {:?} is missing", tensor.name))?;
             if view.dtype() != Dtype::F32 {
-                return Err(format!("tensor {:?} has dtype {:?}, expected F32", tensor.name, view.dtype()));
+                return Err(format!(
+                    "tensor {:?} has dtype {:?}, expected F32",
+                    tensor.name,
+                    view.dtype()
+                ));
             }
             if view.shape() != tensor.shape.as_slice() {
                 return Err(format!(
@@ -152,7 +164,8 @@ impl ModelWeights {
                     tensor.shape
                 ));
             }
-            codec::decode_f32_le_into(view.data(), &mut params).map_err(|error| format!("tensor {:?}: {error}", tensor.name))?;
+            codec::decode_f32_le_into(view.data(), &mut params)
+                .map_err(|error| format!("tensor {:?}: {error}", tensor.name))?;
         }
         Ok(ModelWeights { spec, params })
     }

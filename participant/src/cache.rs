@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use fedshield_core::weights::ModelWeights;
 use fedshield_core::ModelVersion;
+use fedshield_core::weights::ModelWeights;
 use tracing::warn;
 
 use crate::error::Result;
@@ -25,7 +25,8 @@ impl ModelCache {
     }
 
     fn path(&self, version: ModelVersion) -> PathBuf {
-        self.directory.join(format!("model-v{:08}.safetensors", version.0))
+        self.directory
+            .join(format!("model-v{:08}.safetensors", version.0))
     }
 
     /// Returns the cached version if present and its sha256 is `expected_sha256`.

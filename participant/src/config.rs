@@ -24,7 +24,11 @@ pub struct ParticipantConfig {
 
 impl ParticipantConfig {
     /// Returns a configuration for tests: fast reconnects.
-    pub fn for_test(coordinator_url: String, participant_id: ParticipantId, data_dir: PathBuf) -> Self {
+    pub fn for_test(
+        coordinator_url: String,
+        participant_id: ParticipantId,
+        data_dir: PathBuf,
+    ) -> Self {
         ParticipantConfig {
             coordinator_url,
             participant_id,
@@ -41,7 +45,9 @@ impl ParticipantConfig {
     /// Every problem found, each naming its setting.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
-        if !(self.coordinator_url.starts_with("http://") || self.coordinator_url.starts_with("https://")) {
+        if !(self.coordinator_url.starts_with("http://")
+            || self.coordinator_url.starts_with("https://"))
+        {
             problems.push(format!(
                 "coordinator_url {:?} must start with http:// or https://",
                 self.coordinator_url
@@ -56,6 +62,10 @@ impl ParticipantConfig {
         if self.missed_heartbeats == 0 {
             problems.push("missed_heartbeats must be at least 1".to_string());
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 }

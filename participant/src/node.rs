@@ -66,7 +66,9 @@ impl Participant {
             .validate()
             .map_err(|problems| ParticipantError::Config(problems.join("; ")))?;
         if data.is_empty() {
-            return Err(ParticipantError::Config("the training dataset is empty".to_string()));
+            return Err(ParticipantError::Config(
+                "the training dataset is empty".to_string(),
+            ));
         }
         let cache = ModelCache::new(&config.data_dir.join("models"));
         Ok(Participant {
@@ -125,7 +127,10 @@ impl Participant {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .initial_stream_window_size(Some(8 * 1024 * 1024))
             .initial_connection_window_size(Some(32 * 1024 * 1024));
-        let channel = endpoint.connect().await.map_err(|error| connect_error(error.to_string()))?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|error| connect_error(error.to_string()))?;
         Ok(FederationClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
@@ -157,14 +162,19 @@ impl Participant {
                     )));
                 }
                 Ok(Err(status)) => return Err(status.into()),
-                Ok(Ok(None)) => return Err(ParticipantError::Protocol("coordinator ended the join stream".into())),
+                Ok(Ok(None)) => {
+                    return Err(ParticipantError::Protocol(
+                        "coordinator ended the join stream".into(),
+                    ));
+                }
                 Ok(Ok(Some(event))) => event.event,
             };
             match event {
                 Some(pb::coordinator_event::Event::Welcome(welcome)) => {
                     session_token = Some(welcome.session_token);
-                    silence_limit = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(1)))
-                        * self.config.missed_heartbeats;
+                    silence_limit =
+                        Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(1)))
+                            * self.config.missed_heartbeats;
                     backoff.reset();
                     info!(
                         participant = %self.config.participant_id,
@@ -176,7 +186,9 @@ impl Participant {
                 Some(pb::coordinator_event::Event::Heartbeat(_)) => {}
                 Some(pb::coordinator_event::Event::RoundAnnouncement(announcement)) => {
                     let Some(token) = session_token.clone() else {
-                        return Err(ParticipantError::Protocol("announcement before welcome".into()));
+                        return Err(ParticipantError::Protocol(
+                            "announcement before welcome".into(),
+                        ));
                     };
                     let round_id = RoundId(announcement.round_id);
                     // Training runs while the join stream is not read; the
@@ -196,7 +208,11 @@ impl Participant {
                         }
                     }
                 }
-                None => return Err(ParticipantError::Protocol("empty event on the join stream".into())),
+                None => {
+                    return Err(ParticipantError::Protocol(
+                        "empty event on the join stream".into(),
+                    ));
+                }
             }
         }
     }
@@ -211,9 +227,9 @@ impl Participant {
     ) -> Result<ParticipantEvent> {
         let round_id = RoundId(announcement.round_id);
         let base_version = ModelVersion(announcement.base_model_version);
-        let plan_message = announcement
-            .plan
-            .ok_or_else(|| ParticipantError::Protocol("announcement has no training plan".into()))?;
+        let plan_message = announcement.plan.ok_or_else(|| {
+            ParticipantError::Protocol("announcement has no training plan".into())
+        })?;
         let plan = TrainingPlan {
             local_epochs: plan_message.local_epochs,
             batch_size: plan_message.batch_size,
@@ -221,13 +237,17 @@ impl Participant {
             max_local_steps: plan_message.max_local_steps,
         };
         plan.validate()?;
-        let base = match self.cache.get(base_version, &announcement.base_model_sha256) {
+        let base = match self
+            .cache
+            .get(base_version, &announcement.base_model_sha256)
+        {
             Some(weights) => {
                 debug!("base model found in cache");
                 weights
             }
             None => {
-                let weights = download_model(client, base_version, &announcement.base_model_sha256).await?;
+                let weights =
+                    download_model(client, base_version, &announcement.base_model_sha256).await?;
                 self.cache.put(base_version, &weights)?;
                 weights
             }
@@ -245,9 +265,12 @@ impl Participant {
         // Shuffling seed from the OS-seeded thread RNG: local training order
         // is not predictable from outside.
         let seed: u64 = rand::rng().random();
-        let outcome = tokio::task::spawn_blocking(move || train_local(&training_base, &data, &plan, seed))
-            .await
-            .map_err(|error| ParticipantError::Protocol(format!("training task failed: {error}")))??;
+        let outcome =
+            tokio::task::spawn_blocking(move || train_local(&training_base, &data, &plan, seed))
+                .await
+                .map_err(|error| {
+                    ParticipantError::Protocol(format!("training task failed: {error}"))
+                })??;
         if unix_ms_now() > announcement.deadline_unix_ms {
             return Err(ParticipantError::DeadlinePassed(round_id));
         }
@@ -303,7 +326,11 @@ pub async fn download_model(
         .into_inner();
     let header = match stream.message().await?.and_then(|chunk| chunk.payload) {
         Some(pb::model_chunk::Payload::Header(header)) => header,
-        _ => return Err(ParticipantError::Protocol("model download did not start with a header".into())),
+        _ => {
+            return Err(ParticipantError::Protocol(
+                "model download did not start with a header".into(),
+            ));
+        }
     };
     if header.model_version != version.0 {
         return Err(ParticipantError::Protocol(format!(
@@ -332,7 +359,11 @@ pub async fn download_model(
     while let Some(chunk) = stream.message().await? {
         match chunk.payload {
             Some(pb::model_chunk::Payload::Data(data)) => assembler.push(&data)?,
-            _ => return Err(ParticipantError::Protocol("unexpected message in model download".into())),
+            _ => {
+                return Err(ParticipantError::Protocol(
+                    "unexpected message in model download".into(),
+                ));
+            }
         }
     }
     let params = assembler.finish()?;

@@ -31,7 +31,9 @@ pub mod v1 {
         fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
             match self {
                 update_chunk::Payload::Header(header) => header.fmt(formatter),
-                update_chunk::Payload::Data(data) => write!(formatter, "data: {} bytes", data.len()),
+                update_chunk::Payload::Data(data) => {
+                    write!(formatter, "data: {} bytes", data.len())
+                }
             }
         }
     }

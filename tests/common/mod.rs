@@ -22,8 +22,13 @@ pub fn test_spec() -> ModelSpec {
 }
 
 /// Starts a coordinator on 127.0.0.1:0.
-pub async fn start_coordinator(config: CoordinatorConfig, shutdown: CancellationToken) -> CoordinatorHandle {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+pub async fn start_coordinator(
+    config: CoordinatorConfig,
+    shutdown: CancellationToken,
+) -> CoordinatorHandle {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
     fedshield_coordinator::start(config, listener, shutdown)
         .await
         .expect("coordinator starts")
@@ -37,10 +42,16 @@ pub fn start_participant(
     data_dir: &Path,
     shutdown: CancellationToken,
 ) -> (JoinHandle<()>, mpsc::UnboundedReceiver<ParticipantEvent>) {
-    let config = ParticipantConfig::for_test(url.to_string(), ParticipantId::new(name).unwrap(), data_dir.join(name));
+    let config = ParticipantConfig::for_test(
+        url.to_string(),
+        ParticipantId::new(name).unwrap(),
+        data_dir.join(name),
+    );
     let data = synthetic_dataset(OrgProfile::for_org(org_index), 1500, 100 + org_index as u64);
     let (events_sender, events) = mpsc::unbounded_channel();
-    let participant = Participant::new(config, data).unwrap().with_events(events_sender);
+    let participant = Participant::new(config, data)
+        .unwrap()
+        .with_events(events_sender);
     (tokio::spawn(participant.run(shutdown)), events)
 }
 
