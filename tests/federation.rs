@@ -170,3 +170,37 @@ async fn participant_started_before_the_coordinator_connects_with_backoff() {
     second.await.unwrap();
     coordinator.wait().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_coordinator_resumes_from_the_last_published_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("coordinator");
+    let mut config = CoordinatorConfig::for_test(data_dir.clone(), test_spec());
+    config.round.max_rounds = Some(1);
+    let shutdown = CancellationToken::new();
+    let coordinator = start_coordinator(config.clone(), shutdown.clone()).await;
+    let url = format!("http://{}", coordinator.local_addr());
+    let participants = [
+        start_participant(&url, "alpha", 0, dir.path(), shutdown.clone()),
+        start_participant(&url, "beta", 1, dir.path(), shutdown.clone()),
+    ];
+    let engine = coordinator.engine().clone();
+    wait_until("model version 1", Duration::from_secs(60), || {
+        let engine = engine.clone();
+        async move { engine.current_model().version == ModelVersion(1) }
+    })
+    .await;
+    let published_sha256 = coordinator.engine().current_model().card.sha256.clone();
+    shutdown.cancel();
+    for (task, _) in participants {
+        task.await.unwrap();
+    }
+    coordinator.wait().await.unwrap();
+
+    let restarted = start_coordinator(config, CancellationToken::new()).await;
+    let current = restarted.engine().current_model();
+    assert_eq!(current.version, ModelVersion(1));
+    assert_eq!(current.card.sha256, published_sha256);
+    assert_eq!(current.weights.sha256(), published_sha256);
+    restarted.stop().await.unwrap();
+}
