@@ -813,34 +813,42 @@ impl Engine {
         state.round = RoundState::Open(round);
     }
 
-    /// Closes the open round, publishes its aggregate as the next version.
-    async fn publish(&self) {
+    /// Takes the open round out of the state machine and closes its
+    /// aggregate to further folds; returns `None` if no round is open. The
+    /// aggregate is `None` if it was already closed.
+    fn close_open_round(&self) -> Option<(OpenRound, Option<FedAvg>)> {
         let aggregate = {
             let state = self.lock_state();
             match &state.round {
                 RoundState::Open(round) => round.aggregate.clone(),
-                RoundState::Waiting { .. } => return,
+                RoundState::Waiting { .. } => return None,
             }
         };
         // Aggregate, then state: the documented lock order. Taking the
-        // aggregate closes it to further folds.
+        // aggregate closes it to further folds; folds that finished before
+        // are already recorded as accepted.
         let fed_avg = aggregate
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
-        let round = {
-            let mut state = self.lock_state();
-            let previous = std::mem::replace(
-                &mut state.round,
-                RoundState::Waiting {
-                    retry_after: None,
-                    attempt: 1,
-                },
-            );
-            match previous {
-                RoundState::Open(round) => round,
-                RoundState::Waiting { .. } => return,
-            }
+        let mut state = self.lock_state();
+        let previous = std::mem::replace(
+            &mut state.round,
+            RoundState::Waiting {
+                retry_after: None,
+                attempt: 1,
+            },
+        );
+        match previous {
+            RoundState::Open(round) => Some((round, fed_avg)),
+            RoundState::Waiting { .. } => None,
+        }
+    }
+
+    /// Closes the open round, publishes its aggregate as the next version.
+    async fn publish(&self) {
+        let Some((round, fed_avg)) = self.close_open_round() else {
+            return;
         };
         let Some(fed_avg) = fed_avg else {
             self.finish_abandoned(round, "aggregate was already closed".to_string());
@@ -933,32 +941,9 @@ impl Engine {
     /// Abandons the open round: nothing is published, the same base version
     /// is retried after the configured delay.
     fn abandon(&self, reason: String) {
-        let aggregate = {
-            let state = self.lock_state();
-            match &state.round {
-                RoundState::Open(round) => round.aggregate.clone(),
-                RoundState::Waiting { .. } => return,
-            }
-        };
-        aggregate
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        let round = {
-            let mut state = self.lock_state();
-            let previous = std::mem::replace(
-                &mut state.round,
-                RoundState::Waiting {
-                    retry_after: None,
-                    attempt: 1,
-                },
-            );
-            match previous {
-                RoundState::Open(round) => round,
-                RoundState::Waiting { .. } => return,
-            }
-        };
-        self.finish_abandoned(round, reason);
+        if let Some((round, _discarded)) = self.close_open_round() {
+            self.finish_abandoned(round, reason);
+        }
     }
 
     fn finish_abandoned(&self, round: OpenRound, reason: String) {
