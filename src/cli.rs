@@ -23,12 +23,120 @@ pub enum Command {
     Participant(ParticipantArgs),
     /// Run a whole federation on 127.0.0.1 with synthetic telemetry.
     Demo(DemoArgs),
+    /// Write synthetic network-flow telemetry (CSV or JSONL) and its schema.
+    Synth(SynthArgs),
+    /// Train a model centrally on one dataset (the non-federated baseline).
+    Train(TrainArgs),
+    /// Evaluate a model on a labelled dataset.
+    Evaluate(EvaluateArgs),
+}
+
+/// Which detection model to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModelKind {
+    /// MLP classifier, attack vs benign.
+    Classifier,
+    /// MLP classifier over benign and the schema's attack classes.
+    Multiclass,
+    /// Autoencoder trained on benign traffic; scores are reconstruction errors.
+    Autoencoder,
+}
+
+/// Output format of `fedshield synth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SynthFormat {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Output file (the schema is written next to it as <stem>.schema.toml unless --schema-out is given).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// File format.
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: SynthFormat,
+    /// Organization profile (0, 1, 2, ...): each sees different benign traffic and attack mix.
+    #[arg(long, default_value_t = 0)]
+    pub org: usize,
+    /// Mix every benign profile and attack family evenly (for held-out test sets) instead of one organization's.
+    #[arg(long, conflicts_with = "org")]
+    pub balanced: bool,
+    /// Number of flow records.
+    #[arg(long, default_value_t = 10_000)]
+    pub records: usize,
+    /// Seed; the same seed gives the same records.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where to write the schema.
+    #[arg(long)]
+    pub schema_out: Option<PathBuf>,
+}
+
+/// A labelled dataset on disk and the schema to read it with.
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// CSV or JSONL file of telemetry records.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Schema (TOML) describing the file's columns.
+    #[arg(long)]
+    pub schema: PathBuf,
+    /// Read at most this many rows.
+    #[arg(long)]
+    pub max_rows: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Labelled test file (same schema); without it a random --test-fraction of --data is held out.
+    #[arg(long)]
+    pub test_data: Option<PathBuf>,
+    /// Fraction of --data held out for testing when --test-data is absent.
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
+    /// Passes over the training data.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: u32,
+    /// Where to write the trained model (safetensors).
+    #[arg(long, default_value = "fedshield-data/centralized.safetensors")]
+    pub out: PathBuf,
+    /// Print the metrics as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// Model file (safetensors, as published by the coordinator or written by `fedshield train`).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Score threshold; defaults to 0.5 for classifiers, and for autoencoders to the
+    /// model's stored threshold or else the one that flags --target-fpr of this data's benign rows.
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// False-positive rate autoencoder thresholds are calibrated to.
+    #[arg(long, default_value_t = 0.01)]
+    pub target_fpr: f64,
+    /// Print the metrics as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Model and training plan flags shared by the coordinator and the demo.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// Hidden layer widths of the MLP, comma-separated.
+    /// Which model to train.
+    #[arg(long, value_enum, default_value = "classifier")]
+    pub model_kind: ModelKind,
+    /// Hidden layer widths, comma-separated (for the autoencoder: the encoder, ending in the bottleneck).
     #[arg(long, value_delimiter = ',', default_value = "64,32")]
     pub hidden: Vec<u32>,
     /// Seed of the initial model.
@@ -75,6 +183,14 @@ pub struct CoordinatorArgs {
     /// Stop after this many completed rounds (default: run until stopped).
     #[arg(long)]
     pub rounds: Option<u64>,
+    /// Schema (TOML) of the federation's telemetry; fixes the model's inputs and
+    /// classes and travels in every model card. Default: the built-in synthetic flows schema.
+    #[arg(long)]
+    pub schema: Option<PathBuf>,
+    /// Labelled evaluation file (read with --schema) scored after every round;
+    /// its metrics go into the model card. Must not be any participant's private data.
+    #[arg(long, requires = "schema")]
+    pub eval_data: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -107,6 +223,12 @@ pub struct ParticipantArgs {
     /// Number of synthetic flow records.
     #[arg(long, default_value_t = 5000)]
     pub synthetic_records: usize,
+    /// Train on this CSV or JSONL file instead of synthetic telemetry (needs --schema).
+    #[arg(long, requires = "schema")]
+    pub data: Option<PathBuf>,
+    /// Schema (TOML) of --data.
+    #[arg(long, requires = "data")]
+    pub schema: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -1,20 +1,25 @@
 //! The long-running commands: `fedshield coordinator` and `fedshield participant`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use fedshield_coordinator::{CoordinatorConfig, RoundConfig};
-use fedshield_core::telemetry::{NUM_FLOW_FEATURES, OrgProfile, synthetic_dataset};
+use fedshield_core::schema::Schema;
+use fedshield_core::telemetry::{
+    OrgProfile, SYNTHETIC_FLOWS_SCHEMA_TOML, synthetic_dataset, synthetic_flows_schema,
+};
 use fedshield_core::{ModelSpec, ParticipantId, TrainingPlan};
 use fedshield_participant::{Participant, ParticipantConfig};
 use tokio::net::TcpListener;
 
 use crate::cli::{CoordinatorArgs, ModelArgs, ParticipantArgs};
+use crate::offline::{load_labelled, spec_for};
 use crate::shutdown;
 
 /// Returns the model spec and training plan the flags describe.
-pub fn model_and_plan(args: &ModelArgs) -> (ModelSpec, TrainingPlan) {
-    let spec = ModelSpec::mlp(NUM_FLOW_FEATURES as u32, args.hidden.clone(), 2);
+pub fn model_and_plan(args: &ModelArgs, schema: &Schema) -> (ModelSpec, TrainingPlan) {
+    let spec = spec_for(args, schema);
     let plan = TrainingPlan {
         local_epochs: args.local_epochs,
         batch_size: args.batch_size,
@@ -25,9 +30,25 @@ pub fn model_and_plan(args: &ModelArgs) -> (ModelSpec, TrainingPlan) {
 }
 
 /// Returns the coordinator configuration the flags describe.
-pub fn coordinator_config(args: &CoordinatorArgs) -> CoordinatorConfig {
-    let (model, plan) = model_and_plan(&args.model);
-    CoordinatorConfig {
+pub fn coordinator_config(args: &CoordinatorArgs) -> Result<CoordinatorConfig> {
+    let (schema, schema_toml) = match &args.schema {
+        Some(path) => {
+            let schema = Schema::load(path)
+                .with_context(|| format!("failed to load --schema {}", path.display()))?;
+            let toml = schema.to_toml_string();
+            (schema, toml)
+        }
+        None => (
+            synthetic_flows_schema(),
+            SYNTHETIC_FLOWS_SCHEMA_TOML.to_string(),
+        ),
+    };
+    let evaluation = match &args.eval_data {
+        Some(path) => Some(Arc::new(load_labelled(path, &schema, None)?)),
+        None => None,
+    };
+    let (model, plan) = model_and_plan(&args.model, &schema);
+    Ok(CoordinatorConfig {
         round: RoundConfig {
             min_participants: args.min_participants,
             participants_per_round: args.participants_per_round,
@@ -44,12 +65,14 @@ pub fn coordinator_config(args: &CoordinatorArgs) -> CoordinatorConfig {
         chunk_params: fedshield_core::codec::DEFAULT_CHUNK_PARAMS,
         max_concurrent_uploads: 2,
         chunk_idle_timeout: Duration::from_secs(30),
-    }
+        feature_schema_toml: Some(schema_toml),
+        evaluation,
+    })
 }
 
 /// Runs `fedshield coordinator` until SIGINT/SIGTERM.
 pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
-    let config = coordinator_config(&args);
+    let config = coordinator_config(&args)?;
     config.validate().map_err(|problems| {
         anyhow::anyhow!(
             "invalid coordinator configuration:\n  {}",
@@ -69,14 +92,23 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
 pub async fn participant(args: ParticipantArgs) -> Result<()> {
     let participant_id =
         ParticipantId::new(args.id.clone()).map_err(|reason| anyhow::anyhow!("--id: {reason}"))?;
-    if args.synthetic_records == 0 {
-        anyhow::bail!("--synthetic-records must be at least 1");
-    }
-    let data = synthetic_dataset(
-        OrgProfile::for_org(args.synthetic_org),
-        args.synthetic_records,
-        args.synthetic_seed,
-    );
+    let data = match (&args.data, &args.schema) {
+        (Some(data_path), Some(schema_path)) => {
+            let schema = Schema::load(schema_path)
+                .with_context(|| format!("failed to load --schema {}", schema_path.display()))?;
+            load_labelled(data_path, &schema, None)?
+        }
+        _ => {
+            if args.synthetic_records == 0 {
+                anyhow::bail!("--synthetic-records must be at least 1");
+            }
+            synthetic_dataset(
+                OrgProfile::for_org(args.synthetic_org),
+                args.synthetic_records,
+                args.synthetic_seed,
+            )
+        }
+    };
     let config = ParticipantConfig {
         coordinator_url: args.coordinator.clone(),
         participant_id,

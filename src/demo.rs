@@ -10,11 +10,14 @@ use fedshield_coordinator::engine::RoundOutcome;
 use fedshield_coordinator::{CoordinatorConfig, ParticipantsPerRound, RoundConfig};
 use fedshield_core::ModelVersion;
 use fedshield_core::ParticipantId;
-use fedshield_core::data::Dataset;
-use fedshield_core::inference::predict_attack_probability;
+use std::sync::Arc;
+
+use fedshield_coordinator::registry::ModelCard;
 use fedshield_core::metrics::BinaryMetrics;
-use fedshield_core::telemetry::{OrgProfile, held_out_dataset, synthetic_dataset};
-use fedshield_core::weights::ModelWeights;
+use fedshield_core::telemetry::{
+    OrgProfile, SYNTHETIC_FLOWS_SCHEMA_TOML, held_out_dataset, synthetic_dataset,
+    synthetic_flows_schema,
+};
 use fedshield_participant::{Participant, ParticipantConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -22,14 +25,10 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::DemoArgs;
 use crate::commands::model_and_plan;
 
-/// Returns the held-out metrics of a model.
-///
-/// # Errors
-/// If the model cannot score the held-out features.
-pub fn evaluate(weights: &ModelWeights, held_out: &Dataset) -> Result<BinaryMetrics> {
-    let scores = predict_attack_probability(weights, held_out.features())
-        .context("failed to score the held-out set")?;
-    Ok(BinaryMetrics::compute(&scores, held_out.labels()))
+/// Returns the held-out metrics recorded in a model card.
+fn card_metrics(card: &ModelCard) -> Result<BinaryMetrics> {
+    card.metrics
+        .context("model card has no metrics although the coordinator has an evaluation set")
 }
 
 /// Runs the demo and returns the path of the final model.
@@ -47,7 +46,12 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
         anyhow::bail!("--records and --held-out-records must be at least 1");
     }
     let started = Instant::now();
-    let (spec, plan) = model_and_plan(&args.model);
+    let schema = synthetic_flows_schema();
+    let (spec, plan) = model_and_plan(&args.model, &schema);
+    let held_out = Arc::new(held_out_dataset(
+        args.held_out_records,
+        args.seed.wrapping_add(1_000_000),
+    ));
     // A fresh federation every time: earlier demo runs must not be resumed.
     let coordinator_dir = args.data_dir.join("coordinator");
     if coordinator_dir.exists() {
@@ -71,6 +75,10 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
         chunk_params: fedshield_core::codec::DEFAULT_CHUNK_PARAMS,
         max_concurrent_uploads: 2,
         chunk_idle_timeout: Duration::from_secs(30),
+        feature_schema_toml: Some(SYNTHETIC_FLOWS_SCHEMA_TOML.to_string()),
+        // The coordinator scores each version on the demo's held-out set, so
+        // the lines below print the same metrics as the model cards hold.
+        evaluation: Some(held_out.clone()),
     };
     let shutdown = CancellationToken::new();
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -80,8 +88,7 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
         .await
         .context("failed to start the coordinator")?;
     let url = format!("http://{}", coordinator.local_addr());
-    let held_out = held_out_dataset(args.held_out_records, args.seed.wrapping_add(1_000_000));
-    let initial = evaluate(&coordinator.engine().current_model().weights, &held_out)?;
+    let initial = card_metrics(&coordinator.engine().current_model().card)?;
     println!(
         "fedshield demo: coordinator on {url}, {} participants, {} rounds, model {:?} ({} parameters)",
         args.participants,
@@ -90,8 +97,12 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
         spec.num_params()
     );
     println!(
-        "round  0 | initial model        | accuracy {:.3} | AUC {:.3}",
-        initial.accuracy, initial.roc_auc
+        "round  0 | initial model      | accuracy {:.3} | F1 {:.3} | AUC {:.3} | PR-AUC {:.3} | DR@1%FPR {:.3}",
+        initial.accuracy,
+        initial.f1,
+        initial.roc_auc,
+        initial.pr_auc,
+        initial.detection_rate_at_1pct_fpr
     );
     let mut participant_tasks = Vec::new();
     for index in 0..args.participants {
@@ -127,7 +138,7 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
         while last_reported < current {
             let version = last_reported.next();
             let model = coordinator.engine().model(version)?;
-            let metrics = evaluate(&model.weights, &held_out)?;
+            let metrics = card_metrics(&model.card)?;
             let summary = history
                 .iter()
                 .find(|summary| summary.outcome == RoundOutcome::Completed { published: version });
@@ -135,12 +146,15 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
                 .map(|summary| (summary.contributors.len(), summary.duration))
                 .unwrap_or((model.card.contributors.len(), Duration::ZERO));
             println!(
-                "round {:>2} | participants {:>2}/{:<2} | accuracy {:.3} | AUC {:.3} | {:>6.2}s",
+                "round {:>2} | participants {:>2}/{:<2} | accuracy {:.3} | F1 {:.3} | AUC {:.3} | PR-AUC {:.3} | DR@1%FPR {:.3} | {:>5.2}s",
                 version.0,
                 num_contributors,
                 args.participants,
                 metrics.accuracy,
+                metrics.f1,
                 metrics.roc_auc,
+                metrics.pr_auc,
+                metrics.detection_rate_at_1pct_fpr,
                 duration.as_secs_f64()
             );
             final_metrics = metrics;

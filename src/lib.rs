@@ -4,9 +4,11 @@
 //! - [`cli`]: command-line flags (clap).
 //! - [`commands`]: the `coordinator` and `participant` commands.
 //! - [`demo`]: `fedshield demo`, a whole federation on 127.0.0.1.
+//! - [`offline`]: `fedshield synth`, `train` and `evaluate`.
 //! - [`shutdown`]: SIGINT/SIGTERM handling.
 
 pub mod cli;
 pub mod commands;
 pub mod demo;
+pub mod offline;
 pub mod shutdown;

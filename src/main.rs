@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Parser;
 use fedshield::cli::{Cli, Command};
-use fedshield::{commands, demo};
+use fedshield::{commands, demo, offline};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -23,5 +23,10 @@ async fn main() -> Result<()> {
         Command::Coordinator(args) => commands::coordinator(args).await,
         Command::Participant(args) => commands::participant(args).await,
         Command::Demo(args) => demo::run(args).await.map(|_| ()),
+        Command::Synth(args) => offline::synth(args),
+        Command::Train(args) => tokio::task::spawn_blocking(move || offline::train(args)).await?,
+        Command::Evaluate(args) => {
+            tokio::task::spawn_blocking(move || offline::evaluate(args)).await?
+        }
     }
 }

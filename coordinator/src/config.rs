@@ -153,6 +153,11 @@ pub struct CoordinatorConfig {
     pub max_concurrent_uploads: usize,
     /// Longest pause between two chunks of an update before it is refused.
     pub chunk_idle_timeout: Duration,
+    /// The feature schema (TOML) of the federation, recorded in model cards.
+    pub feature_schema_toml: Option<String>,
+    /// A labelled evaluation set the coordinator scores each new version on
+    /// (public or operator-owned data, never a participant's).
+    pub evaluation: Option<std::sync::Arc<fedshield_core::data::Dataset>>,
 }
 
 impl CoordinatorConfig {
@@ -175,6 +180,8 @@ impl CoordinatorConfig {
             chunk_params: fedshield_core::codec::DEFAULT_CHUNK_PARAMS,
             max_concurrent_uploads: 2,
             chunk_idle_timeout: Duration::from_secs(10),
+            feature_schema_toml: None,
+            evaluation: None,
         }
     }
 
@@ -199,6 +206,15 @@ impl CoordinatorConfig {
                 "chunk_params ({}) must be in 1..={}",
                 self.chunk_params,
                 fedshield_core::codec::MAX_CHUNK_BYTES / 4
+            ));
+        }
+        if let Some(evaluation) = &self.evaluation
+            && evaluation.num_features() != self.model.input_dim as usize
+        {
+            problems.push(format!(
+                "evaluation data has {} features, the model expects {}",
+                evaluation.num_features(),
+                self.model.input_dim
             ));
         }
         if self.max_concurrent_uploads == 0 {

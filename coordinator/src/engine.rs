@@ -216,6 +216,8 @@ struct EngineInner {
     /// fresh model-sized allocation (and its page faults).
     receive_buffers: Mutex<Vec<Vec<f32>>>,
     published: watch::Sender<Arc<PublishedModel>>,
+    /// Optional labelled data each new version is scored on for its card.
+    evaluation: std::sync::OnceLock<Arc<fedshield_core::data::Dataset>>,
 }
 
 /// Handle to the round engine; cheap to clone.
@@ -311,6 +313,7 @@ impl Engine {
                 upload_permits: Arc::new(Semaphore::new(max_concurrent_uploads.max(1))),
                 upload_permits_total: max_concurrent_uploads.max(1),
                 receive_buffers: Mutex::new(Vec::new()),
+                evaluation: std::sync::OnceLock::new(),
                 published,
             }),
         }
@@ -323,6 +326,12 @@ impl Engine {
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sets the labelled data every newly published version is scored on;
+    /// the metrics go into its model card. Only the first call has effect.
+    pub fn set_evaluation_set(&self, evaluation: Arc<fedshield_core::data::Dataset>) {
+        let _ = self.inner.evaluation.set(evaluation);
     }
 
     /// Returns a receiver that sees every newly published model version.
@@ -868,9 +877,16 @@ impl Engine {
             .iter()
             .map(|participant| participant.to_string())
             .collect();
+        let evaluation = self.inner.evaluation.get().cloned();
         let built = tokio::task::spawn_blocking(move || -> Result<PublishedModel> {
             let params = fed_avg.finish(&base.weights.params)?;
             let weights = ModelWeights::new(base.weights.spec.clone(), params)?;
+            let metrics = match &evaluation {
+                Some(evaluation) => Some(fedshield_core::metrics::evaluate_model(
+                    &weights, evaluation, None,
+                )?),
+                None => None,
+            };
             let version = base.version.next();
             let card = ModelCard {
                 version: version.0,
@@ -883,6 +899,8 @@ impl Engine {
                 num_examples,
                 plan,
                 created_unix_ms: unix_ms(SystemTime::now()),
+                feature_schema: base.card.feature_schema.clone(),
+                metrics,
             };
             let model = PublishedModel {
                 version,

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use fedshield_core::metrics::BinaryMetrics;
 use fedshield_core::weights::ModelWeights;
 use fedshield_core::{CoreError, ModelSpec, ModelVersion, TrainingPlan};
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,13 @@ pub struct ModelCard {
     /// The local training plan of the round.
     pub plan: TrainingPlan,
     pub created_unix_ms: u64,
+    /// The feature schema (TOML) the model's inputs come from, so that a
+    /// detector can featurize events exactly as participants did.
+    #[serde(default)]
+    pub feature_schema: Option<String>,
+    /// Metrics on the coordinator's evaluation set, when one is configured.
+    #[serde(default)]
+    pub metrics: Option<BinaryMetrics>,
 }
 
 /// One published model version held in memory.

@@ -99,6 +99,13 @@ pub fn load_or_init_model(
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|elapsed| elapsed.as_millis() as u64)
             .unwrap_or(0),
+        feature_schema: config.feature_schema_toml.clone(),
+        metrics: match &config.evaluation {
+            Some(evaluation) => Some(fedshield_core::metrics::evaluate_model(
+                &weights, evaluation, None,
+            )?),
+            None => None,
+        },
     };
     let model = PublishedModel {
         version: ModelVersion(0),
@@ -141,6 +148,9 @@ pub async fn start(
         Arc::new(initial),
         config.max_concurrent_uploads,
     );
+    if let Some(evaluation) = &config.evaluation {
+        engine.set_evaluation_set(evaluation.clone());
+    }
     let service = FederationService::new(
         engine.clone(),
         ServiceSettings {

@@ -11,12 +11,21 @@ pub const BENIGN: u32 = 0;
 /// Label value of attack records.
 pub const ATTACK: u32 = 1;
 
-/// Feature vectors (row-major) with one class label each.
+/// Name of the benign class; class index 0 is always benign.
+pub const BENIGN_CLASS: &str = "benign";
+
+/// Feature vectors (row-major), each with a binary label (0 benign, 1 attack),
+/// a class index (0 benign, 1.. attack classes, fixed by the schema so that
+/// every participant numbers classes the same way) and the raw label value it
+/// came from (for per-attack-type reports).
 #[derive(Clone, Default)]
 pub struct Dataset {
     num_features: usize,
     features: Vec<f32>,
     labels: Vec<u32>,
+    classes: Vec<u32>,
+    raw_labels: Vec<u32>,
+    raw_label_names: Vec<String>,
 }
 
 impl std::fmt::Debug for Dataset {
@@ -35,16 +44,29 @@ impl Dataset {
     pub fn new(num_features: usize) -> Self {
         Dataset {
             num_features,
-            features: Vec::new(),
-            labels: Vec::new(),
+            ..Dataset::default()
         }
     }
 
-    /// Appends one row.
+    /// Appends one row with a binary label (class = label, raw label
+    /// "benign" or "attack").
     ///
     /// # Errors
     /// [`CoreError::FeatureDimMismatch`] if the row has the wrong length.
     pub fn push(&mut self, row: &[f32], label: u32) -> Result<()> {
+        let (class, raw_label) = if label == BENIGN {
+            (0, BENIGN_CLASS)
+        } else {
+            (1, "attack")
+        };
+        self.push_labelled(row, class, raw_label)
+    }
+
+    /// Appends one row with its class index (0 = benign) and raw label value.
+    ///
+    /// # Errors
+    /// [`CoreError::FeatureDimMismatch`] if the row has the wrong length.
+    pub fn push_labelled(&mut self, row: &[f32], class: u32, raw_label: &str) -> Result<()> {
         if row.len() != self.num_features {
             return Err(CoreError::FeatureDimMismatch {
                 expected: self.num_features,
@@ -52,8 +74,51 @@ impl Dataset {
             });
         }
         self.features.extend_from_slice(row);
-        self.labels.push(label);
+        self.labels.push(if class == 0 { BENIGN } else { ATTACK });
+        self.classes.push(class);
+        let raw_index = self.intern_raw_label(raw_label);
+        self.raw_labels.push(raw_index);
         Ok(())
+    }
+
+    fn intern_raw_label(&mut self, raw_label: &str) -> u32 {
+        match self
+            .raw_label_names
+            .iter()
+            .position(|name| name == raw_label)
+        {
+            Some(index) => index as u32,
+            None => {
+                self.raw_label_names.push(raw_label.to_string());
+                (self.raw_label_names.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Returns the class index of each row (0 = benign).
+    pub fn classes(&self) -> &[u32] {
+        &self.classes
+    }
+
+    /// Returns the raw label value of row `index`.
+    pub fn raw_label(&self, index: usize) -> &str {
+        &self.raw_label_names[self.raw_labels[index] as usize]
+    }
+
+    /// Returns the distinct raw label values, in order of first appearance.
+    pub fn raw_label_names(&self) -> &[String] {
+        &self.raw_label_names
+    }
+
+    /// Returns the raw label index of each row (into [`Self::raw_label_names`]).
+    pub fn raw_label_indices(&self) -> &[u32] {
+        &self.raw_labels
+    }
+
+    /// Returns the rows for which `keep(row_index)` is true.
+    pub fn filter(&self, mut keep: impl FnMut(usize) -> bool) -> Dataset {
+        let indices: Vec<usize> = (0..self.len()).filter(|&index| keep(index)).collect();
+        self.select(&indices)
     }
 
     /// Returns the number of rows.
@@ -99,9 +164,12 @@ impl Dataset {
     pub fn select(&self, indices: &[usize]) -> Dataset {
         let mut selected = Dataset::new(self.num_features);
         selected.features.reserve(indices.len() * self.num_features);
+        selected.raw_label_names = self.raw_label_names.clone();
         for &index in indices {
             selected.features.extend_from_slice(self.row(index));
             selected.labels.push(self.labels[index]);
+            selected.classes.push(self.classes[index]);
+            selected.raw_labels.push(self.raw_labels[index]);
         }
         selected
     }
@@ -128,6 +196,11 @@ impl Dataset {
         }
         self.features.extend_from_slice(&other.features);
         self.labels.extend_from_slice(&other.labels);
+        self.classes.extend_from_slice(&other.classes);
+        for &raw in &other.raw_labels {
+            let index = self.intern_raw_label(&other.raw_label_names[raw as usize]);
+            self.raw_labels.push(index);
+        }
         Ok(())
     }
 }

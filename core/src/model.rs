@@ -1,5 +1,14 @@
-//! The MLP detection model: its architecture spec, its burn module, and the
+//! The detection models: their architecture spec, the burn module, and the
 //! mapping between the module and a flat parameter vector.
+//!
+//! Two model families share one module, a stack of linear layers with ReLU
+//! between them (none after the last):
+//! - [`MLP_CLASSIFIER`]: `input → hidden… → num_classes` logits. With two
+//!   classes it is a binary attack/benign detector; with more, class 0 is
+//!   benign and the others are attack categories as numbered by the schema.
+//! - [`AUTOENCODER`]: `input → hidden… → mirrored hidden… → input`, trained on
+//!   benign traffic only; the anomaly score of a row is its mean squared
+//!   reconstruction error, so attacks never seen in training still stand out.
 //!
 //! Tensor layout (also the safetensors names): for each layer `i` in order,
 //! `layers.{i}.weight` with shape `[d_in, d_out]` (row-major, `y = x W + b`)
@@ -14,8 +23,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
 
-/// Model family name of [`MlpClassifier`].
+/// Model family: MLP classifier over attack/benign (or attack categories).
 pub const MLP_CLASSIFIER: &str = "mlp-classifier";
+
+/// Model family: autoencoder anomaly detector trained on benign traffic.
+pub const AUTOENCODER: &str = "autoencoder";
 
 /// Largest accepted layer width and input dimension; keeps a hostile spec from
 /// asking for terabytes.
@@ -25,13 +37,14 @@ pub const MAX_LAYER_WIDTH: u32 = 1 << 16;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
-    /// Model family; only [`MLP_CLASSIFIER`] for now.
+    /// Model family: [`MLP_CLASSIFIER`] or [`AUTOENCODER`].
     pub kind: String,
     /// Number of input features.
     pub input_dim: u32,
-    /// Width of each hidden layer, input side first.
+    /// Width of each hidden layer, input side first; for the autoencoder the
+    /// encoder's layers (the decoder mirrors them).
     pub hidden_dims: Vec<u32>,
-    /// Number of output classes (2 for attack/benign).
+    /// Number of output classes (2 for attack/benign); 0 for the autoencoder.
     pub num_classes: u32,
 }
 
@@ -60,27 +73,60 @@ impl ModelSpec {
         }
     }
 
+    /// Returns an autoencoder spec.
+    pub fn autoencoder(input_dim: u32, hidden_dims: Vec<u32>) -> Self {
+        ModelSpec {
+            kind: AUTOENCODER.to_string(),
+            input_dim,
+            hidden_dims,
+            num_classes: 0,
+        }
+    }
+
+    /// Returns true for the autoencoder family.
+    pub fn is_autoencoder(&self) -> bool {
+        self.kind == AUTOENCODER
+    }
+
     /// Checks that the spec describes a model this version can build.
     ///
     /// # Errors
     /// [`CoreError::InvalidSpec`] naming the field that is wrong.
     pub fn validate(&self) -> Result<()> {
+        if self.kind == AUTOENCODER {
+            if self.num_classes != 0 {
+                return Err(CoreError::InvalidSpec(format!(
+                    "num_classes is {}, an autoencoder has none (0)",
+                    self.num_classes
+                )));
+            }
+            if self.hidden_dims.is_empty() {
+                return Err(CoreError::InvalidSpec(
+                    "an autoencoder needs at least one hidden layer (its bottleneck)".to_string(),
+                ));
+            }
+            return self.validate_widths();
+        }
         if self.kind != MLP_CLASSIFIER {
             return Err(CoreError::InvalidSpec(format!(
-                "kind is {:?}, only {MLP_CLASSIFIER:?} is supported",
+                "kind is {:?}, expected {MLP_CLASSIFIER:?} or {AUTOENCODER:?}",
                 self.kind
-            )));
-        }
-        if self.input_dim == 0 || self.input_dim > MAX_LAYER_WIDTH {
-            return Err(CoreError::InvalidSpec(format!(
-                "input_dim is {}, must be in 1..={MAX_LAYER_WIDTH}",
-                self.input_dim
             )));
         }
         if self.num_classes < 2 || self.num_classes > MAX_LAYER_WIDTH {
             return Err(CoreError::InvalidSpec(format!(
                 "num_classes is {}, must be in 2..={MAX_LAYER_WIDTH}",
                 self.num_classes
+            )));
+        }
+        self.validate_widths()
+    }
+
+    fn validate_widths(&self) -> Result<()> {
+        if self.input_dim == 0 || self.input_dim > MAX_LAYER_WIDTH {
+            return Err(CoreError::InvalidSpec(format!(
+                "input_dim is {}, must be in 1..={MAX_LAYER_WIDTH}",
+                self.input_dim
             )));
         }
         if self.hidden_dims.len() > 16 {
@@ -103,10 +149,22 @@ impl ModelSpec {
 
     /// Returns `(d_in, d_out)` of each linear layer, input side first.
     pub fn layer_dims(&self) -> Vec<(usize, usize)> {
-        let mut widths = Vec::with_capacity(self.hidden_dims.len() + 2);
+        let mut widths = Vec::with_capacity(2 * self.hidden_dims.len() + 2);
         widths.push(self.input_dim as usize);
         widths.extend(self.hidden_dims.iter().map(|&width| width as usize));
-        widths.push(self.num_classes as usize);
+        if self.is_autoencoder() {
+            // Mirror the encoder, bottleneck excluded, then back to the input.
+            widths.extend(
+                self.hidden_dims
+                    .iter()
+                    .rev()
+                    .skip(1)
+                    .map(|&width| width as usize),
+            );
+            widths.push(self.input_dim as usize);
+        } else {
+            widths.push(self.num_classes as usize);
+        }
         widths.windows(2).map(|pair| (pair[0], pair[1])).collect()
     }
 
@@ -248,6 +306,17 @@ mod tests {
         let spec = ModelSpec::mlp(5, vec![7], 2);
         let result = MlpClassifier::<NdArray>::from_flat(&spec, &[0.0; 3], &Default::default());
         assert!(matches!(result, Err(CoreError::ParamCountMismatch { .. })));
+    }
+
+    #[test]
+    fn autoencoder_mirrors_its_encoder() {
+        let spec = ModelSpec::autoencoder(10, vec![6, 3]);
+        spec.validate().unwrap();
+        assert_eq!(spec.layer_dims(), vec![(10, 6), (6, 3), (3, 6), (6, 10)]);
+        let mut with_classes = spec.clone();
+        with_classes.num_classes = 2;
+        assert!(with_classes.validate().is_err());
+        assert!(ModelSpec::autoencoder(10, vec![]).validate().is_err());
     }
 
     #[test]

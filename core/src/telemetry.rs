@@ -6,13 +6,14 @@
 //! reproducible; organizations get different benign profiles and attack mixes,
 //! which is what makes federated learning both useful and hard.
 
-use std::f32::consts::PI;
-
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, LogNormal, Normal};
 
-use crate::data::{ATTACK, BENIGN, Dataset};
+use std::io::Write;
+
+use crate::data::Dataset;
+use crate::schema::{RecordFields, Schema};
 
 /// Transport protocol of a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +82,8 @@ pub struct FlowRecord {
     pub dst_port: u16,
     pub protocol: Protocol,
     pub conn_state: ConnState,
+    /// TCP flags seen over the flow: S syn, A ack, P push, F fin, R reset; "-" for none.
+    pub tcp_flags: &'static str,
     pub failed_auth: u32,
     /// Local hour of day, 0..24.
     pub hour: u8,
@@ -155,6 +158,12 @@ impl FlowGenerator {
 
     /// Returns the next flow.
     pub fn next_flow(&mut self) -> FlowRecord {
+        let mut flow = self.next_flow_without_flags();
+        flow.tcp_flags = self.flags_for(flow.protocol, flow.conn_state);
+        flow
+    }
+
+    fn next_flow_without_flags(&mut self) -> FlowRecord {
         if self
             .rng
             .random_bool(self.profile.attack_fraction.clamp(0.0, 1.0))
@@ -329,6 +338,7 @@ impl FlowGenerator {
             dst_port,
             protocol,
             conn_state,
+            tcp_flags: "-",
             failed_auth,
             hour,
             class: TrafficClass::Benign,
@@ -365,6 +375,7 @@ impl FlowGenerator {
                     } else {
                         ConnState::NoReply
                     },
+                    tcp_flags: "-",
                     failed_auth: 0,
                     hour,
                     class,
@@ -380,6 +391,7 @@ impl FlowGenerator {
                 dst_port: if self.rng.random_bool(0.7) { 443 } else { 80 },
                 protocol: Protocol::Tcp,
                 conn_state: ConnState::NoReply,
+                tcp_flags: "-",
                 failed_auth: 0,
                 hour,
                 class,
@@ -401,6 +413,7 @@ impl FlowGenerator {
                     } else {
                         ConnState::Reset
                     },
+                    tcp_flags: "-",
                     failed_auth: self.rng.random_range(1..12),
                     hour,
                     class,
@@ -428,6 +441,7 @@ impl FlowGenerator {
                         Protocol::Tcp
                     },
                     conn_state: ConnState::Established,
+                    tcp_flags: "-",
                     failed_auth: 0,
                     // Mostly at night, when nobody watches.
                     hour: if self.rng.random_bool(0.7) {
@@ -455,6 +469,7 @@ impl FlowGenerator {
                     },
                     protocol: Protocol::Tcp,
                     conn_state: ConnState::Established,
+                    tcp_flags: "-",
                     failed_auth: 0,
                     hour,
                     class,
@@ -465,74 +480,182 @@ impl FlowGenerator {
         flow.duration_secs = flow.duration_secs.max(0.0);
         flow
     }
+
+    /// Returns the TCP flags a sensor would record for a flow's protocol and state.
+    fn flags_for(&mut self, protocol: Protocol, conn_state: ConnState) -> &'static str {
+        if protocol != Protocol::Tcp {
+            return "-";
+        }
+        match conn_state {
+            ConnState::Established if self.rng.random_bool(0.1) => "SA",
+            ConnState::Established => "SAPF",
+            ConnState::NoReply => "S",
+            ConnState::Rejected => "SR",
+            ConnState::Reset if self.rng.random_bool(0.5) => "SAR",
+            ConnState::Reset => "SAPR",
+        }
+    }
 }
 
-/// Number of features [`featurize`] produces.
-pub const NUM_FLOW_FEATURES: usize = 22;
+/// The schema of synthetic flows (`schemas/synthetic-flows.toml`).
+pub const SYNTHETIC_FLOWS_SCHEMA_TOML: &str = include_str!("../../schemas/synthetic-flows.toml");
 
-/// Returns the model input for a flow: log-scaled volumes, protocol, port
-/// class and connection state one-hot, failed authentications, and the hour on
-/// the unit circle. Every value is a fixed transform of the record alone, so
-/// featurization leaks no statistics of the organization's data.
-pub fn featurize(flow: &FlowRecord) -> [f32; NUM_FLOW_FEATURES] {
-    let mut features = [0.0f32; NUM_FLOW_FEATURES];
-    let log1p = |value: f64| (value.max(0.0)).ln_1p() as f32;
-    features[0] = log1p(flow.duration_secs as f64) / 5.0;
-    features[1] = log1p(flow.bytes_out as f64) / 20.0;
-    features[2] = log1p(flow.bytes_in as f64) / 20.0;
-    features[3] = log1p(flow.packets_out as f64) / 10.0;
-    features[4] = log1p(flow.packets_in as f64) / 10.0;
-    features[5] = flow.bytes_out as f32 / (flow.bytes_out + flow.bytes_in + 1) as f32;
-    let protocol_index = match flow.protocol {
-        Protocol::Tcp => 6,
-        Protocol::Udp => 7,
-        Protocol::Icmp => 8,
-    };
-    features[protocol_index] = 1.0;
-    let port_class = match flow.dst_port {
-        22 | 3389 => 9,
-        80 | 443 | 8080 | 8443 => 10,
-        53 => 11,
-        873 | 3306 | 5432 | 6379 | 9200 => 12,
-        0..1024 => 13,
-        _ => 14,
-    };
-    features[port_class] = 1.0;
-    let state_index = match flow.conn_state {
-        ConnState::Established => 15,
-        ConnState::NoReply => 16,
-        ConnState::Rejected => 17,
-        ConnState::Reset => 18,
-    };
-    features[state_index] = 1.0;
-    features[19] = log1p(flow.failed_auth as f64) / 3.0;
-    let angle = 2.0 * PI * flow.hour as f32 / 24.0;
-    features[20] = angle.sin();
-    features[21] = angle.cos();
-    features
+/// Column names of synthetic flow files, in order.
+pub const FLOW_COLUMNS: [&str; 13] = [
+    "duration_secs",
+    "bytes_out",
+    "bytes_in",
+    "packets_out",
+    "packets_in",
+    "src_port",
+    "dst_port",
+    "protocol",
+    "tcp_flags",
+    "conn_state",
+    "failed_auth",
+    "hour",
+    "label",
+];
+
+/// Returns the parsed schema of synthetic flows.
+pub fn synthetic_flows_schema() -> Schema {
+    Schema::from_toml_str(SYNTHETIC_FLOWS_SCHEMA_TOML)
+        .expect("the built-in synthetic flows schema is valid")
 }
 
-/// Returns a labelled dataset (attack = 1, benign = 0) of `count` synthetic flows.
+/// Returns the number of model inputs the synthetic flows schema produces.
+pub fn num_flow_features() -> usize {
+    synthetic_flows_schema().num_features()
+}
+
+impl Protocol {
+    /// Returns the protocol as written in flow files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Icmp => "icmp",
+        }
+    }
+}
+
+impl ConnState {
+    /// Returns the Zeek `conn_state` code.
+    pub fn code(self) -> &'static str {
+        match self {
+            ConnState::Established => "SF",
+            ConnState::NoReply => "S0",
+            ConnState::Rejected => "REJ",
+            ConnState::Reset => "RSTO",
+        }
+    }
+}
+
+impl FlowRecord {
+    /// Returns the record's fields as text, in [`FLOW_COLUMNS`] order.
+    pub fn fields(&self) -> [String; 13] {
+        [
+            format!("{:.6}", self.duration_secs),
+            self.bytes_out.to_string(),
+            self.bytes_in.to_string(),
+            self.packets_out.to_string(),
+            self.packets_in.to_string(),
+            self.src_port.to_string(),
+            self.dst_port.to_string(),
+            self.protocol.name().to_string(),
+            self.tcp_flags.to_string(),
+            self.conn_state.code().to_string(),
+            self.failed_auth.to_string(),
+            self.hour.to_string(),
+            self.class.name().to_string(),
+        ]
+    }
+
+    /// Returns the record as a JSON object (numbers as numbers).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "duration_secs": self.duration_secs,
+            "bytes_out": self.bytes_out,
+            "bytes_in": self.bytes_in,
+            "packets_out": self.packets_out,
+            "packets_in": self.packets_in,
+            "src_port": self.src_port,
+            "dst_port": self.dst_port,
+            "protocol": self.protocol.name(),
+            "tcp_flags": self.tcp_flags,
+            "conn_state": self.conn_state.code(),
+            "failed_auth": self.failed_auth,
+            "hour": self.hour,
+            "label": self.class.name(),
+        })
+    }
+}
+
+/// Writes flows as CSV with a header line.
+///
+/// # Errors
+/// The writer's I/O error.
+pub fn write_csv(
+    writer: impl Write,
+    flows: impl IntoIterator<Item = FlowRecord>,
+) -> std::io::Result<()> {
+    let mut csv_writer = csv::Writer::from_writer(writer);
+    csv_writer.write_record(FLOW_COLUMNS)?;
+    for flow in flows {
+        csv_writer.write_record(flow.fields())?;
+    }
+    csv_writer.flush()
+}
+
+/// Writes flows as JSON lines.
+///
+/// # Errors
+/// The writer's I/O error.
+pub fn write_jsonl(
+    mut writer: impl Write,
+    flows: impl IntoIterator<Item = FlowRecord>,
+) -> std::io::Result<()> {
+    for flow in flows {
+        serde_json::to_writer(&mut writer, &flow.to_json())?;
+        writer.write_all(b"\n")?;
+    }
+    writer.flush()
+}
+
+/// Returns a labelled dataset of `count` synthetic flows featurized through
+/// the synthetic flows schema (the same path files written by `fedshield
+/// synth` take).
 pub fn synthetic_dataset(profile: OrgProfile, count: usize, seed: u64) -> Dataset {
+    let schema = synthetic_flows_schema();
     let mut generator = FlowGenerator::new(profile, seed);
-    let mut dataset = Dataset::new(NUM_FLOW_FEATURES);
+    let mut dataset = Dataset::new(schema.num_features());
+    let header = csv::StringRecord::from(FLOW_COLUMNS.to_vec());
+    let positions = schema
+        .header_positions(&header)
+        .expect("flow columns match the synthetic flows schema");
+    let mut features = Vec::with_capacity(schema.num_features());
     for _ in 0..count {
-        let flow = generator.next_flow();
-        let label = if flow.class == TrafficClass::Benign {
-            BENIGN
-        } else {
-            ATTACK
-        };
+        let record = csv::StringRecord::from(generator.next_flow().fields().to_vec());
+        let label = schema
+            .featurize_into(
+                &RecordFields::CsvWithHeader {
+                    record: &record,
+                    header: &positions,
+                },
+                &mut features,
+            )
+            .expect("generated flows fit their schema")
+            .expect("generated flows are labelled");
         dataset
-            .push(&featurize(&flow), label)
-            .expect("featurize returns NUM_FLOW_FEATURES values");
+            .push_labelled(&features, label.class, &label.raw_label)
+            .expect("the schema's feature count");
     }
     dataset
 }
 
 /// Returns a held-out dataset mixing every benign profile and attack family.
 pub fn held_out_dataset(count: usize, seed: u64) -> Dataset {
-    let mut dataset = Dataset::new(NUM_FLOW_FEATURES);
+    let mut dataset = Dataset::new(num_flow_features());
     let profiles = [
         BenignProfile::Office,
         BenignProfile::DataCenter,
@@ -596,5 +719,37 @@ mod tests {
         );
         let fraction = dataset.attack_fraction();
         assert!((0.2..0.4).contains(&fraction), "attack fraction {fraction}");
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+    use crate::ingest::{IngestOptions, load_dataset};
+
+    #[test]
+    fn written_csv_and_jsonl_load_back_through_the_schema_to_the_same_features() {
+        let dir = tempfile::tempdir().unwrap();
+        let flows = FlowGenerator::new(OrgProfile::for_org(2), 11).flows(300);
+        let csv_path = dir.path().join("flows.csv");
+        write_csv(std::fs::File::create(&csv_path).unwrap(), flows.clone()).unwrap();
+        let jsonl_path = dir.path().join("flows.jsonl");
+        write_jsonl(std::fs::File::create(&jsonl_path).unwrap(), flows).unwrap();
+        let schema = synthetic_flows_schema();
+        let (from_csv, csv_report) =
+            load_dataset(&csv_path, &schema, &IngestOptions::default()).unwrap();
+        let (from_jsonl, jsonl_report) =
+            load_dataset(&jsonl_path, &schema, &IngestOptions::default()).unwrap();
+        assert_eq!(
+            (csv_report.num_malformed, jsonl_report.num_malformed),
+            (0, 0)
+        );
+        assert_eq!(from_csv.len(), 300);
+        assert_eq!(from_csv.labels(), from_jsonl.labels());
+        for (a, b) in from_csv.features().iter().zip(from_jsonl.features()) {
+            assert!((a - b).abs() < 1e-5);
+        }
+        let in_memory = synthetic_dataset(OrgProfile::for_org(2), 300, 11);
+        assert_eq!(in_memory.classes(), from_csv.classes());
     }
 }

@@ -92,8 +92,11 @@ impl LocalTrainingOutcome {
     }
 }
 
-/// Trains `weights` on `data` following `plan` with minibatch SGD and
-/// cross-entropy loss; `seed` fixes the shuffling order.
+/// Trains `weights` on `data` following `plan` with minibatch SGD; `seed`
+/// fixes the shuffling order. Classifiers minimize cross-entropy over the
+/// binary label (two classes) or the schema's class index (more classes);
+/// autoencoders minimize the mean squared reconstruction error of the
+/// benign rows only.
 ///
 /// CPU-bound: call it from a blocking thread, not from async code.
 ///
@@ -118,6 +121,26 @@ pub fn train_local(
             actual: data.num_features(),
         });
     }
+    let autoencoder = weights.spec.is_autoencoder();
+    // The autoencoder learns what benign traffic looks like: attacks are
+    // left out of its training data.
+    let benign_only;
+    let data = if autoencoder {
+        benign_only = data.filter(|index| data.labels()[index] == crate::data::BENIGN);
+        if benign_only.is_empty() {
+            return Err(CoreError::EmptyDataset);
+        }
+        &benign_only
+    } else {
+        data
+    };
+    let num_classes = weights.spec.num_classes;
+    let multi_class = num_classes > 2;
+    if multi_class && let Some(bad) = data.classes().iter().find(|&&class| class >= num_classes) {
+        return Err(CoreError::Training(format!(
+            "class index {bad} does not fit the model's {num_classes} classes; the model and the schema disagree"
+        )));
+    }
     let device = NdArrayDevice::Cpu;
     let mut model =
         MlpClassifier::<TrainBackend>::from_flat(&weights.spec, &weights.params, &device)?;
@@ -141,9 +164,14 @@ pub fn train_local(
             if num_steps >= max_steps {
                 break 'epochs;
             }
-            let (inputs, targets) = batch_tensors(data, batch_indices, &device);
-            let logits = model.forward(inputs); // [batch, num_classes]
-            let loss = loss_function.forward(logits, targets); // [1]
+            let (inputs, targets) = batch_tensors(data, batch_indices, multi_class, &device);
+            let loss = if autoencoder {
+                let reconstruction = model.forward(inputs.clone()); // [batch, features]
+                (reconstruction - inputs).powi_scalar(2).mean() // [1]
+            } else {
+                let logits = model.forward(inputs); // [batch, num_classes]
+                loss_function.forward(logits, targets) // [1]
+            };
             let loss_value: f32 = loss.clone().into_scalar();
             if !loss_value.is_finite() {
                 return Err(CoreError::Training(format!(
@@ -171,6 +199,7 @@ pub fn train_local(
 fn batch_tensors(
     data: &Dataset,
     indices: &[usize],
+    multi_class: bool,
     device: &NdArrayDevice,
 ) -> (Tensor<TrainBackend, 2>, Tensor<TrainBackend, 1, Int>) {
     let num_features = data.num_features();
@@ -178,7 +207,12 @@ fn batch_tensors(
     let mut labels = Vec::with_capacity(indices.len());
     for &index in indices {
         features.extend_from_slice(data.row(index));
-        labels.push(i64::from(data.labels()[index]));
+        let target = if multi_class {
+            data.classes()[index]
+        } else {
+            data.labels()[index]
+        };
+        labels.push(i64::from(target));
     }
     let inputs = Tensor::from_data(
         TensorData::new(features, [indices.len(), num_features]),
@@ -194,15 +228,15 @@ mod tests {
     use crate::inference::predict_attack_probability;
     use crate::metrics::BinaryMetrics;
     use crate::model::ModelSpec;
-    use crate::telemetry::{NUM_FLOW_FEATURES, OrgProfile, synthetic_dataset};
+    use crate::telemetry::{OrgProfile, num_flow_features, synthetic_dataset};
 
     #[test]
     fn local_training_improves_accuracy_on_synthetic_flows() {
         let data = synthetic_dataset(OrgProfile::balanced(), 3000, 1);
         let (train, test) = data.split(0.3, 2);
-        let spec = ModelSpec::mlp(NUM_FLOW_FEATURES as u32, vec![32, 16], 2);
+        let spec = ModelSpec::mlp(num_flow_features() as u32, vec![32, 16], 2);
         let initial = ModelWeights::init(spec.clone(), 3).unwrap();
-        let plan = TrainingPlan::new().with_local_epochs(3);
+        let plan = TrainingPlan::new().with_local_epochs(6);
         let outcome = train_local(&initial, &train, &plan, 4).unwrap();
         assert!(outcome.num_steps > 0);
         let trained = ModelWeights::new(spec, outcome.params.clone()).unwrap();
@@ -220,6 +254,41 @@ mod tests {
             after.accuracy
         );
         assert!(after.accuracy > before.accuracy + 0.1);
+    }
+
+    #[test]
+    fn autoencoder_trained_on_benign_flows_scores_attacks_higher() {
+        let data = synthetic_dataset(OrgProfile::balanced(), 4000, 5);
+        let (train, test) = data.split(0.3, 6);
+        let spec = ModelSpec::autoencoder(num_flow_features() as u32, vec![12, 4]);
+        let initial = ModelWeights::init(spec.clone(), 3).unwrap();
+        let plan = TrainingPlan::new()
+            .with_local_epochs(8)
+            .with_learning_rate(0.2);
+        let outcome = train_local(&initial, &train, &plan, 4).unwrap();
+        let trained = ModelWeights::new(spec, outcome.params).unwrap();
+        let scores = crate::inference::score_rows(&trained, test.features()).unwrap();
+        let auc = crate::metrics::roc_auc(&scores, test.labels());
+        assert!(auc > 0.8, "autoencoder ROC-AUC {auc}");
+    }
+
+    #[test]
+    fn multi_class_training_uses_class_indices_and_rejects_ones_that_do_not_fit() {
+        let mut data = Dataset::new(2);
+        for index in 0..60 {
+            let class = (index % 3) as u32;
+            data.push_labelled(&[class as f32, 1.0 - class as f32], class, "x")
+                .unwrap();
+        }
+        let three = ModelWeights::init(ModelSpec::mlp(2, vec![8], 3), 1).unwrap();
+        let plan = TrainingPlan::new().with_local_epochs(3).with_batch_size(8);
+        assert!(train_local(&three, &data, &plan, 0).is_ok());
+        let mut bad = Dataset::new(2);
+        bad.push_labelled(&[0.0, 0.0], 5, "x").unwrap();
+        assert!(matches!(
+            train_local(&three, &bad, &plan, 0),
+            Err(CoreError::Training(_))
+        ));
     }
 
     #[test]

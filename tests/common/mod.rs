@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fedshield_coordinator::{CoordinatorConfig, CoordinatorHandle};
-use fedshield_core::telemetry::{NUM_FLOW_FEATURES, OrgProfile, synthetic_dataset};
+use fedshield_core::telemetry::{OrgProfile, num_flow_features, synthetic_dataset};
 use fedshield_core::{ModelSpec, ParticipantId};
 use fedshield_participant::{Participant, ParticipantConfig, ParticipantEvent};
 use tokio::net::TcpListener;
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The model used by end-to-end tests.
 pub fn test_spec() -> ModelSpec {
-    ModelSpec::mlp(NUM_FLOW_FEATURES as u32, vec![16], 2)
+    ModelSpec::mlp(num_flow_features() as u32, vec![16], 2)
 }
 
 /// Starts a coordinator on 127.0.0.1:0.

@@ -1,0 +1,915 @@
+//! Reading CSV or JSONL telemetry files through a [`Schema`] into a [`Dataset`].
+//!
+//! Files are streamed record by record (never read whole into memory). A row that
+//! does not fit the schema is counted, reported with its file and 1-based line
+//! number (the header line counts) and skipped; the load fails only when the input
+//! cannot be read, a required header column is missing, the input holds no row,
+//! or every row is malformed (which means the schema does not match the file).
+
+use std::fmt;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use csv::StringRecord;
+
+use crate::data::Dataset;
+use crate::error::CoreError;
+use crate::schema::{FileFormat, HeaderPositions, LabelInfo, RecordFields, Schema, SchemaError};
+
+/// Size of the read buffer for JSONL input.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// How many malformed rows the all-rows-malformed error quotes.
+const NUM_QUOTED_PROBLEMS: usize = 3;
+
+/// How many header names a missing-column error lists.
+const NUM_QUOTED_HEADER_NAMES: usize = 20;
+
+/// Errors of loading a telemetry file.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error("failed to open {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("failed to read {source_name} near line {line}: {source}")]
+    Read {
+        source_name: String,
+        line: u64,
+        source: std::io::Error,
+    },
+    #[error(
+        "{source_name}: the header has no column named {}; the header has {}",
+        quote_list(missing_columns),
+        quote_list(header_names)
+    )]
+    MissingHeaderColumns {
+        source_name: String,
+        /// Schema columns the header lacks.
+        missing_columns: Vec<String>,
+        /// The first header names, for comparison.
+        header_names: Vec<String>,
+    },
+    #[error("{source_name} has no rows")]
+    NoRows { source_name: String },
+    #[error(
+        "every row of {source_name} is malformed ({num_malformed} rows), so the schema probably does not match the file; first problems: {}",
+        first_problems.iter().map(|row| format!("line {}: {}", row.line, row.reason)).collect::<Vec<_>>().join("; ")
+    )]
+    AllRowsMalformed {
+        source_name: String,
+        num_malformed: usize,
+        first_problems: Vec<MalformedRow>,
+    },
+    #[error("failed to add row {line} of {source_name} to the dataset: {source}")]
+    Dataset {
+        source_name: String,
+        line: u64,
+        source: CoreError,
+    },
+}
+
+fn quote_list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|name| format!("{name:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Limits and policies of one load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngestOptions {
+    /// Stops after this many good rows.
+    pub max_rows: Option<usize>,
+    /// Stops before the next row once this many bytes of input have been read
+    /// (rows are never cut; the last row may end past the limit).
+    pub max_bytes: Option<u64>,
+    /// Longest accepted JSONL line in bytes; longer lines are malformed and skipped
+    /// without being held in memory.
+    pub max_line_bytes: usize,
+    /// How many malformed rows to keep in [`IngestReport::malformed`] (all are counted).
+    pub max_reported_malformed: usize,
+    /// When true, a row with an empty or absent label is malformed. When false it is
+    /// kept as class 0 with an empty raw label and counted in
+    /// [`IngestReport::num_unlabelled`] (for scoring, where labels are unused).
+    pub require_labels: bool,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            max_rows: None,
+            max_bytes: None,
+            max_line_bytes: 1024 * 1024,
+            max_reported_malformed: 20,
+            require_labels: true,
+        }
+    }
+}
+
+/// A row that did not fit the schema.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MalformedRow {
+    /// The file path, or the name given for a reader (e.g. "<stdin>").
+    pub source: String,
+    /// 1-based line number where the row starts; a csv header is line 1.
+    pub line: u64,
+    pub reason: String,
+}
+
+impl fmt::Display for MalformedRow {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}:{}: {}", self.source, self.line, self.reason)
+    }
+}
+
+/// Why a load stopped before the end of its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    MaxRows,
+    MaxBytes,
+}
+
+/// What a load read and skipped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngestReport {
+    /// The file path, or the name given for a reader.
+    pub source: String,
+    /// Rows added to the dataset.
+    pub num_rows: usize,
+    /// Rows skipped as malformed.
+    pub num_malformed: usize,
+    /// Rows added without a label (only when labels are not required).
+    pub num_unlabelled: usize,
+    /// The first malformed rows, at most [`IngestOptions::max_reported_malformed`].
+    pub malformed: Vec<MalformedRow>,
+    /// Set when a limit stopped the load before the end of the input.
+    pub stopped_early: Option<StopReason>,
+}
+
+impl fmt::Display for IngestReport {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "{}: loaded {} rows, skipped {} malformed rows",
+            self.source, self.num_rows, self.num_malformed
+        )?;
+        if self.num_unlabelled > 0 {
+            write!(formatter, ", {} rows unlabelled", self.num_unlabelled)?;
+        }
+        match self.stopped_early {
+            Some(StopReason::MaxRows) => write!(formatter, " (stopped at the row limit)")?,
+            Some(StopReason::MaxBytes) => write!(formatter, " (stopped at the byte limit)")?,
+            None => {}
+        }
+        for row in &self.malformed {
+            write!(formatter, "\n  line {}: {}", row.line, row.reason)?;
+        }
+        let num_not_shown = self.num_malformed.saturating_sub(self.malformed.len());
+        if num_not_shown > 0 {
+            write!(formatter, "\n  ... and {num_not_shown} more malformed rows")?;
+        }
+        Ok(())
+    }
+}
+
+/// Loads the telemetry file at `path` through `schema`.
+///
+/// The format comes from the extension (`.csv`/`.txt` → csv, `.jsonl`/`.ndjson` →
+/// jsonl), else from the schema's `format`.
+///
+/// # Errors
+/// [`IngestError::Open`] naming the path, and every error of
+/// [`load_dataset_from_reader`].
+pub fn load_dataset(
+    path: &Path,
+    schema: &Schema,
+    options: &IngestOptions,
+) -> Result<(Dataset, IngestReport), IngestError> {
+    let file = File::open(path).map_err(|source| IngestError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let format = FileFormat::from_extension(path).unwrap_or(schema.format());
+    load_dataset_from_reader(file, &path.display().to_string(), format, schema, options)
+}
+
+/// Loads telemetry in `format` from `reader` (a file, stdin, a socket) through
+/// `schema`; `source_name` names the input in reports and errors.
+///
+/// # Errors
+/// [`IngestError::Read`] when the input fails, [`IngestError::MissingHeaderColumns`]
+/// when a csv header lacks a feature column, [`IngestError::NoRows`] when the input
+/// holds no row, and [`IngestError::AllRowsMalformed`] when no row fits the schema.
+pub fn load_dataset_from_reader(
+    reader: impl Read,
+    source_name: &str,
+    format: FileFormat,
+    schema: &Schema,
+    options: &IngestOptions,
+) -> Result<(Dataset, IngestReport), IngestError> {
+    let mut collector = Collector::new(source_name, schema, options);
+    match format {
+        FileFormat::Csv => read_csv(reader, schema, &mut collector)?,
+        FileFormat::Jsonl => read_jsonl(reader, &mut collector)?,
+    }
+    collector.finish()
+}
+
+/// Accumulates good rows into the dataset and malformed ones into the report.
+struct Collector<'a> {
+    schema: &'a Schema,
+    options: &'a IngestOptions,
+    dataset: Dataset,
+    report: IngestReport,
+    /// The first malformed rows, kept even when `max_reported_malformed` is 0.
+    first_problems: Vec<MalformedRow>,
+    /// Reused feature buffer.
+    features: Vec<f32>,
+}
+
+impl<'a> Collector<'a> {
+    fn new(source_name: &str, schema: &'a Schema, options: &'a IngestOptions) -> Self {
+        Collector {
+            schema,
+            options,
+            dataset: Dataset::new(schema.num_features()),
+            report: IngestReport {
+                source: source_name.to_string(),
+                ..IngestReport::default()
+            },
+            first_problems: Vec::new(),
+            features: Vec::with_capacity(schema.num_features()),
+        }
+    }
+
+    /// Returns true, recording why, when a limit says to read no further row;
+    /// `num_bytes_read` is how far into the input the reader is.
+    fn should_stop(&mut self, num_bytes_read: u64) -> bool {
+        if self
+            .options
+            .max_rows
+            .is_some_and(|max_rows| self.report.num_rows >= max_rows)
+        {
+            self.report.stopped_early = Some(StopReason::MaxRows);
+            return true;
+        }
+        if self
+            .options
+            .max_bytes
+            .is_some_and(|max_bytes| num_bytes_read >= max_bytes)
+        {
+            self.report.stopped_early = Some(StopReason::MaxBytes);
+            return true;
+        }
+        false
+    }
+
+    /// Featurizes one record and adds it, or records why it is malformed.
+    fn add_record(&mut self, line: u64, fields: &RecordFields<'_>) -> Result<(), IngestError> {
+        match self.schema.featurize_into(fields, &mut self.features) {
+            Ok(label) => self.add_features(line, label),
+            Err(reason) => {
+                self.reject(line, reason);
+                Ok(())
+            }
+        }
+    }
+
+    fn add_features(&mut self, line: u64, label: Option<LabelInfo<'_>>) -> Result<(), IngestError> {
+        let pushed = match label {
+            Some(label) => {
+                self.dataset
+                    .push_labelled(&self.features, label.class, &label.raw_label)
+            }
+            None if self.options.require_labels => {
+                let reason = format!(
+                    "label column {:?} is empty or absent",
+                    self.schema.label_column_name()
+                );
+                self.reject(line, reason);
+                return Ok(());
+            }
+            None => {
+                self.report.num_unlabelled += 1;
+                self.dataset.push_labelled(&self.features, 0, "")
+            }
+        };
+        pushed.map_err(|source| IngestError::Dataset {
+            source_name: self.report.source.clone(),
+            line,
+            source,
+        })?;
+        self.report.num_rows += 1;
+        Ok(())
+    }
+
+    fn reject(&mut self, line: u64, reason: String) {
+        self.report.num_malformed += 1;
+        let wants_for_report = self.report.malformed.len() < self.options.max_reported_malformed;
+        let wants_for_error = self.first_problems.len() < NUM_QUOTED_PROBLEMS;
+        if !wants_for_report && !wants_for_error {
+            return;
+        }
+        let row = MalformedRow {
+            source: self.report.source.clone(),
+            line,
+            reason,
+        };
+        if wants_for_error {
+            self.first_problems.push(row.clone());
+        }
+        if wants_for_report {
+            self.report.malformed.push(row);
+        }
+    }
+
+    fn finish(self) -> Result<(Dataset, IngestReport), IngestError> {
+        if self.report.num_rows == 0 && self.report.num_malformed > 0 {
+            return Err(IngestError::AllRowsMalformed {
+                source_name: self.report.source,
+                num_malformed: self.report.num_malformed,
+                first_problems: self.first_problems,
+            });
+        }
+        if self.report.num_rows == 0 && self.report.stopped_early.is_none() {
+            return Err(IngestError::NoRows {
+                source_name: self.report.source,
+            });
+        }
+        Ok((self.dataset, self.report))
+    }
+}
+
+/// Outcome of reading one csv record.
+enum CsvRead {
+    Record {
+        line: u64,
+    },
+    /// A record that could not be decoded (invalid UTF-8); the reader moved past it.
+    Undecodable {
+        line: u64,
+        reason: String,
+    },
+    End,
+}
+
+fn read_csv_record<R: Read>(
+    csv_reader: &mut csv::Reader<R>,
+    record: &mut StringRecord,
+    source_name: &str,
+) -> Result<CsvRead, IngestError> {
+    let line_before = csv_reader.position().line();
+    match csv_reader.read_record(record) {
+        Ok(false) => Ok(CsvRead::End),
+        Ok(true) => {
+            let line = record
+                .position()
+                .map_or(line_before, |position| position.line());
+            Ok(CsvRead::Record { line })
+        }
+        Err(error) => {
+            let line = error
+                .position()
+                .map_or(line_before, |position| position.line());
+            if !error.is_io_error() {
+                return Ok(CsvRead::Undecodable {
+                    line,
+                    reason: error.to_string(),
+                });
+            }
+            match error.into_kind() {
+                csv::ErrorKind::Io(source) => Err(IngestError::Read {
+                    source_name: source_name.to_string(),
+                    line,
+                    source,
+                }),
+                other => Ok(CsvRead::Undecodable {
+                    line,
+                    reason: format!("{other:?}"),
+                }),
+            }
+        }
+    }
+}
+
+/// Removes a UTF-8 byte order mark from the first field of the first record.
+fn strip_record_byte_order_mark(record: &mut StringRecord) {
+    let Some(first_field) = record.get(0) else {
+        return;
+    };
+    if !first_field.starts_with('\u{feff}') {
+        return;
+    }
+    let stripped: StringRecord = record
+        .iter()
+        .enumerate()
+        .map(|(index, field)| {
+            if index == 0 {
+                crate::schema::strip_byte_order_mark(field)
+            } else {
+                field
+            }
+        })
+        .collect();
+    let position = record.position().cloned();
+    *record = stripped;
+    record.set_position(position);
+}
+
+fn read_csv(
+    reader: impl Read,
+    schema: &Schema,
+    collector: &mut Collector<'_>,
+) -> Result<(), IngestError> {
+    let source_name = collector.report.source.clone();
+    let mut csv_reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(schema.delimiter())
+        .from_reader(reader);
+    let mut record = StringRecord::new();
+    let mut is_first_record = true;
+
+    let header_positions: Option<HeaderPositions> = if schema.has_header() {
+        match read_csv_record(&mut csv_reader, &mut record, &source_name)? {
+            CsvRead::End => return Ok(()),
+            CsvRead::Undecodable { line, reason } => {
+                collector.reject(line, format!("header line: {reason}"));
+                return Ok(());
+            }
+            CsvRead::Record { .. } => {}
+        }
+        is_first_record = false;
+        let positions = schema.header_positions(&record).map_err(|mismatch| {
+            IngestError::MissingHeaderColumns {
+                source_name: source_name.clone(),
+                missing_columns: mismatch.missing_columns,
+                header_names: record
+                    .iter()
+                    .take(NUM_QUOTED_HEADER_NAMES)
+                    .map(|name| {
+                        crate::schema::strip_byte_order_mark(name)
+                            .trim()
+                            .to_string()
+                    })
+                    .collect(),
+            }
+        })?;
+        Some(positions)
+    } else {
+        None
+    };
+
+    loop {
+        if collector.should_stop(csv_reader.position().byte()) {
+            return Ok(());
+        }
+        let line = match read_csv_record(&mut csv_reader, &mut record, &source_name)? {
+            CsvRead::End => return Ok(()),
+            CsvRead::Undecodable { line, reason } => {
+                collector.reject(line, reason);
+                continue;
+            }
+            CsvRead::Record { line } => line,
+        };
+        if is_first_record {
+            strip_record_byte_order_mark(&mut record);
+            is_first_record = false;
+        }
+        let fields = match &header_positions {
+            Some(header) => RecordFields::CsvWithHeader {
+                record: &record,
+                header,
+            },
+            None => RecordFields::CsvPositional(&record),
+        };
+        collector.add_record(line, &fields)?;
+    }
+}
+
+fn read_jsonl(reader: impl Read, collector: &mut Collector<'_>) -> Result<(), IngestError> {
+    let source_name = collector.report.source.clone();
+    let max_line_bytes = collector.options.max_line_bytes;
+    let mut buffered = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
+    let mut line_bytes: Vec<u8> = Vec::new();
+    let mut line_number: u64 = 0;
+    let mut num_bytes_read: u64 = 0;
+    loop {
+        if collector.should_stop(num_bytes_read) {
+            return Ok(());
+        }
+        line_bytes.clear();
+        let read_error = |source: std::io::Error, line: u64| IngestError::Read {
+            source_name: source_name.clone(),
+            line,
+            source,
+        };
+        let line_limit = max_line_bytes as u64 + 1;
+        let num_read = (&mut buffered)
+            .take(line_limit)
+            .read_until(b'\n', &mut line_bytes)
+            .map_err(|source| read_error(source, line_number + 1))?;
+        if num_read == 0 {
+            return Ok(());
+        }
+        line_number += 1;
+        num_bytes_read += num_read as u64;
+        if num_read > max_line_bytes && line_bytes.last() != Some(&b'\n') {
+            let num_skipped = buffered
+                .skip_until(b'\n')
+                .map_err(|source| read_error(source, line_number))?;
+            num_bytes_read += num_skipped as u64;
+            collector.reject(
+                line_number,
+                format!("line is longer than {max_line_bytes} bytes"),
+            );
+            continue;
+        }
+        let mut text = line_bytes.trim_ascii();
+        if line_number == 1 {
+            text = text.strip_prefix("\u{feff}".as_bytes()).unwrap_or(text);
+        }
+        if text.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(object)) => {
+                collector.add_record(line_number, &RecordFields::Json(&object))?;
+            }
+            Ok(other) => {
+                let kind = match other {
+                    serde_json::Value::Array(_) => "an array",
+                    serde_json::Value::String(_) => "a string",
+                    serde_json::Value::Number(_) => "a number",
+                    serde_json::Value::Bool(_) => "a boolean",
+                    _ => "null",
+                };
+                collector.reject(line_number, format!("expected a json object, got {kind}"));
+            }
+            Err(error) => collector.reject(line_number, format!("invalid json: {error}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(
+        text: &str,
+        format: FileFormat,
+        schema: &Schema,
+        options: &IngestOptions,
+    ) -> Result<(Dataset, IngestReport), IngestError> {
+        load_dataset_from_reader(text.as_bytes(), "test-input", format, schema, options)
+    }
+
+    fn header_schema() -> Schema {
+        let text = Schema::for_test()
+            .to_toml_string()
+            .replace("has_header = false", "has_header = true");
+        Schema::from_toml_str(&text).unwrap()
+    }
+
+    fn nsl_kdd_schema() -> Schema {
+        Schema::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../schemas/nsl-kdd.toml"
+        )))
+        .unwrap()
+    }
+
+    #[test]
+    fn positional_csv_loads_rows_labels_and_classes() {
+        let text = "1,tcp,80,ok\n3,udp,53,portscan\n0,icmp,0,worm\n";
+        let (dataset, report) = load_text(
+            text,
+            FileFormat::Csv,
+            &Schema::for_test(),
+            &IngestOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(dataset.len(), 3);
+        assert_eq!(dataset.labels(), [0, 1, 1]);
+        assert_eq!(dataset.classes(), [0, 1, 3]);
+        assert_eq!(dataset.raw_label(2), "worm");
+        assert_eq!(dataset.row(1)[0], 4f32.ln());
+        assert_eq!((report.num_rows, report.num_malformed), (3, 0));
+    }
+
+    #[test]
+    fn header_csv_and_positional_csv_give_the_same_features() {
+        let positional = "1,tcp,80,ok\n3,udp,53,portscan\n";
+        let with_header = "label,port,proto,bytes\nok,80,tcp,1\nportscan,53,udp,3\n";
+        let options = IngestOptions::default();
+        let (positional_dataset, _) =
+            load_text(positional, FileFormat::Csv, &Schema::for_test(), &options).unwrap();
+        let (header_dataset, _) =
+            load_text(with_header, FileFormat::Csv, &header_schema(), &options).unwrap();
+        assert_eq!(positional_dataset.features(), header_dataset.features());
+        assert_eq!(positional_dataset.classes(), header_dataset.classes());
+    }
+
+    #[test]
+    fn a_header_missing_a_schema_column_is_an_error_naming_it() {
+        let text = "label,port,bytes\nok,80,1\n";
+        let error = load_text(
+            text,
+            FileFormat::Csv,
+            &header_schema(),
+            &IngestOptions::default(),
+        )
+        .unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("the header has no column named \"proto\""),
+            "{message}"
+        );
+        assert!(
+            message.contains("\"label\", \"port\", \"bytes\""),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn jsonl_loads_numbers_and_strings_and_skips_blank_lines() {
+        let text = concat!(
+            "{\"bytes\": 1, \"proto\": \"tcp\", \"port\": 80, \"label\": \"ok\"}\n",
+            "\n",
+            "{\"bytes\": \"3\", \"proto\": \"udp\", \"port\": \"53\", \"label\": \"synflood\"}\n",
+        );
+        let (dataset, report) = load_text(
+            text,
+            FileFormat::Jsonl,
+            &Schema::for_test(),
+            &IngestOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(dataset.len(), 2);
+        assert_eq!(dataset.classes(), [0, 2]);
+        assert_eq!(dataset.row(1)[0], 4f32.ln());
+        assert_eq!(report.num_malformed, 0);
+    }
+
+    #[test]
+    fn malformed_csv_rows_are_counted_with_their_line_numbers() {
+        let text = concat!(
+            "label,port,proto,bytes\n",
+            "ok,80,tcp,1\n",
+            "ok,80,tcp,abc\n",
+            "ok,80,tcp\n",
+            "ok,80,tcp,2\n",
+            "ok,80,tcp,NaN\n",
+            "\"ok\n",
+            "split\",80,tcp,\n",
+            "ok,80,tcp,3\n",
+        );
+        let (dataset, report) = load_text(
+            text,
+            FileFormat::Csv,
+            &header_schema(),
+            &IngestOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(dataset.len(), 3);
+        assert_eq!(report.num_malformed, 4);
+        let lines: Vec<u64> = report.malformed.iter().map(|row| row.line).collect();
+        assert_eq!(lines, [3, 4, 6, 7]);
+        assert_eq!(
+            report.malformed[0].reason,
+            "column \"bytes\": \"abc\" is not a number"
+        );
+        assert_eq!(
+            report.malformed[1].reason,
+            "row has 3 fields, the header has 4"
+        );
+        assert_eq!(report.malformed[0].source, "test-input");
+        let shown = report.to_string();
+        assert!(
+            shown.starts_with("test-input: loaded 3 rows, skipped 4 malformed rows\n  line 3: "),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn malformed_jsonl_lines_are_counted_with_their_line_numbers() {
+        let text = concat!(
+            "{\"bytes\": 1, \"proto\": \"tcp\", \"port\": 80, \"label\": \"ok\"}\n",
+            "{\"bytes\": 1, \"proto\": \"tcp\"\n",
+            "[1, 2]\n",
+            "\n",
+            "{\"bytes\": \"x\", \"proto\": \"tcp\", \"port\": 80, \"label\": \"ok\"}\n",
+            "{\"bytes\": 2, \"proto\": \"tcp\", \"port\": 80}\n",
+            "{\"bytes\": 3, \"proto\": \"udp\", \"port\": 80, \"label\": \"ok\"}",
+        );
+        let (dataset, report) = load_text(
+            text,
+            FileFormat::Jsonl,
+            &Schema::for_test(),
+            &IngestOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(dataset.len(), 2);
+        let lines: Vec<u64> = report.malformed.iter().map(|row| row.line).collect();
+        assert_eq!(lines, [2, 3, 5, 6]);
+        assert!(report.malformed[0].reason.starts_with("invalid json"));
+        assert_eq!(
+            report.malformed[1].reason,
+            "expected a json object, got an array"
+        );
+        assert_eq!(
+            report.malformed[3].reason,
+            "label column \"label\" is empty or absent"
+        );
+    }
+
+    #[test]
+    fn unlabelled_rows_are_kept_when_labels_are_not_required() {
+        let text = "{\"bytes\": 2, \"proto\": \"tcp\", \"port\": 80}\n";
+        let options = IngestOptions {
+            require_labels: false,
+            ..IngestOptions::default()
+        };
+        let (dataset, report) =
+            load_text(text, FileFormat::Jsonl, &Schema::for_test(), &options).unwrap();
+        assert_eq!((dataset.len(), report.num_unlabelled), (1, 1));
+        assert_eq!(dataset.raw_label(0), "");
+    }
+
+    #[test]
+    fn overlong_jsonl_lines_are_skipped_without_losing_the_next_line() {
+        let long_line = format!("{{\"bytes\": 1, \"pad\": \"{}\"}}\n", "x".repeat(300));
+        let text = format!(
+            "{long_line}{{\"bytes\": 1, \"proto\": \"tcp\", \"port\": 80, \"label\": \"ok\"}}\n"
+        );
+        let options = IngestOptions {
+            max_line_bytes: 100,
+            ..IngestOptions::default()
+        };
+        let (dataset, report) =
+            load_text(&text, FileFormat::Jsonl, &Schema::for_test(), &options).unwrap();
+        assert_eq!(dataset.len(), 1);
+        assert_eq!(report.malformed[0].line, 1);
+        assert_eq!(report.malformed[0].reason, "line is longer than 100 bytes");
+    }
+
+    #[test]
+    fn max_rows_stops_after_that_many_good_rows() {
+        let text = "1,tcp,80,ok\nbad\n2,tcp,80,ok\n3,tcp,80,ok\n4,tcp,80,ok\n";
+        let options = IngestOptions {
+            max_rows: Some(2),
+            ..IngestOptions::default()
+        };
+        let (dataset, report) =
+            load_text(text, FileFormat::Csv, &Schema::for_test(), &options).unwrap();
+        assert_eq!(dataset.len(), 2);
+        assert_eq!(report.num_malformed, 1);
+        assert_eq!(report.stopped_early, Some(StopReason::MaxRows));
+        assert_eq!(dataset.row(1)[0], 3f32.ln());
+    }
+
+    #[test]
+    fn max_bytes_stops_between_rows() {
+        let text = "1,tcp,80,ok\n2,tcp,80,ok\n3,tcp,80,ok\n";
+        let options = IngestOptions {
+            max_bytes: Some(13),
+            ..IngestOptions::default()
+        };
+        let (dataset, report) =
+            load_text(text, FileFormat::Csv, &Schema::for_test(), &options).unwrap();
+        assert_eq!(dataset.len(), 2);
+        assert_eq!(report.stopped_early, Some(StopReason::MaxBytes));
+    }
+
+    #[test]
+    fn max_reported_malformed_limits_the_examples_not_the_count() {
+        let text = "x\nx\nx\nx\n1,tcp,80,ok\n";
+        let options = IngestOptions {
+            max_reported_malformed: 2,
+            ..IngestOptions::default()
+        };
+        let (_, report) = load_text(text, FileFormat::Csv, &Schema::for_test(), &options).unwrap();
+        assert_eq!((report.num_malformed, report.malformed.len()), (4, 2));
+        assert!(
+            report
+                .to_string()
+                .ends_with("... and 2 more malformed rows")
+        );
+    }
+
+    #[test]
+    fn the_wrong_schema_for_a_file_is_a_clear_error() {
+        let text = "1,tcp,ok\n2,udp,ok\n3,icmp,ok\n";
+        let error = load_text(
+            text,
+            FileFormat::Csv,
+            &nsl_kdd_schema(),
+            &IngestOptions::default(),
+        )
+        .unwrap_err();
+        let message = error.to_string();
+        assert!(matches!(
+            error,
+            IngestError::AllRowsMalformed {
+                num_malformed: 3,
+                ..
+            }
+        ));
+        assert!(
+            message.contains("schema probably does not match"),
+            "{message}"
+        );
+        assert!(
+            message.contains("line 1: row has 3 fields, the schema expects 43"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn empty_input_is_an_error() {
+        let error = load_text(
+            "",
+            FileFormat::Csv,
+            &Schema::for_test(),
+            &IngestOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(error.to_string(), "test-input has no rows");
+        let blank = load_text(
+            "\n\n",
+            FileFormat::Jsonl,
+            &Schema::for_test(),
+            &IngestOptions::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(blank, IngestError::NoRows { .. }));
+    }
+
+    #[test]
+    fn invalid_utf8_rows_are_malformed_not_fatal() {
+        let mut bytes = b"1,tcp,80,ok\n".to_vec();
+        bytes.extend_from_slice(b"2,t\xffp,80,ok\n3,tcp,80,ok\n");
+        let (dataset, report) = load_dataset_from_reader(
+            bytes.as_slice(),
+            "bytes",
+            FileFormat::Csv,
+            &Schema::for_test(),
+            &IngestOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(dataset.len(), 2);
+        assert_eq!(report.malformed[0].line, 2);
+    }
+
+    #[test]
+    fn a_byte_order_mark_does_not_hide_the_first_column() {
+        let text = "\u{feff}label,port,proto,bytes\nok,80,tcp,1\n";
+        let (dataset, _) = load_text(
+            text,
+            FileFormat::Csv,
+            &header_schema(),
+            &IngestOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(dataset.len(), 1);
+        let positional = "\u{feff}1,tcp,80,ok\n";
+        let (positional_dataset, _) = load_text(
+            positional,
+            FileFormat::Csv,
+            &Schema::for_test(),
+            &IngestOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(positional_dataset.len(), 1);
+    }
+
+    #[test]
+    fn files_are_read_by_extension_and_missing_files_are_named() {
+        let directory = tempfile::tempdir().unwrap();
+        let jsonl_path = directory.path().join("events.jsonl");
+        std::fs::write(
+            &jsonl_path,
+            "{\"bytes\": 1, \"proto\": \"tcp\", \"port\": 80, \"label\": \"ok\"}\n",
+        )
+        .unwrap();
+        let (dataset, report) =
+            load_dataset(&jsonl_path, &Schema::for_test(), &IngestOptions::default()).unwrap();
+        assert_eq!(dataset.len(), 1);
+        assert_eq!(report.source, jsonl_path.display().to_string());
+
+        let missing_path = directory.path().join("absent.csv");
+        let error = load_dataset(
+            &missing_path,
+            &Schema::for_test(),
+            &IngestOptions::default(),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("absent.csv"), "{error}");
+    }
+}
