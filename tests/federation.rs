@@ -204,3 +204,49 @@ async fn restarted_coordinator_resumes_from_the_last_published_version() {
     assert_eq!(current.weights.sha256(), published_sha256);
     restarted.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoencoder_and_multi_class_models_train_through_federation() {
+    let schema = fedshield_core::telemetry::synthetic_flows_schema();
+    let input_dim = schema.num_features() as u32;
+    let specs = [
+        fedshield_core::ModelSpec::autoencoder(input_dim, vec![16, 6]),
+        fedshield_core::ModelSpec::mlp(input_dim, vec![16], schema.num_classes() as u32),
+    ];
+    for spec in specs {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = CoordinatorConfig::for_test(dir.path().join("coordinator"), spec.clone());
+        config.round.max_rounds = Some(2);
+        config.plan.local_epochs = 3;
+        config.evaluation = Some(std::sync::Arc::new(held_out_dataset(2000, 5)));
+        let shutdown = CancellationToken::new();
+        let coordinator = start_coordinator(config, shutdown.clone()).await;
+        let url = format!("http://{}", coordinator.local_addr());
+        let initial_metrics = coordinator.engine().current_model().card.metrics.unwrap();
+        let participants = [
+            start_participant(&url, "one", 0, dir.path(), shutdown.clone()),
+            start_participant(&url, "two", 1, dir.path(), shutdown.clone()),
+        ];
+        let engine = coordinator.engine().clone();
+        wait_until("model version 2", Duration::from_secs(60), || {
+            let engine = engine.clone();
+            async move { engine.current_model().version == ModelVersion(2) }
+        })
+        .await;
+        let card = coordinator.engine().current_model().card.clone();
+        assert_eq!(card.spec, spec);
+        let metrics = card.metrics.unwrap();
+        assert!(
+            metrics.roc_auc > initial_metrics.roc_auc,
+            "{}: ROC-AUC {:.3} → {:.3}",
+            spec.kind,
+            initial_metrics.roc_auc,
+            metrics.roc_auc
+        );
+        shutdown.cancel();
+        for (task, _) in participants {
+            task.await.unwrap();
+        }
+        coordinator.wait().await.unwrap();
+    }
+}
