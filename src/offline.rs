@@ -151,6 +151,16 @@ pub fn evaluation_report(
     Ok((metrics, categories, source))
 }
 
+/// Prints a report as one JSON object or as a table.
+fn emit_report(report: &EvaluationReport, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        print_report(report);
+    }
+    Ok(())
+}
+
 /// Prints a report as a table.
 pub fn print_report(report: &EvaluationReport) {
     let metrics = &report.metrics;
@@ -227,12 +237,7 @@ pub fn evaluate(args: EvaluateArgs) -> Result<()> {
         metrics,
         per_category,
     };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print_report(&report);
-    }
-    Ok(())
+    emit_report(&report, args.json)
 }
 
 fn load_schema(data: &DataArgs) -> Result<Schema> {
@@ -336,10 +341,5 @@ pub fn train(args: TrainArgs) -> Result<()> {
         metrics,
         per_category,
     };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print_report(&report);
-    }
-    Ok(())
+    emit_report(&report, args.json)
 }

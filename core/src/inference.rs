@@ -2,7 +2,6 @@
 
 use burn::backend::NdArray;
 use burn::backend::ndarray::NdArrayDevice;
-use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::error::{CoreError, Result};
@@ -108,29 +107,14 @@ pub fn predict_attack_probability(weights: &ModelWeights, features: &[f32]) -> R
             "an autoencoder has no class probabilities; use score_rows".to_string(),
         ));
     }
-    let input_dim = weights.spec.input_dim as usize;
-    if !features.len().is_multiple_of(input_dim) {
-        return Err(CoreError::FeatureDimMismatch {
-            expected: input_dim,
-            actual: features.len() % input_dim,
-        });
-    }
-    let device = NdArrayDevice::Cpu;
-    let model = MlpClassifier::<NdArray<f32>>::from_flat(&weights.spec, &weights.params, &device)?;
     let num_classes = weights.spec.num_classes as usize;
-    let mut scores = Vec::with_capacity(features.len() / input_dim);
-    for batch in features.chunks(INFERENCE_BATCH_ROWS * input_dim) {
-        let num_rows = batch.len() / input_dim;
-        let inputs = Tensor::<NdArray<f32>, 2>::from_data(
-            TensorData::new(batch.to_vec(), [num_rows, input_dim]),
-            &device,
-        ); // [rows, features]
-        let probabilities = softmax(model.forward(inputs), 1); // [rows, classes]
-        let values = probabilities
-            .into_data()
-            .to_vec::<f32>()
-            .expect("ndarray float tensors hold f32");
-        scores.extend(values.chunks(num_classes).map(|row| 1.0 - row[0]));
-    }
-    Ok(scores)
+    let logits = forward_rows(weights, features)?;
+    Ok(logits.chunks(num_classes).map(attack_probability).collect())
+}
+
+/// Returns `1 − softmax(logits)[0]`, computed stably.
+fn attack_probability(logits: &[f32]) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let total: f32 = logits.iter().map(|logit| (logit - max).exp()).sum();
+    1.0 - (logits[0] - max).exp() / total
 }
