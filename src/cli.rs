@@ -118,7 +118,7 @@ pub struct EvaluateArgs {
     pub model: PathBuf,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Score threshold; defaults to 0.5 for classifiers, and for autoencoders to the
+    /// Score threshold (classifier scores are log-odds of attack); defaults to 0 (P = 0.5) for classifiers, and for autoencoders to the
     /// model's stored threshold or else the one that flags --target-fpr of this data's benign rows.
     #[arg(long)]
     pub threshold: Option<f64>,

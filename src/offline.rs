@@ -143,7 +143,10 @@ pub fn evaluation_report(
                 ),
             )
         }
-        (None, _, false) => (0.5, "classifier default 0.5".to_string()),
+        (None, _, false) => (
+            fedshield_core::inference::CLASSIFIER_THRESHOLD,
+            "classifier default: log-odds 0, P(attack) = 0.5".to_string(),
+        ),
     };
     let metrics = BinaryMetrics::compute_at(&scores, data.labels(), threshold);
     let categories: Vec<&str> = (0..data.len()).map(|index| data.raw_label(index)).collect();

@@ -120,9 +120,17 @@ async fn federated_mlp_on_nsl_kdd_matches_the_centralized_baseline() {
     })
     .await;
     for version in 1..=NUM_ROUNDS {
-        let card = coordinator.engine().model(ModelVersion(version)).unwrap().card.clone();
+        let card = coordinator
+            .engine()
+            .model(ModelVersion(version))
+            .unwrap()
+            .card
+            .clone();
         let metrics = card.metrics.unwrap();
-        println!("version {version:>2}: accuracy {:.4} ROC-AUC {:.4}", metrics.accuracy, metrics.roc_auc);
+        println!(
+            "version {version:>2}: accuracy {:.4} ROC-AUC {:.4}",
+            metrics.accuracy, metrics.roc_auc
+        );
     }
     let federated_model = coordinator.engine().current_model();
     let federated = federated_model

@@ -11,18 +11,25 @@ use crate::weights::ModelWeights;
 /// Rows scored per forward pass.
 const INFERENCE_BATCH_ROWS: usize = 8192;
 
-/// Returns each row's anomaly score: for classifiers the probability of
-/// attack, for autoencoders the mean squared reconstruction error. Higher
-/// always means more suspicious.
+/// Classifier score at which a row counts as an attack: log-odds 0, i.e.
+/// P(attack) = 0.5.
+pub const CLASSIFIER_THRESHOLD: f64 = 0.0;
+
+/// Returns each row's anomaly score: for classifiers the log-odds of attack,
+/// `ln P(attack) − ln P(benign)` (which, unlike the probability, does not
+/// saturate at 1.0 and so keeps ranking confident predictions), for
+/// autoencoders the mean squared reconstruction error. Higher always means
+/// more suspicious.
 ///
 /// # Errors
 /// [`CoreError::FeatureDimMismatch`] if `features` is not a whole number of rows.
 pub fn score_rows(weights: &ModelWeights, features: &[f32]) -> Result<Vec<f32>> {
     if weights.spec.is_autoencoder() {
-        reconstruction_errors(weights, features)
-    } else {
-        predict_attack_probability(weights, features)
+        return reconstruction_errors(weights, features);
     }
+    let num_classes = weights.spec.num_classes as usize;
+    let logits = forward_rows(weights, features)?;
+    Ok(logits.chunks(num_classes).map(attack_log_odds).collect())
 }
 
 /// Returns each row's most likely class (0 = benign) under a classifier.
@@ -112,9 +119,44 @@ pub fn predict_attack_probability(weights: &ModelWeights, features: &[f32]) -> R
     Ok(logits.chunks(num_classes).map(attack_probability).collect())
 }
 
+/// Returns `ln Σ_{c≥1} exp(l_c) − l_0`, the log-odds of attack, computed stably.
+fn attack_log_odds(logits: &[f32]) -> f32 {
+    let attack_logits = &logits[1..];
+    let max = attack_logits
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = max
+        + attack_logits
+            .iter()
+            .map(|logit| (logit - max).exp())
+            .sum::<f32>()
+            .ln();
+    log_sum - logits[0]
+}
+
 /// Returns `1 − softmax(logits)[0]`, computed stably.
 fn attack_probability(logits: &[f32]) -> f32 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let total: f32 = logits.iter().map(|logit| (logit - max).exp()).sum();
     1.0 - (logits[0] - max).exp() / total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_odds_agree_with_probabilities_and_do_not_saturate() {
+        let logits = [0.3f32, 1.2, -0.4];
+        let probability = attack_probability(&logits);
+        let log_odds = attack_log_odds(&logits);
+        assert!((log_odds - (probability / (1.0 - probability)).ln()).abs() < 1e-5);
+        // Both far beyond f32 probability resolution: still ordered.
+        assert!(attack_log_odds(&[0.0, 60.0]) > attack_log_odds(&[0.0, 50.0]));
+        assert_eq!(
+            attack_probability(&[0.0, 60.0]),
+            attack_probability(&[0.0, 50.0])
+        );
+    }
 }

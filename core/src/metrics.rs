@@ -233,7 +233,8 @@ pub fn roc_auc(scores: &[f32], labels: &[u32]) -> f64 {
         / (num_positive * num_negative as f64)
 }
 
-/// Returns the metrics of `weights` on `data`: classifiers at threshold 0.5,
+/// Returns the metrics of `weights` on `data` (scored by
+/// [`crate::inference::score_rows`]): classifiers at log-odds 0 (P = 0.5),
 /// autoencoders at `threshold` or, without one, at the threshold that flags
 /// [`REFERENCE_FPR`] of the data's benign rows.
 ///
@@ -250,7 +251,7 @@ pub fn evaluate_model(
             threshold_at_fpr(&scores, data.labels(), REFERENCE_FPR)
                 .map_or(f64::INFINITY, |value| f64::from(value).next_up())
         } else {
-            0.5
+            crate::inference::CLASSIFIER_THRESHOLD
         }
     });
     Ok(BinaryMetrics::compute_at(&scores, data.labels(), threshold))
