@@ -183,6 +183,12 @@ pub struct CoordinatorArgs {
     /// Stop after this many completed rounds (default: run until stopped).
     #[arg(long)]
     pub rounds: Option<u64>,
+    /// Server momentum β (FedAvgM); 0 is plain FedAvg. Helps when organizations' data differ a lot.
+    #[arg(long, default_value_t = 0.0)]
+    pub server_momentum: f32,
+    /// Server learning rate η (FedAvgM); 1 is plain FedAvg.
+    #[arg(long, default_value_t = 1.0)]
+    pub server_learning_rate: f32,
     /// Schema (TOML) of the federation's telemetry; fixes the model's inputs and
     /// classes and travels in every model card. Default: the built-in synthetic flows schema.
     #[arg(long)]

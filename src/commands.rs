@@ -56,6 +56,8 @@ pub fn coordinator_config(args: &CoordinatorArgs) -> Result<CoordinatorConfig> {
             round_deadline: Duration::from_secs(args.round_deadline_secs),
             retry_delay: Duration::from_secs(1),
             max_rounds: args.rounds,
+            server_momentum: args.server_momentum,
+            server_learning_rate: args.server_learning_rate,
         },
         model,
         init_seed: args.model.init_seed,

@@ -66,6 +66,8 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
             round_deadline: Duration::from_secs(60),
             retry_delay: Duration::from_millis(200),
             max_rounds: Some(args.rounds),
+            server_momentum: 0.0,
+            server_learning_rate: 1.0,
         },
         model: spec.clone(),
         init_seed: args.model.init_seed,

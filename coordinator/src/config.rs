@@ -91,6 +91,10 @@ pub struct RoundConfig {
     pub retry_delay: Duration,
     /// Stop opening rounds after this many completed rounds (None: run forever).
     pub max_rounds: Option<u64>,
+    /// Server momentum β of FedAvgM (0 = plain FedAvg).
+    pub server_momentum: f32,
+    /// Server learning rate η of FedAvgM (1 = plain FedAvg).
+    pub server_learning_rate: f32,
 }
 
 impl RoundConfig {
@@ -118,6 +122,18 @@ impl RoundConfig {
             problems.push(format!(
                 "round.participants_per_round ({count}) is below round.quorum ({})",
                 self.quorum
+            ));
+        }
+        if !(0.0..1.0).contains(&self.server_momentum) {
+            problems.push(format!(
+                "round.server_momentum ({}) must be in [0, 1)",
+                self.server_momentum
+            ));
+        }
+        if !(self.server_learning_rate > 0.0 && self.server_learning_rate <= 10.0) {
+            problems.push(format!(
+                "round.server_learning_rate ({}) must be in (0, 10]",
+                self.server_learning_rate
             ));
         }
         if self.round_deadline.is_zero() {
@@ -171,6 +187,8 @@ impl CoordinatorConfig {
                 round_deadline: Duration::from_secs(20),
                 retry_delay: Duration::from_millis(50),
                 max_rounds: None,
+                server_momentum: 0.0,
+                server_learning_rate: 1.0,
             },
             model,
             init_seed: 1,

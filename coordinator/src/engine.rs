@@ -216,6 +216,9 @@ struct EngineInner {
     /// fresh model-sized allocation (and its page faults).
     receive_buffers: Mutex<Vec<Vec<f32>>>,
     published: watch::Sender<Arc<PublishedModel>>,
+    /// FedAvgM state (velocity); in memory only, so a restart resumes with
+    /// zero velocity.
+    server_optimizer: Mutex<fedshield_core::aggregate::ServerMomentum>,
     /// Optional labelled data each new version is scored on for its card.
     evaluation: std::sync::OnceLock<Arc<fedshield_core::data::Dataset>>,
 }
@@ -291,6 +294,10 @@ impl Engine {
     ) -> Self {
         let (published, _) = watch::channel(initial.clone());
         let next_round_id = initial.card.round_id.map_or(1, |round| round + 1);
+        let server_optimizer = fedshield_core::aggregate::ServerMomentum::new(
+            config.server_momentum,
+            config.server_learning_rate,
+        );
         Engine {
             inner: Arc::new(EngineInner {
                 config,
@@ -314,6 +321,7 @@ impl Engine {
                 upload_permits_total: max_concurrent_uploads.max(1),
                 receive_buffers: Mutex::new(Vec::new()),
                 evaluation: std::sync::OnceLock::new(),
+                server_optimizer: Mutex::new(server_optimizer),
                 published,
             }),
         }
@@ -878,8 +886,15 @@ impl Engine {
             .map(|participant| participant.to_string())
             .collect();
         let evaluation = self.inner.evaluation.get().cloned();
+        let engine = self.clone();
         let built = tokio::task::spawn_blocking(move || -> Result<PublishedModel> {
-            let params = fed_avg.finish(&base.weights.params)?;
+            let mut params = fed_avg.finish(&base.weights.params)?;
+            engine
+                .inner
+                .server_optimizer
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .apply(&base.weights.params, &mut params);
             let weights = ModelWeights::new(base.weights.spec.clone(), params)?;
             let metrics = match &evaluation {
                 Some(evaluation) => Some(fedshield_core::metrics::evaluate_model(

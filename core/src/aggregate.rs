@@ -81,6 +81,55 @@ impl FedAvg {
     }
 }
 
+/// Server-side optimizer state for FedAvgM (Hsu, Qi & Brown 2019, "Measuring
+/// the Effects of Non-Identical Data Distribution for Federated Visual
+/// Classification", arXiv:1909.06335): the averaged delta is treated as a
+/// pseudo-gradient, `v ← β·v + Δ̄`, `w ← w + η·v`. With β = 0 and η = 1 it is
+/// plain FedAvg.
+#[derive(Debug, Clone)]
+pub struct ServerMomentum {
+    /// β: how much of the previous rounds' direction is kept.
+    pub momentum: f32,
+    /// η: the server learning rate.
+    pub learning_rate: f32,
+    velocity: Option<Vec<f32>>,
+}
+
+impl ServerMomentum {
+    /// Returns the server optimizer with momentum β and learning rate η.
+    pub fn new(momentum: f32, learning_rate: f32) -> Self {
+        ServerMomentum {
+            momentum,
+            learning_rate,
+            velocity: None,
+        }
+    }
+
+    /// Returns true when this is plain FedAvg (β = 0, η = 1).
+    pub fn is_plain(&self) -> bool {
+        self.momentum == 0.0 && self.learning_rate == 1.0
+    }
+
+    /// Turns `next = base + Δ̄` (from [`FedAvg::finish`]) into
+    /// `base + η·(β·v + Δ̄)`, updating the velocity in place.
+    pub fn apply(&mut self, base: &[f32], next: &mut [f32]) {
+        if self.is_plain() {
+            return;
+        }
+        let velocity = self.velocity.get_or_insert_with(|| vec![0.0; base.len()]);
+        if velocity.len() != base.len() {
+            *velocity = vec![0.0; base.len()];
+        }
+        for ((value, base_value), velocity_value) in
+            next.iter_mut().zip(base).zip(velocity.iter_mut())
+        {
+            let mean_delta = *value - base_value;
+            *velocity_value = self.momentum * *velocity_value + mean_delta;
+            *value = base_value + self.learning_rate * *velocity_value;
+        }
+    }
+}
+
 /// `sum += weight * values`, written so the compiler vectorizes it.
 fn fold_into(sum: &mut [f32], values: &[f32], weight: f32) {
     for (accumulated, value) in sum.iter_mut().zip(values) {
@@ -101,6 +150,23 @@ mod tests {
         let next = aggregate.finish(&base).unwrap();
         // mean delta = (1·[1,0,-1] + 3·[4,3,2]) / 4 = [3.25, 2.25, 1.25]
         assert_eq!(next, vec![4.25, 4.25, 4.25]);
+    }
+
+    #[test]
+    fn server_momentum_accumulates_the_mean_delta_across_rounds() {
+        let mut server = ServerMomentum::new(0.5, 1.0);
+        let base = [0.0f32, 0.0];
+        let mut first = [1.0f32, -2.0];
+        server.apply(&base, &mut first);
+        assert_eq!(first, [1.0, -2.0]);
+        let mut second = [2.0f32, -4.0]; // base [1, -2], mean delta [1, -2]
+        server.apply(&[1.0, -2.0], &mut second);
+        // v = 0.5·[1, -2] + [1, -2] = [1.5, -3]
+        assert_eq!(second, [2.5, -5.0]);
+        let mut plain = ServerMomentum::new(0.0, 1.0);
+        let mut unchanged = [3.0f32];
+        plain.apply(&[1.0], &mut unchanged);
+        assert_eq!(unchanged, [3.0]);
     }
 
     #[test]
