@@ -94,21 +94,22 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
 pub async fn participant(args: ParticipantArgs) -> Result<()> {
     let participant_id =
         ParticipantId::new(args.id.clone()).map_err(|reason| anyhow::anyhow!("--id: {reason}"))?;
-    let data = match (&args.data, &args.schema) {
+    let (data, schema_sha256) = match (&args.data, &args.schema) {
         (Some(data_path), Some(schema_path)) => {
             let schema = Schema::load(schema_path)
                 .with_context(|| format!("failed to load --schema {}", schema_path.display()))?;
-            load_labelled(data_path, &schema, None)?
+            (load_labelled(data_path, &schema, None)?, schema.sha256())
         }
         _ => {
             if args.synthetic_records == 0 {
                 anyhow::bail!("--synthetic-records must be at least 1");
             }
-            synthetic_dataset(
+            let data = synthetic_dataset(
                 OrgProfile::for_org(args.synthetic_org),
                 args.synthetic_records,
                 args.synthetic_seed,
-            )
+            );
+            (data, synthetic_flows_schema().sha256())
         }
     };
     let config = ParticipantConfig {
@@ -118,6 +119,7 @@ pub async fn participant(args: ParticipantArgs) -> Result<()> {
         initial_backoff: Duration::from_millis(250),
         max_backoff: Duration::from_secs(30),
         missed_heartbeats: 4,
+        feature_schema_sha256: Some(schema_sha256),
     };
     let participant = Participant::new(config, data).context("failed to start participant")?;
     participant.run(shutdown::on_signal()).await;

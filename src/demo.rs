@@ -122,6 +122,7 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
             missed_heartbeats: 5,
+            feature_schema_sha256: Some(schema.sha256()),
         };
         let participant = Participant::new(config, data)?;
         participant_tasks.push(tokio::spawn(participant.run(shutdown.clone())));

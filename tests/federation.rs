@@ -250,3 +250,74 @@ async fn autoencoder_and_multi_class_models_train_through_federation() {
         coordinator.wait().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participant_with_another_feature_schema_declines_the_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = CoordinatorConfig::for_test(dir.path().join("coordinator"), test_spec());
+    config.feature_schema_toml =
+        Some(fedshield_core::telemetry::SYNTHETIC_FLOWS_SCHEMA_TOML.to_string());
+    config.round.quorum = 1;
+    config.round.min_participants = 2;
+    // The declining participant stays connected, so the round closes at its deadline.
+    config.round.round_deadline = Duration::from_secs(3);
+    let shutdown = CancellationToken::new();
+    let coordinator = start_coordinator(config, shutdown.clone()).await;
+    let url = format!("http://{}", coordinator.local_addr());
+    let expected_sha256 = fedshield_core::telemetry::synthetic_flows_schema().sha256();
+    assert_eq!(
+        coordinator
+            .engine()
+            .current_model()
+            .card
+            .feature_schema_sha256
+            .as_deref(),
+        Some(expected_sha256.as_str())
+    );
+    let mut participant_config = fedshield_participant::ParticipantConfig::for_test(
+        url.clone(),
+        fedshield_core::ParticipantId::new("odd-one").unwrap(),
+        dir.path().join("odd-one"),
+    );
+    participant_config.feature_schema_sha256 = Some("0".repeat(64));
+    let (events_sender, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let data = fedshield_core::telemetry::synthetic_dataset(
+        fedshield_core::telemetry::OrgProfile::for_org(0),
+        500,
+        3,
+    );
+    let odd = fedshield_participant::Participant::new(participant_config, data)
+        .unwrap()
+        .with_events(events_sender);
+    let odd_task = tokio::spawn(odd.run(shutdown.clone()));
+    let (good_task, _) = start_participant(&url, "matching", 1, dir.path(), shutdown.clone());
+    let reason = loop {
+        match tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            fedshield_participant::ParticipantEvent::RoundFailed { reason, .. } => break reason,
+            fedshield_participant::ParticipantEvent::Contributed { .. } => {
+                panic!("trained with the wrong schema")
+            }
+            fedshield_participant::ParticipantEvent::Joined => {}
+        }
+    };
+    assert!(reason.contains("feature schema"), "reason: {reason}");
+    // At the deadline the matching participant alone meets the quorum of one.
+    let engine = coordinator.engine().clone();
+    wait_until("version 1", Duration::from_secs(60), || {
+        let engine = engine.clone();
+        async move { engine.current_model().version == ModelVersion(1) }
+    })
+    .await;
+    assert_eq!(
+        coordinator.engine().current_model().card.contributors,
+        vec!["matching".to_string()]
+    );
+    shutdown.cancel();
+    odd_task.await.unwrap();
+    good_task.await.unwrap();
+    coordinator.wait().await.unwrap();
+}

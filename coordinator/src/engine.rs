@@ -56,6 +56,8 @@ pub struct Announcement {
     pub base_sha256: String,
     pub plan: TrainingPlan,
     pub deadline_unix_ms: u64,
+    /// sha256 of the federation's feature schema, if one is configured.
+    pub feature_schema_sha256: Option<String>,
 }
 
 /// A participant's registration, returned by [`Engine::join`].
@@ -175,6 +177,7 @@ impl OpenRound {
             base_sha256: self.base.card.sha256.clone(),
             plan: plan.clone(),
             deadline_unix_ms: self.deadline_unix_ms,
+            feature_schema_sha256: self.base.card.feature_schema_sha256.clone(),
         }
     }
 }
@@ -915,6 +918,7 @@ impl Engine {
                 plan,
                 created_unix_ms: unix_ms(SystemTime::now()),
                 feature_schema: base.card.feature_schema.clone(),
+                feature_schema_sha256: base.card.feature_schema_sha256.clone(),
                 metrics,
             };
             let model = PublishedModel {

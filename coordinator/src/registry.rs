@@ -36,6 +36,9 @@ pub struct ModelCard {
     /// detector can featurize events exactly as participants did.
     #[serde(default)]
     pub feature_schema: Option<String>,
+    /// sha256 of the feature schema's canonical TOML.
+    #[serde(default)]
+    pub feature_schema_sha256: Option<String>,
     /// Metrics on the coordinator's evaluation set, when one is configured.
     #[serde(default)]
     pub metrics: Option<BinaryMetrics>,

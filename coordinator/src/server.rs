@@ -100,6 +100,14 @@ pub fn load_or_init_model(
             .map(|elapsed| elapsed.as_millis() as u64)
             .unwrap_or(0),
         feature_schema: config.feature_schema_toml.clone(),
+        feature_schema_sha256: match &config.feature_schema_toml {
+            Some(toml) => Some(
+                fedshield_core::schema::Schema::from_toml_str(toml)
+                    .map_err(|error| CoreError::InvalidSpec(format!("feature schema: {error}")))?
+                    .sha256(),
+            ),
+            None => None,
+        },
         metrics: match &config.evaluation {
             Some(evaluation) => Some(fedshield_core::metrics::evaluate_model(
                 &weights, evaluation, None,

@@ -113,6 +113,7 @@ impl Federation for FederationService {
                                     max_local_steps: announcement.plan.max_local_steps,
                                 }),
                                 deadline_unix_ms: announcement.deadline_unix_ms,
+                                feature_schema_sha256: announcement.feature_schema_sha256.unwrap_or_default(),
                             }))
                         }
                         Some(SessionEvent::Heartbeat { current_version }) => heartbeat_event(current_version),

@@ -20,6 +20,9 @@ pub struct ParticipantConfig {
     pub max_backoff: Duration,
     /// Reconnect if the coordinator is silent for this many heartbeat intervals.
     pub missed_heartbeats: u32,
+    /// sha256 of the schema the local data was featurized with; rounds of a
+    /// federation with another schema are declined. `None` skips the check.
+    pub feature_schema_sha256: Option<String>,
 }
 
 impl ParticipantConfig {
@@ -36,6 +39,7 @@ impl ParticipantConfig {
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(1),
             missed_heartbeats: 5,
+            feature_schema_sha256: None,
         }
     }
 

@@ -227,6 +227,16 @@ impl Participant {
     ) -> Result<ParticipantEvent> {
         let round_id = RoundId(announcement.round_id);
         let base_version = ModelVersion(announcement.base_model_version);
+        if let Some(local_schema) = &self.config.feature_schema_sha256
+            && !announcement.feature_schema_sha256.is_empty()
+            && *local_schema != announcement.feature_schema_sha256
+        {
+            return Err(ParticipantError::Config(format!(
+                "the federation's feature schema has sha256 {}, the local data was read with schema sha256 {local_schema}; \
+                 train with the federation's schema",
+                announcement.feature_schema_sha256
+            )));
+        }
         let plan_message = announcement.plan.ok_or_else(|| {
             ParticipantError::Protocol("announcement has no training plan".into())
         })?;
