@@ -155,6 +155,8 @@ struct OpenRound {
     accepted: Vec<(ParticipantId, u64)>,
     /// Participants whose update stream is being received.
     in_flight: BTreeSet<ParticipantId>,
+    /// Participants that said they will not submit.
+    declined: BTreeSet<ParticipantId>,
     aggregate: SharedAggregate,
     quorum: usize,
     deadline: Instant,
@@ -531,6 +533,50 @@ impl Engine {
         })
     }
 
+    /// Records that a sampled participant will not submit for a round, so the
+    /// round can close (or be abandoned) without waiting for its deadline.
+    ///
+    /// # Errors
+    /// The same session, round and selection checks as [`Self::begin_update`].
+    pub fn decline(
+        &self,
+        participant: &ParticipantId,
+        session_token: &str,
+        round_id: RoundId,
+        reason: &str,
+    ) -> Result<()> {
+        let mut state = self.lock_state();
+        match state.sessions.get(participant) {
+            None => return Err(CoordinatorError::NotJoined(participant.clone())),
+            Some(session) if session.token != session_token => {
+                return Err(CoordinatorError::BadSessionToken(participant.clone()));
+            }
+            Some(_) => {}
+        }
+        let round = match &mut state.round {
+            RoundState::Open(round) if round.round_id == round_id => round,
+            _ => return Err(CoordinatorError::NoOpenRound(round_id)),
+        };
+        if !round.selected.contains(participant) {
+            return Err(CoordinatorError::NotSelected {
+                participant: participant.clone(),
+                round: round_id,
+            });
+        }
+        if round.has_accepted(participant) {
+            return Err(CoordinatorError::DuplicateUpdate {
+                participant: participant.clone(),
+                round: round_id,
+            });
+        }
+        round.declined.insert(participant.clone());
+        drop(state);
+        let reason: String = reason.chars().take(200).collect();
+        warn!(round = %round_id, participant = %participant, reason = %reason, "participant declined the round");
+        self.inner.changed.notify_one();
+        Ok(())
+    }
+
     /// Folds a fully received and validated update into its round's aggregate
     /// and returns the number of updates accepted in the round so far.
     ///
@@ -758,6 +804,7 @@ impl Engine {
             .selected
             .iter()
             .filter(|participant| !round.has_accepted(participant))
+            .filter(|participant| !round.declined.contains(*participant))
             .filter(|participant| {
                 sessions.contains_key(*participant) || round.in_flight.contains(*participant)
             })
@@ -805,6 +852,7 @@ impl Engine {
             selected,
             accepted: Vec::new(),
             in_flight: BTreeSet::new(),
+            declined: BTreeSet::new(),
             quorum,
             deadline: now + config.round_deadline,
             deadline_unix_ms,

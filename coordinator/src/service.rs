@@ -258,6 +258,23 @@ impl Federation for FederationService {
         }))
     }
 
+    #[instrument(skip_all, fields(round = request.get_ref().round_id))]
+    async fn decline_round(
+        &self,
+        request: Request<pb::DeclineRoundRequest>,
+    ) -> Result<Response<pb::DeclineRoundResponse>, Status> {
+        let decline = request.into_inner();
+        let participant = ParticipantId::new(decline.participant_id)
+            .map_err(CoordinatorError::InvalidParticipantId)?;
+        self.engine.decline(
+            &participant,
+            &decline.session_token,
+            RoundId(decline.round_id),
+            &decline.reason,
+        )?;
+        Ok(Response::new(pb::DeclineRoundResponse {}))
+    }
+
     async fn get_status(
         &self,
         _request: Request<pb::GetStatusRequest>,

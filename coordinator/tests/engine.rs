@@ -417,3 +417,67 @@ async fn selected_participant_that_reconnects_is_announced_the_open_round_again(
     assert_eq!(harness.submit(&alice_again, &again).await.unwrap(), 1);
     harness.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn declining_participant_lets_the_round_close_without_waiting_for_the_deadline() {
+    let harness = Harness::start(|config| {
+        config.round.min_participants = 3;
+        config.round.quorum = 2;
+    });
+    let mut alice = harness.engine.join(participant("alice"));
+    let mut bob = harness.engine.join(participant("bob"));
+    let mut carol = harness.engine.join(participant("carol"));
+    let announcement = next_announcement(&mut alice).await;
+    let _ = next_announcement(&mut bob).await;
+    let _ = next_announcement(&mut carol).await;
+    // A forged token cannot decline on Carol's behalf.
+    assert!(matches!(
+        harness.engine.decline(
+            &carol.participant,
+            "forged",
+            announcement.round_id,
+            "budget"
+        ),
+        Err(CoordinatorError::BadSessionToken(_))
+    ));
+    harness.submit(&alice, &announcement).await.unwrap();
+    harness.submit(&bob, &announcement).await.unwrap();
+    harness
+        .engine
+        .decline(
+            &carol.participant,
+            &carol.token,
+            announcement.round_id,
+            "privacy budget exhausted",
+        )
+        .unwrap();
+    harness
+        .wait_for("version 1", |engine| {
+            engine.current_model().version == ModelVersion(1)
+        })
+        .await;
+    let summary = harness
+        .engine
+        .status()
+        .recent_rounds
+        .last()
+        .unwrap()
+        .clone();
+    assert!(
+        summary.duration < Duration::from_secs(10),
+        "closed before the deadline"
+    );
+    // Declining a round that is no longer open is refused.
+    assert!(
+        harness
+            .engine
+            .decline(
+                &carol.participant,
+                &carol.token,
+                announcement.round_id,
+                "late"
+            )
+            .is_err()
+    );
+    harness.stop().await;
+}

@@ -195,12 +195,25 @@ impl Participant {
                     // coordinator's heartbeats wait in the transport buffers.
                     let outcome = tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
-                        outcome = self.take_part(&mut client, announcement, token) => outcome,
+                        outcome = self.take_part(&mut client, announcement, token.clone()) => outcome,
                     };
                     match outcome {
                         Ok(event) => self.report(event),
                         Err(error) => {
                             warn!(participant = %self.config.participant_id, round = %round_id, error = %error, "round failed");
+                            // Tell the coordinator, so the round does not wait for us;
+                            // if the update itself was refused there is nothing to add.
+                            if !matches!(error, ParticipantError::Refused(_)) {
+                                let decline = pb::DeclineRoundRequest {
+                                    round_id: round_id.0,
+                                    participant_id: self.config.participant_id.to_string(),
+                                    session_token: token,
+                                    reason: error.to_string(),
+                                };
+                                if let Err(status) = client.decline_round(decline).await {
+                                    debug!(code = ?status.code(), "decline not recorded");
+                                }
+                            }
                             self.report(ParticipantEvent::RoundFailed {
                                 round_id,
                                 reason: error.to_string(),
