@@ -34,6 +34,25 @@ fn dataset_dir() -> PathBuf {
     ))
 }
 
+/// Returns the NSL-KDD schema, KDDTrain+ and KDDTest+, or `None` (with a
+/// printed reason) when the dataset is absent.
+fn load_nsl_kdd() -> Option<(Schema, Dataset, Dataset)> {
+    let dir = dataset_dir();
+    if !dir.join("KDDTrain+.txt").exists() {
+        println!("skipped: NSL-KDD not found at {}", dir.display());
+        return None;
+    }
+    let schema = Schema::load(&PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/nsl-kdd.toml"
+    )))
+    .unwrap();
+    let options = IngestOptions::default();
+    let (train, _) = load_dataset(&dir.join("KDDTrain+.txt"), &schema, &options).unwrap();
+    let (test, _) = load_dataset(&dir.join("KDDTest+.txt"), &schema, &options).unwrap();
+    Some((schema, train, test))
+}
+
 /// Splits the training rows across participants, non-IID by attack family:
 /// each family lives mostly (80%) with one or two "home" participants, benign
 /// traffic is spread evenly.
@@ -67,19 +86,9 @@ fn line(name: &str, metrics: &BinaryMetrics) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn federated_mlp_on_nsl_kdd_matches_the_centralized_baseline() {
-    let dir = dataset_dir();
-    if !dir.join("KDDTrain+.txt").exists() {
-        println!("skipped: NSL-KDD not found at {}", dir.display());
+    let Some((schema, train, test)) = load_nsl_kdd() else {
         return;
-    }
-    let schema = Schema::load(&PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/schemas/nsl-kdd.toml"
-    )))
-    .unwrap();
-    let options = IngestOptions::default();
-    let (train, _) = load_dataset(&dir.join("KDDTrain+.txt"), &schema, &options).unwrap();
-    let (test, _) = load_dataset(&dir.join("KDDTest+.txt"), &schema, &options).unwrap();
+    };
     let test = Arc::new(test);
     let shards = split_non_iid(&train, 42);
 
@@ -218,19 +227,9 @@ const NOVEL_ATTACKS: [&str; 17] = [
 
 #[test]
 fn autoencoder_trained_on_normal_traffic_detects_attack_types_never_seen_in_training() {
-    let dir = dataset_dir();
-    if !dir.join("KDDTrain+.txt").exists() {
-        println!("skipped: NSL-KDD not found at {}", dir.display());
+    let Some((schema, train, test)) = load_nsl_kdd() else {
         return;
-    }
-    let schema = Schema::load(&PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/schemas/nsl-kdd.toml"
-    )))
-    .unwrap();
-    let options = IngestOptions::default();
-    let (train, _) = load_dataset(&dir.join("KDDTrain+.txt"), &schema, &options).unwrap();
-    let (test, _) = load_dataset(&dir.join("KDDTest+.txt"), &schema, &options).unwrap();
+    };
     let spec = ModelSpec::autoencoder(schema.num_features() as u32, vec![32, 8]);
     let initial = ModelWeights::init(spec.clone(), 1).unwrap();
     let plan = TrainingPlan::new().with_local_epochs(10);

@@ -18,7 +18,9 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
+
+use fedshield_core::clock::unix_ms;
 
 use fedshield_core::aggregate::FedAvg;
 use fedshield_core::weights::ModelWeights;
@@ -207,6 +209,27 @@ struct EngineState {
     num_rounds_abandoned: u64,
 }
 
+impl EngineState {
+    /// Checks that `participant` has a live session whose token is `token`.
+    fn check_session(&self, participant: &ParticipantId, token: &str) -> Result<()> {
+        match self.sessions.get(participant) {
+            None => Err(CoordinatorError::NotJoined(participant.clone())),
+            Some(session) if session.token != token => {
+                Err(CoordinatorError::BadSessionToken(participant.clone()))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Returns how round `round_id` ended, if it is in the history.
+    fn closed_outcome(&self, round_id: RoundId) -> Option<&'static str> {
+        self.history
+            .iter()
+            .find(|summary| summary.round_id == round_id)
+            .map(|summary| summary.outcome.name())
+    }
+}
+
 struct EngineInner {
     config: RoundConfig,
     plan: TrainingPlan,
@@ -273,12 +296,6 @@ impl Drop for UpdateTicket {
         drop(state);
         self.engine.inner.changed.notify_one();
     }
-}
-
-fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn new_session_token() -> String {
@@ -447,18 +464,8 @@ impl Engine {
     /// nothing changes on error.
     pub fn begin_update(&self, request: UpdateRequest) -> Result<UpdateTicket> {
         let mut state = self.lock_state();
-        match state.sessions.get(&request.participant) {
-            None => return Err(CoordinatorError::NotJoined(request.participant)),
-            Some(session) if session.token != request.session_token => {
-                return Err(CoordinatorError::BadSessionToken(request.participant));
-            }
-            Some(_) => {}
-        }
-        let closed_outcome = state
-            .history
-            .iter()
-            .find(|summary| summary.round_id == request.round_id)
-            .map(|summary| summary.outcome.name());
+        state.check_session(&request.participant, &request.session_token)?;
+        let closed_outcome = state.closed_outcome(request.round_id);
         let round = match &mut state.round {
             RoundState::Open(round) if round.round_id == request.round_id => round,
             RoundState::Open(round) => {
@@ -546,13 +553,7 @@ impl Engine {
         reason: &str,
     ) -> Result<()> {
         let mut state = self.lock_state();
-        match state.sessions.get(participant) {
-            None => return Err(CoordinatorError::NotJoined(participant.clone())),
-            Some(session) if session.token != session_token => {
-                return Err(CoordinatorError::BadSessionToken(participant.clone()));
-            }
-            Some(_) => {}
-        }
+        state.check_session(participant, session_token)?;
         let round = match &mut state.round {
             RoundState::Open(round) if round.round_id == round_id => round,
             _ => return Err(CoordinatorError::NoOpenRound(round_id)),
@@ -646,12 +647,10 @@ impl Engine {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let Some(fed_avg) = guard.as_mut() else {
-            let state = self.lock_state();
-            let outcome = state
-                .history
-                .iter()
-                .find(|summary| summary.round_id == round_id)
-                .map_or("closed", |summary| summary.outcome.name());
+            let outcome = self
+                .lock_state()
+                .closed_outcome(round_id)
+                .unwrap_or("closed");
             return Err(CoordinatorError::RoundClosed {
                 round: round_id,
                 outcome,

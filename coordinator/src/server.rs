@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use fedshield_core::weights::ModelWeights;
 use fedshield_core::{CoreError, ModelVersion};
@@ -95,10 +94,7 @@ pub fn load_or_init_model(
         contributors: Vec::new(),
         num_examples: 0,
         plan: config.plan.clone(),
-        created_unix_ms: SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_millis() as u64)
-            .unwrap_or(0),
+        created_unix_ms: fedshield_core::clock::unix_ms_now(),
         feature_schema: config.feature_schema_toml.clone(),
         feature_schema_sha256: match &config.feature_schema_toml {
             Some(toml) => Some(

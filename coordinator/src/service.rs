@@ -2,7 +2,9 @@
 //! messages, call the round engine, and convert results and errors.
 
 use std::pin::Pin;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use fedshield_core::clock::unix_ms_now;
 
 use bytes::Bytes;
 use fedshield_core::codec::{ChunkAssembler, MAX_CHUNK_BYTES, params_as_le_bytes};
@@ -50,13 +52,6 @@ impl FederationService {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorEvent, Status>> + Send>>;
 type ModelStream = Pin<Box<dyn Stream<Item = Result<pb::ModelChunk, Status>> + Send>>;
-
-fn unix_ms_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 fn event(event: pb::coordinator_event::Event) -> pb::CoordinatorEvent {
     pb::CoordinatorEvent { event: Some(event) }

@@ -8,6 +8,7 @@
 //! - [`weights`]: a model's parameters as one flat vector, its sha256, safetensors files.
 //! - [`codec`]: the wire encoding of parameters and updates (little-endian float32 chunks).
 //! - [`aggregate`]: streaming FedAvg.
+//! - [`clock`]: Unix-millisecond timestamps.
 //! - [`telemetry`]: flow records, the synthetic telemetry generator and featurization.
 //! - [`data`]: in-memory labelled datasets of feature vectors.
 //! - [`training`]: local training with burn (ndarray backend, autodiff).
@@ -15,6 +16,7 @@
 //! - [`metrics`]: accuracy, ROC-AUC and friends.
 
 pub mod aggregate;
+pub mod clock;
 pub mod codec;
 pub mod data;
 pub mod error;

@@ -7,7 +7,9 @@
 //! coordinator re-announces an open round to a participant that rejoins.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use fedshield_core::clock::unix_ms_now;
 
 use fedshield_core::codec::{ChunkAssembler, DEFAULT_CHUNK_PARAMS, encode_chunks};
 use fedshield_core::data::Dataset;
@@ -321,13 +323,6 @@ impl Participant {
             mean_loss: outcome.mean_loss,
         })
     }
-}
-
-fn unix_ms_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Downloads one model version and checks it against `expected_sha256` and
