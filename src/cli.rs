@@ -154,6 +154,9 @@ pub struct ModelArgs {
     /// Upper bound on local gradient steps per round (0 = none).
     #[arg(long, default_value_t = 0)]
     pub max_local_steps: u32,
+    /// L2 penalty (weight decay) of local SGD (0 = none).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
 }
 
 #[derive(Debug, Args)]

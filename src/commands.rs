@@ -25,6 +25,7 @@ pub fn model_and_plan(args: &ModelArgs, schema: &Schema) -> (ModelSpec, Training
         batch_size: args.batch_size,
         learning_rate: args.learning_rate,
         max_local_steps: args.max_local_steps,
+        weight_decay: args.weight_decay,
     };
     (spec, plan)
 }

@@ -287,6 +287,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         batch_size: args.model.batch_size,
         learning_rate: args.model.learning_rate,
         max_local_steps: args.model.max_local_steps,
+        weight_decay: args.model.weight_decay,
     };
     let initial = ModelWeights::init(spec.clone(), args.model.init_seed)?;
     let started = Instant::now();

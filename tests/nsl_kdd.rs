@@ -94,7 +94,7 @@ async fn federated_mlp_on_nsl_kdd_matches_the_centralized_baseline() {
 
     let spec = ModelSpec::mlp(schema.num_features() as u32, vec![64, 32], 2);
     let plan = TrainingPlan::new()
-        .with_local_epochs(5)
+        .with_local_epochs(2)
         .with_batch_size(64)
         .with_learning_rate(0.1);
 

@@ -106,6 +106,7 @@ impl Federation for FederationService {
                                     batch_size: announcement.plan.batch_size,
                                     learning_rate: announcement.plan.learning_rate,
                                     max_local_steps: announcement.plan.max_local_steps,
+                                    weight_decay: announcement.plan.weight_decay,
                                 }),
                                 deadline_unix_ms: announcement.deadline_unix_ms,
                                 feature_schema_sha256: announcement.feature_schema_sha256.unwrap_or_default(),

@@ -23,6 +23,8 @@ pub enum CoreError {
     EmptyDataset,
     #[error("dataset has {actual} features per row, the model expects {expected}")]
     FeatureDimMismatch { expected: usize, actual: usize },
+    #[error("invalid privacy parameters: {0}")]
+    InvalidPrivacy(String),
     #[error("training failed: {0}")]
     Training(String),
     #[error("failed to read or write {path}: {source}")]

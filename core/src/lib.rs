@@ -8,6 +8,8 @@
 //! - [`weights`]: a model's parameters as one flat vector, its sha256, safetensors files.
 //! - [`codec`]: the wire encoding of parameters and updates (little-endian float32 chunks).
 //! - [`aggregate`]: streaming FedAvg.
+//! - [`accountant`]: Rényi-DP accountant of the subsampled Gaussian mechanism, (ε, δ) conversion and noise calibration.
+//! - [`dp`]: DP-SGD (per-example clipping with ghost norms, Poisson sampling, Gaussian noise) and organization-level DP.
 //! - [`clock`]: Unix-millisecond timestamps.
 //! - [`telemetry`]: flow records, the synthetic telemetry generator and featurization.
 //! - [`data`]: in-memory labelled datasets of feature vectors.
@@ -15,10 +17,12 @@
 //! - [`inference`]: scoring feature vectors with a model.
 //! - [`metrics`]: accuracy, ROC-AUC and friends.
 
+pub mod accountant;
 pub mod aggregate;
 pub mod clock;
 pub mod codec;
 pub mod data;
+pub mod dp;
 pub mod error;
 pub mod fsutil;
 pub mod ids;

@@ -7,6 +7,7 @@ use burn::backend::ndarray::NdArrayDevice;
 use burn::backend::{Autodiff, NdArray};
 use burn::config::Config;
 use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::SeedableRng;
@@ -37,6 +38,9 @@ pub struct TrainingPlan {
     /// Upper bound on local gradient steps; 0 means no bound.
     #[config(default = 0)]
     pub max_local_steps: u32,
+    /// L2 penalty on the parameters (weight decay) of local SGD; 0 turns it off.
+    #[config(default = 0.0)]
+    pub weight_decay: f32,
 }
 
 impl TrainingPlan {
@@ -64,6 +68,12 @@ impl TrainingPlan {
             return Err(CoreError::InvalidPlan(format!(
                 "learning_rate is {}, must be in (0, 10]",
                 self.learning_rate
+            )));
+        }
+        if !(self.weight_decay.is_finite() && (0.0..=1.0).contains(&self.weight_decay)) {
+            return Err(CoreError::InvalidPlan(format!(
+                "weight_decay is {}, must be in [0, 1]",
+                self.weight_decay
             )));
         }
         Ok(())
@@ -144,7 +154,8 @@ pub fn train_local(
     let device = NdArrayDevice::Cpu;
     let mut model =
         MlpClassifier::<TrainBackend>::from_flat(&weights.spec, &weights.params, &device)?;
-    let mut optimizer = SgdConfig::new().init();
+    let weight_decay = (plan.weight_decay > 0.0).then(|| WeightDecayConfig::new(plan.weight_decay));
+    let mut optimizer = SgdConfig::new().with_weight_decay(weight_decay).init();
     let loss_function = CrossEntropyLossConfig::new().init(&device);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut order: Vec<usize> = (0..data.len()).collect();

@@ -260,6 +260,7 @@ impl Participant {
             batch_size: plan_message.batch_size,
             learning_rate: plan_message.learning_rate,
             max_local_steps: plan_message.max_local_steps,
+            weight_decay: plan_message.weight_decay,
         };
         plan.validate()?;
         let base = match self
