@@ -19,7 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the coordinator: accept participants, run rounds, publish models.
     Coordinator(CoordinatorArgs),
-    /// Run a participant: train locally, send model updates.
+    /// Run a participant: train locally, send model updates (or `participant budget`: its privacy spend).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Participant(ParticipantArgs),
     /// Run a whole federation on 127.0.0.1 with synthetic telemetry.
     Demo(DemoArgs),
@@ -29,6 +30,123 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate a model on a labelled dataset.
     Evaluate(EvaluateArgs),
+    /// Plan differential privacy: ε of a DP-SGD run, or the noise a target ε needs.
+    Privacy(PrivacyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PrivacyArgs {
+    #[command(subcommand)]
+    pub command: PrivacyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PrivacyCommand {
+    /// Prints ε of DP-SGD with Poisson sampling rate Q, noise multiplier S and T steps, at δ.
+    Epsilon(EpsilonArgs),
+    /// Prints the smallest noise multiplier σ that keeps T steps at sampling rate Q within (ε, δ).
+    Sigma(SigmaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EpsilonArgs {
+    /// Poisson sampling rate q (expected batch size / dataset size), in [0, 1].
+    #[arg(long)]
+    pub q: f64,
+    /// Noise multiplier σ (noise standard deviation / clipping norm).
+    #[arg(long)]
+    pub sigma: f64,
+    /// Number of DP-SGD steps.
+    #[arg(long)]
+    pub steps: u64,
+    /// δ.
+    #[arg(long, default_value_t = 1e-5)]
+    pub delta: f64,
+    /// Print as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SigmaArgs {
+    /// Poisson sampling rate q, in [0, 1].
+    #[arg(long)]
+    pub q: f64,
+    /// Number of DP-SGD steps.
+    #[arg(long)]
+    pub steps: u64,
+    /// Target ε.
+    #[arg(long)]
+    pub epsilon: f64,
+    /// δ.
+    #[arg(long, default_value_t = 1e-5)]
+    pub delta: f64,
+    /// Print as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Differential privacy of a federation, as its operator sets it.
+#[derive(Debug, Clone, Args)]
+pub struct DpArgs {
+    /// Record-level ε each participant's data gets over all rounds (needs --rounds); enables DP-SGD.
+    #[arg(long, env = "FEDSHIELD_DP_EPSILON")]
+    pub dp_epsilon: Option<f64>,
+    /// δ of the record-level (and organization-level) guarantee.
+    #[arg(long, default_value_t = 1e-5, requires = "dp_epsilon")]
+    pub dp_delta: f64,
+    /// DP-SGD per-example gradient clipping norm C.
+    #[arg(long, default_value_t = 1.0, requires = "dp_epsilon")]
+    pub dp_clip_norm: f64,
+    /// DP-SGD Poisson sampling rate q of each local step.
+    #[arg(long, default_value_t = 0.01, requires = "dp_epsilon")]
+    pub dp_sampling_rate: f64,
+    /// Organization-level ε over all rounds: each whole update is clipped and noised too.
+    #[arg(long, requires = "dp_epsilon")]
+    pub org_dp_epsilon: Option<f64>,
+    /// Organization-level clipping norm S of a whole update.
+    #[arg(long, default_value_t = 1.0, requires = "org_dp_epsilon")]
+    pub org_dp_clip_norm: f64,
+}
+
+/// A participant's privacy budget.
+#[derive(Debug, Clone, Args)]
+pub struct BudgetArgs {
+    /// Record-level ε this participant may spend over its lifetime; with it, rounds without DP are declined.
+    #[arg(long, env = "FEDSHIELD_PRIVACY_EPSILON")]
+    pub privacy_epsilon: Option<f64>,
+    /// δ the participant accounts with.
+    #[arg(long, env = "FEDSHIELD_PRIVACY_DELTA", default_value_t = 1e-5)]
+    pub privacy_delta: f64,
+    /// Organization-level ε this participant may spend.
+    #[arg(
+        long,
+        env = "FEDSHIELD_PRIVACY_ORG_EPSILON",
+        requires = "privacy_epsilon"
+    )]
+    pub privacy_org_epsilon: Option<f64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ParticipantCommand {
+    /// Prints the privacy spent so far (from the ledger in --data-dir) and what is left of the budget.
+    Budget(ParticipantBudgetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ParticipantBudgetArgs {
+    /// The participant's data directory (holds its privacy ledger).
+    #[arg(
+        long,
+        env = "FEDSHIELD_DATA_DIR",
+        default_value = "fedshield-data/participant"
+    )]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub budget: BudgetArgs,
+    /// Print as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which detection model to train.
@@ -202,10 +320,14 @@ pub struct CoordinatorArgs {
     pub eval_data: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub dp: DpArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct ParticipantArgs {
+    #[command(subcommand)]
+    pub command: Option<ParticipantCommand>,
     /// The coordinator's gRPC URL.
     #[arg(
         long,
@@ -214,8 +336,8 @@ pub struct ParticipantArgs {
     )]
     pub coordinator: String,
     /// This participant's identity (letters, digits, '.', '_', '-').
-    #[arg(long, env = "FEDSHIELD_PARTICIPANT_ID")]
-    pub id: String,
+    #[arg(long, env = "FEDSHIELD_PARTICIPANT_ID", required = true)]
+    pub id: Option<String>,
     /// Directory for the model cache.
     #[arg(
         long,
@@ -238,6 +360,8 @@ pub struct ParticipantArgs {
     /// Schema (TOML) of --data.
     #[arg(long, requires = "data")]
     pub schema: Option<PathBuf>,
+    #[command(flatten)]
+    pub budget: BudgetArgs,
 }
 
 #[derive(Debug, Args)]
@@ -262,4 +386,6 @@ pub struct DemoArgs {
     pub seed: u64,
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub dp: DpArgs,
 }

@@ -5,15 +5,22 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use fedshield_coordinator::{CoordinatorConfig, RoundConfig};
+use fedshield_core::accountant::{
+    Conversion, RdpAccountant, SubsampledGaussian, calibrate_noise_multiplier,
+};
+use fedshield_core::privacy::{OrgPrivacyTarget, PrivacyTarget};
 use fedshield_core::schema::Schema;
 use fedshield_core::telemetry::{
     OrgProfile, SYNTHETIC_FLOWS_SCHEMA_TOML, synthetic_dataset, synthetic_flows_schema,
 };
 use fedshield_core::{ModelSpec, ParticipantId, TrainingPlan};
-use fedshield_participant::{Participant, ParticipantConfig};
+use fedshield_participant::{Participant, ParticipantConfig, PrivacyBudget};
 use tokio::net::TcpListener;
 
-use crate::cli::{CoordinatorArgs, ModelArgs, ParticipantArgs};
+use crate::cli::{
+    BudgetArgs, CoordinatorArgs, DpArgs, ModelArgs, ParticipantArgs, ParticipantBudgetArgs,
+    ParticipantCommand, PrivacyArgs, PrivacyCommand,
+};
 use crate::offline::{load_labelled, spec_for};
 use crate::shutdown;
 
@@ -26,8 +33,34 @@ pub fn model_and_plan(args: &ModelArgs, schema: &Schema) -> (ModelSpec, Training
         learning_rate: args.learning_rate,
         max_local_steps: args.max_local_steps,
         weight_decay: args.weight_decay,
+        dp_sgd: None,
+        org_dp: None,
     };
     (spec, plan)
+}
+
+/// Returns the privacy target the DP flags describe, if DP is on.
+pub fn privacy_target(args: &DpArgs) -> Option<PrivacyTarget> {
+    let epsilon = args.dp_epsilon?;
+    Some(PrivacyTarget {
+        epsilon,
+        delta: args.dp_delta,
+        clip_norm: args.dp_clip_norm,
+        sampling_rate: args.dp_sampling_rate,
+        org_level: args.org_dp_epsilon.map(|org_epsilon| OrgPrivacyTarget {
+            epsilon: org_epsilon,
+            clip_norm: args.org_dp_clip_norm,
+        }),
+    })
+}
+
+/// Returns the privacy budget the flags describe, if one is set.
+pub fn privacy_budget(args: &BudgetArgs) -> Option<PrivacyBudget> {
+    Some(PrivacyBudget {
+        epsilon: args.privacy_epsilon?,
+        delta: args.privacy_delta,
+        org_epsilon: args.privacy_org_epsilon,
+    })
 }
 
 /// Returns the coordinator configuration the flags describe.
@@ -70,6 +103,7 @@ pub fn coordinator_config(args: &CoordinatorArgs) -> Result<CoordinatorConfig> {
         chunk_idle_timeout: Duration::from_secs(30),
         feature_schema_toml: Some(schema_toml),
         evaluation,
+        privacy: privacy_target(&args.dp),
     })
 }
 
@@ -93,8 +127,15 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
 
 /// Runs `fedshield participant` until SIGINT/SIGTERM.
 pub async fn participant(args: ParticipantArgs) -> Result<()> {
+    if let Some(ParticipantCommand::Budget(budget_args)) = &args.command {
+        return participant_budget(budget_args);
+    }
+    let id = args
+        .id
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("--id is required to run a participant"))?;
     let participant_id =
-        ParticipantId::new(args.id.clone()).map_err(|reason| anyhow::anyhow!("--id: {reason}"))?;
+        ParticipantId::new(id).map_err(|reason| anyhow::anyhow!("--id: {reason}"))?;
     let (data, schema_sha256) = match (&args.data, &args.schema) {
         (Some(data_path), Some(schema_path)) => {
             let schema = Schema::load(schema_path)
@@ -121,8 +162,124 @@ pub async fn participant(args: ParticipantArgs) -> Result<()> {
         max_backoff: Duration::from_secs(30),
         missed_heartbeats: 4,
         feature_schema_sha256: Some(schema_sha256),
+        privacy_budget: privacy_budget(&args.budget),
     };
     let participant = Participant::new(config, data).context("failed to start participant")?;
     participant.run(shutdown::on_signal()).await;
+    Ok(())
+}
+
+/// Runs `fedshield participant budget`: the ledger's spend and what is left.
+fn participant_budget(args: &ParticipantBudgetArgs) -> Result<()> {
+    let budget = privacy_budget(&args.budget);
+    if let Some(budget) = &budget {
+        budget.validate().map_err(|problems| {
+            anyhow::anyhow!("invalid privacy budget:\n  {}", problems.join("\n  "))
+        })?;
+    }
+    let delta = args.budget.privacy_delta;
+    let spend = fedshield_participant::ledger::inspect(&args.data_dir, delta)
+        .context("failed to read the privacy ledger")?;
+    let remaining = budget.map(|budget| (budget.epsilon - spend.epsilon).max(0.0));
+    let org_remaining = budget
+        .and_then(|budget| budget.org_epsilon)
+        .map(|org_budget| (org_budget - spend.org_epsilon.unwrap_or(0.0)).max(0.0));
+    if args.json {
+        let value = serde_json::json!({
+            "ledger": args.data_dir.join(fedshield_participant::ledger::LEDGER_FILE_NAME),
+            "num_rounds": spend.num_rounds,
+            "delta": delta,
+            "spent_epsilon": spend.epsilon,
+            "budget_epsilon": budget.map(|budget| budget.epsilon),
+            "remaining_epsilon": remaining,
+            "spent_org_epsilon": spend.org_epsilon,
+            "budget_org_epsilon": budget.and_then(|budget| budget.org_epsilon),
+            "remaining_org_epsilon": org_remaining,
+        });
+        println!("{value}");
+        return Ok(());
+    }
+    println!("rounds recorded:  {}", spend.num_rounds);
+    println!("delta:            {delta:e}");
+    match (budget, remaining) {
+        (Some(budget), Some(remaining)) => {
+            println!(
+                "epsilon spent:    {:.4} of {:.4} ({remaining:.4} remaining)",
+                spend.epsilon, budget.epsilon
+            );
+        }
+        _ => println!("epsilon spent:    {:.4} (no budget given)", spend.epsilon),
+    }
+    if let Some(org_epsilon) = spend.org_epsilon {
+        match org_remaining {
+            Some(org_remaining) => {
+                println!("org epsilon:      {org_epsilon:.4} spent ({org_remaining:.4} remaining)")
+            }
+            None => println!("org epsilon:      {org_epsilon:.4} spent"),
+        }
+    }
+    Ok(())
+}
+
+/// Runs `fedshield privacy epsilon|sigma`.
+pub fn privacy(args: PrivacyArgs) -> Result<()> {
+    match args.command {
+        PrivacyCommand::Epsilon(args) => {
+            let mechanism = SubsampledGaussian {
+                sampling_rate: args.q,
+                noise_multiplier: args.sigma,
+                num_steps: args.steps,
+            };
+            mechanism.validate()?;
+            let mut accountant = RdpAccountant::new();
+            accountant.compose(&mechanism)?;
+            let tight = accountant.epsilon(args.delta, Conversion::Tight)?;
+            let classic = accountant.epsilon(args.delta, Conversion::Classic)?;
+            if args.json {
+                let value = serde_json::json!({
+                    "q": args.q,
+                    "sigma": args.sigma,
+                    "steps": args.steps,
+                    "delta": args.delta,
+                    "epsilon": tight.epsilon,
+                    "optimal_order": tight.optimal_order,
+                    "epsilon_classic_conversion": classic.epsilon,
+                });
+                println!("{value}");
+            } else {
+                println!(
+                    "epsilon = {:.4} at delta = {:e} (Renyi order {}; classic conversion gives {:.4})",
+                    tight.epsilon, args.delta, tight.optimal_order, classic.epsilon
+                );
+            }
+        }
+        PrivacyCommand::Sigma(args) => {
+            let sigma = calibrate_noise_multiplier(args.q, args.steps, args.epsilon, args.delta)?;
+            let achieved = fedshield_core::accountant::epsilon(
+                &SubsampledGaussian {
+                    sampling_rate: args.q,
+                    noise_multiplier: sigma,
+                    num_steps: args.steps,
+                },
+                args.delta,
+            )?;
+            if args.json {
+                let value = serde_json::json!({
+                    "q": args.q,
+                    "steps": args.steps,
+                    "epsilon": args.epsilon,
+                    "delta": args.delta,
+                    "sigma": sigma,
+                    "achieved_epsilon": achieved,
+                });
+                println!("{value}");
+            } else {
+                println!(
+                    "sigma = {sigma:.4} (gives epsilon = {achieved:.4} at delta = {:e})",
+                    args.delta
+                );
+            }
+        }
+    }
     Ok(())
 }

@@ -18,12 +18,12 @@ use fedshield_core::telemetry::{
     OrgProfile, SYNTHETIC_FLOWS_SCHEMA_TOML, held_out_dataset, synthetic_dataset,
     synthetic_flows_schema,
 };
-use fedshield_participant::{Participant, ParticipantConfig};
+use fedshield_participant::{Participant, ParticipantConfig, PrivacyBudget};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::DemoArgs;
-use crate::commands::model_and_plan;
+use crate::commands::{model_and_plan, privacy_target};
 
 /// Returns the held-out metrics recorded in a model card.
 fn card_metrics(card: &ModelCard) -> Result<BinaryMetrics> {
@@ -52,12 +52,19 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
         args.held_out_records,
         args.seed.wrapping_add(1_000_000),
     ));
-    // A fresh federation every time: earlier demo runs must not be resumed.
+    // A fresh federation every time: earlier demo runs must not be resumed,
+    // and the demo organizations' ledgers start empty.
     let coordinator_dir = args.data_dir.join("coordinator");
-    if coordinator_dir.exists() {
-        std::fs::remove_dir_all(&coordinator_dir)
-            .with_context(|| format!("failed to clear {}", coordinator_dir.display()))?;
+    let participant_dirs: Vec<PathBuf> = (0..args.participants)
+        .map(|index| args.data_dir.join(format!("participant-{index}")))
+        .collect();
+    for directory in std::iter::once(&coordinator_dir).chain(&participant_dirs) {
+        if directory.exists() {
+            std::fs::remove_dir_all(directory)
+                .with_context(|| format!("failed to clear {}", directory.display()))?;
+        }
     }
+    let privacy = privacy_target(&args.dp);
     let config = CoordinatorConfig {
         round: RoundConfig {
             min_participants: args.participants,
@@ -81,6 +88,7 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
         // The coordinator scores each version on the demo's held-out set, so
         // the lines below print the same metrics as the model cards hold.
         evaluation: Some(held_out.clone()),
+        privacy: privacy.clone(),
     };
     let shutdown = CancellationToken::new();
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -107,7 +115,7 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
         initial.detection_rate_at_1pct_fpr
     );
     let mut participant_tasks = Vec::new();
-    for index in 0..args.participants {
+    for (index, participant_dir) in participant_dirs.iter().enumerate() {
         let participant_id =
             ParticipantId::new(format!("org-{index}")).map_err(anyhow::Error::msg)?;
         let data = synthetic_dataset(
@@ -118,11 +126,17 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
         let config = ParticipantConfig {
             coordinator_url: url.clone(),
             participant_id,
-            data_dir: args.data_dir.join(format!("participant-{index}")),
+            data_dir: participant_dir.clone(),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
             missed_heartbeats: 5,
             feature_schema_sha256: Some(schema.sha256()),
+            // Each demo organization holds exactly the budget the federation promises.
+            privacy_budget: privacy.as_ref().map(|target| PrivacyBudget {
+                epsilon: target.epsilon,
+                delta: target.delta,
+                org_epsilon: target.org_level.as_ref().map(|org| org.epsilon),
+            }),
         };
         let participant = Participant::new(config, data)?;
         participant_tasks.push(tokio::spawn(participant.run(shutdown.clone())));
@@ -176,6 +190,24 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
         .wait()
         .await
         .map_err(|error| anyhow::anyhow!("{error}"))?;
+    if let Some(privacy) = &final_model.card.privacy {
+        println!(
+            "privacy: ({:.3}, {:e})-DP per organization's records (DP-SGD, q {}, sigma {:.3}, clip {}, {} steps per round){}",
+            privacy.epsilon,
+            privacy.delta,
+            privacy.dp_sgd.sampling_rate,
+            privacy.dp_sgd.noise_multiplier,
+            privacy.dp_sgd.clip_norm,
+            privacy.dp_sgd.steps_per_round,
+            match privacy.org_epsilon {
+                Some(org_epsilon) => format!(
+                    "; ({org_epsilon:.3}, {:e})-DP per organization",
+                    privacy.delta
+                ),
+                None => String::new(),
+            }
+        );
+    }
     println!(
         "done in {:.1}s: accuracy {:.3} → {:.3}, AUC {:.3} → {:.3}; final model (version {}, sha256 {}) in {}",
         started.elapsed().as_secs_f64(),

@@ -25,6 +25,7 @@ async fn main() -> Result<()> {
         Command::Demo(args) => demo::run(args).await.map(|_| ()),
         Command::Synth(args) => offline::synth(args),
         Command::Train(args) => tokio::task::spawn_blocking(move || offline::train(args)).await?,
+        Command::Privacy(args) => commands::privacy(args),
         Command::Evaluate(args) => {
             tokio::task::spawn_blocking(move || offline::evaluate(args)).await?
         }

@@ -288,6 +288,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
         learning_rate: args.model.learning_rate,
         max_local_steps: args.model.max_local_steps,
         weight_decay: args.model.weight_decay,
+        dp_sgd: None,
+        org_dp: None,
     };
     let initial = ModelWeights::init(spec.clone(), args.model.init_seed)?;
     let started = Instant::now();

@@ -301,6 +301,9 @@ async fn participant_with_another_feature_schema_declines_the_round() {
                 panic!("trained with the wrong schema")
             }
             fedshield_participant::ParticipantEvent::Joined => {}
+            fedshield_participant::ParticipantEvent::BudgetExhausted { reason, .. } => {
+                panic!("declined for its budget: {reason}")
+            }
         }
     };
     assert!(reason.contains("feature schema"), "reason: {reason}");

@@ -73,6 +73,7 @@ fn header(name: &str, joined: &Joined, num_params: u64) -> pb::UpdateChunk {
             num_samples: 100,
             encoding: pb::UpdateEncoding::F32Le as i32,
             num_params,
+            privacy: None,
         })),
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use fedshield_core::privacy::PrivacyTarget;
 use fedshield_core::{ModelSpec, TrainingPlan};
 
 /// How many connected participants a round samples.
@@ -174,6 +175,10 @@ pub struct CoordinatorConfig {
     /// A labelled evaluation set the coordinator scores each new version on
     /// (public or operator-owned data, never a participant's).
     pub evaluation: Option<std::sync::Arc<fedshield_core::data::Dataset>>,
+    /// Differential privacy the federation promises each participant's
+    /// records over all `round.max_rounds` rounds; the plan's noise is
+    /// calibrated from it at start. `None` trains without DP.
+    pub privacy: Option<PrivacyTarget>,
 }
 
 impl CoordinatorConfig {
@@ -200,6 +205,24 @@ impl CoordinatorConfig {
             chunk_idle_timeout: Duration::from_secs(10),
             feature_schema_toml: None,
             evaluation: None,
+            privacy: None,
+        }
+    }
+
+    /// Returns the training plan rounds announce: `plan`, with its DP
+    /// settings calibrated from `privacy` over `round.max_rounds` rounds when
+    /// a privacy target is set.
+    ///
+    /// # Errors
+    /// The calibration's error, naming the setting.
+    pub fn training_plan(&self) -> fedshield_core::Result<TrainingPlan> {
+        match &self.privacy {
+            Some(target) => fedshield_core::privacy::calibrate_plan(
+                &self.plan,
+                target,
+                self.round.max_rounds.unwrap_or(0),
+            ),
+            None => Ok(self.plan.clone()),
         }
     }
 
@@ -234,6 +257,18 @@ impl CoordinatorConfig {
                 evaluation.num_features(),
                 self.model.input_dim
             ));
+        }
+        if let Some(target) = &self.privacy {
+            if let Err(error) = target.validate() {
+                problems.push(error.to_string());
+            } else if self.round.max_rounds.is_none() {
+                problems.push(
+                    "privacy needs round.max_rounds: the noise is calibrated for a known number of rounds"
+                        .to_string(),
+                );
+            } else if let Err(error) = self.training_plan() {
+                problems.push(error.to_string());
+            }
         }
         if self.max_concurrent_uploads == 0 {
             problems.push("max_concurrent_uploads must be at least 1".to_string());

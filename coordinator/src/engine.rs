@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 use fedshield_core::clock::unix_ms;
 
 use fedshield_core::aggregate::FedAvg;
+use fedshield_core::privacy::{ModelPrivacy, PrivacyReport};
 use fedshield_core::weights::ModelWeights;
 use fedshield_core::{ModelVersion, ParticipantId, RoundId, TrainingPlan};
 use rand::seq::SliceRandom;
@@ -81,6 +82,8 @@ pub struct UpdateRequest {
     pub session_token: String,
     pub num_samples: u64,
     pub num_params: u64,
+    /// The participant's privacy guarantee; required when the plan has DP.
+    pub privacy: Option<PrivacyReport>,
 }
 
 /// Largest example count an update may declare as its FedAvg weight.
@@ -153,8 +156,9 @@ struct OpenRound {
     round_id: RoundId,
     base: Arc<PublishedModel>,
     selected: BTreeSet<ParticipantId>,
-    /// Participants whose update has been folded in, with their example counts.
-    accepted: Vec<(ParticipantId, u64)>,
+    /// Participants whose update has been folded in, with their example
+    /// counts and privacy reports.
+    accepted: Vec<(ParticipantId, u64, Option<PrivacyReport>)>,
     /// Participants whose update stream is being received.
     in_flight: BTreeSet<ParticipantId>,
     /// Participants that said they will not submit.
@@ -171,7 +175,7 @@ impl OpenRound {
     fn has_accepted(&self, participant: &ParticipantId) -> bool {
         self.accepted
             .iter()
-            .any(|(accepted, _)| accepted == participant)
+            .any(|(accepted, _, _)| accepted == participant)
     }
 
     fn announcement(&self, plan: &TrainingPlan) -> Announcement {
@@ -249,6 +253,8 @@ struct EngineInner {
     server_optimizer: Mutex<fedshield_core::aggregate::ServerMomentum>,
     /// Optional labelled data each new version is scored on for its card.
     evaluation: std::sync::OnceLock<Arc<fedshield_core::data::Dataset>>,
+    /// δ of the federation's privacy target, for the guarantees on model cards.
+    privacy_delta: std::sync::OnceLock<f64>,
 }
 
 /// Handle to the round engine; cheap to clone.
@@ -265,6 +271,7 @@ pub struct UpdateTicket {
     round_id: RoundId,
     participant: ParticipantId,
     num_samples: u64,
+    privacy: Option<PrivacyReport>,
     num_params: usize,
     aggregate: SharedAggregate,
     committed: bool,
@@ -343,6 +350,7 @@ impl Engine {
                 upload_permits_total: max_concurrent_uploads.max(1),
                 receive_buffers: Mutex::new(Vec::new()),
                 evaluation: std::sync::OnceLock::new(),
+                privacy_delta: std::sync::OnceLock::new(),
                 server_optimizer: Mutex::new(server_optimizer),
                 published,
             }),
@@ -356,6 +364,12 @@ impl Engine {
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sets the δ at which model cards state the plan's guarantees; only
+    /// the first call has effect.
+    pub fn set_privacy_delta(&self, delta: f64) {
+        let _ = self.inner.privacy_delta.set(delta);
     }
 
     /// Sets the labelled data every newly published version is scored on;
@@ -528,12 +542,25 @@ impl Engine {
                 request.num_samples
             )));
         }
+        match (&self.inner.plan.dp_sgd, &request.privacy) {
+            (Some(_), None) => {
+                return Err(CoordinatorError::MalformedUpdate(
+                    "the round's plan has differential privacy and the update carries no privacy report"
+                        .to_string(),
+                ));
+            }
+            (_, Some(report)) => report
+                .validate()
+                .map_err(|error| CoordinatorError::MalformedUpdate(error.to_string()))?,
+            (None, None) => {}
+        }
         round.in_flight.insert(request.participant.clone());
         Ok(UpdateTicket {
             engine: self.clone(),
             round_id: round.round_id,
             participant: request.participant,
             num_samples: request.num_samples,
+            privacy: request.privacy,
             num_params,
             aggregate: round.aggregate.clone(),
             committed: false,
@@ -590,13 +617,20 @@ impl Engine {
         let round_id = ticket.round_id;
         let participant = ticket.participant.clone();
         let num_samples = ticket.num_samples;
+        let privacy = ticket.privacy;
         // Fold and record under the aggregate lock (then the state lock, the
         // documented order): a round that closes takes the aggregate under the
         // same lock, so an update is either both folded and listed as a
         // contributor, or neither.
         let committed = tokio::task::spawn_blocking(move || -> Result<usize> {
-            let result =
-                engine.fold_and_record(&aggregate, &delta, round_id, participant, num_samples);
+            let result = engine.fold_and_record(
+                &aggregate,
+                &delta,
+                round_id,
+                participant,
+                num_samples,
+                privacy,
+            );
             engine.recycle_receive_buffer(delta);
             result
         })
@@ -642,6 +676,7 @@ impl Engine {
         round_id: RoundId,
         participant: ParticipantId,
         num_samples: u64,
+        privacy: Option<PrivacyReport>,
     ) -> Result<usize> {
         let mut guard = aggregate
             .lock()
@@ -663,7 +698,7 @@ impl Engine {
         match &mut state.round {
             RoundState::Open(round) if round.round_id == round_id => {
                 round.in_flight.remove(&participant);
-                round.accepted.push((participant, num_samples));
+                round.accepted.push((participant, num_samples, privacy));
                 Ok(round.accepted.len())
             }
             // Unreachable while the aggregate is open; kept total.
@@ -687,7 +722,7 @@ impl Engine {
                 accepted: round
                     .accepted
                     .iter()
-                    .map(|(participant, _)| participant.clone())
+                    .map(|(participant, _, _)| participant.clone())
                     .collect(),
                 quorum: round.quorum,
                 deadline_unix_ms: round.deadline_unix_ms,
@@ -927,15 +962,23 @@ impl Engine {
         let contributors: Vec<ParticipantId> = round
             .accepted
             .iter()
-            .map(|(participant, _)| participant.clone())
+            .map(|(participant, _, _)| participant.clone())
             .collect();
-        let num_examples: u64 = round.accepted.iter().map(|(_, count)| count).sum();
+        let num_examples: u64 = round.accepted.iter().map(|(_, count, _)| count).sum();
         let round_id = round.round_id;
         let contributor_names: Vec<String> = contributors
             .iter()
             .map(|participant| participant.to_string())
             .collect();
         let evaluation = self.inner.evaluation.get().cloned();
+        let privacy_reports: Vec<(String, PrivacyReport)> = round
+            .accepted
+            .iter()
+            .filter_map(|(participant, _, report)| {
+                report.map(|report| (participant.to_string(), report))
+            })
+            .collect();
+        let privacy_delta = self.inner.privacy_delta.get().copied();
         let engine = self.clone();
         let built = tokio::task::spawn_blocking(move || -> Result<PublishedModel> {
             let mut params = fed_avg.finish(&base.weights.params)?;
@@ -952,6 +995,15 @@ impl Engine {
                 )?),
                 None => None,
             };
+            let privacy = match (&plan.dp_sgd, privacy_delta) {
+                (Some(_), Some(delta)) => Some(ModelPrivacy::next(
+                    base.card.privacy.as_ref(),
+                    &plan,
+                    delta,
+                    &privacy_reports,
+                )?),
+                _ => None,
+            };
             let version = base.version.next();
             let card = ModelCard {
                 version: version.0,
@@ -967,6 +1019,7 @@ impl Engine {
                 feature_schema: base.card.feature_schema.clone(),
                 feature_schema_sha256: base.card.feature_schema_sha256.clone(),
                 metrics,
+                privacy,
             };
             let model = PublishedModel {
                 version,
@@ -1045,7 +1098,7 @@ impl Engine {
             contributors: round
                 .accepted
                 .iter()
-                .map(|(participant, _)| participant.clone())
+                .map(|(participant, _, _)| participant.clone())
                 .collect(),
             duration: round.opened_at.elapsed(),
             reason,

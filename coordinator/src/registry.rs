@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use fedshield_core::metrics::BinaryMetrics;
+use fedshield_core::privacy::ModelPrivacy;
 use fedshield_core::weights::ModelWeights;
 use fedshield_core::{CoreError, ModelSpec, ModelVersion, TrainingPlan};
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,10 @@ pub struct ModelCard {
     /// Metrics on the coordinator's evaluation set, when one is configured.
     #[serde(default)]
     pub metrics: Option<BinaryMetrics>,
+    /// The model's differential-privacy guarantee: per participant whose
+    /// data went into it, and the worst of them.
+    #[serde(default)]
+    pub privacy: Option<ModelPrivacy>,
 }
 
 /// One published model version held in memory.

@@ -110,6 +110,7 @@ pub fn load_or_init_model(
             )?),
             None => None,
         },
+        privacy: None,
     };
     let model = PublishedModel {
         version: ModelVersion(0),
@@ -133,6 +134,20 @@ pub async fn start(
     config
         .validate()
         .map_err(|problems| CoordinatorError::Store(CoreError::InvalidPlan(problems.join("; "))))?;
+    // From here on the plan is the one rounds announce, DP noise calibrated.
+    let mut config = config;
+    config.plan = config.training_plan()?;
+    if let (Some(target), Some(dp_sgd)) = (&config.privacy, &config.plan.dp_sgd) {
+        info!(
+            epsilon = target.epsilon,
+            delta = target.delta,
+            sampling_rate = dp_sgd.sampling_rate,
+            steps_per_round = dp_sgd.steps_per_round,
+            noise_multiplier = dp_sgd.noise_multiplier,
+            clip_norm = dp_sgd.clip_norm,
+            "differential privacy calibrated"
+        );
+    }
     let local_addr = listener.local_addr().map_err(|source| CoreError::Io {
         path: "listener".into(),
         source,
@@ -154,6 +169,9 @@ pub async fn start(
     );
     if let Some(evaluation) = &config.evaluation {
         engine.set_evaluation_set(evaluation.clone());
+    }
+    if let Some(target) = &config.privacy {
+        engine.set_privacy_delta(target.delta);
     }
     let service = FederationService::new(
         engine.clone(),

@@ -8,7 +8,8 @@ use fedshield_core::clock::unix_ms_now;
 
 use bytes::Bytes;
 use fedshield_core::codec::{ChunkAssembler, MAX_CHUNK_BYTES, params_as_le_bytes};
-use fedshield_core::{ModelVersion, ParticipantId, RoundId};
+use fedshield_core::privacy::PrivacyReport;
+use fedshield_core::{ModelVersion, ParticipantId, RoundId, TrainingPlan};
 use fedshield_proto::v1 as pb;
 use fedshield_proto::v1::federation_server::Federation;
 use futures::Stream;
@@ -101,13 +102,7 @@ impl Federation for FederationService {
                                 round_id: announcement.round_id.0,
                                 base_model_version: announcement.base_version.0,
                                 base_model_sha256: announcement.base_sha256,
-                                plan: Some(pb::TrainingPlan {
-                                    local_epochs: announcement.plan.local_epochs,
-                                    batch_size: announcement.plan.batch_size,
-                                    learning_rate: announcement.plan.learning_rate,
-                                    max_local_steps: announcement.plan.max_local_steps,
-                                    weight_decay: announcement.plan.weight_decay,
-                                }),
+                                plan: Some(plan_message(&announcement.plan)),
                                 deadline_unix_ms: announcement.deadline_unix_ms,
                                 feature_schema_sha256: announcement.feature_schema_sha256.unwrap_or_default(),
                             }))
@@ -186,6 +181,12 @@ impl Federation for FederationService {
                 session_token: header.session_token,
                 num_samples: header.num_samples,
                 num_params: header.num_params,
+                privacy: header.privacy.map(|report| PrivacyReport {
+                    epsilon: report.epsilon,
+                    delta: report.delta,
+                    org_epsilon: report.org_epsilon,
+                    num_rounds: report.num_rounds,
+                }),
             })
             .inspect_err(|error| warn!(round = %round_id, participant = %participant, error = %error, "update refused"))?;
         // Bounded memory: at most `max_concurrent_uploads` updates are
@@ -373,5 +374,26 @@ pub fn status_message(status: &EngineStatus) -> pb::CoordinatorStatus {
                 reason: summary.reason.clone(),
             })
             .collect(),
+    }
+}
+
+/// Returns the wire form of a training plan.
+pub fn plan_message(plan: &TrainingPlan) -> pb::TrainingPlan {
+    pb::TrainingPlan {
+        local_epochs: plan.local_epochs,
+        batch_size: plan.batch_size,
+        learning_rate: plan.learning_rate,
+        max_local_steps: plan.max_local_steps,
+        weight_decay: plan.weight_decay,
+        dp_sgd: plan.dp_sgd.as_ref().map(|dp| pb::DpSgdPlan {
+            sampling_rate: dp.sampling_rate,
+            noise_multiplier: dp.noise_multiplier,
+            clip_norm: dp.clip_norm,
+            steps_per_round: dp.steps_per_round,
+        }),
+        org_dp: plan.org_dp.as_ref().map(|org| pb::OrgDpPlan {
+            clip_norm: org.clip_norm,
+            noise_multiplier: org.noise_multiplier,
+        }),
     }
 }

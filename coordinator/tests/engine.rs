@@ -67,6 +67,7 @@ impl Harness {
             session_token: session.token.clone(),
             num_samples: 10,
             num_params: self.num_params() as u64,
+            privacy: None,
         }
     }
 

@@ -293,7 +293,7 @@ fn clip_to_norm(values: &mut [f32], max_norm: f64) -> bool {
 ///
 /// # Errors
 /// [`CoreError::InvalidPlan`] or [`CoreError::InvalidPrivacy`] for bad plans,
-/// [`CoreError::ParamCountMismatch`], [`CoreError::EmptyDataset`],
+/// [`CoreError::InvalidSpec`], [`CoreError::ParamCountMismatch`], [`CoreError::EmptyDataset`],
 /// [`CoreError::FeatureDimMismatch`], or [`CoreError::Training`] for a class
 /// index the model cannot output or a loss, gradient norm or parameter that
 /// became non-finite.
@@ -378,7 +378,7 @@ fn run_dp_sgd<R: Rng + CryptoRng + ?Sized>(
             }
             Some(sums)
         };
-        apply_noisy_step(&mut layers, clipped_sums, noise_std, step_scale, rng);
+        layers = apply_noisy_step(layers, clipped_sums, noise_std, step_scale, rng);
     }
     let params = flatten_layers(layers);
     if let Some(index) = params.iter().position(|value| !value.is_finite()) {
@@ -703,24 +703,33 @@ impl BatchPass {
 /// the noise being N(0, noise_std²) per coordinate; with no clipped sums
 /// (an empty sample) the step is noise alone.
 fn apply_noisy_step<R: Rng + CryptoRng + ?Sized>(
-    layers: &mut [DenseLayer],
+    layers: Vec<DenseLayer>,
     clipped_sums: Option<ClippedSums>,
     noise_std: f64,
     step_scale: f64,
     rng: &mut R,
-) {
+) -> Vec<DenseLayer> {
     let mut clipped_sums = clipped_sums.map(Vec::into_iter);
-    for layer in layers.iter_mut() {
-        let (weight_sum, bias_sum) = clipped_sums.as_mut().and_then(Iterator::next).unzip();
-        let weight_noise = gaussian_tensor(layer.weight.dims(), noise_std, rng); // [d_in, d_out]
-        let bias_noise = gaussian_tensor(layer.bias.dims(), noise_std, rng); // [d_out]
-        if let Some(weight_step) = sum_of_present(weight_sum, weight_noise) {
-            layer.weight = layer.weight.clone() - weight_step.mul_scalar(step_scale);
-        }
-        if let Some(bias_step) = sum_of_present(bias_sum, bias_noise) {
-            layer.bias = layer.bias.clone() - bias_step.mul_scalar(step_scale);
-        }
-    }
+    // The layers are moved, not cloned, so that the backend updates their
+    // tensors in place.
+    layers
+        .into_iter()
+        .map(|DenseLayer { weight, bias }| {
+            let (weight_sum, bias_sum) = clipped_sums.as_mut().and_then(Iterator::next).unzip();
+            let weight_noise = gaussian_tensor(weight.dims(), noise_std, rng); // [d_in, d_out]
+            let bias_noise = gaussian_tensor(bias.dims(), noise_std, rng); // [d_out]
+            DenseLayer {
+                weight: match sum_of_present(weight_sum, weight_noise) {
+                    Some(step) => weight - step.mul_scalar(step_scale),
+                    None => weight,
+                },
+                bias: match sum_of_present(bias_sum, bias_noise) {
+                    Some(step) => bias - step.mul_scalar(step_scale),
+                    None => bias,
+                },
+            }
+        })
+        .collect()
 }
 
 /// Returns `first + second`, either alone if the other is absent, or none.
@@ -938,7 +947,10 @@ mod tests {
             let data = random_dataset(num_rows, 8, 2, 1000.0, 100 + seed);
             let outcome = run_dp_sgd(&weights, &data, &plan, &dp, &mut seeded_rng(seed)).unwrap();
             let change = l2_norm(&outcome.delta_from(&weights.params));
-            let bound = f64::from(learning_rate) * clip_norm * num_rows as f64 / num_rows as f64;
+            // q = 1: the expected batch q·N is the whole batch.
+            let expected_batch_size = num_rows as f64;
+            let bound =
+                f64::from(learning_rate) * clip_norm * num_rows as f64 / expected_batch_size;
             assert!(
                 change <= bound * (1.0 + 1e-4),
                 "change {change} above {bound}"
@@ -1242,13 +1254,11 @@ mod tests {
             train_local_dp(&weights, &unknown_class, &plan, &good, &mut seeded_rng(1)),
             Err(CoreError::Training(_))
         ));
-        let attacks_only = random_dataset(3, 3, 1, 1.0, 4).filter(|_| false);
         let autoencoder = ModelWeights::init(ModelSpec::autoencoder(3, vec![2]), 1).unwrap();
         let mut attack_rows = Dataset::new(3);
         attack_rows
             .push(&[1.0, 2.0, 3.0], crate::data::ATTACK)
             .unwrap();
-        assert!(attacks_only.is_empty());
         assert!(matches!(
             train_local_dp(&autoencoder, &attack_rows, &plan, &good, &mut seeded_rng(1)),
             Err(CoreError::EmptyDataset)

@@ -16,6 +16,7 @@
 //! - [`training`]: local training with burn (ndarray backend, autodiff).
 //! - [`inference`]: scoring feature vectors with a model.
 //! - [`metrics`]: accuracy, ROC-AUC and friends.
+//! - [`privacy`]: privacy targets, plan calibration, participants' reports and model cards' guarantees.
 
 pub mod accountant;
 pub mod aggregate;
@@ -30,6 +31,7 @@ pub mod inference;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod privacy;
 pub mod schema;
 pub mod telemetry;
 pub mod training;

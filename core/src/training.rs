@@ -41,6 +41,10 @@ pub struct TrainingPlan {
     /// L2 penalty on the parameters (weight decay) of local SGD; 0 turns it off.
     #[config(default = 0.0)]
     pub weight_decay: f32,
+    /// Record-level differential privacy (DP-SGD); `None` trains without it.
+    pub dp_sgd: Option<crate::dp::DpSgdPlan>,
+    /// Organization-level differential privacy of the whole update, on top.
+    pub org_dp: Option<crate::dp::OrgDpPlan>,
 }
 
 impl TrainingPlan {
@@ -75,6 +79,12 @@ impl TrainingPlan {
                 "weight_decay is {}, must be in [0, 1]",
                 self.weight_decay
             )));
+        }
+        if let Some(dp_sgd) = &self.dp_sgd {
+            dp_sgd.validate()?;
+        }
+        if let Some(org_dp) = &self.org_dp {
+            org_dp.validate()?;
         }
         Ok(())
     }

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use fedshield_core::ParticipantId;
 
+use crate::ledger::PrivacyBudget;
+
 /// Everything a participant needs to run.
 #[derive(Debug, Clone)]
 pub struct ParticipantConfig {
@@ -23,6 +25,11 @@ pub struct ParticipantConfig {
     /// sha256 of the schema the local data was featurized with; rounds of a
     /// federation with another schema are declined. `None` skips the check.
     pub feature_schema_sha256: Option<String>,
+    /// The most privacy this participant may ever spend. With a budget it
+    /// only takes part in rounds with differential privacy, and declines a
+    /// round that would exceed it. Without one it still trains with DP when
+    /// the plan asks, and records and reports the spend (δ = 1e-5).
+    pub privacy_budget: Option<PrivacyBudget>,
 }
 
 impl ParticipantConfig {
@@ -40,6 +47,7 @@ impl ParticipantConfig {
             max_backoff: Duration::from_secs(1),
             missed_heartbeats: 5,
             feature_schema_sha256: None,
+            privacy_budget: None,
         }
     }
 
@@ -65,6 +73,11 @@ impl ParticipantConfig {
         }
         if self.missed_heartbeats == 0 {
             problems.push("missed_heartbeats must be at least 1".to_string());
+        }
+        if let Some(budget) = &self.privacy_budget
+            && let Err(budget_problems) = budget.validate()
+        {
+            problems.extend(budget_problems);
         }
         if problems.is_empty() {
             Ok(())

@@ -19,6 +19,31 @@ pub enum ParticipantError {
         expected: String,
         actual: String,
     },
+    #[error("privacy ledger {path}: {reason}")]
+    Ledger {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error(
+        "privacy budget exhausted: spent epsilon {spent:.4} of {budget:.4}; this round would bring it to {would_be:.4}"
+    )]
+    BudgetExhausted {
+        spent: f64,
+        would_be: f64,
+        budget: f64,
+    },
+    #[error(
+        "organization-level privacy budget exhausted: spent epsilon {spent:.4} of {budget:.4}; this round would bring it to {would_be:.4}"
+    )]
+    OrgBudgetExhausted {
+        spent: f64,
+        would_be: f64,
+        budget: f64,
+    },
+    #[error(
+        "the round's plan has no differential privacy, and this participant has a privacy budget: it only trains with DP"
+    )]
+    PrivacyRequired,
     #[error("round {0} deadline passed before the update was ready")]
     DeadlinePassed(RoundId),
     #[error(transparent)]

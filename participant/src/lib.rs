@@ -5,14 +5,17 @@
 //! - [`node`]: the participant loop (join, download, train, submit).
 //! - [`cache`]: downloaded model versions, sha256-checked.
 //! - [`backoff`]: reconnection delays.
+//! - [`ledger`]: the privacy ledger, append-only and fsynced before any update leaves.
 //! - [`error`]: the error type.
 
 pub mod backoff;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod ledger;
 pub mod node;
 
 pub use config::ParticipantConfig;
 pub use error::ParticipantError;
+pub use ledger::{PrivacyBudget, PrivacyLedger};
 pub use node::{Participant, ParticipantEvent};

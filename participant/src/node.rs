@@ -2,6 +2,12 @@
 //! it is sampled for, downloads the base model (cached, sha256-checked),
 //! trains locally and streams back its update.
 //!
+//! Privacy: when the round's plan has DP, the spend is checked against the
+//! budget and recorded in the ledger (fsynced) before training starts; local
+//! training is DP-SGD with noise from an OS-seeded CSPRNG; with
+//! organization-level DP the whole update is clipped and noised too; the
+//! update carries the ledger's cumulative guarantee.
+//!
 //! Connection handling: any failure (refused connection, dropped stream,
 //! silent coordinator) leads to a reconnect with exponential backoff; the
 //! coordinator re-announces an open round to a participant that rejoins.
@@ -13,7 +19,9 @@ use fedshield_core::clock::unix_ms_now;
 
 use fedshield_core::codec::{ChunkAssembler, DEFAULT_CHUNK_PARAMS, encode_chunks};
 use fedshield_core::data::Dataset;
+use fedshield_core::dp::{DpSgdPlan, OrgDpPlan, os_seeded_rng, privatize_update, train_local_dp};
 use fedshield_core::model::ModelSpec;
+use fedshield_core::privacy::PrivacyReport;
 use fedshield_core::training::train_local;
 use fedshield_core::weights::{ModelWeights, params_sha256};
 use fedshield_core::{ModelVersion, RoundId, TrainingPlan};
@@ -29,6 +37,12 @@ use crate::backoff::Backoff;
 use crate::cache::ModelCache;
 use crate::config::ParticipantConfig;
 use crate::error::{ParticipantError, Result};
+use crate::ledger::{DEFAULT_DELTA, LedgerEntry, PrivacyLedger};
+
+/// Environment variable that makes the process abort right after a ledger
+/// entry is durable and before training: the crash tests use it to prove
+/// the ledger never under-counts. Never set it in production.
+pub const CRASH_AFTER_LEDGER_WRITE_ENV: &str = "FEDSHIELD_TEST_CRASH_AFTER_LEDGER_WRITE";
 
 /// Largest gRPC message accepted from the coordinator.
 const MAX_MESSAGE_BYTES: usize = fedshield_core::codec::MAX_CHUNK_BYTES + 64 * 1024;
@@ -47,6 +61,8 @@ pub enum ParticipantEvent {
     },
     /// A round was skipped; the reason says why.
     RoundFailed { round_id: RoundId, reason: String },
+    /// A round was declined because the privacy budget would be exceeded.
+    BudgetExhausted { round_id: RoundId, reason: String },
 }
 
 /// A participant: its configuration and its private training data.
@@ -54,6 +70,8 @@ pub struct Participant {
     config: ParticipantConfig,
     data: Arc<Dataset>,
     cache: ModelCache,
+    /// The privacy ledger, locked by this process for its lifetime.
+    ledger: Arc<std::sync::Mutex<PrivacyLedger>>,
     events: Option<mpsc::UnboundedSender<ParticipantEvent>>,
 }
 
@@ -62,7 +80,8 @@ impl Participant {
     ///
     /// # Errors
     /// [`ParticipantError::Config`] listing every configuration problem, or
-    /// if the dataset is empty.
+    /// if the dataset is empty; [`ParticipantError::Ledger`] if the privacy
+    /// ledger cannot be opened.
     pub fn new(config: ParticipantConfig, data: Dataset) -> Result<Self> {
         config
             .validate()
@@ -73,10 +92,12 @@ impl Participant {
             ));
         }
         let cache = ModelCache::new(&config.data_dir.join("models"));
+        let ledger = PrivacyLedger::open(&config.data_dir)?;
         Ok(Participant {
             config,
             data: Arc::new(data),
             cache,
+            ledger: Arc::new(std::sync::Mutex::new(ledger)),
             events: None,
         })
     }
@@ -216,9 +237,13 @@ impl Participant {
                                     debug!(code = ?status.code(), "decline not recorded");
                                 }
                             }
-                            self.report(ParticipantEvent::RoundFailed {
-                                round_id,
-                                reason: error.to_string(),
+                            let reason = error.to_string();
+                            self.report(match error {
+                                ParticipantError::BudgetExhausted { .. }
+                                | ParticipantError::OrgBudgetExhausted { .. } => {
+                                    ParticipantEvent::BudgetExhausted { round_id, reason }
+                                }
+                                _ => ParticipantEvent::RoundFailed { round_id, reason },
                             });
                         }
                     }
@@ -255,14 +280,10 @@ impl Participant {
         let plan_message = announcement.plan.ok_or_else(|| {
             ParticipantError::Protocol("announcement has no training plan".into())
         })?;
-        let plan = TrainingPlan {
-            local_epochs: plan_message.local_epochs,
-            batch_size: plan_message.batch_size,
-            learning_rate: plan_message.learning_rate,
-            max_local_steps: plan_message.max_local_steps,
-            weight_decay: plan_message.weight_decay,
-        };
+        let plan = plan_from_message(plan_message);
         plan.validate()?;
+        // Refuse early, before downloading anything, if the budget is spent.
+        self.check_privacy(round_id, base_version, &plan)?;
         let base = match self
             .cache
             .get(base_version, &announcement.base_model_sha256)
@@ -285,30 +306,59 @@ impl Participant {
                 self.data.num_features()
             )));
         }
+        // The spend is durable from here on, before anything derived from
+        // the data exists.
+        let privacy = self.record_privacy(round_id, base_version, &plan)?;
         let data = self.data.clone();
         let base = Arc::new(base);
         let training_base = base.clone();
-        // Shuffling seed from the OS-seeded thread RNG: local training order
-        // is not predictable from outside.
-        let seed: u64 = rand::rng().random();
-        let outcome =
-            tokio::task::spawn_blocking(move || train_local(&training_base, &data, &plan, seed))
-                .await
-                .map_err(|error| {
-                    ParticipantError::Protocol(format!("training task failed: {error}"))
-                })??;
+        let training_plan = plan.clone();
+        let (outcome, delta) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let outcome = match &training_plan.dp_sgd {
+                Some(dp_sgd) => {
+                    let mut rng = os_seeded_rng()?;
+                    train_local_dp(&training_base, &data, &training_plan, dp_sgd, &mut rng)?
+                }
+                None => {
+                    // Shuffling seed from the OS-seeded thread RNG: local
+                    // training order is not predictable from outside.
+                    let seed: u64 = rand::rng().random();
+                    train_local(&training_base, &data, &training_plan, seed)?
+                }
+            };
+            let mut delta = outcome.delta_from(&training_base.params);
+            if let Some(org_dp) = &training_plan.org_dp {
+                let mut rng = os_seeded_rng()?;
+                privatize_update(&mut delta, org_dp, &mut rng)?;
+            }
+            Ok((outcome, delta))
+        })
+        .await
+        .map_err(|error| ParticipantError::Protocol(format!("training task failed: {error}")))??;
         if unix_ms_now() > announcement.deadline_unix_ms {
             return Err(ParticipantError::DeadlinePassed(round_id));
         }
-        let delta = outcome.delta_from(&base.params);
+        // Under DP the size of the local data is not disclosed: every update
+        // weighs the same.
+        let num_samples = if plan.dp_sgd.is_some() {
+            1
+        } else {
+            self.data.len() as u64
+        };
         let header = pb::UpdateHeader {
             round_id: round_id.0,
             base_model_version: base_version.0,
             participant_id: self.config.participant_id.to_string(),
             session_token,
-            num_samples: self.data.len() as u64,
+            num_samples,
             encoding: pb::UpdateEncoding::F32Le as i32,
             num_params: delta.len() as u64,
+            privacy: privacy.map(|report| pb::PrivacyReport {
+                epsilon: report.epsilon,
+                delta: report.delta,
+                org_epsilon: report.org_epsilon,
+                num_rounds: report.num_rounds,
+            }),
         };
         let response = submit_update(client, header, delta).await?;
         info!(
@@ -323,6 +373,119 @@ impl Participant {
             num_steps: outcome.num_steps,
             mean_loss: outcome.mean_loss,
         })
+    }
+}
+
+impl Participant {
+    /// Returns the ledger entry this round would add, or `None` without DP.
+    ///
+    /// # Errors
+    /// [`ParticipantError::PrivacyRequired`] for a round without DP when a
+    /// budget is set; the budget errors when the round would exceed it.
+    fn check_privacy(
+        &self,
+        round_id: RoundId,
+        base_version: ModelVersion,
+        plan: &TrainingPlan,
+    ) -> Result<Option<(LedgerEntry, PrivacyReport)>> {
+        let ledger = self
+            .ledger
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.privacy_entry(&ledger, round_id, base_version, plan)
+    }
+
+    fn privacy_entry(
+        &self,
+        ledger: &PrivacyLedger,
+        round_id: RoundId,
+        base_version: ModelVersion,
+        plan: &TrainingPlan,
+    ) -> Result<Option<(LedgerEntry, PrivacyReport)>> {
+        let budget = self.config.privacy_budget;
+        let Some(dp_sgd) = &plan.dp_sgd else {
+            return match budget {
+                Some(_) => Err(ParticipantError::PrivacyRequired),
+                None => Ok(None),
+            };
+        };
+        let delta = budget.map_or(DEFAULT_DELTA, |budget| budget.delta);
+        let entry = LedgerEntry::for_round(round_id, base_version, dp_sgd, plan.org_dp.as_ref());
+        let after = ledger.spent_with(&entry, delta)?;
+        if let Some(budget) = budget {
+            let spent = ledger.spent(delta)?;
+            if after.epsilon > budget.epsilon {
+                return Err(ParticipantError::BudgetExhausted {
+                    spent: spent.epsilon,
+                    would_be: after.epsilon,
+                    budget: budget.epsilon,
+                });
+            }
+            if let (Some(org_budget), Some(org_after)) = (budget.org_epsilon, after.org_epsilon)
+                && org_after > org_budget
+            {
+                return Err(ParticipantError::OrgBudgetExhausted {
+                    spent: spent.org_epsilon.unwrap_or(0.0),
+                    would_be: org_after,
+                    budget: org_budget,
+                });
+            }
+        }
+        Ok(Some((entry, after.report())))
+    }
+
+    /// Checks the round against the budget again and records its spend
+    /// durably; returns the report to send with the update.
+    fn record_privacy(
+        &self,
+        round_id: RoundId,
+        base_version: ModelVersion,
+        plan: &TrainingPlan,
+    ) -> Result<Option<PrivacyReport>> {
+        // One lock for the check and the write: nothing can spend in between.
+        let mut ledger = self
+            .ledger
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some((entry, report)) = self.privacy_entry(&ledger, round_id, base_version, plan)?
+        else {
+            return Ok(None);
+        };
+        ledger.record(entry)?;
+        drop(ledger);
+        info!(
+            epsilon = report.epsilon,
+            delta = report.delta,
+            num_rounds = report.num_rounds,
+            "privacy spend recorded"
+        );
+        if std::env::var_os(CRASH_AFTER_LEDGER_WRITE_ENV).is_some() {
+            warn!("{CRASH_AFTER_LEDGER_WRITE_ENV} is set: aborting after the ledger write");
+            std::process::abort();
+        }
+        Ok(Some(report))
+    }
+}
+
+/// Returns the training plan an announcement carries.
+pub fn plan_from_message(message: pb::TrainingPlan) -> TrainingPlan {
+    TrainingPlan {
+        local_epochs: message.local_epochs,
+        batch_size: message.batch_size,
+        learning_rate: message.learning_rate,
+        max_local_steps: message.max_local_steps,
+        weight_decay: message.weight_decay,
+        dp_sgd: message.dp_sgd.map(|dp| {
+            DpSgdPlan::new(
+                dp.sampling_rate,
+                dp.noise_multiplier,
+                dp.clip_norm,
+                dp.steps_per_round,
+            )
+        }),
+        org_dp: message
+            .org_dp
+            .map(|org| OrgDpPlan::new(org.clip_norm, org.noise_multiplier)),
     }
 }
 

@@ -1,0 +1,492 @@
+//! Privacy guarantees as they travel between participants, the coordinator
+//! and model cards, and the calibration of a federation's DP plan from the
+//! (ε, δ) an operator asks for.
+//!
+//! Who computes what:
+//! - The coordinator turns the operator's target (ε, δ over the whole
+//!   training) into a [`DpSgdPlan`] with [`calibrate_plan`]: the sampling rate,
+//!   the local steps per round and the number of rounds are public, so the
+//!   noise multiplier σ follows from the accountant alone and nothing about
+//!   any participant's data enters it.
+//! - Each participant keeps its own ledger (the source of truth), composes
+//!   every run it took part in, and reports its cumulative guarantee with each
+//!   update as a [`PrivacyReport`].
+//! - Each model card carries a [`ModelPrivacy`]: for every participant whose
+//!   data shaped the model, its last reported guarantee and the guarantee the
+//!   plan implies for the rounds it contributed to; the model's guarantee is
+//!   the worst of them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::accountant::{
+    Conversion, RdpAccountant, SubsampledGaussian, calibrate_noise_multiplier,
+};
+use crate::dp::{DpSgdPlan, OrgDpPlan};
+use crate::error::{CoreError, Result};
+use crate::training::TrainingPlan;
+
+/// Name of the record-level mechanism, as model cards state it.
+pub const DP_SGD_MECHANISM: &str =
+    "dp-sgd: poisson-subsampled gaussian, per-example L2 clipping, rdp accounting";
+
+/// Name of the organization-level mechanism, as model cards state it.
+pub const ORG_DP_MECHANISM: &str =
+    "update-level gaussian: whole update L2 clipping, rdp accounting";
+
+/// Largest δ accepted anywhere: δ must be far below 1/N to mean anything.
+pub const MAX_DELTA: f64 = 0.01;
+
+/// What an operator asks of a federation: the (ε, δ) each participant's
+/// records get over the whole training, and the DP-SGD knobs that are not
+/// privacy parameters themselves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyTarget {
+    /// ε of record-level DP over all rounds.
+    pub epsilon: f64,
+    /// δ of record-level DP over all rounds.
+    pub delta: f64,
+    /// C: per-example gradient L2 bound.
+    pub clip_norm: f64,
+    /// q: Poisson sampling rate of each local step.
+    pub sampling_rate: f64,
+    /// Organization-level DP on top, if wanted.
+    #[serde(default)]
+    pub org_level: Option<OrgPrivacyTarget>,
+}
+
+/// Organization-level DP target: the whole update of an organization is the
+/// unit of privacy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgPrivacyTarget {
+    /// ε of organization-level DP over all rounds (δ as the record-level target).
+    pub epsilon: f64,
+    /// S: bound on the L2 norm of a whole update.
+    pub clip_norm: f64,
+}
+
+impl PrivacyTarget {
+    /// Checks every value, naming the one that is wrong.
+    ///
+    /// # Errors
+    /// [`CoreError::InvalidPrivacy`].
+    pub fn validate(&self) -> Result<()> {
+        check_epsilon("privacy.epsilon", self.epsilon)?;
+        check_delta("privacy.delta", self.delta)?;
+        check_positive("privacy.clip_norm", self.clip_norm)?;
+        if !(self.sampling_rate > 0.0 && self.sampling_rate <= 1.0) {
+            return Err(CoreError::InvalidPrivacy(format!(
+                "privacy.sampling_rate is {}, must be in (0, 1]",
+                self.sampling_rate
+            )));
+        }
+        if let Some(org) = &self.org_level {
+            check_epsilon("privacy.org_level.epsilon", org.epsilon)?;
+            check_positive("privacy.org_level.clip_norm", org.clip_norm)?;
+        }
+        Ok(())
+    }
+}
+
+/// Returns `plan` with its DP settings calibrated so that `num_rounds` rounds
+/// meet `target`: local steps per round are `⌈local_epochs / q⌉` (capped by
+/// `max_local_steps` when set), and σ is the smallest noise multiplier whose
+/// composition over all those steps stays within the target ε at δ (tight
+/// RDP conversion). The organization-level σ is calibrated the same way for
+/// one full-participation Gaussian release per round.
+///
+/// # Errors
+/// [`CoreError::InvalidPrivacy`] for a bad target, no rounds, or a target no
+/// σ can meet.
+pub fn calibrate_plan(
+    plan: &TrainingPlan,
+    target: &PrivacyTarget,
+    num_rounds: u64,
+) -> Result<TrainingPlan> {
+    target.validate()?;
+    if num_rounds == 0 {
+        return Err(CoreError::InvalidPrivacy(
+            "the number of rounds must be known and positive to calibrate noise (set round.max_rounds)"
+                .to_string(),
+        ));
+    }
+    let epochs_in_steps = (f64::from(plan.local_epochs) / target.sampling_rate).ceil();
+    let mut steps_per_round = epochs_in_steps.min(f64::from(u32::MAX)) as u32;
+    if plan.max_local_steps > 0 {
+        steps_per_round = steps_per_round.min(plan.max_local_steps);
+    }
+    let steps_per_round = steps_per_round.max(1);
+    let total_steps = u64::from(steps_per_round) * num_rounds;
+    let noise_multiplier = calibrate_noise_multiplier(
+        target.sampling_rate,
+        total_steps,
+        target.epsilon,
+        target.delta,
+    )?;
+    let dp_sgd = DpSgdPlan::new(
+        target.sampling_rate,
+        noise_multiplier,
+        target.clip_norm,
+        steps_per_round,
+    );
+    let org_dp = match &target.org_level {
+        Some(org) => {
+            let org_noise = calibrate_noise_multiplier(1.0, num_rounds, org.epsilon, target.delta)?;
+            Some(OrgDpPlan::new(org.clip_norm, org_noise))
+        }
+        None => None,
+    };
+    let mut calibrated = plan.clone();
+    calibrated.dp_sgd = Some(dp_sgd);
+    calibrated.org_dp = org_dp;
+    Ok(calibrated)
+}
+
+/// Returns the record-level mechanism of `rounds` rounds of `dp`.
+pub fn record_level_mechanism(dp: &DpSgdPlan, rounds: u64) -> SubsampledGaussian {
+    SubsampledGaussian {
+        sampling_rate: dp.sampling_rate,
+        noise_multiplier: dp.noise_multiplier,
+        num_steps: u64::from(dp.steps_per_round).saturating_mul(rounds),
+    }
+}
+
+/// Returns the organization-level mechanism of `rounds` rounds of `org`: one
+/// Gaussian release of the clipped update per round, every round counted as
+/// if the organization took part (no credit for being sampled).
+pub fn org_level_mechanism(org: &OrgDpPlan, rounds: u64) -> SubsampledGaussian {
+    SubsampledGaussian {
+        sampling_rate: 1.0,
+        noise_multiplier: org.noise_multiplier,
+        num_steps: rounds,
+    }
+}
+
+/// Returns ε at `delta` of the composition of `mechanisms` (tight conversion).
+///
+/// # Errors
+/// [`CoreError::InvalidPrivacy`] for invalid parameters.
+pub fn composed_epsilon(mechanisms: &[SubsampledGaussian], delta: f64) -> Result<f64> {
+    let mut accountant = RdpAccountant::new();
+    for mechanism in mechanisms {
+        if mechanism.num_steps > 0 {
+            accountant.compose(mechanism)?;
+        }
+    }
+    Ok(accountant.epsilon(delta, Conversion::Tight)?.epsilon)
+}
+
+/// A participant's statement, sent with each update, of everything its
+/// ledger holds after this round: the cumulative guarantee of its records
+/// (and of the organization as a whole, with organization-level DP).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyReport {
+    /// Record-level ε over every round the participant ever trained for.
+    pub epsilon: f64,
+    /// The δ the participant accounts with.
+    pub delta: f64,
+    /// Organization-level ε, when the plan has organization-level DP.
+    #[serde(default)]
+    pub org_epsilon: Option<f64>,
+    /// Rounds recorded in the participant's ledger, this one included.
+    pub num_rounds: u64,
+}
+
+impl PrivacyReport {
+    /// Checks a report that came over the network.
+    ///
+    /// # Errors
+    /// [`CoreError::InvalidPrivacy`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
+            return Err(CoreError::InvalidPrivacy(format!(
+                "reported epsilon is {}, must be finite and non-negative",
+                self.epsilon
+            )));
+        }
+        check_delta("reported delta", self.delta)?;
+        if let Some(org_epsilon) = self.org_epsilon
+            && !(org_epsilon.is_finite() && org_epsilon >= 0.0)
+        {
+            return Err(CoreError::InvalidPrivacy(format!(
+                "reported org_epsilon is {org_epsilon}, must be finite and non-negative"
+            )));
+        }
+        if self.num_rounds == 0 {
+            return Err(CoreError::InvalidPrivacy(
+                "reported num_rounds is 0, a report comes with at least one recorded round"
+                    .to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One participant's line in a model card's privacy statement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantPrivacy {
+    /// The participant's last report (its own ledger's cumulative guarantee).
+    pub reported: PrivacyReport,
+    /// Rounds of this federation the participant's updates were averaged into.
+    pub num_rounds_contributed: u64,
+    /// Record-level ε the coordinator's plan implies for those rounds at the
+    /// model's δ, if every contribution followed the plan.
+    pub plan_epsilon: f64,
+    /// Organization-level ε the plan implies, with organization-level DP.
+    #[serde(default)]
+    pub plan_org_epsilon: Option<f64>,
+}
+
+/// The privacy statement of a published model version: every participant
+/// whose data went into it (through this version or its ancestors), and the
+/// worst guarantee among them, which is the model's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrivacy {
+    /// The record-level mechanism.
+    pub mechanism: String,
+    /// The organization-level mechanism, if any.
+    #[serde(default)]
+    pub org_mechanism: Option<String>,
+    /// δ of the plan's accounting.
+    pub delta: f64,
+    /// The DP-SGD parameters of the rounds.
+    pub dp_sgd: DpSgdPlan,
+    /// Organization-level parameters, if any.
+    #[serde(default)]
+    pub org_dp: Option<OrgDpPlan>,
+    /// Worst record-level ε over contributors: the larger of each one's
+    /// reported and plan-implied ε.
+    pub epsilon: f64,
+    /// Worst organization-level ε over contributors, with organization-level DP.
+    #[serde(default)]
+    pub org_epsilon: Option<f64>,
+    /// Per participant, by id.
+    pub participants: BTreeMap<String, ParticipantPrivacy>,
+}
+
+impl ModelPrivacy {
+    /// Returns the statement of a model aggregated from `parent` (the base
+    /// version's statement, if any) and this round's `reports`, under `plan`'s
+    /// DP settings, with the plan-implied guarantees computed at `delta`.
+    ///
+    /// # Errors
+    /// [`CoreError::InvalidPrivacy`] when the plan has no DP settings or the
+    /// accountant refuses its parameters.
+    pub fn next(
+        parent: Option<&ModelPrivacy>,
+        plan: &TrainingPlan,
+        delta: f64,
+        reports: &[(String, PrivacyReport)],
+    ) -> Result<ModelPrivacy> {
+        let dp_sgd = plan.dp_sgd.clone().ok_or_else(|| {
+            CoreError::InvalidPrivacy("the training plan has no DP-SGD settings".to_string())
+        })?;
+        let mut participants = parent
+            .map(|parent| parent.participants.clone())
+            .unwrap_or_default();
+        for (participant, report) in reports {
+            let num_rounds_contributed = participants
+                .get(participant)
+                .map_or(0, |line| line.num_rounds_contributed)
+                + 1;
+            let plan_epsilon = composed_epsilon(
+                &[record_level_mechanism(&dp_sgd, num_rounds_contributed)],
+                delta,
+            )?;
+            let plan_org_epsilon = match &plan.org_dp {
+                Some(org) => Some(composed_epsilon(
+                    &[org_level_mechanism(org, num_rounds_contributed)],
+                    delta,
+                )?),
+                None => None,
+            };
+            participants.insert(
+                participant.clone(),
+                ParticipantPrivacy {
+                    reported: *report,
+                    num_rounds_contributed,
+                    plan_epsilon,
+                    plan_org_epsilon,
+                },
+            );
+        }
+        let epsilon = participants
+            .values()
+            .map(|line| line.reported.epsilon.max(line.plan_epsilon))
+            .fold(0.0, f64::max);
+        let org_epsilon = plan.org_dp.as_ref().map(|_| {
+            participants
+                .values()
+                .map(|line| {
+                    line.reported
+                        .org_epsilon
+                        .unwrap_or(0.0)
+                        .max(line.plan_org_epsilon.unwrap_or(0.0))
+                })
+                .fold(0.0, f64::max)
+        });
+        Ok(ModelPrivacy {
+            mechanism: DP_SGD_MECHANISM.to_string(),
+            org_mechanism: plan.org_dp.as_ref().map(|_| ORG_DP_MECHANISM.to_string()),
+            delta,
+            dp_sgd,
+            org_dp: plan.org_dp.clone(),
+            epsilon,
+            org_epsilon,
+            participants,
+        })
+    }
+}
+
+fn check_epsilon(name: &str, epsilon: f64) -> Result<()> {
+    if !(epsilon.is_finite() && epsilon > 0.0) {
+        return Err(CoreError::InvalidPrivacy(format!(
+            "{name} is {epsilon}, must be finite and positive"
+        )));
+    }
+    Ok(())
+}
+
+fn check_delta(name: &str, delta: f64) -> Result<()> {
+    if !(delta > 0.0 && delta <= MAX_DELTA) {
+        return Err(CoreError::InvalidPrivacy(format!(
+            "{name} is {delta}, must be in (0, {MAX_DELTA}]"
+        )));
+    }
+    Ok(())
+}
+
+fn check_positive(name: &str, value: f64) -> Result<()> {
+    if !(value.is_finite() && value > 0.0) {
+        return Err(CoreError::InvalidPrivacy(format!(
+            "{name} is {value}, must be finite and positive"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(epsilon: f64) -> PrivacyTarget {
+        PrivacyTarget {
+            epsilon,
+            delta: 1e-5,
+            clip_norm: 1.0,
+            sampling_rate: 0.01,
+            org_level: None,
+        }
+    }
+
+    #[test]
+    fn calibrated_plan_meets_its_target_over_all_rounds_and_not_much_below() {
+        let plan = TrainingPlan::new().with_local_epochs(2);
+        let calibrated = calibrate_plan(&plan, &target(3.0), 10).unwrap();
+        let dp = calibrated.dp_sgd.clone().unwrap();
+        assert_eq!(dp.steps_per_round, 200);
+        let epsilon = composed_epsilon(&[record_level_mechanism(&dp, 10)], 1e-5).unwrap();
+        assert!(epsilon <= 3.0 && epsilon > 2.9, "epsilon {epsilon}");
+        // Less privacy wanted, less noise.
+        let looser = calibrate_plan(&plan, &target(8.0), 10).unwrap();
+        assert!(looser.dp_sgd.unwrap().noise_multiplier < dp.noise_multiplier);
+    }
+
+    #[test]
+    fn max_local_steps_caps_the_steps_per_round() {
+        let plan = TrainingPlan::new()
+            .with_local_epochs(2)
+            .with_max_local_steps(50);
+        let calibrated = calibrate_plan(&plan, &target(3.0), 4).unwrap();
+        assert_eq!(calibrated.dp_sgd.unwrap().steps_per_round, 50);
+    }
+
+    #[test]
+    fn calibration_needs_a_known_number_of_rounds_and_a_sane_target() {
+        let plan = TrainingPlan::new();
+        let error = calibrate_plan(&plan, &target(3.0), 0).unwrap_err();
+        assert!(error.to_string().contains("max_rounds"), "{error}");
+        let error = calibrate_plan(&plan, &target(-1.0), 5).unwrap_err();
+        assert!(error.to_string().contains("privacy.epsilon"), "{error}");
+        let mut bad_delta = target(1.0);
+        bad_delta.delta = 0.5;
+        let error = calibrate_plan(&plan, &bad_delta, 5).unwrap_err();
+        assert!(error.to_string().contains("privacy.delta"), "{error}");
+    }
+
+    #[test]
+    fn organization_level_noise_is_calibrated_per_round() {
+        let mut with_org = target(3.0);
+        with_org.org_level = Some(OrgPrivacyTarget {
+            epsilon: 5.0,
+            clip_norm: 2.0,
+        });
+        let calibrated = calibrate_plan(&TrainingPlan::new(), &with_org, 10).unwrap();
+        let org = calibrated.org_dp.unwrap();
+        assert_eq!(org.clip_norm, 2.0);
+        let epsilon = composed_epsilon(&[org_level_mechanism(&org, 10)], 1e-5).unwrap();
+        assert!(epsilon <= 5.0 && epsilon > 4.9, "org epsilon {epsilon}");
+    }
+
+    #[test]
+    fn model_privacy_keeps_every_contributor_and_states_the_worst() {
+        let plan = calibrate_plan(&TrainingPlan::new(), &target(3.0), 10).unwrap();
+        let report = |epsilon: f64, num_rounds: u64| PrivacyReport {
+            epsilon,
+            delta: 1e-5,
+            org_epsilon: None,
+            num_rounds,
+        };
+        let first = ModelPrivacy::next(
+            None,
+            &plan,
+            1e-5,
+            &[("a".into(), report(0.5, 1)), ("b".into(), report(0.4, 1))],
+        )
+        .unwrap();
+        assert_eq!(first.participants.len(), 2);
+        // b reports far more than the plan implies (it also spent budget
+        // elsewhere): the card states b's figure.
+        let second =
+            ModelPrivacy::next(Some(&first), &plan, 1e-5, &[("b".into(), report(2.5, 7))]).unwrap();
+        assert_eq!(second.participants["a"].num_rounds_contributed, 1);
+        assert_eq!(second.participants["b"].num_rounds_contributed, 2);
+        assert_eq!(second.epsilon, 2.5);
+        assert!(second.participants["b"].plan_epsilon > first.participants["b"].plan_epsilon);
+        assert!(ModelPrivacy::next(None, &TrainingPlan::new(), 1e-5, &[]).is_err());
+    }
+
+    #[test]
+    fn reports_from_the_network_are_checked() {
+        let good = PrivacyReport {
+            epsilon: 1.0,
+            delta: 1e-5,
+            org_epsilon: Some(2.0),
+            num_rounds: 3,
+        };
+        assert!(good.validate().is_ok());
+        for bad in [
+            PrivacyReport {
+                epsilon: f64::NAN,
+                ..good
+            },
+            PrivacyReport { delta: 0.0, ..good },
+            PrivacyReport {
+                org_epsilon: Some(-1.0),
+                ..good
+            },
+            PrivacyReport {
+                num_rounds: 0,
+                ..good
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
+}
