@@ -10,14 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fedshield_coordinator::CoordinatorConfig;
+use fedshield_coordinator::registry::ModelCard;
 use fedshield_core::data::Dataset;
 use fedshield_core::ingest::{IngestOptions, load_dataset};
 use fedshield_core::metrics::{BinaryMetrics, evaluate_model};
+use fedshield_core::privacy::PrivacyTarget;
 use fedshield_core::schema::Schema;
 use fedshield_core::training::train_local;
 use fedshield_core::weights::ModelWeights;
 use fedshield_core::{ModelSpec, ModelVersion, ParticipantId, TrainingPlan};
-use fedshield_participant::{Participant, ParticipantConfig};
+use fedshield_participant::{Participant, ParticipantConfig, PrivacyBudget};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use tokio_util::sync::CancellationToken;
@@ -98,61 +100,10 @@ async fn federated_mlp_on_nsl_kdd_matches_the_centralized_baseline() {
         .with_batch_size(64)
         .with_learning_rate(0.1);
 
-    // Federated: five participants over gRPC, the coordinator scoring each
-    // version on KDDTest+.
-    let work = tempfile::tempdir().unwrap();
-    let mut config = CoordinatorConfig::for_test(work.path().join("coordinator"), spec.clone());
-    config.round.min_participants = NUM_PARTICIPANTS;
-    config.round.quorum = NUM_PARTICIPANTS;
-    config.round.max_rounds = Some(NUM_ROUNDS);
-    config.round.round_deadline = Duration::from_secs(300);
-    // FedAvgM: server momentum counters the drift of non-IID sites.
-    config.round.server_momentum = 0.5;
-    config.plan = plan.clone();
-    config.evaluation = Some(test.clone());
-    let shutdown = CancellationToken::new();
-    let coordinator = start_coordinator(config, shutdown.clone()).await;
-    let url = format!("http://{}", coordinator.local_addr());
-    let mut tasks = Vec::new();
-    for (index, shard) in shards.iter().enumerate() {
-        let participant_id = ParticipantId::new(format!("site-{index}")).unwrap();
-        let participant_config = ParticipantConfig::for_test(
-            url.clone(),
-            participant_id,
-            work.path().join(format!("site-{index}")),
-        );
-        let participant = Participant::new(participant_config, shard.clone()).unwrap();
-        tasks.push(tokio::spawn(participant.run(shutdown.clone())));
-    }
-    let engine = coordinator.engine().clone();
-    wait_until("ten rounds", Duration::from_secs(600), || {
-        let engine = engine.clone();
-        async move { engine.current_model().version == ModelVersion(NUM_ROUNDS) }
-    })
-    .await;
-    for version in 1..=NUM_ROUNDS {
-        let card = coordinator
-            .engine()
-            .model(ModelVersion(version))
-            .unwrap()
-            .card
-            .clone();
-        let metrics = card.metrics.unwrap();
-        println!(
-            "version {version:>2}: accuracy {:.4} ROC-AUC {:.4}",
-            metrics.accuracy, metrics.roc_auc
-        );
-    }
-    let federated_model = coordinator.engine().current_model();
-    let federated = federated_model
-        .card
+    let federated = run_federation(&spec, &plan, &shards, &test, None)
+        .await
         .metrics
         .expect("the coordinator scored the version");
-    shutdown.cancel();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    coordinator.wait().await.unwrap();
 
     // The same model and passes over the data, centrally and per participant.
     let initial = ModelWeights::init(spec.clone(), 1).unwrap();
@@ -201,6 +152,150 @@ async fn federated_mlp_on_nsl_kdd_matches_the_centralized_baseline() {
         federated.roc_auc > mean_solo_auc + 0.03,
         "federated ROC-AUC {:.4} vs single sites' mean {mean_solo_auc:.4}",
         federated.roc_auc
+    );
+}
+
+/// Runs a federation of one participant per shard over gRPC for
+/// [`NUM_ROUNDS`] rounds (FedAvgM β = 0.5, the coordinator scoring each
+/// version on `test`) and returns the last version's model card. Prints the
+/// metrics of every version.
+async fn run_federation(
+    spec: &ModelSpec,
+    plan: &TrainingPlan,
+    shards: &[Dataset],
+    test: &Arc<Dataset>,
+    privacy: Option<PrivacyTarget>,
+) -> ModelCard {
+    let work = tempfile::tempdir().unwrap();
+    let mut config = CoordinatorConfig::for_test(work.path().join("coordinator"), spec.clone());
+    config.round.min_participants = shards.len();
+    config.round.quorum = shards.len();
+    config.round.max_rounds = Some(NUM_ROUNDS);
+    config.round.round_deadline = Duration::from_secs(300);
+    // FedAvgM: server momentum counters the drift of non-IID sites.
+    config.round.server_momentum = 0.5;
+    config.plan = plan.clone();
+    config.evaluation = Some(test.clone());
+    config.privacy = privacy.clone();
+    let shutdown = CancellationToken::new();
+    let coordinator = start_coordinator(config, shutdown.clone()).await;
+    let url = format!("http://{}", coordinator.local_addr());
+    let mut tasks = Vec::new();
+    for (index, shard) in shards.iter().enumerate() {
+        let participant_id = ParticipantId::new(format!("site-{index}")).unwrap();
+        let mut participant_config = ParticipantConfig::for_test(
+            url.clone(),
+            participant_id,
+            work.path().join(format!("site-{index}")),
+        );
+        participant_config.privacy_budget = privacy.as_ref().map(|target| PrivacyBudget {
+            epsilon: target.epsilon,
+            delta: target.delta,
+            org_epsilon: None,
+        });
+        let participant = Participant::new(participant_config, shard.clone()).unwrap();
+        tasks.push(tokio::spawn(participant.run(shutdown.clone())));
+    }
+    let engine = coordinator.engine().clone();
+    wait_until("ten rounds", Duration::from_secs(900), || {
+        let engine = engine.clone();
+        async move { engine.current_model().version == ModelVersion(NUM_ROUNDS) }
+    })
+    .await;
+    let label = match &privacy {
+        Some(target) => format!("epsilon {}", target.epsilon),
+        None => "no DP".to_string(),
+    };
+    for version in 1..=NUM_ROUNDS {
+        let card = coordinator
+            .engine()
+            .model(ModelVersion(version))
+            .unwrap()
+            .card
+            .clone();
+        let metrics = card.metrics.unwrap();
+        println!(
+            "{label}: version {version:>2}: accuracy {:.4} ROC-AUC {:.4}",
+            metrics.accuracy, metrics.roc_auc
+        );
+    }
+    let card = coordinator.engine().current_model().card.clone();
+    shutdown.cancel();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    coordinator.wait().await.unwrap();
+    card
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federated_mlp_with_differential_privacy_stays_close_to_the_non_private_model() {
+    let Some((schema, train, test)) = load_nsl_kdd() else {
+        return;
+    };
+    let env = |name: &str, default: f64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or(default)
+    };
+    let test = Arc::new(test);
+    let shards = split_non_iid(&train, 42);
+    let spec = ModelSpec::mlp(schema.num_features() as u32, vec![64, 32], 2);
+    let plan = TrainingPlan::new()
+        .with_local_epochs(2)
+        .with_batch_size(64)
+        .with_learning_rate(0.1);
+    let non_private = run_federation(&spec, &plan, &shards, &test, None)
+        .await
+        .metrics
+        .unwrap();
+    let dp_plan = plan
+        .clone()
+        .with_learning_rate(env("EXP_DP_LR", 0.5) as f32);
+    let mut results = Vec::new();
+    for epsilon in [1.0, 3.0] {
+        let target = PrivacyTarget {
+            epsilon,
+            delta: 1e-5,
+            clip_norm: env("EXP_DP_CLIP", 1.0),
+            sampling_rate: env("EXP_DP_Q", 0.01),
+            org_level: None,
+        };
+        let card = run_federation(&spec, &dp_plan, &shards, &test, Some(target)).await;
+        let privacy = card.privacy.clone().expect("the card states the guarantee");
+        assert_eq!(privacy.participants.len(), NUM_PARTICIPANTS);
+        assert!(
+            privacy.epsilon <= epsilon * 1.0001,
+            "model epsilon {} above the target {epsilon}",
+            privacy.epsilon
+        );
+        for line in privacy.participants.values() {
+            assert_eq!(line.num_rounds_contributed, NUM_ROUNDS);
+            assert_eq!(line.reported.num_rounds, NUM_ROUNDS);
+            assert!((line.reported.epsilon - line.plan_epsilon).abs() < 1e-9);
+        }
+        println!(
+            "epsilon {epsilon}: sigma {:.4}, {} steps per round",
+            privacy.dp_sgd.noise_multiplier, privacy.dp_sgd.steps_per_round
+        );
+        results.push((epsilon, card.metrics.unwrap()));
+    }
+    println!("| federated model | accuracy | F1 | ROC-AUC | PR-AUC | detection @1% FPR |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    println!("{}", line("no DP", &non_private));
+    for (epsilon, metrics) in &results {
+        println!(
+            "{}",
+            line(&format!("ε = {epsilon}, δ = 1e-5 per participant"), metrics)
+        );
+    }
+    let (_, at_three) = &results[1];
+    assert!(
+        at_three.roc_auc >= non_private.roc_auc - 0.03,
+        "ROC-AUC at epsilon 3: {:.4}, without DP: {:.4}",
+        at_three.roc_auc,
+        non_private.roc_auc
     );
 }
 
