@@ -133,6 +133,71 @@ async fn dp_rounds_publish_the_guarantee_that_each_ledger_records() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organization_level_dp_is_accounted_on_its_own() {
+    let work = tempfile::tempdir().unwrap();
+    let rounds = 2;
+    let mut config = dp_config(work.path(), 4.0, rounds);
+    if let Some(target) = config.privacy.as_mut() {
+        target.org_level = Some(fedshield_core::privacy::OrgPrivacyTarget {
+            epsilon: 6.0,
+            clip_norm: 0.5,
+        });
+    }
+    let shutdown = CancellationToken::new();
+    let coordinator = start_coordinator(config, shutdown.clone()).await;
+    let url = format!("http://{}", coordinator.local_addr());
+    let budget = PrivacyBudget {
+        epsilon: 4.0,
+        delta: DELTA,
+        org_epsilon: Some(6.0),
+    };
+    let mut tasks = Vec::new();
+    for (index, name) in ["north", "south"].iter().enumerate() {
+        let (task, _) = start_dp_participant(
+            &url,
+            name,
+            index,
+            work.path(),
+            Some(budget),
+            shutdown.clone(),
+        );
+        tasks.push(task);
+    }
+    let engine = coordinator.engine().clone();
+    wait_until("two rounds", Duration::from_secs(120), || {
+        let engine = engine.clone();
+        async move { engine.current_model().version == ModelVersion(rounds) }
+    })
+    .await;
+    let card = coordinator.engine().current_model().card.clone();
+    shutdown.cancel();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    coordinator.wait().await.unwrap();
+    let org_plan = card
+        .plan
+        .org_dp
+        .clone()
+        .expect("the plan has organization-level DP");
+    assert_eq!(org_plan.clip_norm, 0.5);
+    let privacy = card.privacy.unwrap();
+    let org_epsilon = privacy
+        .org_epsilon
+        .expect("the card states the organization-level guarantee");
+    assert!(org_epsilon <= 6.0 && org_epsilon > 5.9, "{org_epsilon}");
+    assert!(privacy.epsilon <= 4.0);
+    for name in ["north", "south"] {
+        let spend = inspect(&work.path().join(name), DELTA).unwrap();
+        assert!((spend.org_epsilon.unwrap() - org_epsilon).abs() < 1e-9);
+        assert_eq!(
+            privacy.participants[name].reported.org_epsilon,
+            spend.org_epsilon
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_at_its_budget_declines_and_the_round_goes_on_without_it() {
     let work = tempfile::tempdir().unwrap();
     let mut config = dp_config(work.path(), 3.0, 3);

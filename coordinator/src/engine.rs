@@ -638,7 +638,20 @@ impl Engine {
         .map_err(|error| CoordinatorError::MalformedUpdate(format!("fold task failed: {error}")))?;
         let num_accepted = committed?;
         ticket.committed = true;
-        info!(round = %ticket.round_id, participant = %ticket.participant, num_accepted, "update accepted");
+        match privacy {
+            Some(report) => info!(
+                round = %ticket.round_id,
+                participant = %ticket.participant,
+                num_accepted,
+                reported_epsilon = report.epsilon,
+                reported_delta = report.delta,
+                reported_org_epsilon = ?report.org_epsilon,
+                "update accepted"
+            ),
+            None => {
+                info!(round = %ticket.round_id, participant = %ticket.participant, num_accepted, "update accepted")
+            }
+        }
         self.inner.changed.notify_one();
         Ok(num_accepted)
     }

@@ -482,3 +482,76 @@ async fn declining_participant_lets_the_round_close_without_waiting_for_the_dead
     );
     harness.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn dp_round_refuses_updates_without_a_valid_privacy_report_and_states_the_guarantee() {
+    let harness = Harness::start(|config| {
+        config.round.quorum = 1;
+        config.plan.dp_sgd = Some(fedshield_core::dp::DpSgdPlan::new(0.05, 1.2, 1.0, 20));
+    });
+    harness.engine.set_privacy_delta(1e-5);
+    let mut alice = harness.engine.join(participant("alice"));
+    let _bob = harness.engine.join(participant("bob"));
+    let announcement = next_announcement(&mut alice).await;
+    assert!(announcement.plan.dp_sgd.is_some());
+
+    let missing = harness.request(&alice, &announcement);
+    let refused = harness.engine.begin_update(missing);
+    assert!(
+        matches!(&refused, Err(CoordinatorError::MalformedUpdate(reason)) if reason.contains("privacy report")),
+        "{:?}",
+        refused.err()
+    );
+    let report = fedshield_core::privacy::PrivacyReport {
+        epsilon: 0.7,
+        delta: 1e-5,
+        org_epsilon: None,
+        num_rounds: 1,
+    };
+    let mut not_finite = harness.request(&alice, &announcement);
+    not_finite.privacy = Some(fedshield_core::privacy::PrivacyReport {
+        epsilon: f64::INFINITY,
+        ..report
+    });
+    assert!(matches!(
+        harness.engine.begin_update(not_finite),
+        Err(CoordinatorError::MalformedUpdate(_))
+    ));
+    assert!(
+        harness
+            .engine
+            .status()
+            .open_round
+            .unwrap()
+            .accepted
+            .is_empty()
+    );
+
+    let mut good = harness.request(&alice, &announcement);
+    good.privacy = Some(report);
+    let ticket = harness.engine.begin_update(good).unwrap();
+    harness
+        .engine
+        .commit_update(ticket, vec![0.01; harness.num_params()])
+        .await
+        .unwrap();
+    harness
+        .wait_for("version 1", |engine| {
+            engine.current_model().version == ModelVersion(1)
+        })
+        .await;
+    let privacy = harness
+        .engine
+        .current_model()
+        .card
+        .privacy
+        .clone()
+        .expect("the card states the guarantee");
+    let line = &privacy.participants["alice"];
+    assert_eq!(line.reported, report);
+    assert_eq!(line.num_rounds_contributed, 1);
+    // The model's ε is the larger of the report and what the plan implies.
+    assert_eq!(privacy.epsilon, line.plan_epsilon.max(0.7));
+    assert!(!privacy.participants.contains_key("bob"));
+    harness.stop().await;
+}

@@ -383,10 +383,13 @@ mod tests {
         let after_two = ledger.spent(1e-5).unwrap();
         assert!(after_two.epsilon > after_one.epsilon);
         assert_eq!(after_two.num_rounds, 2);
+        let ledger_entries_before_reopen = ledger.entries().to_vec();
         drop(ledger);
         let reopened = PrivacyLedger::open(directory.path()).unwrap();
         assert_eq!(reopened.entries().len(), 2);
         assert_eq!(reopened.spent(1e-5).unwrap(), after_two);
+        // Parameters survive the file exactly (serde_json's float_roundtrip).
+        assert_eq!(reopened.entries()[0], ledger_entries_before_reopen[0]);
         // Two rounds of 100 steps are one run of 200 steps.
         let single = composed_epsilon(&[record_level_mechanism(&dp_plan(), 2)], 1e-5).unwrap();
         assert!((after_two.epsilon - single).abs() < 1e-9);
