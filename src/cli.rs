@@ -32,6 +32,8 @@ pub enum Command {
     Evaluate(EvaluateArgs),
     /// Plan differential privacy: ε of a DP-SGD run, or the noise a target ε needs.
     Privacy(PrivacyArgs),
+    /// Create TLS certificates: a CA, the coordinator's server certificate, participants' client certificates.
+    Certs(CertsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -310,6 +312,10 @@ pub struct CoordinatorArgs {
     /// Server learning rate η (FedAvgM); 1 is plain FedAvg.
     #[arg(long, default_value_t = 1.0)]
     pub server_learning_rate: f32,
+    /// How updates are combined: fedavg, norm-bound:<max_norm>, trimmed-mean:<fraction>, median,
+    /// or multi-krum:<f>[:<m>] (the last three need --quorum large enough to out-vote f attackers).
+    #[arg(long, env = "FEDSHIELD_AGGREGATION", default_value = "fedavg")]
+    pub aggregation: fedshield_core::robust::AggregationRule,
     /// Schema (TOML) of the federation's telemetry; fixes the model's inputs and
     /// classes and travels in every model card. Default: the built-in synthetic flows schema.
     #[arg(long)]
@@ -322,6 +328,29 @@ pub struct CoordinatorArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub dp: DpArgs,
+    /// The coordinator's certificate chain (PEM), from `fedshield certs server`.
+    #[arg(long, env = "FEDSHIELD_TLS_CERT", required_unless_present = "insecure")]
+    pub tls_cert: Option<PathBuf>,
+    /// The coordinator's private key (PEM).
+    #[arg(long, env = "FEDSHIELD_TLS_KEY", required_unless_present = "insecure")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA participants' client certificates must chain to (PEM), from `fedshield certs ca`.
+    #[arg(
+        long,
+        env = "FEDSHIELD_TLS_CLIENT_CA",
+        required_unless_present = "insecure"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Participant registry (TOML): who may join, by certificate subject, and revocations; re-read when it changes.
+    #[arg(
+        long,
+        env = "FEDSHIELD_PARTICIPANTS",
+        required_unless_present = "insecure"
+    )]
+    pub participants: Option<PathBuf>,
+    /// Serve plaintext gRPC and trust participants' declared ids. For local experiments only.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_client_ca", "participants"])]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Args)]
@@ -332,7 +361,7 @@ pub struct ParticipantArgs {
     #[arg(
         long,
         env = "FEDSHIELD_COORDINATOR",
-        default_value = "http://127.0.0.1:7070"
+        default_value = "https://127.0.0.1:7070"
     )]
     pub coordinator: String,
     /// This participant's identity (letters, digits, '.', '_', '-').
@@ -362,6 +391,21 @@ pub struct ParticipantArgs {
     pub schema: Option<PathBuf>,
     #[command(flatten)]
     pub budget: BudgetArgs,
+    /// The CA the coordinator's certificate chains to (PEM).
+    #[arg(long, env = "FEDSHIELD_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This participant's client certificate (PEM), from `fedshield certs participant`; its subject must be --id.
+    #[arg(long, env = "FEDSHIELD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// This participant's private key (PEM).
+    #[arg(long, env = "FEDSHIELD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The name the coordinator's certificate must carry (default: the host of --coordinator).
+    #[arg(long, env = "FEDSHIELD_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
+    /// Connect in plaintext (an http:// coordinator started with --insecure). For local experiments only.
+    #[arg(long, conflicts_with_all = ["tls_ca", "tls_cert", "tls_key"])]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Args)]
@@ -388,4 +432,75 @@ pub struct DemoArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub dp: DpArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    #[command(subcommand)]
+    pub command: CertsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Writes a new CA to OUT_DIR/ca.pem and OUT_DIR/ca.key.
+    Ca(CertsCaArgs),
+    /// Writes the coordinator's certificate, signed by the CA, to OUT_DIR/server.pem and OUT_DIR/server.key.
+    Server(CertsServerArgs),
+    /// Writes a participant's client certificate (CN = its id) to OUT_DIR/<ID>.pem and OUT_DIR/<ID>.key and prints its SHA-256 fingerprint.
+    Participant(CertsParticipantArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertsCaArgs {
+    /// Directory to write ca.pem and ca.key to (created if absent).
+    #[arg(long)]
+    pub out_dir: PathBuf,
+    /// Subject common name of the CA.
+    #[arg(long, default_value = "fedshield CA")]
+    pub name: String,
+    /// Overwrite existing files (the old CA can then no longer issue certificates).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("server_names").required(true).multiple(true).args(["dns", "ip"])))]
+pub struct CertsServerArgs {
+    /// Directory holding the CA's ca.pem and ca.key.
+    #[arg(long)]
+    pub ca_dir: PathBuf,
+    /// Directory to write server.pem and server.key to (created if absent).
+    #[arg(long)]
+    pub out_dir: PathBuf,
+    /// DNS name participants use to reach the coordinator (repeatable); the first is the subject CN.
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// IP address participants use to reach the coordinator (repeatable).
+    #[arg(long)]
+    pub ip: Vec<std::net::IpAddr>,
+    /// Days the certificate stays valid.
+    #[arg(long, default_value_t = 825, value_parser = clap::value_parser!(u32).range(1..))]
+    pub days: u32,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CertsParticipantArgs {
+    /// Directory holding the CA's ca.pem and ca.key.
+    #[arg(long)]
+    pub ca_dir: PathBuf,
+    /// Directory to write <ID>.pem and <ID>.key to (created if absent).
+    #[arg(long)]
+    pub out_dir: PathBuf,
+    /// The participant's identity (letters, digits, '.', '_', '-'): the certificate's subject CN.
+    #[arg(long)]
+    pub id: String,
+    /// Days the certificate stays valid.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..))]
+    pub days: u32,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
 }

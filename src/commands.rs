@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use fedshield_coordinator::CoordinatorTls;
+use fedshield_coordinator::participants::ParticipantRegistry;
 use fedshield_coordinator::{CoordinatorConfig, RoundConfig};
 use fedshield_core::accountant::{
     Conversion, RdpAccountant, SubsampledGaussian, calibrate_noise_multiplier,
@@ -15,7 +17,9 @@ use fedshield_core::telemetry::{
 };
 use fedshield_core::{ModelSpec, ParticipantId, TrainingPlan};
 use fedshield_participant::{Participant, ParticipantConfig, PrivacyBudget};
+use fedshield_proto::tls::{ServerTlsFiles, client_tls_config_from_files};
 use tokio::net::TcpListener;
+use tonic::transport::ClientTlsConfig;
 
 use crate::cli::{
     BudgetArgs, CoordinatorArgs, DpArgs, ModelArgs, ParticipantArgs, ParticipantBudgetArgs,
@@ -92,6 +96,7 @@ pub fn coordinator_config(args: &CoordinatorArgs) -> Result<CoordinatorConfig> {
             max_rounds: args.rounds,
             server_momentum: args.server_momentum,
             server_learning_rate: args.server_learning_rate,
+            aggregation: args.aggregation.clone(),
         },
         model,
         init_seed: args.model.init_seed,
@@ -104,7 +109,76 @@ pub fn coordinator_config(args: &CoordinatorArgs) -> Result<CoordinatorConfig> {
         feature_schema_toml: Some(schema_toml),
         evaluation,
         privacy: privacy_target(&args.dp),
+        tls: coordinator_tls(args)?,
     })
+}
+
+/// Returns the coordinator's mutual-TLS settings from its flags (`None` with `--insecure`).
+fn coordinator_tls(args: &CoordinatorArgs) -> Result<Option<CoordinatorTls>> {
+    if args.insecure {
+        return Ok(None);
+    }
+    let (Some(cert), Some(key), Some(client_ca), Some(participants)) = (
+        &args.tls_cert,
+        &args.tls_key,
+        &args.tls_client_ca,
+        &args.participants,
+    ) else {
+        anyhow::bail!(
+            "TLS is required: pass --tls-cert, --tls-key, --tls-client-ca and --participants (or --insecure for a local experiment)"
+        );
+    };
+    let server_config = ServerTlsFiles {
+        cert_chain: cert.clone(),
+        key: key.clone(),
+        client_ca: client_ca.clone(),
+    }
+    .load()
+    .context("failed to load the coordinator's TLS files")?;
+    let registry = ParticipantRegistry::load(participants).map_err(anyhow::Error::msg)?;
+    Ok(Some(CoordinatorTls {
+        server_config,
+        registry,
+        registry_path: Some(participants.clone()),
+        handshake_timeout: Duration::from_secs(10),
+        max_concurrent_handshakes: 64,
+    }))
+}
+
+/// Returns the participant's client TLS settings from its flags (`None` with `--insecure`).
+fn participant_tls(args: &ParticipantArgs) -> Result<Option<ClientTlsConfig>> {
+    if args.insecure {
+        if args.coordinator.starts_with("https://") {
+            anyhow::bail!(
+                "--insecure connects in plaintext: give an http:// --coordinator URL (got {})",
+                args.coordinator
+            );
+        }
+        return Ok(None);
+    }
+    let (Some(ca), Some(cert), Some(key)) = (&args.tls_ca, &args.tls_cert, &args.tls_key) else {
+        anyhow::bail!(
+            "TLS is required: pass --tls-ca, --tls-cert and --tls-key (or --insecure with an http:// coordinator for a local experiment)"
+        );
+    };
+    if !args.coordinator.starts_with("https://") {
+        anyhow::bail!(
+            "--coordinator {} is not https://; TLS needs an https:// URL",
+            args.coordinator
+        );
+    }
+    let server_name = match &args.tls_server_name {
+        Some(name) => name.clone(),
+        None => args
+            .coordinator
+            .parse::<tonic::transport::Uri>()
+            .ok()
+            .and_then(|uri| uri.host().map(str::to_string))
+            .ok_or_else(|| anyhow::anyhow!("--coordinator {} has no host", args.coordinator))?,
+    };
+    let config = client_tls_config_from_files(ca, cert, key, &server_name)
+        .context("failed to load the participant's TLS files")?;
+    Ok(Some(config))
 }
 
 /// Runs `fedshield coordinator` until SIGINT/SIGTERM.
@@ -163,6 +237,7 @@ pub async fn participant(args: ParticipantArgs) -> Result<()> {
         missed_heartbeats: 4,
         feature_schema_sha256: Some(schema_sha256),
         privacy_budget: privacy_budget(&args.budget),
+        tls: participant_tls(&args)?,
     };
     let participant = Participant::new(config, data).context("failed to start participant")?;
     participant.run(shutdown::on_signal()).await;

@@ -12,13 +12,18 @@ use fedshield_core::ModelVersion;
 use fedshield_core::ParticipantId;
 use std::sync::Arc;
 
+use fedshield_coordinator::CoordinatorTls;
+use fedshield_coordinator::participants::ParticipantRegistry;
 use fedshield_coordinator::registry::ModelCard;
 use fedshield_core::metrics::BinaryMetrics;
+use fedshield_core::robust::AggregationRule;
 use fedshield_core::telemetry::{
     OrgProfile, SYNTHETIC_FLOWS_SCHEMA_TOML, held_out_dataset, synthetic_dataset,
     synthetic_flows_schema,
 };
 use fedshield_participant::{Participant, ParticipantConfig, PrivacyBudget};
+use fedshield_proto::tls::pki::CertificateAuthority;
+use fedshield_proto::tls::{client_tls_config, server_config_pem};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -65,6 +70,32 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
         }
     }
     let privacy = privacy_target(&args.dp);
+    // Mutual TLS with an ephemeral CA made for this run: a server certificate
+    // for localhost and 127.0.0.1, one client certificate per organization.
+    let authority = CertificateAuthority::generate("fedshield demo CA")
+        .context("failed to create the demo CA")?;
+    let server_certificate = authority
+        .issue_server(
+            &["localhost".to_string()],
+            &[std::net::IpAddr::from([127, 0, 0, 1])],
+            1,
+        )
+        .context("failed to issue the demo server certificate")?;
+    let participant_ids: Vec<ParticipantId> = (0..args.participants)
+        .map(|index| ParticipantId::new(format!("org-{index}")).map_err(anyhow::Error::msg))
+        .collect::<Result<_>>()?;
+    let tls = CoordinatorTls {
+        server_config: server_config_pem(
+            &server_certificate.cert_pem,
+            &server_certificate.key_pem,
+            authority.cert_pem(),
+        )
+        .context("failed to configure the demo's TLS")?,
+        registry: ParticipantRegistry::allowing(participant_ids.iter().cloned()),
+        registry_path: None,
+        handshake_timeout: Duration::from_secs(10),
+        max_concurrent_handshakes: 64,
+    };
     let config = CoordinatorConfig {
         round: RoundConfig {
             min_participants: args.participants,
@@ -75,6 +106,7 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
             max_rounds: Some(args.rounds),
             server_momentum: 0.0,
             server_learning_rate: 1.0,
+            aggregation: AggregationRule::FedAvg,
         },
         model: spec.clone(),
         init_seed: args.model.init_seed,
@@ -89,6 +121,7 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
         // the lines below print the same metrics as the model cards hold.
         evaluation: Some(held_out.clone()),
         privacy: privacy.clone(),
+        tls: Some(tls),
     };
     let shutdown = CancellationToken::new();
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -97,10 +130,10 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
     let coordinator = fedshield_coordinator::start(config, listener, shutdown.clone())
         .await
         .context("failed to start the coordinator")?;
-    let url = format!("http://{}", coordinator.local_addr());
+    let url = format!("https://{}", coordinator.local_addr());
     let initial = card_metrics(&coordinator.engine().current_model().card)?;
     println!(
-        "fedshield demo: coordinator on {url}, {} participants, {} rounds, model {:?} ({} parameters)",
+        "fedshield demo: coordinator on {url} (mutual TLS, ephemeral CA), {} participants, {} rounds, model {:?} ({} parameters)",
         args.participants,
         args.rounds,
         spec.hidden_dims,
@@ -116,8 +149,10 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
     );
     let mut participant_tasks = Vec::new();
     for (index, participant_dir) in participant_dirs.iter().enumerate() {
-        let participant_id =
-            ParticipantId::new(format!("org-{index}")).map_err(anyhow::Error::msg)?;
+        let participant_id = participant_ids[index].clone();
+        let client_certificate = authority
+            .issue_client(participant_id.as_str(), 1)
+            .context("failed to issue a demo client certificate")?;
         let data = synthetic_dataset(
             OrgProfile::for_org(index),
             args.records,
@@ -137,6 +172,12 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
                 delta: target.delta,
                 org_epsilon: target.org_level.as_ref().map(|org| org.epsilon),
             }),
+            tls: Some(client_tls_config(
+                authority.cert_pem(),
+                &client_certificate.cert_pem,
+                &client_certificate.key_pem,
+                "localhost",
+            )),
         };
         let participant = Participant::new(config, data)?;
         participant_tasks.push(tokio::spawn(participant.run(shutdown.clone())));

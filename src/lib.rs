@@ -1,12 +1,14 @@
 //! The `fedshield` command: one binary for the coordinator, the participant
 //! and the demo.
 //!
+//! - [`certs`]: `fedshield certs`, the TLS certificates of a federation.
 //! - [`cli`]: command-line flags (clap).
 //! - [`commands`]: the `coordinator` and `participant` commands.
 //! - [`demo`]: `fedshield demo`, a whole federation on 127.0.0.1.
 //! - [`offline`]: `fedshield synth`, `train` and `evaluate`.
 //! - [`shutdown`]: SIGINT/SIGTERM handling.
 
+pub mod certs;
 pub mod cli;
 pub mod commands;
 pub mod demo;

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Parser;
 use fedshield::cli::{Cli, Command};
-use fedshield::{commands, demo, offline};
+use fedshield::{certs, commands, demo, offline};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -29,5 +29,6 @@ async fn main() -> Result<()> {
         Command::Evaluate(args) => {
             tokio::task::spawn_blocking(move || offline::evaluate(args)).await?
         }
+        Command::Certs(args) => certs::run(args),
     }
 }

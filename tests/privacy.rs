@@ -333,7 +333,14 @@ fn spawn_participant_process(
 ) -> std::process::Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_fedshield"));
     command
-        .args(["participant", "--coordinator", url, "--id", "crashy"])
+        .args([
+            "participant",
+            "--insecure",
+            "--coordinator",
+            url,
+            "--id",
+            "crashy",
+        ])
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--synthetic-records", "1500", "--privacy-epsilon", "50"])

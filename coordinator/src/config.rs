@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use fedshield_core::privacy::PrivacyTarget;
+use fedshield_core::robust::AggregationRule;
 use fedshield_core::{ModelSpec, TrainingPlan};
 
 /// How many connected participants a round samples.
@@ -96,6 +97,8 @@ pub struct RoundConfig {
     pub server_momentum: f32,
     /// Server learning rate η of FedAvgM (1 = plain FedAvg).
     pub server_learning_rate: f32,
+    /// How a round's updates are combined (FedAvg, or a poisoning-robust rule).
+    pub aggregation: AggregationRule,
 }
 
 impl RoundConfig {
@@ -140,6 +143,16 @@ impl RoundConfig {
         if self.round_deadline.is_zero() {
             problems.push("round.deadline_secs must be positive".to_string());
         }
+        match self.aggregation.validate() {
+            Err(error) => problems.push(format!("round.aggregation: {error}")),
+            Ok(()) if self.quorum < self.aggregation.min_updates() => problems.push(format!(
+                "round.quorum ({}) is below the {} updates round.aggregation {} needs to be robust",
+                self.quorum,
+                self.aggregation.min_updates(),
+                self.aggregation
+            )),
+            Ok(()) => {}
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -179,6 +192,25 @@ pub struct CoordinatorConfig {
     /// records over all `round.max_rounds` rounds; the plan's noise is
     /// calibrated from it at start. `None` trains without DP.
     pub privacy: Option<PrivacyTarget>,
+    /// Mutual TLS and the participant registry; `None` serves plaintext
+    /// gRPC and trusts declared participant ids (`--insecure`, tests).
+    pub tls: Option<CoordinatorTls>,
+}
+
+/// Mutual TLS of the coordinator.
+#[derive(Debug, Clone)]
+pub struct CoordinatorTls {
+    /// The server's certificate and key, and the CA client certificates
+    /// must chain to (fedshield_proto::tls::server_config).
+    pub server_config: std::sync::Arc<fedshield_proto::tls::rustls::ServerConfig>,
+    /// Who may take part, by certificate subject; revocations.
+    pub registry: crate::participants::ParticipantRegistry,
+    /// The registry's file, re-read when it changes; `None` keeps `registry` fixed.
+    pub registry_path: Option<PathBuf>,
+    /// A TLS handshake that takes longer is dropped.
+    pub handshake_timeout: Duration,
+    /// TLS handshakes in progress at once; more connections wait.
+    pub max_concurrent_handshakes: usize,
 }
 
 impl CoordinatorConfig {
@@ -194,6 +226,7 @@ impl CoordinatorConfig {
                 max_rounds: None,
                 server_momentum: 0.0,
                 server_learning_rate: 1.0,
+                aggregation: AggregationRule::FedAvg,
             },
             model,
             init_seed: 1,
@@ -206,6 +239,7 @@ impl CoordinatorConfig {
             feature_schema_toml: None,
             evaluation: None,
             privacy: None,
+            tls: None,
         }
     }
 

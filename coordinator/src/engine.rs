@@ -22,8 +22,8 @@ use std::time::{Duration, SystemTime};
 
 use fedshield_core::clock::unix_ms;
 
-use fedshield_core::aggregate::FedAvg;
 use fedshield_core::privacy::{ModelPrivacy, PrivacyReport};
+use fedshield_core::robust::RobustAggregator;
 use fedshield_core::weights::ModelWeights;
 use fedshield_core::{ModelVersion, ParticipantId, RoundId, TrainingPlan};
 use rand::seq::SliceRandom;
@@ -34,7 +34,7 @@ use tracing::{info, warn};
 
 use crate::config::RoundConfig;
 use crate::error::{CoordinatorError, Result};
-use crate::registry::{ModelCard, ModelRegistry, PublishedModel};
+use crate::registry::{AggregationSummary, ModelCard, ModelRegistry, PublishedModel};
 
 /// Finished rounds kept for status and for refusing late updates clearly.
 const ROUND_HISTORY_LEN: usize = 256;
@@ -149,7 +149,7 @@ struct ConnectedSession {
 
 /// The aggregate of an open round; `None` once the round closed, so a fold
 /// that loses the race with closing is refused instead of lost.
-type SharedAggregate = Arc<Mutex<Option<FedAvg>>>;
+type SharedAggregate = Arc<Mutex<Option<RobustAggregator>>>;
 
 /// An open round.
 struct OpenRound {
@@ -623,15 +623,19 @@ impl Engine {
         // same lock, so an update is either both folded and listed as a
         // contributor, or neither.
         let committed = tokio::task::spawn_blocking(move || -> Result<usize> {
-            let result = engine.fold_and_record(
+            let (result, spare_buffer) = engine.fold_and_record(
                 &aggregate,
-                &delta,
+                delta,
                 round_id,
                 participant,
                 num_samples,
                 privacy,
             );
-            engine.recycle_receive_buffer(delta);
+            // Streaming rules hand the buffer back; buffering rules keep it
+            // until the round closes.
+            if let Some(buffer) = spare_buffer {
+                engine.recycle_receive_buffer(buffer);
+            }
             result
         })
         .await
@@ -685,30 +689,39 @@ impl Engine {
     fn fold_and_record(
         &self,
         aggregate: &SharedAggregate,
-        delta: &[f32],
+        delta: Vec<f32>,
         round_id: RoundId,
         participant: ParticipantId,
         num_samples: u64,
         privacy: Option<PrivacyReport>,
-    ) -> Result<usize> {
+    ) -> (Result<usize>, Option<Vec<f32>>) {
         let mut guard = aggregate
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(fed_avg) = guard.as_mut() else {
+        let Some(aggregator) = guard.as_mut() else {
             let outcome = self
                 .lock_state()
                 .closed_outcome(round_id)
                 .unwrap_or("closed");
-            return Err(CoordinatorError::RoundClosed {
-                round: round_id,
-                outcome,
-            });
+            return (
+                Err(CoordinatorError::RoundClosed {
+                    round: round_id,
+                    outcome,
+                }),
+                Some(delta),
+            );
         };
-        fed_avg
-            .add(delta, num_samples as f64)
-            .map_err(|error| CoordinatorError::MalformedUpdate(error.to_string()))?;
+        let spare_buffer = match aggregator.add(delta, num_samples as f64) {
+            Ok(spare_buffer) => spare_buffer,
+            Err(error) => {
+                return (
+                    Err(CoordinatorError::MalformedUpdate(error.to_string())),
+                    None,
+                );
+            }
+        };
         let mut state = self.lock_state();
-        match &mut state.round {
+        let result = match &mut state.round {
             RoundState::Open(round) if round.round_id == round_id => {
                 round.in_flight.remove(&participant);
                 round.accepted.push((participant, num_samples, privacy));
@@ -719,7 +732,8 @@ impl Engine {
                 round: round_id,
                 outcome: "closed",
             }),
-        }
+        };
+        (result, spare_buffer)
     }
 
     /// Returns a status snapshot.
@@ -894,7 +908,10 @@ impl Engine {
         let base = state.current.clone();
         let round = OpenRound {
             round_id,
-            aggregate: Arc::new(Mutex::new(Some(FedAvg::new(base.weights.params.len())))),
+            aggregate: Arc::new(Mutex::new(Some(
+                RobustAggregator::new(&self.inner.config.aggregation, base.weights.params.len())
+                    .expect("the aggregation rule was validated with the configuration"),
+            ))),
             base,
             selected,
             accepted: Vec::new(),
@@ -931,7 +948,7 @@ impl Engine {
     /// Takes the open round out of the state machine and closes its
     /// aggregate to further folds; returns `None` if no round is open. The
     /// aggregate is `None` if it was already closed.
-    fn close_open_round(&self) -> Option<(OpenRound, Option<FedAvg>)> {
+    fn close_open_round(&self) -> Option<(OpenRound, Option<RobustAggregator>)> {
         let aggregate = {
             let state = self.lock_state();
             match &state.round {
@@ -992,9 +1009,31 @@ impl Engine {
             })
             .collect();
         let privacy_delta = self.inner.privacy_delta.get().copied();
+        let rule = self.inner.config.aggregation.clone();
         let engine = self.clone();
         let built = tokio::task::spawn_blocking(move || -> Result<PublishedModel> {
-            let mut params = fed_avg.finish(&base.weights.params)?;
+            let outcome = fed_avg.finish(&base.weights.params)?;
+            let rejected: Vec<String> = outcome
+                .rejected
+                .iter()
+                .filter_map(|&index| contributor_names.get(index).cloned())
+                .collect();
+            let aggregation = AggregationSummary {
+                rule: rule.to_string(),
+                num_updates: outcome.num_updates,
+                num_clipped: outcome.num_clipped,
+                rejected,
+            };
+            if aggregation.num_clipped > 0 || !aggregation.rejected.is_empty() {
+                info!(
+                    round = %round_id,
+                    rule = %aggregation.rule,
+                    num_clipped = aggregation.num_clipped,
+                    rejected = ?aggregation.rejected,
+                    "robust aggregation limited some updates"
+                );
+            }
+            let mut params = outcome.params;
             engine
                 .inner
                 .server_optimizer
@@ -1033,6 +1072,7 @@ impl Engine {
                 feature_schema_sha256: base.card.feature_schema_sha256.clone(),
                 metrics,
                 privacy,
+                aggregation: Some(aggregation),
             };
             let model = PublishedModel {
                 version,

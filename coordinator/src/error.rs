@@ -52,6 +52,17 @@ pub enum CoordinatorError {
     Store(#[from] CoreError),
     #[error("coordinator is shutting down")]
     ShuttingDown,
+    #[error("no client certificate: this coordinator requires mutual TLS")]
+    NoClientCertificate,
+    #[error("access denied: {0}")]
+    AccessDenied(#[from] crate::participants::AccessDenied),
+    #[error(
+        "the client certificate identifies participant {authenticated}, the request claims {claimed}"
+    )]
+    Impersonation {
+        authenticated: ParticipantId,
+        claimed: String,
+    },
 }
 
 impl From<CoordinatorError> for Status {
@@ -61,10 +72,12 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::InvalidParticipantId(_) | CoordinatorError::MalformedUpdate(_) => {
                 Code::InvalidArgument
             }
-            CoordinatorError::NotJoined(_) | CoordinatorError::BadSessionToken(_) => {
-                Code::Unauthenticated
-            }
-            CoordinatorError::NotSelected { .. } => Code::PermissionDenied,
+            CoordinatorError::NotJoined(_)
+            | CoordinatorError::BadSessionToken(_)
+            | CoordinatorError::NoClientCertificate => Code::Unauthenticated,
+            CoordinatorError::NotSelected { .. }
+            | CoordinatorError::AccessDenied(_)
+            | CoordinatorError::Impersonation { .. } => Code::PermissionDenied,
             CoordinatorError::NoOpenRound(_)
             | CoordinatorError::RoundClosed { .. }
             | CoordinatorError::WrongRound { .. }

@@ -4,6 +4,7 @@
 //! - [`config`]: round rules and server settings.
 //! - [`engine`]: the round engine (participants, rounds, aggregation, publishing).
 //! - [`registry`]: published model versions on disk (safetensors + model card).
+//! - [`participants`]: the participant registry (who may join, revocations).
 //! - [`service`]: the `fedshield.v1.Federation` gRPC handlers.
 //! - [`server`]: starting and stopping a coordinator on a bound listener.
 //! - [`error`]: the error type and its gRPC status mapping.
@@ -11,11 +12,12 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod participants;
 pub mod registry;
 pub mod server;
 pub mod service;
 
-pub use config::{CoordinatorConfig, ParticipantsPerRound, RoundConfig};
+pub use config::{CoordinatorConfig, CoordinatorTls, ParticipantsPerRound, RoundConfig};
 pub use engine::Engine;
 pub use error::CoordinatorError;
 pub use server::{CoordinatorHandle, run, start};

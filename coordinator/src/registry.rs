@@ -47,6 +47,22 @@ pub struct ModelCard {
     /// data went into it, and the worst of them.
     #[serde(default)]
     pub privacy: Option<ModelPrivacy>,
+    /// How the round's updates were combined.
+    #[serde(default)]
+    pub aggregation: Option<AggregationSummary>,
+}
+
+/// What the aggregation rule did in the round that produced a version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AggregationSummary {
+    /// The rule, as configured (`fedavg`, `norm-bound:5`, `trimmed-mean:0.2`, `median`, `multi-krum:1`).
+    pub rule: String,
+    /// Updates the rule received.
+    pub num_updates: usize,
+    /// Updates norm bounding scaled down.
+    pub num_clipped: usize,
+    /// Contributors whose updates Multi-Krum left out.
+    pub rejected: Vec<String>,
 }
 
 /// One published model version held in memory.

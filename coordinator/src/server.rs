@@ -7,11 +7,16 @@ use std::sync::Arc;
 use fedshield_core::weights::ModelWeights;
 use fedshield_core::{CoreError, ModelVersion};
 use fedshield_proto::v1::federation_server::FederationServer;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+
+use fedshield_proto::tls::serve_tls_incoming;
+use tracing::{info, warn};
+
+use crate::participants::SharedRegistry;
 
 use crate::config::CoordinatorConfig;
 use crate::engine::Engine;
@@ -111,6 +116,7 @@ pub fn load_or_init_model(
             None => None,
         },
         privacy: None,
+        aggregation: None,
     };
     let model = PublishedModel {
         version: ModelVersion(0),
@@ -173,6 +179,13 @@ pub async fn start(
     if let Some(target) = &config.privacy {
         engine.set_privacy_delta(target.delta);
     }
+    let access = config.tls.as_ref().map(|tls| {
+        let shared = SharedRegistry::new(tls.registry.clone());
+        if let Some(path) = &tls.registry_path {
+            shared.watch(path.clone(), Duration::from_secs(2), shutdown.clone());
+        }
+        shared
+    });
     let service = FederationService::new(
         engine.clone(),
         ServiceSettings {
@@ -181,23 +194,46 @@ pub async fn start(
             chunk_idle_timeout: config.chunk_idle_timeout,
         },
         shutdown.clone(),
+        access,
     );
     let grpc_limit = fedshield_core::codec::MAX_CHUNK_BYTES + 64 * 1024;
     let federation = FederationServer::new(service)
         .max_decoding_message_size(grpc_limit)
         .max_encoding_message_size(grpc_limit);
     let server_shutdown = shutdown.clone();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .initial_stream_window_size(Some(8 * 1024 * 1024))
-            .initial_connection_window_size(Some(32 * 1024 * 1024))
-            .tcp_nodelay(true)
-            .add_service(federation)
-            .serve_with_incoming_shutdown(
+    let router = tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(8 * 1024 * 1024))
+        .initial_connection_window_size(Some(32 * 1024 * 1024))
+        .tcp_nodelay(true)
+        .add_service(federation);
+    let server = match &config.tls {
+        Some(tls) => {
+            let incoming = serve_tls_incoming(
+                listener,
+                tls.server_config.clone(),
+                tls.handshake_timeout,
+                tls.max_concurrent_handshakes,
+                server_shutdown.clone(),
+            );
+            info!(
+                num_participants = tls.registry.len(),
+                "mutual TLS: clients need a certificate of the participant CA and a registry entry"
+            );
+            tokio::spawn(
+                router.serve_with_incoming_shutdown(incoming, server_shutdown.cancelled_owned()),
+            )
+        }
+        None => {
+            warn!(
+                "TLS IS OFF: gRPC runs in plaintext and participant ids are not authenticated; \
+                 anyone who can reach this port can read updates and impersonate participants"
+            );
+            tokio::spawn(router.serve_with_incoming_shutdown(
                 TcpListenerStream::new(listener),
                 server_shutdown.cancelled_owned(),
-            ),
-    );
+            ))
+        }
+    };
     let driver = tokio::spawn(engine.clone().run(shutdown.clone()));
     info!(%local_addr, "coordinator listening");
     Ok(CoordinatorHandle {

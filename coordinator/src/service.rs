@@ -10,6 +10,7 @@ use bytes::Bytes;
 use fedshield_core::codec::{ChunkAssembler, MAX_CHUNK_BYTES, params_as_le_bytes};
 use fedshield_core::privacy::PrivacyReport;
 use fedshield_core::{ModelVersion, ParticipantId, RoundId, TrainingPlan};
+use fedshield_proto::tls::peer_identity;
 use fedshield_proto::v1 as pb;
 use fedshield_proto::v1::federation_server::Federation;
 use futures::Stream;
@@ -21,6 +22,7 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::engine::{Engine, EngineStatus, SessionEvent, UpdateRequest};
 use crate::error::CoordinatorError;
+use crate::participants::SharedRegistry;
 use crate::registry::PublishedModel;
 
 /// Settings of the service that are not round rules.
@@ -38,15 +40,83 @@ pub struct FederationService {
     settings: ServiceSettings,
     /// Cancelled when the coordinator shuts down; ends every `Join` stream.
     shutdown: CancellationToken,
+    /// With mutual TLS: who may call, by client-certificate subject. `None`
+    /// only when the coordinator runs without TLS (`--insecure`), where
+    /// participants' declared ids are taken at their word.
+    access: Option<SharedRegistry>,
 }
 
 impl FederationService {
-    /// Returns a service over `engine`.
-    pub fn new(engine: Engine, settings: ServiceSettings, shutdown: CancellationToken) -> Self {
+    /// Returns a service over `engine`; `access` is the participant registry
+    /// every call is checked against (mutual TLS), or `None` without TLS.
+    pub fn new(
+        engine: Engine,
+        settings: ServiceSettings,
+        shutdown: CancellationToken,
+        access: Option<SharedRegistry>,
+    ) -> Self {
         FederationService {
             engine,
             settings,
             shutdown,
+            access,
+        }
+    }
+
+    /// Returns the participant the caller's client certificate identifies
+    /// (`None` without TLS), refusing callers without a certificate or whom
+    /// the registry does not allow. Every refusal is logged with its reason.
+    fn authenticate<T>(
+        &self,
+        request: &Request<T>,
+        call: &'static str,
+    ) -> Result<Option<ParticipantId>, CoordinatorError> {
+        let Some(access) = &self.access else {
+            return Ok(None);
+        };
+        let peer = request.remote_addr();
+        let Some(identity) = peer_identity(request) else {
+            warn!(call, peer = ?peer, reason = "no client certificate", "call refused");
+            return Err(CoordinatorError::NoClientCertificate);
+        };
+        access
+            .get()
+            .authorize(&identity.common_name, &identity.sha256_fingerprint)
+            .map(Some)
+            .map_err(|denied| {
+                warn!(
+                    call,
+                    peer = ?peer,
+                    subject = %identity.common_name,
+                    certificate_sha256 = %identity.sha256_fingerprint,
+                    reason = %denied,
+                    "call refused"
+                );
+                CoordinatorError::AccessDenied(denied)
+            })
+    }
+
+    /// Checks that the id a request claims is the authenticated one.
+    fn check_claim(
+        authenticated: Option<&ParticipantId>,
+        claimed: &str,
+        call: &'static str,
+    ) -> Result<(), CoordinatorError> {
+        match authenticated {
+            Some(authenticated) if authenticated.as_str() != claimed => {
+                warn!(
+                    call,
+                    subject = %authenticated,
+                    claimed = %claimed.chars().take(128).collect::<String>(),
+                    reason = "impersonation",
+                    "call refused"
+                );
+                Err(CoordinatorError::Impersonation {
+                    authenticated: authenticated.clone(),
+                    claimed: claimed.chars().take(128).collect(),
+                })
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -68,7 +138,9 @@ impl Federation for FederationService {
         &self,
         request: Request<pb::JoinRequest>,
     ) -> Result<Response<Self::JoinStream>, Status> {
+        let authenticated = self.authenticate(&request, "join")?;
         let join = request.into_inner();
+        Self::check_claim(authenticated.as_ref(), &join.participant_id, "join")?;
         let participant = ParticipantId::new(join.participant_id)
             .map_err(CoordinatorError::InvalidParticipantId)?;
         let mut session = self.engine.join(participant.clone());
@@ -127,6 +199,7 @@ impl Federation for FederationService {
         &self,
         request: Request<pb::DownloadModelRequest>,
     ) -> Result<Response<Self::DownloadModelStream>, Status> {
+        self.authenticate(&request, "download_model")?;
         let download = request.into_inner();
         let model = self.engine.model(ModelVersion(download.model_version))?;
         let chunk_params = match download.preferred_chunk_params as usize {
@@ -142,6 +215,7 @@ impl Federation for FederationService {
         &self,
         request: Request<Streaming<pb::UpdateChunk>>,
     ) -> Result<Response<pb::SubmitUpdateResponse>, Status> {
+        let authenticated = self.authenticate(&request, "submit_update")?;
         let mut stream = request.into_inner();
         let idle_timeout = self.settings.chunk_idle_timeout;
         let first = tokio::time::timeout(idle_timeout, stream.message())
@@ -169,6 +243,11 @@ impl Federation for FederationService {
             ))
             .into());
         }
+        Self::check_claim(
+            authenticated.as_ref(),
+            &header.participant_id,
+            "submit_update",
+        )?;
         let participant = ParticipantId::new(header.participant_id)
             .map_err(CoordinatorError::InvalidParticipantId)?;
         let round_id = RoundId(header.round_id);
@@ -210,6 +289,16 @@ impl Federation for FederationService {
                     warn!(round = %round_id, participant = %participant, error = %error, "update refused");
                     return Err(error.into());
                 }
+                // tonic refuses a message over the gRPC limit as OUT_OF_RANGE;
+                // it is an oversized chunk, refused like the one below.
+                Ok(Err(status)) if status.code() == tonic::Code::OutOfRange => {
+                    let error = CoordinatorError::MalformedUpdate(format!(
+                        "chunk exceeds the limit of {MAX_CHUNK_BYTES} bytes ({})",
+                        status.message()
+                    ));
+                    warn!(round = %round_id, participant = %participant, error = %error, "update refused");
+                    return Err(error.into());
+                }
                 Ok(Err(status)) => {
                     warn!(round = %round_id, participant = %participant, code = ?status.code(), "update stream failed");
                     return Err(status);
@@ -223,6 +312,11 @@ impl Federation for FederationService {
                         "chunk of {} bytes exceeds the limit of {MAX_CHUNK_BYTES}",
                         data.len()
                     ))
+                }
+                // An empty chunk adds nothing but restarts the idle timeout:
+                // a stream of them would hold an upload slot forever.
+                Some(pb::update_chunk::Payload::Data(data)) if data.is_empty() => {
+                    Some("empty data chunk".to_string())
                 }
                 Some(pb::update_chunk::Payload::Data(data)) => {
                     assembler.push(&data).err().map(|error| error.to_string())
@@ -260,7 +354,13 @@ impl Federation for FederationService {
         &self,
         request: Request<pb::DeclineRoundRequest>,
     ) -> Result<Response<pb::DeclineRoundResponse>, Status> {
+        let authenticated = self.authenticate(&request, "decline_round")?;
         let decline = request.into_inner();
+        Self::check_claim(
+            authenticated.as_ref(),
+            &decline.participant_id,
+            "decline_round",
+        )?;
         let participant = ParticipantId::new(decline.participant_id)
             .map_err(CoordinatorError::InvalidParticipantId)?;
         self.engine.decline(
@@ -274,8 +374,9 @@ impl Federation for FederationService {
 
     async fn get_status(
         &self,
-        _request: Request<pb::GetStatusRequest>,
+        request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::CoordinatorStatus>, Status> {
+        self.authenticate(&request, "get_status")?;
         Ok(Response::new(status_message(&self.engine.status())))
     }
 }

@@ -17,6 +17,16 @@ pub enum CoreError {
     InvalidWeight(f64),
     #[error("cannot aggregate zero updates")]
     EmptyAggregate,
+    #[error("invalid aggregation rule: {0}")]
+    InvalidAggregation(String),
+    /// A round closed with fewer updates than its robust rule needs; the
+    /// coordinator abandons the round rather than publish an unprotected aggregate.
+    #[error("aggregation rule {rule} needs at least {required} updates, got {actual}")]
+    TooFewUpdates {
+        rule: String,
+        required: usize,
+        actual: usize,
+    },
     #[error("invalid training plan: {0}")]
     InvalidPlan(String),
     #[error("dataset is empty")]

@@ -8,6 +8,7 @@
 //! - [`weights`]: a model's parameters as one flat vector, its sha256, safetensors files.
 //! - [`codec`]: the wire encoding of parameters and updates (little-endian float32 chunks).
 //! - [`aggregate`]: streaming FedAvg.
+//! - [`robust`]: poisoning-robust aggregation rules (norm bounding, trimmed mean, median, Multi-Krum).
 //! - [`accountant`]: Rényi-DP accountant of the subsampled Gaussian mechanism, (ε, δ) conversion and noise calibration.
 //! - [`dp`]: DP-SGD (per-example clipping with ghost norms, Poisson sampling, Gaussian noise) and organization-level DP.
 //! - [`clock`]: Unix-millisecond timestamps.
@@ -32,6 +33,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod privacy;
+pub mod robust;
 pub mod schema;
 pub mod telemetry;
 pub mod training;

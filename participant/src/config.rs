@@ -30,6 +30,11 @@ pub struct ParticipantConfig {
     /// round that would exceed it. Without one it still trains with DP when
     /// the plan asks, and records and reports the spend (δ = 1e-5).
     pub privacy_budget: Option<PrivacyBudget>,
+    /// Mutual TLS: the CA the coordinator's certificate must chain to, this
+    /// participant's certificate and key, and the coordinator's name
+    /// (fedshield_proto::tls::client_tls_config). Required for an
+    /// `https://` coordinator URL; `None` only with `http://` (`--insecure`).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl ParticipantConfig {
@@ -48,6 +53,7 @@ impl ParticipantConfig {
             missed_heartbeats: 5,
             feature_schema_sha256: None,
             privacy_budget: None,
+            tls: None,
         }
     }
 
@@ -64,6 +70,17 @@ impl ParticipantConfig {
                 "coordinator_url {:?} must start with http:// or https://",
                 self.coordinator_url
             ));
+        }
+        match (self.coordinator_url.starts_with("https://"), &self.tls) {
+            (true, None) => problems.push(format!(
+                "coordinator_url {:?} is https:// but no TLS certificates are configured (tls_ca, tls_cert, tls_key)",
+                self.coordinator_url
+            )),
+            (false, Some(_)) if self.coordinator_url.starts_with("http://") => problems.push(format!(
+                "coordinator_url {:?} is plaintext http:// but TLS certificates are configured; use https://",
+                self.coordinator_url
+            )),
+            _ => {}
         }
         if self.initial_backoff.is_zero() {
             problems.push("initial_backoff_ms must be positive".to_string());

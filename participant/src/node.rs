@@ -73,7 +73,13 @@ pub struct Participant {
     /// The privacy ledger, locked by this process for its lifetime.
     ledger: Arc<std::sync::Mutex<PrivacyLedger>>,
     events: Option<mpsc::UnboundedSender<ParticipantEvent>>,
+    tamper: Option<UpdateTamper>,
 }
+
+/// A function applied to each update just before it is sent. It exists to
+/// play a malicious participant in tests of the coordinator's
+/// poisoning-robust aggregation; an honest participant never sets one.
+pub type UpdateTamper = Arc<dyn Fn(&mut [f32]) + Send + Sync>;
 
 impl Participant {
     /// Returns a participant that trains on `data`.
@@ -99,12 +105,21 @@ impl Participant {
             cache,
             ledger: Arc::new(std::sync::Mutex::new(ledger)),
             events: None,
+            tamper: None,
         })
     }
 
     /// Reports what the participant does to `events`.
     pub fn with_events(mut self, events: mpsc::UnboundedSender<ParticipantEvent>) -> Self {
         self.events = Some(events);
+        self
+    }
+
+    /// Makes this participant malicious: `tamper` rewrites each update
+    /// before it is sent (robustness tests of the coordinator only).
+    pub fn with_update_tamper(mut self, tamper: UpdateTamper) -> Self {
+        warn!(participant = %self.config.participant_id, "this participant tampers with its updates");
+        self.tamper = Some(tamper);
         self
     }
 
@@ -120,6 +135,8 @@ impl Participant {
         while !shutdown.is_cancelled() {
             match self.session(&shutdown, &mut backoff).await {
                 Ok(()) => {}
+                // Stopping anyway: a coordinator going away at the same time is no news.
+                Err(_) if shutdown.is_cancelled() => break,
                 Err(error) => {
                     let delay = backoff.next_delay();
                     warn!(
@@ -143,8 +160,14 @@ impl Participant {
             url: self.config.coordinator_url.clone(),
             reason,
         };
-        let endpoint = Endpoint::from_shared(self.config.coordinator_url.clone())
-            .map_err(|error| connect_error(error.to_string()))?
+        let mut endpoint = Endpoint::from_shared(self.config.coordinator_url.clone())
+            .map_err(|error| connect_error(error.to_string()))?;
+        if let Some(tls) = &self.config.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|error| connect_error(format!("tls configuration: {error}")))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
@@ -153,7 +176,7 @@ impl Participant {
         let channel = endpoint
             .connect()
             .await
-            .map_err(|error| connect_error(error.to_string()))?;
+            .map_err(|error| connect_error(error_chain(&error)))?;
         Ok(FederationClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
@@ -337,6 +360,10 @@ impl Participant {
         .map_err(|error| ParticipantError::Protocol(format!("training task failed: {error}")))??;
         if unix_ms_now() > announcement.deadline_unix_ms {
             return Err(ParticipantError::DeadlinePassed(round_id));
+        }
+        let mut delta = delta;
+        if let Some(tamper) = &self.tamper {
+            tamper(&mut delta);
         }
         // Under DP the size of the local data is not disclosed: every update
         // weighs the same.
@@ -581,4 +608,18 @@ pub async fn submit_update(
     drop(delta);
     let messages = futures::stream::iter(std::iter::once(header_message).chain(chunks));
     Ok(client.submit_update(messages).await?.into_inner())
+}
+
+/// Returns an error and its sources as one line ("transport error: tls
+/// handshake failed: ..."), since the outermost message alone often says
+/// nothing useful.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }

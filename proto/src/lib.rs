@@ -2,9 +2,13 @@
 //!
 //! - `v1`: messages, the `Federation` client and server, generated from
 //!   `fedshield/v1/federation.proto` at build time (no `protoc` needed).
+//! - [`tls`]: TLS and mutual TLS (rustls, *ring*): PEM loading, server and
+//!   client configurations, the TLS accept loop, peer identity, and a small CA.
 //!
 //! Chunk messages carry model parameters and private updates, so their `Debug`
 //! output shows only sizes.
+
+pub mod tls;
 
 /// Generated code for package `fedshield.v1`.
 pub mod v1 {
