@@ -1127,3 +1127,55 @@ fn schema_parser_and_featurizer_never_panic_on_random_input() {
         check_schema_ingest(&input);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_dripping_chunks_inside_the_idle_timeout_is_refused_at_the_round_deadline() {
+    let mut config = three_party_config();
+    config.chunk_idle_timeout = Duration::from_secs(2);
+    config.round.round_deadline = Duration::from_millis(1500);
+    config.max_concurrent_uploads = 1;
+    let mut federation = Federation::start(config).await;
+    let engine = federation.engine().clone();
+    let mut mallory = RawParticipant::join(&federation.url, "mallory").await;
+    federation.start_honest();
+    let announcement = mallory.next_announcement().await;
+    let num_params = federation.num_params();
+    // One parameter every 200 ms: always well inside the idle timeout, and
+    // far too slow to finish before the deadline.
+    let header = header_message(mallory.header(&announcement, num_params));
+    let drip = futures::stream::iter(std::iter::once(header)).chain(futures::stream::unfold(
+        (),
+        |()| async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Some((values_message(&[0.0]), ()))
+        },
+    ));
+    let started = Instant::now();
+    let status = mallory.submit_stream(drip).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().contains("round's deadline"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "held for {:?}",
+        started.elapsed()
+    );
+    // The slot is freed (honest uploads queued behind the drip take it in
+    // turn, then it comes back), and the dripping update was never counted.
+    let permits = engine.upload_permits();
+    wait_until("the upload slot is free", PATIENCE, || {
+        let permits = permits.clone();
+        async move { permits.available_permits() == 1 }
+    })
+    .await;
+    let accepted = engine
+        .status()
+        .open_round
+        .map(|round| names(&round.accepted))
+        .unwrap_or_default();
+    assert!(!accepted.contains("mallory"));
+    federation.stop().await;
+}

@@ -273,6 +273,8 @@ pub struct UpdateTicket {
     num_samples: u64,
     privacy: Option<PrivacyReport>,
     num_params: usize,
+    /// The round's deadline: an update still arriving then is refused.
+    deadline: Instant,
     aggregate: SharedAggregate,
     committed: bool,
 }
@@ -286,6 +288,11 @@ impl UpdateTicket {
     /// Returns the round the update is for.
     pub fn round_id(&self) -> RoundId {
         self.round_id
+    }
+
+    /// Returns the deadline of the update's round.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
     }
 }
 
@@ -562,6 +569,7 @@ impl Engine {
             num_samples: request.num_samples,
             privacy: request.privacy,
             num_params,
+            deadline: round.deadline,
             aggregate: round.aggregate.clone(),
             committed: false,
         })

@@ -44,8 +44,10 @@ pub enum CoordinatorError {
     },
     #[error("malformed update: {0}")]
     MalformedUpdate(String),
-    #[error("update stream for round {round} went idle for more than {idle_secs}s between chunks")]
-    UpdateStalled { round: RoundId, idle_secs: u64 },
+    #[error("update stream for round {round} went idle for more than {idle_ms}ms between chunks")]
+    UpdateStalled { round: RoundId, idle_ms: u64 },
+    #[error("update for round {round} was still arriving at the round's deadline")]
+    UpdateTooSlow { round: RoundId },
     #[error("model version {0} does not exist")]
     UnknownModelVersion(ModelVersion),
     #[error("model store: {0}")]
@@ -84,7 +86,9 @@ impl From<CoordinatorError> for Status {
             | CoordinatorError::WrongBaseVersion { .. } => Code::FailedPrecondition,
             CoordinatorError::DuplicateUpdate { .. }
             | CoordinatorError::UploadInProgress { .. } => Code::AlreadyExists,
-            CoordinatorError::UpdateStalled { .. } => Code::DeadlineExceeded,
+            CoordinatorError::UpdateStalled { .. } | CoordinatorError::UpdateTooSlow { .. } => {
+                Code::DeadlineExceeded
+            }
             CoordinatorError::UnknownModelVersion(_) => Code::NotFound,
             CoordinatorError::Store(_) => Code::Internal,
             CoordinatorError::ShuttingDown => Code::Unavailable,

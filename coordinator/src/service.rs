@@ -280,11 +280,23 @@ impl Federation for FederationService {
         let mut assembler =
             ChunkAssembler::with_buffer(self.engine.take_receive_buffer(), ticket.num_params());
         loop {
-            let message = match tokio::time::timeout(idle_timeout, stream.message()).await {
+            // Each chunk must come within the idle timeout, and the whole
+            // update before the round's deadline: a sender dripping one small
+            // chunk just inside each idle timeout cannot hold its upload slot
+            // past the round.
+            let until_deadline = ticket
+                .deadline()
+                .saturating_duration_since(tokio::time::Instant::now());
+            let wait = idle_timeout.min(until_deadline);
+            let message = match tokio::time::timeout(wait, stream.message()).await {
                 Err(_) => {
-                    let error = CoordinatorError::UpdateStalled {
-                        round: round_id,
-                        idle_secs: idle_timeout.as_secs(),
+                    let error = if wait < idle_timeout {
+                        CoordinatorError::UpdateTooSlow { round: round_id }
+                    } else {
+                        CoordinatorError::UpdateStalled {
+                            round: round_id,
+                            idle_ms: idle_timeout.as_millis() as u64,
+                        }
                     };
                     warn!(round = %round_id, participant = %participant, error = %error, "update refused");
                     return Err(error.into());
