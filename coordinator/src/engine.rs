@@ -34,7 +34,9 @@ use tracing::{info, warn};
 
 use crate::config::RoundConfig;
 use crate::error::{CoordinatorError, Result};
-use crate::registry::{AggregationSummary, ModelCard, ModelRegistry, PublishedModel};
+use crate::registry::{
+    AggregationSummary, ModelCard, ModelRegistry, OpenRoundRecord, PublishedModel,
+};
 
 /// Finished rounds kept for status and for refusing late updates clearly.
 const ROUND_HISTORY_LEN: usize = 256;
@@ -329,7 +331,24 @@ impl Engine {
         max_concurrent_uploads: usize,
     ) -> Self {
         let (published, _) = watch::channel(initial.clone());
-        let next_round_id = initial.card.round_id.map_or(1, |round| round + 1);
+        let mut next_round_id = initial.card.round_id.map_or(1, |round| round + 1);
+        // A round that was open when the coordinator stopped (or crashed) on
+        // this very version is re-opened under its id; its participants
+        // reconnect and are announced it again.
+        match registry.open_round_record() {
+            Ok(Some(record)) if record.base_version == initial.version.0 => {
+                info!(
+                    round = record.round_id,
+                    base_version = record.base_version,
+                    "re-opening the interrupted round"
+                );
+                next_round_id = next_round_id.max(record.round_id);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                warn!(error = %error, "the open round record is unreadable; starting a new round")
+            }
+        }
         let server_optimizer = fedshield_core::aggregate::ServerMomentum::new(
             config.server_momentum,
             config.server_learning_rate,
@@ -931,6 +950,13 @@ impl Engine {
             attempt,
             opened_at: now,
         };
+        if let Err(error) = self.inner.registry.record_open_round(&OpenRoundRecord {
+            round_id: round_id.0,
+            base_version: round.base.version.0,
+            opened_unix_ms: unix_ms(SystemTime::now()),
+        }) {
+            warn!(round = %round_id, error = %error, "open round not recorded; a restart would open a new round instead");
+        }
         let announcement = round.announcement(&self.inner.plan);
         for participant in &round.selected {
             if let Some(session) = state.sessions.get(participant)

@@ -65,6 +65,16 @@ pub struct AggregationSummary {
     pub rejected: Vec<String>,
 }
 
+/// The round that was open, as recorded on disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenRoundRecord {
+    pub round_id: u64,
+    /// The version the round trains; the record is stale once a newer one exists.
+    pub base_version: u64,
+    pub opened_unix_ms: u64,
+}
+
 /// One published model version held in memory.
 #[derive(Debug)]
 pub struct PublishedModel {
@@ -120,6 +130,42 @@ impl ModelRegistry {
             serde_json::to_vec_pretty(&model.card).expect("a model card serializes to json");
         fedshield_core::fsutil::write_atomic(&self.card_path(model.version), &card_json)?;
         Ok(())
+    }
+
+    /// Returns the path of the record of the open round.
+    fn open_round_path(&self) -> PathBuf {
+        self.directory.join("open-round.json")
+    }
+
+    /// Records (atomically) that `round` is open, so that a coordinator
+    /// restarted after a crash re-opens it.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Store`] if the record cannot be written.
+    pub fn record_open_round(&self, round: &OpenRoundRecord) -> Result<()> {
+        let json = serde_json::to_vec(round).expect("a round record serializes to json");
+        fedshield_core::fsutil::write_atomic(&self.open_round_path(), &json)?;
+        Ok(())
+    }
+
+    /// Returns the last recorded open round, if any.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Store`] if the record exists and cannot be read.
+    pub fn open_round_record(&self) -> Result<Option<OpenRoundRecord>> {
+        let path = self.open_round_path();
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(CoreError::Io { path, source }.into()),
+        };
+        serde_json::from_slice(&bytes).map(Some).map_err(|error| {
+            CoreError::MalformedModelFile {
+                path,
+                reason: format!("open round record: {error}"),
+            }
+            .into()
+        })
     }
 
     /// Returns the highest version with a card, if any.

@@ -1,0 +1,194 @@
+//! Crash safety of the coordinator: the real binary is killed with SIGKILL in
+//! the middle of a round and started again on the same data directory. No
+//! published version is lost or corrupted, the interrupted round is re-opened
+//! under its id and completes, and the participant processes (never
+//! restarted by hand) reconnect by themselves and carry on.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fedshield_coordinator::registry::ModelRegistry;
+use fedshield_core::ModelVersion;
+
+const NUM_ROUNDS: u64 = 4;
+
+fn fedshield() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fedshield"));
+    command
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+fn start_coordinator(port: u16, data_dir: &Path) -> Child {
+    // The port of the killed process may take a moment to be free again.
+    for _ in 0..50 {
+        let mut child = fedshield()
+            .args(["coordinator", "--insecure", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args([
+                "--min-participants",
+                "2",
+                "--quorum",
+                "2",
+                "--rounds",
+                &NUM_ROUNDS.to_string(),
+                "--round-deadline-secs",
+                "60",
+                "--hidden",
+                "16",
+            ])
+            .spawn()
+            .expect("start the coordinator");
+        std::thread::sleep(Duration::from_millis(300));
+        match child.try_wait().unwrap() {
+            None => return child,
+            Some(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+    panic!("the coordinator did not start on port {port}");
+}
+
+fn start_participant(port: u16, name: &str, org: usize, data_dir: &Path) -> Child {
+    fedshield()
+        .args(["participant", "--insecure", "--coordinator"])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .args(["--id", name, "--synthetic-org", &org.to_string()])
+        .args(["--synthetic-records", "4000"])
+        .arg("--data-dir")
+        .arg(data_dir.join(name))
+        .spawn()
+        .expect("start a participant")
+}
+
+fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+#[test]
+fn a_coordinator_killed_mid_round_resumes_and_loses_no_published_version() {
+    let work = tempfile::tempdir().unwrap();
+    let data_dir = work.path().join("coordinator");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut coordinator = start_coordinator(port, &data_dir);
+    let mut participants = vec![
+        start_participant(port, "org-a", 0, work.path()),
+        start_participant(port, "org-b", 1, work.path()),
+    ];
+    let registry = ModelRegistry::open(&data_dir.join("models")).unwrap();
+
+    // Kill it while the round on version 1 is open.
+    wait_for(
+        "round 2 to open on version 1",
+        Duration::from_secs(120),
+        || {
+            registry
+                .open_round_record()
+                .ok()
+                .flatten()
+                .is_some_and(|record| record.base_version == 1)
+        },
+    );
+    let interrupted = registry.open_round_record().unwrap().unwrap();
+    coordinator.kill().unwrap();
+    coordinator.wait().unwrap();
+    let survived = registry.latest_version().unwrap().unwrap();
+    assert!(survived >= ModelVersion(1));
+
+    let mut restarted = start_coordinator(port, &data_dir);
+    wait_for(
+        "every round after the restart",
+        Duration::from_secs(180),
+        || registry.latest_version().ok().flatten() == Some(ModelVersion(NUM_ROUNDS)),
+    );
+    for participant in &mut participants {
+        assert!(
+            participant.try_wait().unwrap().is_none(),
+            "participants were never restarted and are still running"
+        );
+    }
+    restarted.kill().unwrap();
+    restarted.wait().unwrap();
+    for participant in &mut participants {
+        participant.kill().unwrap();
+        participant.wait().unwrap();
+    }
+
+    // Every version is there and intact (weights match their card's sha256).
+    for version in 0..=NUM_ROUNDS {
+        let model = registry
+            .load(ModelVersion(version))
+            .unwrap_or_else(|error| panic!("version {version}: {error}"));
+        assert_eq!(model.card.version, version);
+        if version > 0 {
+            assert_eq!(model.card.parent, Some(version - 1));
+        }
+    }
+    // The interrupted round was re-opened under its id and published the
+    // next version (unless it had published just before the kill).
+    println!(
+        "killed with round {} open on version 1; version {survived} had been published",
+        interrupted.round_id
+    );
+    if survived == ModelVersion(1) {
+        let next = registry.load(ModelVersion(2)).unwrap();
+        assert_eq!(next.card.round_id, Some(interrupted.round_id));
+    }
+}
+
+#[test]
+fn a_corrupted_stored_version_is_refused_with_the_reason() {
+    let work = tempfile::tempdir().unwrap();
+    let registry = ModelRegistry::open(work.path()).unwrap();
+    let spec = fedshield_core::ModelSpec::mlp(4, vec![3], 2);
+    let weights = fedshield_core::ModelWeights::init(spec.clone(), 1).unwrap();
+    let card = fedshield_coordinator::registry::ModelCard {
+        version: 0,
+        parent: None,
+        sha256: weights.sha256(),
+        num_params: weights.params.len() as u64,
+        spec,
+        round_id: None,
+        contributors: Vec::new(),
+        num_examples: 0,
+        plan: fedshield_core::TrainingPlan::new(),
+        created_unix_ms: 0,
+        feature_schema: None,
+        feature_schema_sha256: None,
+        metrics: None,
+        privacy: None,
+        aggregation: None,
+    };
+    registry
+        .store(&fedshield_coordinator::registry::PublishedModel {
+            version: ModelVersion(0),
+            weights,
+            card,
+        })
+        .unwrap();
+    registry.load(ModelVersion(0)).unwrap();
+    // Flip one byte of the last parameter.
+    let path = registry.weights_path(ModelVersion(0));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+    let error = registry.load(ModelVersion(0)).unwrap_err().to_string();
+    assert!(error.contains("sha256"), "{error}");
+    assert!(error.contains("model-v00000000.safetensors"), "{error}");
+}
