@@ -17,7 +17,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the coordinator: accept participants, run rounds, publish models.
+    /// Run the coordinator: accept participants, run rounds, publish models (or `coordinator issue-token`).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Coordinator(CoordinatorArgs),
     /// Run a participant: train locally, send model updates (or `participant budget`: its privacy spend).
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -34,6 +35,8 @@ pub enum Command {
     Privacy(PrivacyArgs),
     /// Create TLS certificates: a CA, the coordinator's server certificate, participants' client certificates.
     Certs(CertsArgs),
+    /// Score live events (CSV or JSONL) with a published model: one JSON verdict per event on stdout.
+    Detect(DetectArgs),
 }
 
 #[derive(Debug, Args)]
@@ -279,8 +282,33 @@ pub struct ModelArgs {
     pub weight_decay: f32,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum CoordinatorCommand {
+    /// Issues a bearer token for the HTTPS model downloads and prints it (once); only its sha256 is stored.
+    IssueToken(IssueTokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IssueTokenArgs {
+    /// The coordinator's data directory (the token file is <data-dir>/api-tokens.toml unless --api-tokens is given).
+    #[arg(
+        long,
+        env = "FEDSHIELD_DATA_DIR",
+        default_value = "fedshield-data/coordinator"
+    )]
+    pub data_dir: PathBuf,
+    /// The token file.
+    #[arg(long)]
+    pub api_tokens: Option<PathBuf>,
+    /// A name for the holder, e.g. the detector's host; shown in the coordinator's logs.
+    #[arg(long)]
+    pub name: String,
+}
+
 #[derive(Debug, Args)]
 pub struct CoordinatorArgs {
+    #[command(subcommand)]
+    pub command: Option<CoordinatorCommand>,
     /// Address to listen on for gRPC.
     #[arg(long, env = "FEDSHIELD_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
@@ -351,6 +379,12 @@ pub struct CoordinatorArgs {
     /// Serve plaintext gRPC and trust participants' declared ids. For local experiments only.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_client_ca", "participants"])]
     pub insecure: bool,
+    /// Also serve model downloads over HTTPS here (GET /v1/models/latest, /v1/models/{v}, /v1/models/{v}/card).
+    #[arg(long, env = "FEDSHIELD_HTTPS_LISTEN", conflicts_with = "insecure")]
+    pub https_listen: Option<SocketAddr>,
+    /// Bearer tokens for the HTTPS downloads (default: <data-dir>/api-tokens.toml; `coordinator issue-token` adds one).
+    #[arg(long, env = "FEDSHIELD_API_TOKENS")]
+    pub api_tokens: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -503,4 +537,74 @@ pub struct CertsParticipantArgs {
     /// Overwrite existing files.
     #[arg(long)]
     pub force: bool,
+}
+
+/// Input format of `fedshield detect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventFormat {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("model_source").required(true).args(["model", "coordinator"])))]
+pub struct DetectArgs {
+    /// Model file (safetensors) to score with. Its model card (--card) must exist and its sha256
+    /// must match the file; the card also gives the feature schema.
+    #[arg(long, conflicts_with = "coordinator")]
+    pub model: Option<PathBuf>,
+    /// The model's card (JSON, as the coordinator writes next to each version). Default: --model
+    /// with the extension .json.
+    #[arg(long, requires = "model")]
+    pub card: Option<PathBuf>,
+    /// Download the latest published model (or --version) from this coordinator's gRPC URL
+    /// (https://HOST:PORT). Needs --schema and --cache-dir: model downloads carry no schema.
+    #[arg(long, requires = "schema", requires = "cache_dir")]
+    pub coordinator: Option<String>,
+    /// The CA the coordinator's certificate chains to (PEM).
+    #[arg(long, requires = "coordinator")]
+    pub tls_ca: Option<PathBuf>,
+    /// This detector's client certificate (PEM); its subject must be in the coordinator's participant registry.
+    #[arg(long, requires = "coordinator")]
+    pub tls_cert: Option<PathBuf>,
+    /// This detector's private key (PEM).
+    #[arg(long, requires = "coordinator")]
+    pub tls_key: Option<PathBuf>,
+    /// The name the coordinator's certificate must carry (default: the host of --coordinator).
+    #[arg(long, requires = "coordinator")]
+    pub tls_server_name: Option<String>,
+    /// Connect in plaintext (an http:// coordinator started with --insecure). For local experiments only.
+    #[arg(long, requires = "coordinator", conflicts_with_all = ["tls_ca", "tls_cert", "tls_key"])]
+    pub insecure: bool,
+    /// Score with this model version instead of the latest; with --follow it is never switched.
+    #[arg(long, requires = "coordinator")]
+    pub version: Option<u64>,
+    /// Directory where downloaded model versions are cached (sha256-checked on every use).
+    #[arg(long, requires = "coordinator")]
+    pub cache_dir: Option<PathBuf>,
+    /// Feature schema (TOML) of the events. Required with --coordinator; with --model it must
+    /// match the schema the card names (default: the card's schema).
+    #[arg(long)]
+    pub schema: Option<PathBuf>,
+    /// Events file; default: standard input.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// Events format. Default: from the --events extension (.csv, .jsonl), else the schema's format.
+    #[arg(long, value_enum)]
+    pub format: Option<EventFormat>,
+    /// Keep reading --events as it grows (from its start; truncation and rotation are followed),
+    /// and switch to newly published model versions: the coordinator's (polled every --poll-secs),
+    /// or a newer model-v*.safetensors with its card in --model's directory.
+    #[arg(long)]
+    pub follow: bool,
+    /// Score at or above which an event is an attack. Default: 0 for classifiers (log-odds, as
+    /// `evaluate`); for autoencoders the threshold stored in the model file, else this flag is required.
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// Seconds between checks for a newer model version with --follow.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub poll_secs: u64,
+    /// Events scored per forward pass (output is flushed after every batch, and whenever input pauses).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub batch_size: u64,
 }

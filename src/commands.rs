@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use fedshield_coordinator::CoordinatorTls;
 use fedshield_coordinator::participants::ParticipantRegistry;
 use fedshield_coordinator::{CoordinatorConfig, RoundConfig};
+use fedshield_coordinator::{CoordinatorTls, HttpsSettings};
 use fedshield_core::accountant::{
     Conversion, RdpAccountant, SubsampledGaussian, calibrate_noise_multiplier,
 };
@@ -22,8 +22,8 @@ use tokio::net::TcpListener;
 use tonic::transport::ClientTlsConfig;
 
 use crate::cli::{
-    BudgetArgs, CoordinatorArgs, DpArgs, ModelArgs, ParticipantArgs, ParticipantBudgetArgs,
-    ParticipantCommand, PrivacyArgs, PrivacyCommand,
+    BudgetArgs, CoordinatorArgs, CoordinatorCommand, DpArgs, IssueTokenArgs, ModelArgs,
+    ParticipantArgs, ParticipantBudgetArgs, ParticipantCommand, PrivacyArgs, PrivacyCommand,
 };
 use crate::offline::{load_labelled, spec_for};
 use crate::shutdown;
@@ -110,7 +110,53 @@ pub fn coordinator_config(args: &CoordinatorArgs) -> Result<CoordinatorConfig> {
         evaluation,
         privacy: privacy_target(&args.dp),
         tls: coordinator_tls(args)?,
+        https: coordinator_https(args)?,
     })
+}
+
+/// Returns the HTTPS download endpoint's settings from the flags, if wanted.
+fn coordinator_https(args: &CoordinatorArgs) -> Result<Option<HttpsSettings>> {
+    let Some(listen) = args.https_listen else {
+        return Ok(None);
+    };
+    let (Some(cert), Some(key), Some(client_ca)) =
+        (&args.tls_cert, &args.tls_key, &args.tls_client_ca)
+    else {
+        anyhow::bail!("--https-listen needs --tls-cert, --tls-key and --tls-client-ca");
+    };
+    let server_config = ServerTlsFiles {
+        cert_chain: cert.clone(),
+        key: key.clone(),
+        client_ca: client_ca.clone(),
+    }
+    .load_https()
+    .context("failed to load the coordinator's TLS files for https")?;
+    Ok(Some(HttpsSettings {
+        listen,
+        server_config,
+        tokens_path: args.api_tokens.clone().unwrap_or_else(|| {
+            args.data_dir
+                .join(fedshield_coordinator::http::API_TOKENS_FILE_NAME)
+        }),
+    }))
+}
+
+/// Runs `fedshield coordinator issue-token`.
+fn issue_token(args: &IssueTokenArgs) -> Result<()> {
+    let path = args.api_tokens.clone().unwrap_or_else(|| {
+        args.data_dir
+            .join(fedshield_coordinator::http::API_TOKENS_FILE_NAME)
+    });
+    let token = fedshield_coordinator::http::issue_token(&path, &args.name)
+        .map_err(anyhow::Error::msg)
+        .context("failed to issue a token")?;
+    eprintln!(
+        "issued token {:?} (its sha256 is in {}); it is shown only now:",
+        args.name,
+        path.display()
+    );
+    println!("{token}");
+    Ok(())
 }
 
 /// Returns the coordinator's mutual-TLS settings from its flags (`None` with `--insecure`).
@@ -183,6 +229,9 @@ fn participant_tls(args: &ParticipantArgs) -> Result<Option<ClientTlsConfig>> {
 
 /// Runs `fedshield coordinator` until SIGINT/SIGTERM.
 pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
+    if let Some(CoordinatorCommand::IssueToken(token_args)) = &args.command {
+        return issue_token(token_args);
+    }
     let config = coordinator_config(&args)?;
     config.validate().map_err(|problems| {
         anyhow::anyhow!(

@@ -122,6 +122,7 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
         evaluation: Some(held_out.clone()),
         privacy: privacy.clone(),
         tls: Some(tls),
+        https: None,
     };
     let shutdown = CancellationToken::new();
     let listener = TcpListener::bind("127.0.0.1:0")

@@ -195,6 +195,19 @@ pub struct CoordinatorConfig {
     /// Mutual TLS and the participant registry; `None` serves plaintext
     /// gRPC and trusts declared participant ids (`--insecure`, tests).
     pub tls: Option<CoordinatorTls>,
+    /// The HTTPS model download endpoint, if wanted (needs `tls`).
+    pub https: Option<HttpsSettings>,
+}
+
+/// The HTTPS model download endpoint.
+#[derive(Debug, Clone)]
+pub struct HttpsSettings {
+    /// Where to listen, e.g. `0.0.0.0:8443` (`127.0.0.1:0` in tests).
+    pub listen: std::net::SocketAddr,
+    /// TLS with optional client certificates (fedshield_proto::tls::https_server_config).
+    pub server_config: std::sync::Arc<fedshield_proto::tls::rustls::ServerConfig>,
+    /// The issued bearer tokens (sha256 only), re-read on every request.
+    pub tokens_path: PathBuf,
 }
 
 /// Mutual TLS of the coordinator.
@@ -240,6 +253,7 @@ impl CoordinatorConfig {
             evaluation: None,
             privacy: None,
             tls: None,
+            https: None,
         }
     }
 
@@ -303,6 +317,12 @@ impl CoordinatorConfig {
             } else if let Err(error) = self.training_plan() {
                 problems.push(error.to_string());
             }
+        }
+        if self.https.is_some() && self.tls.is_none() {
+            problems.push(
+                "https needs tls: the download endpoint checks client certificates against the participant registry"
+                    .to_string(),
+            );
         }
         if self.max_concurrent_uploads == 0 {
             problems.push("max_concurrent_uploads must be at least 1".to_string());

@@ -8,16 +8,20 @@
 //! - [`service`]: the `fedshield.v1.Federation` gRPC handlers.
 //! - [`server`]: starting and stopping a coordinator on a bound listener.
 //! - [`error`]: the error type and its gRPC status mapping.
+//! - [`http`]: the HTTPS model download endpoint for detectors.
 
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod http;
 pub mod participants;
 pub mod registry;
 pub mod server;
 pub mod service;
 
-pub use config::{CoordinatorConfig, CoordinatorTls, ParticipantsPerRound, RoundConfig};
+pub use config::{
+    CoordinatorConfig, CoordinatorTls, HttpsSettings, ParticipantsPerRound, RoundConfig,
+};
 pub use engine::Engine;
 pub use error::CoordinatorError;
 pub use server::{CoordinatorHandle, run, start};

@@ -28,6 +28,7 @@ use crate::service::{FederationService, ServiceSettings};
 pub struct CoordinatorHandle {
     engine: Engine,
     local_addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     driver: JoinHandle<()>,
@@ -37,6 +38,11 @@ impl CoordinatorHandle {
     /// Returns the round engine, for status and publication events.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Returns the address the HTTPS download endpoint listens on, if any.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     /// Returns the address the gRPC server listens on.
@@ -169,7 +175,7 @@ pub async fn start(
     let engine = Engine::new(
         config.round.clone(),
         config.plan.clone(),
-        registry,
+        registry.clone(),
         Arc::new(initial),
         config.max_concurrent_uploads,
     );
@@ -186,6 +192,35 @@ pub async fn start(
         }
         shared
     });
+    let https_addr = match &config.https {
+        Some(https) => {
+            let https_listener =
+                TcpListener::bind(https.listen)
+                    .await
+                    .map_err(|source| CoreError::Io {
+                        path: format!("https listener {}", https.listen).into(),
+                        source,
+                    })?;
+            let address = https_listener
+                .local_addr()
+                .map_err(|source| CoreError::Io {
+                    path: "https listener".into(),
+                    source,
+                })?;
+            crate::http::serve_https(
+                https_listener,
+                https.server_config.clone(),
+                engine.clone(),
+                registry.clone(),
+                access.clone(),
+                https.tokens_path.clone(),
+                shutdown.clone(),
+            );
+            info!(%address, "https model downloads listening");
+            Some(address)
+        }
+        None => None,
+    };
     let service = FederationService::new(
         engine.clone(),
         ServiceSettings {
@@ -239,6 +274,7 @@ pub async fn start(
     Ok(CoordinatorHandle {
         engine,
         local_addr,
+        https_addr,
         shutdown,
         server,
         driver,

@@ -28,7 +28,10 @@ pub use error::{Result, TlsError};
 pub use identity::{PeerIdentity, peer_identity, sha256_fingerprint};
 pub use incoming::{TlsIncoming, serve_tls_incoming};
 pub use load::{load_certificates, load_certificates_pem, load_private_key, load_private_key_pem};
-pub use server::{ServerTlsFiles, crypto_provider, server_config, server_config_pem};
+pub use server::{
+    ServerTlsFiles, crypto_provider, https_server_config, https_server_config_pem, server_config,
+    server_config_pem,
+};
 
 /// Re-exported so callers name the same rustls and pki-types versions as these helpers.
 pub use rustls;

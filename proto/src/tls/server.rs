@@ -104,3 +104,73 @@ pub fn server_config(
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// Returns the TLS configuration of the coordinator's HTTPS endpoint
+/// (model downloads for detectors): the same server certificate, client
+/// certificates of the participant CA *accepted but not required* (a
+/// detector may present one, or a bearer token instead), and ALPN `h2` and
+/// `http/1.1` so that curl and any HTTP client can fetch models.
+///
+/// # Errors
+/// [`TlsError`] naming what is wrong with the certificates or key.
+pub fn https_server_config(
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_ca_roots: Vec<CertificateDer<'static>>,
+) -> Result<Arc<ServerConfig>> {
+    let provider = crypto_provider();
+    let mut roots = RootCertStore::empty();
+    for (index, root) in client_ca_roots.into_iter().enumerate() {
+        roots.add(root).map_err(|error| TlsError::ClientCaRoots {
+            reason: format!("certificate {index} is not a usable trust anchor: {error}"),
+        })?;
+    }
+    let client_verifier =
+        WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|error| TlsError::ClientCaRoots {
+                reason: format!("{error:?}"),
+            })?;
+    let server_error = |source| TlsError::Config {
+        what: "https server",
+        source,
+    };
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(server_error)?
+        .with_client_cert_verifier(client_verifier)
+        .with_single_cert(cert_chain, key)
+        .map_err(server_error)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// [`https_server_config`] from PEM text.
+///
+/// # Errors
+/// As [`https_server_config`], or unparsable PEM.
+pub fn https_server_config_pem(
+    cert_chain_pem: &str,
+    key_pem: &str,
+    client_ca_pem: &str,
+) -> Result<Arc<ServerConfig>> {
+    https_server_config(
+        load_certificates_pem(cert_chain_pem)?,
+        load_private_key_pem(key_pem)?,
+        load_certificates_pem(client_ca_pem)?,
+    )
+}
+
+impl ServerTlsFiles {
+    /// Loads the files into [`https_server_config`].
+    ///
+    /// # Errors
+    /// As [`Self::load`].
+    pub fn load_https(&self) -> Result<Arc<ServerConfig>> {
+        let cert_chain = load_certificates(&self.cert_chain)?;
+        let key = load_private_key(&self.key)?;
+        let client_ca_roots = load_certificates(&self.client_ca)?;
+        https_server_config(cert_chain, key, client_ca_roots)
+    }
+}

@@ -1,0 +1,379 @@
+//! The HTTPS endpoint detectors download models from, usable with curl:
+//!
+//! - `GET /v1/models/latest`: the current version's weights (safetensors);
+//! - `GET /v1/models/{version}`: one version's weights;
+//! - `GET /v1/models/{version}/card`: its model card (JSON).
+//!
+//! Weights carry `ETag` (the sha256 of the parameters, as in the card),
+//! `X-Fedshield-Sha256` and `X-Fedshield-Version`; `If-None-Match` with the
+//! current tag answers `304 Not Modified`. Every file is checked against its
+//! card's sha256 before it is served; a corrupted one is refused with `500`
+//! and the reason, never served.
+//!
+//! Credentials: a client certificate of the participant CA whose subject the
+//! participant registry allows, or `Authorization: Bearer <token>` with a
+//! token the coordinator issued (`fedshield coordinator issue-token`; only
+//! its sha256 is stored, in the API token file). Every download and every
+//! refusal is logged with who asked.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Extension, Path as UrlPath, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use fedshield_core::ModelVersion;
+use fedshield_core::weights::ModelWeights;
+use fedshield_proto::tls::{PeerIdentity, serve_tls_incoming};
+use futures::StreamExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::engine::Engine;
+use crate::participants::SharedRegistry;
+use crate::registry::ModelRegistry;
+
+/// File name of the API tokens in the coordinator's data directory.
+pub const API_TOKENS_FILE_NAME: &str = "api-tokens.toml";
+
+/// An issued bearer token, as stored: its name and the sha256 of the secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTokenEntry {
+    pub name: String,
+    pub sha256: String,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiTokenFile {
+    #[serde(default)]
+    token: Vec<ApiTokenEntry>,
+}
+
+fn token_sha256(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn read_tokens(path: &Path) -> Result<Vec<ApiTokenEntry>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str::<ApiTokenFile>(&text)
+            .map(|file| file.token)
+            .map_err(|error| format!("{}: {error}", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(error) => Err(format!("cannot read {}: {error}", path.display())),
+    }
+}
+
+/// Issues a new bearer token named `name`: appends its sha256 to the token
+/// file at `path` (written atomically) and returns the secret, which is shown
+/// once and stored nowhere.
+///
+/// # Errors
+/// The file cannot be read or written, or `name` is empty or taken.
+pub fn issue_token(path: &Path, name: &str) -> Result<String, String> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(format!("token name {name:?} must have 1 to 128 characters"));
+    }
+    let mut tokens = read_tokens(path)?;
+    if tokens.iter().any(|entry| entry.name == name) {
+        return Err(format!(
+            "a token named {name:?} exists already in {}",
+            path.display()
+        ));
+    }
+    let secret = {
+        use rand::RngExt;
+        let bytes: [u8; 32] = rand::rng().random();
+        format!("fst_{}", hex::encode(bytes))
+    };
+    tokens.push(ApiTokenEntry {
+        name: name.to_string(),
+        sha256: token_sha256(&secret),
+        revoked: false,
+    });
+    let text = toml::to_string(&ApiTokenFile { token: tokens })
+        .map_err(|error| format!("cannot encode the token file: {error}"))?;
+    fedshield_core::fsutil::write_atomic(path, text.as_bytes())
+        .map_err(|error| error.to_string())?;
+    Ok(secret)
+}
+
+/// Who the HTTPS endpoint answers.
+#[derive(Clone)]
+struct HttpState {
+    engine: Engine,
+    registry: ModelRegistry,
+    participants: Option<SharedRegistry>,
+    tokens_path: PathBuf,
+}
+
+/// The client certificate of one HTTPS connection, if it presented one.
+#[derive(Clone)]
+struct ConnectionPeer(Option<PeerIdentity>);
+
+/// Returns who is asking, or the refusal.
+fn authorize(
+    state: &HttpState,
+    peer: &ConnectionPeer,
+    headers: &HeaderMap,
+) -> Result<String, (StatusCode, String)> {
+    if let (Some(identity), Some(participants)) = (&peer.0, &state.participants) {
+        return participants
+            .get()
+            .authorize(&identity.common_name, &identity.sha256_fingerprint)
+            .map(|participant| format!("participant {participant}"))
+            .map_err(|denied| (StatusCode::FORBIDDEN, denied.to_string()));
+    }
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "a client certificate or an Authorization: Bearer token is required".to_string(),
+        ));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            (
+                StatusCode::UNAUTHORIZED,
+                "the Authorization header must be `Bearer <token>`".to_string(),
+            )
+        })?;
+    let tokens = read_tokens(&state.tokens_path)
+        .map_err(|error| (StatusCode::INTERNAL_SERVER_ERROR, error))?;
+    let digest = token_sha256(token);
+    match tokens.iter().find(|entry| entry.sha256 == digest) {
+        Some(entry) if entry.revoked => Err((
+            StatusCode::FORBIDDEN,
+            format!("token {:?} is revoked", entry.name),
+        )),
+        Some(entry) => Ok(format!("token {}", entry.name)),
+        None => Err((StatusCode::UNAUTHORIZED, "unknown token".to_string())),
+    }
+}
+
+fn refusal(what: &str, client: Option<&str>, status: StatusCode, reason: String) -> Response {
+    warn!(request = what, client = client.unwrap_or("-"), status = status.as_u16(), reason = %reason, "download refused");
+    (status, format!("{reason}\n")).into_response()
+}
+
+fn parse_version(text: &str) -> Result<ModelVersion, (StatusCode, String)> {
+    text.parse::<u64>().map(ModelVersion).map_err(|_| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("model version {text:?} is not a number"),
+        )
+    })
+}
+
+async fn latest_weights(
+    State(state): State<HttpState>,
+    Extension(peer): Extension<ConnectionPeer>,
+    headers: HeaderMap,
+) -> Response {
+    let version = state.engine.current_model().version;
+    serve_weights(state, peer, headers, version).await
+}
+
+async fn version_weights(
+    State(state): State<HttpState>,
+    Extension(peer): Extension<ConnectionPeer>,
+    UrlPath(version): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    match parse_version(&version) {
+        Ok(version) => serve_weights(state, peer, headers, version).await,
+        Err((status, reason)) => refusal("weights", None, status, reason),
+    }
+}
+
+async fn serve_weights(
+    state: HttpState,
+    peer: ConnectionPeer,
+    headers: HeaderMap,
+    version: ModelVersion,
+) -> Response {
+    let client = match authorize(&state, &peer, &headers) {
+        Ok(client) => client,
+        Err((status, reason)) => return refusal("weights", None, status, reason),
+    };
+    let model = match state.engine.model(version) {
+        Ok(model) => model,
+        Err(error) => {
+            let status = match error {
+                crate::CoordinatorError::UnknownModelVersion(_) => StatusCode::NOT_FOUND,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            return refusal("weights", Some(&client), status, error.to_string());
+        }
+    };
+    let etag = format!("\"{}\"", model.card.sha256);
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.split(',').any(|tag| tag.trim() == etag))
+    {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    // Serve the stored file, after checking it still holds what the card says.
+    let path = state.registry.weights_path(version);
+    let expected = model.card.sha256.clone();
+    let checked = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+        let bytes = std::fs::read(&path)
+            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+        let weights = ModelWeights::from_safetensors(&bytes)
+            .map_err(|reason| format!("{} is not a valid model file: {reason}", path.display()))?;
+        let actual = weights.sha256();
+        if actual != expected {
+            return Err(format!(
+                "{} has sha256 {actual}, its card says {expected}: the stored version is corrupted and is not served",
+                path.display()
+            ));
+        }
+        Ok(bytes)
+    })
+    .await
+    .unwrap_or_else(|error| Err(error.to_string()));
+    let bytes = match checked {
+        Ok(bytes) => bytes,
+        Err(reason) => {
+            return refusal(
+                "weights",
+                Some(&client),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                reason,
+            );
+        }
+    };
+    info!(client = %client, version = %version, num_bytes = bytes.len(), "model downloaded over https");
+    let mut response = Response::new(Body::from(bytes));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    for (name, value) in [
+        (header::ETAG.as_str(), etag),
+        ("x-fedshield-sha256", model.card.sha256.clone()),
+        ("x-fedshield-version", version.0.to_string()),
+        (
+            header::CONTENT_DISPOSITION.as_str(),
+            format!(
+                "attachment; filename=\"model-v{:08}.safetensors\"",
+                version.0
+            ),
+        ),
+    ] {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
+
+async fn version_card(
+    State(state): State<HttpState>,
+    Extension(peer): Extension<ConnectionPeer>,
+    UrlPath(version): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let client = match authorize(&state, &peer, &headers) {
+        Ok(client) => client,
+        Err((status, reason)) => return refusal("card", None, status, reason),
+    };
+    let version = match parse_version(&version) {
+        Ok(version) => version,
+        Err((status, reason)) => return refusal("card", Some(&client), status, reason),
+    };
+    match state.engine.model(version) {
+        Ok(model) => {
+            info!(client = %client, version = %version, "model card downloaded over https");
+            (
+                [(header::ETAG, format!("\"{}-card\"", model.card.sha256))],
+                axum::Json(model.card.clone()),
+            )
+                .into_response()
+        }
+        Err(crate::CoordinatorError::UnknownModelVersion(_)) => refusal(
+            "card",
+            Some(&client),
+            StatusCode::NOT_FOUND,
+            format!("model version {version} does not exist"),
+        ),
+        Err(error) => refusal(
+            "card",
+            Some(&client),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            error.to_string(),
+        ),
+    }
+}
+
+/// Serves the HTTPS endpoint on `listener` until `shutdown`.
+pub fn serve_https(
+    listener: TcpListener,
+    tls: Arc<fedshield_proto::tls::rustls::ServerConfig>,
+    engine: Engine,
+    registry: ModelRegistry,
+    participants: Option<SharedRegistry>,
+    tokens_path: PathBuf,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let state = HttpState {
+        engine,
+        registry,
+        participants,
+        tokens_path,
+    };
+    let router = Router::new()
+        .route("/v1/models/latest", get(latest_weights))
+        .route("/v1/models/{version}", get(version_weights))
+        .route("/v1/models/{version}/card", get(version_card))
+        .with_state(state);
+    let mut incoming = serve_tls_incoming(
+        listener,
+        tls,
+        std::time::Duration::from_secs(10),
+        64,
+        shutdown.clone(),
+    );
+    tokio::spawn(async move {
+        while let Some(accepted) = incoming.next().await {
+            let Ok(stream) = accepted else { continue };
+            let peer = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| PeerIdentity::from_der(leaf).ok());
+            let service =
+                TowerToHyperService::new(router.clone().layer(Extension(ConnectionPeer(peer))));
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                tokio::select! {
+                    _ = connection => {}
+                    () = shutdown.cancelled() => {}
+                }
+            });
+        }
+    })
+}
