@@ -5,6 +5,7 @@
 //! - [`cli`]: command-line flags (clap).
 //! - [`commands`]: the `coordinator` and `participant` commands.
 //! - [`demo`]: `fedshield demo`, a whole federation on 127.0.0.1.
+//! - [`detect`]: `fedshield detect`, scoring live events with a published model.
 //! - [`offline`]: `fedshield synth`, `train` and `evaluate`.
 //! - [`shutdown`]: SIGINT/SIGTERM handling.
 
@@ -12,5 +13,6 @@ pub mod certs;
 pub mod cli;
 pub mod commands;
 pub mod demo;
+pub mod detect;
 pub mod offline;
 pub mod shutdown;

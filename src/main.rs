@@ -30,5 +30,6 @@ async fn main() -> Result<()> {
             tokio::task::spawn_blocking(move || offline::evaluate(args)).await?
         }
         Command::Certs(args) => certs::run(args),
+        Command::Detect(args) => fedshield::detect::run(args).await,
     }
 }

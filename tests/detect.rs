@@ -1,0 +1,913 @@
+//! `fedshield detect` end to end: the real binary scoring real files, its
+//! verdicts checked against the evaluator; malformed lines skipped; a model
+//! that does not match its card refused; and `--follow` on a growing file,
+//! switching model versions published by a real coordinator over gRPC or
+//! stored next to a local model.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fedshield_coordinator::CoordinatorConfig;
+use fedshield_coordinator::registry::{ModelCard, ModelRegistry, PublishedModel};
+use fedshield_core::inference::{CLASSIFIER_THRESHOLD, predict_classes, score_rows};
+use fedshield_core::ingest::{IngestOptions, load_dataset};
+use fedshield_core::schema::Schema;
+use fedshield_core::telemetry::{
+    FlowGenerator, OrgProfile, SYNTHETIC_FLOWS_SCHEMA_TOML, synthetic_flows_schema, write_csv,
+};
+use fedshield_core::weights::ModelWeights;
+use fedshield_core::{ModelSpec, ModelVersion, TrainingPlan};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use common::{start_coordinator, start_participant, test_spec};
+
+fn fedshield(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fedshield"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run the fedshield binary")
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("temporary paths are UTF-8")
+}
+
+fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "status {:?}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Returns the card the coordinator's registry would write for `weights`.
+fn card_for(weights: &ModelWeights, version: u64, schema_toml: &str) -> ModelCard {
+    let schema = Schema::from_toml_str(schema_toml).unwrap();
+    ModelCard {
+        version,
+        parent: version.checked_sub(1),
+        sha256: weights.sha256(),
+        num_params: weights.params.len() as u64,
+        spec: weights.spec.clone(),
+        round_id: None,
+        contributors: Vec::new(),
+        num_examples: 0,
+        plan: TrainingPlan::new(),
+        created_unix_ms: 0,
+        feature_schema: Some(schema_toml.to_string()),
+        feature_schema_sha256: Some(schema.sha256()),
+        metrics: None,
+        privacy: None,
+        aggregation: None,
+    }
+}
+
+/// Writes `model`'s card next to it (same path, extension .json).
+fn write_card(model: &Path, version: u64, schema_toml: &str) {
+    let weights = ModelWeights::load_safetensors(model).unwrap();
+    let card = card_for(&weights, version, schema_toml);
+    std::fs::write(
+        model.with_extension("json"),
+        serde_json::to_vec_pretty(&card).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Writes synthetic training flows and trains a small model of `kind` on
+/// them with `fedshield train`; returns the model's path.
+fn train_model(dir: &Path, kind: &str) -> PathBuf {
+    let train = dir.join("train.csv");
+    assert_success(&fedshield(&[
+        "synth",
+        "--out",
+        path_str(&train),
+        "--records",
+        "3000",
+        "--seed",
+        "1",
+    ]));
+    let model = dir.join(format!("{kind}.safetensors"));
+    assert_success(&fedshield(&[
+        "train",
+        "--data",
+        path_str(&train),
+        "--schema",
+        path_str(&dir.join("train.schema.toml")),
+        "--epochs",
+        "2",
+        "--hidden",
+        "16",
+        "--model-kind",
+        kind,
+        "--out",
+        path_str(&model),
+        "--json",
+    ]));
+    write_card(&model, 1, SYNTHETIC_FLOWS_SCHEMA_TOML);
+    model
+}
+
+fn parse_verdicts(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each output line is one JSON object"))
+        .collect()
+}
+
+/// Returns `count` synthetic flow rows of a balanced mix (csv, no header) and the header.
+fn flow_rows(count: usize, seed: u64) -> (String, Vec<String>) {
+    let mut generator = FlowGenerator::new(OrgProfile::balanced(), seed);
+    let mut bytes = Vec::new();
+    write_csv(&mut bytes, (0..count).map(|_| generator.next_flow())).unwrap();
+    let text = String::from_utf8(bytes).unwrap();
+    let mut lines = text.lines().map(str::to_string);
+    let header = lines.next().unwrap();
+    (header, lines.collect())
+}
+
+#[test]
+fn detect_verdicts_match_the_evaluator_and_malformed_lines_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = train_model(dir.path(), "classifier");
+    let clean = dir.path().join("clean.csv");
+    assert_success(&fedshield(&[
+        "synth",
+        "--out",
+        path_str(&clean),
+        "--balanced",
+        "--records",
+        "400",
+        "--seed",
+        "2",
+    ]));
+    // Two malformed lines in the middle: a short row and a non-number.
+    let mut lines: Vec<String> = std::fs::read_to_string(&clean)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.insert(101, "0.5,12,34".to_string());
+    let mut bad_number: Vec<String> = lines[200].split(',').map(str::to_string).collect();
+    bad_number[1] = "lots".to_string();
+    lines.insert(201, bad_number.join(","));
+    let events = dir.path().join("events.csv");
+    std::fs::write(&events, lines.join("\n") + "\n").unwrap();
+    let malformed_lines = [102u64, 202];
+
+    let output = fedshield(&[
+        "detect",
+        "--model",
+        path_str(&model),
+        "--events",
+        path_str(&events),
+    ]);
+    assert_success(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for line in malformed_lines {
+        assert!(
+            stderr.contains(&format!("events.csv:{line}: malformed event skipped")),
+            "{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("row has 3 fields, the header has 13"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("\"lots\" is not a number"), "{stderr}");
+    let verdicts = parse_verdicts(&output.stdout);
+
+    // The evaluator's view of the same file: the loader skips the same lines.
+    let schema = synthetic_flows_schema();
+    let (dataset, report) = load_dataset(&events, &schema, &IngestOptions::default()).unwrap();
+    assert_eq!(report.num_malformed, 2);
+    let weights = ModelWeights::load_safetensors(&model).unwrap();
+    let scores = score_rows(&weights, dataset.features()).unwrap();
+    assert_eq!(verdicts.len(), dataset.len());
+    assert_eq!(verdicts.len(), 400);
+    let expected_lines = (2..=402u64).filter(|line| !malformed_lines.contains(line));
+    let mut num_attacks = 0;
+    for ((verdict, &score), line) in verdicts.iter().zip(&scores).zip(expected_lines) {
+        assert_eq!(verdict["line"].as_u64(), Some(line), "{verdict}");
+        assert_eq!(verdict["model_version"].as_u64(), Some(1), "{verdict}");
+        assert_eq!(
+            verdict["score"].as_f64().unwrap() as f32,
+            score,
+            "{verdict}"
+        );
+        let expected = if f64::from(score) >= CLASSIFIER_THRESHOLD {
+            "attack"
+        } else {
+            "benign"
+        };
+        assert_eq!(verdict["verdict"], expected, "{verdict}");
+        assert!(verdict.get("category").is_none(), "{verdict}");
+        num_attacks += usize::from(expected == "attack");
+    }
+    assert!(num_attacks > 0 && num_attacks < 400, "{num_attacks}");
+
+    // And `fedshield evaluate` flags the same events, label by label.
+    let evaluation = fedshield(&[
+        "evaluate",
+        "--model",
+        path_str(&model),
+        "--data",
+        path_str(&events),
+        "--schema",
+        path_str(&dir.path().join("clean.schema.toml")),
+        "--json",
+    ]);
+    assert_success(&evaluation);
+    let report: Value = serde_json::from_slice(&evaluation.stdout).unwrap();
+    let mut detected: BTreeMap<String, usize> = BTreeMap::new();
+    for (index, verdict) in verdicts.iter().enumerate() {
+        if verdict["verdict"] == "attack" {
+            *detected
+                .entry(dataset.raw_label(index).to_string())
+                .or_default() += 1;
+        }
+    }
+    for category in report["per_category"].as_array().unwrap() {
+        let name = category["category"].as_str().unwrap();
+        let flagged =
+            category["flagged_rate"].as_f64().unwrap() * category["num_examples"].as_f64().unwrap();
+        assert_eq!(
+            flagged.round() as usize,
+            detected.get(name).copied().unwrap_or(0),
+            "{name}: {report}"
+        );
+    }
+}
+
+#[test]
+fn unlabelled_jsonl_events_from_stdin_get_the_most_likely_attack_category() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = train_model(dir.path(), "multiclass");
+    let labelled = dir.path().join("labelled.jsonl");
+    assert_success(&fedshield(&[
+        "synth",
+        "--out",
+        path_str(&labelled),
+        "--format",
+        "jsonl",
+        "--balanced",
+        "--records",
+        "300",
+        "--seed",
+        "3",
+    ]));
+    let unlabelled: String = std::fs::read_to_string(&labelled)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut object: serde_json::Map<String, Value> = serde_json::from_str(line).unwrap();
+            object
+                .remove("label")
+                .expect("synthetic flows are labelled");
+            serde_json::to_string(&object).unwrap() + "\n"
+        })
+        .collect();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fedshield"))
+        .args(["detect", "--model", path_str(&model), "--format", "jsonl"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(unlabelled.as_bytes()).unwrap());
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_success(&output);
+    let verdicts = parse_verdicts(&output.stdout);
+
+    let schema = synthetic_flows_schema();
+    let class_names = schema.class_names();
+    let (dataset, _) = load_dataset(&labelled, &schema, &IngestOptions::default()).unwrap();
+    let weights = ModelWeights::load_safetensors(&model).unwrap();
+    assert_eq!(weights.spec.num_classes as usize, class_names.len());
+    let scores = score_rows(&weights, dataset.features()).unwrap();
+    let classes = predict_classes(&weights, dataset.features()).unwrap();
+    assert_eq!(verdicts.len(), 300);
+    let mut num_checked_categories = 0;
+    for (index, verdict) in verdicts.iter().enumerate() {
+        assert_eq!(verdict["line"].as_u64(), Some(index as u64 + 1));
+        assert_eq!(verdict["score"].as_f64().unwrap() as f32, scores[index]);
+        let category = verdict["category"]
+            .as_str()
+            .expect("multi-class verdicts name a category");
+        assert!(
+            class_names[1..].iter().any(|name| name == category),
+            "{verdict}"
+        );
+        // Where the most likely class overall is an attack, it is also the most likely attack.
+        if classes[index] != 0 {
+            assert_eq!(category, class_names[classes[index] as usize], "{verdict}");
+            num_checked_categories += 1;
+        }
+    }
+    assert!(num_checked_categories > 0);
+}
+
+#[test]
+fn a_model_that_does_not_match_its_card_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = ModelWeights::init(test_spec(), 5).unwrap();
+    let model = dir.path().join("model.safetensors");
+    weights
+        .save_safetensors(&model, Default::default())
+        .unwrap();
+    write_card(&model, 3, SYNTHETIC_FLOWS_SCHEMA_TOML);
+    let (header, rows) = flow_rows(5, 1);
+    let events = dir.path().join("events.csv");
+    std::fs::write(&events, format!("{header}\n{}\n", rows.join("\n"))).unwrap();
+
+    let intact = fedshield(&[
+        "detect",
+        "--model",
+        path_str(&model),
+        "--events",
+        path_str(&events),
+    ]);
+    assert_success(&intact);
+    assert_eq!(parse_verdicts(&intact.stdout).len(), 5);
+
+    // Flip one bit of the last parameter.
+    let mut bytes = std::fs::read(&model).unwrap();
+    *bytes.last_mut().unwrap() ^= 0x01;
+    std::fs::write(&model, &bytes).unwrap();
+    let corrupted = fedshield(&[
+        "detect",
+        "--model",
+        path_str(&model),
+        "--events",
+        path_str(&events),
+    ]);
+    assert!(!corrupted.status.success());
+    assert!(corrupted.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&corrupted.stderr);
+    assert!(stderr.contains("sha256 mismatch"), "{stderr}");
+    assert!(stderr.contains("model.safetensors"), "{stderr}");
+
+    std::fs::remove_file(model.with_extension("json")).unwrap();
+    let without_card = fedshield(&[
+        "detect",
+        "--model",
+        path_str(&model),
+        "--events",
+        path_str(&events),
+    ]);
+    assert!(!without_card.status.success());
+    let stderr = String::from_utf8_lossy(&without_card.stderr);
+    assert!(stderr.contains("model.json"), "{stderr}");
+}
+
+/// A `fedshield detect --follow` process and what it has printed so far.
+struct FollowingDetector {
+    child: Child,
+    verdicts: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl FollowingDetector {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fedshield"))
+            .arg("detect")
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start fedshield detect");
+        let verdicts = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stdout = child.stdout.take().unwrap();
+        let verdicts_sink = verdicts.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let verdict: Value = serde_json::from_str(&line).expect("one JSON object per line");
+                verdicts_sink.lock().unwrap().push(verdict);
+            }
+        });
+        let mut child_stderr = child.stderr.take().unwrap();
+        let stderr_sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(num_read) = child_stderr.read(&mut buffer) {
+                if num_read == 0 {
+                    return;
+                }
+                stderr_sink
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..num_read]));
+            }
+        });
+        FollowingDetector {
+            child,
+            verdicts,
+            stderr,
+        }
+    }
+
+    fn verdicts(&self) -> Vec<Value> {
+        self.verdicts.lock().unwrap().clone()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until `condition` holds for the verdicts and stderr so far, calling
+    /// `between_polls` (e.g. to append events) every 300 ms.
+    async fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut between_polls: impl FnMut(),
+        condition: impl Fn(&[Value], &str) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        let mut next_call = Instant::now();
+        loop {
+            if condition(&self.verdicts(), &self.stderr()) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "detect exited with {status} while waiting for {what}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; verdicts: {:?}\nstderr:\n{}",
+                self.verdicts(),
+                self.stderr()
+            );
+            if Instant::now() >= next_call {
+                between_polls();
+                next_call = Instant::now() + Duration::from_millis(300);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for FollowingDetector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Appends text to a file, as a log writer would.
+fn append(path: &Path, text: &str) {
+    let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    file.flush().unwrap();
+}
+
+/// Asserts that lines are numbered 2, 3, ... (the header is line 1) and that
+/// versions never go back.
+fn assert_in_order(verdicts: &[Value]) {
+    let mut previous_version = 0;
+    for (index, verdict) in verdicts.iter().enumerate() {
+        assert_eq!(
+            verdict["line"].as_u64(),
+            Some(index as u64 + 2),
+            "{verdicts:?}"
+        );
+        let version = verdict["model_version"].as_u64().unwrap();
+        assert!(version >= previous_version, "{verdicts:?}");
+        previous_version = version;
+    }
+}
+
+/// Runs participants until the coordinator publishes `version`, then stops them.
+async fn publish_version(
+    coordinator: &fedshield_coordinator::CoordinatorHandle,
+    work: &Path,
+    version: u64,
+) {
+    let mut published = coordinator.engine().subscribe_published();
+    let stop = CancellationToken::new();
+    let url = format!("http://{}", coordinator.local_addr());
+    let mut tasks = Vec::new();
+    for (index, name) in ["alpha", "beta"].iter().enumerate() {
+        let (task, _events) = start_participant(&url, name, index, work, stop.clone());
+        tasks.push(task);
+    }
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while published.borrow_and_update().version < ModelVersion(version) {
+            published.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("version {version} was not published within 60s"));
+    // Stop at once, so that the next round does not publish another version.
+    stop.cancel();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        coordinator.engine().current_model().version,
+        ModelVersion(version)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn detect_follows_a_growing_file_and_switches_to_each_version_the_coordinator_publishes() {
+    let work = tempfile::tempdir().unwrap();
+    let mut config = CoordinatorConfig::for_test(work.path().join("coordinator"), test_spec());
+    config.feature_schema_toml = Some(SYNTHETIC_FLOWS_SCHEMA_TOML.to_string());
+    let shutdown = CancellationToken::new();
+    let coordinator = start_coordinator(config, shutdown.clone()).await;
+    publish_version(&coordinator, work.path(), 1).await;
+
+    let schema = work.path().join("flows.schema.toml");
+    std::fs::write(&schema, SYNTHETIC_FLOWS_SCHEMA_TOML).unwrap();
+    let cache = work.path().join("detector-cache");
+    let events = work.path().join("events.csv");
+    let (header, rows) = flow_rows(200, 9);
+    let mut rows = rows.into_iter();
+    let first: Vec<String> = rows.by_ref().take(10).collect();
+    std::fs::write(&events, format!("{header}\n{}\n", first.join("\n"))).unwrap();
+    let url = format!("http://{}", coordinator.local_addr());
+    let mut detector = FollowingDetector::start(&[
+        "--coordinator",
+        &url,
+        "--insecure",
+        "--schema",
+        path_str(&schema),
+        "--cache-dir",
+        path_str(&cache),
+        "--events",
+        path_str(&events),
+        "--follow",
+        "--poll-secs",
+        "1",
+    ]);
+    detector
+        .wait_for(
+            "the first 10 events",
+            Duration::from_secs(30),
+            || {},
+            |verdicts, _| verdicts.len() >= 10,
+        )
+        .await;
+
+    // A row written in two pieces is scored once, whole, after its line feed.
+    let row = rows.next().unwrap();
+    let (head, tail) = row.split_at(row.len() / 2);
+    append(&events, head);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(detector.verdicts().len(), 10);
+    let more: Vec<String> = rows.by_ref().take(4).collect();
+    append(&events, &format!("{tail}\n{}\n", more.join("\n")));
+    detector
+        .wait_for(
+            "15 events",
+            Duration::from_secs(30),
+            || {},
+            |verdicts, _| verdicts.len() >= 15,
+        )
+        .await;
+    let verdicts = detector.verdicts();
+    assert_eq!(verdicts.len(), 15);
+    assert!(
+        verdicts.iter().all(|verdict| verdict["model_version"] == 1),
+        "{verdicts:?}"
+    );
+    assert_in_order(&verdicts);
+
+    publish_version(&coordinator, work.path(), 2).await;
+    let rows = Mutex::new(rows);
+    detector
+        .wait_for(
+            "an event scored by version 2",
+            Duration::from_secs(30),
+            || {
+                let row = rows.lock().unwrap().next().expect("enough rows");
+                append(&events, &format!("{row}\n"));
+            },
+            |verdicts, _| verdicts.iter().any(|verdict| verdict["model_version"] == 2),
+        )
+        .await;
+    let verdicts = detector.verdicts();
+    assert_in_order(&verdicts);
+    let stderr = detector.stderr();
+    assert!(stderr.contains("switched to model version"), "{stderr}");
+    assert!(!stderr.contains("malformed"), "{stderr}");
+    for version in [1, 2] {
+        assert!(
+            cache
+                .join(format!("model-v{version:08}.safetensors"))
+                .is_file(),
+            "version {version} is cached"
+        );
+    }
+    drop(detector);
+
+    // An older version can still be pinned; it is downloaded into an empty cache.
+    let pinned_cache = work.path().join("pinned-cache");
+    let args: Vec<String> = [
+        "detect",
+        "--coordinator",
+        &url,
+        "--insecure",
+        "--version",
+        "1",
+        "--schema",
+        path_str(&schema),
+        "--cache-dir",
+        path_str(&pinned_cache),
+        "--events",
+        path_str(&events),
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect();
+    let pinned = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fedshield(&args)
+    })
+    .await
+    .unwrap();
+    assert_success(&pinned);
+    let pinned_verdicts = parse_verdicts(&pinned.stdout);
+    assert!(pinned_verdicts.len() > 15);
+    assert!(
+        pinned_verdicts
+            .iter()
+            .all(|verdict| verdict["model_version"] == 1)
+    );
+    assert!(pinned_cache.join("model-v00000001.safetensors").is_file());
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_model_is_switched_for_a_newer_verified_version_stored_next_to_it() {
+    let work = tempfile::tempdir().unwrap();
+    let registry = ModelRegistry::open(&work.path().join("models")).unwrap();
+    let store = |version: u64, seed: u64| {
+        let weights = ModelWeights::init(ModelSpec::mlp(61, vec![8], 2), seed).unwrap();
+        let card = card_for(&weights, version, SYNTHETIC_FLOWS_SCHEMA_TOML);
+        registry
+            .store(&PublishedModel {
+                version: ModelVersion(version),
+                weights,
+                card,
+            })
+            .unwrap();
+    };
+    store(1, 1);
+    let events = work.path().join("events.csv");
+    let (header, rows) = flow_rows(200, 4);
+    std::fs::write(&events, format!("{header}\n{}\n", rows[..5].join("\n"))).unwrap();
+    let rows = Mutex::new(rows.into_iter().skip(5));
+    let append_row = || {
+        let row = rows.lock().unwrap().next().expect("enough rows");
+        append(&events, &format!("{row}\n"));
+    };
+    let mut detector = FollowingDetector::start(&[
+        "--model",
+        path_str(&registry.weights_path(ModelVersion(1))),
+        "--events",
+        path_str(&events),
+        "--follow",
+        "--poll-secs",
+        "1",
+    ]);
+    detector
+        .wait_for(
+            "the first 5 events",
+            Duration::from_secs(30),
+            || {},
+            |verdicts, _| verdicts.len() >= 5,
+        )
+        .await;
+
+    store(2, 2);
+    detector
+        .wait_for(
+            "an event scored by version 2",
+            Duration::from_secs(30),
+            &append_row,
+            |verdicts, _| verdicts.iter().any(|verdict| verdict["model_version"] == 2),
+        )
+        .await;
+
+    // Version 3's weights do not match its card: refused, version 2 stays.
+    store(3, 3);
+    let tampered = ModelWeights::init(ModelSpec::mlp(61, vec![8], 2), 4).unwrap();
+    tampered
+        .save_safetensors(&registry.weights_path(ModelVersion(3)), Default::default())
+        .unwrap();
+    detector
+        .wait_for(
+            "version 3 to be refused",
+            Duration::from_secs(30),
+            &append_row,
+            |_, stderr| stderr.contains("model version 3 refused"),
+        )
+        .await;
+    let num_before = detector.verdicts().len();
+    detector
+        .wait_for(
+            "more events after the refusal",
+            Duration::from_secs(30),
+            &append_row,
+            |verdicts, _| verdicts.len() >= num_before + 3,
+        )
+        .await;
+    let verdicts = detector.verdicts();
+    assert_in_order(&verdicts);
+    assert!(
+        verdicts.iter().all(|verdict| verdict["model_version"] != 3),
+        "{verdicts:?}"
+    );
+    assert_eq!(verdicts.last().unwrap()["model_version"], 2);
+    let stderr = detector.stderr();
+    assert!(stderr.contains("model version 3 refused"), "{stderr}");
+    assert!(stderr.contains("sha256 mismatch"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detector_with_a_registered_certificate_scores_with_a_pinned_version_over_mutual_tls() {
+    use fedshield_coordinator::CoordinatorTls;
+    use fedshield_coordinator::participants::ParticipantRegistry;
+    use fedshield_proto::tls::pki::CertificateAuthority;
+    use fedshield_proto::tls::server_config_pem;
+
+    let work = tempfile::tempdir().unwrap();
+    let authority = CertificateAuthority::generate("test CA").unwrap();
+    let server = authority
+        .issue_server(
+            &["localhost".to_string()],
+            &[std::net::IpAddr::from([127, 0, 0, 1])],
+            1,
+        )
+        .unwrap();
+    let registry_path = work.path().join("participants.toml");
+    std::fs::write(&registry_path, "[[participant]]\nid = \"soc-detector\"\n").unwrap();
+    let mut config = CoordinatorConfig::for_test(work.path().join("coordinator"), test_spec());
+    config.tls = Some(CoordinatorTls {
+        server_config: server_config_pem(&server.cert_pem, &server.key_pem, authority.cert_pem())
+            .unwrap(),
+        registry: ParticipantRegistry::load(&registry_path).unwrap(),
+        registry_path: None,
+        handshake_timeout: Duration::from_secs(5),
+        max_concurrent_handshakes: 16,
+    });
+    let shutdown = CancellationToken::new();
+    let coordinator = start_coordinator(config, shutdown.clone()).await;
+
+    let ca = work.path().join("ca.pem");
+    std::fs::write(&ca, authority.cert_pem()).unwrap();
+    let mut identities = Vec::new();
+    for name in ["soc-detector", "intruder"] {
+        let issued = authority.issue_client(name, 1).unwrap();
+        let cert = work.path().join(format!("{name}.pem"));
+        let key = work.path().join(format!("{name}.key"));
+        std::fs::write(&cert, &issued.cert_pem).unwrap();
+        std::fs::write(&key, &issued.key_pem).unwrap();
+        identities.push((cert, key));
+    }
+    let schema = work.path().join("flows.schema.toml");
+    std::fs::write(&schema, SYNTHETIC_FLOWS_SCHEMA_TOML).unwrap();
+    let events = work.path().join("events.csv");
+    let (header, rows) = flow_rows(3, 5);
+    std::fs::write(&events, format!("{header}\n{}\n", rows.join("\n"))).unwrap();
+    let url = format!("https://{}", coordinator.local_addr());
+    let detect_as = |(cert, key): (PathBuf, PathBuf)| {
+        let args: Vec<String> = [
+            "detect",
+            "--coordinator",
+            &url,
+            "--tls-ca",
+            path_str(&ca),
+            "--tls-cert",
+            path_str(&cert),
+            "--tls-key",
+            path_str(&key),
+            "--tls-server-name",
+            "localhost",
+            "--version",
+            "0",
+            "--schema",
+            path_str(&schema),
+            "--cache-dir",
+            path_str(&work.path().join("cache")),
+            "--events",
+            path_str(&events),
+        ]
+        .iter()
+        .map(|arg| arg.to_string())
+        .collect();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            fedshield(&args)
+        })
+    };
+    let mut identities = identities.into_iter();
+    let registered = detect_as(identities.next().unwrap()).await.unwrap();
+    assert_success(&registered);
+    let verdicts = parse_verdicts(&registered.stdout);
+    assert_eq!(verdicts.len(), 3);
+    assert!(
+        verdicts.iter().all(|verdict| verdict["model_version"] == 0),
+        "{verdicts:?}"
+    );
+
+    let intruder = detect_as(identities.next().unwrap()).await.unwrap();
+    assert!(!intruder.status.success());
+    assert!(intruder.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&intruder.stderr);
+    assert!(stderr.contains("GetStatus on coordinator"), "{stderr}");
+    shutdown.cancel();
+    coordinator.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_or_rotated_events_file_is_read_again_from_its_start() {
+    let work = tempfile::tempdir().unwrap();
+    let model = work.path().join("model.safetensors");
+    ModelWeights::init(test_spec(), 2)
+        .unwrap()
+        .save_safetensors(&model, Default::default())
+        .unwrap();
+    write_card(&model, 7, SYNTHETIC_FLOWS_SCHEMA_TOML);
+    let events = work.path().join("events.csv");
+    let (header, rows) = flow_rows(12, 6);
+    let write_events = |rows: &[String]| {
+        std::fs::write(&events, format!("{header}\n{}\n", rows.join("\n"))).unwrap();
+    };
+    write_events(&rows[..4]);
+    let mut detector = FollowingDetector::start(&[
+        "--model",
+        path_str(&model),
+        "--events",
+        path_str(&events),
+        "--follow",
+    ]);
+    detector
+        .wait_for(
+            "4 events",
+            Duration::from_secs(30),
+            || {},
+            |verdicts, _| verdicts.len() >= 4,
+        )
+        .await;
+
+    // Truncated in place, then rewritten shorter: numbered from line 2 again.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&events)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    append(&events, &format!("{header}\n{}\n", rows[4..6].join("\n")));
+    detector
+        .wait_for(
+            "2 events after truncation",
+            Duration::from_secs(30),
+            || {},
+            |verdicts, _| verdicts.len() >= 6,
+        )
+        .await;
+
+    // Rotated: renamed away and replaced by a new file.
+    std::fs::rename(&events, work.path().join("events.csv.1")).unwrap();
+    write_events(&rows[6..9]);
+    detector
+        .wait_for(
+            "3 events after rotation",
+            Duration::from_secs(30),
+            || {},
+            |verdicts, _| verdicts.len() >= 9,
+        )
+        .await;
+    let lines: Vec<u64> = detector
+        .verdicts()
+        .iter()
+        .map(|verdict| verdict["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [2, 3, 4, 5, 2, 3, 2, 3, 4]);
+    let stderr = detector.stderr();
+    assert!(stderr.contains("truncated"), "{stderr}");
+    assert!(stderr.contains("replaced"), "{stderr}");
+    assert!(!stderr.contains("malformed"), "{stderr}");
+}
