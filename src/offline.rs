@@ -330,6 +330,34 @@ pub fn train(args: TrainArgs) -> Result<()> {
         .with_context(|| format!("failed to write {}", args.out.display()))?;
     let (metrics, per_category, threshold_source) =
         evaluation_report(&weights, &test_set, None, stored_threshold, REFERENCE_FPR)?;
+    // A model card next to the weights, as the coordinator publishes one, so
+    // that `fedshield detect --model` and other frameworks can use the model.
+    let card = fedshield_coordinator::registry::ModelCard {
+        version: 0,
+        parent: None,
+        sha256: weights.sha256(),
+        num_params: weights.params.len() as u64,
+        spec: spec.clone(),
+        round_id: None,
+        contributors: Vec::new(),
+        num_examples: num_trained as u64,
+        plan: plan.clone(),
+        created_unix_ms: fedshield_core::clock::unix_ms_now(),
+        feature_schema: Some(schema.to_toml_string()),
+        feature_schema_sha256: Some(schema.sha256()),
+        metrics: Some(metrics.clone()),
+        privacy: None,
+        aggregation: None,
+    };
+    let card_path = args.out.with_extension("json");
+    let card_json = serde_json::to_vec_pretty(&card).context("failed to encode the model card")?;
+    fedshield_core::fsutil::write_atomic(&card_path, &card_json)
+        .with_context(|| format!("failed to write {}", card_path.display()))?;
+    eprintln!(
+        "wrote {} and its model card {}",
+        args.out.display(),
+        card_path.display()
+    );
     let report = EvaluationReport {
         model: args.out.display().to_string(),
         data: args.test_data.as_ref().map_or_else(
