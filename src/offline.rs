@@ -345,7 +345,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         created_unix_ms: fedshield_core::clock::unix_ms_now(),
         feature_schema: Some(schema.to_toml_string()),
         feature_schema_sha256: Some(schema.sha256()),
-        metrics: Some(metrics.clone()),
+        metrics: Some(metrics),
         privacy: None,
         aggregation: None,
     };
