@@ -139,6 +139,14 @@ fn a_coordinator_killed_mid_round_resumes_and_loses_no_published_version() {
             assert_eq!(model.card.parent, Some(version - 1));
         }
     }
+    // The round history survived the kill: every published version once, in order.
+    let (records, num_completed, _) = registry.round_history(100).unwrap();
+    assert_eq!(num_completed, NUM_ROUNDS);
+    let published: Vec<u64> = records
+        .iter()
+        .filter_map(|record| record.published)
+        .collect();
+    assert_eq!(published, (1..=NUM_ROUNDS).collect::<Vec<u64>>());
     // The interrupted round was re-opened under its id and published the
     // next version (unless it had published just before the kill).
     println!(
@@ -191,4 +199,37 @@ fn a_corrupted_stored_version_is_refused_with_the_reason() {
     let error = registry.load(ModelVersion(0)).unwrap_err().to_string();
     assert!(error.contains("sha256"), "{error}");
     assert!(error.contains("model-v00000000.safetensors"), "{error}");
+}
+
+#[test]
+fn the_round_history_keeps_complete_records_and_drops_a_torn_last_one() {
+    use fedshield_coordinator::registry::RoundRecord;
+    let work = tempfile::tempdir().unwrap();
+    let registry = ModelRegistry::open(work.path()).unwrap();
+    let record = |round_id: u64, published: Option<u64>| RoundRecord {
+        round_id,
+        base_version: round_id - 1,
+        published,
+        contributors: vec!["org-a".to_string()],
+        duration_ms: 12,
+        reason: "test".to_string(),
+        finished_unix_ms: 1,
+    };
+    registry.append_round(&record(1, Some(1))).unwrap();
+    registry.append_round(&record(2, None)).unwrap();
+    registry.append_round(&record(3, Some(2))).unwrap();
+    // A crash in the middle of the next append.
+    let path = work.path().join("rounds.jsonl");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("{\"round_id\":4,\"base_");
+    std::fs::write(&path, text).unwrap();
+    let (records, num_completed, num_abandoned) = registry.round_history(2).unwrap();
+    assert_eq!((num_completed, num_abandoned), (2, 1));
+    assert_eq!(records, vec![record(2, None), record(3, Some(2))]);
+    // The next append cuts the torn line off and starts cleanly.
+    registry.append_round(&record(4, Some(3))).unwrap();
+    let (records, num_completed, _) = registry.round_history(10).unwrap();
+    assert_eq!(num_completed, 3);
+    assert_eq!(records.len(), 4);
+    assert_eq!(records[3], record(4, Some(3)));
 }

@@ -35,7 +35,7 @@ use tracing::{info, warn};
 use crate::config::RoundConfig;
 use crate::error::{CoordinatorError, Result};
 use crate::registry::{
-    AggregationSummary, ModelCard, ModelRegistry, OpenRoundRecord, PublishedModel,
+    AggregationSummary, ModelCard, ModelRegistry, OpenRoundRecord, PublishedModel, RoundRecord,
 };
 
 /// Finished rounds kept for status and for refusing late updates clearly.
@@ -349,6 +349,19 @@ impl Engine {
                 warn!(error = %error, "the open round record is unreadable; starting a new round")
             }
         }
+        let (history, num_rounds_completed, num_rounds_abandoned) = match registry
+            .round_history(ROUND_HISTORY_LEN)
+        {
+            Ok((records, completed, abandoned)) => (
+                records.iter().map(summary_from_record).collect(),
+                completed,
+                abandoned,
+            ),
+            Err(error) => {
+                warn!(error = %error, "the round history is unreadable; starting with an empty one");
+                (VecDeque::new(), 0, 0)
+            }
+        };
         let server_optimizer = fedshield_core::aggregate::ServerMomentum::new(
             config.server_momentum,
             config.server_learning_rate,
@@ -367,9 +380,9 @@ impl Engine {
                         attempt: 1,
                     },
                     next_round_id,
-                    history: VecDeque::new(),
-                    num_rounds_completed: 0,
-                    num_rounds_abandoned: 0,
+                    history,
+                    num_rounds_completed,
+                    num_rounds_abandoned,
                 }),
                 changed: Notify::new(),
                 upload_permits: Arc::new(Semaphore::new(max_concurrent_uploads.max(1))),
@@ -1149,8 +1162,9 @@ impl Engine {
             let mut state = self.lock_state();
             state.current = model.clone();
             state.num_rounds_completed += 1;
-            push_history(&mut state.history, summary);
+            push_history(&mut state.history, summary.clone());
         }
+        self.record_round(&summary);
         info!(
             round = %round_id,
             version = %model.version,
@@ -1190,7 +1204,54 @@ impl Engine {
             duration: round.opened_at.elapsed(),
             reason,
         };
-        push_history(&mut state.history, summary);
+        push_history(&mut state.history, summary.clone());
+        drop(state);
+        self.record_round(&summary);
+    }
+
+    /// Appends a finished round to the durable history (logged on failure:
+    /// the published versions themselves are already safe).
+    fn record_round(&self, summary: &RoundSummary) {
+        let record = RoundRecord {
+            round_id: summary.round_id.0,
+            base_version: summary.base_version.0,
+            published: match summary.outcome {
+                RoundOutcome::Completed { published } => Some(published.0),
+                RoundOutcome::Abandoned => None,
+            },
+            contributors: summary
+                .contributors
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            duration_ms: summary.duration.as_millis() as u64,
+            reason: summary.reason.clone(),
+            finished_unix_ms: unix_ms(SystemTime::now()),
+        };
+        if let Err(error) = self.inner.registry.append_round(&record) {
+            warn!(round = %summary.round_id, error = %error, "round not added to the durable history");
+        }
+    }
+}
+
+/// Returns the in-memory summary of a stored round record.
+fn summary_from_record(record: &RoundRecord) -> RoundSummary {
+    RoundSummary {
+        round_id: RoundId(record.round_id),
+        base_version: ModelVersion(record.base_version),
+        outcome: match record.published {
+            Some(version) => RoundOutcome::Completed {
+                published: ModelVersion(version),
+            },
+            None => RoundOutcome::Abandoned,
+        },
+        contributors: record
+            .contributors
+            .iter()
+            .filter_map(|name| ParticipantId::new(name.clone()).ok())
+            .collect(),
+        duration: Duration::from_millis(record.duration_ms),
+        reason: record.reason.clone(),
     }
 }
 

@@ -75,6 +75,20 @@ pub struct OpenRoundRecord {
     pub opened_unix_ms: u64,
 }
 
+/// A finished round, as the round history file keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoundRecord {
+    pub round_id: u64,
+    pub base_version: u64,
+    /// The version it published; `None` for an abandoned round.
+    pub published: Option<u64>,
+    pub contributors: Vec<String>,
+    pub duration_ms: u64,
+    pub reason: String,
+    pub finished_unix_ms: u64,
+}
+
 /// One published model version held in memory.
 #[derive(Debug)]
 pub struct PublishedModel {
@@ -166,6 +180,81 @@ impl ModelRegistry {
             }
             .into()
         })
+    }
+
+    /// Returns the path of the round history (JSON Lines, append-only).
+    fn round_history_path(&self) -> PathBuf {
+        self.directory.join("rounds.jsonl")
+    }
+
+    /// Appends a finished round to the history and makes it durable.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Store`] if the history cannot be written.
+    pub fn append_round(&self, record: &RoundRecord) -> Result<()> {
+        use std::io::Write;
+        let path = self.round_history_path();
+        let mut line = serde_json::to_vec(record).expect("a round record serializes to json");
+        line.push(b'\n');
+        std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| {
+                // A torn last line (a crash during an earlier append) is cut
+                // off first, so that this record starts on a line of its own.
+                let contents = std::fs::read(&path)?;
+                if contents.last().is_some_and(|&byte| byte != b'\n') {
+                    let keep = contents
+                        .iter()
+                        .rposition(|&byte| byte == b'\n')
+                        .map_or(0, |index| index + 1);
+                    file.set_len(keep as u64)?;
+                }
+                file.write_all(&line)?;
+                file.sync_data()
+            })
+            .map_err(|source| CoreError::Io { path, source })?;
+        Ok(())
+    }
+
+    /// Returns the last `limit` finished rounds, oldest first, and the number
+    /// of completed and abandoned rounds in the whole history. A torn last
+    /// line (a crash during the append) is left out.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Store`] if the history exists and cannot be read,
+    /// or a complete line is not a round record (named by line number).
+    pub fn round_history(&self, limit: usize) -> Result<(Vec<RoundRecord>, u64, u64)> {
+        let path = self.round_history_path();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Vec::new(), 0, 0));
+            }
+            Err(source) => return Err(CoreError::Io { path, source }.into()),
+        };
+        let complete = &text[..text.rfind('\n').map_or(0, |index| index + 1)];
+        let mut records = std::collections::VecDeque::new();
+        let (mut num_completed, mut num_abandoned) = (0u64, 0u64);
+        for (index, line) in complete.lines().enumerate() {
+            let record: RoundRecord =
+                serde_json::from_str(line).map_err(|error| CoreError::MalformedModelFile {
+                    path: path.clone(),
+                    reason: format!("line {} is not a round record: {error}", index + 1),
+                })?;
+            if record.published.is_some() {
+                num_completed += 1;
+            } else {
+                num_abandoned += 1;
+            }
+            if records.len() == limit {
+                records.pop_front();
+            }
+            records.push_back(record);
+        }
+        Ok((records.into_iter().collect(), num_completed, num_abandoned))
     }
 
     /// Returns the highest version with a card, if any.
