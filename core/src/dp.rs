@@ -357,6 +357,7 @@ fn run_dp_sgd<R: Rng + CryptoRng + ?Sized>(
     // θ ← θ − lr · (Σ clipped + noise) / (q·N)
     let step_scale = f64::from(plan.learning_rate) / expected_batch_size;
     let noise_std = dp.noise_multiplier * dp.clip_norm;
+    let decay_factor = 1.0 - f64::from(plan.learning_rate) * f64::from(plan.weight_decay);
     let num_steps = u64::from(dp.steps_per_round);
     // The last epoch-equivalent of the round, over which mean_loss is taken.
     let loss_window_steps = (1.0 / dp.sampling_rate).ceil().min(num_steps as f64) as u64;
@@ -378,7 +379,14 @@ fn run_dp_sgd<R: Rng + CryptoRng + ?Sized>(
             }
             Some(sums)
         };
-        layers = apply_noisy_step(layers, clipped_sums, noise_std, step_scale, rng);
+        layers = apply_noisy_step(
+            layers,
+            clipped_sums,
+            noise_std,
+            step_scale,
+            decay_factor,
+            rng,
+        );
     }
     let params = flatten_layers(layers);
     if let Some(index) = params.iter().position(|value| !value.is_finite()) {
@@ -707,6 +715,7 @@ fn apply_noisy_step<R: Rng + CryptoRng + ?Sized>(
     clipped_sums: Option<ClippedSums>,
     noise_std: f64,
     step_scale: f64,
+    decay_factor: f64,
     rng: &mut R,
 ) -> Vec<DenseLayer> {
     let mut clipped_sums = clipped_sums.map(Vec::into_iter);
@@ -715,6 +724,16 @@ fn apply_noisy_step<R: Rng + CryptoRng + ?Sized>(
     layers
         .into_iter()
         .map(|DenseLayer { weight, bias }| {
+            // Weight decay (θ ← θ·(1 − lr·λ)) does not depend on the data,
+            // so it costs no privacy.
+            let (weight, bias) = if decay_factor == 1.0 {
+                (weight, bias)
+            } else {
+                (
+                    weight.mul_scalar(decay_factor),
+                    bias.mul_scalar(decay_factor),
+                )
+            };
             let (weight_sum, bias_sum) = clipped_sums.as_mut().and_then(Iterator::next).unzip();
             let weight_noise = gaussian_tensor(weight.dims(), noise_std, rng); // [d_in, d_out]
             let bias_noise = gaussian_tensor(bias.dims(), noise_std, rng); // [d_out]
@@ -845,6 +864,33 @@ mod tests {
             ("multi-class classifier", ModelSpec::mlp(6, vec![7], 4), 4),
             ("autoencoder", ModelSpec::autoencoder(6, vec![4, 2]), 2),
         ]
+    }
+
+    #[test]
+    fn weight_decay_acts_as_in_plain_sgd() {
+        let spec = ModelSpec::mlp(6, vec![8, 5], 2);
+        let weights = ModelWeights::init(spec, 7).unwrap();
+        let data = random_dataset(24, 6, 2, 2.0, 8);
+        let plan = TrainingPlan::new()
+            .with_learning_rate(0.3)
+            .with_weight_decay(0.05);
+        let private = run_dp_sgd(
+            &weights,
+            &data,
+            &plan,
+            &noiseless(1.0, 1e9, 1),
+            &mut seeded_rng(1),
+        )
+        .unwrap();
+        let plain_plan = plan
+            .clone()
+            .with_batch_size(data.len() as u32)
+            .with_max_local_steps(1);
+        let plain = train_local(&weights, &data, &plain_plan, 0).unwrap();
+        let difference = max_abs_difference(&private.params, &plain.params);
+        assert!(difference < 1e-4, "parameters differ by {difference}");
+        let without_decay = plain_full_batch_step(&weights, &data, 0.3);
+        assert!(max_abs_difference(&private.params, &without_decay.params) > 1e-4);
     }
 
     #[test]
