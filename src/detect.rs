@@ -37,7 +37,7 @@ use burn::tensor::{Tensor, TensorData};
 use csv::StringRecord;
 use fedshield_coordinator::registry::ModelCard;
 use fedshield_core::ModelVersion;
-use fedshield_core::inference::CLASSIFIER_THRESHOLD;
+use fedshield_core::inference::{CLASSIFIER_THRESHOLD, attack_log_odds};
 use fedshield_core::model::MlpClassifier;
 use fedshield_core::schema::{FileFormat, HeaderPositions, RecordFields, Schema};
 use fedshield_core::weights::ModelWeights;
@@ -321,24 +321,6 @@ impl ScoringModel {
         }
         Ok(())
     }
-}
-
-/// Returns `ln Σ_{c≥1} exp(l_c) − l_0`, the log-odds of attack, computed
-/// stably; the same operations in the same order as
-/// `fedshield_core::inference`, which keeps it private.
-fn attack_log_odds(logits: &[f32]) -> f32 {
-    let attack_logits = &logits[1..];
-    let max = attack_logits
-        .iter()
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
-    let log_sum = max
-        + attack_logits
-            .iter()
-            .map(|logit| (logit - max).exp())
-            .sum::<f32>()
-            .ln();
-    log_sum - logits[0]
 }
 
 /// Returns the attack class (1..) with the largest logit; ties go to the

@@ -34,10 +34,10 @@ use rand::rngs::{ChaCha20Rng, SysRng};
 use rand::{CryptoRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Geometric, Normal};
 
-use crate::data::{BENIGN, Dataset};
+use crate::data::Dataset;
 use crate::error::{CoreError, Result};
 use crate::model::ModelSpec;
-use crate::training::{LocalTrainingOutcome, TrainingPlan};
+use crate::training::{LocalTrainingOutcome, TrainingPlan, training_rows};
 use crate::weights::ModelWeights;
 
 /// The backend DP-SGD runs on: ndarray on the CPU, without autodiff (the
@@ -326,30 +326,9 @@ fn run_dp_sgd<R: Rng + CryptoRng + ?Sized>(
             actual: weights.params.len() as u64,
         });
     }
-    if data.is_empty() {
-        return Err(CoreError::EmptyDataset);
-    }
-    let input_dim = weights.spec.input_dim as usize;
-    if data.num_features() != input_dim {
-        return Err(CoreError::FeatureDimMismatch {
-            expected: input_dim,
-            actual: data.num_features(),
-        });
-    }
-    let autoencoder = weights.spec.is_autoencoder();
-    // The autoencoder learns what benign traffic looks like: attacks are
-    // left out of its training data.
-    let benign_only;
-    let data = if autoencoder {
-        benign_only = data.filter(|index| data.labels()[index] == BENIGN);
-        if benign_only.is_empty() {
-            return Err(CoreError::EmptyDataset);
-        }
-        &benign_only
-    } else {
-        data
-    };
-    let objective = objective_of(&weights.spec, data)?;
+    let data = training_rows(weights, data)?;
+    let data = data.as_ref();
+    let objective = objective_of(&weights.spec);
 
     let mut layers = layers_from_flat(weights);
     let sampler = PoissonSampler::new(data.len(), dp.sampling_rate)?;
@@ -486,30 +465,22 @@ enum Objective {
     Reconstruction,
 }
 
-/// Returns what a model of `spec` learns from `data` (the rows it trains on).
-///
-/// # Errors
-/// [`CoreError::Training`] if a class index of `data` does not fit the model.
-fn objective_of(spec: &ModelSpec, data: &Dataset) -> Result<Objective> {
+/// Returns what a model of `spec` learns (its rows were checked by
+/// `training_rows`).
+fn objective_of(spec: &ModelSpec) -> Objective {
     if spec.is_autoencoder() {
-        return Ok(Objective::Reconstruction);
+        return Objective::Reconstruction;
     }
-    let num_classes = spec.num_classes;
-    if num_classes <= 2 {
-        return Ok(Objective::Classes {
+    if spec.num_classes <= 2 {
+        return Objective::Classes {
             num_classes: 2,
             multi_class: false,
-        });
+        };
     }
-    if let Some(bad) = data.classes().iter().find(|&&class| class >= num_classes) {
-        return Err(CoreError::Training(format!(
-            "class index {bad} does not fit the model's {num_classes} classes; the model and the schema disagree"
-        )));
-    }
-    Ok(Objective::Classes {
-        num_classes: num_classes as usize,
+    Objective::Classes {
+        num_classes: spec.num_classes as usize,
         multi_class: true,
-    })
+    }
 }
 
 /// One linear layer, `y = x W + b`.
@@ -931,7 +902,7 @@ mod tests {
                 data = random_dataset(5, 6, 1, 1.5, 4);
             }
             let rows: Vec<usize> = (0..data.len()).collect();
-            let batch = Batch::new(&data, &rows, objective_of(&spec, &data).unwrap());
+            let batch = Batch::new(&data, &rows, objective_of(&spec));
             let pass = forward_backward(&layers_from_flat(&weights), &batch);
             let norms_and_losses = pass.squared_norms_and_losses();
             for row in rows {

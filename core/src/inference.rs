@@ -119,8 +119,9 @@ pub fn predict_attack_probability(weights: &ModelWeights, features: &[f32]) -> R
     Ok(logits.chunks(num_classes).map(attack_probability).collect())
 }
 
-/// Returns `ln Σ_{c≥1} exp(l_c) − l_0`, the log-odds of attack, computed stably.
-fn attack_log_odds(logits: &[f32]) -> f32 {
+/// Returns `ln Σ_{c≥1} exp(l_c) − l_0`, the log-odds of attack, computed
+/// stably from one row of classifier logits (class 0 benign).
+pub fn attack_log_odds(logits: &[f32]) -> f32 {
     let attack_logits = &logits[1..];
     let max = attack_logits
         .iter()

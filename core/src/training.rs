@@ -131,36 +131,10 @@ pub fn train_local(
     seed: u64,
 ) -> Result<LocalTrainingOutcome> {
     plan.validate()?;
-    if data.is_empty() {
-        return Err(CoreError::EmptyDataset);
-    }
-    let input_dim = weights.spec.input_dim as usize;
-    if data.num_features() != input_dim {
-        return Err(CoreError::FeatureDimMismatch {
-            expected: input_dim,
-            actual: data.num_features(),
-        });
-    }
+    let data = training_rows(weights, data)?;
+    let data = data.as_ref();
     let autoencoder = weights.spec.is_autoencoder();
-    // The autoencoder learns what benign traffic looks like: attacks are
-    // left out of its training data.
-    let benign_only;
-    let data = if autoencoder {
-        benign_only = data.filter(|index| data.labels()[index] == crate::data::BENIGN);
-        if benign_only.is_empty() {
-            return Err(CoreError::EmptyDataset);
-        }
-        &benign_only
-    } else {
-        data
-    };
-    let num_classes = weights.spec.num_classes;
-    let multi_class = num_classes > 2;
-    if multi_class && let Some(bad) = data.classes().iter().find(|&&class| class >= num_classes) {
-        return Err(CoreError::Training(format!(
-            "class index {bad} does not fit the model's {num_classes} classes; the model and the schema disagree"
-        )));
-    }
+    let multi_class = weights.spec.num_classes > 2;
     let device = NdArrayDevice::Cpu;
     let mut model =
         MlpClassifier::<TrainBackend>::from_flat(&weights.spec, &weights.params, &device)?;
@@ -214,6 +188,47 @@ pub fn train_local(
         num_steps,
         mean_loss,
     })
+}
+
+/// Returns the rows a model trains on, after checking them against it: all
+/// of `data` for a classifier (whose class indices must fit its outputs), the
+/// benign rows only for an autoencoder, which learns what benign traffic
+/// looks like.
+///
+/// # Errors
+/// [`CoreError::EmptyDataset`] (also when no benign row is left),
+/// [`CoreError::FeatureDimMismatch`], or [`CoreError::Training`] for a class
+/// index the model cannot output.
+pub(crate) fn training_rows<'a>(
+    weights: &ModelWeights,
+    data: &'a Dataset,
+) -> Result<std::borrow::Cow<'a, Dataset>> {
+    if data.is_empty() {
+        return Err(CoreError::EmptyDataset);
+    }
+    let input_dim = weights.spec.input_dim as usize;
+    if data.num_features() != input_dim {
+        return Err(CoreError::FeatureDimMismatch {
+            expected: input_dim,
+            actual: data.num_features(),
+        });
+    }
+    if weights.spec.is_autoencoder() {
+        let benign_only = data.filter(|index| data.labels()[index] == crate::data::BENIGN);
+        if benign_only.is_empty() {
+            return Err(CoreError::EmptyDataset);
+        }
+        return Ok(std::borrow::Cow::Owned(benign_only));
+    }
+    let num_classes = weights.spec.num_classes;
+    if num_classes > 2
+        && let Some(bad) = data.classes().iter().find(|&&class| class >= num_classes)
+    {
+        return Err(CoreError::Training(format!(
+            "class index {bad} does not fit the model's {num_classes} classes; the model and the schema disagree"
+        )));
+    }
+    Ok(std::borrow::Cow::Borrowed(data))
 }
 
 /// Returns the input and target tensors of one minibatch.

@@ -21,6 +21,13 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A server's certificate chain, private key and client CA roots.
+type ServerParts = (
+    Vec<CertificateDer<'static>>,
+    PrivateKeyDer<'static>,
+    Vec<CertificateDer<'static>>,
+);
+
 /// The three PEM files of a coordinator's mTLS setup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerTlsFiles {
@@ -38,10 +45,17 @@ impl ServerTlsFiles {
     /// # Errors
     /// Names the file that cannot be read or parsed, or the configuration problem.
     pub fn load(&self) -> Result<Arc<ServerConfig>> {
-        let cert_chain = load_certificates(&self.cert_chain)?;
-        let key = load_private_key(&self.key)?;
-        let client_ca_roots = load_certificates(&self.client_ca)?;
+        let (cert_chain, key, client_ca_roots) = self.read()?;
         server_config(cert_chain, key, client_ca_roots)
+    }
+
+    /// Reads the certificate chain, the key and the client CA roots.
+    fn read(&self) -> Result<ServerParts> {
+        Ok((
+            load_certificates(&self.cert_chain)?,
+            load_private_key(&self.key)?,
+            load_certificates(&self.client_ca)?,
+        ))
     }
 }
 
@@ -78,6 +92,35 @@ pub fn server_config(
     key: PrivateKeyDer<'static>,
     client_ca_roots: Vec<CertificateDer<'static>>,
 ) -> Result<Arc<ServerConfig>> {
+    build_server_config(
+        cert_chain,
+        key,
+        client_ca_roots,
+        ClientCertificates::Required,
+        &[b"h2"],
+        "server",
+    )
+}
+
+/// Whether a server refuses clients without a certificate.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ClientCertificates {
+    Required,
+    Optional,
+}
+
+/// Returns a server configuration over the ring provider, TLS 1.2 and 1.3,
+/// verifying client certificates against `client_ca_roots` with rustls'
+/// `WebPkiClientVerifier` and offering `alpn` protocols; `what` names the
+/// configuration in errors.
+fn build_server_config(
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_ca_roots: Vec<CertificateDer<'static>>,
+    client_certificates: ClientCertificates,
+    alpn: &[&[u8]],
+    what: &'static str,
+) -> Result<Arc<ServerConfig>> {
     let provider = crypto_provider();
     let mut roots = RootCertStore::empty();
     for (index, root) in client_ca_roots.into_iter().enumerate() {
@@ -85,23 +128,21 @@ pub fn server_config(
             reason: format!("certificate {index} is not a usable trust anchor: {error}"),
         })?;
     }
-    let client_verifier =
-        WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
-            .build()
-            .map_err(|error| TlsError::ClientCaRoots {
-                reason: format!("{error:?}"),
-            })?;
-    let server_error = |source| TlsError::Config {
-        what: "server",
-        source,
-    };
+    let mut verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone());
+    if client_certificates == ClientCertificates::Optional {
+        verifier = verifier.allow_unauthenticated();
+    }
+    let client_verifier = verifier.build().map_err(|error| TlsError::ClientCaRoots {
+        reason: format!("{error:?}"),
+    })?;
+    let server_error = |source| TlsError::Config { what, source };
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(server_error)?
         .with_client_cert_verifier(client_verifier)
         .with_single_cert(cert_chain, key)
         .map_err(server_error)?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     Ok(Arc::new(config))
 }
 
@@ -118,32 +159,14 @@ pub fn https_server_config(
     key: PrivateKeyDer<'static>,
     client_ca_roots: Vec<CertificateDer<'static>>,
 ) -> Result<Arc<ServerConfig>> {
-    let provider = crypto_provider();
-    let mut roots = RootCertStore::empty();
-    for (index, root) in client_ca_roots.into_iter().enumerate() {
-        roots.add(root).map_err(|error| TlsError::ClientCaRoots {
-            reason: format!("certificate {index} is not a usable trust anchor: {error}"),
-        })?;
-    }
-    let client_verifier =
-        WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|error| TlsError::ClientCaRoots {
-                reason: format!("{error:?}"),
-            })?;
-    let server_error = |source| TlsError::Config {
-        what: "https server",
-        source,
-    };
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(server_error)?
-        .with_client_cert_verifier(client_verifier)
-        .with_single_cert(cert_chain, key)
-        .map_err(server_error)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    build_server_config(
+        cert_chain,
+        key,
+        client_ca_roots,
+        ClientCertificates::Optional,
+        &[b"h2", b"http/1.1"],
+        "https server",
+    )
 }
 
 /// [`https_server_config`] from PEM text.
@@ -168,9 +191,7 @@ impl ServerTlsFiles {
     /// # Errors
     /// As [`Self::load`].
     pub fn load_https(&self) -> Result<Arc<ServerConfig>> {
-        let cert_chain = load_certificates(&self.cert_chain)?;
-        let key = load_private_key(&self.key)?;
-        let client_ca_roots = load_certificates(&self.client_ca)?;
+        let (cert_chain, key, client_ca_roots) = self.read()?;
         https_server_config(cert_chain, key, client_ca_roots)
     }
 }
