@@ -132,6 +132,26 @@ impl Participant {
         }
     }
 
+    /// Declines `round_id` because the participant is stopping; waits at
+    /// most two seconds for the coordinator.
+    async fn decline_on_shutdown(
+        &self,
+        client: &mut FederationClient<Channel>,
+        round_id: RoundId,
+        session_token: String,
+    ) {
+        let decline = pb::DeclineRoundRequest {
+            round_id: round_id.0,
+            participant_id: self.config.participant_id.to_string(),
+            session_token,
+            reason: "participant shutting down".to_string(),
+        };
+        match tokio::time::timeout(Duration::from_secs(2), client.decline_round(decline)).await {
+            Ok(Ok(_)) => info!(round = %round_id, "shutting down: round abandoned and declined"),
+            _ => info!(round = %round_id, "shutting down: round abandoned"),
+        }
+    }
+
     /// Runs until `shutdown` is cancelled, reconnecting as needed.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Backoff::new(self.config.initial_backoff, self.config.max_backoff);
@@ -243,7 +263,13 @@ impl Participant {
                     // Training runs while the join stream is not read; the
                     // coordinator's heartbeats wait in the transport buffers.
                     let outcome = tokio::select! {
-                        () = shutdown.cancelled() => return Ok(()),
+                        () = shutdown.cancelled() => {
+                            // Abandon the round cleanly: the ledger entry is
+                            // already durable, and the coordinator is told
+                            // not to wait for this participant.
+                            self.decline_on_shutdown(&mut client, round_id, token).await;
+                            return Ok(());
+                        }
                         outcome = self.take_part(&mut client, announcement, token.clone()) => outcome,
                     };
                     match outcome {
