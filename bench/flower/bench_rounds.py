@@ -9,7 +9,7 @@ K clients every round (no evaluation), one warm-up round and R timed rounds.
 Round time: from the strategy's `configure_fit` (the round starts) to the end
 of its `aggregate_fit` (the next model exists), as fedshield's is from the
 announcement to the publication. Peak memory: VmHWM of the server and of each
-client. Bytes moved: the clients' socket reads and writes (/proc/self/io).
+client. Bytes moved are not measured here.
 
 With --tls the server presents a certificate of a CA made for the run and the
 clients check it; Flower's gRPC transport has no client certificates (it
@@ -41,15 +41,6 @@ def peak_rss_bytes():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     return None
-
-
-def io_bytes():
-    counters = {}
-    with open("/proc/self/io") as io:
-        for line in io:
-            name, value = line.split(":")
-            counters[name] = int(value)
-    return counters["rchar"], counters["wchar"]
 
 
 def write_pki(directory):
@@ -168,8 +159,6 @@ def run_client(args):
     root_certificates = None
     if args.tls_dir:
         root_certificates = open(os.path.join(args.tls_dir, "ca.pem"), "rb").read()
-    # Counted from here: the imports above read many files, which rchar counts too.
-    read_before, written_before = io_bytes()
     fl.client.start_client(
         server_address=f"127.0.0.1:{args.port}",
         client=NoOpClient().to_client(),
@@ -177,18 +166,7 @@ def run_client(args):
         root_certificates=root_certificates,
         insecure=None if root_certificates else True,
     )
-    read_bytes, written_bytes = io_bytes()
-    print(
-        json.dumps(
-            {
-                "event": "done",
-                "peak_rss_bytes": peak_rss_bytes(),
-                "io_read_bytes": read_bytes - read_before,
-                "io_written_bytes": written_bytes - written_before,
-            }
-        ),
-        flush=True,
-    )
+    print(json.dumps({"event": "done", "peak_rss_bytes": peak_rss_bytes()}), flush=True)
 
 
 def last_json_line(text):
@@ -235,8 +213,6 @@ def orchestrate(args):
     if server_report is None or any(report is None for report in client_reports):
         raise SystemExit("a Flower process ended without its report")
     timed = server_report["round_seconds"][WARMUP_ROUNDS:]
-    num_rounds = len(server_report["round_seconds"])
-    bytes_total = sum(r["io_read_bytes"] + r["io_written_bytes"] for r in client_reports)
     report = {
         "framework": "flower " + __import__("flwr").__version__,
         "participants": args.participants,
@@ -246,7 +222,6 @@ def orchestrate(args):
         "round_seconds": timed,
         "median_round_seconds": statistics.median(timed) if timed else None,
         "max_round_seconds": max(timed) if timed else None,
-        "bytes_moved_per_round": bytes_total // max(num_rounds, 1),
         "min_bytes_per_round": 2 * args.participants * args.params * 4,
         "server_peak_rss_bytes": server_report["peak_rss_bytes"],
         "client_peak_rss_bytes": client_reports[0]["peak_rss_bytes"],
@@ -259,7 +234,7 @@ def orchestrate(args):
         print(
             f"flower: {args.participants} clients x {args.params} parameters, "
             f"{'TLS' if args.tls else 'plaintext'}: round median {report['median_round_seconds']:.3f} s, "
-            f"max {report['max_round_seconds']:.3f} s; {report['bytes_moved_per_round'] / mib:.1f} MiB per round; "
+            f"max {report['max_round_seconds']:.3f} s; "
             f"peak memory server {report['server_peak_rss_bytes'] / mib:.1f} MiB, "
             f"client {report['client_peak_rss_bytes'] / mib:.1f} MiB"
         )

@@ -17,6 +17,9 @@ use crate::model::ModelSpec;
 /// safetensors metadata key holding the model spec as JSON.
 pub const SPEC_METADATA_KEY: &str = "fedshield.spec";
 
+/// The tensors of a model as safetensors views, by name, in file order.
+type NamedTensorViews<'data> = Vec<(String, TensorView<'data>)>;
+
 /// A model: its architecture and its parameters in [`ModelSpec::tensor_specs`] order.
 #[derive(Clone, PartialEq)]
 pub struct ModelWeights {
@@ -95,7 +98,7 @@ impl ModelWeights {
     fn safetensors_views(
         &self,
         extra_metadata: HashMap<String, String>,
-    ) -> Result<(Vec<(String, TensorView<'_>)>, HashMap<String, String>)> {
+    ) -> Result<(NamedTensorViews<'_>, HashMap<String, String>)> {
         let bytes = codec::params_as_le_bytes(&self.params);
         let mut views = Vec::new();
         let mut offset = 0;
