@@ -27,15 +27,16 @@ use crate::service::{FederationService, ServiceSettings};
 /// HTTP/2 receive window of each stream (update upload). An upload waiting
 /// for one of the `max_concurrent_uploads` slots is not read, so the
 /// transport buffers at most this much of it: the window bounds the
-/// coordinator's memory per waiting participant. `fedshield bench rounds`
-/// at 8 × 10M parameters over mutual TLS ran within 5% of its speed with
-/// 1 MiB windows, while the coordinator's peak at 16 participants × 1M
-/// grew 20 MiB less than with them.
-pub const RECEIVE_STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+/// coordinator's memory per waiting participant. With 8 MiB windows and
+/// 1 MiB chunks the coordinator's peak grew ~2 MiB per participant
+/// (`fedshield bench rounds`, 16 × 1M parameters: 69 MiB against 37 MiB
+/// for 2); with 256 KiB, 0.4 MiB; with 128 KiB, 0.3 MiB, with active uploads
+/// still reading a 128 KiB window far faster than TLS delivers it.
+pub const RECEIVE_STREAM_WINDOW_BYTES: u32 = 128 * 1024;
 
 /// HTTP/2 receive window of each connection (one participant): its one
 /// upload plus small calls.
-pub const RECEIVE_CONNECTION_WINDOW_BYTES: u32 = 512 * 1024;
+pub const RECEIVE_CONNECTION_WINDOW_BYTES: u32 = 256 * 1024;
 
 /// A running coordinator.
 pub struct CoordinatorHandle {
