@@ -1,4 +1,7 @@
-"""Prints the markdown tables of docs/BENCHMARKS.md from bench/results/*.jsonl."""
+"""Prints the markdown tables of docs/BENCHMARKS.md from bench/results/*.jsonl.
+
+    python3 bench/table.py [FEDSHIELD_JSONL [FLOWER_JSONL]]
+"""
 
 import json
 import sys
@@ -18,9 +21,9 @@ def params_label(params):
     return {100_000: "100k", 1_000_000: "1M", 10_000_000: "10M"}.get(params, str(params))
 
 
-def main(directory="bench/results"):
-    ours = {(r["participants"], r["params"]): r for r in load(f"{directory}/fedshield.jsonl")}
-    flower = {(r["participants"], r["params"]): r for r in load(f"{directory}/flower.jsonl")}
+def main(ours_path="bench/results/fedshield.jsonl", flower_path="bench/results/flower.jsonl"):
+    ours = {(r["participants"], r["params"]): r for r in load(ours_path)}
+    flower = {(r["participants"], r["params"]): r for r in load(flower_path)}
     print("| K × P | round median / max (s) | MiB moved per round (payload) | TCP / TLS baseline (s) | round / TLS baseline | coordinator peak MiB (target) | participant peak MiB (target) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for key in sorted(ours, key=lambda k: (k[1], k[0])):

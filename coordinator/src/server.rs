@@ -27,11 +27,12 @@ use crate::service::{FederationService, ServiceSettings};
 /// HTTP/2 receive window of each stream (update upload). An upload waiting
 /// for one of the `max_concurrent_uploads` slots is not read, so the
 /// transport buffers at most this much of it: the window bounds the
-/// coordinator's memory per waiting participant. With 8 MiB windows and
-/// 1 MiB chunks the coordinator's peak grew ~2 MiB per participant
-/// (`fedshield bench rounds`, 16 × 1M parameters: 69 MiB against 37 MiB
-/// for 2); with 256 KiB, 0.4 MiB; with 128 KiB, 0.3 MiB, with active uploads
-/// still reading a 128 KiB window far faster than TLS delivers it.
+/// coordinator's memory per waiting participant. With 8 MiB windows (and
+/// 1 MiB chunks) its peak grew ~2 MiB per participant (`fedshield bench
+/// rounds`, 16 × 1M parameters: 69 MiB against 37 MiB for 2); with 128 KiB
+/// windows it grows ~0.3 MiB. The price is speed at large models: against
+/// 256 KiB windows, rounds of 8 and 32 participants × 10M parameters took
+/// 9–14% longer (docs/BENCHMARKS.md).
 pub const RECEIVE_STREAM_WINDOW_BYTES: u32 = 128 * 1024;
 
 /// HTTP/2 receive window of each connection (one participant): its one

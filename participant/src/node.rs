@@ -455,8 +455,9 @@ impl Participant {
         };
         let delta = Arc::new(delta);
         let response = submit_shared_update(client, header, delta.clone()).await?;
-        // The transport has dropped its views of the update once the
-        // coordinator answered; keep the memory for the next download.
+        // Once the coordinator answered, the transport has normally dropped
+        // its views of the update: keep the memory for the next download
+        // (benchmark mode), or let it go if a view is still alive.
         if let Ok(buffer) = Arc::try_unwrap(delta) {
             self.recycle_buffer(buffer);
         }
