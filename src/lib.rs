@@ -1,6 +1,7 @@
 //! The `fedshield` command: one binary for the coordinator, the participant
 //! and the demo.
 //!
+//! - [`bench`]: `fedshield bench rounds`, round overhead of a federation on 127.0.0.1.
 //! - [`certs`]: `fedshield certs`, the TLS certificates of a federation.
 //! - [`cli`]: command-line flags (clap).
 //! - [`commands`]: the `coordinator` and `participant` commands.
@@ -9,6 +10,7 @@
 //! - [`offline`]: `fedshield synth`, `train` and `evaluate`.
 //! - [`shutdown`]: SIGINT/SIGTERM handling.
 
+pub mod bench;
 pub mod certs;
 pub mod cli;
 pub mod commands;

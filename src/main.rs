@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Demo(_) => "warn",
+        Command::Demo(_) | Command::Bench(_) => "warn",
         _ => "info",
     };
     let filter =
@@ -41,5 +41,6 @@ async fn main() -> Result<()> {
         }
         Command::Certs(args) => certs::run(args),
         Command::Detect(args) => fedshield::detect::run(args).await,
+        Command::Bench(args) => fedshield::bench::run(args).await,
     }
 }

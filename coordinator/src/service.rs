@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use fedshield_core::clock::unix_ms_now;
 
-use bytes::Bytes;
-use fedshield_core::codec::{ChunkAssembler, MAX_CHUNK_BYTES, params_as_le_bytes};
+use fedshield_core::codec::{ChunkAssembler, MAX_CHUNK_BYTES, shared_chunks};
 use fedshield_core::privacy::PrivacyReport;
 use fedshield_core::{ModelVersion, ParticipantId, RoundId, TrainingPlan};
 use fedshield_proto::tls::peer_identity;
@@ -421,7 +420,7 @@ fn heartbeat_event(current_version: ModelVersion) -> pb::CoordinatorEvent {
 }
 
 /// Returns the download stream of a model: the header, then the parameters
-/// in chunks, each copied out of the shared model only when tonic asks for it.
+/// in chunks that share the model's memory, made only when tonic asks for them.
 fn model_stream(
     model: std::sync::Arc<PublishedModel>,
     chunk_params: usize,
@@ -445,21 +444,17 @@ fn model_stream(
             card_json: serde_json::to_string(&model.card).expect("a model card serializes to json"),
         })),
     };
-    let num_chunks = model.weights.params.len().div_ceil(chunk_params);
-    let chunks = futures::stream::iter(0..num_chunks).map(move |index| {
-        let params = &model.weights.params;
-        let start = index * chunk_params;
-        let end = (start + chunk_params).min(params.len());
-        Ok(pb::ModelChunk {
-            payload: Some(pb::model_chunk::Payload::Data(Bytes::copy_from_slice(
-                params_as_le_bytes(&params[start..end]),
-            ))),
-        })
-    });
+    // Zero-copy: each chunk is a view into the shared model, which lives
+    // until the last chunk has been encoded.
+    let chunks = futures::stream::iter(
+        shared_chunks(model, |model| &model.weights.params, chunk_params).map(|data| {
+            Ok(pb::ModelChunk {
+                payload: Some(pb::model_chunk::Payload::Data(data)),
+            })
+        }),
+    );
     futures::StreamExt::chain(futures::stream::once(async move { Ok(header) }), chunks)
 }
-
-use futures::StreamExt as _;
 
 /// Converts a model spec to its protocol message.
 pub fn spec_message(spec: &fedshield_core::ModelSpec) -> pb::ModelSpec {

@@ -4,6 +4,8 @@
 //! Decoding validates as it goes (alignment, count, finiteness), so a hostile
 //! stream is refused at the first bad chunk without buffering the rest.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::error::{CoreError, Result};
@@ -11,9 +13,13 @@ use crate::error::{CoreError, Result};
 #[cfg(not(target_endian = "little"))]
 compile_error!("fedshield's zero-copy codec assumes a little-endian target");
 
-/// Default number of parameters per chunk: 256 Ki float32 = 1 MiB per message,
-/// well under gRPC's 4 MiB default limit and large enough to amortize framing.
-pub const DEFAULT_CHUNK_PARAMS: usize = 256 * 1024;
+/// Default number of parameters per chunk: 16 Ki float32 = 64 KiB per
+/// message. Large enough to amortize gRPC framing (5 bytes and a protobuf
+/// tag per message), small enough that each stream's encode and decode
+/// buffers stay small: a coordinator serving K downloads at once holds about
+/// one chunk per download, and with 1 MiB chunks its peak memory grew by
+/// ~2 MiB per participant (`fedshield bench rounds`, docs/BENCHMARKS.md).
+pub const DEFAULT_CHUNK_PARAMS: usize = 16 * 1024;
 
 /// Largest chunk accepted from the network, in bytes (4 MiB).
 pub const MAX_CHUNK_BYTES: usize = 4 * 1024 * 1024;
@@ -30,6 +36,47 @@ pub fn encode_chunks(params: &[f32], chunk_params: usize) -> impl Iterator<Item 
         .map(|chunk| Bytes::copy_from_slice(params_as_le_bytes(chunk)))
 }
 
+/// Returns the wire chunks of a shared parameter vector without copying
+/// them: each chunk is a [`Bytes`] view into `owner`'s memory (`view` says
+/// where the parameters are), which stays alive until the last chunk is
+/// dropped. Nothing is computed until the iterator is advanced, so a
+/// stream built on it holds only the chunks in flight.
+pub fn shared_chunks<T: Send + Sync + 'static>(
+    owner: Arc<T>,
+    view: fn(&T) -> &[f32],
+    chunk_params: usize,
+) -> impl Iterator<Item = Bytes> + Send + 'static {
+    let chunk_params = chunk_params.max(1);
+    let num_params = view(&owner).len();
+    (0..num_params.div_ceil(chunk_params)).map(move |index| {
+        let start = index * chunk_params;
+        Bytes::from_owner(SharedParamsChunk {
+            owner: owner.clone(),
+            view,
+            start,
+            end: (start + chunk_params).min(num_params),
+        })
+    })
+}
+
+/// One chunk of a shared parameter vector, as bytes.
+struct SharedParamsChunk<T> {
+    owner: Arc<T>,
+    view: fn(&T) -> &[f32],
+    start: usize,
+    end: usize,
+}
+
+impl<T> AsRef<[u8]> for SharedParamsChunk<T> {
+    fn as_ref(&self) -> &[u8] {
+        params_as_le_bytes(&(self.view)(&self.owner)[self.start..self.end])
+    }
+}
+
+/// Values decoded per block by [`ChunkAssembler::push`]: 64 KiB of float32,
+/// so the finiteness check reads what the copy just wrote while it is in cache.
+const DECODE_BLOCK_PARAMS: usize = 16 * 1024;
+
 /// Appends the float32 values encoded in `bytes` to `out`.
 ///
 /// # Errors
@@ -40,11 +87,14 @@ pub fn decode_f32_le_into(bytes: &[u8], out: &mut Vec<f32>) -> Result<()> {
             num_bytes: bytes.len(),
         });
     }
-    let start = out.len();
-    out.resize(start + bytes.len() / 4, 0.0);
-    // A byte copy: on a little-endian target the wire format is the memory
-    // format, and copying bytes works whatever the alignment of `bytes`.
-    bytemuck::cast_slice_mut::<f32, u8>(&mut out[start..]).copy_from_slice(bytes);
+    // One pass, no zero-filling first: `chunks_exact` of 4 bytes reads
+    // unaligned input, and `from_le_bytes` is a plain load on a
+    // little-endian target (the wire format is the memory format).
+    out.extend(
+        bytes.chunks_exact(4).map(|value| {
+            f32::from_le_bytes(value.try_into().expect("chunks_exact yields 4 bytes"))
+        }),
+    );
     Ok(())
 }
 
@@ -104,9 +154,12 @@ impl ChunkAssembler {
                 actual: total as u64,
             });
         }
-        let start = self.values.len();
-        decode_f32_le_into(chunk, &mut self.values)?;
-        check_finite(&self.values[start..], start as u64)
+        for block in chunk.chunks(DECODE_BLOCK_PARAMS * 4) {
+            let start = self.values.len();
+            decode_f32_le_into(block, &mut self.values)?;
+            check_finite(&self.values[start..], start as u64)?;
+        }
+        Ok(())
     }
 
     /// Returns the values once all have arrived.
@@ -194,6 +247,34 @@ mod tests {
         assert!(matches!(error, CoreError::NonFiniteParam { index: 2, .. }));
         let mut infinite = ChunkAssembler::new(1);
         assert!(infinite.push(params_as_le_bytes(&[f32::INFINITY])).is_err());
+    }
+
+    #[test]
+    fn shared_chunks_view_the_owner_without_copying() {
+        let params: Arc<Vec<f32>> = Arc::new((0..1000).map(|i| i as f32 * 0.5).collect());
+        let chunks: Vec<Bytes> = shared_chunks(params.clone(), |owner| owner, 300).collect();
+        assert_eq!(chunks.len(), 4);
+        assert_eq!(
+            chunks[1].as_ptr(),
+            params_as_le_bytes(&params[300..]).as_ptr()
+        );
+        let mut assembler = ChunkAssembler::new(params.len());
+        for chunk in &chunks {
+            assembler.push(chunk).unwrap();
+        }
+        assert_eq!(assembler.finish().unwrap(), *params);
+    }
+
+    #[test]
+    fn non_finite_value_in_a_later_block_is_found_with_its_index() {
+        let mut params = vec![1.0f32; 3 * DECODE_BLOCK_PARAMS];
+        params[2 * DECODE_BLOCK_PARAMS + 5] = f32::NEG_INFINITY;
+        let mut assembler = ChunkAssembler::new(params.len());
+        let error = assembler.push(params_as_le_bytes(&params)).unwrap_err();
+        assert!(matches!(
+            error,
+            CoreError::NonFiniteParam { index, .. } if index == (2 * DECODE_BLOCK_PARAMS + 5) as u64
+        ));
     }
 
     #[test]

@@ -338,6 +338,11 @@ fn run_dp_sgd<R: Rng + CryptoRng + ?Sized>(
     plan.validate()?;
     dp.validate_allowing_zero_noise()?;
     weights.spec.validate()?;
+    if weights.spec.is_benchmark_flat() {
+        return Err(CoreError::InvalidSpec(
+            "a benchmark-flat model has no layers: it cannot be trained".to_string(),
+        ));
+    }
     let expected_params = weights.spec.num_params();
     if weights.params.len() != expected_params {
         return Err(CoreError::ParamCountMismatch {

@@ -14,6 +14,22 @@ use crate::error::{CoreError, Result};
 /// # Errors
 /// [`CoreError::Io`] naming the file that could not be written.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    write_atomic_with(path, |temp_path| {
+        File::create(temp_path)?.write_all(contents)
+    })
+}
+
+/// Like [`write_atomic`], for contents too large to build in memory first:
+/// `write` creates and fills the file at the temporary path it is given
+/// (streaming it as it likes); the fsync, rename and directory fsync are done
+/// here.
+///
+/// # Errors
+/// [`CoreError::Io`] naming `path`, with `write`'s error or the sync's.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> Result<()> {
     let io_error = |source| CoreError::Io {
         path: path.to_path_buf(),
         source,
@@ -33,9 +49,8 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
         unique_suffix()
     ));
     let write_result = (|| {
-        let mut file = File::create(&temp_path)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
+        write(&temp_path)?;
+        File::open(&temp_path)?.sync_all()?;
         fs::rename(&temp_path, path)?;
         // Persist the rename itself.
         File::open(directory)?.sync_all()

@@ -10,6 +10,11 @@
 //!   benign traffic only; the anomaly score of a row is its mean squared
 //!   reconstruction error, so attacks never seen in training still stand out.
 //!
+//! A third kind, [`BENCHMARK_FLAT`], is no detector at all: one flat vector
+//! of parameters that `fedshield bench rounds` moves through real rounds to
+//! measure their overhead. It has no layers, so nothing can train or score
+//! with it ([`MlpClassifier::from_flat`] refuses it).
+//!
 //! Tensor layout (also the safetensors names): for each layer `i` in order,
 //! `layers.{i}.weight` with shape `[d_in, d_out]` (row-major, `y = x W + b`)
 //! followed by `layers.{i}.bias` with shape `[d_out]`.
@@ -28,6 +33,13 @@ pub const MLP_CLASSIFIER: &str = "mlp-classifier";
 
 /// Model family: autoencoder anomaly detector trained on benign traffic.
 pub const AUTOENCODER: &str = "autoencoder";
+
+/// Model family: a flat vector of parameters with no layers, used only by
+/// the round-overhead benchmark. Its `input_dim` is its parameter count.
+pub const BENCHMARK_FLAT: &str = "benchmark-flat";
+
+/// Largest parameter count of a [`BENCHMARK_FLAT`] model (2^28, 1 GiB of float32).
+pub const MAX_BENCHMARK_FLAT_PARAMS: u32 = 1 << 28;
 
 /// Largest accepted layer width and input dimension; keeps a hostile spec from
 /// asking for terabytes.
@@ -83,9 +95,25 @@ impl ModelSpec {
         }
     }
 
+    /// Returns the spec of a benchmark model: `num_params` float32 values in
+    /// one tensor, no layers. Only `fedshield bench rounds` uses it.
+    pub fn benchmark_flat(num_params: u32) -> Self {
+        ModelSpec {
+            kind: BENCHMARK_FLAT.to_string(),
+            input_dim: num_params,
+            hidden_dims: Vec::new(),
+            num_classes: 0,
+        }
+    }
+
     /// Returns true for the autoencoder family.
     pub fn is_autoencoder(&self) -> bool {
         self.kind == AUTOENCODER
+    }
+
+    /// Returns true for the flat benchmark model, which nothing can train.
+    pub fn is_benchmark_flat(&self) -> bool {
+        self.kind == BENCHMARK_FLAT
     }
 
     /// Checks that the spec describes a model this version can build.
@@ -93,6 +121,20 @@ impl ModelSpec {
     /// # Errors
     /// [`CoreError::InvalidSpec`] naming the field that is wrong.
     pub fn validate(&self) -> Result<()> {
+        if self.is_benchmark_flat() {
+            if !self.hidden_dims.is_empty() || self.num_classes != 0 {
+                return Err(CoreError::InvalidSpec(
+                    "a benchmark-flat model has no hidden layers and no classes".to_string(),
+                ));
+            }
+            if self.input_dim == 0 || self.input_dim > MAX_BENCHMARK_FLAT_PARAMS {
+                return Err(CoreError::InvalidSpec(format!(
+                    "a benchmark-flat model has {} parameters, must be in 1..={MAX_BENCHMARK_FLAT_PARAMS}",
+                    self.input_dim
+                )));
+            }
+            return Ok(());
+        }
         if self.kind == AUTOENCODER {
             if self.num_classes != 0 {
                 return Err(CoreError::InvalidSpec(format!(
@@ -147,8 +189,12 @@ impl ModelSpec {
         Ok(())
     }
 
-    /// Returns `(d_in, d_out)` of each linear layer, input side first.
+    /// Returns `(d_in, d_out)` of each linear layer, input side first (none
+    /// for a benchmark-flat model).
     pub fn layer_dims(&self) -> Vec<(usize, usize)> {
+        if self.is_benchmark_flat() {
+            return Vec::new();
+        }
         let mut widths = Vec::with_capacity(2 * self.hidden_dims.len() + 2);
         widths.push(self.input_dim as usize);
         widths.extend(self.hidden_dims.iter().map(|&width| width as usize));
@@ -170,6 +216,12 @@ impl ModelSpec {
 
     /// Returns the tensors of the model in flat-vector order.
     pub fn tensor_specs(&self) -> Vec<TensorSpec> {
+        if self.is_benchmark_flat() {
+            return vec![TensorSpec {
+                name: "params".to_string(),
+                shape: vec![self.input_dim as usize],
+            }];
+        }
         self.layer_dims()
             .into_iter()
             .enumerate()
@@ -190,6 +242,9 @@ impl ModelSpec {
 
     /// Returns the total number of float32 parameters.
     pub fn num_params(&self) -> usize {
+        if self.is_benchmark_flat() {
+            return self.input_dim as usize;
+        }
         self.layer_dims()
             .into_iter()
             .map(|(d_in, d_out)| d_in * d_out + d_out)
@@ -220,8 +275,14 @@ impl<B: Backend> MlpClassifier<B> {
     /// [`ModelSpec::tensor_specs`] says.
     ///
     /// # Errors
-    /// [`CoreError::ParamCountMismatch`] if `params` has the wrong length.
+    /// [`CoreError::InvalidSpec`] for a benchmark-flat spec (it has no
+    /// layers); [`CoreError::ParamCountMismatch`] if `params` has the wrong length.
     pub fn from_flat(spec: &ModelSpec, params: &[f32], device: &B::Device) -> Result<Self> {
+        if spec.is_benchmark_flat() {
+            return Err(CoreError::InvalidSpec(
+                "a benchmark-flat model has no layers: it cannot be trained or scored".to_string(),
+            ));
+        }
         let expected = spec.num_params();
         if params.len() != expected {
             return Err(CoreError::ParamCountMismatch {

@@ -11,11 +11,14 @@ use sha2::{Digest, Sha256};
 
 use crate::codec;
 use crate::error::{CoreError, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::write_atomic_with;
 use crate::model::ModelSpec;
 
 /// safetensors metadata key holding the model spec as JSON.
 pub const SPEC_METADATA_KEY: &str = "fedshield.spec";
+
+/// The tensors of a model as safetensors views, by name, in file order.
+type NamedTensorViews<'data> = Vec<(String, TensorView<'data>)>;
 
 /// A model: its architecture and its parameters in [`ModelSpec::tensor_specs`] order.
 #[derive(Clone, PartialEq)]
@@ -62,6 +65,9 @@ impl ModelWeights {
         spec.validate()?;
         let mut rng = StdRng::seed_from_u64(seed);
         let mut params = Vec::with_capacity(spec.num_params());
+        if spec.is_benchmark_flat() {
+            params.extend((0..spec.num_params()).map(|_| rng.random_range(-0.1f32..0.1)));
+        }
         for (d_in, d_out) in spec.layer_dims() {
             let bound = 1.0 / (d_in as f32).sqrt();
             for _ in 0..(d_in * d_out + d_out) {
@@ -82,6 +88,17 @@ impl ModelWeights {
     /// # Errors
     /// [`CoreError::InvalidSpec`] if the tensors cannot be laid out.
     pub fn to_safetensors(&self, extra_metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+        let (views, metadata) = self.safetensors_views(extra_metadata)?;
+        safetensors::serialize(views, Some(metadata))
+            .map_err(|error| CoreError::InvalidSpec(format!("safetensors serialization: {error}")))
+    }
+
+    /// Returns the tensors as safetensors views into the parameters, and the
+    /// file's metadata.
+    fn safetensors_views(
+        &self,
+        extra_metadata: HashMap<String, String>,
+    ) -> Result<(NamedTensorViews<'_>, HashMap<String, String>)> {
         let bytes = codec::params_as_le_bytes(&self.params);
         let mut views = Vec::new();
         let mut offset = 0;
@@ -101,11 +118,11 @@ impl ModelWeights {
             SPEC_METADATA_KEY.to_string(),
             serde_json::to_string(&self.spec).expect("a model spec serializes to json"),
         );
-        safetensors::serialize(views, Some(metadata))
-            .map_err(|error| CoreError::InvalidSpec(format!("safetensors serialization: {error}")))
+        Ok((views, metadata))
     }
 
-    /// Writes the model as a safetensors file, atomically.
+    /// Writes the model as a safetensors file, atomically, streaming the
+    /// parameters to the file (no file image in memory).
     ///
     /// # Errors
     /// [`CoreError::Io`] if the file cannot be written.
@@ -114,7 +131,11 @@ impl ModelWeights {
         path: &Path,
         extra_metadata: HashMap<String, String>,
     ) -> Result<()> {
-        write_atomic(path, &self.to_safetensors(extra_metadata)?)
+        let (views, metadata) = self.safetensors_views(extra_metadata)?;
+        write_atomic_with(path, |temp_path| {
+            safetensors::serialize_to_file(views, Some(metadata), temp_path)
+                .map_err(std::io::Error::other)
+        })
     }
 
     /// Reads a model from a safetensors file written by [`Self::save_safetensors`].
@@ -171,6 +192,29 @@ impl ModelWeights {
     }
 }
 
+/// Computes [`params_sha256`] incrementally, from the wire chunks of the
+/// parameters as they arrive (the wire format is their little-endian bytes),
+/// so a download is checked without a second pass over the model.
+#[derive(Default)]
+pub struct ParamsSha256(Sha256);
+
+impl ParamsSha256 {
+    /// Returns a hasher that has seen nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the next little-endian bytes of the parameters.
+    pub fn update(&mut self, le_bytes: &[u8]) {
+        self.0.update(le_bytes);
+    }
+
+    /// Returns the sha256 (lowercase hex) of everything added.
+    pub fn finish(self) -> String {
+        hex::encode(self.0.finalize())
+    }
+}
+
 /// Returns the sha256 (lowercase hex) of parameters' little-endian float32 bytes.
 pub fn params_sha256(params: &[f32]) -> String {
     let mut hasher = Sha256::new();
@@ -191,6 +235,28 @@ mod tests {
         let loaded = ModelWeights::load_safetensors(&path).unwrap();
         assert_eq!(loaded, weights);
         assert_eq!(loaded.sha256(), weights.sha256());
+    }
+
+    #[test]
+    fn incremental_sha256_of_chunks_is_the_sha256_of_the_parameters() {
+        let params: Vec<f32> = (0..1000).map(|i| i as f32 * 0.25).collect();
+        let mut hasher = ParamsSha256::new();
+        for chunk in codec::encode_chunks(&params, 333) {
+            hasher.update(&chunk);
+        }
+        assert_eq!(hasher.finish(), params_sha256(&params));
+    }
+
+    #[test]
+    fn benchmark_flat_model_is_one_tensor_that_round_trips() {
+        let weights = ModelWeights::init(ModelSpec::benchmark_flat(1000), 3).unwrap();
+        assert_eq!(weights.params.len(), 1000);
+        assert_eq!(weights.spec.tensor_specs().len(), 1);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        weights.save_safetensors(&path, HashMap::new()).unwrap();
+        assert_eq!(ModelWeights::load_safetensors(&path).unwrap(), weights);
+        assert!(ModelSpec::benchmark_flat(0).validate().is_err());
     }
 
     #[test]

@@ -17,15 +17,15 @@ use std::time::Duration;
 
 use fedshield_core::clock::unix_ms_now;
 
-use fedshield_core::codec::{ChunkAssembler, DEFAULT_CHUNK_PARAMS, encode_chunks};
+use fedshield_core::codec::{ChunkAssembler, DEFAULT_CHUNK_PARAMS, shared_chunks};
 use fedshield_core::data::Dataset;
 use fedshield_core::dp::{
     DpSgdPlan, OrgDpPlan, os_seeded_rng, privatize_update, train_local_dp_observed,
 };
 use fedshield_core::model::ModelSpec;
 use fedshield_core::privacy::PrivacyReport;
-use fedshield_core::training::train_local_observed;
-use fedshield_core::weights::{ModelWeights, params_sha256};
+use fedshield_core::training::{LocalTrainingOutcome, train_local_observed};
+use fedshield_core::weights::{ModelWeights, ParamsSha256};
 use fedshield_core::{ModelVersion, RoundId, TrainingPlan};
 use fedshield_proto::v1 as pb;
 use fedshield_proto::v1::federation_client::FederationClient;
@@ -68,15 +68,30 @@ pub enum ParticipantEvent {
     BudgetExhausted { round_id: RoundId, reason: String },
 }
 
+/// What a participant does with a round's base model.
+enum Workload {
+    /// Trains on its private data: every real participant.
+    Train(Arc<Dataset>),
+    /// Benchmark mode (`fedshield bench rounds`): no data and no training.
+    /// The "trained" model is the base plus `increment` in every parameter,
+    /// so the update is `increment` everywhere; rounds with differential
+    /// privacy are refused, and models are not cached (every round brings
+    /// a new version that is never needed again).
+    BenchmarkNoOp { increment: f32 },
+}
+
 /// A participant: its configuration and its private training data.
 pub struct Participant {
     config: ParticipantConfig,
-    data: Arc<Dataset>,
+    workload: Workload,
     cache: ModelCache,
     /// The privacy ledger, locked by this process for its lifetime.
     ledger: Arc<std::sync::Mutex<PrivacyLedger>>,
     events: Option<mpsc::UnboundedSender<ParticipantEvent>>,
     tamper: Option<UpdateTamper>,
+    /// A model-sized buffer kept from the last round (benchmark mode), so a
+    /// download does not pay for a fresh allocation and its page faults.
+    spare_buffer: std::sync::Mutex<Vec<f32>>,
 }
 
 /// A function applied to each update just before it is sent. It exists to
@@ -92,23 +107,40 @@ impl Participant {
     /// if the dataset is empty; [`ParticipantError::Ledger`] if the privacy
     /// ledger cannot be opened.
     pub fn new(config: ParticipantConfig, data: Dataset) -> Result<Self> {
-        config
-            .validate()
-            .map_err(|problems| ParticipantError::Config(problems.join("; ")))?;
         if data.is_empty() {
             return Err(ParticipantError::Config(
                 "the training dataset is empty".to_string(),
             ));
         }
+        Self::with_workload(config, Workload::Train(Arc::new(data)))
+    }
+
+    /// Returns a participant for the round-overhead benchmark: it goes
+    /// through every step of a round (download, local step, upload) with a
+    /// no-op local step that adds `increment` to every parameter. It holds
+    /// no data and refuses rounds with differential privacy.
+    ///
+    /// # Errors
+    /// As [`Self::new`].
+    pub fn benchmark(config: ParticipantConfig, increment: f32) -> Result<Self> {
+        warn!(participant = %config.participant_id, "benchmark participant: no data, no training");
+        Self::with_workload(config, Workload::BenchmarkNoOp { increment })
+    }
+
+    fn with_workload(config: ParticipantConfig, workload: Workload) -> Result<Self> {
+        config
+            .validate()
+            .map_err(|problems| ParticipantError::Config(problems.join("; ")))?;
         let cache = ModelCache::new(&config.data_dir.join("models"));
         let ledger = PrivacyLedger::open(&config.data_dir)?;
         Ok(Participant {
             config,
-            data: Arc::new(data),
+            workload,
             cache,
             ledger: Arc::new(std::sync::Mutex::new(ledger)),
             events: None,
             tamper: None,
+            spare_buffer: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -334,45 +366,74 @@ impl Participant {
         })?;
         let plan = plan_from_message(plan_message);
         plan.validate()?;
+        if matches!(self.workload, Workload::BenchmarkNoOp { .. })
+            && (plan.dp_sgd.is_some() || plan.org_dp.is_some())
+        {
+            return Err(ParticipantError::Config(
+                "a benchmark participant has no data to train with differential privacy".into(),
+            ));
+        }
         // Refuse early, before downloading anything, if the budget is spent.
         self.check_privacy(round_id, base_version, &plan)?;
-        let base = match self
-            .cache
-            .get(base_version, &announcement.base_model_sha256)
-        {
-            Some(weights) => {
-                debug!("base model found in cache");
-                weights
+        let base = match &self.workload {
+            Workload::BenchmarkNoOp { .. } => {
+                download_model_into(
+                    client,
+                    base_version,
+                    &announcement.base_model_sha256,
+                    self.take_spare_buffer(),
+                )
+                .await?
             }
-            None => {
-                let weights =
-                    download_model(client, base_version, &announcement.base_model_sha256).await?;
-                self.cache.put(base_version, &weights)?;
-                weights
-            }
+            Workload::Train(_) => match self
+                .cache
+                .get(base_version, &announcement.base_model_sha256)
+            {
+                Some(weights) => {
+                    debug!("base model found in cache");
+                    weights
+                }
+                None => {
+                    let weights =
+                        download_model(client, base_version, &announcement.base_model_sha256)
+                            .await?;
+                    self.cache.put(base_version, &weights)?;
+                    weights
+                }
+            },
         };
-        if base.spec.input_dim as usize != self.data.num_features() {
-            return Err(ParticipantError::Config(format!(
-                "model expects {} features, local data has {}",
-                base.spec.input_dim,
-                self.data.num_features()
-            )));
-        }
+        let data = match &self.workload {
+            Workload::Train(data) => {
+                if base.spec.input_dim as usize != data.num_features() {
+                    return Err(ParticipantError::Config(format!(
+                        "model expects {} features, local data has {}",
+                        base.spec.input_dim,
+                        data.num_features()
+                    )));
+                }
+                Some(data.clone())
+            }
+            Workload::BenchmarkNoOp { .. } => None,
+        };
         // The spend is durable from here on, before anything derived from
         // the data exists.
         let privacy = self.record_privacy(round_id, base_version, &plan)?;
-        let data = self.data.clone();
-        let base = Arc::new(base);
-        let training_base = base.clone();
         let training_plan = plan.clone();
+        let increment = match self.workload {
+            Workload::BenchmarkNoOp { increment } => increment,
+            Workload::Train(_) => 0.0,
+        };
         let progress = Progress::training(format!("round {round_id}"));
         let (outcome, delta) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let Some(data) = data else {
+                return Ok(benchmark_step(base.params, increment));
+            };
             let observer = |step| progress.step(step);
             let outcome = match &training_plan.dp_sgd {
                 Some(dp_sgd) => {
                     let mut rng = os_seeded_rng()?;
                     train_local_dp_observed(
-                        &training_base,
+                        &base,
                         &data,
                         &training_plan,
                         dp_sgd,
@@ -384,11 +445,16 @@ impl Participant {
                     // Shuffling seed from the OS-seeded thread RNG: local
                     // training order is not predictable from outside.
                     let seed: u64 = rand::rng().random();
-                    train_local_observed(&training_base, &data, &training_plan, seed, &observer)?
+                    train_local_observed(&base, &data, &training_plan, seed, &observer)?
                 }
             };
             progress.finish();
-            let mut delta = outcome.delta_from(&training_base.params);
+            let mut delta = outcome.delta_from(&base.params);
+            // The trained parameters are not needed any more.
+            let outcome = LocalTrainingOutcome {
+                params: Vec::new(),
+                ..outcome
+            };
             if let Some(org_dp) = &training_plan.org_dp {
                 let mut rng = os_seeded_rng()?;
                 privatize_update(&mut delta, org_dp, &mut rng)?;
@@ -406,10 +472,10 @@ impl Participant {
         }
         // Under DP the size of the local data is not disclosed: every update
         // weighs the same.
-        let num_samples = if plan.dp_sgd.is_some() {
-            1
-        } else {
-            self.data.len() as u64
+        let num_samples = match &self.workload {
+            _ if plan.dp_sgd.is_some() => 1,
+            Workload::Train(data) => data.len() as u64,
+            Workload::BenchmarkNoOp { .. } => 1,
         };
         let header = pb::UpdateHeader {
             round_id: round_id.0,
@@ -426,7 +492,14 @@ impl Participant {
                 num_rounds: report.num_rounds,
             }),
         };
-        let response = submit_update(client, header, delta).await?;
+        let delta = Arc::new(delta);
+        let response = submit_shared_update(client, header, delta.clone()).await?;
+        // Once the coordinator answered, the transport has normally dropped
+        // its views of the update: keep the memory for the next download
+        // (benchmark mode), or let it go if a view is still alive.
+        if let Ok(buffer) = Arc::try_unwrap(delta) {
+            self.recycle_buffer(buffer);
+        }
         info!(
             num_steps = outcome.num_steps,
             mean_loss = outcome.mean_loss,
@@ -443,6 +516,25 @@ impl Participant {
 }
 
 impl Participant {
+    fn take_spare_buffer(&self) -> Vec<f32> {
+        std::mem::take(
+            &mut *self
+                .spare_buffer
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
+    fn recycle_buffer(&self, mut buffer: Vec<f32>) {
+        if matches!(self.workload, Workload::BenchmarkNoOp { .. }) {
+            buffer.clear();
+            *self
+                .spare_buffer
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = buffer;
+        }
+    }
+
     /// Returns the ledger entry this round would add, or `None` without DP.
     ///
     /// # Errors
@@ -565,6 +657,21 @@ pub async fn download_model(
     version: ModelVersion,
     expected_sha256: &str,
 ) -> Result<ModelWeights> {
+    download_model_into(client, version, expected_sha256, Vec::new()).await
+}
+
+/// [`download_model`] into `buffer`'s memory (its contents are dropped).
+/// The sha256 is computed from the chunks as they arrive, in the same pass
+/// as decoding and validation.
+///
+/// # Errors
+/// As [`download_model`].
+pub async fn download_model_into(
+    client: &mut FederationClient<Channel>,
+    version: ModelVersion,
+    expected_sha256: &str,
+    buffer: Vec<f32>,
+) -> Result<ModelWeights> {
     let mut stream = client
         .download_model(pb::DownloadModelRequest {
             model_version: version.0,
@@ -603,13 +710,15 @@ pub async fn download_model(
             spec.num_params()
         )));
     }
-    let mut assembler = ChunkAssembler::new(spec.num_params());
+    let mut assembler = ChunkAssembler::with_buffer(buffer, spec.num_params());
+    let mut hasher = ParamsSha256::new();
     let total_bytes = header.num_params * 4;
     let progress = Progress::download(format!("model v{version}"), total_bytes);
     let mut num_bytes = 0u64;
     while let Some(chunk) = stream.message().await? {
         match chunk.payload {
             Some(pb::model_chunk::Payload::Data(data)) => {
+                hasher.update(&data);
                 assembler.push(&data)?;
                 num_bytes += data.len() as u64;
                 progress.advance(data.len() as u64, num_bytes, total_bytes);
@@ -622,7 +731,7 @@ pub async fn download_model(
         }
     }
     let params = assembler.finish()?;
-    let actual = params_sha256(&params);
+    let actual = hasher.finish();
     if actual != expected_sha256 || actual != header.sha256 {
         return Err(ParticipantError::ChecksumMismatch {
             version,
@@ -634,7 +743,9 @@ pub async fn download_model(
     Ok(ModelWeights::new(spec, params)?)
 }
 
-/// Streams an update: the header, then the delta in chunks.
+/// Streams an update: the header, then the delta in chunks. The chunks are
+/// views into `delta` made as the transport asks for them, so sending holds
+/// no second copy of the update.
 ///
 /// # Errors
 /// The coordinator's refusal.
@@ -643,17 +754,40 @@ pub async fn submit_update(
     header: pb::UpdateHeader,
     delta: Vec<f32>,
 ) -> Result<pb::SubmitUpdateResponse> {
+    submit_shared_update(client, header, Arc::new(delta)).await
+}
+
+/// [`submit_update`] of an update the caller keeps a handle to.
+async fn submit_shared_update(
+    client: &mut FederationClient<Channel>,
+    header: pb::UpdateHeader,
+    delta: Arc<Vec<f32>>,
+) -> Result<pb::SubmitUpdateResponse> {
     let header_message = pb::UpdateChunk {
         payload: Some(pb::update_chunk::Payload::Header(header)),
     };
-    let chunks: Vec<pb::UpdateChunk> = encode_chunks(&delta, DEFAULT_CHUNK_PARAMS)
-        .map(|data| pb::UpdateChunk {
+    let chunks =
+        shared_chunks(delta, |delta| delta, DEFAULT_CHUNK_PARAMS).map(|data| pb::UpdateChunk {
             payload: Some(pb::update_chunk::Payload::Data(data)),
-        })
-        .collect();
-    drop(delta);
+        });
     let messages = futures::stream::iter(std::iter::once(header_message).chain(chunks));
     Ok(client.submit_update(messages).await?.into_inner())
+}
+
+/// The benchmark's no-op local step: returns the outcome "trained model =
+/// base + increment" and its delta to the base, computed in the base's
+/// memory (the base is not needed afterwards).
+fn benchmark_step(base: Vec<f32>, increment: f32) -> (LocalTrainingOutcome, Vec<f32>) {
+    let mut delta = base;
+    for value in &mut delta {
+        *value = (*value + increment) - *value;
+    }
+    let outcome = LocalTrainingOutcome {
+        params: Vec::new(),
+        num_steps: 0,
+        mean_loss: 0.0,
+    };
+    (outcome, delta)
 }
 
 /// Returns an error and its sources as one line ("transport error: tls
