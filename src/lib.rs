@@ -3,6 +3,7 @@
 //!
 //! - [`certs`]: `fedshield certs`, the TLS certificates of a federation.
 //! - [`cli`]: command-line flags (clap).
+//! - [`config`]: config files of the coordinator, participant and detect roles.
 //! - [`commands`]: the `coordinator` and `participant` commands.
 //! - [`demo`]: `fedshield demo`, a whole federation on 127.0.0.1.
 //! - [`detect`]: `fedshield detect`, scoring live events with a published model.
@@ -12,6 +13,7 @@
 pub mod certs;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod demo;
 pub mod detect;
 pub mod offline;
