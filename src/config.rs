@@ -461,10 +461,18 @@ pub fn effective_config(role: &str, role_matches: &ArgMatches) -> String {
         }
         text.push('\n');
         if let Some(help) = arg.get_help() {
-            for line in help.to_string().lines() {
+            for line in wrap(&format!("{}.", help.to_string().trim_end_matches('.')), 88) {
                 text.push_str(&format!("# {line}\n"));
             }
         }
+        let env_var = arg
+            .get_env()
+            .map(|name| format!(", variable {}", name.to_string_lossy()))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "# (flag --{}{env_var})\n",
+            arg.get_long().unwrap_or_default()
+        ));
         let raw: Vec<String> = role_matches
             .get_raw(arg.get_id().as_str())
             .map(|values| {
@@ -497,6 +505,25 @@ pub fn effective_config(role: &str, role_matches: &ArgMatches) -> String {
         }
     }
     text
+}
+
+/// Returns `text` broken into lines of at most `width` characters, at spaces.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
 }
 
 /// Returns a flag value as TOML: an integer or float when it reads back the same,
