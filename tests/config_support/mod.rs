@@ -61,15 +61,58 @@ pub fn sandboxed(config_text: &str, dir: &Path) -> String {
 /// Runs `fedshield <role> --config <file> --print-config` on `config_text` in a fresh
 /// sandbox, returning the binary's output.
 pub fn print_config_in_sandbox(role: &str, config_text: &str) -> Output {
+    print_invocation_in_sandbox(role, config_text, &[], &[])
+}
+
+/// Moves an absolute path under `dir`, creating it as an empty file unless `is_dir`.
+fn sandbox_path(dir: &Path, value: &str, is_dir: bool) -> String {
+    let Some(relative) = value.strip_prefix('/') else {
+        return value.to_string();
+    };
+    let moved = dir.join(relative);
+    if !is_dir {
+        std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+        std::fs::write(&moved, b"").unwrap();
+    }
+    moved.to_string_lossy().into_owned()
+}
+
+/// Runs `fedshield <role> --config <file> <args> --print-config` with `env`, as a
+/// deployment would start it, in a fresh sandbox: absolute paths in the file, the
+/// arguments and the variables move under the sandbox. Returns the binary's output.
+pub fn print_invocation_in_sandbox(
+    role: &str,
+    config_text: &str,
+    args: &[String],
+    env: &[(String, String)],
+) -> Output {
     let sandbox = tempfile::tempdir().unwrap();
     let text = sandboxed(config_text, sandbox.path());
     let path = sandbox.path().join(format!("{role}.toml"));
     std::fs::write(&path, text).unwrap();
-    fedshield(
-        sandbox.path(),
-        &[role, "--config", path.to_str().unwrap(), "--print-config"],
-        &[],
-    )
+    let mut all_args = vec![
+        role.to_string(),
+        "--config".to_string(),
+        path.to_string_lossy().into_owned(),
+        "--print-config".to_string(),
+    ];
+    all_args.extend(
+        args.iter()
+            .map(|arg| sandbox_path(sandbox.path(), arg, false)),
+    );
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(name, value)| {
+            let is_dir = name.ends_with("_DIR");
+            (name.clone(), sandbox_path(sandbox.path(), value, is_dir))
+        })
+        .collect();
+    let arg_refs: Vec<&str> = all_args.iter().map(String::as_str).collect();
+    let env_refs: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    fedshield(sandbox.path(), &arg_refs, &env_refs)
 }
 
 /// Returns the value of `key` in a printed config, whether set (`key = v`) or shown at
