@@ -171,7 +171,8 @@ struct FileSettings {
 }
 
 /// Reads and checks `path`, returning the arguments it adds for the settings that
-/// neither the flags nor the environment gave. Every key is checked, given or not.
+/// neither the flags nor the environment gave. Every key must be known and of the
+/// right shape; values are parsed for the settings the file gives.
 fn settings_from_file(
     role: &str,
     path: &Path,
@@ -216,6 +217,15 @@ fn settings_from_file(
                 continue;
             }
         };
+        // A setting a flag or variable gives is not read from the file, so its value
+        // is not parsed (the file may name a certificate only other hosts have).
+        let given_elsewhere = matches!(
+            role_matches.value_source(arg.get_id().as_str()),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        );
+        if given_elsewhere {
+            continue;
+        }
         let mut valid = true;
         for raw in &raw_values {
             if let Err(error) = parse_one_value(arg, raw) {
@@ -223,11 +233,7 @@ fn settings_from_file(
                 valid = false;
             }
         }
-        let given_elsewhere = matches!(
-            role_matches.value_source(arg.get_id().as_str()),
-            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-        );
-        if !valid || given_elsewhere {
+        if !valid {
             continue;
         }
         file_settings

@@ -536,3 +536,26 @@ fn subcommands_of_the_roles_keep_working() {
     let example = print_config_in_sandbox("coordinator", &example("coordinator"));
     stdout_of_success(&example, "coordinator example");
 }
+
+#[test]
+fn a_file_value_overridden_by_a_variable_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("acme.pem"), b"").unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "id = \"acme\"\ntls_cert = \"/nonexistent/participant.pem\"\n",
+    )
+    .unwrap();
+    let printed = stdout_of_success(
+        &fedshield(
+            dir.path(),
+            &["participant", "--config", "p.toml", "--print-config"],
+            &[("FEDSHIELD_TLS_CERT", "acme.pem")],
+        ),
+        "participant with its certificate from the environment",
+    );
+    assert_eq!(
+        printed_value(&printed, "tls_cert").as_deref(),
+        Some("\"acme.pem\"")
+    );
+}
