@@ -342,45 +342,63 @@ fn effective(
     printed_value(&printed, key).unwrap_or_else(|| panic!("{key} not printed: {printed}"))
 }
 
+/// One setting whose precedence is checked: its key, flag and variable, the settings
+/// the role needs besides it (as flags), and whether its values are addresses.
+struct PrecedenceCase {
+    role: &'static str,
+    key: &'static str,
+    flag: &'static str,
+    variable: &'static str,
+    required: &'static [&'static str],
+    is_address: bool,
+}
+
 #[test]
 fn flags_win_over_variables_which_win_over_the_file_which_wins_over_defaults() {
-    // (role, key, flag, variable, required settings as flags and as file lines, values)
-    let cases: &[(&str, &str, &str, &str, &[&str], &str)] = &[
-        (
-            "coordinator",
-            "quorum",
-            "--quorum",
-            "FEDSHIELD_QUORUM",
-            &["--insecure"],
-            "",
-        ),
-        (
-            "participant",
-            "synthetic_records",
-            "--synthetic-records",
-            "FEDSHIELD_SYNTHETIC_RECORDS",
-            &["--id", "acme"],
-            "",
-        ),
-        (
-            "detect",
-            "poll_secs",
-            "--poll-secs",
-            "FEDSHIELD_POLL_SECS",
-            &["--model", "model.safetensors"],
-            "",
-        ),
-        (
-            "coordinator",
-            "listen",
-            "--listen",
-            "FEDSHIELD_LISTEN",
-            &["--insecure"],
-            "addr",
-        ),
+    let cases = [
+        PrecedenceCase {
+            role: "coordinator",
+            key: "quorum",
+            flag: "--quorum",
+            variable: "FEDSHIELD_QUORUM",
+            required: &["--insecure"],
+            is_address: false,
+        },
+        PrecedenceCase {
+            role: "coordinator",
+            key: "listen",
+            flag: "--listen",
+            variable: "FEDSHIELD_LISTEN",
+            required: &["--insecure"],
+            is_address: true,
+        },
+        PrecedenceCase {
+            role: "participant",
+            key: "synthetic_records",
+            flag: "--synthetic-records",
+            variable: "FEDSHIELD_SYNTHETIC_RECORDS",
+            required: &["--id", "acme"],
+            is_address: false,
+        },
+        PrecedenceCase {
+            role: "detect",
+            key: "poll_secs",
+            flag: "--poll-secs",
+            variable: "FEDSHIELD_POLL_SECS",
+            required: &["--model", "model.safetensors"],
+            is_address: false,
+        },
     ];
-    for (role, key, flag, variable, required, kind) in cases {
-        let (file_value, env_value, flag_value, quoted) = if *kind == "addr" {
+    for case in &cases {
+        let PrecedenceCase {
+            role,
+            key,
+            flag,
+            variable,
+            required,
+            is_address,
+        } = case;
+        let (file_value, env_value, flag_value, quoted) = if *is_address {
             ("127.0.0.1:5", "127.0.0.1:7", "127.0.0.1:9", true)
         } else {
             ("5", "7", "9", false)
