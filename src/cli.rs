@@ -95,22 +95,22 @@ pub struct SigmaArgs {
 #[derive(Debug, Clone, Args)]
 pub struct DpArgs {
     /// Record-level ε each participant's data gets over all rounds (needs --rounds); enables DP-SGD.
-    #[arg(long, value_parser = positive_f64, env = "FEDSHIELD_DP_EPSILON")]
+    #[arg(long, value_parser = epsilon, env = "FEDSHIELD_DP_EPSILON")]
     pub dp_epsilon: Option<f64>,
     /// δ of the record-level (and organization-level) guarantee.
-    #[arg(long, value_parser = probability, default_value_t = 1e-5, requires = "dp_epsilon")]
+    #[arg(long, value_parser = delta, default_value_t = 1e-5, requires = "dp_epsilon")]
     pub dp_delta: f64,
     /// DP-SGD per-example gradient clipping norm C.
-    #[arg(long, value_parser = positive_f64, default_value_t = 1.0, requires = "dp_epsilon")]
+    #[arg(long, value_parser = clip_norm, default_value_t = 1.0, requires = "dp_epsilon")]
     pub dp_clip_norm: f64,
     /// DP-SGD Poisson sampling rate q of each local step.
-    #[arg(long, value_parser = probability, default_value_t = 0.01, requires = "dp_epsilon")]
+    #[arg(long, value_parser = sampling_rate, default_value_t = 0.01, requires = "dp_epsilon")]
     pub dp_sampling_rate: f64,
     /// Organization-level ε over all rounds: each whole update is clipped and noised too.
-    #[arg(long, value_parser = positive_f64, requires = "dp_epsilon")]
+    #[arg(long, value_parser = epsilon, requires = "dp_epsilon")]
     pub org_dp_epsilon: Option<f64>,
     /// Organization-level clipping norm S of a whole update.
-    #[arg(long, value_parser = positive_f64, default_value_t = 1.0, requires = "org_dp_epsilon")]
+    #[arg(long, value_parser = clip_norm, default_value_t = 1.0, requires = "org_dp_epsilon")]
     pub org_dp_clip_norm: f64,
 }
 
@@ -118,15 +118,15 @@ pub struct DpArgs {
 #[derive(Debug, Clone, Args)]
 pub struct BudgetArgs {
     /// Record-level ε this participant may spend over its lifetime; with it, rounds without DP are declined.
-    #[arg(long, value_parser = positive_f64, env = "FEDSHIELD_PRIVACY_EPSILON")]
+    #[arg(long, value_parser = epsilon, env = "FEDSHIELD_PRIVACY_EPSILON")]
     pub privacy_epsilon: Option<f64>,
     /// δ the participant accounts with.
-    #[arg(long, value_parser = probability, env = "FEDSHIELD_PRIVACY_DELTA", default_value_t = 1e-5)]
+    #[arg(long, value_parser = delta, env = "FEDSHIELD_PRIVACY_DELTA", default_value_t = 1e-5)]
     pub privacy_delta: f64,
     /// Organization-level ε this participant may spend.
     #[arg(
         long,
-        value_parser = positive_f64,
+        value_parser = epsilon,
         env = "FEDSHIELD_PRIVACY_ORG_EPSILON",
         requires = "privacy_epsilon"
     )]
@@ -645,26 +645,41 @@ pub fn existing_file(value: &str) -> Result<PathBuf, String> {
     }
 }
 
-/// Parses a finite number greater than 0 (an ε, a clipping norm).
-pub fn positive_f64(value: &str) -> Result<f64, String> {
-    let number: f64 = value
-        .parse()
-        .map_err(|error| format!("{value} is not a number: {error}"))?;
-    if number.is_finite() && number > 0.0 {
-        Ok(number)
-    } else {
-        Err(format!(
-            "must be a finite number greater than 0, got {value}"
-        ))
+/// Parses a number that must be finite and greater than 0; `name` names it in errors.
+fn positive(name: &str, value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(number) if number.is_finite() && number > 0.0 => Ok(number),
+        Ok(_) => Err(format!("{name} is {value}, must be finite and positive")),
+        Err(error) => Err(format!("{name} is {value}, not a number: {error}")),
     }
 }
 
-/// Parses a probability in (0, 1] (a δ, a sampling rate).
-pub fn probability(value: &str) -> Result<f64, String> {
-    let number = positive_f64(value)?;
+/// Parses an ε: finite and greater than 0.
+pub fn epsilon(value: &str) -> Result<f64, String> {
+    positive("epsilon", value)
+}
+
+/// Parses a clipping norm: finite and greater than 0.
+pub fn clip_norm(value: &str) -> Result<f64, String> {
+    positive("clip norm", value)
+}
+
+/// Parses a δ: in (0, 1).
+pub fn delta(value: &str) -> Result<f64, String> {
+    let number = positive("delta", value)?;
+    if number < 1.0 {
+        Ok(number)
+    } else {
+        Err(format!("delta is {value}, must be in (0, 1)"))
+    }
+}
+
+/// Parses a Poisson sampling rate: in (0, 1].
+pub fn sampling_rate(value: &str) -> Result<f64, String> {
+    let number = positive("sampling_rate", value)?;
     if number <= 1.0 {
         Ok(number)
     } else {
-        Err(format!("must be greater than 0 and at most 1, got {value}"))
+        Err(format!("sampling_rate is {value}, must be in (0, 1]"))
     }
 }

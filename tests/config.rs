@@ -147,14 +147,14 @@ fn each_kind_of_bad_value_gives_an_error_naming_the_file_and_the_key() {
             "rounds = 10\ndp_epsilon = 0",
             &["--insecure"],
             "`dp_epsilon`",
-            "greater than 0",
+            "must be finite and positive",
         ),
         (
             "coordinator",
             "rounds = 10\ndp_epsilon = -2.5",
             &["--insecure"],
             "`dp_epsilon`",
-            "greater than 0",
+            "must be finite and positive",
         ),
         (
             "coordinator",
@@ -210,14 +210,14 @@ fn each_kind_of_bad_value_gives_an_error_naming_the_file_and_the_key() {
             "id = \"acme\"\nprivacy_epsilon = 0",
             &[],
             "`privacy_epsilon`",
-            "greater than 0",
+            "must be finite and positive",
         ),
         (
             "participant",
             "id = \"acme\"\nprivacy_delta = 2",
             &[],
             "`privacy_delta`",
-            "at most 1",
+            "must be in (0, 1)",
         ),
         (
             "participant",
