@@ -11,15 +11,32 @@ use fedshield_coordinator::ParticipantsPerRound;
 #[derive(Debug, Parser)]
 #[command(name = "fedshield", version, about)]
 pub struct Cli {
+    /// Log format: human-readable text, or one JSON object per line (for log
+    /// collectors). Levels come from RUST_LOG (e.g. `info`, `fedshield_coordinator=debug`).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "FEDSHIELD_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the coordinator: accept participants, run rounds, publish models (or `coordinator issue-token`).
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
-    Coordinator(CoordinatorArgs),
+    Coordinator(Box<CoordinatorArgs>),
     /// Run a participant: train locally, send model updates (or `participant budget`: its privacy spend).
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Participant(ParticipantArgs),
@@ -320,13 +337,16 @@ pub struct CoordinatorArgs {
     /// Address to listen on for gRPC.
     #[arg(long, env = "FEDSHIELD_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
-    /// Directory for published models.
+    /// The coordinator's state directory (open round, round history, API tokens) and, by default, its model versions (<data-dir>/models).
     #[arg(
         long,
         env = "FEDSHIELD_DATA_DIR",
         default_value = "fedshield-data/coordinator"
     )]
     pub data_dir: PathBuf,
+    /// Where published model versions are stored: a directory, file:///path, or s3://bucket/prefix for S3-compatible storage (credentials, region and endpoint from the AWS_* environment variables).
+    #[arg(long, env = "FEDSHIELD_ARTIFACT_STORE", value_name = "URL")]
+    pub artifact_store: Option<String>,
     /// Connected participants needed before a round opens.
     #[arg(long, default_value_t = 2)]
     pub min_participants: usize,
@@ -582,8 +602,8 @@ pub struct DetectArgs {
     #[arg(long, value_parser = existing_file, requires = "model")]
     pub card: Option<PathBuf>,
     /// Download the latest published model (or --version) from this coordinator's gRPC URL
-    /// (https://HOST:PORT). Needs --schema and --cache-dir: model downloads carry no schema.
-    #[arg(long, requires = "schema", requires = "cache_dir")]
+    /// (https://HOST:PORT). Needs --cache-dir; the feature schema comes with each version's model card.
+    #[arg(long, requires = "cache_dir")]
     pub coordinator: Option<String>,
     /// The CA the coordinator's certificate chains to (PEM).
     #[arg(long, value_parser = existing_file, requires = "coordinator")]
@@ -606,8 +626,8 @@ pub struct DetectArgs {
     /// Directory where downloaded model versions are cached (sha256-checked on every use).
     #[arg(long, requires = "coordinator")]
     pub cache_dir: Option<PathBuf>,
-    /// Feature schema (TOML) of the events. Required with --coordinator; with --model it must
-    /// match the schema the card names (default: the card's schema).
+    /// Feature schema (TOML) of the events. Default: the schema in the model card; when given,
+    /// it must be the schema the card names (needed only for a model whose card has none).
     #[arg(long, value_parser = existing_file)]
     pub schema: Option<PathBuf>,
     /// Events file; default: standard input.

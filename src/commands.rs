@@ -102,6 +102,7 @@ pub fn coordinator_config(args: &CoordinatorArgs) -> Result<CoordinatorConfig> {
         init_seed: args.model.init_seed,
         plan,
         data_dir: args.data_dir.clone(),
+        artifact_store: args.artifact_store.clone(),
         heartbeat_interval: Duration::from_secs(5),
         chunk_params: fedshield_core::codec::DEFAULT_CHUNK_PARAMS,
         max_concurrent_uploads: 2,

@@ -112,6 +112,7 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
         init_seed: args.model.init_seed,
         plan,
         data_dir: coordinator_dir.clone(),
+        artifact_store: None,
         heartbeat_interval: Duration::from_secs(2),
         chunk_params: fedshield_core::codec::DEFAULT_CHUNK_PARAMS,
         max_concurrent_uploads: 2,
@@ -196,7 +197,7 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
         let history = coordinator.engine().status().recent_rounds;
         while last_reported < current {
             let version = last_reported.next();
-            let model = coordinator.engine().model(version)?;
+            let model = coordinator.engine().model(version).await?;
             let metrics = card_metrics(&model.card)?;
             let summary = history
                 .iter()

@@ -1142,21 +1142,41 @@ async fn open_model_source(args: &DetectArgs) -> Result<(ModelSource, ReleaseRul
             .context("loading the model failed")?
         }
         (None, Some(url)) => {
-            let schema_path = args
-                .schema
-                .as_ref()
-                .context("--coordinator needs --schema: model downloads carry no feature schema")?;
             let cache_dir = args
                 .cache_dir
                 .as_ref()
                 .context("--coordinator needs --cache-dir")?;
+            let mut source = CoordinatorSource::connect(args, url, cache_dir).await?;
+            let version = source.target_version().await?;
+            let card = source.published_card(version).await?;
+            // The schema comes with the model card; --schema may stand in for
+            // a card without one, and must be the same schema otherwise.
+            let schema = match (&args.schema, card.schema) {
+                (Some(path), declared) => {
+                    let schema = load_schema(path)?;
+                    if let Some(declared) = declared
+                        && declared.sha256() != schema.sha256()
+                    {
+                        bail!(
+                            "--schema {} (sha256 {}) is not the schema model version {version} was trained with (sha256 {}, from its model card)",
+                            path.display(),
+                            schema.sha256(),
+                            declared.sha256()
+                        );
+                    }
+                    schema
+                }
+                (None, Some(declared)) => declared,
+                (None, None) => bail!(
+                    "model version {version} of coordinator {url} has no feature schema in its card; pass --schema"
+                ),
+            };
+            source.schema_sha256 = schema.sha256();
             let rules = ReleaseRules {
-                schema: load_schema(schema_path)?,
+                schema,
                 threshold_flag: args.threshold,
             };
-            let mut source = CoordinatorSource::connect(args, url, cache_dir).await?;
-            let (version, sha256) = source.target_version().await?;
-            let weights = source.fetch(version, &sha256).await?;
+            let weights = source.fetch(version, &card.sha256).await?;
             let release = rules.release(version, weights, None)?;
             Ok((ModelSource::Coordinator(source), rules, release))
         }
@@ -1466,6 +1486,17 @@ struct CoordinatorSource {
     cache_dir: PathBuf,
     /// `--version`: this version only, never switched.
     pinned: Option<ModelVersion>,
+    /// sha256 of the schema events are read with; a newer version whose card
+    /// declares another schema is refused.
+    schema_sha256: String,
+}
+
+/// What the header of a version's download says about it.
+struct PublishedCard {
+    /// sha256 of the parameters.
+    sha256: String,
+    /// The feature schema of the model card, checked against the card's sha256 of it.
+    schema: Option<Schema>,
 }
 
 impl CoordinatorSource {
@@ -1501,6 +1532,7 @@ impl CoordinatorSource {
             cache: ModelCache::new(cache_dir),
             cache_dir: cache_dir.to_path_buf(),
             pinned: args.version.map(ModelVersion),
+            schema_sha256: String::new(),
         })
     }
 
@@ -1526,23 +1558,23 @@ impl CoordinatorSource {
         ))
     }
 
-    /// Returns the version to start with, and its sha256: `--version`, or the latest.
-    async fn target_version(&mut self) -> Result<(ModelVersion, String)> {
-        let (latest, latest_sha256) = self.latest().await?;
+    /// Returns the version to start with: `--version`, or the latest.
+    async fn target_version(&mut self) -> Result<ModelVersion> {
+        let (latest, _) = self.latest().await?;
         match self.pinned {
-            None => Ok((latest, latest_sha256)),
-            Some(pinned) if pinned == latest => Ok((pinned, latest_sha256)),
+            None => Ok(latest),
             Some(pinned) if pinned > latest => bail!(
                 "--version {pinned} is not published: the latest version of coordinator {} is {latest}",
                 self.url
             ),
-            Some(pinned) => Ok((pinned, self.published_sha256(pinned).await?)),
+            Some(pinned) => Ok(pinned),
         }
     }
 
-    /// Returns the sha256 of an older published version: the header of its
-    /// download names it (the rest of the stream is not read).
-    async fn published_sha256(&mut self, version: ModelVersion) -> Result<String> {
+    /// Returns the sha256 and feature schema of a published version: the
+    /// header of its download carries its model card (the rest of the
+    /// stream is not read).
+    async fn published_card(&mut self, version: ModelVersion) -> Result<PublishedCard> {
         let mut stream = self
             .client
             .download_model(pb::DownloadModelRequest {
@@ -1563,7 +1595,7 @@ impl CoordinatorSource {
             .with_context(|| format!("download of version {version} failed"))?;
         match first.and_then(|chunk| chunk.payload) {
             Some(pb::model_chunk::Payload::Header(header)) if header.model_version == version.0 => {
-                Ok(header.sha256)
+                card_of_header(&header, version, &self.url)
             }
             _ => bail!(
                 "coordinator {}: the download of version {version} did not start with its header",
@@ -1622,16 +1654,76 @@ impl CoordinatorSource {
         current: ModelVersion,
         rules: &ReleaseRules,
     ) -> Result<Option<ModelRelease>> {
-        let (latest, sha256) = self.latest().await?;
+        let (latest, _) = self.latest().await?;
         if latest <= current {
             return Ok(None);
         }
-        let weights = self.fetch(latest, &sha256).await?;
+        let card = self
+            .published_card(latest)
+            .await
+            .with_context(|| format!("model version {latest} refused"))?;
+        if let Some(schema) = &card.schema
+            && schema.sha256() != self.schema_sha256
+        {
+            bail!(
+                "model version {latest} refused: its feature schema has sha256 {}, the events are read with schema sha256 {}",
+                schema.sha256(),
+                self.schema_sha256
+            );
+        }
+        let weights = self.fetch(latest, &card.sha256).await?;
         rules
             .release(latest, weights, None)
             .map(Some)
             .with_context(|| format!("model version {latest} refused"))
     }
+}
+
+/// Reads the model card a download header carries.
+fn card_of_header(
+    header: &pb::ModelHeader,
+    version: ModelVersion,
+    url: &str,
+) -> Result<PublishedCard> {
+    if header.card_json.is_empty() {
+        // A coordinator from before cards travelled with downloads.
+        return Ok(PublishedCard {
+            sha256: header.sha256.clone(),
+            schema: None,
+        });
+    }
+    let card: ModelCard = serde_json::from_str(&header.card_json).with_context(|| {
+        format!("coordinator {url}: the model card of version {version} is not valid")
+    })?;
+    if card.sha256 != header.sha256 || card.version != version.0 {
+        bail!(
+            "coordinator {url}: the model card of version {version} describes version {} with sha256 {}, the download header says sha256 {}",
+            card.version,
+            card.sha256,
+            header.sha256
+        );
+    }
+    let schema = match &card.feature_schema {
+        None => None,
+        Some(text) => {
+            let schema = Schema::from_toml_str(text).with_context(|| {
+                format!("coordinator {url}: the feature schema in the card of version {version}")
+            })?;
+            if let Some(expected) = &card.feature_schema_sha256
+                && *expected != schema.sha256()
+            {
+                bail!(
+                    "coordinator {url}: the card of version {version} holds a feature schema with sha256 {}, and says {expected}",
+                    schema.sha256()
+                );
+            }
+            Some(schema)
+        }
+    };
+    Ok(PublishedCard {
+        sha256: card.sha256,
+        schema,
+    })
 }
 
 /// Returns the client TLS settings from the flags (`None` with `--insecure`).

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::FromArgMatches;
-use fedshield::cli::{Cli, Command};
+use fedshield::cli::{Cli, Command, LogFormat};
 use fedshield::{certs, commands, config, demo, offline};
 use tracing_subscriber::EnvFilter;
 
@@ -21,14 +21,24 @@ async fn main() -> Result<()> {
         Command::Demo(_) => "warn",
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        // One object per line, with the fields of the current span (round,
+        // model version, participant) and the names of the spans around it.
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .flatten_event(true)
+            .init(),
+    }
     match cli.command {
-        Command::Coordinator(args) => commands::coordinator(args).await,
+        Command::Coordinator(args) => commands::coordinator(*args).await,
         Command::Participant(args) => commands::participant(args).await,
         Command::Demo(args) => demo::run(args).await.map(|_| ()),
         Command::Synth(args) => offline::synth(args),

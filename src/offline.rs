@@ -18,7 +18,7 @@ use fedshield_core::schema::Schema;
 use fedshield_core::telemetry::{
     FlowGenerator, OrgProfile, SYNTHETIC_FLOWS_SCHEMA_TOML, write_csv, write_jsonl,
 };
-use fedshield_core::training::train_local;
+use fedshield_core::training::train_local_observed;
 use fedshield_core::weights::ModelWeights;
 use fedshield_core::{ModelSpec, TrainingPlan};
 use serde::Serialize;
@@ -293,7 +293,12 @@ pub fn train(args: TrainArgs) -> Result<()> {
     };
     let initial = ModelWeights::init(spec.clone(), args.model.init_seed)?;
     let started = Instant::now();
-    let outcome = train_local(&initial, &train_set, &plan, args.model.init_seed)?;
+    let progress = fedshield_participant::progress::Progress::training("training");
+    let outcome =
+        train_local_observed(&initial, &train_set, &plan, args.model.init_seed, &|step| {
+            progress.step(step)
+        })?;
+    progress.finish();
     let seconds = started.elapsed().as_secs_f64();
     let weights = ModelWeights::new(spec.clone(), outcome.params)?;
     let num_trained = if spec.is_autoencoder() {

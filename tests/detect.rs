@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fedshield_coordinator::CoordinatorConfig;
-use fedshield_coordinator::registry::{ModelCard, ModelRegistry, PublishedModel};
+use fedshield_coordinator::registry::{ModelCard, ModelRegistry, PublishedModel, weights_name};
 use fedshield_core::inference::{CLASSIFIER_THRESHOLD, predict_classes, score_rows};
 use fedshield_core::ingest::{IngestOptions, load_dataset};
 use fedshield_core::schema::Schema;
@@ -545,12 +545,11 @@ async fn detect_follows_a_growing_file_and_switches_to_each_version_the_coordina
     let first: Vec<String> = rows.by_ref().take(10).collect();
     std::fs::write(&events, format!("{header}\n{}\n", first.join("\n"))).unwrap();
     let url = format!("http://{}", coordinator.local_addr());
+    // No --schema: the schema comes with the model card.
     let mut detector = FollowingDetector::start(&[
         "--coordinator",
         &url,
         "--insecure",
-        "--schema",
-        path_str(&schema),
         "--cache-dir",
         path_str(&cache),
         "--events",
@@ -654,14 +653,46 @@ async fn detect_follows_a_growing_file_and_switches_to_each_version_the_coordina
             .all(|verdict| verdict["model_version"] == 1)
     );
     assert!(pinned_cache.join("model-v00000001.safetensors").is_file());
+
+    // A --schema other than the one the card names is refused before any
+    // event is scored.
+    let other_schema = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/nsl-kdd.toml");
+    let args: Vec<String> = [
+        "detect",
+        "--coordinator",
+        &url,
+        "--insecure",
+        "--schema",
+        other_schema,
+        "--cache-dir",
+        path_str(&pinned_cache),
+        "--events",
+        path_str(&events),
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect();
+    let mismatched = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fedshield(&args)
+    })
+    .await
+    .unwrap();
+    assert!(!mismatched.status.success());
+    let stderr = String::from_utf8_lossy(&mismatched.stderr);
+    assert!(
+        stderr.contains("is not the schema model version"),
+        "{stderr}"
+    );
+    assert!(mismatched.stdout.is_empty());
     coordinator.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_model_is_switched_for_a_newer_verified_version_stored_next_to_it() {
     let work = tempfile::tempdir().unwrap();
-    let registry = ModelRegistry::open(&work.path().join("models")).unwrap();
-    let store = |version: u64, seed: u64| {
+    let registry = ModelRegistry::open_local(work.path()).unwrap();
+    let store = async |version: u64, seed: u64| {
         let weights = ModelWeights::init(ModelSpec::mlp(61, vec![8], 2), seed).unwrap();
         let card = card_for(&weights, version, SYNTHETIC_FLOWS_SCHEMA_TOML);
         registry
@@ -670,9 +701,10 @@ async fn a_local_model_is_switched_for_a_newer_verified_version_stored_next_to_i
                 weights,
                 card,
             })
+            .await
             .unwrap();
     };
-    store(1, 1);
+    store(1, 1).await;
     let events = work.path().join("events.csv");
     let (header, rows) = flow_rows(200, 4);
     std::fs::write(&events, format!("{header}\n{}\n", rows[..5].join("\n"))).unwrap();
@@ -683,7 +715,12 @@ async fn a_local_model_is_switched_for_a_newer_verified_version_stored_next_to_i
     };
     let mut detector = FollowingDetector::start(&[
         "--model",
-        path_str(&registry.weights_path(ModelVersion(1))),
+        path_str(
+            &work
+                .path()
+                .join("models")
+                .join(weights_name(ModelVersion(1))),
+        ),
         "--events",
         path_str(&events),
         "--follow",
@@ -699,7 +736,7 @@ async fn a_local_model_is_switched_for_a_newer_verified_version_stored_next_to_i
         )
         .await;
 
-    store(2, 2);
+    store(2, 2).await;
     detector
         .wait_for(
             "an event scored by version 2",
@@ -710,10 +747,16 @@ async fn a_local_model_is_switched_for_a_newer_verified_version_stored_next_to_i
         .await;
 
     // Version 3's weights do not match its card: refused, version 2 stays.
-    store(3, 3);
+    store(3, 3).await;
     let tampered = ModelWeights::init(ModelSpec::mlp(61, vec![8], 2), 4).unwrap();
     tampered
-        .save_safetensors(&registry.weights_path(ModelVersion(3)), Default::default())
+        .save_safetensors(
+            &work
+                .path()
+                .join("models")
+                .join(weights_name(ModelVersion(3))),
+            Default::default(),
+        )
         .unwrap();
     detector
         .wait_for(

@@ -116,7 +116,11 @@ async fn three_participants_train_three_rounds_and_beat_the_initial_model() {
 
     // Published versions are on disk with their cards and check out.
     for version in 0..=3 {
-        let model = coordinator.engine().model(ModelVersion(version)).unwrap();
+        let model = coordinator
+            .engine()
+            .model(ModelVersion(version))
+            .await
+            .unwrap();
         assert_eq!(model.card.version, version);
         assert_eq!(model.weights.sha256(), model.card.sha256);
     }

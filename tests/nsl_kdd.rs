@@ -212,6 +212,7 @@ async fn run_federation(
         let card = coordinator
             .engine()
             .model(ModelVersion(version))
+            .await
             .unwrap()
             .card
             .clone();

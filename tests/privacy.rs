@@ -251,6 +251,7 @@ async fn a_participant_at_its_budget_declines_and_the_round_goes_on_without_it()
         let card = coordinator
             .engine()
             .model(ModelVersion(version))
+            .await
             .unwrap()
             .card
             .clone();

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fedshield_coordinator::registry::ModelRegistry;
+use fedshield_coordinator::artifacts::ArtifactStore;
+use fedshield_coordinator::registry::{ModelRegistry, weights_name};
 use fedshield_core::ModelVersion;
 
 const NUM_ROUNDS: u64 = 4;
@@ -22,10 +23,30 @@ fn fedshield() -> Command {
     command
 }
 
+/// Runs a future to completion on a runtime of its own (the registry's
+/// artifact store is asynchronous; these tests drive processes with threads).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
 fn start_coordinator(port: u16, data_dir: &Path) -> Child {
+    start_coordinator_with(port, data_dir, &[], &[])
+}
+
+fn start_coordinator_with(
+    port: u16,
+    data_dir: &Path,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> Child {
     // The port of the killed process may take a moment to be free again.
     for _ in 0..50 {
         let mut child = fedshield()
+            .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
             .args(["coordinator", "--insecure", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
@@ -42,6 +63,7 @@ fn start_coordinator(port: u16, data_dir: &Path) -> Child {
                 "--hidden",
                 "16",
             ])
+            .args(args)
             .spawn()
             .expect("start the coordinator");
         std::thread::sleep(Duration::from_millis(300));
@@ -90,7 +112,7 @@ fn a_coordinator_killed_mid_round_resumes_and_loses_no_published_version() {
         start_participant(port, "org-a", 0, work.path()),
         start_participant(port, "org-b", 1, work.path()),
     ];
-    let registry = ModelRegistry::open(&data_dir.join("models")).unwrap();
+    let registry = ModelRegistry::open_local(&data_dir).unwrap();
 
     // Kill it while the round on version 1 is open.
     wait_for(
@@ -107,14 +129,14 @@ fn a_coordinator_killed_mid_round_resumes_and_loses_no_published_version() {
     let interrupted = registry.open_round_record().unwrap().unwrap();
     coordinator.kill().unwrap();
     coordinator.wait().unwrap();
-    let survived = registry.latest_version().unwrap().unwrap();
+    let survived = block_on(registry.latest_version()).unwrap().unwrap();
     assert!(survived >= ModelVersion(1));
 
     let mut restarted = start_coordinator(port, &data_dir);
     wait_for(
         "every round after the restart",
         Duration::from_secs(180),
-        || registry.latest_version().ok().flatten() == Some(ModelVersion(NUM_ROUNDS)),
+        || block_on(registry.latest_version()).ok().flatten() == Some(ModelVersion(NUM_ROUNDS)),
     );
     for participant in &mut participants {
         assert!(
@@ -131,8 +153,7 @@ fn a_coordinator_killed_mid_round_resumes_and_loses_no_published_version() {
 
     // Every version is there and intact (weights match their card's sha256).
     for version in 0..=NUM_ROUNDS {
-        let model = registry
-            .load(ModelVersion(version))
+        let model = block_on(registry.load(ModelVersion(version)))
             .unwrap_or_else(|error| panic!("version {version}: {error}"));
         assert_eq!(model.card.version, version);
         if version > 0 {
@@ -154,7 +175,7 @@ fn a_coordinator_killed_mid_round_resumes_and_loses_no_published_version() {
         interrupted.round_id
     );
     if survived == ModelVersion(1) {
-        let next = registry.load(ModelVersion(2)).unwrap();
+        let next = block_on(registry.load(ModelVersion(2))).unwrap();
         assert_eq!(next.card.round_id, Some(interrupted.round_id));
     }
 }
@@ -162,7 +183,7 @@ fn a_coordinator_killed_mid_round_resumes_and_loses_no_published_version() {
 #[test]
 fn a_corrupted_stored_version_is_refused_with_the_reason() {
     let work = tempfile::tempdir().unwrap();
-    let registry = ModelRegistry::open(work.path()).unwrap();
+    let registry = ModelRegistry::open_local(work.path()).unwrap();
     let spec = fedshield_core::ModelSpec::mlp(4, vec![3], 2);
     let weights = fedshield_core::ModelWeights::init(spec.clone(), 1).unwrap();
     let card = fedshield_coordinator::registry::ModelCard {
@@ -182,22 +203,35 @@ fn a_corrupted_stored_version_is_refused_with_the_reason() {
         privacy: None,
         aggregation: None,
     };
-    registry
-        .store(&fedshield_coordinator::registry::PublishedModel {
+    block_on(
+        registry.store(&fedshield_coordinator::registry::PublishedModel {
             version: ModelVersion(0),
             weights,
             card,
-        })
-        .unwrap();
-    registry.load(ModelVersion(0)).unwrap();
+        }),
+    )
+    .unwrap();
+    block_on(registry.load(ModelVersion(0))).unwrap();
     // Flip one byte of the last parameter.
-    let path = registry.weights_path(ModelVersion(0));
+    let path = work
+        .path()
+        .join("models")
+        .join(weights_name(ModelVersion(0)));
     let mut bytes = std::fs::read(&path).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x40;
     std::fs::write(&path, bytes).unwrap();
-    let error = registry.load(ModelVersion(0)).unwrap_err().to_string();
+    let error = block_on(registry.load(ModelVersion(0)))
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("sha256"), "{error}");
+    assert!(error.contains("model-v00000000.safetensors"), "{error}");
+    // A card whose weights are gone is refused too, naming the missing object.
+    std::fs::remove_file(&path).unwrap();
+    let error = block_on(registry.load(ModelVersion(0)))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("missing"), "{error}");
     assert!(error.contains("model-v00000000.safetensors"), "{error}");
 }
 
@@ -205,7 +239,7 @@ fn a_corrupted_stored_version_is_refused_with_the_reason() {
 fn the_round_history_keeps_complete_records_and_drops_a_torn_last_one() {
     use fedshield_coordinator::registry::RoundRecord;
     let work = tempfile::tempdir().unwrap();
-    let registry = ModelRegistry::open(work.path()).unwrap();
+    let registry = ModelRegistry::open_local(work.path()).unwrap();
     let record = |round_id: u64, published: Option<u64>| RoundRecord {
         round_id,
         base_version: round_id - 1,
@@ -219,7 +253,7 @@ fn the_round_history_keeps_complete_records_and_drops_a_torn_last_one() {
     registry.append_round(&record(2, None)).unwrap();
     registry.append_round(&record(3, Some(2))).unwrap();
     // A crash in the middle of the next append.
-    let path = work.path().join("rounds.jsonl");
+    let path = work.path().join("state").join("rounds.jsonl");
     let mut text = std::fs::read_to_string(&path).unwrap();
     text.push_str("{\"round_id\":4,\"base_");
     std::fs::write(&path, text).unwrap();
@@ -232,4 +266,245 @@ fn the_round_history_keeps_complete_records_and_drops_a_torn_last_one() {
     assert_eq!(num_completed, 3);
     assert_eq!(records.len(), 4);
     assert_eq!(records[3], record(4, Some(3)));
+}
+
+/// A real S3-compatible server (moto's) on 127.0.0.1. `moto_server` is
+/// looked up in `FEDSHIELD_MOTO_SERVER`, then on PATH; without it the S3
+/// test is skipped, unless `FEDSHIELD_REQUIRE_S3=1` (set by `.ci/run`,
+/// which installs it) makes that a failure.
+struct S3Server {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_s3_server() -> Option<S3Server> {
+    let program =
+        std::env::var("FEDSHIELD_MOTO_SERVER").unwrap_or_else(|_| "moto_server".to_string());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = match Command::new(&program)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(error) => {
+            assert!(
+                std::env::var("FEDSHIELD_REQUIRE_S3").as_deref() != Ok("1"),
+                "FEDSHIELD_REQUIRE_S3=1 but {program} cannot be started: {error}"
+            );
+            eprintln!("SKIPPED: no S3-compatible test server ({program}: {error})");
+            return None;
+        }
+    };
+    let server = S3Server {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    wait_for("the S3 server to listen", Duration::from_secs(60), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    Some(server)
+}
+
+#[test]
+fn model_versions_in_s3_compatible_storage_survive_a_coordinator_kill() {
+    let Some(s3) = start_s3_server() else {
+        return;
+    };
+    let bucket = "fedshield-models";
+    let created = Command::new("curl")
+        .args(["-sS", "-f", "-X", "PUT"])
+        .arg(format!("{}/{bucket}", s3.endpoint))
+        .output()
+        .expect("curl creates the bucket");
+    assert!(created.status.success(), "{created:?}");
+    let url = format!("s3://{bucket}/production/models");
+    // The coordinator reads its S3 settings from the environment, the test
+    // passes the same ones as options.
+    let options = [
+        ("aws_endpoint", s3.endpoint.as_str()),
+        ("aws_allow_http", "true"),
+        ("aws_region", "us-east-1"),
+        ("aws_access_key_id", "test"),
+        ("aws_secret_access_key", "test"),
+    ];
+    let env: Vec<(&str, String)> = options
+        .iter()
+        .map(|(key, value)| {
+            (
+                match *key {
+                    "aws_endpoint" => "AWS_ENDPOINT",
+                    "aws_allow_http" => "AWS_ALLOW_HTTP",
+                    "aws_region" => "AWS_REGION",
+                    "aws_access_key_id" => "AWS_ACCESS_KEY_ID",
+                    _ => "AWS_SECRET_ACCESS_KEY",
+                },
+                value.to_string(),
+            )
+        })
+        .collect();
+    let work = tempfile::tempdir().unwrap();
+    let data_dir = work.path().join("coordinator");
+    let registry = ModelRegistry::open(
+        &data_dir,
+        ArtifactStore::from_url_with(&url, &options).unwrap(),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let args = ["--artifact-store", url.as_str()];
+    let mut coordinator = start_coordinator_with(port, &data_dir, &args, &env);
+    let mut participants = vec![
+        start_participant(port, "org-a", 0, work.path()),
+        start_participant(port, "org-b", 1, work.path()),
+    ];
+    wait_for(
+        "version 1 in the bucket and round 2 open",
+        Duration::from_secs(120),
+        || {
+            registry
+                .open_round_record()
+                .ok()
+                .flatten()
+                .is_some_and(|record| record.base_version == 1)
+        },
+    );
+    coordinator.kill().unwrap();
+    coordinator.wait().unwrap();
+
+    let mut restarted = start_coordinator_with(port, &data_dir, &args, &env);
+    wait_for(
+        "every round after the restart",
+        Duration::from_secs(180),
+        || block_on(registry.latest_version()).ok().flatten() == Some(ModelVersion(NUM_ROUNDS)),
+    );
+    restarted.kill().unwrap();
+    restarted.wait().unwrap();
+    for participant in &mut participants {
+        assert!(participant.try_wait().unwrap().is_none());
+        participant.kill().unwrap();
+        participant.wait().unwrap();
+    }
+    // Every version is in the bucket, intact, in one chain.
+    for version in 0..=NUM_ROUNDS {
+        let model = block_on(registry.load(ModelVersion(version)))
+            .unwrap_or_else(|error| panic!("version {version}: {error}"));
+        if version > 0 {
+            assert_eq!(model.card.parent, Some(version - 1));
+        }
+    }
+    // Nothing went to the local disk but the coordinator's state.
+    assert!(!data_dir.join("models").exists());
+    // A corrupted object in the bucket is refused with the reason.
+    let store = registry.artifacts();
+    block_on(store.put(
+        &weights_name(ModelVersion(1)),
+        bytes::Bytes::from_static(b"not a model"),
+    ))
+    .unwrap();
+    let error = block_on(registry.load(ModelVersion(1)))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("model-v00000001.safetensors"), "{error}");
+    assert!(error.contains("not a valid model file"), "{error}");
+}
+
+fn send_sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill sends SIGTERM");
+    assert!(status.success());
+}
+
+/// Waits for `child` to exit by itself and returns whether it exited 0.
+fn exits_cleanly_within(child: &mut Child, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.success();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    panic!("still running {timeout:?} after SIGTERM");
+}
+
+#[test]
+fn sigterm_stops_participants_and_the_coordinator_cleanly_and_keeps_their_state() {
+    let work = tempfile::tempdir().unwrap();
+    let data_dir = work.path().join("coordinator");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut coordinator = start_coordinator(port, &data_dir);
+    let mut participants = vec![
+        start_participant(port, "org-a", 0, work.path()),
+        start_participant(port, "org-b", 1, work.path()),
+    ];
+    let registry = ModelRegistry::open_local(&data_dir).unwrap();
+    wait_for("version 1", Duration::from_secs(120), || {
+        block_on(registry.latest_version())
+            .ok()
+            .flatten()
+            .is_some_and(|version| version >= ModelVersion(1))
+    });
+    for participant in &mut participants {
+        send_sigterm(participant);
+        assert!(
+            exits_cleanly_within(participant, Duration::from_secs(15)),
+            "a participant exits with status 0 on SIGTERM"
+        );
+    }
+    send_sigterm(&coordinator);
+    assert!(
+        exits_cleanly_within(&mut coordinator, Duration::from_secs(15)),
+        "the coordinator exits with status 0 on SIGTERM"
+    );
+    // Everything published is intact, and the participants' privacy ledgers
+    // and model caches are still readable by a restarted participant.
+    let latest = block_on(registry.latest_version()).unwrap().unwrap();
+    for version in 0..=latest.0 {
+        block_on(registry.load(ModelVersion(version)))
+            .unwrap_or_else(|error| panic!("version {version}: {error}"));
+    }
+    if latest == ModelVersion(NUM_ROUNDS) {
+        // Every round finished before the signals: nothing left to resume.
+        return;
+    }
+    let mut restarted = start_coordinator(port, &data_dir);
+    let mut participant = start_participant(port, "org-a", 0, work.path());
+    let mut other = start_participant(port, "org-b", 1, work.path());
+    wait_for(
+        "a round after the restart",
+        Duration::from_secs(120),
+        || {
+            block_on(registry.latest_version())
+                .ok()
+                .flatten()
+                .is_some_and(|version| version > latest)
+        },
+    );
+    for child in [&mut participant, &mut other, &mut restarted] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }

@@ -171,8 +171,13 @@ pub struct CoordinatorConfig {
     pub init_seed: u64,
     /// Local training plan sent with each announcement.
     pub plan: TrainingPlan,
-    /// Where published model versions are written.
+    /// The coordinator's state (open round, round history) and, unless
+    /// `artifact_store` says otherwise, its published model versions.
     pub data_dir: PathBuf,
+    /// Where model versions are stored: a directory, `file:///path`,
+    /// `s3://bucket/prefix` or `memory://` (see [`crate::artifacts`]);
+    /// `None` is `<data_dir>/models`.
+    pub artifact_store: Option<String>,
     /// How often `Join` streams get a heartbeat.
     pub heartbeat_interval: Duration,
     /// Parameters per chunk of a model download.
@@ -245,6 +250,7 @@ impl CoordinatorConfig {
             init_seed: 1,
             plan: TrainingPlan::new(),
             data_dir,
+            artifact_store: None,
             heartbeat_interval: Duration::from_millis(500),
             chunk_params: fedshield_core::codec::DEFAULT_CHUNK_PARAMS,
             max_concurrent_uploads: 2,

@@ -432,7 +432,7 @@ impl Engine {
     ///
     /// # Errors
     /// [`CoordinatorError::UnknownModelVersion`] or a store error.
-    pub fn model(&self, version: ModelVersion) -> Result<Arc<PublishedModel>> {
+    pub async fn model(&self, version: ModelVersion) -> Result<Arc<PublishedModel>> {
         let current = self.current_model();
         if current.version == version {
             return Ok(current);
@@ -440,7 +440,7 @@ impl Engine {
         if version > current.version {
             return Err(CoordinatorError::UnknownModelVersion(version));
         }
-        Ok(Arc::new(self.inner.registry.load(version)?))
+        Ok(Arc::new(self.inner.registry.load(version).await?))
     }
 
     /// Returns the semaphore bounding concurrent update receptions.
@@ -1126,10 +1126,16 @@ impl Engine {
                 weights,
                 card,
             };
-            registry.store(&model)?;
             Ok(model)
         })
         .await;
+        let built = match built {
+            Ok(Ok(model)) => match registry.store(&model).await {
+                Ok(()) => Ok(Ok(model)),
+                Err(error) => Ok(Err(error)),
+            },
+            other => other,
+        };
         let model = match built {
             Ok(Ok(model)) => Arc::new(model),
             Ok(Err(error)) => {

@@ -52,6 +52,10 @@ pub enum CoordinatorError {
     UnknownModelVersion(ModelVersion),
     #[error("model store: {0}")]
     Store(#[from] CoreError),
+    #[error("artifact store, {location}: {reason}")]
+    Artifact { location: String, reason: String },
+    #[error("artifact store configuration: {0}")]
+    ArtifactStoreConfig(String),
     #[error("coordinator is shutting down")]
     ShuttingDown,
     #[error("no client certificate: this coordinator requires mutual TLS")]
@@ -90,7 +94,9 @@ impl From<CoordinatorError> for Status {
                 Code::DeadlineExceeded
             }
             CoordinatorError::UnknownModelVersion(_) => Code::NotFound,
-            CoordinatorError::Store(_) => Code::Internal,
+            CoordinatorError::Store(_)
+            | CoordinatorError::Artifact { .. }
+            | CoordinatorError::ArtifactStoreConfig(_) => Code::Internal,
             CoordinatorError::ShuttingDown => Code::Unavailable,
         };
         Status::new(code, error.to_string())

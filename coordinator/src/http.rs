@@ -26,7 +26,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use fedshield_core::ModelVersion;
-use fedshield_core::weights::ModelWeights;
 use fedshield_proto::tls::{PeerIdentity, serve_tls_incoming};
 use futures::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -211,7 +210,7 @@ async fn serve_weights(
         Ok(client) => client,
         Err((status, reason)) => return refusal("weights", None, status, reason),
     };
-    let model = match state.engine.model(version) {
+    let model = match state.engine.model(version).await {
         Ok(model) => model,
         Err(error) => {
             let status = match error {
@@ -229,33 +228,15 @@ async fn serve_weights(
     {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
-    // Serve the stored file, after checking it still holds what the card says.
-    let path = state.registry.weights_path(version);
-    let expected = model.card.sha256.clone();
-    let checked = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
-        let bytes = std::fs::read(&path)
-            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-        let weights = ModelWeights::from_safetensors(&bytes)
-            .map_err(|reason| format!("{} is not a valid model file: {reason}", path.display()))?;
-        let actual = weights.sha256();
-        if actual != expected {
-            return Err(format!(
-                "{} has sha256 {actual}, its card says {expected}: the stored version is corrupted and is not served",
-                path.display()
-            ));
-        }
-        Ok(bytes)
-    })
-    .await
-    .unwrap_or_else(|error| Err(error.to_string()));
-    let bytes = match checked {
-        Ok(bytes) => bytes,
-        Err(reason) => {
+    // Serve the stored object, after checking it still holds what the card says.
+    let bytes = match state.registry.load_verified(version).await {
+        Ok((_, _, bytes)) => bytes,
+        Err(error) => {
             return refusal(
                 "weights",
                 Some(&client),
                 StatusCode::INTERNAL_SERVER_ERROR,
-                reason,
+                error.to_string(),
             );
         }
     };
@@ -302,7 +283,7 @@ async fn version_card(
         Ok(version) => version,
         Err((status, reason)) => return refusal("card", Some(&client), status, reason),
     };
-    match state.engine.model(version) {
+    match state.engine.model(version).await {
         Ok(model) => {
             info!(client = %client, version = %version, "model card downloaded over https");
             (

@@ -3,13 +3,17 @@
 //!
 //! - [`config`]: round rules and server settings.
 //! - [`engine`]: the round engine (participants, rounds, aggregation, publishing).
-//! - [`registry`]: published model versions on disk (safetensors + model card).
+//! - [`registry`]: published model versions (safetensors + model card) and
+//!   the round state, behind [`store::StateStore`] and [`artifacts::ArtifactStore`].
+//! - [`store`]: the coordinator's own state (open round, round history) in its data directory.
+//! - [`artifacts`]: model artifacts in any `object_store` store, chosen by URL.
 //! - [`participants`]: the participant registry (who may join, revocations).
 //! - [`service`]: the `fedshield.v1.Federation` gRPC handlers.
 //! - [`server`]: starting and stopping a coordinator on a bound listener.
 //! - [`error`]: the error type and its gRPC status mapping.
 //! - [`http`]: the HTTPS model download endpoint for detectors.
 
+pub mod artifacts;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -18,6 +22,7 @@ pub mod participants;
 pub mod registry;
 pub mod server;
 pub mod service;
+pub mod store;
 
 pub use config::{
     CoordinatorConfig, CoordinatorTls, HttpsSettings, ParticipantsPerRound, RoundConfig,

@@ -1,17 +1,24 @@
-//! The model registry: published model versions on disk, one safetensors file
-//! and one JSON model card per version, both written atomically. The card is
-//! written last, so a version exists once its card does.
+//! The model registry: published model versions, one safetensors object and
+//! one JSON model card per version in the artifact store, each written
+//! atomically. The card is written last, so a version exists once its card
+//! does; the card's sha256 is checked on every load. The round state (open
+//! round, round history) sits beside it in the [`StateStore`].
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use fedshield_core::metrics::BinaryMetrics;
 use fedshield_core::privacy::ModelPrivacy;
 use fedshield_core::weights::ModelWeights;
-use fedshield_core::{CoreError, ModelSpec, ModelVersion, TrainingPlan};
+use fedshield_core::{ModelSpec, ModelVersion, TrainingPlan};
 use serde::{Deserialize, Serialize};
 
+use crate::artifacts::ArtifactStore;
 use crate::error::{CoordinatorError, Result};
+use crate::store::{DirectoryStore, StateStore};
 
 /// What a published model version is: provenance and integrity data that
 /// travels with the weights.
@@ -97,179 +104,90 @@ pub struct PublishedModel {
     pub card: ModelCard,
 }
 
-/// Model versions stored under one directory.
+/// Published model versions and the round state of one coordinator.
 #[derive(Debug, Clone)]
 pub struct ModelRegistry {
-    directory: PathBuf,
+    artifacts: ArtifactStore,
+    state: Arc<dyn StateStore>,
+}
+
+/// Name of a version's weights in the artifact store.
+pub fn weights_name(version: ModelVersion) -> String {
+    format!("model-v{:08}.safetensors", version.0)
+}
+
+/// Name of a version's model card in the artifact store.
+pub fn card_name(version: ModelVersion) -> String {
+    format!("model-v{:08}.json", version.0)
 }
 
 impl ModelRegistry {
-    /// Returns the registry stored in `directory`, creating it if needed.
+    /// Returns the registry of a data directory with the embedded defaults:
+    /// state in `<data_dir>/state`, artifacts in `<data_dir>/models`.
     ///
     /// # Errors
-    /// [`CoordinatorError::Store`] if the directory cannot be created.
-    pub fn open(directory: &Path) -> Result<Self> {
-        std::fs::create_dir_all(directory).map_err(|source| CoreError::Io {
-            path: directory.to_path_buf(),
-            source,
-        })?;
+    /// A store error if either directory cannot be created.
+    pub fn open_local(data_dir: &Path) -> Result<Self> {
+        Self::open(data_dir, ArtifactStore::local(&data_dir.join("models"))?)
+    }
+
+    /// Returns the registry with state in `<data_dir>/state` and artifacts
+    /// in `artifacts`.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Store`] if the state directory cannot be created.
+    pub fn open(data_dir: &Path, artifacts: ArtifactStore) -> Result<Self> {
         Ok(ModelRegistry {
-            directory: directory.to_path_buf(),
+            artifacts,
+            state: Arc::new(DirectoryStore::open(&data_dir.join("state"))?),
         })
     }
 
-    /// Returns the path of a version's weights.
-    pub fn weights_path(&self, version: ModelVersion) -> PathBuf {
-        self.directory
-            .join(format!("model-v{:08}.safetensors", version.0))
+    /// Returns the registry over explicit stores.
+    pub fn with_stores(artifacts: ArtifactStore, state: Arc<dyn StateStore>) -> Self {
+        ModelRegistry { artifacts, state }
     }
 
-    /// Returns the path of a version's model card.
-    pub fn card_path(&self, version: ModelVersion) -> PathBuf {
-        self.directory.join(format!("model-v{:08}.json", version.0))
+    /// Returns the artifact store.
+    pub fn artifacts(&self) -> &ArtifactStore {
+        &self.artifacts
+    }
+
+    /// Returns the round state store.
+    pub fn state(&self) -> &dyn StateStore {
+        self.state.as_ref()
     }
 
     /// Writes a version: weights first, then the card that makes it visible.
     ///
     /// # Errors
-    /// [`CoordinatorError::Store`] if either file cannot be written.
-    pub fn store(&self, model: &PublishedModel) -> Result<()> {
+    /// A store error if either object cannot be written.
+    pub async fn store(&self, model: &PublishedModel) -> Result<()> {
         let mut metadata = HashMap::new();
         metadata.insert("fedshield.version".to_string(), model.version.0.to_string());
         metadata.insert("fedshield.sha256".to_string(), model.card.sha256.clone());
-        model
-            .weights
-            .save_safetensors(&self.weights_path(model.version), metadata)?;
+        let weights = model.weights.to_safetensors(metadata)?;
+        self.artifacts
+            .put(&weights_name(model.version), Bytes::from(weights))
+            .await?;
         let card_json =
             serde_json::to_vec_pretty(&model.card).expect("a model card serializes to json");
-        fedshield_core::fsutil::write_atomic(&self.card_path(model.version), &card_json)?;
-        Ok(())
-    }
-
-    /// Returns the path of the record of the open round.
-    fn open_round_path(&self) -> PathBuf {
-        self.directory.join("open-round.json")
-    }
-
-    /// Records (atomically) that `round` is open, so that a coordinator
-    /// restarted after a crash re-opens it.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Store`] if the record cannot be written.
-    pub fn record_open_round(&self, round: &OpenRoundRecord) -> Result<()> {
-        let json = serde_json::to_vec(round).expect("a round record serializes to json");
-        fedshield_core::fsutil::write_atomic(&self.open_round_path(), &json)?;
-        Ok(())
-    }
-
-    /// Returns the last recorded open round, if any.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Store`] if the record exists and cannot be read.
-    pub fn open_round_record(&self) -> Result<Option<OpenRoundRecord>> {
-        let path = self.open_round_path();
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(CoreError::Io { path, source }.into()),
-        };
-        serde_json::from_slice(&bytes).map(Some).map_err(|error| {
-            CoreError::MalformedModelFile {
-                path,
-                reason: format!("open round record: {error}"),
-            }
-            .into()
-        })
-    }
-
-    /// Returns the path of the round history (JSON Lines, append-only).
-    fn round_history_path(&self) -> PathBuf {
-        self.directory.join("rounds.jsonl")
-    }
-
-    /// Appends a finished round to the history and makes it durable.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Store`] if the history cannot be written.
-    pub fn append_round(&self, record: &RoundRecord) -> Result<()> {
-        use std::io::Write;
-        let path = self.round_history_path();
-        let mut line = serde_json::to_vec(record).expect("a round record serializes to json");
-        line.push(b'\n');
-        std::fs::OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut file| {
-                // A torn last line (a crash during an earlier append) is cut
-                // off first, so that this record starts on a line of its own.
-                let contents = std::fs::read(&path)?;
-                if contents.last().is_some_and(|&byte| byte != b'\n') {
-                    let keep = contents
-                        .iter()
-                        .rposition(|&byte| byte == b'\n')
-                        .map_or(0, |index| index + 1);
-                    file.set_len(keep as u64)?;
-                }
-                file.write_all(&line)?;
-                file.sync_data()
-            })
-            .map_err(|source| CoreError::Io { path, source })?;
-        Ok(())
-    }
-
-    /// Returns the last `limit` finished rounds, oldest first, and the number
-    /// of completed and abandoned rounds in the whole history. A torn last
-    /// line (a crash during the append) is left out.
-    ///
-    /// # Errors
-    /// [`CoordinatorError::Store`] if the history exists and cannot be read,
-    /// or a complete line is not a round record (named by line number).
-    pub fn round_history(&self, limit: usize) -> Result<(Vec<RoundRecord>, u64, u64)> {
-        let path = self.round_history_path();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Ok((Vec::new(), 0, 0));
-            }
-            Err(source) => return Err(CoreError::Io { path, source }.into()),
-        };
-        let complete = &text[..text.rfind('\n').map_or(0, |index| index + 1)];
-        let mut records = std::collections::VecDeque::new();
-        let (mut num_completed, mut num_abandoned) = (0u64, 0u64);
-        for (index, line) in complete.lines().enumerate() {
-            let record: RoundRecord =
-                serde_json::from_str(line).map_err(|error| CoreError::MalformedModelFile {
-                    path: path.clone(),
-                    reason: format!("line {} is not a round record: {error}", index + 1),
-                })?;
-            if record.published.is_some() {
-                num_completed += 1;
-            } else {
-                num_abandoned += 1;
-            }
-            if records.len() == limit {
-                records.pop_front();
-            }
-            records.push_back(record);
-        }
-        Ok((records.into_iter().collect(), num_completed, num_abandoned))
+        self.artifacts
+            .put(&card_name(model.version), Bytes::from(card_json))
+            .await
     }
 
     /// Returns the highest version with a card, if any.
     ///
     /// # Errors
-    /// [`CoordinatorError::Store`] if the directory cannot be listed.
-    pub fn latest_version(&self) -> Result<Option<ModelVersion>> {
-        let entries = std::fs::read_dir(&self.directory).map_err(|source| CoreError::Io {
-            path: self.directory.clone(),
-            source,
-        })?;
-        let latest = entries
-            .filter_map(|entry| entry.ok())
-            .filter_map(|entry| {
-                let name = entry.file_name().to_string_lossy().into_owned();
+    /// A store error if the artifact store cannot be listed.
+    pub async fn latest_version(&self) -> Result<Option<ModelVersion>> {
+        let latest = self
+            .artifacts
+            .list()
+            .await?
+            .iter()
+            .filter_map(|name| {
                 name.strip_prefix("model-v")?
                     .strip_suffix(".json")?
                     .parse::<u64>()
@@ -280,46 +198,99 @@ impl ModelRegistry {
         Ok(latest)
     }
 
-    /// Loads a version and checks its weights against the card's sha256.
+    /// Returns a version's card and its stored safetensors bytes, after
+    /// checking that the weights they hold match the card's sha256.
     ///
     /// # Errors
     /// [`CoordinatorError::UnknownModelVersion`] if it was never published,
-    /// [`CoordinatorError::Store`] if its files are unreadable or corrupt.
-    pub fn load(&self, version: ModelVersion) -> Result<PublishedModel> {
-        let card_path = self.card_path(version);
-        let card_bytes = match std::fs::read(&card_path) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Err(CoordinatorError::UnknownModelVersion(version));
-            }
-            Err(source) => {
-                return Err(CoreError::Io {
-                    path: card_path,
-                    source,
-                }
-                .into());
-            }
+    /// a store error if its objects are unreadable or corrupt (the message
+    /// names the object and what is wrong).
+    pub async fn load_verified(
+        &self,
+        version: ModelVersion,
+    ) -> Result<(ModelCard, ModelWeights, Bytes)> {
+        let card_name = card_name(version);
+        let Some(card_bytes) = self.artifacts.get(&card_name).await? else {
+            return Err(CoordinatorError::UnknownModelVersion(version));
         };
-        let card: ModelCard =
-            serde_json::from_slice(&card_bytes).map_err(|error| CoreError::MalformedModelFile {
-                path: card_path.clone(),
-                reason: error.to_string(),
-            })?;
-        let weights_path = self.weights_path(version);
-        let weights = ModelWeights::load_safetensors(&weights_path)?;
-        let actual = weights.sha256();
+        let corrupt = |name: &str, reason: String| CoordinatorError::Artifact {
+            location: format!("{}/{name}", self.artifacts.location().trim_end_matches('/')),
+            reason,
+        };
+        let card: ModelCard = serde_json::from_slice(&card_bytes)
+            .map_err(|error| corrupt(&card_name, format!("not a model card: {error}")))?;
+        let weights_name = weights_name(version);
+        let Some(bytes) = self.artifacts.get(&weights_name).await? else {
+            return Err(corrupt(
+                &weights_name,
+                "missing, though its model card exists".to_string(),
+            ));
+        };
+        let checked = bytes.clone();
+        let weights = tokio::task::spawn_blocking(move || {
+            let weights = ModelWeights::from_safetensors(&checked)?;
+            let actual = weights.sha256();
+            Ok::<_, String>((weights, actual))
+        })
+        .await
+        .map_err(|error| corrupt(&weights_name, error.to_string()))?;
+        let (weights, actual) = weights.map_err(|reason| {
+            corrupt(&weights_name, format!("not a valid model file: {reason}"))
+        })?;
         if actual != card.sha256 {
-            return Err(CoreError::ChecksumMismatch {
-                path: weights_path,
-                expected: card.sha256,
-                actual,
-            }
-            .into());
+            return Err(corrupt(
+                &weights_name,
+                format!(
+                    "sha256 is {actual}, its card says {}: the stored version is corrupted and is not served",
+                    card.sha256
+                ),
+            ));
         }
+        Ok((card, weights, bytes))
+    }
+
+    /// Loads a version and checks its weights against the card's sha256.
+    ///
+    /// # Errors
+    /// As [`ModelRegistry::load_verified`].
+    pub async fn load(&self, version: ModelVersion) -> Result<PublishedModel> {
+        let (card, weights, _) = self.load_verified(version).await?;
         Ok(PublishedModel {
             version,
             weights,
             card,
         })
+    }
+
+    /// See [`StateStore::record_open_round`].
+    ///
+    /// # Errors
+    /// As the state store's.
+    pub fn record_open_round(&self, round: &OpenRoundRecord) -> Result<()> {
+        self.state.record_open_round(round)
+    }
+
+    /// See [`StateStore::open_round_record`].
+    ///
+    /// # Errors
+    /// As the state store's.
+    pub fn open_round_record(&self) -> Result<Option<OpenRoundRecord>> {
+        self.state.open_round_record()
+    }
+
+    /// See [`StateStore::append_round`].
+    ///
+    /// # Errors
+    /// As the state store's.
+    pub fn append_round(&self, record: &RoundRecord) -> Result<()> {
+        self.state.append_round(record)
+    }
+
+    /// See [`StateStore::round_history`].
+    ///
+    /// # Errors
+    /// As the state store's.
+    pub fn round_history(&self, limit: usize) -> Result<(Vec<RoundRecord>, u64, u64)> {
+        self.state.round_history(limit)
     }
 }

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::participants::SharedRegistry;
 
+use crate::artifacts::ArtifactStore;
 use crate::config::CoordinatorConfig;
 use crate::engine::Engine;
 use crate::error::{CoordinatorError, Result, ServerError};
@@ -79,12 +80,12 @@ impl CoordinatorHandle {
 /// # Errors
 /// [`CoordinatorError::Store`] if the stored model is corrupt or unwritable,
 /// or if it does not match the configured architecture.
-pub fn load_or_init_model(
+pub async fn load_or_init_model(
     config: &CoordinatorConfig,
     registry: &ModelRegistry,
 ) -> Result<PublishedModel> {
-    if let Some(version) = registry.latest_version()? {
-        let model = registry.load(version)?;
+    if let Some(version) = registry.latest_version().await? {
+        let model = registry.load(version).await?;
         if model.weights.spec != config.model {
             return Err(CoordinatorError::Store(CoreError::InvalidSpec(format!(
                 "stored model version {version} has architecture {:?}, the configuration asks for {:?}; use a new data directory",
@@ -94,6 +95,20 @@ pub fn load_or_init_model(
         info!(version = %version, sha256 = %model.card.sha256, "resuming from stored model");
         return Ok(model);
     }
+    let model = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || initial_model(&config))
+            .await
+            .map_err(|error| CoordinatorError::Store(CoreError::Training(error.to_string())))??
+    };
+    registry.store(&model).await?;
+    info!(num_params = model.weights.params.len(), sha256 = %model.card.sha256, "initial model created");
+    Ok(model)
+}
+
+/// Returns version 0: freshly initialized weights and their card (with
+/// metrics on the evaluation set, if one is configured).
+fn initial_model(config: &CoordinatorConfig) -> Result<PublishedModel> {
     let weights = ModelWeights::init(config.model.clone(), config.init_seed)?;
     let card = ModelCard {
         version: 0,
@@ -124,14 +139,11 @@ pub fn load_or_init_model(
         privacy: None,
         aggregation: None,
     };
-    let model = PublishedModel {
+    Ok(PublishedModel {
         version: ModelVersion(0),
         weights,
         card,
-    };
-    registry.store(&model)?;
-    info!(num_params = model.weights.params.len(), sha256 = %model.card.sha256, "initial model created");
-    Ok(model)
+    })
 }
 
 /// Starts a coordinator on `listener`; it runs until `shutdown` is cancelled.
@@ -164,14 +176,12 @@ pub async fn start(
         path: "listener".into(),
         source,
     })?;
-    let registry = ModelRegistry::open(&config.data_dir.join("models"))?;
-    let initial = {
-        let config = config.clone();
-        let registry = registry.clone();
-        tokio::task::spawn_blocking(move || load_or_init_model(&config, &registry))
-            .await
-            .map_err(|error| CoordinatorError::Store(CoreError::Training(error.to_string())))??
+    let registry = match &config.artifact_store {
+        Some(url) => ModelRegistry::open(&config.data_dir, ArtifactStore::from_url(url)?)?,
+        None => ModelRegistry::open_local(&config.data_dir)?,
     };
+    info!(artifacts = %registry.artifacts().location(), "model artifact store");
+    let initial = load_or_init_model(&config, &registry).await?;
     let engine = Engine::new(
         config.round.clone(),
         config.plan.clone(),

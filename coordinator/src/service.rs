@@ -18,7 +18,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{debug, info, instrument, warn};
+use tracing::field::Empty;
+use tracing::{Span, debug, info, instrument, warn};
 
 use crate::engine::{Engine, EngineStatus, SessionEvent, UpdateRequest};
 use crate::error::CoordinatorError;
@@ -121,6 +122,16 @@ impl FederationService {
     }
 }
 
+/// A claimed participant id as it may appear in logs before it is checked:
+/// at most 64 characters, control characters replaced.
+fn loggable_id(claimed: &str) -> String {
+    claimed
+        .chars()
+        .take(64)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorEvent, Status>> + Send>>;
 type ModelStream = Pin<Box<dyn Stream<Item = Result<pb::ModelChunk, Status>> + Send>>;
 
@@ -194,14 +205,19 @@ impl Federation for FederationService {
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
-    #[instrument(skip_all, fields(version = request.get_ref().model_version))]
+    #[instrument(skip_all, fields(version = request.get_ref().model_version, participant = Empty))]
     async fn download_model(
         &self,
         request: Request<pb::DownloadModelRequest>,
     ) -> Result<Response<Self::DownloadModelStream>, Status> {
-        self.authenticate(&request, "download_model")?;
+        if let Some(participant) = self.authenticate(&request, "download_model")? {
+            Span::current().record("participant", participant.as_str());
+        }
         let download = request.into_inner();
-        let model = self.engine.model(ModelVersion(download.model_version))?;
+        let model = self
+            .engine
+            .model(ModelVersion(download.model_version))
+            .await?;
         let chunk_params = match download.preferred_chunk_params as usize {
             0 => self.settings.chunk_params,
             preferred => preferred.min(MAX_CHUNK_BYTES / 4),
@@ -210,7 +226,7 @@ impl Federation for FederationService {
         Ok(Response::new(Box::pin(model_stream(model, chunk_params))))
     }
 
-    #[instrument(skip_all)]
+    #[instrument(skip_all, fields(participant = Empty, round = Empty, version = Empty))]
     async fn submit_update(
         &self,
         request: Request<Streaming<pb::UpdateChunk>>,
@@ -243,6 +259,10 @@ impl Federation for FederationService {
             ))
             .into());
         }
+        let span = Span::current();
+        span.record("participant", loggable_id(&header.participant_id).as_str());
+        span.record("round", header.round_id);
+        span.record("version", header.base_model_version);
         Self::check_claim(
             authenticated.as_ref(),
             &header.participant_id,
@@ -361,7 +381,7 @@ impl Federation for FederationService {
         }))
     }
 
-    #[instrument(skip_all, fields(round = request.get_ref().round_id))]
+    #[instrument(skip_all, fields(round = request.get_ref().round_id, participant = %loggable_id(&request.get_ref().participant_id)))]
     async fn decline_round(
         &self,
         request: Request<pb::DeclineRoundRequest>,
@@ -422,6 +442,7 @@ fn model_stream(
                     shape: tensor.shape.into_iter().map(|size| size as u64).collect(),
                 })
                 .collect(),
+            card_json: serde_json::to_string(&model.card).expect("a model card serializes to json"),
         })),
     };
     let num_chunks = model.weights.params.len().div_ceil(chunk_params);

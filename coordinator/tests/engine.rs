@@ -23,7 +23,7 @@ struct Harness {
 }
 
 impl Harness {
-    fn start(configure: impl FnOnce(&mut CoordinatorConfig)) -> Harness {
+    async fn start(configure: impl FnOnce(&mut CoordinatorConfig)) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let mut config =
             CoordinatorConfig::for_test(dir.path().to_path_buf(), ModelSpec::mlp(4, vec![3], 2));
@@ -31,8 +31,8 @@ impl Harness {
         config.round.retry_delay = Duration::from_secs(1);
         configure(&mut config);
         config.validate().unwrap();
-        let registry = ModelRegistry::open(&dir.path().join("models")).unwrap();
-        let initial = load_or_init_model(&config, &registry).unwrap();
+        let registry = ModelRegistry::open_local(dir.path()).unwrap();
+        let initial = load_or_init_model(&config, &registry).await.unwrap();
         let engine = Engine::new(
             config.round.clone(),
             config.plan.clone(),
@@ -113,7 +113,7 @@ async fn next_announcement(session: &mut Session) -> Announcement {
 
 #[tokio::test(start_paused = true)]
 async fn round_publishes_the_next_version_when_every_selected_participant_submitted() {
-    let harness = Harness::start(|_| {});
+    let harness = Harness::start(|_| {}).await;
     let mut alice = harness.engine.join(participant("alice"));
     let mut bob = harness.engine.join(participant("bob"));
     let announcement_alice = next_announcement(&mut alice).await;
@@ -146,7 +146,7 @@ async fn round_publishes_the_next_version_when_every_selected_participant_submit
 
 #[tokio::test(start_paused = true)]
 async fn update_for_a_wrong_round_or_base_version_is_refused_and_changes_nothing() {
-    let harness = Harness::start(|_| {});
+    let harness = Harness::start(|_| {}).await;
     let mut alice = harness.engine.join(participant("alice"));
     let _bob = harness.engine.join(participant("bob"));
     let announcement = next_announcement(&mut alice).await;
@@ -196,7 +196,7 @@ async fn update_for_a_wrong_round_or_base_version_is_refused_and_changes_nothing
 
 #[tokio::test(start_paused = true)]
 async fn duplicate_and_concurrent_updates_from_one_participant_are_refused() {
-    let harness = Harness::start(|config| config.round.quorum = 1);
+    let harness = Harness::start(|config| config.round.quorum = 1).await;
     let mut alice = harness.engine.join(participant("alice"));
     let _bob = harness.engine.join(participant("bob"));
     let announcement = next_announcement(&mut alice).await;
@@ -225,7 +225,8 @@ async fn participant_disconnecting_mid_round_lets_the_round_close_at_quorum() {
     let harness = Harness::start(|config| {
         config.round.min_participants = 3;
         config.round.quorum = 2;
-    });
+    })
+    .await;
     let mut alice = harness.engine.join(participant("alice"));
     let mut bob = harness.engine.join(participant("bob"));
     let carol = harness.engine.join(participant("carol"));
@@ -261,7 +262,8 @@ async fn round_whose_quorum_becomes_unreachable_is_abandoned_and_retried() {
     let harness = Harness::start(|config| {
         config.round.min_participants = 2;
         config.round.quorum = 2;
-    });
+    })
+    .await;
     let mut alice = harness.engine.join(participant("alice"));
     let bob = harness.engine.join(participant("bob"));
     let first = next_announcement(&mut alice).await;
@@ -309,7 +311,8 @@ async fn quorum_never_reached_by_the_deadline_publishes_no_version() {
         config.round.min_participants = 3;
         config.round.quorum = 3;
         config.round.retry_delay = Duration::from_secs(5);
-    });
+    })
+    .await;
     let mut alice = harness.engine.join(participant("alice"));
     let _bob = harness.engine.join(participant("bob"));
     let _carol = harness.engine.join(participant("carol"));
@@ -329,7 +332,7 @@ async fn quorum_never_reached_by_the_deadline_publishes_no_version() {
         summary.reason
     );
     assert!(
-        harness.engine.model(ModelVersion(1)).is_err(),
+        harness.engine.model(ModelVersion(1)).await.is_err(),
         "no version 1 exists"
     );
     harness.stop().await;
@@ -340,7 +343,8 @@ async fn late_update_after_the_round_completed_is_refused_as_closed() {
     let harness = Harness::start(|config| {
         config.round.min_participants = 3;
         config.round.quorum = 2;
-    });
+    })
+    .await;
     let mut alice = harness.engine.join(participant("alice"));
     let mut bob = harness.engine.join(participant("bob"));
     let mut carol = harness.engine.join(participant("carol"));
@@ -385,7 +389,8 @@ async fn sampling_announces_to_the_configured_number_of_participants() {
         config.round.min_participants = 4;
         config.round.quorum = 2;
         config.round.participants_per_round = ParticipantsPerRound::Count(2);
-    });
+    })
+    .await;
     let _sessions: Vec<Session> = ["a", "b", "c", "d"]
         .iter()
         .map(|name| harness.engine.join(participant(name)))
@@ -401,7 +406,7 @@ async fn sampling_announces_to_the_configured_number_of_participants() {
 
 #[tokio::test(start_paused = true)]
 async fn selected_participant_that_reconnects_is_announced_the_open_round_again() {
-    let harness = Harness::start(|_| {});
+    let harness = Harness::start(|_| {}).await;
     let mut alice = harness.engine.join(participant("alice"));
     let _bob = harness.engine.join(participant("bob"));
     let announcement = next_announcement(&mut alice).await;
@@ -424,7 +429,8 @@ async fn declining_participant_lets_the_round_close_without_waiting_for_the_dead
     let harness = Harness::start(|config| {
         config.round.min_participants = 3;
         config.round.quorum = 2;
-    });
+    })
+    .await;
     let mut alice = harness.engine.join(participant("alice"));
     let mut bob = harness.engine.join(participant("bob"));
     let mut carol = harness.engine.join(participant("carol"));
@@ -488,7 +494,8 @@ async fn dp_round_refuses_updates_without_a_valid_privacy_report_and_states_the_
     let harness = Harness::start(|config| {
         config.round.quorum = 1;
         config.plan.dp_sgd = Some(fedshield_core::dp::DpSgdPlan::new(0.05, 1.2, 1.0, 20));
-    });
+    })
+    .await;
     harness.engine.set_privacy_delta(1e-5);
     let mut alice = harness.engine.join(participant("alice"));
     let _bob = harness.engine.join(participant("bob"));

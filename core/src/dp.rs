@@ -37,7 +37,9 @@ use rand_distr::{Distribution, Geometric, Normal};
 use crate::data::Dataset;
 use crate::error::{CoreError, Result};
 use crate::model::ModelSpec;
-use crate::training::{LocalTrainingOutcome, TrainingPlan, training_rows};
+use crate::training::{
+    LocalTrainingOutcome, ProgressObserver, TrainingPlan, TrainingProgress, training_rows,
+};
 use crate::weights::ModelWeights;
 
 /// The backend DP-SGD runs on: ndarray on the CPU, without autodiff (the
@@ -304,8 +306,24 @@ pub fn train_local_dp<R: Rng + CryptoRng + ?Sized>(
     dp: &DpSgdPlan,
     rng: &mut R,
 ) -> Result<LocalTrainingOutcome> {
+    train_local_dp_observed(weights, data, plan, dp, rng, &|_| {})
+}
+
+/// [`train_local_dp`], reporting progress (step counts, which the plan fixes
+/// in advance and which reveal nothing of the data) after every step.
+///
+/// # Errors
+/// As [`train_local_dp`].
+pub fn train_local_dp_observed<R: Rng + CryptoRng + ?Sized>(
+    weights: &ModelWeights,
+    data: &Dataset,
+    plan: &TrainingPlan,
+    dp: &DpSgdPlan,
+    rng: &mut R,
+    observer: ProgressObserver<'_>,
+) -> Result<LocalTrainingOutcome> {
     dp.validate()?;
-    run_dp_sgd(weights, data, plan, dp, rng)
+    run_dp_sgd(weights, data, plan, dp, rng, observer)
 }
 
 /// [`train_local_dp`] without the check that σ is positive (tests use σ = 0).
@@ -315,6 +333,7 @@ fn run_dp_sgd<R: Rng + CryptoRng + ?Sized>(
     plan: &TrainingPlan,
     dp: &DpSgdPlan,
     rng: &mut R,
+    observer: ProgressObserver<'_>,
 ) -> Result<LocalTrainingOutcome> {
     plan.validate()?;
     dp.validate_allowing_zero_noise()?;
@@ -341,6 +360,9 @@ fn run_dp_sgd<R: Rng + CryptoRng + ?Sized>(
     // The last epoch-equivalent of the round, over which mean_loss is taken.
     let loss_window_steps = (1.0 / dp.sampling_rate).ceil().min(num_steps as f64) as u64;
     let first_loss_step = num_steps - loss_window_steps;
+    // Progress is told in epoch-equivalents of 1/q steps.
+    let steps_per_epoch = loss_window_steps.max(1);
+    let epochs = num_steps.div_ceil(steps_per_epoch).max(1) as u32;
     let mut loss_sum = 0.0f64;
     let mut num_loss_examples = 0u64;
     let mut sampled_rows = Vec::new();
@@ -366,6 +388,12 @@ fn run_dp_sgd<R: Rng + CryptoRng + ?Sized>(
             decay_factor,
             rng,
         );
+        observer(TrainingProgress {
+            steps_done: step + 1,
+            steps_planned: num_steps,
+            epoch: ((step / steps_per_epoch) + 1).min(u64::from(epochs)) as u32,
+            epochs,
+        });
     }
     let params = flatten_layers(layers);
     if let Some(index) = params.iter().position(|value| !value.is_finite()) {
@@ -851,6 +879,7 @@ mod tests {
             &plan,
             &noiseless(1.0, 1e9, 1),
             &mut seeded_rng(1),
+            &|_| {},
         )
         .unwrap();
         let plain_plan = plan
@@ -871,7 +900,8 @@ mod tests {
             let data = random_dataset(24, 6, num_classes, 2.0, 8);
             let plan = TrainingPlan::new().with_learning_rate(0.3);
             let dp = noiseless(1.0, 1e9, 1);
-            let private = run_dp_sgd(&weights, &data, &plan, &dp, &mut seeded_rng(1)).unwrap();
+            let private =
+                run_dp_sgd(&weights, &data, &plan, &dp, &mut seeded_rng(1), &|_| {}).unwrap();
             let plain = plain_full_batch_step(&weights, &data, 0.3);
             assert_eq!(private.num_steps, 1);
             let difference = max_abs_difference(&private.params, &plain.params);
@@ -941,7 +971,8 @@ mod tests {
         let mut num_at_bound = 0;
         for seed in 0..40 {
             let data = random_dataset(1, 8, 2, 1000.0, seed);
-            let outcome = run_dp_sgd(&weights, &data, &plan, &dp, &mut seeded_rng(seed)).unwrap();
+            let outcome =
+                run_dp_sgd(&weights, &data, &plan, &dp, &mut seeded_rng(seed), &|_| {}).unwrap();
             let change = l2_norm(&outcome.delta_from(&weights.params));
             assert!(
                 change <= single_bound * (1.0 + 1e-4),
@@ -962,7 +993,8 @@ mod tests {
         for seed in 0..10 {
             let num_rows = 12;
             let data = random_dataset(num_rows, 8, 2, 1000.0, 100 + seed);
-            let outcome = run_dp_sgd(&weights, &data, &plan, &dp, &mut seeded_rng(seed)).unwrap();
+            let outcome =
+                run_dp_sgd(&weights, &data, &plan, &dp, &mut seeded_rng(seed), &|_| {}).unwrap();
             let change = l2_norm(&outcome.delta_from(&weights.params));
             // q = 1: the expected batch q·N is the whole batch.
             let expected_batch_size = num_rows as f64;

@@ -130,6 +130,38 @@ pub fn train_local(
     plan: &TrainingPlan,
     seed: u64,
 ) -> Result<LocalTrainingOutcome> {
+    train_local_observed(weights, data, plan, seed, &|_| {})
+}
+
+/// How far local training is, reported after every step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrainingProgress {
+    /// Steps (batches) done so far.
+    pub steps_done: u64,
+    /// Steps the plan will take in all.
+    pub steps_planned: u64,
+    /// The epoch the step belonged to (1-based); for DP-SGD, the
+    /// epoch-equivalent (1/q steps each).
+    pub epoch: u32,
+    /// Epochs the plan will take in all.
+    pub epochs: u32,
+}
+
+/// A callback that learns how far training is (progress bars, logs). It
+/// receives step counts only: nothing derived from the data.
+pub type ProgressObserver<'a> = &'a (dyn Fn(TrainingProgress) + Sync);
+
+/// [`train_local`], reporting progress to `observer` after every step.
+///
+/// # Errors
+/// As [`train_local`].
+pub fn train_local_observed(
+    weights: &ModelWeights,
+    data: &Dataset,
+    plan: &TrainingPlan,
+    seed: u64,
+    observer: ProgressObserver<'_>,
+) -> Result<LocalTrainingOutcome> {
     plan.validate()?;
     let data = training_rows(weights, data)?;
     let data = data.as_ref();
@@ -151,7 +183,9 @@ pub fn train_local(
     };
     let mut num_steps = 0u64;
     let mut mean_loss = f32::NAN;
-    'epochs: for _epoch in 0..plan.local_epochs {
+    let steps_per_epoch = data.len().div_ceil(batch_size) as u64;
+    let steps_planned = (steps_per_epoch * u64::from(plan.local_epochs)).min(max_steps);
+    'epochs: for epoch in 0..plan.local_epochs {
         order.shuffle(&mut rng);
         let mut epoch_loss_sum = 0.0f64;
         let mut epoch_batches = 0u64;
@@ -178,6 +212,12 @@ pub fn train_local(
             epoch_loss_sum += f64::from(loss_value);
             epoch_batches += 1;
             num_steps += 1;
+            observer(TrainingProgress {
+                steps_done: num_steps,
+                steps_planned,
+                epoch: epoch + 1,
+                epochs: plan.local_epochs,
+            });
         }
         if epoch_batches > 0 {
             mean_loss = (epoch_loss_sum / epoch_batches as f64) as f32;
@@ -349,5 +389,31 @@ mod tests {
                 .num_steps,
             1
         );
+    }
+
+    #[test]
+    fn progress_is_reported_after_every_step_up_to_the_planned_total() {
+        let train = synthetic_dataset(OrgProfile::balanced(), 160, 1);
+        let spec = ModelSpec::mlp(num_flow_features() as u32, vec![8], 2);
+        let initial = ModelWeights::init(spec, 1).unwrap();
+        let plan = TrainingPlan::new().with_local_epochs(3).with_batch_size(32);
+        let reports = std::sync::Mutex::new(Vec::new());
+        let outcome = train_local_observed(&initial, &train, &plan, 4, &|progress| {
+            reports.lock().unwrap().push(progress);
+        })
+        .unwrap();
+        let reports = reports.into_inner().unwrap();
+        // 160 rows in batches of 32: 5 steps per epoch, 15 in all.
+        assert_eq!(outcome.num_steps, 15);
+        assert_eq!(reports.len(), 15);
+        for (index, progress) in reports.iter().enumerate() {
+            assert_eq!(progress.steps_done, index as u64 + 1);
+            assert_eq!(progress.steps_planned, 15);
+            assert_eq!(progress.epoch, index as u32 / 5 + 1);
+            assert_eq!(progress.epochs, 3);
+        }
+        // The observer changes nothing: same seed, same parameters.
+        let plain = train_local(&initial, &train, &plan, 4).unwrap();
+        assert_eq!(plain.params, outcome.params);
     }
 }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod ledger;
 pub mod node;
+pub mod progress;
 
 pub use config::ParticipantConfig;
 pub use error::ParticipantError;

@@ -19,10 +19,12 @@ use fedshield_core::clock::unix_ms_now;
 
 use fedshield_core::codec::{ChunkAssembler, DEFAULT_CHUNK_PARAMS, encode_chunks};
 use fedshield_core::data::Dataset;
-use fedshield_core::dp::{DpSgdPlan, OrgDpPlan, os_seeded_rng, privatize_update, train_local_dp};
+use fedshield_core::dp::{
+    DpSgdPlan, OrgDpPlan, os_seeded_rng, privatize_update, train_local_dp_observed,
+};
 use fedshield_core::model::ModelSpec;
 use fedshield_core::privacy::PrivacyReport;
-use fedshield_core::training::train_local;
+use fedshield_core::training::train_local_observed;
 use fedshield_core::weights::{ModelWeights, params_sha256};
 use fedshield_core::{ModelVersion, RoundId, TrainingPlan};
 use fedshield_proto::v1 as pb;
@@ -38,6 +40,7 @@ use crate::cache::ModelCache;
 use crate::config::ParticipantConfig;
 use crate::error::{ParticipantError, Result};
 use crate::ledger::{DEFAULT_DELTA, LedgerEntry, PrivacyLedger};
+use crate::progress::Progress;
 
 /// Environment variable that makes the process abort right after a ledger
 /// entry is durable and before training: the crash tests use it to prove
@@ -126,6 +129,26 @@ impl Participant {
     fn report(&self, event: ParticipantEvent) {
         if let Some(events) = &self.events {
             let _ = events.send(event);
+        }
+    }
+
+    /// Declines `round_id` because the participant is stopping; waits at
+    /// most two seconds for the coordinator.
+    async fn decline_on_shutdown(
+        &self,
+        client: &mut FederationClient<Channel>,
+        round_id: RoundId,
+        session_token: String,
+    ) {
+        let decline = pb::DeclineRoundRequest {
+            round_id: round_id.0,
+            participant_id: self.config.participant_id.to_string(),
+            session_token,
+            reason: "participant shutting down".to_string(),
+        };
+        match tokio::time::timeout(Duration::from_secs(2), client.decline_round(decline)).await {
+            Ok(Ok(_)) => info!(round = %round_id, "shutting down: round abandoned and declined"),
+            _ => info!(round = %round_id, "shutting down: round abandoned"),
         }
     }
 
@@ -240,7 +263,13 @@ impl Participant {
                     // Training runs while the join stream is not read; the
                     // coordinator's heartbeats wait in the transport buffers.
                     let outcome = tokio::select! {
-                        () = shutdown.cancelled() => return Ok(()),
+                        () = shutdown.cancelled() => {
+                            // Abandon the round cleanly: the ledger entry is
+                            // already durable, and the coordinator is told
+                            // not to wait for this participant.
+                            self.decline_on_shutdown(&mut client, round_id, token).await;
+                            return Ok(());
+                        }
                         outcome = self.take_part(&mut client, announcement, token.clone()) => outcome,
                     };
                     match outcome {
@@ -336,19 +365,29 @@ impl Participant {
         let base = Arc::new(base);
         let training_base = base.clone();
         let training_plan = plan.clone();
+        let progress = Progress::training(format!("round {round_id}"));
         let (outcome, delta) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let observer = |step| progress.step(step);
             let outcome = match &training_plan.dp_sgd {
                 Some(dp_sgd) => {
                     let mut rng = os_seeded_rng()?;
-                    train_local_dp(&training_base, &data, &training_plan, dp_sgd, &mut rng)?
+                    train_local_dp_observed(
+                        &training_base,
+                        &data,
+                        &training_plan,
+                        dp_sgd,
+                        &mut rng,
+                        &observer,
+                    )?
                 }
                 None => {
                     // Shuffling seed from the OS-seeded thread RNG: local
                     // training order is not predictable from outside.
                     let seed: u64 = rand::rng().random();
-                    train_local(&training_base, &data, &training_plan, seed)?
+                    train_local_observed(&training_base, &data, &training_plan, seed, &observer)?
                 }
             };
+            progress.finish();
             let mut delta = outcome.delta_from(&training_base.params);
             if let Some(org_dp) = &training_plan.org_dp {
                 let mut rng = os_seeded_rng()?;
@@ -565,9 +604,16 @@ pub async fn download_model(
         )));
     }
     let mut assembler = ChunkAssembler::new(spec.num_params());
+    let total_bytes = header.num_params * 4;
+    let progress = Progress::download(format!("model v{version}"), total_bytes);
+    let mut num_bytes = 0u64;
     while let Some(chunk) = stream.message().await? {
         match chunk.payload {
-            Some(pb::model_chunk::Payload::Data(data)) => assembler.push(&data)?,
+            Some(pb::model_chunk::Payload::Data(data)) => {
+                assembler.push(&data)?;
+                num_bytes += data.len() as u64;
+                progress.advance(data.len() as u64, num_bytes, total_bytes);
+            }
             _ => {
                 return Err(ParticipantError::Protocol(
                     "unexpected message in model download".into(),
