@@ -197,22 +197,22 @@ pub struct SigmaArgs {
 #[derive(Debug, Clone, Args)]
 pub struct DpArgs {
     /// Record-level ε each participant's data gets over all rounds (needs --rounds); enables DP-SGD.
-    #[arg(long, env = "FEDSHIELD_DP_EPSILON")]
+    #[arg(long, value_parser = epsilon, env = "FEDSHIELD_DP_EPSILON")]
     pub dp_epsilon: Option<f64>,
     /// δ of the record-level (and organization-level) guarantee.
-    #[arg(long, default_value_t = 1e-5, requires = "dp_epsilon")]
+    #[arg(long, value_parser = delta, default_value_t = 1e-5, requires = "dp_epsilon")]
     pub dp_delta: f64,
     /// DP-SGD per-example gradient clipping norm C.
-    #[arg(long, default_value_t = 1.0, requires = "dp_epsilon")]
+    #[arg(long, value_parser = clip_norm, default_value_t = 1.0, requires = "dp_epsilon")]
     pub dp_clip_norm: f64,
     /// DP-SGD Poisson sampling rate q of each local step.
-    #[arg(long, default_value_t = 0.01, requires = "dp_epsilon")]
+    #[arg(long, value_parser = sampling_rate, default_value_t = 0.01, requires = "dp_epsilon")]
     pub dp_sampling_rate: f64,
     /// Organization-level ε over all rounds: each whole update is clipped and noised too.
-    #[arg(long, requires = "dp_epsilon")]
+    #[arg(long, value_parser = epsilon, requires = "dp_epsilon")]
     pub org_dp_epsilon: Option<f64>,
     /// Organization-level clipping norm S of a whole update.
-    #[arg(long, default_value_t = 1.0, requires = "org_dp_epsilon")]
+    #[arg(long, value_parser = clip_norm, default_value_t = 1.0, requires = "org_dp_epsilon")]
     pub org_dp_clip_norm: f64,
 }
 
@@ -220,14 +220,15 @@ pub struct DpArgs {
 #[derive(Debug, Clone, Args)]
 pub struct BudgetArgs {
     /// Record-level ε this participant may spend over its lifetime; with it, rounds without DP are declined.
-    #[arg(long, env = "FEDSHIELD_PRIVACY_EPSILON")]
+    #[arg(long, value_parser = epsilon, env = "FEDSHIELD_PRIVACY_EPSILON")]
     pub privacy_epsilon: Option<f64>,
     /// δ the participant accounts with.
-    #[arg(long, env = "FEDSHIELD_PRIVACY_DELTA", default_value_t = 1e-5)]
+    #[arg(long, value_parser = delta, env = "FEDSHIELD_PRIVACY_DELTA", default_value_t = 1e-5)]
     pub privacy_delta: f64,
     /// Organization-level ε this participant may spend.
     #[arg(
         long,
+        value_parser = epsilon,
         env = "FEDSHIELD_PRIVACY_ORG_EPSILON",
         requires = "privacy_epsilon"
     )]
@@ -411,6 +412,13 @@ pub struct IssueTokenArgs {
 pub struct CoordinatorArgs {
     #[command(subcommand)]
     pub command: Option<CoordinatorCommand>,
+    /// Config file (TOML) of this role's settings: keys are the flags without dashes
+    /// (`tls_cert = "..."`); flags and FEDSHIELD_* environment variables override it.
+    #[arg(long, value_parser = existing_file)]
+    pub config: Option<PathBuf>,
+    /// Print the effective settings (as a config file) and exit without starting anything.
+    #[arg(long)]
+    pub print_config: bool,
     /// Address to listen on for gRPC.
     #[arg(long, env = "FEDSHIELD_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
@@ -451,25 +459,26 @@ pub struct CoordinatorArgs {
     pub aggregation: fedshield_core::robust::AggregationRule,
     /// Schema (TOML) of the federation's telemetry; fixes the model's inputs and
     /// classes and travels in every model card. Default: the built-in synthetic flows schema.
-    #[arg(long)]
+    #[arg(long, value_parser = existing_file)]
     pub schema: Option<PathBuf>,
     /// Labelled evaluation file (read with --schema) scored after every round;
     /// its metrics go into the model card. Must not be any participant's private data.
-    #[arg(long, requires = "schema")]
+    #[arg(long, value_parser = existing_file, requires = "schema")]
     pub eval_data: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
     pub dp: DpArgs,
     /// The coordinator's certificate chain (PEM), from `fedshield certs server`.
-    #[arg(long, env = "FEDSHIELD_TLS_CERT", required_unless_present = "insecure")]
+    #[arg(long, value_parser = existing_file, env = "FEDSHIELD_TLS_CERT", required_unless_present = "insecure")]
     pub tls_cert: Option<PathBuf>,
     /// The coordinator's private key (PEM).
-    #[arg(long, env = "FEDSHIELD_TLS_KEY", required_unless_present = "insecure")]
+    #[arg(long, value_parser = existing_file, env = "FEDSHIELD_TLS_KEY", required_unless_present = "insecure")]
     pub tls_key: Option<PathBuf>,
     /// The CA participants' client certificates must chain to (PEM), from `fedshield certs ca`.
     #[arg(
         long,
+        value_parser = existing_file,
         env = "FEDSHIELD_TLS_CLIENT_CA",
         required_unless_present = "insecure"
     )]
@@ -477,6 +486,7 @@ pub struct CoordinatorArgs {
     /// Participant registry (TOML): who may join, by certificate subject, and revocations; re-read when it changes.
     #[arg(
         long,
+        value_parser = existing_file,
         env = "FEDSHIELD_PARTICIPANTS",
         required_unless_present = "insecure"
     )]
@@ -496,6 +506,13 @@ pub struct CoordinatorArgs {
 pub struct ParticipantArgs {
     #[command(subcommand)]
     pub command: Option<ParticipantCommand>,
+    /// Config file (TOML) of this role's settings: keys are the flags without dashes
+    /// (`tls_cert = "..."`); flags and FEDSHIELD_* environment variables override it.
+    #[arg(long, value_parser = existing_file)]
+    pub config: Option<PathBuf>,
+    /// Print the effective settings (as a config file) and exit without starting anything.
+    #[arg(long)]
+    pub print_config: bool,
     /// The coordinator's gRPC URL.
     #[arg(
         long,
@@ -523,21 +540,21 @@ pub struct ParticipantArgs {
     #[arg(long, default_value_t = 5000)]
     pub synthetic_records: usize,
     /// Train on this CSV or JSONL file instead of synthetic telemetry (needs --schema).
-    #[arg(long, requires = "schema")]
+    #[arg(long, value_parser = existing_file, requires = "schema")]
     pub data: Option<PathBuf>,
     /// Schema (TOML) of --data.
-    #[arg(long, requires = "data")]
+    #[arg(long, value_parser = existing_file, requires = "data")]
     pub schema: Option<PathBuf>,
     #[command(flatten)]
     pub budget: BudgetArgs,
     /// The CA the coordinator's certificate chains to (PEM).
-    #[arg(long, env = "FEDSHIELD_TLS_CA")]
+    #[arg(long, value_parser = existing_file, env = "FEDSHIELD_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
     /// This participant's client certificate (PEM), from `fedshield certs participant`; its subject must be --id.
-    #[arg(long, env = "FEDSHIELD_TLS_CERT")]
+    #[arg(long, value_parser = existing_file, env = "FEDSHIELD_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// This participant's private key (PEM).
-    #[arg(long, env = "FEDSHIELD_TLS_KEY")]
+    #[arg(long, value_parser = existing_file, env = "FEDSHIELD_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
     /// The name the coordinator's certificate must carry (default: the host of --coordinator).
     #[arg(long, env = "FEDSHIELD_TLS_SERVER_NAME")]
@@ -654,26 +671,33 @@ pub enum EventFormat {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("model_source").required(true).args(["model", "coordinator"])))]
 pub struct DetectArgs {
+    /// Config file (TOML) of this role's settings: keys are the flags without dashes
+    /// (`tls_cert = "..."`); flags and FEDSHIELD_* environment variables override it.
+    #[arg(long, value_parser = existing_file)]
+    pub config: Option<PathBuf>,
+    /// Print the effective settings (as a config file) and exit without starting anything.
+    #[arg(long)]
+    pub print_config: bool,
     /// Model file (safetensors) to score with. Its model card (--card) must exist and its sha256
     /// must match the file; the card also gives the feature schema.
-    #[arg(long, conflicts_with = "coordinator")]
+    #[arg(long, value_parser = existing_file, conflicts_with = "coordinator")]
     pub model: Option<PathBuf>,
     /// The model's card (JSON, as the coordinator writes next to each version). Default: --model
     /// with the extension .json.
-    #[arg(long, requires = "model")]
+    #[arg(long, value_parser = existing_file, requires = "model")]
     pub card: Option<PathBuf>,
     /// Download the latest published model (or --version) from this coordinator's gRPC URL
     /// (https://HOST:PORT). Needs --cache-dir; the feature schema comes with each version's model card.
     #[arg(long, requires = "cache_dir")]
     pub coordinator: Option<String>,
     /// The CA the coordinator's certificate chains to (PEM).
-    #[arg(long, requires = "coordinator")]
+    #[arg(long, value_parser = existing_file, requires = "coordinator")]
     pub tls_ca: Option<PathBuf>,
     /// This detector's client certificate (PEM); its subject must be in the coordinator's participant registry.
-    #[arg(long, requires = "coordinator")]
+    #[arg(long, value_parser = existing_file, requires = "coordinator")]
     pub tls_cert: Option<PathBuf>,
     /// This detector's private key (PEM).
-    #[arg(long, requires = "coordinator")]
+    #[arg(long, value_parser = existing_file, requires = "coordinator")]
     pub tls_key: Option<PathBuf>,
     /// The name the coordinator's certificate must carry (default: the host of --coordinator).
     #[arg(long, requires = "coordinator")]
@@ -689,7 +713,7 @@ pub struct DetectArgs {
     pub cache_dir: Option<PathBuf>,
     /// Feature schema (TOML) of the events. Default: the schema in the model card; when given,
     /// it must be the schema the card names (needed only for a model whose card has none).
-    #[arg(long)]
+    #[arg(long, value_parser = existing_file)]
     pub schema: Option<PathBuf>,
     /// Events file; default: standard input.
     #[arg(long)]
@@ -712,4 +736,55 @@ pub struct DetectArgs {
     /// Events scored per forward pass (output is flushed after every batch, and whenever input pauses).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub batch_size: u64,
+}
+
+/// Parses a path to a file that must exist (a certificate, a key, a schema, data).
+pub fn existing_file(value: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(value);
+    if path.is_file() {
+        Ok(path)
+    } else if path.exists() {
+        Err(format!("{value} is not a file"))
+    } else {
+        Err(format!("file {value} does not exist"))
+    }
+}
+
+/// Parses a number that must be finite and greater than 0; `name` names it in errors.
+fn positive(name: &str, value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(number) if number.is_finite() && number > 0.0 => Ok(number),
+        Ok(_) => Err(format!("{name} is {value}, must be finite and positive")),
+        Err(error) => Err(format!("{name} is {value}, not a number: {error}")),
+    }
+}
+
+/// Parses an ε: finite and greater than 0.
+pub fn epsilon(value: &str) -> Result<f64, String> {
+    positive("epsilon", value)
+}
+
+/// Parses a clipping norm: finite and greater than 0.
+pub fn clip_norm(value: &str) -> Result<f64, String> {
+    positive("clip norm", value)
+}
+
+/// Parses a δ: in (0, 1).
+pub fn delta(value: &str) -> Result<f64, String> {
+    let number = positive("delta", value)?;
+    if number < 1.0 {
+        Ok(number)
+    } else {
+        Err(format!("delta is {value}, must be in (0, 1)"))
+    }
+}
+
+/// Parses a Poisson sampling rate: in (0, 1].
+pub fn sampling_rate(value: &str) -> Result<f64, String> {
+    let number = positive("sampling_rate", value)?;
+    if number <= 1.0 {
+        Ok(number)
+    } else {
+        Err(format!("sampling_rate is {value}, must be in (0, 1]"))
+    }
 }

@@ -4,6 +4,7 @@
 //! - [`bench`]: `fedshield bench rounds`, round overhead of a federation on 127.0.0.1.
 //! - [`certs`]: `fedshield certs`, the TLS certificates of a federation.
 //! - [`cli`]: command-line flags (clap).
+//! - [`config`]: config files of the coordinator, participant and detect roles.
 //! - [`commands`]: the `coordinator` and `participant` commands.
 //! - [`demo`]: `fedshield demo`, a whole federation on 127.0.0.1.
 //! - [`detect`]: `fedshield detect`, scoring live events with a published model.
@@ -14,6 +15,7 @@ pub mod bench;
 pub mod certs;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod demo;
 pub mod detect;
 pub mod offline;

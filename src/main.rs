@@ -1,14 +1,22 @@
 //! The `fedshield` binary: parses flags and dispatches to the library.
 
 use anyhow::Result;
-use clap::Parser;
+use clap::FromArgMatches;
 use fedshield::cli::{Cli, Command, LogFormat};
-use fedshield::{certs, commands, demo, offline};
+use fedshield::{certs, commands, config, demo, offline};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let matches = config::parse_or_exit();
+    if let Some(effective) = config::print_config_requested(&matches) {
+        print!("{effective}");
+        return Ok(());
+    }
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     let default_level = match cli.command {
         Command::Demo(_) | Command::Bench(_) => "warn",
         _ => "info",
