@@ -1,5 +1,6 @@
 //! The long-running commands: `fedshield coordinator` and `fedshield participant`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +18,11 @@ use fedshield_core::telemetry::{
 };
 use fedshield_core::{ModelSpec, ParticipantId, TrainingPlan};
 use fedshield_participant::{Participant, ParticipantConfig, PrivacyBudget};
+use fedshield_proto::metrics_http::serve_metrics;
 use fedshield_proto::tls::{ServerTlsFiles, client_tls_config_from_files};
 use tokio::net::TcpListener;
 use tonic::transport::ClientTlsConfig;
+use tracing::info;
 
 use crate::cli::{
     BudgetArgs, CoordinatorArgs, CoordinatorCommand, DpArgs, IssueTokenArgs, ModelArgs,
@@ -243,10 +246,35 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("failed to listen on {}", args.listen))?;
+    let metrics_listener = bind_metrics_listener(args.metrics_listen).await?;
     let shutdown = shutdown::on_signal();
-    fedshield_coordinator::run(config, listener, shutdown)
+    let coordinator = fedshield_coordinator::start(config, listener, shutdown.clone())
+        .await
+        .map_err(|error| anyhow::anyhow!("coordinator failed: {error}"))?;
+    if let Some(metrics_listener) = metrics_listener {
+        let metrics = coordinator.engine().metrics().clone();
+        serve_metrics(
+            metrics_listener,
+            Arc::new(move || metrics.render()),
+            shutdown,
+        );
+    }
+    coordinator
+        .wait()
         .await
         .map_err(|error| anyhow::anyhow!("coordinator failed: {error}"))
+}
+
+/// Binds `--metrics-listen`, if given.
+async fn bind_metrics_listener(address: Option<SocketAddr>) -> Result<Option<TcpListener>> {
+    let Some(address) = address else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("failed to listen on --metrics-listen {address}"))?;
+    info!(%address, "prometheus metrics listening (plain http, GET /metrics)");
+    Ok(Some(listener))
 }
 
 /// Runs `fedshield participant` until SIGINT/SIGTERM.
@@ -289,8 +317,18 @@ pub async fn participant(args: ParticipantArgs) -> Result<()> {
         privacy_budget: privacy_budget(&args.budget),
         tls: participant_tls(&args)?,
     };
+    let metrics_listener = bind_metrics_listener(args.metrics_listen).await?;
     let participant = Participant::new(config, data).context("failed to start participant")?;
-    participant.run(shutdown::on_signal()).await;
+    let shutdown = shutdown::on_signal();
+    if let Some(metrics_listener) = metrics_listener {
+        let metrics = participant.metrics();
+        serve_metrics(
+            metrics_listener,
+            Arc::new(move || metrics.render()),
+            shutdown.clone(),
+        );
+    }
+    participant.run(shutdown).await;
     Ok(())
 }
 

@@ -34,6 +34,7 @@ use tracing::{info, warn};
 
 use crate::config::RoundConfig;
 use crate::error::{CoordinatorError, Result};
+use crate::metrics::CoordinatorMetrics;
 use crate::registry::{
     AggregationSummary, ModelCard, ModelRegistry, OpenRoundRecord, PublishedModel, RoundRecord,
 };
@@ -124,6 +125,9 @@ impl RoundOutcome {
 pub struct EngineStatus {
     pub current: Arc<PublishedModel>,
     pub connected: Vec<ParticipantId>,
+    /// When each connected participant last called the coordinator (join,
+    /// update, decline), in unix milliseconds; same order as `connected`.
+    pub last_contact_unix_ms: Vec<u64>,
     pub open_round: Option<OpenRoundStatus>,
     pub num_rounds_completed: u64,
     pub num_rounds_abandoned: u64,
@@ -137,6 +141,8 @@ pub struct OpenRoundStatus {
     pub base_version: ModelVersion,
     pub selected: Vec<ParticipantId>,
     pub accepted: Vec<ParticipantId>,
+    /// Selected participants that said they will not submit.
+    pub declined: Vec<ParticipantId>,
     pub quorum: usize,
     pub deadline_unix_ms: u64,
     pub attempt: u32,
@@ -147,6 +153,8 @@ struct ConnectedSession {
     session_id: u64,
     token: String,
     events: mpsc::Sender<SessionEvent>,
+    /// When the participant last called (join, update, decline), for status.
+    last_contact_unix_ms: u64,
 }
 
 /// The aggregate of an open round; `None` once the round closed, so a fold
@@ -217,13 +225,18 @@ struct EngineState {
 
 impl EngineState {
     /// Checks that `participant` has a live session whose token is `token`.
-    fn check_session(&self, participant: &ParticipantId, token: &str) -> Result<()> {
-        match self.sessions.get(participant) {
+    /// Checks that `participant` has a live session whose token is `token`,
+    /// and notes the contact.
+    fn check_session(&mut self, participant: &ParticipantId, token: &str) -> Result<()> {
+        match self.sessions.get_mut(participant) {
             None => Err(CoordinatorError::NotJoined(participant.clone())),
             Some(session) if session.token != token => {
                 Err(CoordinatorError::BadSessionToken(participant.clone()))
             }
-            Some(_) => Ok(()),
+            Some(session) => {
+                session.last_contact_unix_ms = unix_ms(SystemTime::now());
+                Ok(())
+            }
         }
     }
 
@@ -257,6 +270,8 @@ struct EngineInner {
     evaluation: std::sync::OnceLock<Arc<fedshield_core::data::Dataset>>,
     /// δ of the federation's privacy target, for the guarantees on model cards.
     privacy_delta: std::sync::OnceLock<f64>,
+    /// Prometheus metrics of rounds, updates and downloads.
+    metrics: CoordinatorMetrics,
 }
 
 /// Handle to the round engine; cheap to clone.
@@ -362,6 +377,8 @@ impl Engine {
                 (VecDeque::new(), 0, 0)
             }
         };
+        let metrics = CoordinatorMetrics::new();
+        metrics.set_model_version(initial.version.0);
         let server_optimizer = fedshield_core::aggregate::ServerMomentum::new(
             config.server_momentum,
             config.server_learning_rate,
@@ -392,8 +409,15 @@ impl Engine {
                 privacy_delta: std::sync::OnceLock::new(),
                 server_optimizer: Mutex::new(server_optimizer),
                 published,
+                metrics,
             }),
         }
+    }
+
+    /// Returns the coordinator's metrics, which the engine and the
+    /// transports update.
+    pub fn metrics(&self) -> &CoordinatorMetrics {
+        &self.inner.metrics
     }
 
     fn lock_state(&self) -> std::sync::MutexGuard<'_, EngineState> {
@@ -472,10 +496,12 @@ impl Engine {
                 session_id,
                 token: token.clone(),
                 events: sender,
+                last_contact_unix_ms: unix_ms(SystemTime::now()),
             },
         );
         let num_connected = state.sessions.len();
         drop(state);
+        self.inner.metrics.set_connected_participants(num_connected);
         info!(participant = %participant, session_id, num_connected, reconnect = replaced.is_some(), "participant joined");
         self.inner.changed.notify_one();
         Session {
@@ -497,6 +523,7 @@ impl Engine {
             state.sessions.remove(participant);
             let num_connected = state.sessions.len();
             drop(state);
+            self.inner.metrics.set_connected_participants(num_connected);
             info!(participant = %participant, session_id, num_connected, "participant left");
             self.inner.changed.notify_one();
         }
@@ -781,6 +808,15 @@ impl Engine {
         let state = self.lock_state();
         let mut connected: Vec<ParticipantId> = state.sessions.keys().cloned().collect();
         connected.sort();
+        let last_contact_unix_ms = connected
+            .iter()
+            .map(|participant| {
+                state
+                    .sessions
+                    .get(participant)
+                    .map_or(0, |session| session.last_contact_unix_ms)
+            })
+            .collect();
         let open_round = match &state.round {
             RoundState::Open(round) => Some(OpenRoundStatus {
                 round_id: round.round_id,
@@ -791,6 +827,7 @@ impl Engine {
                     .iter()
                     .map(|(participant, _, _)| participant.clone())
                     .collect(),
+                declined: round.declined.iter().cloned().collect(),
                 quorum: round.quorum,
                 deadline_unix_ms: round.deadline_unix_ms,
                 attempt: round.attempt,
@@ -800,6 +837,7 @@ impl Engine {
         EngineStatus {
             current: state.current.clone(),
             connected,
+            last_contact_unix_ms,
             open_round,
             num_rounds_completed: state.num_rounds_completed,
             num_rounds_abandoned: state.num_rounds_abandoned,
@@ -990,6 +1028,7 @@ impl Engine {
             "round opened"
         );
         state.round = RoundState::Open(round);
+        self.inner.metrics.round_opened();
     }
 
     /// Takes the open round out of the state machine and closes its
@@ -1058,6 +1097,7 @@ impl Engine {
         let privacy_delta = self.inner.privacy_delta.get().copied();
         let rule = self.inner.config.aggregation.clone();
         let engine = self.clone();
+        let aggregation_started = Instant::now();
         let built = tokio::task::spawn_blocking(move || -> Result<PublishedModel> {
             let outcome = fed_avg.finish(&base.weights.params)?;
             let rejected: Vec<String> = outcome
@@ -1149,6 +1189,7 @@ impl Engine {
                 return;
             }
         };
+        let aggregation_duration = aggregation_started.elapsed();
         let duration = round.opened_at.elapsed();
         let summary = RoundSummary {
             round_id,
@@ -1171,6 +1212,10 @@ impl Engine {
             push_history(&mut state.history, summary.clone());
         }
         self.record_round(&summary);
+        self.inner
+            .metrics
+            .round_completed(duration, aggregation_duration);
+        self.inner.metrics.set_model_version(model.version.0);
         info!(
             round = %round_id,
             version = %model.version,
@@ -1212,6 +1257,7 @@ impl Engine {
         };
         push_history(&mut state.history, summary.clone());
         drop(state);
+        self.inner.metrics.round_abandoned(summary.duration);
         self.record_round(&summary);
     }
 

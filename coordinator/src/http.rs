@@ -2,7 +2,12 @@
 //!
 //! - `GET /v1/models/latest`: the current version's weights (safetensors);
 //! - `GET /v1/models/{version}`: one version's weights;
-//! - `GET /v1/models/{version}/card`: its model card (JSON).
+//! - `GET /v1/models/{version}/card`: its model card (JSON);
+//! - `GET /v1/status`: the coordinator's status (JSON, [`crate::status`]);
+//! - `GET /metrics`: Prometheus metrics ([`crate::metrics`]);
+//! - `GET /dashboard`: the live dashboard, a page that renders `/v1/status`
+//!   every two seconds (its script and style sheet, under `/dashboard/`, are
+//!   public; all else needs a credential).
 //!
 //! Weights carry `ETag` (the sha256 of the parameters, as in the card),
 //! `X-Fedshield-Sha256` and `X-Fedshield-Version`; `If-None-Match` with the
@@ -15,6 +20,13 @@
 //! token the coordinator issued (`fedshield coordinator issue-token`; only
 //! its sha256 is stored, in the API token file). Every download and every
 //! refusal is logged with who asked.
+//!
+//! Browsers log in to the dashboard once with `/dashboard?token=<token>`:
+//! the token is checked, set as an `HttpOnly; Secure; SameSite=Strict`
+//! cookie, and the browser is redirected to `/dashboard`, so the token
+//! leaves the address bar. The cookie is accepted wherever a bearer token
+//! is; the server still stores only the token's sha256. A browser with a
+//! registered client certificate needs no token.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,7 +34,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Extension, Path as UrlPath, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use fedshield_core::ModelVersion;
@@ -38,8 +50,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::engine::Engine;
+use crate::metrics::OPENMETRICS_CONTENT_TYPE;
 use crate::participants::SharedRegistry;
 use crate::registry::ModelRegistry;
+use crate::status::{CardCache, build_status};
 
 /// File name of the API tokens in the coordinator's data directory.
 pub const API_TOKENS_FILE_NAME: &str = "api-tokens.toml";
@@ -109,6 +123,16 @@ pub fn issue_token(path: &Path, name: &str) -> Result<String, String> {
     Ok(secret)
 }
 
+/// Name of the cookie that holds a dashboard user's token.
+pub const TOKEN_COOKIE_NAME: &str = "fedshield_token";
+
+/// How long a dashboard login cookie lasts.
+const TOKEN_COOKIE_MAX_AGE_SECS: u64 = 12 * 60 * 60;
+
+const DASHBOARD_HTML: &str = include_str!("dashboard/index.html");
+const DASHBOARD_JS: &str = include_str!("dashboard/app.js");
+const DASHBOARD_CSS: &str = include_str!("dashboard/style.css");
+
 /// Who the HTTPS endpoint answers.
 #[derive(Clone)]
 struct HttpState {
@@ -116,6 +140,7 @@ struct HttpState {
     registry: ModelRegistry,
     participants: Option<SharedRegistry>,
     tokens_path: PathBuf,
+    cards: CardCache,
 }
 
 /// The client certificate of one HTTPS connection, if it presented one.
@@ -136,10 +161,13 @@ fn authorize(
             .map_err(|denied| (StatusCode::FORBIDDEN, denied.to_string()));
     }
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err((
-            StatusCode::UNAUTHORIZED,
-            "a client certificate or an Authorization: Bearer token is required".to_string(),
-        ));
+        return match cookie_token(headers) {
+            Some(token) => check_token(state, token),
+            None => Err((
+                StatusCode::UNAUTHORIZED,
+                "a client certificate or an Authorization: Bearer token is required".to_string(),
+            )),
+        };
     };
     let token = value
         .to_str()
@@ -152,6 +180,23 @@ fn authorize(
                 "the Authorization header must be `Bearer <token>`".to_string(),
             )
         })?;
+    check_token(state, token)
+}
+
+/// Returns the token of the dashboard cookie, if the request carries one.
+fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == TOKEN_COOKIE_NAME)
+        .map(|(_, token)| token.trim())
+}
+
+/// Returns the name of the issued token `token`, or the refusal.
+fn check_token(state: &HttpState, token: &str) -> Result<String, (StatusCode, String)> {
     let tokens = read_tokens(&state.tokens_path)
         .map_err(|error| (StatusCode::INTERNAL_SERVER_ERROR, error))?;
     let digest = token_sha256(token);
@@ -240,6 +285,7 @@ async fn serve_weights(
             );
         }
     };
+    state.engine.metrics().model_downloaded("https");
     info!(client = %client, version = %version, num_bytes = bytes.len(), "model downloaded over https");
     let mut response = Response::new(Body::from(bytes));
     let headers = response.headers_mut();
@@ -307,6 +353,128 @@ async fn version_card(
     }
 }
 
+async fn status(
+    State(state): State<HttpState>,
+    Extension(peer): Extension<ConnectionPeer>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err((status, reason)) = authorize(&state, &peer, &headers) {
+        return refusal("status", None, status, reason);
+    }
+    let report = build_status(&state.engine, &state.registry, &state.cards).await;
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(report)).into_response()
+}
+
+async fn metrics(
+    State(state): State<HttpState>,
+    Extension(peer): Extension<ConnectionPeer>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err((status, reason)) = authorize(&state, &peer, &headers) {
+        return refusal("metrics", None, status, reason);
+    }
+    (
+        [
+            (header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        state.engine.metrics().render(),
+    )
+        .into_response()
+}
+
+/// Headers of every dashboard response: nothing from other origins, no
+/// framing, no referrer (the login address carries a token).
+fn dashboard_headers(content_type: &'static str) -> [(header::HeaderName, &'static str); 5] {
+    [
+        (header::CONTENT_TYPE, content_type),
+        (header::CACHE_CONTROL, "no-store"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+        ),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ]
+}
+
+/// Returns the `token` query parameter of `uri`, if any.
+fn query_token(uri: &Uri) -> Option<&str> {
+    uri.query()?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| *name == "token")
+        .map(|(_, token)| token)
+}
+
+fn login_page(status: StatusCode, reason: &str) -> Response {
+    let reason = reason
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>fedshield: sign in</title></head>\
+         <body><h1>fedshield dashboard</h1><p>{reason}</p><p>Open <code>/dashboard?token=&lt;token&gt;</code> \
+         with a token from <code>fedshield coordinator issue-token</code>, or use a registered client certificate.</p></body></html>\n"
+    );
+    (status, dashboard_headers("text/html; charset=utf-8"), body).into_response()
+}
+
+async fn dashboard(
+    State(state): State<HttpState>,
+    Extension(peer): Extension<ConnectionPeer>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(token) = query_token(&uri) {
+        return match check_token(&state, token) {
+            Ok(client) => {
+                info!(client = %client, "dashboard login");
+                let cookie = format!(
+                    "{TOKEN_COOKIE_NAME}={token}; Path=/; Max-Age={TOKEN_COOKIE_MAX_AGE_SECS}; HttpOnly; Secure; SameSite=Strict"
+                );
+                let mut response = (
+                    StatusCode::SEE_OTHER,
+                    [
+                        (header::LOCATION, "/dashboard"),
+                        (header::CACHE_CONTROL, "no-store"),
+                        (header::REFERRER_POLICY, "no-referrer"),
+                    ],
+                )
+                    .into_response();
+                if let Ok(value) = HeaderValue::from_str(&cookie) {
+                    response.headers_mut().insert(header::SET_COOKIE, value);
+                }
+                response
+            }
+            Err((status, reason)) => {
+                warn!(request = "dashboard", status = status.as_u16(), reason = %reason, "dashboard login refused");
+                login_page(status, &reason)
+            }
+        };
+    }
+    match authorize(&state, &peer, &headers) {
+        Ok(_) => (
+            dashboard_headers("text/html; charset=utf-8"),
+            DASHBOARD_HTML,
+        )
+            .into_response(),
+        Err((status, reason)) => login_page(status, &reason),
+    }
+}
+
+async fn dashboard_script() -> Response {
+    (
+        dashboard_headers("text/javascript; charset=utf-8"),
+        DASHBOARD_JS,
+    )
+        .into_response()
+}
+
+async fn dashboard_style() -> Response {
+    (dashboard_headers("text/css; charset=utf-8"), DASHBOARD_CSS).into_response()
+}
+
 /// Serves the HTTPS endpoint on `listener` until `shutdown`.
 pub fn serve_https(
     listener: TcpListener,
@@ -322,11 +490,17 @@ pub fn serve_https(
         registry,
         participants,
         tokens_path,
+        cards: CardCache::default(),
     };
     let router = Router::new()
         .route("/v1/models/latest", get(latest_weights))
         .route("/v1/models/{version}", get(version_weights))
         .route("/v1/models/{version}/card", get(version_card))
+        .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/dashboard", get(dashboard))
+        .route("/dashboard/app.js", get(dashboard_script))
+        .route("/dashboard/style.css", get(dashboard_style))
         .with_state(state);
     let mut incoming = serve_tls_incoming(
         listener,

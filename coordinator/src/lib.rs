@@ -11,18 +11,22 @@
 //! - [`service`]: the `fedshield.v1.Federation` gRPC handlers.
 //! - [`server`]: starting and stopping a coordinator on a bound listener.
 //! - [`error`]: the error type and its gRPC status mapping.
-//! - [`http`]: the HTTPS model download endpoint for detectors.
+//! - [`http`]: the HTTPS endpoint: model downloads, metrics, status API, dashboard.
+//! - [`metrics`]: the Prometheus metrics.
+//! - [`status`]: the JSON status the dashboard renders.
 
 pub mod artifacts;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod participants;
 pub mod registry;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod status;
 
 pub use config::{
     CoordinatorConfig, CoordinatorTls, HttpsSettings, ParticipantsPerRound, RoundConfig,

@@ -209,16 +209,11 @@ impl ModelRegistry {
         &self,
         version: ModelVersion,
     ) -> Result<(ModelCard, ModelWeights, Bytes)> {
-        let card_name = card_name(version);
-        let Some(card_bytes) = self.artifacts.get(&card_name).await? else {
-            return Err(CoordinatorError::UnknownModelVersion(version));
-        };
+        let card = self.load_card(version).await?;
         let corrupt = |name: &str, reason: String| CoordinatorError::Artifact {
             location: format!("{}/{name}", self.artifacts.location().trim_end_matches('/')),
             reason,
         };
-        let card: ModelCard = serde_json::from_slice(&card_bytes)
-            .map_err(|error| corrupt(&card_name, format!("not a model card: {error}")))?;
         let weights_name = weights_name(version);
         let Some(bytes) = self.artifacts.get(&weights_name).await? else {
             return Err(corrupt(
@@ -247,6 +242,26 @@ impl ModelRegistry {
             ));
         }
         Ok((card, weights, bytes))
+    }
+
+    /// Loads only a version's model card (for status pages); the weights
+    /// are neither read nor checked.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::UnknownModelVersion`] if it was never published,
+    /// a store error if the card is unreadable or malformed.
+    pub async fn load_card(&self, version: ModelVersion) -> Result<ModelCard> {
+        let card_name = card_name(version);
+        let Some(card_bytes) = self.artifacts.get(&card_name).await? else {
+            return Err(CoordinatorError::UnknownModelVersion(version));
+        };
+        serde_json::from_slice(&card_bytes).map_err(|error| CoordinatorError::Artifact {
+            location: format!(
+                "{}/{card_name}",
+                self.artifacts.location().trim_end_matches('/')
+            ),
+            reason: format!("not a model card: {error}"),
+        })
     }
 
     /// Loads a version and checks its weights against the card's sha256.

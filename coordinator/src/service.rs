@@ -63,6 +63,12 @@ impl FederationService {
         }
     }
 
+    /// Counts a refused update by reason and returns its gRPC status.
+    fn refuse(&self, error: CoordinatorError) -> Status {
+        self.engine.metrics().update_rejected(&error);
+        error.into()
+    }
+
     /// Returns the participant the caller's client certificate identifies
     /// (`None` without TLS), refusing callers without a certificate or whom
     /// the registry does not allow. Every refusal is logged with its reason.
@@ -221,6 +227,7 @@ impl Federation for FederationService {
             0 => self.settings.chunk_params,
             preferred => preferred.min(MAX_CHUNK_BYTES / 4),
         };
+        self.engine.metrics().model_downloaded("grpc");
         debug!(version = %model.version, num_params = model.weights.params.len(), "model download started");
         Ok(Response::new(Box::pin(model_stream(model, chunk_params))))
     }
@@ -230,7 +237,9 @@ impl Federation for FederationService {
         &self,
         request: Request<Streaming<pb::UpdateChunk>>,
     ) -> Result<Response<pb::SubmitUpdateResponse>, Status> {
-        let authenticated = self.authenticate(&request, "submit_update")?;
+        let authenticated = self
+            .authenticate(&request, "submit_update")
+            .map_err(|error| self.refuse(error))?;
         let mut stream = request.into_inner();
         let idle_timeout = self.settings.chunk_idle_timeout;
         let first = tokio::time::timeout(idle_timeout, stream.message())
@@ -239,24 +248,21 @@ impl Federation for FederationService {
         let header = match first.and_then(|chunk| chunk.payload) {
             Some(pb::update_chunk::Payload::Header(header)) => header,
             Some(pb::update_chunk::Payload::Data(_)) => {
-                return Err(CoordinatorError::MalformedUpdate(
+                return Err(self.refuse(CoordinatorError::MalformedUpdate(
                     "first message must be an update header, got data".into(),
-                )
-                .into());
+                )));
             }
             None => {
-                return Err(CoordinatorError::MalformedUpdate(
+                return Err(self.refuse(CoordinatorError::MalformedUpdate(
                     "update stream has no header".into(),
-                )
-                .into());
+                )));
             }
         };
         if header.encoding != pb::UpdateEncoding::F32Le as i32 {
-            return Err(CoordinatorError::MalformedUpdate(format!(
+            return Err(self.refuse(CoordinatorError::MalformedUpdate(format!(
                 "encoding {} is not supported; use UPDATE_ENCODING_F32_LE",
                 header.encoding
-            ))
-            .into());
+            ))));
         }
         let span = Span::current();
         span.record("participant", loggable_id(&header.participant_id).as_str());
@@ -266,9 +272,10 @@ impl Federation for FederationService {
             authenticated.as_ref(),
             &header.participant_id,
             "submit_update",
-        )?;
+        )
+        .map_err(|error| self.refuse(error))?;
         let participant = ParticipantId::new(header.participant_id)
-            .map_err(CoordinatorError::InvalidParticipantId)?;
+            .map_err(|reason| self.refuse(CoordinatorError::InvalidParticipantId(reason)))?;
         let round_id = RoundId(header.round_id);
         let ticket = self
             .engine
@@ -286,7 +293,8 @@ impl Federation for FederationService {
                     num_rounds: report.num_rounds,
                 }),
             })
-            .inspect_err(|error| warn!(round = %round_id, participant = %participant, error = %error, "update refused"))?;
+            .inspect_err(|error| warn!(round = %round_id, participant = %participant, error = %error, "update refused"))
+            .map_err(|error| self.refuse(error))?;
         // Bounded memory: at most `max_concurrent_uploads` updates are
         // buffered at once; others wait here with HTTP/2 flow control
         // holding back their senders.
@@ -295,7 +303,7 @@ impl Federation for FederationService {
             .upload_permits()
             .acquire_owned()
             .await
-            .map_err(|_| CoordinatorError::ShuttingDown)?;
+            .map_err(|_| self.refuse(CoordinatorError::ShuttingDown))?;
         let mut assembler =
             ChunkAssembler::with_buffer(self.engine.take_receive_buffer(), ticket.num_params());
         loop {
@@ -318,7 +326,7 @@ impl Federation for FederationService {
                         }
                     };
                     warn!(round = %round_id, participant = %participant, error = %error, "update refused");
-                    return Err(error.into());
+                    return Err(self.refuse(error));
                 }
                 // tonic refuses a message over the gRPC limit as OUT_OF_RANGE;
                 // it is an oversized chunk, refused like the one below.
@@ -328,7 +336,7 @@ impl Federation for FederationService {
                         status.message()
                     ));
                     warn!(round = %round_id, participant = %participant, error = %error, "update refused");
-                    return Err(error.into());
+                    return Err(self.refuse(error));
                 }
                 Ok(Err(status)) => {
                     warn!(round = %round_id, participant = %participant, code = ?status.code(), "update stream failed");
@@ -350,6 +358,7 @@ impl Federation for FederationService {
                     Some("empty data chunk".to_string())
                 }
                 Some(pb::update_chunk::Payload::Data(data)) => {
+                    self.engine.metrics().update_bytes_received(data.len());
                     assembler.push(&data).err().map(|error| error.to_string())
                 }
                 Some(pb::update_chunk::Payload::Header(_)) => {
@@ -360,19 +369,23 @@ impl Federation for FederationService {
             if let Some(reason) = refusal {
                 let error = CoordinatorError::MalformedUpdate(reason);
                 warn!(round = %round_id, participant = %participant, error = %error, "update refused");
-                return Err(error.into());
+                return Err(self.refuse(error));
             }
         }
         let num_received = assembler.num_received();
         let delta = assembler.finish().map_err(|error| {
             warn!(round = %round_id, participant = %participant, num_received, "update stream ended early");
-            CoordinatorError::MalformedUpdate(format!("stream ended early: {error}"))
+            self.refuse(CoordinatorError::MalformedUpdate(format!(
+                "stream ended early: {error}"
+            )))
         })?;
         let num_accepted = self
             .engine
             .commit_update(ticket, delta)
             .await
-            .inspect_err(|error| warn!(round = %round_id, participant = %participant, error = %error, "update refused"))?;
+            .inspect_err(|error| warn!(round = %round_id, participant = %participant, error = %error, "update refused"))
+            .map_err(|error| self.refuse(error))?;
+        self.engine.metrics().update_accepted();
         info!(round = %round_id, participant = %participant, num_params = num_received, "update received");
         Ok(Response::new(pb::SubmitUpdateResponse {
             round_id: round_id.0,

@@ -6,6 +6,7 @@
 //! - [`cache`]: downloaded model versions, sha256-checked.
 //! - [`backoff`]: reconnection delays.
 //! - [`ledger`]: the privacy ledger, append-only and fsynced before any update leaves.
+//! - [`metrics`]: Prometheus metrics (rounds, traffic, training time, ε spent).
 //! - [`error`]: the error type.
 
 pub mod backoff;
@@ -13,10 +14,12 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod ledger;
+pub mod metrics;
 pub mod node;
 pub mod progress;
 
 pub use config::ParticipantConfig;
 pub use error::ParticipantError;
 pub use ledger::{PrivacyBudget, PrivacyLedger};
+pub use metrics::ParticipantMetrics;
 pub use node::{Participant, ParticipantEvent};

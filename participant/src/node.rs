@@ -40,6 +40,7 @@ use crate::cache::ModelCache;
 use crate::config::ParticipantConfig;
 use crate::error::{ParticipantError, Result};
 use crate::ledger::{DEFAULT_DELTA, LedgerEntry, PrivacyLedger};
+use crate::metrics::ParticipantMetrics;
 use crate::progress::Progress;
 
 /// Environment variable that makes the process abort right after a ledger
@@ -92,6 +93,7 @@ pub struct Participant {
     /// A model-sized buffer kept from the last round (benchmark mode), so a
     /// download does not pay for a fresh allocation and its page faults.
     spare_buffer: std::sync::Mutex<Vec<f32>>,
+    metrics: ParticipantMetrics,
 }
 
 /// A function applied to each update just before it is sent. It exists to
@@ -133,6 +135,11 @@ impl Participant {
             .map_err(|problems| ParticipantError::Config(problems.join("; ")))?;
         let cache = ModelCache::new(&config.data_dir.join("models"));
         let ledger = PrivacyLedger::open(&config.data_dir)?;
+        let metrics = ParticipantMetrics::new(config.privacy_budget.map(|budget| budget.epsilon));
+        let delta = config
+            .privacy_budget
+            .map_or(DEFAULT_DELTA, |budget| budget.delta);
+        metrics.set_privacy_spent(ledger.spent(delta)?.epsilon);
         Ok(Participant {
             config,
             workload,
@@ -141,7 +148,13 @@ impl Participant {
             events: None,
             tamper: None,
             spare_buffer: std::sync::Mutex::new(Vec::new()),
+            metrics,
         })
+    }
+
+    /// Returns the participant's metrics (a handle to the live values).
+    pub fn metrics(&self) -> ParticipantMetrics {
+        self.metrics.clone()
     }
 
     /// Reports what the participant does to `events`.
@@ -305,8 +318,12 @@ impl Participant {
                         outcome = self.take_part(&mut client, announcement, token.clone()) => outcome,
                     };
                     match outcome {
-                        Ok(event) => self.report(event),
+                        Ok(event) => {
+                            self.metrics.round_trained();
+                            self.report(event);
+                        }
                         Err(error) => {
+                            self.metrics.round_declined();
                             warn!(participant = %self.config.participant_id, round = %round_id, error = %error, "round failed");
                             // Tell the coordinator, so the round does not wait for us;
                             // if the update itself was refused there is nothing to add.
@@ -377,13 +394,16 @@ impl Participant {
         self.check_privacy(round_id, base_version, &plan)?;
         let base = match &self.workload {
             Workload::BenchmarkNoOp { .. } => {
-                download_model_into(
+                let weights = download_model_into(
                     client,
                     base_version,
                     &announcement.base_model_sha256,
                     self.take_spare_buffer(),
                 )
-                .await?
+                .await?;
+                self.metrics
+                    .downloaded(weights.params.len() * std::mem::size_of::<f32>());
+                weights
             }
             Workload::Train(_) => match self
                 .cache
@@ -397,6 +417,8 @@ impl Participant {
                     let weights =
                         download_model(client, base_version, &announcement.base_model_sha256)
                             .await?;
+                    self.metrics
+                        .downloaded(weights.params.len() * std::mem::size_of::<f32>());
                     self.cache.put(base_version, &weights)?;
                     weights
                 }
@@ -418,6 +440,7 @@ impl Participant {
         // The spend is durable from here on, before anything derived from
         // the data exists.
         let privacy = self.record_privacy(round_id, base_version, &plan)?;
+        let training_started = std::time::Instant::now();
         let training_plan = plan.clone();
         let increment = match self.workload {
             Workload::BenchmarkNoOp { increment } => increment,
@@ -463,6 +486,7 @@ impl Participant {
         })
         .await
         .map_err(|error| ParticipantError::Protocol(format!("training task failed: {error}")))??;
+        self.metrics.trained_for(training_started.elapsed());
         if unix_ms_now() > announcement.deadline_unix_ms {
             return Err(ParticipantError::DeadlinePassed(round_id));
         }
@@ -493,7 +517,9 @@ impl Participant {
             }),
         };
         let delta = Arc::new(delta);
+        let num_update_bytes = delta.len() * std::mem::size_of::<f32>();
         let response = submit_shared_update(client, header, delta.clone()).await?;
+        self.metrics.uploaded(num_update_bytes);
         // Once the coordinator answered, the transport has normally dropped
         // its views of the update: keep the memory for the next download
         // (benchmark mode), or let it go if a view is still alive.
@@ -611,6 +637,7 @@ impl Participant {
         };
         ledger.record(entry)?;
         drop(ledger);
+        self.metrics.set_privacy_spent(report.epsilon);
         info!(
             epsilon = report.epsilon,
             delta = report.delta,
