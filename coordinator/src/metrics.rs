@@ -13,12 +13,25 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::error::CoordinatorError;
 
 pub use fedshield_proto::metrics_http::OPENMETRICS_CONTENT_TYPE;
+
+/// Histogram buckets of the aggregation duration, in seconds.
+const AGGREGATION_BUCKETS_SECS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Histogram buckets of the round duration, in seconds.
+const ROUND_BUCKETS_SECS: [f64; 12] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// Every `transport` label value of `fedshield_coordinator_model_downloads_total`.
+pub const DOWNLOAD_TRANSPORTS: [&str; 2] = ["grpc", "https"];
 
 /// Label set of one labelled counter: `[(label, value)]`.
 type Labels = Vec<(&'static str, &'static str)>;
@@ -140,13 +153,13 @@ impl CoordinatorMetrics {
             // Every reason is exported from the start, at zero.
             let _ = update_rejections.get_or_create(&vec![("reason", reason)]);
         }
-        let aggregation_duration_seconds = Histogram::new(exponential_buckets(0.001, 4.0, 10));
+        let aggregation_duration_seconds = Histogram::new(AGGREGATION_BUCKETS_SECS);
         registry.register(
             "fedshield_coordinator_aggregation_duration_seconds",
             "Time to finish a round's aggregate, evaluate and store the new version",
             aggregation_duration_seconds.clone(),
         );
-        let round_duration_seconds = Histogram::new(exponential_buckets(0.1, 3.0, 10));
+        let round_duration_seconds = Histogram::new(ROUND_BUCKETS_SECS);
         registry.register(
             "fedshield_coordinator_round_duration_seconds",
             "Time from opening a round to closing it, completed or abandoned",
@@ -164,6 +177,9 @@ impl CoordinatorMetrics {
             "Model weights served, by transport (grpc, https)",
             model_downloads.clone(),
         );
+        for transport in DOWNLOAD_TRANSPORTS {
+            let _ = model_downloads.get_or_create(&vec![("transport", transport)]);
+        }
         CoordinatorMetrics {
             registry: Arc::new(registry),
             connected_participants,

@@ -1,0 +1,705 @@
+//! Monitoring end to end: Prometheus metrics of the coordinator and of
+//! participants scraped during a short federation over mutual TLS, and the
+//! live dashboard rendered by headless Chromium, compared with the status
+//! API it renders from.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fedshield_coordinator::participants::ParticipantRegistry;
+use fedshield_coordinator::status::StatusReport;
+use fedshield_coordinator::{CoordinatorConfig, CoordinatorHandle, CoordinatorTls, HttpsSettings};
+use fedshield_core::privacy::PrivacyTarget;
+use fedshield_core::telemetry::{OrgProfile, held_out_dataset, synthetic_dataset};
+use fedshield_core::{ModelVersion, ParticipantId, TrainingPlan};
+use fedshield_participant::{Participant, ParticipantConfig, ParticipantMetrics, PrivacyBudget};
+use fedshield_proto::metrics_http::serve_metrics;
+use fedshield_proto::tls::pki::CertificateAuthority;
+use fedshield_proto::tls::{client_tls_config, https_server_config_pem, server_config_pem};
+use fedshield_proto::v1::federation_client::FederationClient;
+use fedshield_proto::v1::{UpdateChunk, UpdateHeader, update_chunk};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use common::{start_coordinator, test_spec, wait_until};
+
+const DELTA: f64 = 1e-5;
+const BUDGET_EPSILON: f64 = 8.0;
+const NUM_ROUNDS: u64 = 3;
+const PARTICIPANTS: [&str; 2] = ["acme-soc", "globex-sec"];
+
+/// A coordinator over mutual TLS with its HTTPS endpoint, DP rounds and an
+/// evaluation set (so that model cards carry metrics and privacy), and two
+/// participants with privacy budgets.
+struct Federation {
+    work: tempfile::TempDir,
+    authority: CertificateAuthority,
+    coordinator: CoordinatorHandle,
+    token: String,
+    shutdown: CancellationToken,
+    participants: Vec<(JoinHandle<()>, ParticipantMetrics)>,
+}
+
+impl Federation {
+    async fn start() -> Federation {
+        let work = tempfile::tempdir().unwrap();
+        let authority = CertificateAuthority::generate("test CA").unwrap();
+        let server = authority
+            .issue_server(
+                &["localhost".to_string()],
+                &[IpAddr::from([127, 0, 0, 1])],
+                1,
+            )
+            .unwrap();
+        std::fs::write(work.path().join("ca.pem"), authority.cert_pem()).unwrap();
+        let tokens_path = work.path().join("api-tokens.toml");
+        let token = fedshield_coordinator::http::issue_token(&tokens_path, "dashboard").unwrap();
+        let mut config = CoordinatorConfig::for_test(work.path().join("coordinator"), test_spec());
+        config.round.min_participants = PARTICIPANTS.len();
+        config.round.quorum = PARTICIPANTS.len();
+        config.round.max_rounds = Some(NUM_ROUNDS);
+        config.plan = TrainingPlan::new().with_learning_rate(0.5);
+        config.privacy = Some(PrivacyTarget {
+            epsilon: 2.0,
+            delta: DELTA,
+            clip_norm: 1.0,
+            sampling_rate: 0.05,
+            org_level: None,
+        });
+        config.evaluation = Some(Arc::new(held_out_dataset(600, 5)));
+        config.tls = Some(CoordinatorTls {
+            server_config: server_config_pem(
+                &server.cert_pem,
+                &server.key_pem,
+                authority.cert_pem(),
+            )
+            .unwrap(),
+            registry: ParticipantRegistry::allowing(
+                PARTICIPANTS.map(|name| ParticipantId::new(name).unwrap()),
+            ),
+            registry_path: None,
+            handshake_timeout: Duration::from_secs(5),
+            max_concurrent_handshakes: 16,
+        });
+        config.https = Some(HttpsSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            server_config: https_server_config_pem(
+                &server.cert_pem,
+                &server.key_pem,
+                authority.cert_pem(),
+            )
+            .unwrap(),
+            tokens_path,
+        });
+        let shutdown = CancellationToken::new();
+        let coordinator = start_coordinator(config, shutdown.clone()).await;
+        Federation {
+            work,
+            authority,
+            coordinator,
+            token,
+            shutdown,
+            participants: Vec::new(),
+        }
+    }
+
+    fn grpc_url(&self) -> String {
+        format!("https://{}", self.coordinator.local_addr())
+    }
+
+    fn https_base(&self) -> String {
+        format!("https://{}", self.coordinator.https_addr().unwrap())
+    }
+
+    fn client_tls(&self, name: &str) -> tonic::transport::ClientTlsConfig {
+        let certificate = self.authority.issue_client(name, 1).unwrap();
+        client_tls_config(
+            self.authority.cert_pem(),
+            &certificate.cert_pem,
+            &certificate.key_pem,
+            "localhost",
+        )
+    }
+
+    /// Starts every participant; returns their metrics.
+    fn start_participants(&mut self) {
+        for (index, name) in PARTICIPANTS.iter().enumerate() {
+            let mut config = ParticipantConfig::for_test(
+                self.grpc_url(),
+                ParticipantId::new(*name).unwrap(),
+                self.work.path().join(name),
+            );
+            config.tls = Some(self.client_tls(name));
+            config.privacy_budget = Some(PrivacyBudget {
+                epsilon: BUDGET_EPSILON,
+                delta: DELTA,
+                org_epsilon: None,
+            });
+            let data = synthetic_dataset(OrgProfile::for_org(index), 1200, 40 + index as u64);
+            let participant = Participant::new(config, data).unwrap();
+            let metrics = participant.metrics();
+            let task = tokio::spawn(participant.run(self.shutdown.clone()));
+            self.participants.push((task, metrics));
+        }
+    }
+
+    async fn wait_for_version(&self, version: u64) {
+        let engine = self.coordinator.engine().clone();
+        wait_until(
+            &format!("model version {version}"),
+            Duration::from_secs(120),
+            || {
+                let engine = engine.clone();
+                async move { engine.current_model().version == ModelVersion(version) }
+            },
+        )
+        .await;
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        for (task, _) in self.participants {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(10), self.coordinator.wait())
+            .await
+            .expect("coordinator stops")
+            .unwrap();
+    }
+}
+
+/// Serves `render` on a plain-HTTP metrics listener on 127.0.0.1:0.
+async fn start_metrics_listener(
+    render: fedshield_proto::metrics_http::RenderMetrics,
+    shutdown: CancellationToken,
+) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    serve_metrics(listener, render, shutdown);
+    address
+}
+
+/// GETs `path` over plain HTTP/1.1; returns the status, headers and body.
+async fn http_get(address: SocketAddr, path: &str) -> (u16, String, String) {
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8(response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// Scrapes `/metrics` at `address` and parses it.
+async fn scrape(address: SocketAddr) -> BTreeMap<String, f64> {
+    let (status, headers, body) = http_get(address, "/metrics").await;
+    assert_eq!(status, 200, "{headers}");
+    assert!(
+        headers.contains("content-type: application/openmetrics-text"),
+        "{headers}"
+    );
+    parse_exposition(&body)
+}
+
+fn is_metric_name(name: &str) -> bool {
+    let mut characters = name.chars();
+    characters
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_' || first == ':')
+        && characters.all(|character| character.is_ascii_alphanumeric() || "_:".contains(character))
+}
+
+fn parse_value(text: &str) -> Option<f64> {
+    match text {
+        "+Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        "NaN" => Some(f64::NAN),
+        _ => text.parse().ok(),
+    }
+}
+
+/// Parses the Prometheus / OpenMetrics text exposition format strictly
+/// enough to catch malformed output: every line is a `# HELP`, `# TYPE`,
+/// `# UNIT` or the final `# EOF`, or a sample `name{label="value",...}
+/// number` whose name was declared by a `# TYPE` line. Returns each series
+/// (name with labels) and its value.
+fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
+    assert!(text.ends_with("# EOF\n"), "exposition must end with # EOF");
+    let mut declared: BTreeMap<String, String> = BTreeMap::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix("# ") {
+            let mut parts = comment.splitn(3, ' ');
+            let keyword = parts.next().unwrap();
+            let name = parts.next().unwrap_or_default();
+            let rest = parts.next().unwrap_or_default();
+            assert!(is_metric_name(name), "bad metric name in {line:?}");
+            match keyword {
+                "HELP" | "UNIT" => {}
+                "TYPE" => {
+                    assert!(
+                        ["counter", "gauge", "histogram", "summary", "info", "stateset", "unknown"]
+                            .contains(&rest),
+                        "bad type in {line:?}"
+                    );
+                    declared.insert(name.to_string(), rest.to_string());
+                }
+                _ => panic!("unknown comment {line:?}"),
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+        let value = parse_value(value).unwrap_or_else(|| panic!("bad value in {line:?}"));
+        let name = match series.split_once('{') {
+            Some((name, labels)) => {
+                let labels = labels.strip_suffix('}').expect("labels end with }");
+                for label in labels.split(',') {
+                    let (label_name, label_value) = label.split_once('=').unwrap();
+                    assert!(is_metric_name(label_name), "bad label in {line:?}");
+                    assert!(
+                        label_value.len() >= 2
+                            && label_value.starts_with('"')
+                            && label_value.ends_with('"'),
+                        "bad label value in {line:?}"
+                    );
+                }
+                name
+            }
+            None => series,
+        };
+        assert!(is_metric_name(name), "bad sample name in {line:?}");
+        let family = ["_total", "_bucket", "_count", "_sum", "_created"]
+            .iter()
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|family| declared.contains_key(*family))
+            })
+            .unwrap_or(name);
+        assert!(
+            declared.contains_key(family),
+            "sample {name} has no # TYPE line"
+        );
+        assert!(
+            samples.insert(series.to_string(), value).is_none(),
+            "duplicate series {series}"
+        );
+    }
+    samples
+}
+
+fn value(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
+    *samples
+        .get(series)
+        .unwrap_or_else(|| panic!("no series {series} in {:?}", samples.keys()))
+}
+
+/// Runs curl against `url` with the test CA and `extra` arguments; returns
+/// the status and the body.
+fn curl(url: &str, work: &Path, extra: &[String]) -> (u16, Vec<u8>) {
+    let body_path = work.join("curl-body");
+    let _ = std::fs::remove_file(&body_path);
+    let output = Command::new("curl")
+        .args(["-s", "--max-time", "20", "--cacert"])
+        .arg(work.join("ca.pem"))
+        .arg("-o")
+        .arg(&body_path)
+        .args(["-w", "%{http_code}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let status = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (status, std::fs::read(&body_path).unwrap_or_default())
+}
+
+fn curl_installed() -> bool {
+    Command::new("curl").arg("--version").output().is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_rounds_updates_and_privacy_spend_during_a_federation() {
+    let mut federation = Federation::start().await;
+    let coordinator_metrics = federation.coordinator.engine().metrics().clone();
+    let coordinator_address = start_metrics_listener(
+        Arc::new(move || coordinator_metrics.render()),
+        federation.shutdown.clone(),
+    )
+    .await;
+
+    // Before anything happened: every metric is there, at zero.
+    let before = scrape(coordinator_address).await;
+    assert_eq!(value(&before, "fedshield_coordinator_rounds_completed_total"), 0.0);
+    assert_eq!(value(&before, "fedshield_coordinator_model_version"), 0.0);
+    for reason in fedshield_coordinator::metrics::REJECTION_REASONS {
+        let series = format!("fedshield_coordinator_update_rejections_total{{reason=\"{reason}\"}}");
+        assert_eq!(value(&before, &series), 0.0);
+    }
+    let (status, _, _) = http_get(coordinator_address, "/v1/status").await;
+    assert_eq!(status, 404, "the plain listener serves only /metrics");
+
+    federation.start_participants();
+    let mut participant_addresses = Vec::new();
+    for (_, metrics) in &federation.participants {
+        let metrics = metrics.clone();
+        participant_addresses.push(
+            start_metrics_listener(
+                Arc::new(move || metrics.render()),
+                federation.shutdown.clone(),
+            )
+            .await,
+        );
+    }
+
+    // During the run: the first round completed, the next one is under way.
+    federation.wait_for_version(1).await;
+    let during = scrape(coordinator_address).await;
+    assert!(value(&during, "fedshield_coordinator_rounds_completed_total") >= 1.0);
+    assert!(value(&during, "fedshield_coordinator_rounds_opened_total") >= 1.0);
+    assert_eq!(
+        value(&during, "fedshield_coordinator_connected_participants"),
+        PARTICIPANTS.len() as f64
+    );
+    assert!(value(&during, "fedshield_coordinator_update_bytes_received_total") > 0.0);
+    assert!(value(&during, "fedshield_coordinator_updates_accepted_total") >= 2.0);
+    assert!(value(&during, "fedshield_coordinator_model_version") >= 1.0);
+
+    // A caller whose certificate the registry does not allow is refused and
+    // counted as access_denied.
+    let mut intruder = FederationClient::new(
+        tonic::transport::Endpoint::from_shared(federation.grpc_url())
+            .unwrap()
+            .tls_config(federation.client_tls("mallory"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let header = UpdateChunk {
+        payload: Some(update_chunk::Payload::Header(UpdateHeader {
+            participant_id: "mallory".to_string(),
+            ..Default::default()
+        })),
+    };
+    let refused = intruder
+        .submit_update(futures::stream::iter([header]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+
+    federation.wait_for_version(NUM_ROUNDS).await;
+    let after = scrape(coordinator_address).await;
+    assert_eq!(
+        value(&after, "fedshield_coordinator_rounds_completed_total"),
+        NUM_ROUNDS as f64
+    );
+    assert_eq!(value(&after, "fedshield_coordinator_rounds_abandoned_total"), 0.0);
+    assert_eq!(value(&after, "fedshield_coordinator_model_version"), NUM_ROUNDS as f64);
+    assert_eq!(
+        value(&after, "fedshield_coordinator_updates_accepted_total"),
+        (NUM_ROUNDS as usize * PARTICIPANTS.len()) as f64
+    );
+    let num_params = federation.coordinator.engine().current_model().weights.params.len();
+    assert!(
+        value(&after, "fedshield_coordinator_update_bytes_received_total")
+            >= (NUM_ROUNDS as usize * PARTICIPANTS.len() * num_params * 4) as f64
+    );
+    assert_eq!(
+        value(&after, "fedshield_coordinator_round_duration_seconds_count"),
+        NUM_ROUNDS as f64
+    );
+    assert_eq!(
+        value(&after, "fedshield_coordinator_aggregation_duration_seconds_count"),
+        NUM_ROUNDS as f64
+    );
+    assert!(value(&after, "fedshield_coordinator_aggregation_duration_seconds_sum") > 0.0);
+    assert!(
+        value(&after, "fedshield_coordinator_model_downloads_total{transport=\"grpc\"}") >= 2.0
+    );
+    assert_eq!(
+        value(&after, "fedshield_coordinator_update_rejections_total{reason=\"access_denied\"}"),
+        1.0
+    );
+
+    // Each participant: three rounds trained, traffic, training time, and
+    // the ledger's ε against its budget.
+    for address in &participant_addresses {
+        let samples = scrape(*address).await;
+        assert_eq!(
+            value(&samples, "fedshield_participant_rounds_trained_total"),
+            NUM_ROUNDS as f64
+        );
+        assert_eq!(value(&samples, "fedshield_participant_rounds_declined_total"), 0.0);
+        assert!(
+            value(&samples, "fedshield_participant_model_bytes_downloaded_total")
+                >= (num_params * 4) as f64
+        );
+        assert_eq!(
+            value(&samples, "fedshield_participant_update_bytes_uploaded_total"),
+            (NUM_ROUNDS as usize * num_params * 4) as f64
+        );
+        assert_eq!(
+            value(&samples, "fedshield_participant_training_duration_seconds_count"),
+            NUM_ROUNDS as f64
+        );
+        let spent = value(&samples, "fedshield_participant_privacy_epsilon_spent");
+        let remaining = value(&samples, "fedshield_participant_privacy_epsilon_remaining");
+        assert!(spent > 0.0 && spent <= BUDGET_EPSILON, "ε spent {spent}");
+        assert!((spent + remaining - BUDGET_EPSILON).abs() < 1e-9);
+    }
+    // The card's per-participant privacy agrees with the participants' gauges.
+    let card = federation.coordinator.engine().current_model().card.clone();
+    let privacy = card.privacy.expect("DP rounds put privacy on the card");
+    assert_eq!(privacy.participants.len(), PARTICIPANTS.len());
+
+    // The HTTPS endpoint serves the same metrics, with the same credentials
+    // as the model downloads.
+    if curl_installed() {
+        let base = federation.https_base();
+        let work = federation.work.path().to_path_buf();
+        let bearer = vec!["-H".to_string(), format!("Authorization: Bearer {}", federation.token)];
+        let (anonymous, with_token) = tokio::task::spawn_blocking(move || {
+            (
+                curl(&format!("{base}/metrics"), &work, &[]),
+                curl(&format!("{base}/metrics"), &work, &bearer),
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(anonymous.0, 401);
+        assert_eq!(with_token.0, 200);
+        let samples = parse_exposition(&String::from_utf8(with_token.1).unwrap());
+        assert_eq!(
+            value(&samples, "fedshield_coordinator_model_downloads_total{transport=\"https\"}"),
+            0.0,
+            "a metrics scrape is not a download"
+        );
+        assert_eq!(
+            value(&samples, "fedshield_coordinator_rounds_completed_total"),
+            NUM_ROUNDS as f64
+        );
+    } else {
+        println!("skipped the HTTPS part: curl is not installed");
+    }
+    federation.stop().await;
+}
+
+/// Returns the Chromium binary, if one is installed.
+fn chromium() -> Option<PathBuf> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|path| path.exists())
+}
+
+/// Runs headless Chromium on `url` with a fresh profile and `extra` flags;
+/// returns its stdout.
+fn run_chromium(binary: &Path, url: &str, profile: &Path, extra: &[String]) -> String {
+    let output = Command::new(binary)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--ignore-certificate-errors",
+            "--virtual-time-budget=8000",
+            "--window-size=1280,1600",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run chromium");
+    assert!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Returns the text of the element with `id` in `dom`.
+fn text_of(dom: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\"");
+    let start = dom
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no element #{id} in the page"));
+    let after = &dom[start..];
+    let open_end = after.find('>').unwrap() + 1;
+    let close = after[open_end..].find('<').unwrap();
+    after[open_end..open_end + close].to_string()
+}
+
+/// Returns the value of attribute `name` in the tag `tag`.
+fn attribute<'a>(tag: &'a str, name: &str) -> &'a str {
+    let marker = format!(" {name}=\"");
+    let start = tag
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no attribute {name} in {tag}"))
+        + marker.len();
+    let end = tag[start..].find('"').unwrap();
+    &tag[start..start + end]
+}
+
+/// Returns every opening tag in `dom` that contains `needle`.
+fn tags_with<'a>(dom: &'a str, needle: &str) -> Vec<&'a str> {
+    dom.split('<')
+        .filter(|tag| tag.contains(needle))
+        .map(|tag| tag.split('>').next().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_headless_chromium_shows_what_the_status_api_reports() {
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var("FEDSHIELD_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "FEDSHIELD_REQUIRE_BROWSER=1 and chromium is not installed"
+        );
+        println!("SKIPPED: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    if !curl_installed() {
+        assert!(
+            std::env::var("FEDSHIELD_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "FEDSHIELD_REQUIRE_BROWSER=1 and curl is not installed"
+        );
+        println!("SKIPPED: curl is not installed");
+        return;
+    }
+    let mut federation = Federation::start().await;
+    federation.start_participants();
+    federation.wait_for_version(NUM_ROUNDS).await;
+    let base = federation.https_base();
+    let work = federation.work.path().to_path_buf();
+    let token = federation.token.clone();
+    let artifacts = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("dashboard.png");
+    let _ = std::fs::remove_file(&screenshot);
+
+    let (status_response, anonymous_status, anonymous_page, dom) =
+        tokio::task::spawn_blocking({
+            let screenshot = screenshot.clone();
+            move || {
+                let bearer = vec!["-H".to_string(), format!("Authorization: Bearer {token}")];
+                let status = curl(&format!("{base}/v1/status"), &work, &bearer);
+                let anonymous_status = curl(&format!("{base}/v1/status"), &work, &[]);
+                let anonymous_page = curl(&format!("{base}/dashboard"), &work, &[]);
+                let login = format!("{base}/dashboard?token={token}");
+                let dom = run_chromium(
+                    &browser,
+                    &login,
+                    &work.join("chromium-dom"),
+                    &["--dump-dom".to_string()],
+                );
+                run_chromium(
+                    &browser,
+                    &login,
+                    &work.join("chromium-screenshot"),
+                    &[format!("--screenshot={}", screenshot.display())],
+                );
+                (status, anonymous_status, anonymous_page, dom)
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(status_response.0, 200);
+    assert_eq!(anonymous_status.0, 401);
+    assert_eq!(anonymous_page.0, 401);
+    let status: StatusReport = serde_json::from_slice(&status_response.1).unwrap();
+    assert_eq!(status.num_rounds_completed, NUM_ROUNDS);
+    assert_eq!(status.versions.len(), NUM_ROUNDS as usize + 1);
+
+    // The page logged in with the cookie and rendered the status API.
+    assert!(
+        dom.contains("data-rendered-version"),
+        "the dashboard did not render: {dom}"
+    );
+    assert_eq!(text_of(&dom, "current-version"), status.current_version.to_string());
+    assert_eq!(
+        text_of(&dom, "rounds-completed"),
+        status.num_rounds_completed.to_string()
+    );
+    assert_eq!(
+        text_of(&dom, "rounds-abandoned"),
+        status.num_rounds_abandoned.to_string()
+    );
+    assert_eq!(
+        text_of(&dom, "num-participants"),
+        status.participants.len().to_string()
+    );
+
+    // The chart has one point per version and metric, at the status API's values.
+    let points = tags_with(&dom, "class=\"point\"");
+    let series = ["accuracy", "roc_auc", "f1", "pr_auc"];
+    assert_eq!(points.len(), series.len() * status.versions.len());
+    for version in &status.versions {
+        let metrics = version.metrics.expect("versions are evaluated");
+        let expected = [metrics.accuracy, metrics.roc_auc, metrics.f1, metrics.pr_auc];
+        for (name, expected) in series.iter().zip(expected) {
+            let point = points
+                .iter()
+                .find(|point| {
+                    attribute(point, "data-series") == *name
+                        && attribute(point, "data-version") == version.version.to_string()
+                })
+                .unwrap_or_else(|| panic!("no {name} point for version {}", version.version));
+            let shown: f64 = attribute(point, "data-value").parse().unwrap();
+            assert!(
+                (shown - expected).abs() < 1e-9,
+                "{name} of v{}: page {shown}, api {expected}",
+                version.version
+            );
+        }
+    }
+    // Participants, their privacy spend, and download links.
+    let latest = status.versions.last().unwrap();
+    assert_eq!(latest.privacy.len(), PARTICIPANTS.len());
+    let privacy_rows = tags_with(&dom, "data-epsilon=");
+    assert_eq!(privacy_rows.len(), latest.privacy.len());
+    for spend in &latest.privacy {
+        let row = privacy_rows
+            .iter()
+            .find(|row| attribute(row, "data-participant") == spend.participant)
+            .unwrap_or_else(|| panic!("no privacy row of {}", spend.participant));
+        let shown: f64 = attribute(row, "data-epsilon").parse().unwrap();
+        assert!((shown - spend.reported_epsilon).abs() < 1e-9);
+    }
+    for participant in &status.participants {
+        assert!(dom.contains(&format!("data-participant=\"{}\"", participant.id)));
+    }
+    for version in &status.versions {
+        assert!(dom.contains(&format!("href=\"{}\"", version.weights_url)));
+    }
+    let png = std::fs::read(&screenshot).expect("chromium wrote the screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "screenshot is a PNG");
+    println!("dashboard screenshot: {}", screenshot.display());
+    federation.stop().await;
+}
