@@ -254,8 +254,16 @@ fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
                 "HELP" | "UNIT" => {}
                 "TYPE" => {
                     assert!(
-                        ["counter", "gauge", "histogram", "summary", "info", "stateset", "unknown"]
-                            .contains(&rest),
+                        [
+                            "counter",
+                            "gauge",
+                            "histogram",
+                            "summary",
+                            "info",
+                            "stateset",
+                            "unknown"
+                        ]
+                        .contains(&rest),
                         "bad type in {line:?}"
                     );
                     declared.insert(name.to_string(), rest.to_string());
@@ -347,10 +355,14 @@ async fn metrics_count_rounds_updates_and_privacy_spend_during_a_federation() {
 
     // Before anything happened: every metric is there, at zero.
     let before = scrape(coordinator_address).await;
-    assert_eq!(value(&before, "fedshield_coordinator_rounds_completed_total"), 0.0);
+    assert_eq!(
+        value(&before, "fedshield_coordinator_rounds_completed_total"),
+        0.0
+    );
     assert_eq!(value(&before, "fedshield_coordinator_model_version"), 0.0);
     for reason in fedshield_coordinator::metrics::REJECTION_REASONS {
-        let series = format!("fedshield_coordinator_update_rejections_total{{reason=\"{reason}\"}}");
+        let series =
+            format!("fedshield_coordinator_update_rejections_total{{reason=\"{reason}\"}}");
         assert_eq!(value(&before, &series), 0.0);
     }
     let (status, _, _) = http_get(coordinator_address, "/v1/status").await;
@@ -411,13 +423,25 @@ async fn metrics_count_rounds_updates_and_privacy_spend_during_a_federation() {
         value(&after, "fedshield_coordinator_rounds_completed_total"),
         NUM_ROUNDS as f64
     );
-    assert_eq!(value(&after, "fedshield_coordinator_rounds_abandoned_total"), 0.0);
-    assert_eq!(value(&after, "fedshield_coordinator_model_version"), NUM_ROUNDS as f64);
+    assert_eq!(
+        value(&after, "fedshield_coordinator_rounds_abandoned_total"),
+        0.0
+    );
+    assert_eq!(
+        value(&after, "fedshield_coordinator_model_version"),
+        NUM_ROUNDS as f64
+    );
     assert_eq!(
         value(&after, "fedshield_coordinator_updates_accepted_total"),
         (NUM_ROUNDS as usize * PARTICIPANTS.len()) as f64
     );
-    let num_params = federation.coordinator.engine().current_model().weights.params.len();
+    let num_params = federation
+        .coordinator
+        .engine()
+        .current_model()
+        .weights
+        .params
+        .len();
     assert!(
         value(&after, "fedshield_coordinator_update_bytes_received_total")
             >= (NUM_ROUNDS as usize * PARTICIPANTS.len() * num_params * 4) as f64
@@ -427,15 +451,29 @@ async fn metrics_count_rounds_updates_and_privacy_spend_during_a_federation() {
         NUM_ROUNDS as f64
     );
     assert_eq!(
-        value(&after, "fedshield_coordinator_aggregation_duration_seconds_count"),
+        value(
+            &after,
+            "fedshield_coordinator_aggregation_duration_seconds_count"
+        ),
         NUM_ROUNDS as f64
     );
-    assert!(value(&after, "fedshield_coordinator_aggregation_duration_seconds_sum") > 0.0);
     assert!(
-        value(&after, "fedshield_coordinator_model_downloads_total{transport=\"grpc\"}") >= 2.0
+        value(
+            &after,
+            "fedshield_coordinator_aggregation_duration_seconds_sum"
+        ) > 0.0
+    );
+    assert!(
+        value(
+            &after,
+            "fedshield_coordinator_model_downloads_total{transport=\"grpc\"}"
+        ) >= 2.0
     );
     assert_eq!(
-        value(&after, "fedshield_coordinator_update_rejections_total{reason=\"access_denied\"}"),
+        value(
+            &after,
+            "fedshield_coordinator_update_rejections_total{reason=\"access_denied\"}"
+        ),
         1.0
     );
 
@@ -447,17 +485,28 @@ async fn metrics_count_rounds_updates_and_privacy_spend_during_a_federation() {
             value(&samples, "fedshield_participant_rounds_trained_total"),
             NUM_ROUNDS as f64
         );
-        assert_eq!(value(&samples, "fedshield_participant_rounds_declined_total"), 0.0);
+        assert_eq!(
+            value(&samples, "fedshield_participant_rounds_declined_total"),
+            0.0
+        );
         assert!(
-            value(&samples, "fedshield_participant_model_bytes_downloaded_total")
-                >= (num_params * 4) as f64
+            value(
+                &samples,
+                "fedshield_participant_model_bytes_downloaded_total"
+            ) >= (num_params * 4) as f64
         );
         assert_eq!(
-            value(&samples, "fedshield_participant_update_bytes_uploaded_total"),
+            value(
+                &samples,
+                "fedshield_participant_update_bytes_uploaded_total"
+            ),
             (NUM_ROUNDS as usize * num_params * 4) as f64
         );
         assert_eq!(
-            value(&samples, "fedshield_participant_training_duration_seconds_count"),
+            value(
+                &samples,
+                "fedshield_participant_training_duration_seconds_count"
+            ),
             NUM_ROUNDS as f64
         );
         let spent = value(&samples, "fedshield_participant_privacy_epsilon_spent");
@@ -475,7 +524,10 @@ async fn metrics_count_rounds_updates_and_privacy_spend_during_a_federation() {
     if curl_installed() {
         let base = federation.https_base();
         let work = federation.work.path().to_path_buf();
-        let bearer = vec!["-H".to_string(), format!("Authorization: Bearer {}", federation.token)];
+        let bearer = vec![
+            "-H".to_string(),
+            format!("Authorization: Bearer {}", federation.token),
+        ];
         let (anonymous, with_token) = tokio::task::spawn_blocking(move || {
             (
                 curl(&format!("{base}/metrics"), &work, &[]),
@@ -488,7 +540,10 @@ async fn metrics_count_rounds_updates_and_privacy_spend_during_a_federation() {
         assert_eq!(with_token.0, 200);
         let samples = parse_exposition(&String::from_utf8(with_token.1).unwrap());
         assert_eq!(
-            value(&samples, "fedshield_coordinator_model_downloads_total{transport=\"https\"}"),
+            value(
+                &samples,
+                "fedshield_coordinator_model_downloads_total{transport=\"https\"}"
+            ),
             0.0,
             "a metrics scrape is not a download"
         );
@@ -604,32 +659,31 @@ async fn dashboard_in_headless_chromium_shows_what_the_status_api_reports() {
     let screenshot = artifacts.join("dashboard.png");
     let _ = std::fs::remove_file(&screenshot);
 
-    let (status_response, anonymous_status, anonymous_page, dom) =
-        tokio::task::spawn_blocking({
-            let screenshot = screenshot.clone();
-            move || {
-                let bearer = vec!["-H".to_string(), format!("Authorization: Bearer {token}")];
-                let status = curl(&format!("{base}/v1/status"), &work, &bearer);
-                let anonymous_status = curl(&format!("{base}/v1/status"), &work, &[]);
-                let anonymous_page = curl(&format!("{base}/dashboard"), &work, &[]);
-                let login = format!("{base}/dashboard?token={token}");
-                let dom = run_chromium(
-                    &browser,
-                    &login,
-                    &work.join("chromium-dom"),
-                    &["--dump-dom".to_string()],
-                );
-                run_chromium(
-                    &browser,
-                    &login,
-                    &work.join("chromium-screenshot"),
-                    &[format!("--screenshot={}", screenshot.display())],
-                );
-                (status, anonymous_status, anonymous_page, dom)
-            }
-        })
-        .await
-        .unwrap();
+    let (status_response, anonymous_status, anonymous_page, dom) = tokio::task::spawn_blocking({
+        let screenshot = screenshot.clone();
+        move || {
+            let bearer = vec!["-H".to_string(), format!("Authorization: Bearer {token}")];
+            let status = curl(&format!("{base}/v1/status"), &work, &bearer);
+            let anonymous_status = curl(&format!("{base}/v1/status"), &work, &[]);
+            let anonymous_page = curl(&format!("{base}/dashboard"), &work, &[]);
+            let login = format!("{base}/dashboard?token={token}");
+            let dom = run_chromium(
+                &browser,
+                &login,
+                &work.join("chromium-dom"),
+                &["--dump-dom".to_string()],
+            );
+            run_chromium(
+                &browser,
+                &login,
+                &work.join("chromium-screenshot"),
+                &[format!("--screenshot={}", screenshot.display())],
+            );
+            (status, anonymous_status, anonymous_page, dom)
+        }
+    })
+    .await
+    .unwrap();
     assert_eq!(status_response.0, 200);
     assert_eq!(anonymous_status.0, 401);
     assert_eq!(anonymous_page.0, 401);
@@ -642,7 +696,10 @@ async fn dashboard_in_headless_chromium_shows_what_the_status_api_reports() {
         dom.contains("data-rendered-version"),
         "the dashboard did not render: {dom}"
     );
-    assert_eq!(text_of(&dom, "current-version"), status.current_version.to_string());
+    assert_eq!(
+        text_of(&dom, "current-version"),
+        status.current_version.to_string()
+    );
     assert_eq!(
         text_of(&dom, "rounds-completed"),
         status.num_rounds_completed.to_string()
@@ -662,7 +719,12 @@ async fn dashboard_in_headless_chromium_shows_what_the_status_api_reports() {
     assert_eq!(points.len(), series.len() * status.versions.len());
     for version in &status.versions {
         let metrics = version.metrics.expect("versions are evaluated");
-        let expected = [metrics.accuracy, metrics.roc_auc, metrics.f1, metrics.pr_auc];
+        let expected = [
+            metrics.accuracy,
+            metrics.roc_auc,
+            metrics.f1,
+            metrics.pr_auc,
+        ];
         for (name, expected) in series.iter().zip(expected) {
             let point = points
                 .iter()
