@@ -151,6 +151,8 @@ impl Federation {
         }
     }
 
+    /// Waits until model version `version` or a later one is published
+    /// (rounds of this small model take milliseconds: polling may skip some).
     async fn wait_for_version(&self, version: u64) {
         let engine = self.coordinator.engine().clone();
         wait_until(
@@ -158,7 +160,7 @@ impl Federation {
             Duration::from_secs(120),
             || {
                 let engine = engine.clone();
-                async move { engine.current_model().version == ModelVersion(version) }
+                async move { engine.current_model().version >= ModelVersion(version) }
             },
         )
         .await;
@@ -480,7 +482,21 @@ async fn metrics_count_rounds_updates_and_privacy_spend_during_a_federation() {
     // Each participant: three rounds trained, traffic, training time, and
     // the ledger's ε against its budget.
     for address in &participant_addresses {
-        let samples = scrape(*address).await;
+        // A participant counts its round once the coordinator answered,
+        // which may come after the coordinator published.
+        let address = *address;
+        wait_until(
+            "participant metrics of the last round",
+            Duration::from_secs(30),
+            || async move {
+                value(
+                    &scrape(address).await,
+                    "fedshield_participant_rounds_trained_total",
+                ) == NUM_ROUNDS as f64
+            },
+        )
+        .await;
+        let samples = scrape(address).await;
         assert_eq!(
             value(&samples, "fedshield_participant_rounds_trained_total"),
             NUM_ROUNDS as f64

@@ -792,6 +792,7 @@ impl Engine {
             RoundState::Open(round) if round.round_id == round_id => {
                 round.in_flight.remove(&participant);
                 round.accepted.push((participant, num_samples, privacy));
+                self.inner.metrics.update_accepted();
                 Ok(round.accepted.len())
             }
             // Unreachable while the aggregate is open; kept total.
@@ -1210,12 +1211,14 @@ impl Engine {
             state.current = model.clone();
             state.num_rounds_completed += 1;
             push_history(&mut state.history, summary.clone());
+            // Under the state lock, so that the metrics never lag the
+            // version that status readers see.
+            self.inner
+                .metrics
+                .round_completed(duration, aggregation_duration);
+            self.inner.metrics.set_model_version(model.version.0);
         }
         self.record_round(&summary);
-        self.inner
-            .metrics
-            .round_completed(duration, aggregation_duration);
-        self.inner.metrics.set_model_version(model.version.0);
         info!(
             round = %round_id,
             version = %model.version,
@@ -1256,8 +1259,8 @@ impl Engine {
             reason,
         };
         push_history(&mut state.history, summary.clone());
-        drop(state);
         self.inner.metrics.round_abandoned(summary.duration);
+        drop(state);
         self.record_round(&summary);
     }
 

@@ -385,7 +385,6 @@ impl Federation for FederationService {
             .await
             .inspect_err(|error| warn!(round = %round_id, participant = %participant, error = %error, "update refused"))
             .map_err(|error| self.refuse(error))?;
-        self.engine.metrics().update_accepted();
         info!(round = %round_id, participant = %participant, num_params = num_received, "update received");
         Ok(Response::new(pb::SubmitUpdateResponse {
             round_id: round_id.0,
