@@ -25,8 +25,8 @@ pub mod participants;
 pub mod registry;
 pub mod server;
 pub mod service;
-pub mod store;
 pub mod status;
+pub mod store;
 
 pub use config::{
     CoordinatorConfig, CoordinatorTls, HttpsSettings, ParticipantsPerRound, RoundConfig,
