@@ -273,6 +273,7 @@ async fn bind_metrics_listener(address: Option<SocketAddr>) -> Result<Option<Tcp
     let listener = TcpListener::bind(address)
         .await
         .with_context(|| format!("failed to listen on --metrics-listen {address}"))?;
+    let address = listener.local_addr().unwrap_or(address);
     info!(%address, "prometheus metrics listening (plain http, GET /metrics)");
     Ok(Some(listener))
 }
