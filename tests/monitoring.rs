@@ -675,34 +675,75 @@ async fn dashboard_in_headless_chromium_shows_what_the_status_api_reports() {
     let screenshot = artifacts.join("dashboard.png");
     let _ = std::fs::remove_file(&screenshot);
 
-    let (status_response, anonymous_status, anonymous_page, dom) = tokio::task::spawn_blocking({
-        let screenshot = screenshot.clone();
-        move || {
-            let bearer = vec!["-H".to_string(), format!("Authorization: Bearer {token}")];
-            let status = curl(&format!("{base}/v1/status"), &work, &bearer);
-            let anonymous_status = curl(&format!("{base}/v1/status"), &work, &[]);
-            let anonymous_page = curl(&format!("{base}/dashboard"), &work, &[]);
-            let login = format!("{base}/dashboard?token={token}");
-            let dom = run_chromium(
-                &browser,
-                &login,
-                &work.join("chromium-dom"),
-                &["--dump-dom".to_string()],
-            );
-            run_chromium(
-                &browser,
-                &login,
-                &work.join("chromium-screenshot"),
-                &[format!("--screenshot={}", screenshot.display())],
-            );
-            (status, anonymous_status, anonymous_page, dom)
-        }
-    })
-    .await
-    .unwrap();
+    let (status_response, anonymous_status, anonymous_page, login_response, dom) =
+        tokio::task::spawn_blocking({
+            let screenshot = screenshot.clone();
+            move || {
+                let bearer = vec!["-H".to_string(), format!("Authorization: Bearer {token}")];
+                let status = curl(&format!("{base}/v1/status"), &work, &bearer);
+                let anonymous_status = curl(&format!("{base}/v1/status"), &work, &[]);
+                let anonymous_page = curl(&format!("{base}/dashboard"), &work, &[]);
+                let login = format!("{base}/dashboard?token={token}");
+                let headers_path = work.join("login-headers");
+                let wrong_login = curl(
+                    &format!("{base}/dashboard?token=fst_not-a-token"),
+                    &work,
+                    &["-D".to_string(), headers_path.display().to_string()],
+                );
+                assert_eq!(wrong_login.0, 401);
+                let login_status = curl(
+                    &login,
+                    &work,
+                    &["-D".to_string(), headers_path.display().to_string()],
+                )
+                .0;
+                let login_headers = std::fs::read_to_string(&headers_path)
+                    .unwrap()
+                    .to_ascii_lowercase();
+                let dom = run_chromium(
+                    &browser,
+                    &login,
+                    &work.join("chromium-dom"),
+                    &["--dump-dom".to_string()],
+                );
+                run_chromium(
+                    &browser,
+                    &login,
+                    &work.join("chromium-screenshot"),
+                    &[format!("--screenshot={}", screenshot.display())],
+                );
+                (
+                    status,
+                    anonymous_status,
+                    anonymous_page,
+                    (login_status, login_headers),
+                    dom,
+                )
+            }
+        })
+        .await
+        .unwrap();
     assert_eq!(status_response.0, 200);
     assert_eq!(anonymous_status.0, 401);
     assert_eq!(anonymous_page.0, 401);
+    // Logging in sets the token as a cookie scripts cannot read and other
+    // sites cannot send, and takes the token out of the address bar.
+    let (login_status, login_headers) = login_response;
+    assert_eq!(login_status, 303, "{login_headers}");
+    assert!(
+        login_headers.contains("location: /dashboard\r\n"),
+        "{login_headers}"
+    );
+    let cookie = login_headers
+        .lines()
+        .find(|line| line.starts_with("set-cookie: fedshield_token=fst_"))
+        .unwrap_or_else(|| panic!("no token cookie in {login_headers}"));
+    for attribute in ["httponly", "secure", "samesite=strict", "path=/"] {
+        assert!(
+            cookie.split(';').any(|part| part.trim() == attribute),
+            "{cookie} lacks {attribute}"
+        );
+    }
     let status: StatusReport = serde_json::from_slice(&status_response.1).unwrap();
     assert_eq!(status.num_rounds_completed, NUM_ROUNDS);
     assert_eq!(status.versions.len(), NUM_ROUNDS as usize + 1);
