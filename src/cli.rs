@@ -497,7 +497,7 @@ pub struct CoordinatorArgs {
     /// Also serve HTTPS here: model downloads (GET /v1/models/latest, /v1/models/{v}, /v1/models/{v}/card), GET /v1/status, GET /metrics and the live dashboard (/dashboard?token=<token> to log in).
     #[arg(long, env = "FEDSHIELD_HTTPS_LISTEN", conflicts_with = "insecure")]
     pub https_listen: Option<SocketAddr>,
-    /// Also serve Prometheus metrics over plain HTTP here (GET /metrics), for a scraper on a private network. No TLS and no authentication: it carries only counts, sizes and durations, no secrets. Default: none.
+    /// Also serve Prometheus metrics over plain HTTP here (GET /metrics), for a scraper on a private network. No TLS and no authentication: it carries only counts, sizes and durations (no keys, tokens or telemetry). Default: none.
     #[arg(long, env = "FEDSHIELD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
     /// Bearer tokens for the HTTPS downloads (default: <data-dir>/api-tokens.toml; `coordinator issue-token` adds one).
@@ -565,7 +565,7 @@ pub struct ParticipantArgs {
     /// Connect in plaintext (an http:// coordinator started with --insecure). For local experiments only.
     #[arg(long, conflicts_with_all = ["tls_ca", "tls_cert", "tls_key"])]
     pub insecure: bool,
-    /// Serve Prometheus metrics over plain HTTP here (GET /metrics), for a scraper on a private network. No TLS and no authentication: it carries only counts, sizes, durations and the ledger's total epsilon, no data or secrets. Default: none.
+    /// Serve Prometheus metrics over plain HTTP here (GET /metrics), for a scraper on a private network. No TLS and no authentication: it carries only counts, sizes, durations and the ledger's total epsilon (no keys or telemetry). Default: none.
     #[arg(long, env = "FEDSHIELD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 }
