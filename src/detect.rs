@@ -42,7 +42,7 @@ use fedshield_core::model::MlpClassifier;
 use fedshield_core::schema::{FileFormat, HeaderPositions, RecordFields, Schema};
 use fedshield_core::weights::ModelWeights;
 use fedshield_participant::cache::ModelCache;
-use fedshield_participant::node::download_model;
+use fedshield_participant::node::{download_model, error_chain};
 use fedshield_proto::tls::client_tls_config_from_files;
 use fedshield_proto::v1 as pb;
 use fedshield_proto::v1::federation_client::FederationClient;
@@ -1755,18 +1755,6 @@ fn detector_tls(args: &DetectArgs, url: &str) -> Result<Option<ClientTlsConfig>>
     let config = client_tls_config_from_files(ca, cert, key, &server_name)
         .context("failed to load the detector's TLS files")?;
     Ok(Some(config))
-}
-
-/// Returns an error and its sources as one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]

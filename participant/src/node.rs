@@ -820,7 +820,7 @@ fn benchmark_step(base: Vec<f32>, increment: f32) -> (LocalTrainingOutcome, Vec<
 /// Returns an error and its sources as one line ("transport error: tls
 /// handshake failed: ..."), since the outermost message alone often says
 /// nothing useful.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
