@@ -560,6 +560,91 @@ async fn malformed_and_oversized_updates_are_refused_and_the_round_publishes_the
     federation.stop().await;
 }
 
+/// Returns the value of `series` in the coordinator's Prometheus text.
+fn metric(engine: &Engine, series: &str) -> f64 {
+    let text = engine.metrics().render();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in the metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_without_a_valid_privacy_report_are_refused_in_a_dp_round_and_counted_as_such() {
+    let mut config = CoordinatorConfig::for_test(PathBuf::new(), test_spec());
+    config.round.min_participants = 1;
+    config.round.quorum = 1;
+    config.round.max_rounds = Some(1);
+    config.privacy = Some(fedshield_core::privacy::PrivacyTarget {
+        epsilon: 2.0,
+        delta: 1e-5,
+        clip_norm: 1.0,
+        sampling_rate: 0.05,
+        org_level: None,
+    });
+    let federation = Federation::start(config).await;
+    let engine = federation.engine().clone();
+    let mut mallory = RawParticipant::join(&federation.url, "mallory").await;
+    let announcement = mallory.next_announcement().await;
+    assert!(
+        announcement
+            .plan
+            .as_ref()
+            .is_some_and(|plan| plan.dp_sgd.is_some()),
+        "the round announces its DP-SGD plan"
+    );
+    let before = snapshot(&engine);
+    let num_params = federation.num_params();
+    let delta = vec![0.001f32; num_params];
+    let series = "fedshield_coordinator_update_rejections_total{reason=\"privacy_report\"}";
+    assert_eq!(metric(&engine, series), 0.0);
+
+    let result = mallory
+        .submit(vec![
+            header_message(mallory.header(&announcement, num_params)),
+            values_message(&delta),
+        ])
+        .await;
+    assert_refused(
+        "DP update without a privacy report",
+        result,
+        Code::InvalidArgument,
+        "carries no privacy report",
+        &engine,
+        &before,
+    );
+    let mut header = mallory.header(&announcement, num_params);
+    header.privacy = Some(pb::PrivacyReport {
+        epsilon: f64::NAN,
+        delta: 1e-5,
+        org_epsilon: None,
+        num_rounds: 1,
+    });
+    let result = mallory
+        .submit(vec![header_message(header), values_message(&delta)])
+        .await;
+    assert_refused(
+        "DP update with a NaN epsilon",
+        result,
+        Code::InvalidArgument,
+        "reported epsilon is NaN, must be finite and non-negative",
+        &engine,
+        &before,
+    );
+    assert_eq!(metric(&engine, series), 2.0);
+    assert_eq!(
+        metric(
+            &engine,
+            "fedshield_coordinator_update_rejections_total{reason=\"malformed\"}"
+        ),
+        0.0
+    );
+    mallory.decline(announcement.round_id).await.unwrap();
+    federation.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_turn_forged_and_duplicate_updates_are_refused_and_leave_the_round_unchanged() {
     let mut config = three_party_config();

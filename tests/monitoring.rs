@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -820,5 +820,372 @@ async fn dashboard_in_headless_chromium_shows_what_the_status_api_reports() {
     let png = std::fs::read(&screenshot).expect("chromium wrote the screenshot");
     assert!(png.starts_with(b"\x89PNG"), "screenshot is a PNG");
     println!("dashboard screenshot: {}", screenshot.display());
+    federation.stop().await;
+}
+
+/// Reads `path` as JSON lines; every line must be one JSON object.
+fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|error| panic!("log line is not JSON ({error}): {line}"));
+            assert!(value.is_object(), "log line is not an object: {line}");
+            value
+        })
+        .collect()
+}
+
+fn events<'a>(
+    lines: &'a [serde_json::Value],
+    message: &'a str,
+) -> impl Iterator<Item = &'a serde_json::Value> {
+    lines
+        .iter()
+        .filter(move |line| line["message"].as_str() == Some(message))
+}
+
+#[test]
+fn json_logs_put_each_event_in_its_round_and_participant_call_spans() {
+    let work = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let fedshield = |log: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fedshield"));
+        command
+            .env("RUST_LOG", "info")
+            .args(["--log-format", "json"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(work.path().join(log)).unwrap());
+        command
+    };
+    let mut coordinator = fedshield("coordinator.log")
+        .args(["coordinator", "--insecure", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(work.path().join("coordinator"))
+        .args(["--min-participants", "2", "--quorum", "2", "--rounds", "2"])
+        .args(["--hidden", "16"])
+        .spawn()
+        .unwrap();
+    let names = ["org-a", "org-b"];
+    let mut participants: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(org, name)| {
+            fedshield(&format!("{name}.log"))
+                .args(["participant", "--insecure", "--coordinator"])
+                .arg(format!("http://127.0.0.1:{port}"))
+                .args(["--id", name, "--synthetic-org", &org.to_string()])
+                .args(["--synthetic-records", "2000", "--data-dir"])
+                .arg(work.path().join(name))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let coordinator_log = work.path().join("coordinator.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while events(
+        &json_lines(&coordinator_log),
+        "round completed, model published",
+    )
+    .count()
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "two rounds were not published in time"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for child in participants.iter_mut().chain([&mut coordinator]) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().unwrap();
+    }
+
+    let lines = json_lines(&coordinator_log);
+    for line in &lines {
+        assert!(line["level"].is_string() && line["timestamp"].is_string());
+    }
+    // The round's life happens in its span: round id, base version, and
+    // the version it published.
+    let opened: Vec<_> = events(&lines, "round opened").collect();
+    let published: Vec<_> = events(&lines, "round completed, model published").collect();
+    assert_eq!(published.len(), 2);
+    for event in opened.iter().chain(&published) {
+        let span = &event["span"];
+        assert_eq!(span["name"], "round", "{event}");
+        assert_eq!(span["round"], event["round"], "{event}");
+        assert!(span["base_version"].is_string(), "{event}");
+    }
+    for event in &opened {
+        assert_eq!(
+            event["span"]["base_version"], event["base_version"],
+            "{event}"
+        );
+    }
+    for event in &published {
+        assert_eq!(event["span"]["version"], event["version"], "{event}");
+    }
+    // Each accepted update is logged inside the participant's call, which
+    // names the participant, the round and the model version it trained.
+    let accepted: Vec<_> = events(&lines, "update accepted").collect();
+    assert_eq!(accepted.len(), 4, "two updates in each of two rounds");
+    for event in &accepted {
+        let span = &event["span"];
+        assert_eq!(span["name"], "submit_update", "{event}");
+        assert!(
+            names.contains(&span["participant"].as_str().unwrap_or_default()),
+            "{event}"
+        );
+        assert!(
+            span["round"].is_u64() && span["version"].is_u64(),
+            "{event}"
+        );
+    }
+    // A participant logs its round work in a span with its id, the round
+    // and the version it trains.
+    for name in names {
+        let lines = json_lines(&work.path().join(format!("{name}.log")));
+        let in_round: Vec<_> = lines
+            .iter()
+            .filter(|line| line["span"]["round"].is_u64())
+            .collect();
+        assert!(!in_round.is_empty(), "{name} logged nothing inside a round");
+        for line in in_round {
+            assert_eq!(line["span"]["participant"], name, "{line}");
+            assert!(line["span"]["version"].is_u64(), "{line}");
+        }
+    }
+}
+
+/// Headless Chromium driven over the DevTools protocol: the page stays open
+/// while the test reads its live state with `Runtime.evaluate`.
+struct LiveBrowser {
+    child: Child,
+    socket: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
+    next_id: u64,
+}
+
+impl LiveBrowser {
+    fn open(binary: &Path, url: &str, profile: &Path) -> LiveBrowser {
+        let child = Command::new(binary)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                "--ignore-certificate-errors",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromium");
+        let mut browser_child = Some(child);
+        // Chromium writes the port it picked into its profile.
+        let port_file = profile.join("DevToolsActivePort");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let page = loop {
+            let port = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|text| text.lines().next()?.trim().parse::<u16>().ok());
+            if let Some(port) = port
+                && let Some(page) = devtools_page(port)
+            {
+                break page;
+            }
+            if std::time::Instant::now() > deadline {
+                let mut child = browser_child.take().unwrap();
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("chromium's DevTools endpoint did not come up");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let (socket, _) = tungstenite::connect(page.as_str()).expect("connect to the page");
+        LiveBrowser {
+            child: browser_child.take().unwrap(),
+            socket,
+            next_id: 1,
+        }
+    }
+
+    /// Evaluates `expression` in the page and returns its value.
+    fn evaluate(&mut self, expression: &str) -> serde_json::Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let request = serde_json::json!({
+            "id": id,
+            "method": "Runtime.evaluate",
+            "params": { "expression": expression, "returnByValue": true },
+        });
+        self.socket
+            .send(tungstenite::Message::text(request.to_string()))
+            .unwrap();
+        loop {
+            let message = self.socket.read().expect("read from DevTools");
+            let Ok(text) = message.into_text() else {
+                continue;
+            };
+            let reply: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+            if reply["id"] == id {
+                assert!(reply["error"].is_null(), "DevTools error: {reply}");
+                return reply["result"]["result"]["value"].clone();
+            }
+        }
+    }
+
+    /// Evaluates `expression` until it returns `expected`; panics after `timeout`.
+    fn wait_for(&mut self, expression: &str, expected: &serde_json::Value, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let value = self.evaluate(expression);
+            if value == *expected {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{expression} is {value}, expected {expected}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for LiveBrowser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Returns the DevTools WebSocket address of the first page Chromium
+/// lists on `port`, if it lists one yet.
+fn devtools_page(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    // Chromium answers HTTP/1.1 only, and keeps the connection open: the
+    // body ends at its Content-Length.
+    write!(
+        stream,
+        "GET /json/list HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 16 * 1024];
+    loop {
+        let read = stream.read(&mut buffer).ok()?;
+        if read == 0 {
+            return None;
+        }
+        response.extend_from_slice(&buffer[..read]);
+        let text = String::from_utf8_lossy(&response);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })?;
+        if body.len() < length {
+            continue;
+        }
+        let targets: serde_json::Value = serde_json::from_str(&body[..length]).ok()?;
+        return targets
+            .as_array()?
+            .iter()
+            .find(|target| target["type"] == "page")?["webSocketDebuggerUrl"]
+            .as_str()
+            .map(str::to_string);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_follows_the_federation_live_without_reloading() {
+    let Some(binary) = chromium() else {
+        assert!(
+            std::env::var("FEDSHIELD_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "FEDSHIELD_REQUIRE_BROWSER=1 and chromium is not installed"
+        );
+        println!("SKIPPED: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let mut federation = Federation::start().await;
+    let login = format!(
+        "{}/dashboard?token={}",
+        federation.https_base(),
+        federation.token
+    );
+    let profile = federation.work.path().join("chromium-live");
+    // The page opens before any participant joined: version 0, no rounds.
+    let mut browser = tokio::task::spawn_blocking(move || {
+        let mut browser = LiveBrowser::open(&binary, &login, &profile);
+        browser.wait_for(
+            "document.body.getAttribute('data-rendered-version')",
+            &serde_json::json!("0"),
+            Duration::from_secs(30),
+        );
+        assert_eq!(
+            browser.evaluate("document.getElementById('rounds-completed').textContent"),
+            serde_json::json!("0")
+        );
+        // Lost if the page reloads.
+        browser.evaluate("window.fedshieldTestMarker = 'same page'");
+        browser
+    })
+    .await
+    .unwrap();
+
+    federation.start_participants();
+    federation.wait_for_version(NUM_ROUNDS).await;
+    let status = federation.coordinator.engine().status();
+    let num_versions = status.current.version.0 + 1;
+    let num_participants = status.connected.len();
+    let browser = tokio::task::spawn_blocking(move || {
+        // The page polls the status API every 2 s and renders what it gets.
+        browser.wait_for(
+            "document.getElementById('rounds-completed').textContent",
+            &serde_json::json!(NUM_ROUNDS.to_string()),
+            Duration::from_secs(20),
+        );
+        browser.wait_for(
+            "document.querySelectorAll('.point').length",
+            &serde_json::json!(4 * num_versions),
+            Duration::from_secs(20),
+        );
+        assert_eq!(
+            browser.evaluate("document.getElementById('current-version').textContent"),
+            serde_json::json!(NUM_ROUNDS.to_string())
+        );
+        assert_eq!(
+            browser.evaluate("document.getElementById('num-participants').textContent"),
+            serde_json::json!(num_participants.to_string())
+        );
+        assert_eq!(
+            browser.evaluate("window.fedshieldTestMarker"),
+            serde_json::json!("same page"),
+            "the dashboard updated by reloading the page"
+        );
+        browser
+    })
+    .await
+    .unwrap();
+    drop(browser);
     federation.stop().await;
 }

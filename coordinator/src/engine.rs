@@ -30,7 +30,7 @@ use rand::seq::SliceRandom;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument, Span, info, info_span, warn};
 
 use crate::config::RoundConfig;
 use crate::error::{CoordinatorError, Result};
@@ -179,6 +179,10 @@ struct OpenRound {
     deadline_unix_ms: u64,
     attempt: u32,
     opened_at: Instant,
+    /// The round's span: every event of the round's life (opening,
+    /// aggregation, publishing or abandoning) is logged inside it, with the
+    /// round id, the base version and, once published, the new version.
+    span: Span,
 }
 
 impl OpenRound {
@@ -610,14 +614,14 @@ impl Engine {
         }
         match (&self.inner.plan.dp_sgd, &request.privacy) {
             (Some(_), None) => {
-                return Err(CoordinatorError::MalformedUpdate(
+                return Err(CoordinatorError::InvalidPrivacyReport(
                     "the round's plan has differential privacy and the update carries no privacy report"
                         .to_string(),
                 ));
             }
             (_, Some(report)) => report
                 .validate()
-                .map_err(|error| CoordinatorError::MalformedUpdate(error.to_string()))?,
+                .map_err(|error| CoordinatorError::InvalidPrivacyReport(error.to_string()))?,
             (None, None) => {}
         }
         round.in_flight.insert(request.participant.clone());
@@ -985,6 +989,14 @@ impl Engine {
         state.next_round_id += 1;
         let deadline_unix_ms = unix_ms(SystemTime::now() + config.round_deadline);
         let base = state.current.clone();
+        let span = info_span!(
+            "round",
+            round = %round_id,
+            base_version = %base.version,
+            version = tracing::field::Empty,
+            attempt,
+        );
+        let _entered = span.clone().entered();
         let round = OpenRound {
             round_id,
             aggregate: Arc::new(Mutex::new(Some(
@@ -1001,6 +1013,7 @@ impl Engine {
             deadline_unix_ms,
             attempt,
             opened_at: now,
+            span,
         };
         if let Err(error) = self.inner.registry.record_open_round(&OpenRoundRecord {
             round_id: round_id.0,
@@ -1069,6 +1082,12 @@ impl Engine {
         let Some((round, fed_avg)) = self.close_open_round() else {
             return;
         };
+        let span = round.span.clone();
+        self.publish_closed(round, fed_avg).instrument(span).await;
+    }
+
+    /// Publishes the aggregate of a closed round (inside the round's span).
+    async fn publish_closed(&self, round: OpenRound, fed_avg: Option<RobustAggregator>) {
         let Some(fed_avg) = fed_avg else {
             self.finish_abandoned(round, "aggregate was already closed".to_string());
             return;
@@ -1099,7 +1118,9 @@ impl Engine {
         let rule = self.inner.config.aggregation.clone();
         let engine = self.clone();
         let aggregation_started = Instant::now();
+        let span = Span::current();
         let built = tokio::task::spawn_blocking(move || -> Result<PublishedModel> {
+            let _entered = span.entered();
             let outcome = fed_avg.finish(&base.weights.params)?;
             let rejected: Vec<String> = outcome
                 .rejected
@@ -1192,6 +1213,9 @@ impl Engine {
         };
         let aggregation_duration = aggregation_started.elapsed();
         let duration = round.opened_at.elapsed();
+        round
+            .span
+            .record("version", tracing::field::display(model.version));
         let summary = RoundSummary {
             round_id,
             base_version: round.base.version,
@@ -1239,6 +1263,7 @@ impl Engine {
     }
 
     fn finish_abandoned(&self, round: OpenRound, reason: String) {
+        let _entered = round.span.clone().entered();
         warn!(round = %round.round_id, base_version = %round.base.version, attempt = round.attempt, reason = %reason, "round abandoned");
         let mut state = self.lock_state();
         state.num_rounds_abandoned += 1;

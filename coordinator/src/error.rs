@@ -44,6 +44,8 @@ pub enum CoordinatorError {
     },
     #[error("malformed update: {0}")]
     MalformedUpdate(String),
+    #[error("privacy report refused: {0}")]
+    InvalidPrivacyReport(String),
     #[error("update stream for round {round} went idle for more than {idle_ms}ms between chunks")]
     UpdateStalled { round: RoundId, idle_ms: u64 },
     #[error("update for round {round} was still arriving at the round's deadline")]
@@ -75,9 +77,9 @@ impl From<CoordinatorError> for Status {
     /// The one table from coordinator errors to gRPC status codes.
     fn from(error: CoordinatorError) -> Status {
         let code = match &error {
-            CoordinatorError::InvalidParticipantId(_) | CoordinatorError::MalformedUpdate(_) => {
-                Code::InvalidArgument
-            }
+            CoordinatorError::InvalidParticipantId(_)
+            | CoordinatorError::MalformedUpdate(_)
+            | CoordinatorError::InvalidPrivacyReport(_) => Code::InvalidArgument,
             CoordinatorError::NotJoined(_)
             | CoordinatorError::BadSessionToken(_)
             | CoordinatorError::NoClientCertificate => Code::Unauthenticated,

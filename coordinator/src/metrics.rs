@@ -37,8 +37,9 @@ pub const DOWNLOAD_TRANSPORTS: [&str; 2] = ["grpc", "https"];
 type Labels = Vec<(&'static str, &'static str)>;
 
 /// Every `reason` label value of `fedshield_coordinator_update_rejections_total`.
-pub const REJECTION_REASONS: [&str; 8] = [
+pub const REJECTION_REASONS: [&str; 9] = [
     "malformed",
+    "privacy_report",
     "wrong_round",
     "not_selected",
     "duplicate",
@@ -49,13 +50,13 @@ pub const REJECTION_REASONS: [&str; 8] = [
 ];
 
 /// Returns the `reason` label of a refused update: a small fixed set, so
-/// that the metric's cardinality stays bounded whatever clients send. A
-/// missing or invalid privacy report is a malformed update.
+/// that the metric's cardinality stays bounded whatever clients send.
 pub fn rejection_reason(error: &CoordinatorError) -> &'static str {
     match error {
         CoordinatorError::InvalidParticipantId(_) | CoordinatorError::MalformedUpdate(_) => {
             "malformed"
         }
+        CoordinatorError::InvalidPrivacyReport(_) => "privacy_report",
         CoordinatorError::NoOpenRound(_)
         | CoordinatorError::RoundClosed { .. }
         | CoordinatorError::WrongRound { .. }
