@@ -110,6 +110,26 @@ pub enum RoundOutcome {
     Abandoned,
 }
 
+impl RoundSummary {
+    /// The version the round published; `None` if it was abandoned.
+    pub fn published(&self) -> Option<ModelVersion> {
+        match self.outcome {
+            RoundOutcome::Completed { published } => Some(published),
+            RoundOutcome::Abandoned => None,
+        }
+    }
+
+    /// The contributors' ids as text, in acceptance order.
+    pub fn contributor_names(&self) -> Vec<String> {
+        self.contributors.iter().map(ToString::to_string).collect()
+    }
+
+    /// How long the round was open, in whole milliseconds.
+    pub fn duration_ms(&self) -> u64 {
+        self.duration.as_millis() as u64
+    }
+}
+
 impl RoundOutcome {
     /// Returns "completed" or "abandoned".
     pub fn name(self) -> &'static str {
@@ -1295,16 +1315,9 @@ impl Engine {
         let record = RoundRecord {
             round_id: summary.round_id.0,
             base_version: summary.base_version.0,
-            published: match summary.outcome {
-                RoundOutcome::Completed { published } => Some(published.0),
-                RoundOutcome::Abandoned => None,
-            },
-            contributors: summary
-                .contributors
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
-            duration_ms: summary.duration.as_millis() as u64,
+            published: summary.published().map(|version| version.0),
+            contributors: summary.contributor_names(),
+            duration_ms: summary.duration_ms(),
             reason: summary.reason.clone(),
             finished_unix_ms: unix_ms(SystemTime::now()),
         };

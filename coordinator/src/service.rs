@@ -502,16 +502,9 @@ pub fn status_message(status: &EngineStatus) -> pb::CoordinatorStatus {
                 round_id: summary.round_id.0,
                 base_model_version: summary.base_version.0,
                 outcome: summary.outcome.name().to_string(),
-                published_model_version: match summary.outcome {
-                    crate::engine::RoundOutcome::Completed { published } => published.0,
-                    crate::engine::RoundOutcome::Abandoned => 0,
-                },
-                contributors: summary
-                    .contributors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
-                duration_ms: summary.duration.as_millis() as u64,
+                published_model_version: summary.published().map_or(0, |version| version.0),
+                contributors: summary.contributor_names(),
+                duration_ms: summary.duration_ms(),
                 reason: summary.reason.clone(),
             })
             .collect(),

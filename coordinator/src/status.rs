@@ -13,7 +13,7 @@ use fedshield_core::metrics::BinaryMetrics;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::engine::{Engine, RoundOutcome};
+use crate::engine::Engine;
 use crate::registry::{ModelCard, ModelRegistry};
 
 /// Most model versions listed in one status report (the newest ones).
@@ -222,12 +222,9 @@ pub async fn build_status(
                 round_id: round.round_id.0,
                 base_version: round.base_version.0,
                 outcome: round.outcome.name().to_string(),
-                published: match round.outcome {
-                    RoundOutcome::Completed { published } => Some(published.0),
-                    RoundOutcome::Abandoned => None,
-                },
-                contributors: names(&round.contributors),
-                duration_ms: round.duration.as_millis() as u64,
+                published: round.published().map(|version| version.0),
+                contributors: round.contributor_names(),
+                duration_ms: round.duration_ms(),
                 reason: round.reason.clone(),
             })
             .collect(),

@@ -505,7 +505,7 @@ async fn dp_round_refuses_updates_without_a_valid_privacy_report_and_states_the_
     let missing = harness.request(&alice, &announcement);
     let refused = harness.engine.begin_update(missing);
     assert!(
-        matches!(&refused, Err(CoordinatorError::MalformedUpdate(reason)) if reason.contains("privacy report")),
+        matches!(&refused, Err(CoordinatorError::InvalidPrivacyReport(reason)) if reason.contains("privacy report")),
         "{:?}",
         refused.err()
     );
@@ -522,7 +522,7 @@ async fn dp_round_refuses_updates_without_a_valid_privacy_report_and_states_the_
     });
     assert!(matches!(
         harness.engine.begin_update(not_finite),
-        Err(CoordinatorError::MalformedUpdate(_))
+        Err(CoordinatorError::InvalidPrivacyReport(_))
     ));
     assert!(
         harness
