@@ -38,11 +38,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use fedshield_core::ModelVersion;
+use fedshield_proto::metrics_http::spawn_http_connection;
 use fedshield_proto::tls::{PeerIdentity, serve_tls_incoming};
 use futures::StreamExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -518,17 +516,11 @@ pub fn serve_https(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .and_then(|leaf| PeerIdentity::from_der(leaf).ok());
-            let service =
-                TowerToHyperService::new(router.clone().layer(Extension(ConnectionPeer(peer))));
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                let builder = auto::Builder::new(TokioExecutor::new());
-                let connection = builder.serve_connection(TokioIo::new(stream), service);
-                tokio::select! {
-                    _ = connection => {}
-                    () = shutdown.cancelled() => {}
-                }
-            });
+            spawn_http_connection(
+                stream,
+                router.clone().layer(Extension(ConnectionPeer(peer))),
+                shutdown.clone(),
+            );
         }
     })
 }

@@ -56,16 +56,25 @@ pub fn serve_metrics(
                 continue;
             };
             debug!(%peer, "metrics scrape connection");
-            let service = TowerToHyperService::new(router.clone());
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                let builder = auto::Builder::new(TokioExecutor::new());
-                let connection = builder.serve_connection(TokioIo::new(stream), service);
-                tokio::select! {
-                    _ = connection => {}
-                    () = shutdown.cancelled() => {}
-                }
-            });
+            spawn_http_connection(stream, router.clone(), shutdown.clone());
         }
     })
+}
+
+/// Serves one accepted connection (HTTP/1.1 or HTTP/2, whichever the
+/// client speaks) with `router` on a task of its own, until the client
+/// closes it or `shutdown` drops it.
+pub fn spawn_http_connection<S>(stream: S, router: Router, shutdown: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(router);
+    tokio::spawn(async move {
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        tokio::select! {
+            _ = connection => {}
+            () = shutdown.cancelled() => {}
+        }
+    });
 }
