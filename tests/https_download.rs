@@ -6,8 +6,6 @@
 mod common;
 
 use std::net::IpAddr;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use fedshield_coordinator::participants::ParticipantRegistry;
@@ -18,46 +16,11 @@ use fedshield_proto::tls::pki::CertificateAuthority;
 use fedshield_proto::tls::{https_server_config_pem, server_config_pem};
 use tokio_util::sync::CancellationToken;
 
-use common::{start_coordinator, test_spec};
-
-struct Fetched {
-    status: u16,
-    headers: String,
-    body: Vec<u8>,
-}
-
-/// Runs curl against `url` with `extra` arguments.
-fn curl(url: &str, work: &Path, extra: &[&str]) -> Fetched {
-    let body_path = work.join("body");
-    let headers_path = work.join("headers");
-    let _ = std::fs::remove_file(&body_path);
-    let output = Command::new("curl")
-        .args(["-s", "--max-time", "20", "--cacert"])
-        .arg(work.join("ca.pem"))
-        .arg("-o")
-        .arg(&body_path)
-        .arg("-D")
-        .arg(&headers_path)
-        .args(["-w", "%{http_code}"])
-        .args(extra)
-        .arg(url)
-        .output()
-        .expect("run curl");
-    Fetched {
-        status: String::from_utf8_lossy(&output.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0),
-        headers: std::fs::read_to_string(&headers_path)
-            .unwrap_or_default()
-            .to_ascii_lowercase(),
-        body: std::fs::read(&body_path).unwrap_or_default(),
-    }
-}
+use common::{curl, curl_installed, start_coordinator, test_spec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detectors_download_models_over_https_with_a_certificate_or_a_token() {
-    if Command::new("curl").arg("--version").output().is_err() {
+    if !curl_installed() {
         println!("skipped: curl is not installed");
         return;
     }

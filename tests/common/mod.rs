@@ -70,3 +70,51 @@ where
     }
     panic!("timed out after {timeout:?} waiting for {what}");
 }
+
+/// What [`curl`] fetched.
+pub struct Fetched {
+    /// HTTP status; 0 if curl got no response.
+    pub status: u16,
+    /// Response headers, lower-cased.
+    pub headers: String,
+    pub body: Vec<u8>,
+}
+
+/// Runs curl against `url`, trusting the test CA `ca.pem` in `work`, with
+/// `extra` arguments (headers, client certificates).
+pub fn curl(url: &str, work: &Path, extra: &[&str]) -> Fetched {
+    let body_path = work.join("curl-body");
+    let headers_path = work.join("curl-headers");
+    let _ = std::fs::remove_file(&body_path);
+    let _ = std::fs::remove_file(&headers_path);
+    let output = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "20", "--cacert"])
+        .arg(work.join("ca.pem"))
+        .arg("-o")
+        .arg(&body_path)
+        .arg("-D")
+        .arg(&headers_path)
+        .args(["-w", "%{http_code}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    Fetched {
+        status: String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0),
+        headers: std::fs::read_to_string(&headers_path)
+            .unwrap_or_default()
+            .to_ascii_lowercase(),
+        body: std::fs::read(&body_path).unwrap_or_default(),
+    }
+}
+
+/// Whether curl is installed.
+pub fn curl_installed() -> bool {
+    std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok()
+}
