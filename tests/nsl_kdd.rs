@@ -161,10 +161,11 @@ async fn federated_mlp_on_nsl_kdd_matches_the_centralized_baseline() {
     // Local shuffling is seeded from the OS, so runs differ slightly; the
     // bounds leave room for that (measured values are in docs/BENCHMARKS.md).
     let mean_solo_auc = solo.iter().map(|metrics| metrics.roc_auc).sum::<f64>() / solo.len() as f64;
-    // Measured at round 10: ROC-AUC 0.937–0.944, accuracy 0.1–0.8 points
-    // below centralized.
+    // Measured at round 10 over 31 runs: ROC-AUC 0.935–0.948, accuracy up
+    // to 0.9 points below centralized; one run dipped in its last round, to
+    // 0.9226 and 2.3 points below (docs/BENCHMARKS.md).
     assert!(
-        federated.roc_auc >= 0.925,
+        federated.roc_auc >= 0.92,
         "federated ROC-AUC {:.4}",
         federated.roc_auc
     );
