@@ -1,9 +1,10 @@
 //! Real data: NSL-KDD's KDDTrain+ split across five participants, non-IID by
-//! attack family, trained federated over real gRPC for ten rounds
-//! (FedAvgM, 2 local epochs) and evaluated on KDDTest+, against the centralized baseline and each
-//! participant training alone; and the same federation with record-level
-//! differential privacy at ε = 1 and ε = 3 per participant. Skips when the
-//! dataset is absent.
+//! attack family, trained federated over real gRPC for ten rounds (FedAvgM,
+//! 3 local epochs, an MLP over the attack families) and evaluated on
+//! KDDTest+, against the centralized baseline and each participant training
+//! alone; and a federation of the binary model (2 local epochs) with and
+//! without record-level differential privacy at ε = 1 and ε = 3 per
+//! participant. Skips when the dataset is absent.
 
 mod common;
 
@@ -57,6 +58,30 @@ fn load_nsl_kdd() -> Option<(Schema, Dataset, Dataset)> {
     Some((schema, train, test))
 }
 
+/// Returns the model every configuration here trains: an MLP 125→64→32→6
+/// over the schema's classes (benign, the four attack families of
+/// schemas/nsl-kdd.toml and "other attack"), scored by its log-odds of
+/// attack against benign. Learning the families rather than attack vs
+/// benign generalizes better to KDDTest+'s unseen attack types (ROC-AUC
+/// about 0.94 against 0.90–0.92, federated and centralized alike; see
+/// docs/BENCHMARKS.md).
+fn nsl_kdd_model(schema: &Schema) -> ModelSpec {
+    ModelSpec::mlp(
+        schema.num_features() as u32,
+        vec![64, 32],
+        schema.num_classes() as u32,
+    )
+}
+
+/// Returns the local training plan of every federation here: 3 local epochs
+/// of SGD per round, lr 0.1, batches of 64.
+fn nsl_kdd_plan() -> TrainingPlan {
+    TrainingPlan::new()
+        .with_local_epochs(3)
+        .with_batch_size(64)
+        .with_learning_rate(0.1)
+}
+
 /// Splits the training rows across participants, non-IID by attack family:
 /// each family lives mostly (80%) with one or two "home" participants, benign
 /// traffic is spread evenly.
@@ -96,11 +121,8 @@ async fn federated_mlp_on_nsl_kdd_matches_the_centralized_baseline() {
     let test = Arc::new(test);
     let shards = split_non_iid(&train, 42);
 
-    let spec = ModelSpec::mlp(schema.num_features() as u32, vec![64, 32], 2);
-    let plan = TrainingPlan::new()
-        .with_local_epochs(2)
-        .with_batch_size(64)
-        .with_learning_rate(0.1);
+    let spec = nsl_kdd_model(&schema);
+    let plan = nsl_kdd_plan();
 
     let federated = run_federation(&spec, &plan, &shards, &test, None)
         .await
@@ -139,13 +161,16 @@ async fn federated_mlp_on_nsl_kdd_matches_the_centralized_baseline() {
     // Local shuffling is seeded from the OS, so runs differ slightly; the
     // bounds leave room for that (measured values are in docs/BENCHMARKS.md).
     let mean_solo_auc = solo.iter().map(|metrics| metrics.roc_auc).sum::<f64>() / solo.len() as f64;
+    // Measured at round 10 over 31 runs: ROC-AUC 0.935–0.948, accuracy up
+    // to 0.9 points below centralized; one run dipped in its last round, to
+    // 0.9226 and 2.3 points below (docs/BENCHMARKS.md).
     assert!(
-        federated.roc_auc >= 0.88,
+        federated.roc_auc >= 0.92,
         "federated ROC-AUC {:.4}",
         federated.roc_auc
     );
     assert!(
-        federated.accuracy >= centralized.accuracy - 0.02,
+        federated.accuracy >= centralized.accuracy - 0.015,
         "federated accuracy {:.4} vs centralized {:.4}",
         federated.accuracy,
         centralized.accuracy
@@ -238,11 +263,13 @@ async fn federated_mlp_with_differential_privacy_stays_close_to_the_non_private_
     };
     let test = Arc::new(test);
     let shards = split_non_iid(&train, 42);
+    // The binary model and 2-epoch plan the DP numbers of docs/BENCHMARKS.md
+    // are for. The multi-class model of the test above gains nothing under
+    // DP-SGD (ROC-AUC 0.909 at ε = 3 against 0.942 without DP): whatever the
+    // model, per-example clipping holds DP-SGD near 0.91, so this test
+    // compares DP with the model and plan it stays close to.
     let spec = ModelSpec::mlp(schema.num_features() as u32, vec![64, 32], 2);
-    let plan = TrainingPlan::new()
-        .with_local_epochs(2)
-        .with_batch_size(64)
-        .with_learning_rate(0.1);
+    let plan = nsl_kdd_plan().with_local_epochs(2);
     let non_private = run_federation(&spec, &plan, &shards, &test, None)
         .await
         .metrics
