@@ -317,6 +317,7 @@ pub async fn participant(args: ParticipantArgs) -> Result<()> {
         feature_schema_sha256: Some(schema_sha256),
         privacy_budget: privacy_budget(&args.budget),
         tls: participant_tls(&args)?,
+        shuffle_seed: None,
     };
     let metrics_listener = bind_metrics_listener(args.metrics_listen).await?;
     let participant = Participant::new(config, data).context("failed to start participant")?;

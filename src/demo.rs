@@ -180,6 +180,7 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
                 &client_certificate.key_pem,
                 "localhost",
             )),
+            shuffle_seed: None,
         };
         let participant = Participant::new(config, data)?;
         participant_tasks.push(tokio::spawn(participant.run(shutdown.clone())));

@@ -35,6 +35,12 @@ pub struct ParticipantConfig {
     /// (fedshield_proto::tls::client_tls_config). Required for an
     /// `https://` coordinator URL; `None` only with `http://` (`--insecure`).
     pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// Seed of the local shuffling order of training without DP, mixed with
+    /// each round's id. `None` (the default, and the only choice the CLI
+    /// offers) draws it from the OS-seeded RNG, so the order cannot be
+    /// predicted from outside; tests set it for reproducible runs. DP noise
+    /// and sampling are always OS-seeded.
+    pub shuffle_seed: Option<u64>,
 }
 
 impl ParticipantConfig {
@@ -54,6 +60,7 @@ impl ParticipantConfig {
             feature_schema_sha256: None,
             privacy_budget: None,
             tls: None,
+            shuffle_seed: None,
         }
     }
 

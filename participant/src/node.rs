@@ -447,6 +447,7 @@ impl Participant {
             Workload::Train(_) => 0.0,
         };
         let progress = Progress::training(format!("round {round_id}"));
+        let shuffle_seed = self.config.shuffle_seed;
         let (outcome, delta) = tokio::task::spawn_blocking(move || -> Result<_> {
             let Some(data) = data else {
                 return Ok(benchmark_step(base.params, increment));
@@ -466,8 +467,12 @@ impl Participant {
                 }
                 None => {
                     // Shuffling seed from the OS-seeded thread RNG: local
-                    // training order is not predictable from outside.
-                    let seed: u64 = rand::rng().random();
+                    // training order is not predictable from outside
+                    // (unless a test fixed it).
+                    let seed: u64 = match shuffle_seed {
+                        Some(seed) => seed ^ round_id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                        None => rand::rng().random(),
+                    };
                     train_local_observed(&base, &data, &training_plan, seed, &observer)?
                 }
             };

@@ -180,6 +180,7 @@ pub async fn participant_node(args: BenchParticipantNodeArgs) -> Result<()> {
         feature_schema_sha256: None,
         privacy_budget: None,
         tls,
+        shuffle_seed: None,
     };
     let (events, mut received_events) = mpsc::unbounded_channel();
     let participant = Participant::benchmark(config, args.increment)?.with_events(events);
