@@ -1148,7 +1148,9 @@ impl Engine {
             let card = ModelCard {
                 version: version.0,
                 parent: Some(base.version.0),
-                sha256: weights.sha256(),
+                // Filled in by `store_new`, which hashes the weights while
+                // it writes them.
+                sha256: String::new(),
                 num_params: weights.params.len() as u64,
                 spec: weights.spec.clone(),
                 round_id: Some(round_id.0),
@@ -1171,10 +1173,7 @@ impl Engine {
         })
         .await;
         let built = match built {
-            Ok(Ok(model)) => match registry.store(&model).await {
-                Ok(()) => Ok(Ok(model)),
-                Err(error) => Ok(Err(error)),
-            },
+            Ok(Ok(model)) => Ok(registry.store_new(model).await),
             other => other,
         };
         let model = match built {
