@@ -272,6 +272,9 @@ struct EngineInner {
     privacy_delta: std::sync::OnceLock<f64>,
     /// Prometheus metrics of rounds, updates and downloads.
     metrics: CoordinatorMetrics,
+    /// Id of the last open round whose record was written; the lock also
+    /// orders the writes.
+    last_open_round_recorded: Mutex<u64>,
 }
 
 /// Handle to the round engine; cheap to clone.
@@ -410,6 +413,7 @@ impl Engine {
                 server_optimizer: Mutex::new(server_optimizer),
                 published,
                 metrics,
+                last_open_round_recorded: Mutex::new(0),
             }),
         }
     }
@@ -1002,12 +1006,25 @@ impl Engine {
             attempt,
             opened_at: now,
         };
-        if let Err(error) = self.inner.registry.record_open_round(&OpenRoundRecord {
+        let record = OpenRoundRecord {
             round_id: round_id.0,
             base_version: round.base.version.0,
             opened_unix_ms: unix_ms(SystemTime::now()),
-        }) {
-            warn!(round = %round_id, error = %error, "open round not recorded; a restart would open a new round instead");
+        };
+        // A restart numbers the first round on a version one past the round
+        // that published it (`Engine::new`), so the record of such a round
+        // repeats what the stored version already says: it is written after
+        // the announcements, in the background, instead of holding them back
+        // for its fsyncs. A retry's id cannot be derived that way, so its
+        // record is durable before anyone is told of the round.
+        let id_derivable_from_base = round
+            .base
+            .card
+            .round_id
+            .map_or(1, |published_by| published_by + 1)
+            == round_id.0;
+        if !id_derivable_from_base {
+            self.write_open_round_record(&record);
         }
         let announcement = round.announcement(&self.inner.plan);
         for participant in &round.selected {
@@ -1030,6 +1047,30 @@ impl Engine {
         );
         state.round = RoundState::Open(round);
         self.inner.metrics.round_opened();
+        if id_derivable_from_base {
+            let engine = self.clone();
+            tokio::task::spawn_blocking(move || engine.write_open_round_record(&record));
+        }
+    }
+
+    /// Writes the open round's record, unless the record of a later round
+    /// is already written (a background write may finish after the round it
+    /// describes closed and the next one opened).
+    fn write_open_round_record(&self, record: &OpenRoundRecord) {
+        let mut last_recorded = self
+            .inner
+            .last_open_round_recorded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *last_recorded > record.round_id {
+            return;
+        }
+        match self.inner.registry.record_open_round(record) {
+            Ok(()) => *last_recorded = record.round_id,
+            Err(error) => {
+                warn!(round = record.round_id, error = %error, "open round not recorded; a restart would open a new round instead")
+            }
+        }
     }
 
     /// Takes the open round out of the state machine and closes its
