@@ -259,8 +259,9 @@ struct EngineInner {
     /// Bounds updates being received at once (each buffers one model).
     upload_permits: Arc<Semaphore>,
     upload_permits_total: usize,
-    /// Recycled receive buffers, so that each update does not pay for a
-    /// fresh model-sized allocation (and its page faults).
+    /// Recycled model-sized buffers (received updates, the previous
+    /// version's parameters), so that neither an update nor a round's sum
+    /// pays for a fresh model-sized allocation (and its page faults).
     receive_buffers: Mutex<Vec<Vec<f32>>>,
     published: watch::Sender<Arc<PublishedModel>>,
     /// FedAvgM state (velocity); in memory only, so a restart resumes with
@@ -742,7 +743,9 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// Returns a receive buffer to the pool (at most one per concurrent upload).
+    /// Returns a model-sized buffer to the pool: at most one per concurrent
+    /// upload plus one for the next round's sum, the memory the coordinator
+    /// needs at once besides its current model.
     pub fn recycle_receive_buffer(&self, mut buffer: Vec<f32>) {
         buffer.clear();
         let mut pool = self
@@ -750,7 +753,7 @@ impl Engine {
             .receive_buffers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if pool.len() < self.inner.upload_permits_total {
+        if pool.len() < self.inner.upload_permits_total + 1 {
             pool.push(buffer);
         }
     }
@@ -989,10 +992,16 @@ impl Engine {
         state.next_round_id += 1;
         let deadline_unix_ms = unix_ms(SystemTime::now() + config.round_deadline);
         let base = state.current.clone();
+        let rule = &self.inner.config.aggregation;
+        let sum_buffer = if RobustAggregator::is_streaming(rule) {
+            self.take_receive_buffer()
+        } else {
+            Vec::new()
+        };
         let round = OpenRound {
             round_id,
             aggregate: Arc::new(Mutex::new(Some(
-                RobustAggregator::new(&self.inner.config.aggregation, base.weights.params.len())
+                RobustAggregator::with_buffer(rule, base.weights.params.len(), sum_buffer)
                     .expect("the aggregation rule was validated with the configuration"),
             ))),
             base,
@@ -1246,9 +1255,9 @@ impl Engine {
                 round.selected.len()
             ),
         };
-        {
+        let previous = {
             let mut state = self.lock_state();
-            state.current = model.clone();
+            let previous = std::mem::replace(&mut state.current, model.clone());
             state.num_rounds_completed += 1;
             push_history(&mut state.history, summary.clone());
             // Under the state lock, so that the metrics never lag the
@@ -1257,7 +1266,8 @@ impl Engine {
                 .metrics
                 .round_completed(duration, aggregation_duration);
             self.inner.metrics.set_model_version(model.version.0);
-        }
+            previous
+        };
         self.record_round(&summary);
         info!(
             round = %round_id,
@@ -1267,7 +1277,13 @@ impl Engine {
             sha256 = %model.card.sha256,
             "round completed, model published"
         );
-        self.inner.published.send_replace(model);
+        let replaced = self.inner.published.send_replace(model);
+        drop((replaced, round));
+        // The previous version's parameters, unless a download still holds
+        // them, become the memory of a later round's sum or received update.
+        if let Ok(previous) = Arc::try_unwrap(previous) {
+            self.recycle_receive_buffer(previous.weights.params);
+        }
     }
 
     /// Abandons the open round: nothing is published, the same base version
