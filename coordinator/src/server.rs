@@ -265,7 +265,6 @@ pub async fn start(
         .initial_stream_window_size(Some(RECEIVE_STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(RECEIVE_CONNECTION_WINDOW_BYTES))
         .tcp_nodelay(true)
-        .max_frame_size(Some(fedshield_proto::HTTP2_MAX_FRAME_BYTES))
         .add_service(federation);
     let server = match &config.tls {
         Some(tls) => {
