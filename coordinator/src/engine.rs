@@ -7,6 +7,10 @@
 //! - Each open round owns its aggregate behind a second mutex. Folding an
 //!   update (milliseconds for large models) holds only that mutex, on a
 //!   blocking thread. Lock order is always aggregate, then state.
+//! - Writes of the open-round record are ordered by a third mutex, taken
+//!   under the state lock (a retry's record, written before its
+//!   announcement) or alone (a first round's record, written on a blocking
+//!   thread after its announcement); it is never held while taking another.
 //! - One driver task ([`Engine::run`]) opens rounds, watches deadlines and
 //!   publishes; gRPC handlers only register participants and submit updates,
 //!   and wake the driver through a `Notify`.
