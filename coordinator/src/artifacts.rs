@@ -33,6 +33,9 @@ pub struct ArtifactStore {
     prefix: ObjectPath,
     /// The location as the operator gave it, for messages.
     location: String,
+    /// The directory of a local store, where objects are plain files that
+    /// can also be written in place (see [`ArtifactStore::local_path`]).
+    local_directory: Option<PathBuf>,
 }
 
 impl fmt::Debug for ArtifactStore {
@@ -69,6 +72,7 @@ impl ArtifactStore {
             store: Arc::new(store),
             prefix: ObjectPath::default(),
             location: directory.display().to_string(),
+            local_directory: Some(directory.to_path_buf()),
         })
     }
 
@@ -112,6 +116,7 @@ impl ArtifactStore {
                 store: Arc::new(InMemory::new()),
                 prefix: prefix_of(rest).map_err(invalid)?,
                 location: url.to_string(),
+                local_directory: None,
             }),
             "s3" | "s3a" => {
                 let (bucket, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -135,6 +140,7 @@ impl ArtifactStore {
                     store: Arc::new(store),
                     prefix: prefix_of(path).map_err(invalid)?,
                     location: url.to_string(),
+                    local_directory: None,
                 })
             }
             other => Err(invalid(format!(
@@ -146,6 +152,17 @@ impl ArtifactStore {
     /// Returns the location as configured.
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// Returns the file that holds `name` in a local store, `None` for other
+    /// stores. Writing it with [`fedshield_core::fsutil::write_atomic_with`]
+    /// (staged, fsynced, renamed, directory fsynced) is as durable and
+    /// atomic as [`ArtifactStore::put`], and lets a large object be streamed
+    /// to disk instead of built in memory first.
+    pub fn local_path(&self, name: &str) -> Option<PathBuf> {
+        self.local_directory
+            .as_ref()
+            .map(|directory| directory.join(name))
     }
 
     fn path(&self, name: &str) -> ObjectPath {

@@ -7,6 +7,10 @@
 //! - Each open round owns its aggregate behind a second mutex. Folding an
 //!   update (milliseconds for large models) holds only that mutex, on a
 //!   blocking thread. Lock order is always aggregate, then state.
+//! - Writes of the open-round record are ordered by a third mutex, taken
+//!   under the state lock (a retry's record, written before its
+//!   announcement) or alone (a first round's record, written on a blocking
+//!   thread after its announcement); it is never held while taking another.
 //! - One driver task ([`Engine::run`]) opens rounds, watches deadlines and
 //!   publishes; gRPC handlers only register participants and submit updates,
 //!   and wake the driver through a `Notify`.
@@ -283,8 +287,9 @@ struct EngineInner {
     /// Bounds updates being received at once (each buffers one model).
     upload_permits: Arc<Semaphore>,
     upload_permits_total: usize,
-    /// Recycled receive buffers, so that each update does not pay for a
-    /// fresh model-sized allocation (and its page faults).
+    /// Recycled model-sized buffers (received updates, the previous
+    /// version's parameters), so that neither an update nor a round's sum
+    /// pays for a fresh model-sized allocation (and its page faults).
     receive_buffers: Mutex<Vec<Vec<f32>>>,
     published: watch::Sender<Arc<PublishedModel>>,
     /// FedAvgM state (velocity); in memory only, so a restart resumes with
@@ -296,6 +301,9 @@ struct EngineInner {
     privacy_delta: std::sync::OnceLock<f64>,
     /// Prometheus metrics of rounds, updates and downloads.
     metrics: CoordinatorMetrics,
+    /// Id of the last open round whose record was written; the lock also
+    /// orders the writes.
+    last_open_round_recorded: Mutex<u64>,
 }
 
 /// Handle to the round engine; cheap to clone.
@@ -434,6 +442,7 @@ impl Engine {
                 server_optimizer: Mutex::new(server_optimizer),
                 published,
                 metrics,
+                last_open_round_recorded: Mutex::new(0),
             }),
         }
     }
@@ -762,7 +771,9 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// Returns a receive buffer to the pool (at most one per concurrent upload).
+    /// Returns a model-sized buffer to the pool: at most one per concurrent
+    /// upload plus one for the next round's sum, the memory the coordinator
+    /// needs at once besides its current model.
     pub fn recycle_receive_buffer(&self, mut buffer: Vec<f32>) {
         buffer.clear();
         let mut pool = self
@@ -770,7 +781,7 @@ impl Engine {
             .receive_buffers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if pool.len() < self.inner.upload_permits_total {
+        if pool.len() < self.inner.upload_permits_total + 1 {
             pool.push(buffer);
         }
     }
@@ -1017,10 +1028,16 @@ impl Engine {
             attempt,
         );
         let _entered = span.clone().entered();
+        let rule = &self.inner.config.aggregation;
+        let sum_buffer = if RobustAggregator::is_streaming(rule) {
+            self.take_receive_buffer()
+        } else {
+            Vec::new()
+        };
         let round = OpenRound {
             round_id,
             aggregate: Arc::new(Mutex::new(Some(
-                RobustAggregator::new(&self.inner.config.aggregation, base.weights.params.len())
+                RobustAggregator::with_buffer(rule, base.weights.params.len(), sum_buffer)
                     .expect("the aggregation rule was validated with the configuration"),
             ))),
             base,
@@ -1035,12 +1052,25 @@ impl Engine {
             opened_at: now,
             span,
         };
-        if let Err(error) = self.inner.registry.record_open_round(&OpenRoundRecord {
+        let record = OpenRoundRecord {
             round_id: round_id.0,
             base_version: round.base.version.0,
             opened_unix_ms: unix_ms(SystemTime::now()),
-        }) {
-            warn!(round = %round_id, error = %error, "open round not recorded; a restart would open a new round instead");
+        };
+        // A restart numbers the first round on a version one past the round
+        // that published it (`Engine::new`), so the record of such a round
+        // repeats what the stored version already says: it is written after
+        // the announcements, in the background, instead of holding them back
+        // for its fsyncs. A retry's id cannot be derived that way, so its
+        // record is durable before anyone is told of the round.
+        let id_derivable_from_base = round
+            .base
+            .card
+            .round_id
+            .map_or(1, |published_by| published_by + 1)
+            == round_id.0;
+        if !id_derivable_from_base {
+            self.write_open_round_record(&record);
         }
         let announcement = round.announcement(&self.inner.plan);
         for participant in &round.selected {
@@ -1063,6 +1093,33 @@ impl Engine {
         );
         state.round = RoundState::Open(round);
         self.inner.metrics.round_opened();
+        if id_derivable_from_base {
+            let engine = self.clone();
+            let span = Span::current();
+            tokio::task::spawn_blocking(move || {
+                span.in_scope(|| engine.write_open_round_record(&record));
+            });
+        }
+    }
+
+    /// Writes the open round's record, unless the record of a later round
+    /// is already written (a background write may finish after the round it
+    /// describes closed and the next one opened).
+    fn write_open_round_record(&self, record: &OpenRoundRecord) {
+        let mut last_recorded = self
+            .inner
+            .last_open_round_recorded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *last_recorded > record.round_id {
+            return;
+        }
+        match self.inner.registry.record_open_round(record) {
+            Ok(()) => *last_recorded = record.round_id,
+            Err(error) => {
+                warn!(round = record.round_id, error = %error, "open round not recorded; a restart would open a new round instead")
+            }
+        }
     }
 
     /// Takes the open round out of the state machine and closes its
@@ -1189,7 +1246,9 @@ impl Engine {
             let card = ModelCard {
                 version: version.0,
                 parent: Some(base.version.0),
-                sha256: weights.sha256(),
+                // Filled in by `store_new`, which hashes the weights while
+                // it writes them.
+                sha256: String::new(),
                 num_params: weights.params.len() as u64,
                 spec: weights.spec.clone(),
                 round_id: Some(round_id.0),
@@ -1212,10 +1271,7 @@ impl Engine {
         })
         .await;
         let built = match built {
-            Ok(Ok(model)) => match registry.store(&model).await {
-                Ok(()) => Ok(Ok(model)),
-                Err(error) => Ok(Err(error)),
-            },
+            Ok(Ok(model)) => Ok(registry.store_new(model).await),
             other => other,
         };
         let model = match built {
@@ -1250,9 +1306,9 @@ impl Engine {
                 round.selected.len()
             ),
         };
-        {
+        let previous = {
             let mut state = self.lock_state();
-            state.current = model.clone();
+            let previous = std::mem::replace(&mut state.current, model.clone());
             state.num_rounds_completed += 1;
             push_history(&mut state.history, summary.clone());
             // Under the state lock, so that the metrics never lag the
@@ -1261,7 +1317,8 @@ impl Engine {
                 .metrics
                 .round_completed(duration, aggregation_duration);
             self.inner.metrics.set_model_version(model.version.0);
-        }
+            previous
+        };
         self.record_round(&summary);
         info!(
             round = %round_id,
@@ -1271,7 +1328,13 @@ impl Engine {
             sha256 = %model.card.sha256,
             "round completed, model published"
         );
-        self.inner.published.send_replace(model);
+        let replaced = self.inner.published.send_replace(model);
+        drop((replaced, round));
+        // The previous version's parameters, unless a download still holds
+        // them, become the memory of a later round's sum or received update.
+        if let Ok(previous) = Arc::try_unwrap(previous) {
+            self.recycle_receive_buffer(previous.weights.params);
+        }
     }
 
     /// Abandons the open round: nothing is published, the same base version

@@ -177,6 +177,46 @@ impl ModelRegistry {
             .await
     }
 
+    /// Writes a new version whose card's sha256 is not filled in yet: sets
+    /// it to the sha256 of the weights, then writes the weights and the card
+    /// as [`Self::store`] does, and returns the model. In a local store the
+    /// weights are streamed to their file while a second thread hashes them
+    /// (no file image in memory, one pass over the parameters per core).
+    ///
+    /// # Errors
+    /// A store error if either object cannot be written.
+    pub async fn store_new(&self, model: PublishedModel) -> Result<PublishedModel> {
+        let (Some(weights_path), Some(card_path)) = (
+            self.artifacts.local_path(&weights_name(model.version)),
+            self.artifacts.local_path(&card_name(model.version)),
+        ) else {
+            let mut model = model;
+            model.card.sha256 = model.weights.sha256();
+            self.store(&model).await?;
+            return Ok(model);
+        };
+        tokio::task::spawn_blocking(move || -> Result<PublishedModel> {
+            let mut model = model;
+            let metadata =
+                HashMap::from([("fedshield.version".to_string(), model.version.0.to_string())]);
+            model.card.sha256 = model.weights.save_safetensors_hashed(
+                &weights_path,
+                metadata,
+                "fedshield.sha256",
+            )?;
+            let card_json =
+                serde_json::to_vec_pretty(&model.card).expect("a model card serializes to json");
+            fedshield_core::fsutil::write_atomic(&card_path, &card_json)?;
+            Ok(model)
+        })
+        .await
+        .map_err(|error| {
+            CoordinatorError::Store(fedshield_core::CoreError::Training(format!(
+                "storing task failed: {error}"
+            )))
+        })?
+    }
+
     /// Returns the highest version with a card, if any.
     ///
     /// # Errors

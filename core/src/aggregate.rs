@@ -24,6 +24,20 @@ impl FedAvg {
         }
     }
 
+    /// Returns an empty aggregate for models of `num_params` parameters
+    /// whose sum lives in `buffer`'s memory (its contents are dropped): a
+    /// recycled buffer spares a fresh model-sized allocation and its page
+    /// faults.
+    pub fn with_buffer(mut buffer: Vec<f32>, num_params: usize) -> Self {
+        buffer.clear();
+        buffer.resize(num_params, 0.0);
+        FedAvg {
+            weighted_sum: buffer,
+            total_weight: 0.0,
+            num_updates: 0,
+        }
+    }
+
     /// Returns the number of updates folded in so far.
     pub fn num_updates(&self) -> usize {
         self.num_updates

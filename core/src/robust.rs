@@ -375,9 +375,31 @@ impl RobustAggregator {
     /// # Errors
     /// [`CoreError::InvalidAggregation`] if the rule's parameters are invalid.
     pub fn new(rule: &AggregationRule, num_params: usize) -> Result<Self> {
+        Self::with_buffer(rule, num_params, Vec::new())
+    }
+
+    /// Returns whether the rule folds updates into one running sum (and so
+    /// uses the buffer given to [`Self::with_buffer`]).
+    pub fn is_streaming(rule: &AggregationRule) -> bool {
+        matches!(
+            rule,
+            AggregationRule::FedAvg | AggregationRule::NormBounded { .. }
+        )
+    }
+
+    /// As [`Self::new`]; a streaming rule keeps its running sum in `buffer`'s
+    /// memory (its contents are dropped), a buffering rule drops it.
+    ///
+    /// # Errors
+    /// [`CoreError::InvalidAggregation`] if the rule's parameters are invalid.
+    pub fn with_buffer(
+        rule: &AggregationRule,
+        num_params: usize,
+        buffer: Vec<f32>,
+    ) -> Result<Self> {
         rule.validate()?;
         let streaming = |max_norm| State::Streaming {
-            sum: FedAvg::new(num_params),
+            sum: FedAvg::with_buffer(buffer, num_params),
             max_norm,
             num_clipped: 0,
         };

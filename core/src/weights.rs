@@ -6,12 +6,12 @@ use std::path::Path;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, Metadata, SafeTensors, TensorInfo, TensorView};
 use sha2::{Digest, Sha256};
 
 use crate::codec;
 use crate::error::{CoreError, Result};
-use crate::fsutil::write_atomic_with;
+use crate::fsutil::{UNCACHED_ALIGN_BYTES, UncachedFile, write_atomic_with};
 use crate::model::ModelSpec;
 
 /// safetensors metadata key holding the model spec as JSON.
@@ -138,6 +138,100 @@ impl ModelWeights {
         })
     }
 
+    /// Writes the model as a safetensors file, atomically, as
+    /// [`Self::save_safetensors`] does, and returns the sha256 of the
+    /// parameters (as [`Self::sha256`]), which the file's metadata also holds
+    /// under `sha256_key`.
+    ///
+    /// The sha256 is computed on a second thread while this one writes the
+    /// parameters (bypassing the page cache where it can, see
+    /// [`UncachedFile`]), so that a large model costs one pass over its
+    /// memory on each of two cores instead of two passes one after the
+    /// other. The header holds the sha256: the first blocks of the file are
+    /// written last, once it is known, before the file is fsynced and
+    /// renamed into place.
+    ///
+    /// # Errors
+    /// [`CoreError::InvalidSpec`] if the tensors cannot be laid out,
+    /// [`CoreError::Io`] if the file cannot be written.
+    pub fn save_safetensors_hashed(
+        &self,
+        path: &Path,
+        extra_metadata: HashMap<String, String>,
+        sha256_key: &str,
+    ) -> Result<String> {
+        let layout = self.safetensors_layout()?;
+        let mut metadata = extra_metadata;
+        metadata.insert(
+            SPEC_METADATA_KEY.to_string(),
+            serde_json::to_string(&self.spec).expect("a model spec serializes to json"),
+        );
+        // A sha256 in hex is 64 characters that JSON does not escape, so the
+        // real header has the placeholder's length.
+        metadata.insert(sha256_key.to_string(), "0".repeat(64));
+        let placeholder_header = safetensors_header(&layout, metadata.clone())?;
+        let bytes = codec::params_as_le_bytes(&self.params);
+        let total_len = placeholder_header.len() + bytes.len();
+        // The header and the start of the parameters, rewritten once the
+        // sha256 is known: whole blocks, for writes that bypass the cache.
+        let head_len = placeholder_header
+            .len()
+            .next_multiple_of(UNCACHED_ALIGN_BYTES)
+            .min(total_len);
+        let mut sha256 = None;
+        write_atomic_with(path, |temp_path| {
+            let mut file = UncachedFile::create(temp_path)?;
+            let mut pieces: Vec<&[u8]> = std::iter::once(&placeholder_header[..])
+                .chain(
+                    layout
+                        .iter()
+                        .map(|(_, _, byte_range)| &bytes[byte_range.clone()]),
+                )
+                .collect();
+            let params_sha256 = std::thread::scope(|scope| {
+                let hasher = scope.spawn(|| params_sha256(&self.params));
+                let written = file.write_range(&pieces, head_len..total_len);
+                let params_sha256 = hasher.join().expect("hashing parameters does not panic");
+                written.map(|()| params_sha256)
+            })?;
+            metadata.insert(sha256_key.to_string(), params_sha256.clone());
+            let header = safetensors_header(&layout, metadata).map_err(std::io::Error::other)?;
+            if header.len() != placeholder_header.len() {
+                return Err(std::io::Error::other(
+                    "the safetensors header changed length with the sha256",
+                ));
+            }
+            pieces[0] = &header;
+            file.write_range(&pieces, 0..head_len)?;
+            file.finish(total_len)?;
+            sha256 = Some(params_sha256);
+            Ok(())
+        })?;
+        Ok(sha256.expect("a successful write computed the sha256"))
+    }
+
+    /// Returns the tensors as the safetensors file lays them out (sorted by
+    /// name, as the `safetensors` crate does): name, shape and the range of
+    /// the parameters' little-endian bytes each one holds.
+    fn safetensors_layout(&self) -> Result<SafetensorsLayout> {
+        let mut in_spec_order = Vec::new();
+        let mut offset = 0;
+        for tensor in self.spec.tensor_specs() {
+            let num_bytes = tensor.num_values() * 4;
+            in_spec_order.push((tensor.name, tensor.shape, offset..offset + num_bytes));
+            offset += num_bytes;
+        }
+        if offset != self.params.len() * 4 {
+            return Err(CoreError::InvalidSpec(format!(
+                "the tensors hold {} parameters, the model has {}",
+                offset / 4,
+                self.params.len()
+            )));
+        }
+        in_spec_order.sort_by(|(left, _, _), (right, _, _)| left.cmp(right));
+        Ok(in_spec_order)
+    }
+
     /// Reads a model from a safetensors file written by [`Self::save_safetensors`].
     ///
     /// # Errors
@@ -215,6 +309,39 @@ impl ParamsSha256 {
     }
 }
 
+/// Tensors in file order: name, shape, range of the parameters' bytes.
+type SafetensorsLayout = Vec<(String, Vec<usize>, std::ops::Range<usize>)>;
+
+/// Returns the start of a safetensors file for `layout`: the header's length
+/// (u64, little-endian) and the JSON header, padded with spaces to a multiple
+/// of 8 bytes, exactly as the `safetensors` crate writes them.
+fn safetensors_header(
+    layout: &SafetensorsLayout,
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let mut data_offset = 0;
+    let tensors = layout
+        .iter()
+        .map(|(name, shape, byte_range)| {
+            let info = TensorInfo {
+                dtype: Dtype::F32,
+                shape: shape.clone(),
+                data_offsets: (data_offset, data_offset + byte_range.len()),
+            };
+            data_offset += byte_range.len();
+            (name.clone(), info)
+        })
+        .collect();
+    let header = Metadata::new(Some(metadata), tensors)
+        .map_err(|error| CoreError::InvalidSpec(format!("safetensors layout: {error}")))?;
+    let mut json = serde_json::to_vec(&header).expect("a safetensors header serializes to json");
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut bytes = Vec::with_capacity(8 + json.len());
+    bytes.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&json);
+    Ok(bytes)
+}
+
 /// Returns the sha256 (lowercase hex) of parameters' little-endian float32 bytes.
 pub fn params_sha256(params: &[f32]) -> String {
     let mut hasher = Sha256::new();
@@ -257,6 +384,42 @@ mod tests {
         weights.save_safetensors(&path, HashMap::new()).unwrap();
         assert_eq!(ModelWeights::load_safetensors(&path).unwrap(), weights);
         assert!(ModelSpec::benchmark_flat(0).validate().is_err());
+    }
+
+    #[test]
+    fn hashed_save_writes_the_same_model_and_returns_its_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        for spec in [
+            ModelSpec::mlp(6, vec![5, 4], 3),
+            ModelSpec::benchmark_flat(1000),
+        ] {
+            let weights = ModelWeights::init(spec, 11).unwrap();
+            let path = dir.path().join("model.safetensors");
+            let extra = HashMap::from([("fedshield.version".to_string(), "7".to_string())]);
+            let sha256 = weights
+                .save_safetensors_hashed(&path, extra.clone(), "fedshield.sha256")
+                .unwrap();
+            assert_eq!(sha256, weights.sha256());
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(ModelWeights::from_safetensors(&bytes).unwrap(), weights);
+            // The same file as the safetensors crate writes, up to the
+            // order of the metadata entries.
+            let mut metadata = extra;
+            metadata.insert("fedshield.sha256".to_string(), sha256.clone());
+            let image = weights.to_safetensors(metadata.clone()).unwrap();
+            assert_eq!(bytes.len(), image.len());
+            assert_eq!(
+                bytes[bytes.len() - weights.params.len() * 4..],
+                image[image.len() - weights.params.len() * 4..]
+            );
+            let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+            let mut expected = metadata;
+            expected.insert(
+                SPEC_METADATA_KEY.to_string(),
+                serde_json::to_string(&weights.spec).unwrap(),
+            );
+            assert_eq!(header.metadata().as_ref(), Some(&expected));
+        }
     }
 
     #[test]

@@ -238,6 +238,7 @@ impl Participant {
         let endpoint = endpoint
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
+            .max_frame_size(Some(fedshield_proto::HTTP2_MAX_FRAME_BYTES))
             .http2_keep_alive_interval(Duration::from_secs(30))
             .initial_stream_window_size(Some(8 * 1024 * 1024))
             .initial_connection_window_size(Some(32 * 1024 * 1024));

@@ -122,23 +122,41 @@ pub async fn time_exchange(
                     // Finish the handshake before the clock starts.
                     stream.flush().await?;
                     ready.wait().await;
-                    exchange(stream, bytes_each_way).await
+                    timed_exchange(stream, bytes_each_way).await
                 }
                 None => {
                     ready.wait().await;
-                    exchange(stream, bytes_each_way).await
+                    timed_exchange(stream, bytes_each_way).await
                 }
             }
         }));
     }
     ready.wait().await;
-    let started = Instant::now();
+    // Each client notes when it started and finished: this task may be
+    // scheduled long after the barrier let the clients go (on a busy
+    // machine, after they finished), so its own clock would start late.
+    let mut first_started: Option<Instant> = None;
+    let mut last_finished: Option<Instant> = None;
     for client in clients {
-        client.await??;
+        let (started, finished) = client.await??;
+        first_started = Some(first_started.map_or(started, |first| first.min(started)));
+        last_finished = Some(last_finished.map_or(finished, |last| last.max(finished)));
     }
-    let elapsed = started.elapsed();
     server.await??;
-    Ok(elapsed)
+    Ok(match (first_started, last_finished) {
+        (Some(started), Some(finished)) => finished.duration_since(started),
+        _ => Duration::ZERO,
+    })
+}
+
+/// [`exchange`], returning when it started and when it finished.
+async fn timed_exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    bytes_each_way: u64,
+) -> Result<(Instant, Instant)> {
+    let started = Instant::now();
+    exchange(stream, bytes_each_way).await?;
+    Ok((started, Instant::now()))
 }
 
 /// The server's side: wait for the go byte, send, receive, acknowledge.
