@@ -26,7 +26,9 @@ use fedshield_core::{ModelSpec, ModelVersion, TrainingPlan};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use common::{start_coordinator, start_participant, test_spec};
+use common::{
+    coordinator_tls, localhost_certificate, start_coordinator, start_participant, test_spec,
+};
 
 fn fedshield(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fedshield"))
@@ -789,31 +791,20 @@ async fn a_local_model_is_switched_for_a_newer_verified_version_stored_next_to_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_detector_with_a_registered_certificate_scores_with_a_pinned_version_over_mutual_tls() {
-    use fedshield_coordinator::CoordinatorTls;
     use fedshield_coordinator::participants::ParticipantRegistry;
     use fedshield_proto::tls::pki::CertificateAuthority;
-    use fedshield_proto::tls::server_config_pem;
 
     let work = tempfile::tempdir().unwrap();
     let authority = CertificateAuthority::generate("test CA").unwrap();
-    let server = authority
-        .issue_server(
-            &["localhost".to_string()],
-            &[std::net::IpAddr::from([127, 0, 0, 1])],
-            1,
-        )
-        .unwrap();
+    let server = localhost_certificate(&authority);
     let registry_path = work.path().join("participants.toml");
     std::fs::write(&registry_path, "[[participant]]\nid = \"soc-detector\"\n").unwrap();
     let mut config = CoordinatorConfig::for_test(work.path().join("coordinator"), test_spec());
-    config.tls = Some(CoordinatorTls {
-        server_config: server_config_pem(&server.cert_pem, &server.key_pem, authority.cert_pem())
-            .unwrap(),
-        registry: ParticipantRegistry::load(&registry_path).unwrap(),
-        registry_path: None,
-        handshake_timeout: Duration::from_secs(5),
-        max_concurrent_handshakes: 16,
-    });
+    config.tls = Some(coordinator_tls(
+        &authority,
+        &server,
+        ParticipantRegistry::load(&registry_path).unwrap(),
+    ));
     let shutdown = CancellationToken::new();
     let coordinator = start_coordinator(config, shutdown.clone()).await;
 

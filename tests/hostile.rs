@@ -41,7 +41,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use common::{start_coordinator, start_participant, test_spec, wait_until};
+use common::{
+    parse_exposition, start_coordinator, start_participant, test_spec, value, wait_until,
+};
 use schema_ingest::{SchemaInput, check_schema_ingest};
 use update_decoder::{MAX_FUZZ_PARAMS, UpdateStream, check_update_decoder};
 
@@ -560,15 +562,9 @@ async fn malformed_and_oversized_updates_are_refused_and_the_round_publishes_the
     federation.stop().await;
 }
 
-/// Returns the value of `series` in the coordinator's Prometheus text.
+/// Returns the value of `series` in the coordinator's metrics.
 fn metric(engine: &Engine, series: &str) -> f64 {
-    let text = engine.metrics().render();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {series} in the metrics"))
-        .trim()
-        .parse()
-        .unwrap()
+    value(&parse_exposition(&engine.metrics().render()), series)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,18 +5,17 @@
 
 mod common;
 
-use std::net::IpAddr;
-use std::time::Duration;
-
+use fedshield_coordinator::CoordinatorConfig;
 use fedshield_coordinator::participants::ParticipantRegistry;
-use fedshield_coordinator::{CoordinatorConfig, CoordinatorTls, HttpsSettings};
 use fedshield_core::weights::ModelWeights;
 use fedshield_core::{ModelVersion, ParticipantId};
 use fedshield_proto::tls::pki::CertificateAuthority;
-use fedshield_proto::tls::{https_server_config_pem, server_config_pem};
 use tokio_util::sync::CancellationToken;
 
-use common::{curl, curl_installed, start_coordinator, test_spec};
+use common::{
+    coordinator_tls, curl, curl_installed, https_settings, localhost_certificate,
+    start_coordinator, test_spec,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detectors_download_models_over_https_with_a_certificate_or_a_token() {
@@ -26,13 +25,7 @@ async fn detectors_download_models_over_https_with_a_certificate_or_a_token() {
     }
     let work = tempfile::tempdir().unwrap();
     let authority = CertificateAuthority::generate("test CA").unwrap();
-    let server = authority
-        .issue_server(
-            &["localhost".to_string()],
-            &[IpAddr::from([127, 0, 0, 1])],
-            1,
-        )
-        .unwrap();
+    let server = localhost_certificate(&authority);
     let alice = authority.issue_client("alice", 1).unwrap();
     let mallory = authority.issue_client("mallory", 1).unwrap();
     std::fs::write(work.path().join("ca.pem"), authority.cert_pem()).unwrap();
@@ -57,24 +50,12 @@ async fn detectors_download_models_over_https_with_a_certificate_or_a_token() {
     );
 
     let mut config = CoordinatorConfig::for_test(work.path().join("coordinator"), test_spec());
-    config.tls = Some(CoordinatorTls {
-        server_config: server_config_pem(&server.cert_pem, &server.key_pem, authority.cert_pem())
-            .unwrap(),
-        registry: ParticipantRegistry::allowing([ParticipantId::new("alice").unwrap()]),
-        registry_path: None,
-        handshake_timeout: Duration::from_secs(5),
-        max_concurrent_handshakes: 16,
-    });
-    config.https = Some(HttpsSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        server_config: https_server_config_pem(
-            &server.cert_pem,
-            &server.key_pem,
-            authority.cert_pem(),
-        )
-        .unwrap(),
-        tokens_path,
-    });
+    config.tls = Some(coordinator_tls(
+        &authority,
+        &server,
+        ParticipantRegistry::allowing([ParticipantId::new("alice").unwrap()]),
+    ));
+    config.https = Some(https_settings(&authority, &server, tokens_path));
     let shutdown = CancellationToken::new();
     let coordinator = start_coordinator(config, shutdown.clone()).await;
     let base = format!("https://{}", coordinator.https_addr().unwrap());

@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -14,14 +14,14 @@ use std::time::Duration;
 
 use fedshield_coordinator::participants::ParticipantRegistry;
 use fedshield_coordinator::status::StatusReport;
-use fedshield_coordinator::{CoordinatorConfig, CoordinatorHandle, CoordinatorTls, HttpsSettings};
+use fedshield_coordinator::{CoordinatorConfig, CoordinatorHandle};
 use fedshield_core::privacy::PrivacyTarget;
 use fedshield_core::telemetry::{OrgProfile, held_out_dataset, synthetic_dataset};
 use fedshield_core::{ModelVersion, ParticipantId, TrainingPlan};
 use fedshield_participant::{Participant, ParticipantConfig, ParticipantMetrics, PrivacyBudget};
 use fedshield_proto::metrics_http::serve_metrics;
+use fedshield_proto::tls::client_tls_config;
 use fedshield_proto::tls::pki::CertificateAuthority;
-use fedshield_proto::tls::{client_tls_config, https_server_config_pem, server_config_pem};
 use fedshield_proto::v1::federation_client::FederationClient;
 use fedshield_proto::v1::{UpdateChunk, UpdateHeader, update_chunk};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,7 +29,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use common::{curl, curl_installed, start_coordinator, test_spec, wait_until};
+use common::{
+    coordinator_tls, curl, curl_installed, free_port, https_settings, localhost_certificate,
+    parse_exposition, send_sigterm, start_coordinator, test_spec, value, wait_until,
+};
 
 const DELTA: f64 = 1e-5;
 const BUDGET_EPSILON: f64 = 8.0;
@@ -52,13 +55,7 @@ impl Federation {
     async fn start() -> Federation {
         let work = tempfile::tempdir().unwrap();
         let authority = CertificateAuthority::generate("test CA").unwrap();
-        let server = authority
-            .issue_server(
-                &["localhost".to_string()],
-                &[IpAddr::from([127, 0, 0, 1])],
-                1,
-            )
-            .unwrap();
+        let server = localhost_certificate(&authority);
         std::fs::write(work.path().join("ca.pem"), authority.cert_pem()).unwrap();
         let tokens_path = work.path().join("api-tokens.toml");
         let token = fedshield_coordinator::http::issue_token(&tokens_path, "dashboard").unwrap();
@@ -75,30 +72,14 @@ impl Federation {
             org_level: None,
         });
         config.evaluation = Some(Arc::new(held_out_dataset(600, 5)));
-        config.tls = Some(CoordinatorTls {
-            server_config: server_config_pem(
-                &server.cert_pem,
-                &server.key_pem,
-                authority.cert_pem(),
-            )
-            .unwrap(),
-            registry: ParticipantRegistry::allowing(
+        config.tls = Some(coordinator_tls(
+            &authority,
+            &server,
+            ParticipantRegistry::allowing(
                 PARTICIPANTS.map(|name| ParticipantId::new(name).unwrap()),
             ),
-            registry_path: None,
-            handshake_timeout: Duration::from_secs(5),
-            max_concurrent_handshakes: 16,
-        });
-        config.https = Some(HttpsSettings {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            server_config: https_server_config_pem(
-                &server.cert_pem,
-                &server.key_pem,
-                authority.cert_pem(),
-            )
-            .unwrap(),
-            tokens_path,
-        });
+        ));
+        config.https = Some(https_settings(&authority, &server, tokens_path));
         let shutdown = CancellationToken::new();
         let coordinator = start_coordinator(config, shutdown.clone()).await;
         Federation {
@@ -214,109 +195,6 @@ async fn scrape(address: SocketAddr) -> BTreeMap<String, f64> {
         "{headers}"
     );
     parse_exposition(&body)
-}
-
-fn is_metric_name(name: &str) -> bool {
-    let mut characters = name.chars();
-    characters
-        .next()
-        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_' || first == ':')
-        && characters.all(|character| character.is_ascii_alphanumeric() || "_:".contains(character))
-}
-
-fn parse_value(text: &str) -> Option<f64> {
-    match text {
-        "+Inf" => Some(f64::INFINITY),
-        "-Inf" => Some(f64::NEG_INFINITY),
-        "NaN" => Some(f64::NAN),
-        _ => text.parse().ok(),
-    }
-}
-
-/// Parses the Prometheus / OpenMetrics text exposition format strictly
-/// enough to catch malformed output: every line is a `# HELP`, `# TYPE`,
-/// `# UNIT` or the final `# EOF`, or a sample `name{label="value",...}
-/// number` whose name was declared by a `# TYPE` line. Returns each series
-/// (name with labels) and its value.
-fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
-    assert!(text.ends_with("# EOF\n"), "exposition must end with # EOF");
-    let mut declared: BTreeMap<String, String> = BTreeMap::new();
-    let mut samples = BTreeMap::new();
-    for line in text.lines() {
-        if line == "# EOF" {
-            continue;
-        }
-        if let Some(comment) = line.strip_prefix("# ") {
-            let mut parts = comment.splitn(3, ' ');
-            let keyword = parts.next().unwrap();
-            let name = parts.next().unwrap_or_default();
-            let rest = parts.next().unwrap_or_default();
-            assert!(is_metric_name(name), "bad metric name in {line:?}");
-            match keyword {
-                "HELP" | "UNIT" => {}
-                "TYPE" => {
-                    assert!(
-                        [
-                            "counter",
-                            "gauge",
-                            "histogram",
-                            "summary",
-                            "info",
-                            "stateset",
-                            "unknown"
-                        ]
-                        .contains(&rest),
-                        "bad type in {line:?}"
-                    );
-                    declared.insert(name.to_string(), rest.to_string());
-                }
-                _ => panic!("unknown comment {line:?}"),
-            }
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').expect("sample has a value");
-        let value = parse_value(value).unwrap_or_else(|| panic!("bad value in {line:?}"));
-        let name = match series.split_once('{') {
-            Some((name, labels)) => {
-                let labels = labels.strip_suffix('}').expect("labels end with }");
-                for label in labels.split(',') {
-                    let (label_name, label_value) = label.split_once('=').unwrap();
-                    assert!(is_metric_name(label_name), "bad label in {line:?}");
-                    assert!(
-                        label_value.len() >= 2
-                            && label_value.starts_with('"')
-                            && label_value.ends_with('"'),
-                        "bad label value in {line:?}"
-                    );
-                }
-                name
-            }
-            None => series,
-        };
-        assert!(is_metric_name(name), "bad sample name in {line:?}");
-        let family = ["_total", "_bucket", "_count", "_sum", "_created"]
-            .iter()
-            .find_map(|suffix| {
-                name.strip_suffix(suffix)
-                    .filter(|family| declared.contains_key(*family))
-            })
-            .unwrap_or(name);
-        assert!(
-            declared.contains_key(family),
-            "sample {name} has no # TYPE line"
-        );
-        assert!(
-            samples.insert(series.to_string(), value).is_none(),
-            "duplicate series {series}"
-        );
-    }
-    samples
-}
-
-fn value(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
-    *samples
-        .get(series)
-        .unwrap_or_else(|| panic!("no series {series} in {:?}", samples.keys()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,24 +430,27 @@ fn chromium() -> Option<PathBuf> {
         .find(|path| path.exists())
 }
 
+/// Flags of every headless Chromium the tests start: no sandbox, GPU or
+/// background traffic, and the test CA's certificate accepted.
+const HEADLESS_CHROMIUM_FLAGS: [&str; 10] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--ignore-certificate-errors",
+];
+
 /// Runs headless Chromium on `url` with a fresh profile and `extra` flags;
 /// returns its stdout.
 fn run_chromium(binary: &Path, url: &str, profile: &Path, extra: &[String]) -> String {
     let output = Command::new(binary)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--ignore-certificate-errors",
-            "--virtual-time-budget=8000",
-            "--window-size=1280,1600",
-        ])
+        .args(HEADLESS_CHROMIUM_FLAGS)
+        .args(["--virtual-time-budget=8000", "--window-size=1280,1600"])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(extra)
         .arg(url)
@@ -811,11 +692,7 @@ fn events<'a>(
 #[test]
 fn json_logs_put_each_event_in_its_round_and_participant_call_spans() {
     let work = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let fedshield = |log: &str| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_fedshield"));
         command
@@ -865,9 +742,7 @@ fn json_logs_put_each_event_in_its_round_and_participant_call_spans() {
         std::thread::sleep(Duration::from_millis(100));
     }
     for child in participants.iter_mut().chain([&mut coordinator]) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        send_sigterm(child);
         child.wait().unwrap();
     }
 
@@ -937,27 +812,15 @@ struct LiveBrowser {
 
 impl LiveBrowser {
     fn open(binary: &Path, url: &str, profile: &Path) -> LiveBrowser {
-        let child = Command::new(binary)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
-                "--ignore-certificate-errors",
-                "--remote-debugging-port=0",
-            ])
+        let mut child = Command::new(binary)
+            .args(HEADLESS_CHROMIUM_FLAGS)
+            .arg("--remote-debugging-port=0")
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg(url)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromium");
-        let mut browser_child = Some(child);
         // Chromium writes the port it picked into its profile.
         let port_file = profile.join("DevToolsActivePort");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -971,7 +834,6 @@ impl LiveBrowser {
                 break page;
             }
             if std::time::Instant::now() > deadline {
-                let mut child = browser_child.take().unwrap();
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!("chromium's DevTools endpoint did not come up");
@@ -980,7 +842,7 @@ impl LiveBrowser {
         };
         let (socket, _) = tungstenite::connect(page.as_str()).expect("connect to the page");
         LiveBrowser {
-            child: browser_child.take().unwrap(),
+            child,
             socket,
             next_id: 1,
         }

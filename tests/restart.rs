@@ -4,6 +4,8 @@
 //! under its id and completes, and the participant processes (never
 //! restarted by hand) reconnect by themselves and carry on.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,6 +13,8 @@ use std::time::{Duration, Instant};
 use fedshield_coordinator::artifacts::ArtifactStore;
 use fedshield_coordinator::registry::{ModelRegistry, weights_name};
 use fedshield_core::ModelVersion;
+
+use common::{free_port, send_sigterm};
 
 const NUM_ROUNDS: u64 = 4;
 
@@ -102,11 +106,7 @@ fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) 
 fn a_coordinator_killed_mid_round_resumes_and_loses_no_published_version() {
     let work = tempfile::tempdir().unwrap();
     let data_dir = work.path().join("coordinator");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut coordinator = start_coordinator(port, &data_dir);
     let mut participants = vec![
         start_participant(port, "org-a", 0, work.path()),
@@ -287,11 +287,7 @@ impl Drop for S3Server {
 fn start_s3_server() -> Option<S3Server> {
     let program =
         std::env::var("FEDSHIELD_MOTO_SERVER").unwrap_or_else(|_| "moto_server".to_string());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let child = match Command::new(&program)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
@@ -362,11 +358,7 @@ fn model_versions_in_s3_compatible_storage_survive_a_coordinator_kill() {
         ArtifactStore::from_url_with(&url, &options).unwrap(),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let args = ["--artifact-store", url.as_str()];
     let mut coordinator = start_coordinator_with(port, &data_dir, &args, &env);
     let mut participants = vec![
@@ -424,14 +416,6 @@ fn model_versions_in_s3_compatible_storage_survive_a_coordinator_kill() {
     assert!(error.contains("not a valid model file"), "{error}");
 }
 
-fn send_sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill sends SIGTERM");
-    assert!(status.success());
-}
-
 /// Waits for `child` to exit by itself and returns whether it exited 0.
 fn exits_cleanly_within(child: &mut Child, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
@@ -450,11 +434,7 @@ fn exits_cleanly_within(child: &mut Child, timeout: Duration) -> bool {
 fn sigterm_stops_participants_and_the_coordinator_cleanly_and_keeps_their_state() {
     let work = tempfile::tempdir().unwrap();
     let data_dir = work.path().join("coordinator");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut coordinator = start_coordinator(port, &data_dir);
     let mut participants = vec![
         start_participant(port, "org-a", 0, work.path()),

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -15,15 +14,15 @@ use fedshield_coordinator::{CoordinatorConfig, CoordinatorHandle, CoordinatorTls
 use fedshield_core::telemetry::{OrgProfile, synthetic_dataset};
 use fedshield_core::{ModelVersion, ParticipantId};
 use fedshield_participant::{Participant, ParticipantConfig};
+use fedshield_proto::tls::client_tls_config;
 use fedshield_proto::tls::pki::{CertificateAuthority, IssuedCertificate};
-use fedshield_proto::tls::{client_tls_config, server_config_pem};
 use fedshield_proto::v1 as pb;
 use fedshield_proto::v1::federation_client::FederationClient;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use common::{start_coordinator, test_spec, wait_until};
+use common::{coordinator_tls, localhost_certificate, start_coordinator, test_spec, wait_until};
 
 struct Federation {
     authority: CertificateAuthority,
@@ -49,28 +48,18 @@ impl Federation {
     async fn start() -> Federation {
         let work = tempfile::tempdir().unwrap();
         let authority = CertificateAuthority::generate("test participant CA").unwrap();
-        let server = authority
-            .issue_server(
-                &["localhost".to_string()],
-                &[IpAddr::from([127, 0, 0, 1])],
-                1,
-            )
-            .unwrap();
+        let server = localhost_certificate(&authority);
         let registry_path = work.path().join("participants.toml");
         std::fs::write(&registry_path, REGISTRY).unwrap();
         let mut config = CoordinatorConfig::for_test(work.path().join("coordinator"), test_spec());
         config.round.max_rounds = Some(1);
         config.tls = Some(CoordinatorTls {
-            server_config: server_config_pem(
-                &server.cert_pem,
-                &server.key_pem,
-                authority.cert_pem(),
-            )
-            .unwrap(),
-            registry: ParticipantRegistry::load(&registry_path).unwrap(),
             registry_path: Some(registry_path.clone()),
-            handshake_timeout: Duration::from_secs(5),
-            max_concurrent_handshakes: 16,
+            ..coordinator_tls(
+                &authority,
+                &server,
+                ParticipantRegistry::load(&registry_path).unwrap(),
+            )
         });
         let shutdown = CancellationToken::new();
         let coordinator = start_coordinator(config, shutdown.clone()).await;

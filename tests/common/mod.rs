@@ -3,14 +3,18 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fedshield_coordinator::{CoordinatorConfig, CoordinatorHandle};
+use fedshield_coordinator::participants::ParticipantRegistry;
+use fedshield_coordinator::{CoordinatorConfig, CoordinatorHandle, CoordinatorTls, HttpsSettings};
 use fedshield_core::telemetry::{OrgProfile, num_flow_features, synthetic_dataset};
 use fedshield_core::{ModelSpec, ParticipantId};
 use fedshield_participant::{Participant, ParticipantConfig, ParticipantEvent};
+use fedshield_proto::tls::pki::{CertificateAuthority, IssuedCertificate};
+use fedshield_proto::tls::{https_server_config_pem, server_config_pem};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -117,4 +121,177 @@ pub fn curl_installed() -> bool {
         .arg("--version")
         .output()
         .is_ok()
+}
+
+/// Returns a port on 127.0.0.1 that was free a moment ago, for processes
+/// that must be told their address before they bind it.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends SIGTERM to `child`.
+pub fn send_sigterm(child: &std::process::Child) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill sends SIGTERM");
+    assert!(status.success());
+}
+
+/// Returns a server certificate from `authority` for `localhost` and
+/// 127.0.0.1, valid for a day.
+pub fn localhost_certificate(authority: &CertificateAuthority) -> IssuedCertificate {
+    authority
+        .issue_server(
+            &["localhost".to_string()],
+            &[std::net::IpAddr::from([127, 0, 0, 1])],
+            1,
+        )
+        .unwrap()
+}
+
+/// Returns the coordinator's mutual-TLS settings: `server` as its
+/// certificate, clients verified against `authority`, `registry` deciding
+/// who may connect (not reloaded from a file).
+pub fn coordinator_tls(
+    authority: &CertificateAuthority,
+    server: &IssuedCertificate,
+    registry: ParticipantRegistry,
+) -> CoordinatorTls {
+    CoordinatorTls {
+        server_config: server_config_pem(&server.cert_pem, &server.key_pem, authority.cert_pem())
+            .unwrap(),
+        registry,
+        registry_path: None,
+        handshake_timeout: Duration::from_secs(5),
+        max_concurrent_handshakes: 16,
+    }
+}
+
+/// Returns the settings of the coordinator's HTTPS endpoint on
+/// 127.0.0.1:0 with `server` as its certificate and the API tokens at
+/// `tokens_path`.
+pub fn https_settings(
+    authority: &CertificateAuthority,
+    server: &IssuedCertificate,
+    tokens_path: std::path::PathBuf,
+) -> HttpsSettings {
+    HttpsSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        server_config: https_server_config_pem(
+            &server.cert_pem,
+            &server.key_pem,
+            authority.cert_pem(),
+        )
+        .unwrap(),
+        tokens_path,
+    }
+}
+
+fn is_metric_name(name: &str) -> bool {
+    let mut characters = name.chars();
+    characters
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_' || first == ':')
+        && characters.all(|character| character.is_ascii_alphanumeric() || "_:".contains(character))
+}
+
+fn parse_value(text: &str) -> Option<f64> {
+    match text {
+        "+Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        "NaN" => Some(f64::NAN),
+        _ => text.parse().ok(),
+    }
+}
+
+/// Parses the Prometheus / OpenMetrics text exposition format strictly
+/// enough to catch malformed output: every line is a `# HELP`, `# TYPE`,
+/// `# UNIT` or the final `# EOF`, or a sample `name{label="value",...}
+/// number` whose name was declared by a `# TYPE` line. Returns each series
+/// (name with labels) and its value.
+pub fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
+    assert!(text.ends_with("# EOF\n"), "exposition must end with # EOF");
+    let mut declared: BTreeMap<String, String> = BTreeMap::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix("# ") {
+            let mut parts = comment.splitn(3, ' ');
+            let keyword = parts.next().unwrap();
+            let name = parts.next().unwrap_or_default();
+            let rest = parts.next().unwrap_or_default();
+            assert!(is_metric_name(name), "bad metric name in {line:?}");
+            match keyword {
+                "HELP" | "UNIT" => {}
+                "TYPE" => {
+                    assert!(
+                        [
+                            "counter",
+                            "gauge",
+                            "histogram",
+                            "summary",
+                            "info",
+                            "stateset",
+                            "unknown"
+                        ]
+                        .contains(&rest),
+                        "bad type in {line:?}"
+                    );
+                    declared.insert(name.to_string(), rest.to_string());
+                }
+                _ => panic!("unknown comment {line:?}"),
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+        let value = parse_value(value).unwrap_or_else(|| panic!("bad value in {line:?}"));
+        let name = match series.split_once('{') {
+            Some((name, labels)) => {
+                let labels = labels.strip_suffix('}').expect("labels end with }");
+                for label in labels.split(',') {
+                    let (label_name, label_value) = label.split_once('=').unwrap();
+                    assert!(is_metric_name(label_name), "bad label in {line:?}");
+                    assert!(
+                        label_value.len() >= 2
+                            && label_value.starts_with('"')
+                            && label_value.ends_with('"'),
+                        "bad label value in {line:?}"
+                    );
+                }
+                name
+            }
+            None => series,
+        };
+        assert!(is_metric_name(name), "bad sample name in {line:?}");
+        let family = ["_total", "_bucket", "_count", "_sum", "_created"]
+            .iter()
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|family| declared.contains_key(*family))
+            })
+            .unwrap_or(name);
+        assert!(
+            declared.contains_key(family),
+            "sample {name} has no # TYPE line"
+        );
+        assert!(
+            samples.insert(series.to_string(), value).is_none(),
+            "duplicate series {series}"
+        );
+    }
+    samples
+}
+
+/// Returns the value of `series` in parsed `samples`.
+pub fn value(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
+    *samples
+        .get(series)
+        .unwrap_or_else(|| panic!("no series {series} in {:?}", samples.keys()))
 }
