@@ -116,6 +116,20 @@ pub fn weights_name(version: ModelVersion) -> String {
     format!("model-v{:08}.safetensors", version.0)
 }
 
+/// Metadata key of the weights file that holds the parameters' sha256.
+const SHA256_METADATA_KEY: &str = "fedshield.sha256";
+
+/// Returns the metadata every weights file carries besides the spec and
+/// the sha256: the version.
+fn version_metadata(version: ModelVersion) -> HashMap<String, String> {
+    HashMap::from([("fedshield.version".to_string(), version.0.to_string())])
+}
+
+/// Returns a model card as stored: pretty-printed JSON.
+fn card_json(card: &ModelCard) -> Vec<u8> {
+    serde_json::to_vec_pretty(card).expect("a model card serializes to json")
+}
+
 /// Name of a version's model card in the artifact store.
 pub fn card_name(version: ModelVersion) -> String {
     format!("model-v{:08}.json", version.0)
@@ -163,17 +177,17 @@ impl ModelRegistry {
     /// # Errors
     /// A store error if either object cannot be written.
     pub async fn store(&self, model: &PublishedModel) -> Result<()> {
-        let mut metadata = HashMap::new();
-        metadata.insert("fedshield.version".to_string(), model.version.0.to_string());
-        metadata.insert("fedshield.sha256".to_string(), model.card.sha256.clone());
+        let mut metadata = version_metadata(model.version);
+        metadata.insert(SHA256_METADATA_KEY.to_string(), model.card.sha256.clone());
         let weights = model.weights.to_safetensors(metadata)?;
         self.artifacts
             .put(&weights_name(model.version), Bytes::from(weights))
             .await?;
-        let card_json =
-            serde_json::to_vec_pretty(&model.card).expect("a model card serializes to json");
         self.artifacts
-            .put(&card_name(model.version), Bytes::from(card_json))
+            .put(
+                &card_name(model.version),
+                Bytes::from(card_json(&model.card)),
+            )
             .await
     }
 
@@ -197,23 +211,18 @@ impl ModelRegistry {
         };
         tokio::task::spawn_blocking(move || -> Result<PublishedModel> {
             let mut model = model;
-            let metadata =
-                HashMap::from([("fedshield.version".to_string(), model.version.0.to_string())]);
             model.card.sha256 = model.weights.save_safetensors_hashed(
                 &weights_path,
-                metadata,
-                "fedshield.sha256",
+                version_metadata(model.version),
+                SHA256_METADATA_KEY,
             )?;
-            let card_json =
-                serde_json::to_vec_pretty(&model.card).expect("a model card serializes to json");
-            fedshield_core::fsutil::write_atomic(&card_path, &card_json)?;
+            fedshield_core::fsutil::write_atomic(&card_path, &card_json(&model.card))?;
             Ok(model)
         })
         .await
-        .map_err(|error| {
-            CoordinatorError::Store(fedshield_core::CoreError::Training(format!(
-                "storing task failed: {error}"
-            )))
+        .map_err(|error| CoordinatorError::Artifact {
+            location: self.artifacts.location().to_string(),
+            reason: format!("storing task failed: {error}"),
         })?
     }
 

@@ -100,25 +100,27 @@ impl ModelWeights {
         extra_metadata: HashMap<String, String>,
     ) -> Result<(NamedTensorViews<'_>, HashMap<String, String>)> {
         let bytes = codec::params_as_le_bytes(&self.params);
-        let mut views = Vec::new();
-        let mut offset = 0;
-        for tensor in self.spec.tensor_specs() {
-            let num_bytes = tensor.num_values() * 4;
-            let view = TensorView::new(
-                Dtype::F32,
-                tensor.shape.clone(),
-                &bytes[offset..offset + num_bytes],
-            )
-            .map_err(|error| CoreError::InvalidSpec(format!("tensor {}: {error}", tensor.name)))?;
-            offset += num_bytes;
-            views.push((tensor.name, view));
-        }
+        let views = self
+            .safetensors_layout()?
+            .into_iter()
+            .map(|(name, shape, byte_range)| {
+                TensorView::new(Dtype::F32, shape, &bytes[byte_range])
+                    .map(|view| (name.clone(), view))
+                    .map_err(|error| CoreError::InvalidSpec(format!("tensor {name}: {error}")))
+            })
+            .collect::<Result<_>>()?;
+        Ok((views, self.file_metadata(extra_metadata)))
+    }
+
+    /// Returns a file's metadata: `extra_metadata` plus the spec as JSON
+    /// under [`SPEC_METADATA_KEY`].
+    fn file_metadata(&self, extra_metadata: HashMap<String, String>) -> HashMap<String, String> {
         let mut metadata = extra_metadata;
         metadata.insert(
             SPEC_METADATA_KEY.to_string(),
             serde_json::to_string(&self.spec).expect("a model spec serializes to json"),
         );
-        Ok((views, metadata))
+        metadata
     }
 
     /// Writes the model as a safetensors file, atomically, streaming the
@@ -161,11 +163,7 @@ impl ModelWeights {
         sha256_key: &str,
     ) -> Result<String> {
         let layout = self.safetensors_layout()?;
-        let mut metadata = extra_metadata;
-        metadata.insert(
-            SPEC_METADATA_KEY.to_string(),
-            serde_json::to_string(&self.spec).expect("a model spec serializes to json"),
-        );
+        let mut metadata = self.file_metadata(extra_metadata);
         // A sha256 in hex is 64 characters that JSON does not escape, so the
         // real header has the placeholder's length.
         metadata.insert(sha256_key.to_string(), "0".repeat(64));
