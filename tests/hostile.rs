@@ -232,6 +232,7 @@ impl RawParticipant {
             encoding: pb::UpdateEncoding::F32Le as i32,
             num_params: num_params as u64,
             privacy: None,
+            upload_slot: String::new(),
         }
     }
 

@@ -74,6 +74,7 @@ fn header(name: &str, joined: &Joined, num_params: u64) -> pb::UpdateChunk {
             encoding: pb::UpdateEncoding::F32Le as i32,
             num_params,
             privacy: None,
+            upload_slot: String::new(),
         })),
     }
 }
@@ -308,6 +309,114 @@ async fn malformed_and_out_of_turn_updates_get_specific_statuses_and_change_noth
     assert_eq!(duplicate.code(), Code::AlreadyExists);
     let round = coordinator.engine().status().open_round.unwrap();
     assert_eq!(round.accepted.len(), 1);
+
+    shutdown.cancel();
+    coordinator.wait().await.unwrap();
+}
+
+async fn reserve(
+    client: &mut FederationClient<Channel>,
+    name: &str,
+    joined: &Joined,
+) -> Result<pb::UploadSlot, tonic::Status> {
+    client
+        .reserve_upload_slot(pb::ReserveUploadSlotRequest {
+            round_id: joined.announcement.round_id,
+            participant_id: name.to_string(),
+            session_token: joined.token.clone(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn header_with_slot(name: &str, joined: &Joined, num_params: u64, slot: &str) -> pb::UpdateChunk {
+    let mut message = header(name, joined, num_params);
+    if let Some(pb::update_chunk::Payload::Header(header)) = &mut message.payload {
+        header.upload_slot = slot.to_string();
+    }
+    message
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_slots_are_checked_like_updates_bounded_and_expire_unused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = CoordinatorConfig::for_test(dir.path().to_path_buf(), test_spec());
+    config.max_concurrent_uploads = 1;
+    config.chunk_idle_timeout = Duration::from_millis(1500);
+    let shutdown = CancellationToken::new();
+    let coordinator = start_coordinator(config, shutdown.clone()).await;
+    let url = format!("http://{}", coordinator.local_addr());
+    let mut client = FederationClient::connect(url.clone()).await.unwrap();
+    let alice_stream = join(&mut client, "alice").await;
+    let bob_stream = join(&mut client, "bob").await;
+    let alice = welcome_and_announcement(alice_stream).await;
+    let bob = welcome_and_announcement(bob_stream).await;
+    let num_params = coordinator.engine().current_model().weights.params.len();
+    let delta = vec![0.001f32; num_params];
+
+    // Refused as the update would be.
+    let stranger = reserve(&mut client, "mallory", &alice).await.unwrap_err();
+    assert_eq!(stranger.code(), Code::Unauthenticated);
+    let mut forged = Joined {
+        token: "0".repeat(32),
+        announcement: alice.announcement.clone(),
+        _stream: join(&mut client, "carol").await,
+    };
+    let forged_status = reserve(&mut client, "alice", &forged).await.unwrap_err();
+    assert_eq!(forged_status.code(), Code::Unauthenticated);
+    forged.token = alice.token.clone();
+    forged.announcement.round_id += 5;
+    let wrong_round = reserve(&mut client, "alice", &forged).await.unwrap_err();
+    assert_eq!(wrong_round.code(), Code::FailedPrecondition);
+
+    // One slot: alice holds it, bob's reservation waits.
+    let alice_slot = reserve(&mut client, "alice", &alice).await.unwrap();
+    assert_eq!(alice_slot.valid_for_ms, 1500);
+    assert_eq!(alice_slot.slot_token.len(), 32);
+    let mut bob_client = FederationClient::connect(url.clone()).await.unwrap();
+    let bob_waiting = tokio::spawn(async move {
+        let slot = reserve(&mut bob_client, "bob", &bob).await;
+        (slot, bob_client, bob)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!bob_waiting.is_finished(), "the only slot is alice's");
+
+    // Alice does not upload: her slot expires and bob gets it.
+    let (bob_slot, mut bob_client, bob) =
+        tokio::time::timeout(Duration::from_secs(10), bob_waiting)
+            .await
+            .expect("an unused slot is released")
+            .unwrap();
+    let bob_slot = bob_slot.unwrap();
+
+    // Alice's expired token: her upload waits for a slot like one without
+    // any, and goes through once bob's upload is done.
+    let mut alice_client = FederationClient::connect(url.clone()).await.unwrap();
+    let alice_messages = vec![
+        header_with_slot("alice", &alice, num_params as u64, &alice_slot.slot_token),
+        data(&delta),
+    ];
+    let alice_upload = tokio::spawn(async move { submit(&mut alice_client, alice_messages).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!alice_upload.is_finished(), "bob holds the only slot");
+    let bob_accepted = submit(
+        &mut bob_client,
+        vec![
+            header_with_slot("bob", &bob, num_params as u64, &bob_slot.slot_token),
+            data(&delta),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(bob_accepted.num_updates_accepted, 1);
+    let alice_accepted = alice_upload.await.unwrap().unwrap();
+    assert_eq!(alice_accepted.num_updates_accepted, 2);
+    coordinator
+        .engine()
+        .subscribe_published()
+        .wait_for(|model| model.version.0 == 1)
+        .await
+        .unwrap();
 
     shutdown.cancel();
     coordinator.wait().await.unwrap();

@@ -275,6 +275,68 @@ impl EngineState {
             .find(|summary| summary.round_id == round_id)
             .map(|summary| summary.outcome.name())
     }
+
+    /// Returns the open round if `participant` (with this session) may
+    /// submit an update to round `round_id` now: the round is open, on
+    /// `base_version` when one is given, the participant was selected and
+    /// has neither contributed nor an upload in progress.
+    fn admit(
+        &mut self,
+        participant: &ParticipantId,
+        session_token: &str,
+        round_id: RoundId,
+        base_version: Option<ModelVersion>,
+    ) -> Result<&mut OpenRound> {
+        self.check_session(participant, session_token)?;
+        let open_round_id = match &self.round {
+            RoundState::Open(round) => Some(round.round_id),
+            RoundState::Waiting { .. } => None,
+        };
+        if open_round_id != Some(round_id) {
+            return Err(match (self.closed_outcome(round_id), open_round_id) {
+                (Some(outcome), _) => CoordinatorError::RoundClosed {
+                    round: round_id,
+                    outcome,
+                },
+                (None, Some(open)) => CoordinatorError::WrongRound {
+                    requested: round_id,
+                    open,
+                },
+                (None, None) => CoordinatorError::NoOpenRound(round_id),
+            });
+        }
+        let RoundState::Open(round) = &mut self.round else {
+            return Err(CoordinatorError::NoOpenRound(round_id));
+        };
+        if let Some(base_version) = base_version
+            && base_version != round.base.version
+        {
+            return Err(CoordinatorError::WrongBaseVersion {
+                round: round.round_id,
+                expected: round.base.version,
+                actual: base_version,
+            });
+        }
+        if !round.selected.contains(participant) {
+            return Err(CoordinatorError::NotSelected {
+                participant: participant.clone(),
+                round: round.round_id,
+            });
+        }
+        if round.has_accepted(participant) {
+            return Err(CoordinatorError::DuplicateUpdate {
+                participant: participant.clone(),
+                round: round.round_id,
+            });
+        }
+        if round.in_flight.contains(participant) {
+            return Err(CoordinatorError::UploadInProgress {
+                participant: participant.clone(),
+                round: round.round_id,
+            });
+        }
+        Ok(round)
+    }
 }
 
 struct EngineInner {
@@ -361,7 +423,8 @@ impl Drop for UpdateTicket {
     }
 }
 
-fn new_session_token() -> String {
+/// Returns a fresh random token (128 bits, hex): session and upload-slot tokens.
+pub(crate) fn new_session_token() -> String {
     use rand::RngExt;
     let bytes: [u8; 16] = rand::rng().random();
     hex::encode(bytes)
@@ -500,6 +563,23 @@ impl Engine {
         Ok(Arc::new(self.inner.registry.load(version).await?))
     }
 
+    /// Checks that `participant` may submit to round `round_id` now (as
+    /// [`Self::begin_update`] would, short of the header's own fields), and
+    /// returns the round's deadline: what an upload slot is reserved for.
+    ///
+    /// # Errors
+    /// As [`Self::begin_update`]'s session, round and selection checks.
+    pub fn check_may_upload(
+        &self,
+        participant: &ParticipantId,
+        session_token: &str,
+        round_id: RoundId,
+    ) -> Result<Instant> {
+        let mut state = self.lock_state();
+        let round = state.admit(participant, session_token, round_id, None)?;
+        Ok(round.deadline)
+    }
+
     /// Returns the semaphore bounding concurrent update receptions.
     pub fn upload_permits(&self) -> Arc<Semaphore> {
         self.inner.upload_permits.clone()
@@ -577,57 +657,12 @@ impl Engine {
     /// nothing changes on error.
     pub fn begin_update(&self, request: UpdateRequest) -> Result<UpdateTicket> {
         let mut state = self.lock_state();
-        state.check_session(&request.participant, &request.session_token)?;
-        let closed_outcome = state.closed_outcome(request.round_id);
-        let round = match &mut state.round {
-            RoundState::Open(round) if round.round_id == request.round_id => round,
-            RoundState::Open(round) => {
-                return Err(match closed_outcome {
-                    Some(outcome) => CoordinatorError::RoundClosed {
-                        round: request.round_id,
-                        outcome,
-                    },
-                    None => CoordinatorError::WrongRound {
-                        requested: request.round_id,
-                        open: round.round_id,
-                    },
-                });
-            }
-            RoundState::Waiting { .. } => {
-                return Err(match closed_outcome {
-                    Some(outcome) => CoordinatorError::RoundClosed {
-                        round: request.round_id,
-                        outcome,
-                    },
-                    None => CoordinatorError::NoOpenRound(request.round_id),
-                });
-            }
-        };
-        if request.base_version != round.base.version {
-            return Err(CoordinatorError::WrongBaseVersion {
-                round: round.round_id,
-                expected: round.base.version,
-                actual: request.base_version,
-            });
-        }
-        if !round.selected.contains(&request.participant) {
-            return Err(CoordinatorError::NotSelected {
-                participant: request.participant,
-                round: round.round_id,
-            });
-        }
-        if round.has_accepted(&request.participant) {
-            return Err(CoordinatorError::DuplicateUpdate {
-                participant: request.participant,
-                round: round.round_id,
-            });
-        }
-        if round.in_flight.contains(&request.participant) {
-            return Err(CoordinatorError::UploadInProgress {
-                participant: request.participant,
-                round: round.round_id,
-            });
-        }
+        let round = state.admit(
+            &request.participant,
+            &request.session_token,
+            request.round_id,
+            Some(request.base_version),
+        )?;
         let num_params = round.base.weights.params.len();
         if request.num_params != num_params as u64 {
             return Err(CoordinatorError::MalformedUpdate(format!(

@@ -25,6 +25,7 @@ pub mod participants;
 pub mod registry;
 pub mod server;
 pub mod service;
+pub mod slots;
 pub mod status;
 pub mod store;
 

@@ -25,20 +25,19 @@ use crate::error::{CoordinatorError, Result, ServerError};
 use crate::registry::{ModelCard, ModelRegistry, PublishedModel};
 use crate::service::{FederationService, ServiceSettings};
 
-/// HTTP/2 receive window of each stream (update upload). An upload waiting
-/// for one of the `max_concurrent_uploads` slots is not read, so the
-/// transport buffers at most this much of it: the window bounds the
-/// coordinator's memory per waiting participant. With 8 MiB windows (and
-/// 1 MiB chunks) its peak grew ~2 MiB per participant (`fedshield bench
-/// rounds`, 16 × 1M parameters: 69 MiB against 37 MiB for 2); with 128 KiB
-/// windows it grows ~0.3 MiB. The price is speed at large models: against
-/// 256 KiB windows, rounds of 8 and 32 participants × 10M parameters took
-/// 9–14% longer (docs/BENCHMARKS.md).
-pub const RECEIVE_STREAM_WINDOW_BYTES: u32 = 128 * 1024;
+/// HTTP/2 receive window of each stream (update upload). Participants
+/// reserve an upload slot (`ReserveUploadSlot`) before they upload, so an
+/// upload normally starts only once it is being read, and the window sets
+/// its speed: against 128 KiB, rounds of 2 and 8 participants × 10M
+/// parameters took 8–10% less time (docs/BENCHMARKS.md). An upload that
+/// comes without a slot (a client that does not reserve one) waits for a
+/// slot with up to this much of it buffered by the transport.
+pub const RECEIVE_STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
 
 /// HTTP/2 receive window of each connection (one participant): its one
-/// upload plus small calls.
-pub const RECEIVE_CONNECTION_WINDOW_BYTES: u32 = 256 * 1024;
+/// upload plus small calls. Also what bounds the memory a participant's
+/// connection can make the coordinator buffer, whatever it sends.
+pub const RECEIVE_CONNECTION_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
 
 /// A running coordinator.
 pub struct CoordinatorHandle {
@@ -265,6 +264,7 @@ pub async fn start(
         .initial_stream_window_size(Some(RECEIVE_STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(RECEIVE_CONNECTION_WINDOW_BYTES))
         .tcp_nodelay(true)
+        .max_frame_size(Some(fedshield_proto::HTTP2_MAX_FRAME_BYTES))
         .add_service(federation);
     let server = match &config.tls {
         Some(tls) => {

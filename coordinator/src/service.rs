@@ -24,6 +24,7 @@ use crate::engine::{Engine, EngineStatus, SessionEvent, UpdateRequest};
 use crate::error::CoordinatorError;
 use crate::participants::SharedRegistry;
 use crate::registry::PublishedModel;
+use crate::slots::UploadSlots;
 
 /// Settings of the service that are not round rules.
 #[derive(Debug, Clone)]
@@ -44,6 +45,8 @@ pub struct FederationService {
     /// only when the coordinator runs without TLS (`--insecure`), where
     /// participants' declared ids are taken at their word.
     access: Option<SharedRegistry>,
+    /// Upload slots reserved with `ReserveUploadSlot`.
+    slots: UploadSlots,
 }
 
 impl FederationService {
@@ -56,6 +59,7 @@ impl FederationService {
         access: Option<SharedRegistry>,
     ) -> Self {
         FederationService {
+            slots: UploadSlots::new(settings.chunk_idle_timeout),
             engine,
             settings,
             shutdown,
@@ -277,6 +281,16 @@ impl Federation for FederationService {
         let participant = ParticipantId::new(header.participant_id)
             .map_err(|reason| self.refuse(CoordinatorError::InvalidParticipantId(reason)))?;
         let round_id = RoundId(header.round_id);
+        let reserved = match header.upload_slot.as_str() {
+            "" => None,
+            token => {
+                let reserved = self.slots.take(&participant, round_id, token);
+                if reserved.is_none() {
+                    debug!(round = %round_id, participant = %participant, "upload slot unknown or expired; the upload waits for one");
+                }
+                reserved
+            }
+        };
         let ticket = self
             .engine
             .begin_update(UpdateRequest {
@@ -296,14 +310,17 @@ impl Federation for FederationService {
             .inspect_err(|error| warn!(round = %round_id, participant = %participant, error = %error, "update refused"))
             .map_err(|error| self.refuse(error))?;
         // Bounded memory: at most `max_concurrent_uploads` updates are
-        // buffered at once; others wait here with HTTP/2 flow control
-        // holding back their senders.
-        let _permit = self
-            .engine
-            .upload_permits()
-            .acquire_owned()
-            .await
-            .map_err(|_| self.refuse(CoordinatorError::ShuttingDown))?;
+        // buffered at once; an upload without a reserved slot waits here
+        // with HTTP/2 flow control holding back its sender.
+        let _permit = match reserved {
+            Some(permit) => permit,
+            None => self
+                .engine
+                .upload_permits()
+                .acquire_owned()
+                .await
+                .map_err(|_| self.refuse(CoordinatorError::ShuttingDown))?,
+        };
         let mut assembler =
             ChunkAssembler::with_buffer(self.engine.take_receive_buffer(), ticket.num_params());
         loop {
@@ -389,6 +406,48 @@ impl Federation for FederationService {
         Ok(Response::new(pb::SubmitUpdateResponse {
             round_id: round_id.0,
             num_updates_accepted: num_accepted as u32,
+        }))
+    }
+
+    #[instrument(skip_all, fields(round = request.get_ref().round_id, participant = %loggable_id(&request.get_ref().participant_id)))]
+    async fn reserve_upload_slot(
+        &self,
+        request: Request<pb::ReserveUploadSlotRequest>,
+    ) -> Result<Response<pb::UploadSlot>, Status> {
+        let authenticated = self
+            .authenticate(&request, "reserve_upload_slot")
+            .map_err(|error| self.refuse(error))?;
+        let reserve = request.into_inner();
+        Self::check_claim(
+            authenticated.as_ref(),
+            &reserve.participant_id,
+            "reserve_upload_slot",
+        )
+        .map_err(|error| self.refuse(error))?;
+        let participant = ParticipantId::new(reserve.participant_id)
+            .map_err(|reason| self.refuse(CoordinatorError::InvalidParticipantId(reason)))?;
+        let round_id = RoundId(reserve.round_id);
+        let deadline = self
+            .engine
+            .check_may_upload(&participant, &reserve.session_token, round_id)
+            .inspect_err(|error| warn!(round = %round_id, participant = %participant, error = %error, "upload slot refused"))
+            .map_err(|error| self.refuse(error))?;
+        let permit = tokio::select! {
+            permit = self.engine.upload_permits().acquire_owned() => {
+                permit.map_err(|_| self.refuse(CoordinatorError::ShuttingDown))?
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                let error = CoordinatorError::UpdateTooSlow { round: round_id };
+                warn!(round = %round_id, participant = %participant, error = %error, "no upload slot before the deadline");
+                return Err(self.refuse(error));
+            }
+            () = self.shutdown.cancelled() => return Err(CoordinatorError::ShuttingDown.into()),
+        };
+        let slot_token = self.slots.hold(participant, round_id, permit);
+        debug!("upload slot reserved");
+        Ok(Response::new(pb::UploadSlot {
+            slot_token,
+            valid_for_ms: u32::try_from(self.slots.valid_for().as_millis()).unwrap_or(u32::MAX),
         }))
     }
 

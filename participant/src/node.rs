@@ -26,7 +26,7 @@ use fedshield_core::model::ModelSpec;
 use fedshield_core::privacy::PrivacyReport;
 use fedshield_core::training::{LocalTrainingOutcome, train_local_observed};
 use fedshield_core::weights::{ModelWeights, ParamsSha256};
-use fedshield_core::{ModelVersion, RoundId, TrainingPlan};
+use fedshield_core::{ModelVersion, ParticipantId, RoundId, TrainingPlan};
 use fedshield_proto::v1 as pb;
 use fedshield_proto::v1::federation_client::FederationClient;
 use rand::RngExt;
@@ -507,11 +507,19 @@ impl Participant {
             Workload::Train(data) => data.len() as u64,
             Workload::BenchmarkNoOp { .. } => 1,
         };
+        let upload_slot = reserve_upload_slot(
+            client,
+            round_id,
+            &self.config.participant_id,
+            &session_token,
+        )
+        .await?;
         let header = pb::UpdateHeader {
             round_id: round_id.0,
             base_model_version: base_version.0,
             participant_id: self.config.participant_id.to_string(),
             session_token,
+            upload_slot,
             num_samples,
             encoding: pb::UpdateEncoding::F32Le as i32,
             num_params: delta.len() as u64,
@@ -788,6 +796,37 @@ pub async fn submit_update(
     delta: Vec<f32>,
 ) -> Result<pb::SubmitUpdateResponse> {
     submit_shared_update(client, header, Arc::new(delta)).await
+}
+
+/// Waits for one of the coordinator's upload slots and returns its token,
+/// for the header of the upload that follows at once. A coordinator that
+/// does not offer slots (`UNIMPLEMENTED`) gets uploads without one: they
+/// then wait for a slot inside `SubmitUpdate`.
+///
+/// # Errors
+/// The coordinator's refusal (as it would refuse the update: session,
+/// round, selection, deadline).
+pub async fn reserve_upload_slot(
+    client: &mut FederationClient<Channel>,
+    round_id: RoundId,
+    participant_id: &ParticipantId,
+    session_token: &str,
+) -> Result<String> {
+    let reserved = client
+        .reserve_upload_slot(pb::ReserveUploadSlotRequest {
+            round_id: round_id.0,
+            participant_id: participant_id.to_string(),
+            session_token: session_token.to_string(),
+        })
+        .await;
+    match reserved {
+        Ok(slot) => Ok(slot.into_inner().slot_token),
+        Err(status) if status.code() == tonic::Code::Unimplemented => {
+            debug!("the coordinator offers no upload slots; uploading without one");
+            Ok(String::new())
+        }
+        Err(status) => Err(status.into()),
+    }
 }
 
 /// [`submit_update`] of an update the caller keeps a handle to.

@@ -13,14 +13,12 @@
 pub mod metrics_http;
 pub mod tls;
 
-/// Largest HTTP/2 frame a participant accepts (the `SETTINGS_MAX_FRAME_SIZE`
-/// it advertises), so that each 64 KiB chunk of a model download travels as
-/// one DATA frame instead of four of the default 16 KiB. Measured with
-/// `fedshield bench rounds --tls` on 2 cores, rounds of 32 participants ×
-/// 10M parameters took ~11% less time (docs/BENCHMARKS.md). The coordinator
-/// keeps the 16 KiB default for uploads: accepting 64 KiB frames too was
-/// a little faster again but buffered more per connection (its peak memory
-/// at 16 participants grew to 1.2× that at 2).
+/// Largest HTTP/2 frame a participant and a coordinator accept (the
+/// `SETTINGS_MAX_FRAME_SIZE` they advertise), so that each 64 KiB chunk of a
+/// model download or an update travels as one DATA frame instead of four of
+/// the default 16 KiB. Measured with `fedshield bench rounds --tls` on 2
+/// cores, rounds of 32 participants × 10M parameters took ~11% less time
+/// with it on downloads (docs/BENCHMARKS.md).
 pub const HTTP2_MAX_FRAME_BYTES: u32 = 64 * 1024;
 
 /// Generated code for package `fedshield.v1`.

@@ -359,6 +359,13 @@ impl v1::federation_server::Federation for IdentityRecorder {
         Err(Status::unimplemented("test service"))
     }
 
+    async fn reserve_upload_slot(
+        &self,
+        _request: Request<v1::ReserveUploadSlotRequest>,
+    ) -> Result<Response<v1::UploadSlot>, Status> {
+        Err(Status::unimplemented("test service"))
+    }
+
     async fn decline_round(
         &self,
         _request: Request<v1::DeclineRoundRequest>,
