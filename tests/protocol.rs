@@ -119,6 +119,10 @@ async fn malformed_and_out_of_turn_updates_get_specific_statuses_and_change_noth
     let bob_stream = join(&mut client, "bob").await;
     let alice = welcome_and_announcement(alice_stream).await;
     let _bob = welcome_and_announcement(bob_stream).await;
+    assert!(
+        !alice.announcement.reserve_upload_slot,
+        "2 selected, 2 slots: no upload waits, no reservation needed"
+    );
 
     // Download the base model: header, chunks, matching sha256.
     let mut download = client
@@ -353,6 +357,10 @@ async fn upload_slots_are_checked_like_updates_bounded_and_expire_unused() {
     let bob = welcome_and_announcement(bob_stream).await;
     let num_params = coordinator.engine().current_model().weights.params.len();
     let delta = vec![0.001f32; num_params];
+    assert!(
+        alice.announcement.reserve_upload_slot,
+        "2 selected, 1 slot: the announcement asks for reservations"
+    );
 
     // Refused as the update would be.
     let stranger = reserve(&mut client, "mallory", &alice).await.unwrap_err();

@@ -68,6 +68,10 @@ pub struct Announcement {
     pub deadline_unix_ms: u64,
     /// sha256 of the federation's feature schema, if one is configured.
     pub feature_schema_sha256: Option<String>,
+    /// Whether participants should reserve an upload slot before they
+    /// upload: when more were selected than there are slots, so that some
+    /// uploads would otherwise wait with data buffered.
+    pub reserve_upload_slot: bool,
 }
 
 /// A participant's registration, returned by [`Engine::join`].
@@ -216,7 +220,7 @@ impl OpenRound {
             .any(|(accepted, _, _)| accepted == participant)
     }
 
-    fn announcement(&self, plan: &TrainingPlan) -> Announcement {
+    fn announcement(&self, plan: &TrainingPlan, num_upload_slots: usize) -> Announcement {
         Announcement {
             round_id: self.round_id,
             base_version: self.base.version,
@@ -224,6 +228,7 @@ impl OpenRound {
             plan: plan.clone(),
             deadline_unix_ms: self.deadline_unix_ms,
             feature_schema_sha256: self.base.card.feature_schema_sha256.clone(),
+            reserve_upload_slot: self.selected.len() > num_upload_slots,
         }
     }
 }
@@ -600,7 +605,7 @@ impl Engine {
             && !round.has_accepted(&participant)
         {
             let _ = sender.try_send(SessionEvent::Announcement(
-                round.announcement(&self.inner.plan),
+                round.announcement(&self.inner.plan, self.inner.upload_permits_total),
             ));
         }
         let replaced = state.sessions.insert(
@@ -1107,7 +1112,7 @@ impl Engine {
         if !id_derivable_from_base {
             self.write_open_round_record(&record);
         }
-        let announcement = round.announcement(&self.inner.plan);
+        let announcement = round.announcement(&self.inner.plan, self.inner.upload_permits_total);
         for participant in &round.selected {
             if let Some(session) = state.sessions.get(participant)
                 && session

@@ -197,6 +197,7 @@ impl Federation for FederationService {
                                 plan: Some(plan_message(&announcement.plan)),
                                 deadline_unix_ms: announcement.deadline_unix_ms,
                                 feature_schema_sha256: announcement.feature_schema_sha256.unwrap_or_default(),
+                                reserve_upload_slot: announcement.reserve_upload_slot,
                             }))
                         }
                         Some(SessionEvent::Heartbeat { current_version }) => heartbeat_event(current_version),

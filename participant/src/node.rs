@@ -507,13 +507,17 @@ impl Participant {
             Workload::Train(data) => data.len() as u64,
             Workload::BenchmarkNoOp { .. } => 1,
         };
-        let upload_slot = reserve_upload_slot(
-            client,
-            round_id,
-            &self.config.participant_id,
-            &session_token,
-        )
-        .await?;
+        let upload_slot = if announcement.reserve_upload_slot {
+            reserve_upload_slot(
+                client,
+                round_id,
+                &self.config.participant_id,
+                &session_token,
+            )
+            .await?
+        } else {
+            String::new()
+        };
         let header = pb::UpdateHeader {
             round_id: round_id.0,
             base_model_version: base_version.0,
