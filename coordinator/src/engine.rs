@@ -14,6 +14,13 @@
 //! - One driver task ([`Engine::run`]) opens rounds, watches deadlines and
 //!   publishes; gRPC handlers only register participants and submit updates,
 //!   and wake the driver through a `Notify`.
+//! - Finished rounds are appended to the durable history by one writer
+//!   thread, fed in round order by the driver through a channel, after the
+//!   round's version is announced: the announcement waits only for the
+//!   version's own durability, not for the history's fsync. [`Engine::run`]
+//!   waits for the queued records before it returns, so a graceful shutdown
+//!   keeps them; after a crash the registry rebuilds the records of announced
+//!   versions from their cards (`ModelRegistry::recover_round_history`).
 //!
 //! Round life cycle: `Waiting` (not enough participants) → `Open` (announced
 //! to a random sample; updates fold into a streaming FedAvg) → completed (the
@@ -371,6 +378,94 @@ struct EngineInner {
     /// Id of the last open round whose record was written; the lock also
     /// orders the writes.
     last_open_round_recorded: Mutex<u64>,
+    /// Appends finished rounds to the durable history, in order, off the
+    /// driver's path.
+    round_history: RoundHistoryWriter,
+}
+
+/// What the round history writer thread is asked to do.
+enum HistoryCommand {
+    /// Append the record (and log a failure inside the round's span).
+    Append { record: RoundRecord, span: Span },
+    /// Report, once every record queued before is appended.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Appends finished rounds to the durable history on a thread of its own,
+/// in the order they are queued. The thread ends once every handle to the
+/// engine is dropped and the queue is drained.
+struct RoundHistoryWriter {
+    /// Feeds the writer thread; `None` if the thread could not be started,
+    /// in which case records are appended on the caller's thread.
+    queue: Option<std::sync::mpsc::Sender<HistoryCommand>>,
+    registry: ModelRegistry,
+}
+
+impl RoundHistoryWriter {
+    fn start(registry: ModelRegistry) -> Self {
+        let (queue, commands) = std::sync::mpsc::channel::<HistoryCommand>();
+        let thread_registry = registry.clone();
+        let started = std::thread::Builder::new()
+            .name("round-history".to_string())
+            .spawn(move || {
+                for command in commands {
+                    match command {
+                        HistoryCommand::Append { record, span } => {
+                            span.in_scope(|| append_round_logged(&thread_registry, &record));
+                        }
+                        HistoryCommand::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            });
+        let queue = match started {
+            Ok(_) => Some(queue),
+            Err(error) => {
+                warn!(error = %error, "no round history thread; appending rounds on the driver");
+                None
+            }
+        };
+        RoundHistoryWriter { queue, registry }
+    }
+
+    /// Queues `record` behind the records queued before it.
+    fn append(&self, record: RoundRecord) {
+        let Some(queue) = &self.queue else {
+            append_round_logged(&self.registry, &record);
+            return;
+        };
+        let command = HistoryCommand::Append {
+            record,
+            span: Span::current(),
+        };
+        // The thread is gone only if it panicked: append here instead.
+        if let Err(std::sync::mpsc::SendError(HistoryCommand::Append { record, .. })) =
+            queue.send(command)
+        {
+            append_round_logged(&self.registry, &record);
+        }
+    }
+
+    /// Returns once every record queued before the call is appended (or its
+    /// failure logged).
+    async fn flush(&self) {
+        let Some(queue) = &self.queue else {
+            return;
+        };
+        let (done, appended) = tokio::sync::oneshot::channel();
+        if queue.send(HistoryCommand::Flush(done)).is_ok() {
+            let _ = appended.await;
+        }
+    }
+}
+
+/// Appends a finished round to the durable history (logged on failure: the
+/// published versions themselves are already safe).
+fn append_round_logged(registry: &ModelRegistry, record: &RoundRecord) {
+    if let Err(error) = registry.append_round(record) {
+        warn!(round = record.round_id, error = %error, "round not added to the durable history");
+    }
 }
 
 /// Handle to the round engine; cheap to clone.
@@ -483,6 +578,7 @@ impl Engine {
             config.server_momentum,
             config.server_learning_rate,
         );
+        let round_history = RoundHistoryWriter::start(registry.clone());
         Engine {
             inner: Arc::new(EngineInner {
                 config,
@@ -511,6 +607,7 @@ impl Engine {
                 published,
                 metrics,
                 last_open_round_recorded: Mutex::new(0),
+                round_history,
             }),
         }
     }
@@ -934,7 +1031,9 @@ impl Engine {
 
     /// Drives rounds until `shutdown` is cancelled: opens a round when enough
     /// participants are connected, closes it at quorum or deadline, publishes
-    /// or abandons it, and starts the next one.
+    /// or abandons it, and starts the next one. A publication under way when
+    /// `shutdown` is cancelled finishes first, and the finished rounds still
+    /// queued for the durable history are appended before this returns.
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
             let wake_at = match self.step().await {
@@ -954,6 +1053,7 @@ impl Engine {
                 } => {}
             }
         }
+        self.inner.round_history.flush().await;
         info!("round engine stopped");
     }
 
@@ -1359,7 +1459,6 @@ impl Engine {
             self.inner.metrics.set_model_version(model.version.0);
             previous
         };
-        self.record_round(&summary);
         info!(
             round = %round_id,
             version = %model.version,
@@ -1368,7 +1467,10 @@ impl Engine {
             sha256 = %model.card.sha256,
             "round completed, model published"
         );
+        // The version is durable (`store_new` returned): announce it, then
+        // queue the round's history record, which is not needed for that.
         let replaced = self.inner.published.send_replace(model);
+        self.record_round(&summary);
         drop((replaced, round));
         // The previous version's parameters, unless a download still holds
         // them, become the memory of a later round's sum or received update.
@@ -1412,8 +1514,9 @@ impl Engine {
         self.record_round(&summary);
     }
 
-    /// Appends a finished round to the durable history (logged on failure:
-    /// the published versions themselves are already safe).
+    /// Queues a finished round for the durable history, behind the rounds
+    /// that finished before it (a failure is logged: the published versions
+    /// themselves are already safe).
     fn record_round(&self, summary: &RoundSummary) {
         let record = RoundRecord {
             round_id: summary.round_id.0,
@@ -1424,9 +1527,7 @@ impl Engine {
             reason: summary.reason.clone(),
             finished_unix_ms: unix_ms(SystemTime::now()),
         };
-        if let Err(error) = self.inner.registry.append_round(&record) {
-            warn!(round = %summary.round_id, error = %error, "round not added to the durable history");
-        }
+        self.inner.round_history.append(record);
     }
 }
 

@@ -89,7 +89,10 @@ impl CoordinatorHandle {
 }
 
 /// Loads the latest published model from the registry, or creates and
-/// stores version 0.
+/// stores version 0. First repairs what a crash may have left: a torn
+/// latest version (its card without its weights, never announced) is
+/// removed, and the round history gets the records of announced versions
+/// it lacks (see the registry's commit protocol).
 ///
 /// # Errors
 /// [`CoordinatorError::Store`] if the stored model is corrupt or unwritable,
@@ -98,6 +101,7 @@ pub async fn load_or_init_model(
     config: &CoordinatorConfig,
     registry: &ModelRegistry,
 ) -> Result<PublishedModel> {
+    registry.recover_torn_latest().await?;
     if let Some(version) = registry.latest_version().await? {
         let model = registry.load(version).await?;
         if model.weights.spec != config.model {
@@ -105,6 +109,9 @@ pub async fn load_or_init_model(
                 "stored model version {version} has architecture {:?}, the configuration asks for {:?}; use a new data directory",
                 model.weights.spec, config.model
             ))));
+        }
+        if let Err(error) = registry.recover_round_history(&model.card).await {
+            warn!(error = %error, "the round history could not be completed from the model cards");
         }
         info!(version = %version, sha256 = %model.card.sha256, "resuming from stored model");
         return Ok(model);

@@ -19,7 +19,7 @@ struct Harness {
     engine: Engine,
     shutdown: CancellationToken,
     driver: tokio::task::JoinHandle<()>,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Harness {
@@ -46,13 +46,15 @@ impl Harness {
             engine,
             shutdown,
             driver,
-            _dir: dir,
+            dir,
         }
     }
 
-    async fn stop(self) {
+    /// Stops the driver and waits for it; returns the data directory.
+    async fn stop(self) -> TempDir {
         self.shutdown.cancel();
         self.driver.await.unwrap();
+        self.dir
     }
 
     fn num_params(&self) -> usize {
@@ -142,6 +144,29 @@ async fn round_publishes_the_next_version_when_every_selected_participant_submit
     );
     assert_eq!(published.card.parent, Some(0));
     harness.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_round_published_just_before_shutdown_is_in_the_durable_history_once_the_driver_stopped()
+{
+    let harness = Harness::start(|_| {}).await;
+    let mut alice = harness.engine.join(participant("alice"));
+    let mut bob = harness.engine.join(participant("bob"));
+    let announcement_alice = next_announcement(&mut alice).await;
+    let announcement_bob = next_announcement(&mut bob).await;
+    let mut published = harness.engine.subscribe_published();
+    harness.submit(&alice, &announcement_alice).await.unwrap();
+    harness.submit(&bob, &announcement_bob).await.unwrap();
+    published.changed().await.unwrap();
+    assert_eq!(published.borrow().version, ModelVersion(1));
+    // Stop at once: the round's history record may still be queued.
+    let dir = harness.stop().await;
+    let registry = ModelRegistry::open_local(dir.path()).unwrap();
+    let (records, num_completed, _) = registry.round_history(10).unwrap();
+    assert_eq!(num_completed, 1);
+    assert_eq!(records[0].round_id, announcement_alice.round_id.0);
+    assert_eq!(records[0].published, Some(1));
+    assert_eq!(records[0].contributors, ["alice", "bob"]);
 }
 
 #[tokio::test(start_paused = true)]

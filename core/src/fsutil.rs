@@ -1,8 +1,17 @@
 //! Crash-safe file writes.
+//!
+//! [`write_atomic`] and [`write_atomic_with`] replace one file atomically
+//! and durably. [`StagedFile`] and [`sync_directory`] are the steps they are
+//! made of, for a caller that commits several files together: stage and
+//! fsync each file under a temporary name (concurrently if it likes), rename
+//! each into place, then fsync their directory once. Until that directory
+//! fsync returns, a crash may keep any subset of the renames (filesystems
+//! may persist renames in another order than they were made); the caller's
+//! recovery must accept that.
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{CoreError, Result};
 
@@ -25,40 +34,133 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
 /// here.
 ///
 /// # Errors
-/// [`CoreError::Io`] naming `path`, with `write`'s error or the sync's.
+/// [`CoreError::Io`] naming `path`, with `write`'s error or the sync's, or
+/// naming the directory whose fsync failed.
 pub fn write_atomic_with(
     path: &Path,
     write: impl FnOnce(&Path) -> std::io::Result<()>,
 ) -> Result<()> {
-    let io_error = |source| CoreError::Io {
+    StagedFile::write(path, write)?.commit_alone()
+}
+
+/// A file written under a temporary name in the directory of its final
+/// path, not yet visible under that path.
+///
+/// [`StagedFile::sync`] makes its contents durable and
+/// [`StagedFile::commit`] renames it into place; the rename is durable
+/// only once the directory is fsynced ([`sync_directory`]). A staged file
+/// dropped without being committed (an error on the way) is removed.
+#[derive(Debug)]
+pub struct StagedFile {
+    /// Where it is written (`.<name>.tmp-<pid>-<n>`, beside `path`).
+    temp_path: PathBuf,
+    /// Where [`StagedFile::commit`] puts it.
+    path: PathBuf,
+    /// Set once renamed: there is no temporary file left to remove.
+    committed: bool,
+}
+
+impl StagedFile {
+    /// Creates the directory of `path` if needed, and has `write` create
+    /// and fill the file at the temporary path it is given. The contents
+    /// are not fsynced yet.
+    ///
+    /// # Errors
+    /// [`CoreError::Io`] naming `path`, with `write`'s error or the
+    /// directory's; the temporary file is removed.
+    pub fn write(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<Self> {
+        let directory = parent_directory(path);
+        fs::create_dir_all(directory).map_err(|source| io_error(path, source))?;
+        let file_name = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let staged = StagedFile {
+            temp_path: directory.join(format!(
+                ".{file_name}.tmp-{}-{}",
+                std::process::id(),
+                unique_suffix()
+            )),
+            path: path.to_path_buf(),
+            committed: false,
+        };
+        // On an error `staged` is dropped, which removes what was written.
+        write(&staged.temp_path).map_err(|source| io_error(path, source))?;
+        Ok(staged)
+    }
+
+    /// Returns the path the file is committed to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Fsyncs the staged contents.
+    ///
+    /// # Errors
+    /// [`CoreError::Io`] naming the final path.
+    pub fn sync(&self) -> Result<()> {
+        File::open(&self.temp_path)
+            .and_then(|file| file.sync_all())
+            .map_err(|source| io_error(&self.path, source))
+    }
+
+    /// Renames the staged file over its final path. The rename is atomic;
+    /// it is durable once the directory is fsynced ([`sync_directory`]).
+    /// Call [`StagedFile::sync`] first: a rename may reach the disk before
+    /// unsynced contents do.
+    ///
+    /// # Errors
+    /// [`CoreError::Io`] naming the final path; the temporary file is removed.
+    pub fn commit(mut self) -> Result<()> {
+        fs::rename(&self.temp_path, &self.path).map_err(|source| io_error(&self.path, source))?;
+        self.committed = true;
+        Ok(())
+    }
+
+    /// Commits this file alone, durably: fsyncs it, renames it into place
+    /// and fsyncs the directory (which persists the rename).
+    ///
+    /// # Errors
+    /// As [`StagedFile::sync`], [`StagedFile::commit`] and [`sync_directory`].
+    pub fn commit_alone(self) -> Result<()> {
+        self.sync()?;
+        let directory = parent_directory(&self.path).to_path_buf();
+        self.commit()?;
+        sync_directory(&directory)
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.temp_path);
+        }
+    }
+}
+
+/// Fsyncs `directory`, which makes the renames and removals of files in it
+/// durable.
+///
+/// # Errors
+/// [`CoreError::Io`] naming the directory.
+pub fn sync_directory(directory: &Path) -> Result<()> {
+    File::open(directory)
+        .and_then(|file| file.sync_all())
+        .map_err(|source| io_error(directory, source))
+}
+
+/// Returns the directory a file at `path` is in (`.` for a bare name).
+pub fn parent_directory(path: &Path) -> &Path {
+    path.parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> CoreError {
+    CoreError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let directory = path
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(directory).map_err(io_error)?;
-    let file_name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp_path = directory.join(format!(
-        ".{file_name}.tmp-{}-{}",
-        std::process::id(),
-        unique_suffix()
-    ));
-    let write_result = (|| {
-        write(&temp_path)?;
-        File::open(&temp_path)?.sync_all()?;
-        fs::rename(&temp_path, path)?;
-        // Persist the rename itself.
-        File::open(directory)?.sync_all()
-    })();
-    if write_result.is_err() {
-        let _ = fs::remove_file(&temp_path);
     }
-    write_result.map_err(io_error)
 }
 
 /// Alignment of offsets, lengths and memory for writes that bypass the
@@ -84,7 +186,7 @@ const UNCACHED_CHUNK_BYTES: usize = 2 * 1024 * 1024;
 /// [`UNCACHED_ALIGN_BYTES`] and end at one too or at the end of the contents.
 pub struct UncachedFile {
     file: File,
-    path: std::path::PathBuf,
+    path: PathBuf,
     direct: bool,
     /// Staging memory; `staging_start` is where its aligned part begins.
     staging: Vec<u8>,
@@ -261,5 +363,43 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"second");
         let entries: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
         assert_eq!(entries.len(), 1);
+    }
+
+    #[test]
+    fn staged_files_are_invisible_until_committed_and_removed_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = dir.path().join("kept.bin");
+        let dropped = dir.path().join("dropped.bin");
+        let write = |contents: &'static [u8]| {
+            move |temp_path: &Path| File::create(temp_path)?.write_all(contents)
+        };
+        let staged_kept = StagedFile::write(&kept, write(b"kept")).unwrap();
+        let staged_dropped = StagedFile::write(&dropped, write(b"dropped")).unwrap();
+        staged_kept.sync().unwrap();
+        assert_eq!(staged_kept.path(), kept);
+        assert!(!kept.exists(), "not visible before the commit");
+        staged_kept.commit().unwrap();
+        drop(staged_dropped);
+        sync_directory(dir.path()).unwrap();
+        assert_eq!(fs::read(&kept).unwrap(), b"kept");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("kept.bin")]);
+    }
+
+    #[test]
+    fn a_failed_staging_write_leaves_no_temporary_file_and_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.bin");
+        let error = StagedFile::write(&path, |temp_path| {
+            File::create(temp_path)?.write_all(b"partial")?;
+            Err(std::io::Error::other("disk full"))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("model.bin"), "{error}");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

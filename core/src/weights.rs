@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::codec;
 use crate::error::{CoreError, Result};
-use crate::fsutil::{UNCACHED_ALIGN_BYTES, UncachedFile, write_atomic_with};
+use crate::fsutil::{StagedFile, UNCACHED_ALIGN_BYTES, UncachedFile, write_atomic_with};
 use crate::model::ModelSpec;
 
 /// safetensors metadata key holding the model spec as JSON.
@@ -143,25 +143,45 @@ impl ModelWeights {
     /// Writes the model as a safetensors file, atomically, as
     /// [`Self::save_safetensors`] does, and returns the sha256 of the
     /// parameters (as [`Self::sha256`]), which the file's metadata also holds
-    /// under `sha256_key`.
-    ///
-    /// The sha256 is computed on a second thread while this one writes the
-    /// parameters (bypassing the page cache where it can, see
-    /// [`UncachedFile`]), so that a large model costs one pass over its
-    /// memory on each of two cores instead of two passes one after the
-    /// other. The header holds the sha256: the first blocks of the file are
-    /// written last, once it is known, before the file is fsynced and
-    /// renamed into place.
+    /// under `sha256_key`. See [`Self::stage_safetensors_hashed`].
     ///
     /// # Errors
-    /// [`CoreError::InvalidSpec`] if the tensors cannot be laid out,
-    /// [`CoreError::Io`] if the file cannot be written.
+    /// As [`Self::stage_safetensors_hashed`], and [`CoreError::Io`] if the
+    /// file cannot be synced or renamed into place.
     pub fn save_safetensors_hashed(
         &self,
         path: &Path,
         extra_metadata: HashMap<String, String>,
         sha256_key: &str,
     ) -> Result<String> {
+        let (staged, sha256) = self.stage_safetensors_hashed(path, extra_metadata, sha256_key)?;
+        staged.commit_alone()?;
+        Ok(sha256)
+    }
+
+    /// Writes the model as a safetensors file staged beside `path` (not
+    /// yet synced nor renamed, see [`StagedFile`]) and returns it with the
+    /// sha256 of the parameters (as [`Self::sha256`]), which the file's
+    /// metadata also holds under `sha256_key`. A caller that commits the
+    /// file together with others (the model registry: weights and card)
+    /// syncs and renames it itself.
+    ///
+    /// The sha256 is computed on a second thread while this one writes the
+    /// parameters (bypassing the page cache where it can, see
+    /// [`UncachedFile`]), so that a large model costs one pass over its
+    /// memory on each of two cores instead of two passes one after the
+    /// other. The header holds the sha256: the first blocks of the file are
+    /// written last, once it is known.
+    ///
+    /// # Errors
+    /// [`CoreError::InvalidSpec`] if the tensors cannot be laid out,
+    /// [`CoreError::Io`] if the file cannot be written.
+    pub fn stage_safetensors_hashed(
+        &self,
+        path: &Path,
+        extra_metadata: HashMap<String, String>,
+        sha256_key: &str,
+    ) -> Result<(StagedFile, String)> {
         let layout = self.safetensors_layout()?;
         let mut metadata = self.file_metadata(extra_metadata);
         // A sha256 in hex is 64 characters that JSON does not escape, so the
@@ -177,7 +197,7 @@ impl ModelWeights {
             .next_multiple_of(UNCACHED_ALIGN_BYTES)
             .min(total_len);
         let mut sha256 = None;
-        write_atomic_with(path, |temp_path| {
+        let staged = StagedFile::write(path, |temp_path| {
             let mut file = UncachedFile::create(temp_path)?;
             let mut pieces: Vec<&[u8]> = std::iter::once(&placeholder_header[..])
                 .chain(
@@ -205,7 +225,10 @@ impl ModelWeights {
             sha256 = Some(params_sha256);
             Ok(())
         })?;
-        Ok(sha256.expect("a successful write computed the sha256"))
+        Ok((
+            staged,
+            sha256.expect("a successful write computed the sha256"),
+        ))
     }
 
     /// Returns the tensors as the safetensors file lays them out (sorted by
