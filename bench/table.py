@@ -1,6 +1,7 @@
 """Prints the markdown tables of docs/BENCHMARKS.md from bench/results/*.jsonl.
 
     python3 bench/table.py [FEDSHIELD_JSONL [FLOWER_JSONL]]
+    python3 bench/table.py --pairs PAIRS_JSONL   (written by bench/pairs.sh)
 """
 
 import json
@@ -57,5 +58,32 @@ def main(ours_path="bench/results/fedshield.jsonl", flower_path="bench/results/f
         )
 
 
+def pairs(path):
+    """Before/after table of an interleaved comparison (bench/pairs.sh)."""
+    cells = {}
+    for r in load(path):
+        cells.setdefault((r["participants"], r["params"]), {})[r["side"]] = r
+    print("| K × P | before (s) | after (s) | change | TLS baseline (s) | before / baseline | after / baseline | coordinator peak MiB before → after |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for key in sorted(cells, key=lambda k: (k[1], k[0])):
+        before, after = cells[key].get("before"), cells[key].get("after")
+        if before is None or after is None:
+            continue
+        tls = after["baseline"]["tls_seconds"]
+        print(
+            f"| {key[0]} × {params_label(key[1])} "
+            f"| {before['median_round_seconds']:.3f} "
+            f"| {after['median_round_seconds']:.3f} "
+            f"| {after['median_round_seconds'] / before['median_round_seconds'] - 1:+.0%} "
+            f"| {tls:.3f} "
+            f"| {before['median_round_seconds'] / tls:.2f} "
+            f"| {after['median_round_seconds'] / tls:.2f} "
+            f"| {before['coordinator_peak_rss_bytes'] / MIB:.0f} → {after['coordinator_peak_rss_bytes'] / MIB:.0f} |"
+        )
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    if sys.argv[1:2] == ["--pairs"]:
+        pairs(sys.argv[2])
+    else:
+        main(*sys.argv[1:])
