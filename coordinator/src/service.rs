@@ -315,12 +315,14 @@ impl Federation for FederationService {
         // with HTTP/2 flow control holding back its sender.
         let _permit = match reserved {
             Some(permit) => permit,
-            None => self
-                .engine
-                .upload_permits()
-                .acquire_owned()
-                .await
-                .map_err(|_| self.refuse(CoordinatorError::ShuttingDown))?,
+            None => {
+                self.slots.release_stale(round_id);
+                self.engine
+                    .upload_permits()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| self.refuse(CoordinatorError::ShuttingDown))?
+            }
         };
         let mut assembler =
             ChunkAssembler::with_buffer(self.engine.take_receive_buffer(), ticket.num_params());
@@ -433,6 +435,10 @@ impl Federation for FederationService {
             .check_may_upload(&participant, &reserve.session_token, round_id)
             .inspect_err(|error| warn!(round = %round_id, participant = %participant, error = %error, "upload slot refused"))
             .map_err(|error| self.refuse(error))?;
+        let released = self.slots.release_stale(round_id);
+        if released > 0 {
+            debug!(released, "upload slots of closed rounds released");
+        }
         let permit = tokio::select! {
             permit = self.engine.upload_permits().acquire_owned() => {
                 permit.map_err(|_| self.refuse(CoordinatorError::ShuttingDown))?

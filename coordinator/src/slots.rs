@@ -101,6 +101,18 @@ impl UploadSlots {
         (slot.token == token && slot.round_id == round_id).then_some(slot.permit)
     }
 
+    /// Releases the slots held for rounds other than `open_round`, the one
+    /// round open now: their uploads would be refused, and a participant
+    /// that reserved a slot and then crashed, or whose round closed first,
+    /// must not keep it from the open round's uploads until it expires.
+    /// Returns how many were released.
+    pub fn release_stale(&self, open_round: RoundId) -> usize {
+        let mut held = self.lock();
+        let before = held.len();
+        held.retain(|_, slot| slot.round_id == open_round);
+        before - held.len()
+    }
+
     /// Number of slots held and not yet claimed.
     pub fn num_held(&self) -> usize {
         self.lock().len()
@@ -172,5 +184,19 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(permits.available_permits(), 2, "an unclaimed slot expires");
         assert_eq!(slots.num_held(), 0);
+    }
+
+    #[tokio::test]
+    async fn slots_of_closed_rounds_are_released() {
+        let permits = Arc::new(Semaphore::new(2));
+        let slots = UploadSlots::new(Duration::from_secs(60));
+        let old = permits.clone().acquire_owned().await.expect("permit");
+        slots.hold(participant("a"), RoundId(1), old);
+        let current = permits.clone().acquire_owned().await.expect("permit");
+        let token = slots.hold(participant("b"), RoundId(2), current);
+        assert_eq!(permits.available_permits(), 0);
+        assert_eq!(slots.release_stale(RoundId(2)), 1);
+        assert_eq!(permits.available_permits(), 1);
+        assert!(slots.take(&participant("b"), RoundId(2), &token).is_some());
     }
 }
