@@ -20,12 +20,13 @@ fn main() -> Result<()> {
 /// Coordinators and participants allocate and free buffers of tens to
 /// hundreds of KiB per model chunk (TLS records, HTTP/2 frames, gRPC
 /// encode and decode buffers) on several threads; with the default, freed
-/// memory was given back and faulted in again, fresh, moments later (about
-/// 30 MiB of page faults per round in a coordinator receiving 2 updates of
-/// 10M parameters). Keeping it made rounds of `fedshield bench rounds` 4–11%
-/// faster at 10M parameters and 32 × 1M for a few MiB more resident memory
-/// (docs/BENCHMARKS.md). Memory that was never in use is not touched, so it
-/// costs nothing there; what a process keeps is bounded by its own peak.
+/// memory was given back and faulted in again, fresh, moments later. In a
+/// `fedshield bench rounds` run of 2 participants × 10M parameters (7
+/// rounds) the machine took 154k page faults with the default and 84k with
+/// this (`perf stat -a`); rounds of 8 and 32 × 10M and 32 × 1M got 4–8% faster, the
+/// coordinator's peak memory 3–7 MiB lower at up to 1M parameters, the
+/// participants' within 2 MiB of before (docs/BENCHMARKS.md). What a
+/// process keeps is memory it had in use, so its peak does not grow.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const HEAP_TRIM_THRESHOLD_BYTES: libc::c_int = 256 * 1024 * 1024;
 
