@@ -333,6 +333,12 @@ async fn reserve(
         .map(tonic::Response::into_inner)
 }
 
+/// The coordinator's `fedshield_coordinator_uploads_waiting` gauge.
+fn uploads_waiting(coordinator: &fedshield_coordinator::CoordinatorHandle) -> f64 {
+    let exposition = common::parse_exposition(&coordinator.engine().metrics().render());
+    common::value(&exposition, "fedshield_coordinator_uploads_waiting")
+}
+
 fn header_with_slot(name: &str, joined: &Joined, num_params: u64, slot: &str) -> pb::UpdateChunk {
     let mut message = header(name, joined, num_params);
     if let Some(pb::update_chunk::Payload::Header(header)) = &mut message.payload {
@@ -388,6 +394,7 @@ async fn upload_slots_are_checked_like_updates_bounded_and_expire_unused() {
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!bob_waiting.is_finished(), "the only slot is alice's");
+    assert_eq!(uploads_waiting(&coordinator), 1.0);
 
     // Alice does not upload: her slot expires and bob gets it.
     let (bob_slot, mut bob_client, bob) =
@@ -396,6 +403,7 @@ async fn upload_slots_are_checked_like_updates_bounded_and_expire_unused() {
             .expect("an unused slot is released")
             .unwrap();
     let bob_slot = bob_slot.unwrap();
+    assert_eq!(uploads_waiting(&coordinator), 0.0);
 
     // Alice's expired token: her upload waits for a slot like one without
     // any, and goes through once bob's upload is done.
@@ -407,6 +415,11 @@ async fn upload_slots_are_checked_like_updates_bounded_and_expire_unused() {
     let alice_upload = tokio::spawn(async move { submit(&mut alice_client, alice_messages).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!alice_upload.is_finished(), "bob holds the only slot");
+    assert_eq!(
+        uploads_waiting(&coordinator),
+        1.0,
+        "an upload without a valid slot waits for one too"
+    );
     let bob_accepted = submit(
         &mut bob_client,
         vec![
@@ -419,6 +432,7 @@ async fn upload_slots_are_checked_like_updates_bounded_and_expire_unused() {
     assert_eq!(bob_accepted.num_updates_accepted, 1);
     let alice_accepted = alice_upload.await.unwrap().unwrap();
     assert_eq!(alice_accepted.num_updates_accepted, 2);
+    assert_eq!(uploads_waiting(&coordinator), 0.0);
     coordinator
         .engine()
         .subscribe_published()

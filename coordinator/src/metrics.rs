@@ -96,6 +96,17 @@ pub struct CoordinatorMetrics {
     round_duration_seconds: Histogram,
     model_version: Gauge,
     model_downloads: Family<Labels, Counter>,
+    uploads_waiting: Gauge,
+}
+
+/// One participant counted as waiting for an upload slot, until dropped
+/// (also when its call is cancelled).
+pub struct WaitingForUploadSlot(Gauge);
+
+impl Drop for WaitingForUploadSlot {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Default for CoordinatorMetrics {
@@ -172,6 +183,12 @@ impl CoordinatorMetrics {
             "Current global model version",
             model_version.clone(),
         );
+        let uploads_waiting = Gauge::default();
+        registry.register(
+            "fedshield_coordinator_uploads_waiting",
+            "Participants waiting for one of the max_concurrent_uploads upload slots",
+            uploads_waiting.clone(),
+        );
         let model_downloads = Family::<Labels, Counter>::default();
         registry.register(
             "fedshield_coordinator_model_downloads",
@@ -194,6 +211,7 @@ impl CoordinatorMetrics {
             round_duration_seconds,
             model_version,
             model_downloads,
+            uploads_waiting,
         }
     }
 
@@ -223,6 +241,13 @@ impl CoordinatorMetrics {
     pub(crate) fn round_abandoned(&self, duration: Duration) {
         self.rounds_abandoned.inc();
         self.round_duration_seconds.observe(duration.as_secs_f64());
+    }
+
+    /// Counts a participant as waiting for an upload slot until the
+    /// returned guard is dropped.
+    pub(crate) fn waiting_for_upload_slot(&self) -> WaitingForUploadSlot {
+        self.uploads_waiting.inc();
+        WaitingForUploadSlot(self.uploads_waiting.clone())
     }
 
     pub(crate) fn set_model_version(&self, version: u64) {

@@ -317,6 +317,7 @@ impl Federation for FederationService {
             Some(permit) => permit,
             None => {
                 self.slots.release_stale(round_id);
+                let _waiting = self.engine.metrics().waiting_for_upload_slot();
                 self.engine
                     .upload_permits()
                     .acquire_owned()
@@ -439,6 +440,7 @@ impl Federation for FederationService {
         if released > 0 {
             debug!(released, "upload slots of closed rounds released");
         }
+        let waiting = self.engine.metrics().waiting_for_upload_slot();
         let permit = tokio::select! {
             permit = self.engine.upload_permits().acquire_owned() => {
                 permit.map_err(|_| self.refuse(CoordinatorError::ShuttingDown))?
@@ -450,6 +452,7 @@ impl Federation for FederationService {
             }
             () = self.shutdown.cancelled() => return Err(CoordinatorError::ShuttingDown.into()),
         };
+        drop(waiting);
         let slot_token = self.slots.hold(participant, round_id, permit);
         debug!("upload slot reserved");
         Ok(Response::new(pb::UploadSlot {
