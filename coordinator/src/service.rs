@@ -106,28 +106,29 @@ impl FederationService {
             })
     }
 
-    /// Checks that the id a request claims is the authenticated one.
-    fn check_claim(
+    /// Returns the participant id a request claims, once checked to be the
+    /// authenticated one and a valid id.
+    fn claimed_participant(
         authenticated: Option<&ParticipantId>,
-        claimed: &str,
+        claimed: String,
         call: &'static str,
-    ) -> Result<(), CoordinatorError> {
-        match authenticated {
-            Some(authenticated) if authenticated.as_str() != claimed => {
-                warn!(
-                    call,
-                    subject = %authenticated,
-                    claimed = %claimed.chars().take(128).collect::<String>(),
-                    reason = "impersonation",
-                    "call refused"
-                );
-                Err(CoordinatorError::Impersonation {
-                    authenticated: authenticated.clone(),
-                    claimed: claimed.chars().take(128).collect(),
-                })
-            }
-            _ => Ok(()),
+    ) -> Result<ParticipantId, CoordinatorError> {
+        if let Some(authenticated) = authenticated
+            && authenticated.as_str() != claimed
+        {
+            warn!(
+                call,
+                subject = %authenticated,
+                claimed = %claimed.chars().take(128).collect::<String>(),
+                reason = "impersonation",
+                "call refused"
+            );
+            return Err(CoordinatorError::Impersonation {
+                authenticated: authenticated.clone(),
+                claimed: claimed.chars().take(128).collect(),
+            });
         }
+        ParticipantId::new(claimed).map_err(CoordinatorError::InvalidParticipantId)
     }
 }
 
@@ -160,9 +161,8 @@ impl Federation for FederationService {
     ) -> Result<Response<Self::JoinStream>, Status> {
         let authenticated = self.authenticate(&request, "join")?;
         let join = request.into_inner();
-        Self::check_claim(authenticated.as_ref(), &join.participant_id, "join")?;
-        let participant = ParticipantId::new(join.participant_id)
-            .map_err(CoordinatorError::InvalidParticipantId)?;
+        let participant =
+            Self::claimed_participant(authenticated.as_ref(), join.participant_id, "join")?;
         let mut session = self.engine.join(participant.clone());
         let (sender, receiver) = mpsc::channel::<Result<pb::CoordinatorEvent, Status>>(16);
         let welcome = event(pb::coordinator_event::Event::Welcome(pb::Welcome {
@@ -273,14 +273,12 @@ impl Federation for FederationService {
         span.record("participant", loggable_id(&header.participant_id).as_str());
         span.record("round", header.round_id);
         span.record("version", header.base_model_version);
-        Self::check_claim(
+        let participant = Self::claimed_participant(
             authenticated.as_ref(),
-            &header.participant_id,
+            header.participant_id,
             "submit_update",
         )
         .map_err(|error| self.refuse(error))?;
-        let participant = ParticipantId::new(header.participant_id)
-            .map_err(|reason| self.refuse(CoordinatorError::InvalidParticipantId(reason)))?;
         let round_id = RoundId(header.round_id);
         let reserved = match header.upload_slot.as_str() {
             "" => None,
@@ -422,14 +420,12 @@ impl Federation for FederationService {
             .authenticate(&request, "reserve_upload_slot")
             .map_err(|error| self.refuse(error))?;
         let reserve = request.into_inner();
-        Self::check_claim(
+        let participant = Self::claimed_participant(
             authenticated.as_ref(),
-            &reserve.participant_id,
+            reserve.participant_id,
             "reserve_upload_slot",
         )
         .map_err(|error| self.refuse(error))?;
-        let participant = ParticipantId::new(reserve.participant_id)
-            .map_err(|reason| self.refuse(CoordinatorError::InvalidParticipantId(reason)))?;
         let round_id = RoundId(reserve.round_id);
         let deadline = self
             .engine
@@ -468,13 +464,11 @@ impl Federation for FederationService {
     ) -> Result<Response<pb::DeclineRoundResponse>, Status> {
         let authenticated = self.authenticate(&request, "decline_round")?;
         let decline = request.into_inner();
-        Self::check_claim(
+        let participant = Self::claimed_participant(
             authenticated.as_ref(),
-            &decline.participant_id,
+            decline.participant_id,
             "decline_round",
         )?;
-        let participant = ParticipantId::new(decline.participant_id)
-            .map_err(CoordinatorError::InvalidParticipantId)?;
         self.engine.decline(
             &participant,
             &decline.session_token,
