@@ -264,6 +264,15 @@ impl ModelRegistry {
         &self.artifacts
     }
 
+    /// The error of a blocking task on the artifact store that panicked or
+    /// was cancelled (`what`: "storing", "recovery").
+    fn task_failed(&self, what: &str, error: &tokio::task::JoinError) -> CoordinatorError {
+        CoordinatorError::Artifact {
+            location: self.artifacts.location().to_string(),
+            reason: format!("{what} task failed: {error}"),
+        }
+    }
+
     /// Returns the round state store.
     pub fn state(&self) -> &dyn StateStore {
         self.state.as_ref()
@@ -348,10 +357,7 @@ impl ModelRegistry {
             Ok(model)
         })
         .await
-        .map_err(|error| CoordinatorError::Artifact {
-            location: self.artifacts.location().to_string(),
-            reason: format!("storing task failed: {error}"),
-        })?
+        .map_err(|error| self.task_failed("storing", &error))?
     }
 
     /// Removes the latest version of a local store if it is torn: its card
@@ -418,10 +424,7 @@ impl ModelRegistry {
             Ok(true)
         })
         .await
-        .map_err(|error| CoordinatorError::Artifact {
-            location: self.artifacts.location().to_string(),
-            reason: format!("recovery task failed: {error}"),
-        })??;
+        .map_err(|error| self.task_failed("recovery", &error))??;
         if !removed {
             return Ok(None);
         }
