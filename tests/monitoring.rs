@@ -422,12 +422,22 @@ async fn metrics_count_rounds_updates_and_privacy_spend_during_a_federation() {
     federation.stop().await;
 }
 
-/// Returns the Chromium binary, if one is installed.
-fn chromium() -> Option<PathBuf> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+/// Returns the Chromium binary, or `None` (the caller skips its test) when
+/// none is installed and `FEDSHIELD_REQUIRE_BROWSER=1` (CI) does not ask
+/// for one.
+fn chromium_or_skip() -> Option<PathBuf> {
+    let binary = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .iter()
         .map(PathBuf::from)
-        .find(|path| path.exists())
+        .find(|path| path.exists());
+    if binary.is_none() {
+        assert!(
+            std::env::var("FEDSHIELD_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "FEDSHIELD_REQUIRE_BROWSER=1 and chromium is not installed"
+        );
+        println!("SKIPPED: chromium is not installed (apt-get install chromium)");
+    }
+    binary
 }
 
 /// Flags of every headless Chromium the tests start: no sandbox, GPU or
@@ -497,12 +507,7 @@ fn tags_with<'a>(dom: &'a str, needle: &str) -> Vec<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_headless_chromium_shows_what_the_status_api_reports() {
-    let Some(browser) = chromium() else {
-        assert!(
-            std::env::var("FEDSHIELD_REQUIRE_BROWSER").as_deref() != Ok("1"),
-            "FEDSHIELD_REQUIRE_BROWSER=1 and chromium is not installed"
-        );
-        println!("SKIPPED: chromium is not installed (apt-get install chromium)");
+    let Some(browser) = chromium_or_skip() else {
         return;
     };
     if !curl_installed() {
@@ -942,12 +947,7 @@ fn devtools_page(port: u16) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_follows_the_federation_live_without_reloading() {
-    let Some(binary) = chromium() else {
-        assert!(
-            std::env::var("FEDSHIELD_REQUIRE_BROWSER").as_deref() != Ok("1"),
-            "FEDSHIELD_REQUIRE_BROWSER=1 and chromium is not installed"
-        );
-        println!("SKIPPED: chromium is not installed (apt-get install chromium)");
+    let Some(binary) = chromium_or_skip() else {
         return;
     };
     let mut federation = Federation::start().await;
