@@ -608,7 +608,8 @@ pub enum CertsCommand {
     Ca(CertsCaArgs),
     /// Writes the coordinator's certificate, signed by the CA, to OUT_DIR/server.pem and OUT_DIR/server.key.
     Server(CertsServerArgs),
-    /// Writes a participant's client certificate (CN = its id) to OUT_DIR/<ID>.pem and OUT_DIR/<ID>.key and prints its SHA-256 fingerprint.
+    /// Writes a participant's client certificate (CN = its id) to OUT_DIR/<ID>.pem and OUT_DIR/<ID>.key and prints its SHA-256 fingerprint. Detectors get the same kind of certificate (`certs detector`); the registry entry's `role` decides what it may do.
+    #[command(visible_alias = "detector")]
     Participant(CertsParticipantArgs),
 }
 

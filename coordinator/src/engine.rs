@@ -50,6 +50,9 @@ use crate::registry::{
     AggregationSummary, ModelCard, ModelRegistry, OpenRoundRecord, PublishedModel, RoundRecord,
 };
 
+mod revocation;
+pub use revocation::RevokedMember;
+
 /// Finished rounds kept for status and for refusing late updates clearly.
 const ROUND_HISTORY_LEN: usize = 256;
 
@@ -167,6 +170,8 @@ pub struct EngineStatus {
     pub num_rounds_completed: u64,
     pub num_rounds_abandoned: u64,
     pub recent_rounds: Vec<RoundSummary>,
+    /// Members whose session a revocation ended, oldest first.
+    pub revoked: Vec<RevokedMember>,
 }
 
 /// The open round, for status endpoints.
@@ -261,6 +266,8 @@ struct EngineState {
     history: VecDeque<RoundSummary>,
     num_rounds_completed: u64,
     num_rounds_abandoned: u64,
+    /// Members whose session a revocation ended (until they join again).
+    revoked: revocation::RevokedMembers,
 }
 
 impl EngineState {
@@ -596,6 +603,7 @@ impl Engine {
                     history,
                     num_rounds_completed,
                     num_rounds_abandoned,
+                    revoked: revocation::RevokedMembers::new(),
                 }),
                 changed: Notify::new(),
                 upload_permits: Arc::new(Semaphore::new(max_concurrent_uploads.max(1))),
@@ -697,6 +705,7 @@ impl Engine {
         let mut state = self.lock_state();
         let session_id = state.next_session_id;
         state.next_session_id += 1;
+        state.revoked.remove(&participant);
         if let RoundState::Open(round) = &state.round
             && round.selected.contains(&participant)
             && !round.has_accepted(&participant)
@@ -950,6 +959,14 @@ impl Engine {
                 Some(delta),
             );
         };
+        // A revocation takes the member out of the round under this
+        // aggregate lock: its update is refused, not folded.
+        if let Err(error) = self
+            .lock_state()
+            .check_still_selected(&participant, round_id)
+        {
+            return (Err(error), Some(delta));
+        }
         let spare_buffer = match aggregator.add(delta, num_samples as f64) {
             Ok(spare_buffer) => spare_buffer,
             Err(error) => {
@@ -1015,6 +1032,7 @@ impl Engine {
             num_rounds_completed: state.num_rounds_completed,
             num_rounds_abandoned: state.num_rounds_abandoned,
             recent_rounds: state.history.iter().cloned().collect(),
+            revoked: state.revoked_members(),
         }
     }
 
@@ -1124,7 +1142,9 @@ impl Engine {
                 sessions.contains_key(*participant) || round.in_flight.contains(*participant)
             })
             .count();
-        if num_accepted == round.selected.len() {
+        // A revocation can shrink the selection below the quorum: then the
+        // quorum rule below decides, not this shortcut.
+        if num_accepted == round.selected.len() && num_accepted >= round.quorum {
             return RoundDecision::Publish;
         }
         if num_pending == 0 && num_accepted >= round.quorum {

@@ -64,6 +64,11 @@ pub enum CoordinatorError {
     NoClientCertificate,
     #[error("access denied: {0}")]
     AccessDenied(#[from] crate::participants::AccessDenied),
+    #[error("participant {participant} was revoked during round {round}; its update is refused")]
+    RevokedDuringRound {
+        participant: ParticipantId,
+        round: RoundId,
+    },
     #[error(
         "the client certificate identifies participant {authenticated}, the request claims {claimed}"
     )]
@@ -85,6 +90,7 @@ impl From<CoordinatorError> for Status {
             | CoordinatorError::NoClientCertificate => Code::Unauthenticated,
             CoordinatorError::NotSelected { .. }
             | CoordinatorError::AccessDenied(_)
+            | CoordinatorError::RevokedDuringRound { .. }
             | CoordinatorError::Impersonation { .. } => Code::PermissionDenied,
             CoordinatorError::NoOpenRound(_)
             | CoordinatorError::RoundClosed { .. }

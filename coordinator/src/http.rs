@@ -51,6 +51,7 @@ use crate::engine::Engine;
 use crate::metrics::OPENMETRICS_CONTENT_TYPE;
 use crate::participants::SharedRegistry;
 use crate::registry::ModelRegistry;
+use crate::roles::Operation;
 use crate::status::{CardCache, build_status};
 
 /// File name of the API tokens in the coordinator's data directory.
@@ -145,17 +146,23 @@ struct HttpState {
 #[derive(Clone)]
 struct ConnectionPeer(Option<PeerIdentity>);
 
-/// Returns who is asking, or the refusal.
+/// Returns who is asking, or the refusal. A client certificate's role must
+/// allow `operation` ([`Operation::allowed_roles`]); tokens are operators'.
 fn authorize(
     state: &HttpState,
     peer: &ConnectionPeer,
     headers: &HeaderMap,
+    operation: Operation,
 ) -> Result<String, (StatusCode, String)> {
     if let (Some(identity), Some(participants)) = (&peer.0, &state.participants) {
         return participants
             .get()
-            .authorize(&identity.common_name, &identity.sha256_fingerprint)
-            .map(|participant| format!("participant {participant}"))
+            .authorize_for(
+                &identity.common_name,
+                &identity.sha256_fingerprint,
+                operation,
+            )
+            .map(|member| format!("{} {}", member.role, member.id))
             .map_err(|denied| (StatusCode::FORBIDDEN, denied.to_string()));
     }
     let Some(value) = headers.get(header::AUTHORIZATION) else {
@@ -249,7 +256,7 @@ async fn serve_weights(
     headers: HeaderMap,
     version: ModelVersion,
 ) -> Response {
-    let client = match authorize(&state, &peer, &headers) {
+    let client = match authorize(&state, &peer, &headers, Operation::HttpsModelWeights) {
         Ok(client) => client,
         Err((status, reason)) => return refusal("weights", None, status, reason),
     };
@@ -319,7 +326,7 @@ async fn version_card(
     UrlPath(version): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    let client = match authorize(&state, &peer, &headers) {
+    let client = match authorize(&state, &peer, &headers, Operation::HttpsModelCard) {
         Ok(client) => client,
         Err((status, reason)) => return refusal("card", None, status, reason),
     };
@@ -356,7 +363,7 @@ async fn status(
     Extension(peer): Extension<ConnectionPeer>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err((status, reason)) = authorize(&state, &peer, &headers) {
+    if let Err((status, reason)) = authorize(&state, &peer, &headers, Operation::HttpsStatus) {
         return refusal("status", None, status, reason);
     }
     let report = build_status(&state.engine, &state.registry, &state.cards).await;
@@ -368,7 +375,7 @@ async fn metrics(
     Extension(peer): Extension<ConnectionPeer>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err((status, reason)) = authorize(&state, &peer, &headers) {
+    if let Err((status, reason)) = authorize(&state, &peer, &headers, Operation::HttpsMetrics) {
         return refusal("metrics", None, status, reason);
     }
     (
@@ -451,7 +458,7 @@ async fn dashboard(
             }
         };
     }
-    match authorize(&state, &peer, &headers) {
+    match authorize(&state, &peer, &headers, Operation::HttpsDashboard) {
         Ok(_) => (
             dashboard_headers("text/html; charset=utf-8"),
             DASHBOARD_HTML,

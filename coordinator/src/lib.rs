@@ -8,6 +8,8 @@
 //! - [`store`]: the coordinator's own state (open round, round history) in its data directory.
 //! - [`artifacts`]: model artifacts in any `object_store` store, chosen by URL.
 //! - [`participants`]: the participant registry (who may join, revocations).
+//! - [`roles`]: member roles (participant, detector) and what each may call.
+//! - [`revocation`]: ending live `Join` streams whose certificate is revoked.
 //! - [`service`]: the `fedshield.v1.Federation` gRPC handlers.
 //! - [`server`]: starting and stopping a coordinator on a bound listener.
 //! - [`error`]: the error type and its gRPC status mapping.
@@ -23,6 +25,8 @@ pub mod http;
 pub mod metrics;
 pub mod participants;
 pub mod registry;
+pub mod revocation;
+pub mod roles;
 pub mod server;
 pub mod service;
 pub mod slots;

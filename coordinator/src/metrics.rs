@@ -71,6 +71,7 @@ pub fn rejection_reason(error: &CoordinatorError) -> &'static str {
         | CoordinatorError::BadSessionToken(_)
         | CoordinatorError::NoClientCertificate
         | CoordinatorError::AccessDenied(_)
+        | CoordinatorError::RevokedDuringRound { .. }
         | CoordinatorError::Impersonation { .. } => "access_denied",
         CoordinatorError::UnknownModelVersion(_)
         | CoordinatorError::Store(_)

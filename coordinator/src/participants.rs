@@ -17,21 +17,34 @@
 //! [[participant]]
 //! id = "globex"
 //! revoked = true            # the whole organization is out
+//!
+//! # A detector: may download models and read the status, never train.
+//! [[participant]]
+//! id = "soc-scorer-1"
+//! role = "detector"         # "participant" (the default) or "detector"
 //! ```
+//!
+//! Roles are checked against [`Operation::allowed_roles`] on every call.
 //!
 //! The coordinator re-reads the file when it changes, so a revocation takes
 //! effect within seconds and without a restart; a file that no longer parses
-//! is reported and the last good registry stays in force.
+//! is reported and the last good registry stays in force. Every replacement
+//! is announced to [`SharedRegistry::subscribe`]rs: each open `Join` stream
+//! re-checks the certificate that opened it and ends when it is no longer
+//! allowed (`crate::revocation`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fedshield_core::ParticipantId;
 use serde::Deserialize;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+use crate::roles::{Operation, Role};
 
 /// Why a certificate holder may not take part.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +60,29 @@ pub enum AccessDenied {
         participant: ParticipantId,
         fingerprint_prefix: String,
     },
+    #[error(
+        "{member} has role {role} in the coordinator's participant registry; {operation} is only for role {allowed}"
+    )]
+    WrongRole {
+        member: ParticipantId,
+        role: Role,
+        operation: Operation,
+        allowed: String,
+    },
+}
+
+/// A certificate holder the registry allows: its id and role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: ParticipantId,
+    pub role: Role,
+}
+
+/// A registry entry as the coordinator keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MemberEntry {
+    revoked: bool,
+    role: Role,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,13 +100,16 @@ struct ParticipantEntry {
     id: String,
     #[serde(default)]
     revoked: bool,
+    /// What the member may do; participant when absent.
+    #[serde(default)]
+    role: Role,
 }
 
 /// Allowed participants and revocations.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ParticipantRegistry {
-    /// Registered participants; `true` when revoked.
-    participants: BTreeMap<ParticipantId, bool>,
+    /// Registered members: revoked or not, and their role.
+    participants: BTreeMap<ParticipantId, MemberEntry>,
     /// Revoked certificate fingerprints (lowercase hex sha256 of the DER).
     revoked_certificates: BTreeSet<String>,
 }
@@ -88,7 +127,11 @@ impl ParticipantRegistry {
         for (index, entry) in file.participant.iter().enumerate() {
             match ParticipantId::new(entry.id.clone()) {
                 Ok(id) => {
-                    if participants.insert(id, entry.revoked).is_some() {
+                    let member = MemberEntry {
+                        revoked: entry.revoked,
+                        role: entry.role,
+                    };
+                    if participants.insert(id, member).is_some() {
                         problems.push(format!(
                             "{origin}: participant[{index}].id {:?} is listed twice",
                             entry.id
@@ -139,7 +182,16 @@ impl ParticipantRegistry {
     /// Returns a registry allowing exactly `ids` (tests, the demo).
     pub fn allowing(ids: impl IntoIterator<Item = ParticipantId>) -> Self {
         ParticipantRegistry {
-            participants: ids.into_iter().map(|id| (id, false)).collect(),
+            participants: ids
+                .into_iter()
+                .map(|id| {
+                    let member = MemberEntry {
+                        revoked: false,
+                        role: Role::Participant,
+                    };
+                    (id, member)
+                })
+                .collect(),
             revoked_certificates: BTreeSet::new(),
         }
     }
@@ -154,23 +206,26 @@ impl ParticipantRegistry {
         self.participants.is_empty()
     }
 
-    /// Returns the participant a certificate with subject CN `common_name` and
-    /// sha256 `fingerprint` identifies, if it may take part.
+    /// Returns the member a certificate with subject CN `common_name` and
+    /// sha256 `fingerprint` identifies, with its role, if it is registered
+    /// and neither it nor the certificate is revoked. Callers check the role
+    /// with [`Self::authorize_for`].
     ///
     /// # Errors
     /// [`AccessDenied`] saying why not.
-    pub fn authorize(
-        &self,
-        common_name: &str,
-        fingerprint: &str,
-    ) -> Result<ParticipantId, AccessDenied> {
+    pub fn authorize(&self, common_name: &str, fingerprint: &str) -> Result<Member, AccessDenied> {
         let participant = ParticipantId::new(common_name.to_string())
             .map_err(|reason| AccessDenied::InvalidSubject(common_name.to_string(), reason))?;
-        match self.participants.get(&participant) {
+        let role = match self.participants.get(&participant) {
             None => return Err(AccessDenied::Unknown(participant)),
-            Some(true) => return Err(AccessDenied::RevokedParticipant(participant)),
-            Some(false) => {}
-        }
+            Some(MemberEntry { revoked: true, .. }) => {
+                return Err(AccessDenied::RevokedParticipant(participant));
+            }
+            Some(MemberEntry {
+                revoked: false,
+                role,
+            }) => *role,
+        };
         if self
             .revoked_certificates
             .contains(&fingerprint.to_ascii_lowercase())
@@ -180,39 +235,73 @@ impl ParticipantRegistry {
                 fingerprint_prefix: fingerprint.chars().take(16).collect(),
             });
         }
-        Ok(participant)
+        Ok(Member {
+            id: participant,
+            role,
+        })
+    }
+
+    /// Returns the member a certificate identifies, as [`Self::authorize`],
+    /// if its role may perform `operation` ([`Operation::allowed_roles`]).
+    ///
+    /// # Errors
+    /// [`AccessDenied`] saying why not; [`AccessDenied::WrongRole`] names
+    /// the member's role and the roles the operation needs.
+    pub fn authorize_for(
+        &self,
+        common_name: &str,
+        fingerprint: &str,
+        operation: Operation,
+    ) -> Result<Member, AccessDenied> {
+        let member = self.authorize(common_name, fingerprint)?;
+        if operation.allows(member.role) {
+            return Ok(member);
+        }
+        let allowed: Vec<&str> = operation
+            .allowed_roles()
+            .iter()
+            .map(|role| role.name())
+            .collect();
+        Err(AccessDenied::WrongRole {
+            member: member.id,
+            role: member.role,
+            operation,
+            allowed: allowed.join(" or "),
+        })
     }
 }
 
 /// The registry in force, shared by every connection; replaced whole when
-/// its file changes.
+/// its file changes. Replacements are announced to subscribers (the open
+/// `Join` streams, which end when their certificate is no longer allowed).
 #[derive(Debug, Clone)]
 pub struct SharedRegistry {
-    current: Arc<RwLock<Arc<ParticipantRegistry>>>,
+    current: Arc<watch::Sender<Arc<ParticipantRegistry>>>,
 }
 
 impl SharedRegistry {
     /// Returns a shared handle on `registry`.
     pub fn new(registry: ParticipantRegistry) -> Self {
+        let (current, _) = watch::channel(Arc::new(registry));
         SharedRegistry {
-            current: Arc::new(RwLock::new(Arc::new(registry))),
+            current: Arc::new(current),
         }
     }
 
     /// Returns the registry in force.
     pub fn get(&self) -> Arc<ParticipantRegistry> {
-        self.current
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.current.borrow().clone()
     }
 
-    /// Replaces the registry in force.
+    /// Replaces the registry in force and wakes every subscriber.
     pub fn replace(&self, registry: ParticipantRegistry) {
-        *self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(registry);
+        self.current.send_replace(Arc::new(registry));
+    }
+
+    /// Returns a receiver that sees every registry put in force after this
+    /// call.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ParticipantRegistry>> {
+        self.current.subscribe()
     }
 
     /// Re-reads `path` every `interval` while its modification time changes,
@@ -291,7 +380,11 @@ mod tests {
         let registry = registry();
         let other = "00".repeat(32);
         assert_eq!(
-            registry.authorize("acme-soc", &other).unwrap().to_string(),
+            registry
+                .authorize("acme-soc", &other)
+                .unwrap()
+                .id
+                .to_string(),
             "acme-soc"
         );
         assert!(matches!(
@@ -310,6 +403,48 @@ mod tests {
             registry.authorize("bad name!", &other),
             Err(AccessDenied::InvalidSubject(..))
         ));
+    }
+
+    #[test]
+    fn roles_default_to_participant_and_a_detector_may_only_read() {
+        let registry = ParticipantRegistry::from_toml_str(
+            r#"
+            [[participant]]
+            id = "acme-soc"
+            [[participant]]
+            id = "scorer"
+            role = "detector"
+            "#,
+            "participants.toml",
+        )
+        .unwrap_or_else(|error| panic!("{error}"));
+        let other = "00".repeat(32);
+        let acme = registry
+            .authorize_for("acme-soc", &other, Operation::Join)
+            .unwrap();
+        assert_eq!(acme.role, Role::Participant);
+        let scorer = registry
+            .authorize_for("scorer", &other, Operation::DownloadModel)
+            .unwrap();
+        assert_eq!(scorer.role, Role::Detector);
+        let refused = registry
+            .authorize_for("scorer", &other, Operation::SubmitUpdate)
+            .unwrap_err();
+        assert!(matches!(refused, AccessDenied::WrongRole { .. }));
+        assert_eq!(
+            refused.to_string(),
+            "scorer has role detector in the coordinator's participant registry; \
+             submit_update is only for role participant"
+        );
+        let error = ParticipantRegistry::from_toml_str(
+            "[[participant]]\nid = \"x\"\nrole = \"operator\"\n",
+            "p.toml",
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("p.toml") && error.contains("operator"),
+            "{error}"
+        );
     }
 
     #[test]

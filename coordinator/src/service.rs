@@ -24,6 +24,8 @@ use crate::engine::{Engine, EngineStatus, SessionEvent, UpdateRequest};
 use crate::error::CoordinatorError;
 use crate::participants::SharedRegistry;
 use crate::registry::PublishedModel;
+use crate::revocation::RevocationWatch;
+use crate::roles::Operation;
 use crate::slots::UploadSlots;
 
 /// Settings of the service that are not round rules.
@@ -74,13 +76,16 @@ impl FederationService {
     }
 
     /// Returns the participant the caller's client certificate identifies
-    /// (`None` without TLS), refusing callers without a certificate or whom
-    /// the registry does not allow. Every refusal is logged with its reason.
+    /// (`None` without TLS), refusing callers without a certificate, whom
+    /// the registry does not allow, or whose role may not perform
+    /// `operation` (the one place gRPC roles are enforced). Every refusal is
+    /// logged with its reason.
     fn authenticate<T>(
         &self,
         request: &Request<T>,
-        call: &'static str,
+        operation: Operation,
     ) -> Result<Option<ParticipantId>, CoordinatorError> {
+        let call = operation.name();
         let Some(access) = &self.access else {
             return Ok(None);
         };
@@ -91,8 +96,12 @@ impl FederationService {
         };
         access
             .get()
-            .authorize(&identity.common_name, &identity.sha256_fingerprint)
-            .map(Some)
+            .authorize_for(
+                &identity.common_name,
+                &identity.sha256_fingerprint,
+                operation,
+            )
+            .map(|member| Some(member.id))
             .map_err(|denied| {
                 warn!(
                     call,
@@ -159,7 +168,14 @@ impl Federation for FederationService {
         &self,
         request: Request<pb::JoinRequest>,
     ) -> Result<Response<Self::JoinStream>, Status> {
-        let authenticated = self.authenticate(&request, "join")?;
+        let authenticated = self.authenticate(&request, Operation::Join)?;
+        // The stream ends as soon as the registry stops allowing the
+        // certificate that opened it.
+        let mut revocation = RevocationWatch::new(
+            self.access.as_ref(),
+            peer_identity(&request),
+            Operation::Join,
+        );
         let join = request.into_inner();
         let participant =
             Self::claimed_participant(authenticated.as_ref(), join.participant_id, "join")?;
@@ -176,11 +192,14 @@ impl Federation for FederationService {
         let shutdown = self.shutdown.clone();
         let heartbeat_interval = self.settings.heartbeat_interval;
         // Forwards engine events and heartbeats to the stream until the
-        // participant goes away, a newer session replaces this one, or the
-        // coordinator shuts down; then unregisters the session.
+        // participant goes away, a newer session replaces this one, the
+        // registry stops allowing the certificate (also while a send waits
+        // on a client that does not read), or the coordinator shuts down;
+        // then unregisters the session.
         tokio::spawn(async move {
             let mut heartbeat = tokio::time::interval(heartbeat_interval);
             heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut revoked = None;
             loop {
                 let outgoing = tokio::select! {
                     () = shutdown.cancelled() => {
@@ -188,6 +207,10 @@ impl Federation for FederationService {
                         break;
                     }
                     () = sender.closed() => break,
+                    denied = revocation.denied() => {
+                        revoked = Some(denied);
+                        break;
+                    }
                     received = session.events.recv() => match received {
                         Some(SessionEvent::Announcement(announcement)) => {
                             event(pb::coordinator_event::Event::RoundAnnouncement(pb::RoundAnnouncement {
@@ -206,9 +229,31 @@ impl Federation for FederationService {
                     },
                     _ = heartbeat.tick() => heartbeat_event(engine.current_model().version),
                 };
-                if sender.send(Ok(outgoing)).await.is_err() {
-                    break;
+                tokio::select! {
+                    sent = sender.send(Ok(outgoing)) => if sent.is_err() {
+                        break;
+                    },
+                    denied = revocation.denied() => {
+                        revoked = Some(denied);
+                        break;
+                    }
                 }
+            }
+            if let Some(denied) = revoked {
+                let error = CoordinatorError::AccessDenied(denied);
+                warn!(
+                    participant = %session.participant,
+                    session_id = session.session_id,
+                    subject = revocation.subject().unwrap_or("-"),
+                    certificate_sha256 = revocation.fingerprint().unwrap_or("-"),
+                    reason = %error,
+                    "join stream ended: access revoked"
+                );
+                engine.revoke(&session.participant, session.session_id, &error.to_string());
+                // Bounded: a client that reads nothing gets no status, only the end.
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), sender.send(Err(error.into())))
+                        .await;
             }
             engine.leave(&session.participant, session.session_id);
         });
@@ -220,7 +265,7 @@ impl Federation for FederationService {
         &self,
         request: Request<pb::DownloadModelRequest>,
     ) -> Result<Response<Self::DownloadModelStream>, Status> {
-        if let Some(participant) = self.authenticate(&request, "download_model")? {
+        if let Some(participant) = self.authenticate(&request, Operation::DownloadModel)? {
             Span::current().record("participant", participant.as_str());
         }
         let download = request.into_inner();
@@ -243,7 +288,7 @@ impl Federation for FederationService {
         request: Request<Streaming<pb::UpdateChunk>>,
     ) -> Result<Response<pb::SubmitUpdateResponse>, Status> {
         let authenticated = self
-            .authenticate(&request, "submit_update")
+            .authenticate(&request, Operation::SubmitUpdate)
             .map_err(|error| self.refuse(error))?;
         let mut stream = request.into_inner();
         let idle_timeout = self.settings.chunk_idle_timeout;
@@ -417,7 +462,7 @@ impl Federation for FederationService {
         request: Request<pb::ReserveUploadSlotRequest>,
     ) -> Result<Response<pb::UploadSlot>, Status> {
         let authenticated = self
-            .authenticate(&request, "reserve_upload_slot")
+            .authenticate(&request, Operation::ReserveUploadSlot)
             .map_err(|error| self.refuse(error))?;
         let reserve = request.into_inner();
         let participant = Self::claimed_participant(
@@ -462,7 +507,7 @@ impl Federation for FederationService {
         &self,
         request: Request<pb::DeclineRoundRequest>,
     ) -> Result<Response<pb::DeclineRoundResponse>, Status> {
-        let authenticated = self.authenticate(&request, "decline_round")?;
+        let authenticated = self.authenticate(&request, Operation::DeclineRound)?;
         let decline = request.into_inner();
         let participant = Self::claimed_participant(
             authenticated.as_ref(),
@@ -482,7 +527,7 @@ impl Federation for FederationService {
         &self,
         request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::CoordinatorStatus>, Status> {
-        self.authenticate(&request, "get_status")?;
+        self.authenticate(&request, Operation::GetStatus)?;
         Ok(Response::new(status_message(&self.engine.status())))
     }
 }
@@ -558,6 +603,11 @@ pub fn status_message(status: &EngineStatus) -> pb::CoordinatorStatus {
         }),
         num_rounds_completed: status.num_rounds_completed,
         num_rounds_abandoned: status.num_rounds_abandoned,
+        revoked_participants: status
+            .revoked
+            .iter()
+            .map(|member| member.participant.to_string())
+            .collect(),
         recent_rounds: status
             .recent_rounds
             .iter()

@@ -31,6 +31,10 @@ pub struct StatusReport {
     pub open_round: Option<OpenRoundReport>,
     /// Connected participants, by id.
     pub participants: Vec<ParticipantReport>,
+    /// Members whose session a revocation ended (until they join again),
+    /// oldest revocation first; each with `state: "revoked"`.
+    #[serde(default)]
+    pub revoked_participants: Vec<RevokedParticipantReport>,
     /// Published versions, oldest first (at most [`MAX_VERSIONS_IN_STATUS`]).
     pub versions: Vec<VersionReport>,
     /// Finished rounds, oldest first.
@@ -56,6 +60,19 @@ pub struct ParticipantReport {
     pub id: String,
     /// When it last called the coordinator, in unix milliseconds.
     pub last_contact_unix_ms: u64,
+}
+
+/// A member whose live session was ended because the participant
+/// registry no longer allows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevokedParticipantReport {
+    pub id: String,
+    /// Always "revoked": what the dashboard shows.
+    pub state: String,
+    /// When its session was ended, in unix milliseconds.
+    pub revoked_unix_ms: u64,
+    /// Why the registry no longer allows it.
+    pub reason: String,
 }
 
 /// One published model version, from its card.
@@ -212,6 +229,16 @@ pub async fn build_status(
             .map(|(participant, last_contact)| ParticipantReport {
                 id: participant.to_string(),
                 last_contact_unix_ms: *last_contact,
+            })
+            .collect(),
+        revoked_participants: status
+            .revoked
+            .iter()
+            .map(|member| RevokedParticipantReport {
+                id: member.participant.to_string(),
+                state: "revoked".to_string(),
+                revoked_unix_ms: member.revoked_unix_ms,
+                reason: member.reason.clone(),
             })
             .collect(),
         versions,

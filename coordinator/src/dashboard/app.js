@@ -196,11 +196,19 @@ function render(status) {
   setText("num-participants", status.participants.length);
   renderOpenRound(status);
   renderChart(status);
-  fillTable("participants", status.participants.map((participant) => {
+  const connectedRows = status.participants.map((participant) => {
     const tr = row([participant.id, formatAgo(participant.last_contact_unix_ms, status.generated_unix_ms)]);
     tr.setAttribute("data-participant", participant.id);
     return tr;
-  }));
+  });
+  const revokedRows = (status.revoked_participants || []).map((member) => {
+    const tr = row([member.id, member.state + " " + formatAgo(member.revoked_unix_ms, status.generated_unix_ms)]);
+    tr.setAttribute("data-revoked-participant", member.id);
+    tr.setAttribute("title", member.reason);
+    tr.className = "revoked";
+    return tr;
+  });
+  fillTable("participants", connectedRows.concat(revokedRows));
   renderPrivacy(status);
   renderVersions(status);
   fillTable("rounds", status.recent_rounds.slice().reverse().map((round) => row([
