@@ -197,8 +197,15 @@ function render(status) {
   renderOpenRound(status);
   renderChart(status);
   fillTable("participants", status.participants.map((participant) => {
-    const tr = row([participant.id, formatAgo(participant.last_contact_unix_ms, status.generated_unix_ms)]);
+    const tr = row([participant.id, formatAgo(participant.last_contact_unix_ms, status.generated_unix_ms),
+      (participant.num_dropouts || 0) + (participant.sit_out_rounds_left ? " (sits out " + participant.sit_out_rounds_left + ")" : "")]);
     tr.setAttribute("data-participant", participant.id);
+    return tr;
+  }));
+  fillTable("dropouts", (status.dropouts || []).map((dropout) => {
+    const tr = row([dropout.participant, dropout.num_dropouts, dropout.strikes, dropout.sit_out_rounds_left]);
+    tr.setAttribute("data-dropper", dropout.participant);
+    tr.setAttribute("data-dropouts", dropout.num_dropouts);
     return tr;
   }));
   renderPrivacy(status);
