@@ -245,7 +245,7 @@ async fn a_member_leaving_after_the_honest_updates_makes_honest_members_resend_n
             announcement.base_model_version, 0,
             "attack {attack}: every retry is on version 0"
         );
-        announced_plans.push(announcement.plan.clone().expect("the plan is announced"));
+        announced_plans.push(announcement.plan.expect("the plan is announced"));
         wait_for_accepted(&engine, announcement.round_id, &honest_names).await;
         drop(mallory);
         assert_eq!(
