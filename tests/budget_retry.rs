@@ -200,12 +200,10 @@ fn contributions(events: &mut mpsc::UnboundedReceiver<ParticipantEvent>) -> Vec<
     contributions
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_leaving_after_the_honest_updates_makes_honest_members_resend_not_spend_again() {
-    const NUM_ATTACKS: u64 = 6;
-    let work = tempfile::tempdir().unwrap();
-    // The reported setting: ε = 3 over 5 rounds, quorum 3, everyone sampled.
-    let mut config = CoordinatorConfig::for_test(work.path().join("coordinator"), test_spec());
+/// Returns the reported setting: ε = 3 over 5 rounds, quorum 3, everyone
+/// sampled, rounds open once three members are connected.
+fn reported_config(work: &Path) -> CoordinatorConfig {
+    let mut config = CoordinatorConfig::for_test(work.join("coordinator"), test_spec());
     config.round.max_rounds = Some(MAX_ROUNDS);
     config.round.min_participants = 3;
     config.round.quorum = 3;
@@ -219,6 +217,14 @@ async fn a_member_leaving_after_the_honest_updates_makes_honest_members_resend_n
         sampling_rate: 0.05,
         org_level: None,
     });
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_leaving_after_the_honest_updates_makes_honest_members_resend_not_spend_again() {
+    const NUM_ATTACKS: u64 = 6;
+    let work = tempfile::tempdir().unwrap();
+    let config = reported_config(work.path());
     let plan = config.training_plan().unwrap();
     let epsilon_per_round = composed_epsilon(
         &[record_level_mechanism(plan.dp_sgd.as_ref().unwrap(), 1)],
@@ -442,5 +448,57 @@ async fn a_member_that_keeps_leaving_sits_out_one_two_then_four_rounds_and_is_on
     for (task, _) in honest {
         task.await.unwrap();
     }
+    coordinator.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_participant_re_sends_the_update_its_ledger_already_paid_for() {
+    let work = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let coordinator = start_coordinator(reported_config(work.path()), shutdown.clone()).await;
+    let engine = coordinator.engine().clone();
+    let url = format!("http://{}", coordinator.local_addr());
+    let acme_shutdown = shutdown.child_token();
+    let mut acme = start_honest_member(&url, "acme-soc", 0, work.path(), acme_shutdown.clone());
+    let globex = start_honest_member(&url, "globex-sec", 1, work.path(), shutdown.clone());
+
+    // Attempt 1: both honest updates are in, acme stops, mallory leaves.
+    let mallory = {
+        let mut mallory = RawMember::join(&url, "mallory").await;
+        let announcement = mallory.next_announcement().await;
+        wait_for_accepted(&engine, announcement.round_id, &["acme-soc", "globex-sec"]).await;
+        acme_shutdown.cancel();
+        acme.task.await.unwrap();
+        drop(mallory);
+        assert_eq!(
+            wait_for_closed(&engine, announcement.round_id).await,
+            RoundOutcome::Abandoned
+        );
+        announcement.round_id
+    };
+    let first = contributions(&mut acme.events);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(!first[0].0, "the first update is trained");
+
+    // Attempt 2: acme restarts on the same data directory and re-sends the
+    // update its ledger paid for, without a second entry.
+    let mut restarted = start_honest_member(&url, "acme-soc", 0, work.path(), shutdown.clone());
+    let mut mallory_again = RawMember::join(&url, "mallory").await;
+    let retry = mallory_again.next_announcement().await;
+    assert!(retry.round_id > mallory, "a new attempt on version 0");
+    assert_eq!(retry.base_model_version, 0);
+    wait_for_accepted(&engine, retry.round_id, &["acme-soc", "globex-sec"]).await;
+    let after_restart = contributions(&mut restarted.events);
+    assert_eq!(
+        after_restart,
+        vec![(true, first[0].1.clone())],
+        "the restarted participant re-sends the same update"
+    );
+    let spend = inspect(&work.path().join("acme-soc"), DELTA).unwrap();
+    assert_eq!(spend.num_rounds, 1, "no second spend after the restart");
+    drop(mallory_again);
+    shutdown.cancel();
+    restarted.task.await.unwrap();
+    globex.task.await.unwrap();
     coordinator.wait().await.unwrap();
 }
