@@ -44,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, info, info_span, warn};
 
 use crate::config::RoundConfig;
+use crate::dropouts::{DropoutRecord, DropoutTracker};
 use crate::error::{CoordinatorError, Result};
 use crate::metrics::CoordinatorMetrics;
 use crate::registry::{
@@ -172,6 +173,9 @@ pub struct EngineStatus {
     pub recent_rounds: Vec<RoundSummary>,
     /// Members whose session a revocation ended, oldest first.
     pub revoked: Vec<RevokedMember>,
+    /// Every participant that ever left a round it was selected for without
+    /// an update or a decline, by id ([`crate::dropouts`]).
+    pub dropouts: Vec<(ParticipantId, DropoutRecord)>,
 }
 
 /// The open round, for status endpoints.
@@ -268,6 +272,13 @@ struct EngineState {
     num_rounds_abandoned: u64,
     /// Members whose session a revocation ended (until they join again).
     revoked: revocation::RevokedMembers,
+    /// Who left rounds without delivering, and who sits out rounds for it.
+    dropouts: DropoutTracker,
+    /// Participants selected for the open round whose session ended while
+    /// it was open before they delivered; those still without an update or
+    /// a decline when the round closes dropped out ([`crate::dropouts`]).
+    /// Emptied when a round closes.
+    left_open_round_before_delivering: BTreeSet<ParticipantId>,
 }
 
 impl EngineState {
@@ -604,6 +615,8 @@ impl Engine {
                     num_rounds_completed,
                     num_rounds_abandoned,
                     revoked: revocation::RevokedMembers::new(),
+                    dropouts: DropoutTracker::new(),
+                    left_open_round_before_delivering: BTreeSet::new(),
                 }),
                 changed: Notify::new(),
                 upload_permits: Arc::new(Semaphore::new(max_concurrent_uploads.max(1))),
@@ -745,6 +758,15 @@ impl Engine {
             .is_some_and(|session| session.session_id == session_id);
         if is_current {
             state.sessions.remove(participant);
+            if let RoundState::Open(round) = &state.round
+                && round.selected.contains(participant)
+                && !round.has_accepted(participant)
+                && !round.declined.contains(participant)
+            {
+                state
+                    .left_open_round_before_delivering
+                    .insert(participant.clone());
+            }
             let num_connected = state.sessions.len();
             drop(state);
             self.inner.metrics.set_connected_participants(num_connected);
@@ -1033,6 +1055,7 @@ impl Engine {
             num_rounds_abandoned: state.num_rounds_abandoned,
             recent_rounds: state.history.iter().cloned().collect(),
             revoked: state.revoked_members(),
+            dropouts: state.dropouts.records(),
         }
     }
 
@@ -1174,7 +1197,15 @@ impl Engine {
         candidates.sort();
         candidates.shuffle(&mut rand::rng());
         let num_selected = config.participants_per_round.resolve(candidates.len());
-        let selected: BTreeSet<ParticipantId> = candidates.into_iter().take(num_selected).collect();
+        // Participants that left earlier rounds sit some out (crate::dropouts).
+        let selected: BTreeSet<ParticipantId> = state
+            .dropouts
+            .select(candidates, num_selected, config.quorum)
+            .into_iter()
+            .collect();
+        self.inner
+            .metrics
+            .set_participants_sitting_out(state.dropouts.num_sitting_out());
         let quorum = config.quorum.min(selected.len()).max(1);
         let round_id = RoundId(state.next_round_id);
         state.next_round_id += 1;
@@ -1309,9 +1340,39 @@ impl Engine {
             },
         );
         match previous {
-            RoundState::Open(round) => Some((round, fed_avg)),
+            RoundState::Open(round) => {
+                self.record_dropouts(&mut state, &round);
+                Some((round, fed_avg))
+            }
             RoundState::Waiting { .. } => None,
         }
+    }
+
+    /// Notes, as `round` closes, who dropped out of it (left without an
+    /// update or a decline) and who contributed ([`crate::dropouts`]).
+    fn record_dropouts(&self, state: &mut EngineState, round: &OpenRound) {
+        for (participant, _, _) in &round.accepted {
+            state.dropouts.record_contribution(participant);
+        }
+        let left_before_delivering = std::mem::take(&mut state.left_open_round_before_delivering);
+        for participant in &left_before_delivering {
+            if round.has_accepted(participant) || round.declined.contains(participant) {
+                continue;
+            }
+            let record = state.dropouts.record_dropout(participant);
+            self.inner.metrics.round_dropout();
+            warn!(
+                round = %round.round_id,
+                participant = %participant,
+                num_dropouts = record.num_dropouts,
+                strikes = record.strikes,
+                sit_out_rounds = record.sit_out_rounds_left,
+                "participant left a round it was selected for without an update or a decline"
+            );
+        }
+        self.inner
+            .metrics
+            .set_participants_sitting_out(state.dropouts.num_sitting_out());
     }
 
     /// Closes the open round, publishes its aggregate as the next version.

@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: round rules and server settings.
 //! - [`engine`]: the round engine (participants, rounds, aggregation, publishing).
+//! - [`dropouts`]: members that leave rounds they were selected for, selected less often.
 //! - [`registry`]: published model versions (safetensors + model card) and
 //!   the round state, behind [`store::StateStore`] and [`artifacts::ArtifactStore`].
 //! - [`store`]: the coordinator's own state (open round, round history) in its data directory.
@@ -19,6 +20,7 @@
 
 pub mod artifacts;
 pub mod config;
+pub mod dropouts;
 pub mod engine;
 pub mod error;
 pub mod http;

@@ -98,6 +98,8 @@ pub struct CoordinatorMetrics {
     model_version: Gauge,
     model_downloads: Family<Labels, Counter>,
     uploads_waiting: Gauge,
+    round_dropouts: Counter,
+    participants_sitting_out: Gauge,
 }
 
 /// One participant counted as waiting for an upload slot, until dropped
@@ -199,6 +201,18 @@ impl CoordinatorMetrics {
         for transport in DOWNLOAD_TRANSPORTS {
             let _ = model_downloads.get_or_create(&vec![("transport", transport)]);
         }
+        let round_dropouts = Counter::default();
+        registry.register(
+            "fedshield_coordinator_round_dropouts",
+            "Selected participants that left a round without an update or a decline",
+            round_dropouts.clone(),
+        );
+        let participants_sitting_out = Gauge::default();
+        registry.register(
+            "fedshield_coordinator_participants_sitting_out",
+            "Participants that sit out round openings for leaving earlier rounds",
+            participants_sitting_out.clone(),
+        );
         CoordinatorMetrics {
             registry: Arc::new(registry),
             connected_participants,
@@ -213,6 +227,8 @@ impl CoordinatorMetrics {
             model_version,
             model_downloads,
             uploads_waiting,
+            round_dropouts,
+            participants_sitting_out,
         }
     }
 
@@ -226,6 +242,14 @@ impl CoordinatorMetrics {
 
     pub(crate) fn set_connected_participants(&self, num_connected: usize) {
         self.connected_participants.set(num_connected as i64);
+    }
+
+    pub(crate) fn round_dropout(&self) {
+        self.round_dropouts.inc();
+    }
+
+    pub(crate) fn set_participants_sitting_out(&self, num_sitting_out: usize) {
+        self.participants_sitting_out.set(num_sitting_out as i64);
     }
 
     pub(crate) fn round_opened(&self) {

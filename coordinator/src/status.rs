@@ -39,6 +39,23 @@ pub struct StatusReport {
     pub versions: Vec<VersionReport>,
     /// Finished rounds, oldest first.
     pub recent_rounds: Vec<RoundReport>,
+    /// Every participant, connected or not, that left a round it was
+    /// selected for without an update or a decline, by id
+    /// ([`crate::dropouts`]).
+    #[serde(default)]
+    pub dropouts: Vec<DropoutReport>,
+}
+
+/// A participant's dropouts and the rounds it sits out for them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DropoutReport {
+    pub participant: String,
+    /// Rounds it left without an update or a decline, since the coordinator started.
+    pub num_dropouts: u64,
+    /// Dropouts not yet worked off by accepted updates.
+    pub strikes: u32,
+    /// Round openings it still sits out.
+    pub sit_out_rounds_left: u32,
 }
 
 /// Progress of the open round.
@@ -60,6 +77,12 @@ pub struct ParticipantReport {
     pub id: String,
     /// When it last called the coordinator, in unix milliseconds.
     pub last_contact_unix_ms: u64,
+    /// Rounds it left without an update or a decline ([`crate::dropouts`]).
+    #[serde(default)]
+    pub num_dropouts: u64,
+    /// Round openings it still sits out for them.
+    #[serde(default)]
+    pub sit_out_rounds_left: u32,
 }
 
 /// A member whose live session was ended because the participant
@@ -226,9 +249,19 @@ pub async fn build_status(
             .connected
             .iter()
             .zip(&status.last_contact_unix_ms)
-            .map(|(participant, last_contact)| ParticipantReport {
-                id: participant.to_string(),
-                last_contact_unix_ms: *last_contact,
+            .map(|(participant, last_contact)| {
+                let dropouts = status
+                    .dropouts
+                    .iter()
+                    .find(|(dropper, _)| dropper == participant)
+                    .map(|(_, record)| *record)
+                    .unwrap_or_default();
+                ParticipantReport {
+                    id: participant.to_string(),
+                    last_contact_unix_ms: *last_contact,
+                    num_dropouts: dropouts.num_dropouts,
+                    sit_out_rounds_left: dropouts.sit_out_rounds_left,
+                }
             })
             .collect(),
         revoked_participants: status
@@ -253,6 +286,16 @@ pub async fn build_status(
                 contributors: round.contributor_names(),
                 duration_ms: round.duration_ms(),
                 reason: round.reason.clone(),
+            })
+            .collect(),
+        dropouts: status
+            .dropouts
+            .iter()
+            .map(|(participant, record)| DropoutReport {
+                participant: participant.to_string(),
+                num_dropouts: record.num_dropouts,
+                strikes: record.strikes,
+                sit_out_rounds_left: record.sit_out_rounds_left,
             })
             .collect(),
     }

@@ -18,6 +18,7 @@
 //! - [`inference`]: scoring feature vectors with a model.
 //! - [`metrics`]: accuracy, ROC-AUC and friends.
 //! - [`privacy`]: privacy targets, plan calibration, participants' reports and model cards' guarantees.
+//! - [`plan_fingerprint`]: the sha256 of a training plan, which keys re-sent updates of retried rounds.
 
 pub mod accountant;
 pub mod aggregate;
@@ -32,6 +33,7 @@ pub mod inference;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod plan_fingerprint;
 pub mod privacy;
 pub mod robust;
 pub mod schema;

@@ -24,6 +24,11 @@ pub enum ParticipantError {
         path: std::path::PathBuf,
         reason: String,
     },
+    #[error("stored update {path}: {reason}")]
+    StoredUpdate {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error(
         "privacy budget exhausted: spent epsilon {spent:.4} of {budget:.4}; this round would bring it to {would_be:.4}"
     )]

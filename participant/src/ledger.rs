@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use fedshield_core::accountant::SubsampledGaussian;
 use fedshield_core::dp::{DpSgdPlan, OrgDpPlan};
+use fedshield_core::plan_fingerprint::PlanFingerprint;
 use fedshield_core::privacy::{
     PrivacyReport, composed_epsilon, org_level_mechanism, record_level_mechanism,
 };
@@ -50,6 +51,14 @@ pub struct LedgerEntry {
     /// The organization-level mechanism of this round, if the plan had one.
     #[serde(default)]
     pub org_level: Option<SubsampledGaussian>,
+    /// sha256 of the base model the run trained from; with
+    /// `plan_sha256`, what a stored privatized update is linked to (see
+    /// [`crate::pending`]). Absent in entries written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_model_sha256: Option<String>,
+    /// Fingerprint of the run's training plan ([`PlanFingerprint`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_sha256: Option<PlanFingerprint>,
 }
 
 impl LedgerEntry {
@@ -66,7 +75,18 @@ impl LedgerEntry {
             recorded_unix_ms: fedshield_core::clock::unix_ms_now(),
             record_level: record_level_mechanism(dp_sgd, 1),
             org_level: org_dp.map(|org| org_level_mechanism(org, 1)),
+            base_model_sha256: None,
+            plan_sha256: None,
         }
+    }
+
+    /// Returns the entry with the base model's sha256 and the plan's
+    /// fingerprint noted, so that the update this run privatizes can be
+    /// re-sent for a retried round of the same base and plan.
+    pub fn with_origin(mut self, base_model_sha256: &str, plan_sha256: PlanFingerprint) -> Self {
+        self.base_model_sha256 = Some(base_model_sha256.to_string());
+        self.plan_sha256 = Some(plan_sha256);
+        self
     }
 }
 
@@ -217,6 +237,15 @@ impl PrivacyLedger {
     /// Returns every recorded entry, oldest first.
     pub fn entries(&self) -> &[LedgerEntry] {
         &self.entries
+    }
+
+    /// Returns the recorded entry of round `round_id` made at
+    /// `recorded_unix_ms`, if there is one: the entry a stored update names
+    /// as the spend it was computed under.
+    pub fn find(&self, round_id: u64, recorded_unix_ms: u64) -> Option<&LedgerEntry> {
+        self.entries
+            .iter()
+            .find(|entry| entry.round_id == round_id && entry.recorded_unix_ms == recorded_unix_ms)
     }
 
     /// Returns what the recorded entries add up to at `delta`.

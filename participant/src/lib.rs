@@ -6,6 +6,7 @@
 //! - [`cache`]: downloaded model versions, sha256-checked.
 //! - [`backoff`]: reconnection delays.
 //! - [`ledger`]: the privacy ledger, append-only and fsynced before any update leaves.
+//! - [`pending`]: the privatized update of the last DP run, re-sent for a retried round.
 //! - [`metrics`]: Prometheus metrics (rounds, traffic, training time, ε spent).
 //! - [`error`]: the error type.
 
@@ -16,6 +17,7 @@ pub mod error;
 pub mod ledger;
 pub mod metrics;
 pub mod node;
+pub mod pending;
 pub mod progress;
 
 pub use config::ParticipantConfig;

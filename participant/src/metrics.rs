@@ -27,6 +27,7 @@ pub struct ParticipantMetrics {
     registry: Arc<Registry>,
     rounds_trained: Counter,
     rounds_declined: Counter,
+    updates_resent: Counter,
     bytes_downloaded: Counter,
     bytes_uploaded: Counter,
     training_duration_seconds: Histogram,
@@ -52,6 +53,12 @@ impl ParticipantMetrics {
             "fedshield_participant_rounds_declined",
             "Announced rounds this participant did not complete (privacy budget, errors, refusals)",
             rounds_declined.clone(),
+        );
+        let updates_resent = Counter::default();
+        registry.register(
+            "fedshield_participant_updates_resent",
+            "Retried rounds answered with the stored privatized update of an earlier attempt on the same base version and plan (no training, no privacy spend)",
+            updates_resent.clone(),
         );
         let bytes_downloaded = Counter::default();
         registry.register(
@@ -90,6 +97,7 @@ impl ParticipantMetrics {
             registry: Arc::new(registry),
             rounds_trained,
             rounds_declined,
+            updates_resent,
             bytes_downloaded,
             bytes_uploaded,
             training_duration_seconds,
@@ -113,6 +121,10 @@ impl ParticipantMetrics {
 
     pub(crate) fn round_declined(&self) {
         self.rounds_declined.inc();
+    }
+
+    pub(crate) fn update_resent(&self) {
+        self.updates_resent.inc();
     }
 
     pub(crate) fn downloaded(&self, num_bytes: usize) {

@@ -23,6 +23,7 @@ use fedshield_core::dp::{
     DpSgdPlan, OrgDpPlan, os_seeded_rng, privatize_update, train_local_dp_observed,
 };
 use fedshield_core::model::ModelSpec;
+use fedshield_core::plan_fingerprint::PlanFingerprint;
 use fedshield_core::privacy::PrivacyReport;
 use fedshield_core::training::{LocalTrainingOutcome, train_local_observed};
 use fedshield_core::weights::{ModelWeights, ParamsSha256};
@@ -33,7 +34,7 @@ use rand::RngExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
-use tracing::{debug, info, instrument, warn};
+use tracing::{Span, debug, info, instrument, warn};
 
 use crate::backoff::Backoff;
 use crate::cache::ModelCache;
@@ -41,6 +42,7 @@ use crate::config::ParticipantConfig;
 use crate::error::{ParticipantError, Result};
 use crate::ledger::{DEFAULT_DELTA, LedgerEntry, PrivacyLedger};
 use crate::metrics::ParticipantMetrics;
+use crate::pending::{StoredUpdate, StoredUpdateFile, StoredUpdateHeader};
 use crate::progress::Progress;
 
 /// Environment variable that makes the process abort right after a ledger
@@ -62,6 +64,14 @@ pub enum ParticipantEvent {
         base_version: ModelVersion,
         num_steps: u64,
         mean_loss: f32,
+        /// Whether the update was the stored privatized update of an
+        /// earlier attempt on the same base version and plan, re-sent
+        /// without training and without a new privacy spend.
+        resent: bool,
+        /// sha256 of the privatized update's little-endian float32 bytes
+        /// (before any test tampering), for rounds with DP whose update
+        /// was stored for retries.
+        update_sha256: Option<String>,
     },
     /// A round was skipped; the reason says why.
     RoundFailed { round_id: RoundId, reason: String },
@@ -81,6 +91,28 @@ enum Workload {
     BenchmarkNoOp { increment: f32 },
 }
 
+/// Where and when an update goes: the round it is for, as announced.
+struct SubmitTarget {
+    round_id: RoundId,
+    base_version: ModelVersion,
+    deadline_unix_ms: u64,
+    /// Whether to reserve an upload slot before uploading.
+    reserve_slot_first: bool,
+    session_token: String,
+}
+
+/// An update ready to be sent, trained now or stored by an earlier attempt.
+struct ReadyUpdate {
+    delta: Vec<f32>,
+    num_steps: u64,
+    mean_loss: f32,
+    /// The FedAvg weight declared (1 under DP: data sizes stay private).
+    num_samples: u64,
+    privacy: Option<PrivacyReport>,
+    update_sha256: Option<String>,
+    resent: bool,
+}
+
 /// A participant: its configuration and its private training data.
 pub struct Participant {
     config: ParticipantConfig,
@@ -88,6 +120,8 @@ pub struct Participant {
     cache: ModelCache,
     /// The privacy ledger, locked by this process for its lifetime.
     ledger: Arc<std::sync::Mutex<PrivacyLedger>>,
+    /// The privatized update of the last DP run, for retried rounds.
+    stored_update: StoredUpdateFile,
     events: Option<mpsc::UnboundedSender<ParticipantEvent>>,
     tamper: Option<UpdateTamper>,
     /// A model-sized buffer kept from the last round (benchmark mode), so a
@@ -134,6 +168,7 @@ impl Participant {
             .validate()
             .map_err(|problems| ParticipantError::Config(problems.join("; ")))?;
         let cache = ModelCache::new(&config.data_dir.join("models"));
+        let stored_update = StoredUpdateFile::new(&config.data_dir);
         let ledger = PrivacyLedger::open(&config.data_dir)?;
         let metrics = ParticipantMetrics::new(config.privacy_budget.map(|budget| budget.epsilon));
         let delta = config
@@ -145,6 +180,7 @@ impl Participant {
             workload,
             cache,
             ledger: Arc::new(std::sync::Mutex::new(ledger)),
+            stored_update,
             events: None,
             tamper: None,
             spare_buffer: std::sync::Mutex::new(Vec::new()),
@@ -359,7 +395,10 @@ impl Participant {
         }
     }
 
-    /// Downloads the base model, trains, and submits the update for one round.
+    /// Takes part in one round: downloads the base model, trains, and
+    /// submits the update; or, for a retried round on a base version and
+    /// plan it already computed an update for, re-sends that privatized
+    /// update without training and without a new privacy spend.
     #[instrument(skip_all, fields(participant = %self.config.participant_id, round = announcement.round_id, version = announcement.base_model_version))]
     async fn take_part(
         &self,
@@ -391,14 +430,56 @@ impl Participant {
                 "a benchmark participant has no data to train with differential privacy".into(),
             ));
         }
+        let target = SubmitTarget {
+            round_id,
+            base_version,
+            deadline_unix_ms: announcement.deadline_unix_ms,
+            reserve_slot_first: announcement.reserve_upload_slot,
+            session_token,
+        };
+        let base_sha256 = announcement.base_model_sha256;
+        let plan_sha256 = PlanFingerprint::of(&plan);
+        // Benchmark participants never store updates (they refuse DP).
+        let reusable = match self.workload {
+            Workload::Train(_) => {
+                self.reusable_update(
+                    base_version,
+                    &base_sha256,
+                    &plan_sha256,
+                    plan.dp_sgd.is_some(),
+                )
+                .await?
+            }
+            Workload::BenchmarkNoOp { .. } => None,
+        };
+        if let Some((stored, privacy)) = reusable {
+            // A DP output already paid for: re-sending it is post-processing.
+            info!(
+                update_sha256 = %stored.header.update_sha256,
+                ledger_round = stored.header.ledger_round_id,
+                num_params = stored.delta.len(),
+                "retried round on the same base version and plan: re-sending the stored privatized update without a new privacy spend"
+            );
+            self.metrics.update_resent();
+            let ready = ReadyUpdate {
+                delta: stored.delta,
+                num_steps: stored.header.num_steps,
+                mean_loss: stored.header.mean_loss.unwrap_or(f32::NAN),
+                num_samples: 1,
+                privacy: Some(privacy),
+                update_sha256: Some(stored.header.update_sha256),
+                resent: true,
+            };
+            return self.submit_ready(client, target, ready).await;
+        }
         // Refuse early, before downloading anything, if the budget is spent.
-        self.check_privacy(round_id, base_version, &plan)?;
+        self.check_privacy(round_id, base_version, &base_sha256, &plan_sha256, &plan)?;
         let base = match &self.workload {
             Workload::BenchmarkNoOp { .. } => {
                 let weights = download_model_into(
                     client,
                     base_version,
-                    &announcement.base_model_sha256,
+                    &base_sha256,
                     self.take_spare_buffer(),
                 )
                 .await?;
@@ -406,18 +487,13 @@ impl Participant {
                     .downloaded(weights.params.len() * std::mem::size_of::<f32>());
                 weights
             }
-            Workload::Train(_) => match self
-                .cache
-                .get(base_version, &announcement.base_model_sha256)
-            {
+            Workload::Train(_) => match self.cache.get(base_version, &base_sha256) {
                 Some(weights) => {
                     debug!("base model found in cache");
                     weights
                 }
                 None => {
-                    let weights =
-                        download_model(client, base_version, &announcement.base_model_sha256)
-                            .await?;
+                    let weights = download_model(client, base_version, &base_sha256).await?;
                     self.metrics
                         .downloaded(weights.params.len() * std::mem::size_of::<f32>());
                     self.cache.put(base_version, &weights)?;
@@ -440,7 +516,23 @@ impl Participant {
         };
         // The spend is durable from here on, before anything derived from
         // the data exists.
-        let privacy = self.record_privacy(round_id, base_version, &plan)?;
+        let recorded =
+            self.record_privacy(round_id, base_version, &base_sha256, &plan_sha256, &plan)?;
+        // Where the privatized update is kept for a retried round, linked to
+        // the ledger entry that paid for it.
+        let stored_header = recorded.as_ref().map(|(entry, _)| StoredUpdateHeader {
+            base_model_version: base_version.0,
+            base_model_sha256: base_sha256.clone(),
+            plan_sha256: plan_sha256.clone(),
+            ledger_round_id: entry.round_id,
+            ledger_recorded_unix_ms: entry.recorded_unix_ms,
+            num_steps: 0,
+            mean_loss: None,
+            num_params: 0,
+            update_sha256: String::new(),
+        });
+        let privacy = recorded.map(|(_, report)| report);
+        let stored_update = self.stored_update.clone();
         let training_started = std::time::Instant::now();
         let training_plan = plan.clone();
         let increment = match self.workload {
@@ -449,9 +541,12 @@ impl Participant {
         };
         let progress = Progress::training(format!("round {round_id}"));
         let shuffle_seed = self.config.shuffle_seed;
-        let (outcome, delta) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let span = Span::current();
+        let (outcome, delta, update_sha256) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let _entered = span.enter();
             let Some(data) = data else {
-                return Ok(benchmark_step(base.params, increment));
+                let (outcome, delta) = benchmark_step(base.params, increment);
+                return Ok((outcome, delta, None));
             };
             let observer = |step| progress.step(step);
             let outcome = match &training_plan.dp_sgd {
@@ -488,18 +583,28 @@ impl Participant {
                 let mut rng = os_seeded_rng()?;
                 privatize_update(&mut delta, org_dp, &mut rng)?;
             }
-            Ok((outcome, delta))
+            // Kept durably before it leaves, so that a retried round (or
+            // this one, if the deadline passes first) re-sends it instead
+            // of training and spending again.
+            let update_sha256 = stored_header.and_then(|header| {
+                let header = StoredUpdateHeader {
+                    num_steps: outcome.num_steps,
+                    mean_loss: Some(outcome.mean_loss).filter(|loss| loss.is_finite()),
+                    ..header
+                };
+                match stored_update.save(header, &delta) {
+                    Ok(update_sha256) => Some(update_sha256),
+                    Err(error) => {
+                        warn!(error = %error, "privatized update not stored: a retried round would train and spend again");
+                        None
+                    }
+                }
+            });
+            Ok((outcome, delta, update_sha256))
         })
         .await
         .map_err(|error| ParticipantError::Protocol(format!("training task failed: {error}")))??;
         self.metrics.trained_for(training_started.elapsed());
-        if unix_ms_now() > announcement.deadline_unix_ms {
-            return Err(ParticipantError::DeadlinePassed(round_id));
-        }
-        let mut delta = delta;
-        if let Some(tamper) = &self.tamper {
-            tamper(&mut delta);
-        }
         // Under DP the size of the local data is not disclosed: every update
         // weighs the same.
         let num_samples = match &self.workload {
@@ -507,7 +612,84 @@ impl Participant {
             Workload::Train(data) => data.len() as u64,
             Workload::BenchmarkNoOp { .. } => 1,
         };
-        let upload_slot = if announcement.reserve_upload_slot {
+        let ready = ReadyUpdate {
+            delta,
+            num_steps: outcome.num_steps,
+            mean_loss: outcome.mean_loss,
+            num_samples,
+            privacy,
+            update_sha256,
+            resent: false,
+        };
+        self.submit_ready(client, target, ready).await
+    }
+
+    /// Returns the stored privatized update and the ledger's current report
+    /// if the round is on the base version (number and sha256) and plan the
+    /// update was computed for, with DP, and the ledger holds the entry that
+    /// paid for it. A stored update that does not fit is removed: the base
+    /// version has moved on or the plan changed, and it can never be asked
+    /// for again.
+    ///
+    /// # Errors
+    /// The accountant's error for the ledger's report.
+    async fn reusable_update(
+        &self,
+        base_version: ModelVersion,
+        base_sha256: &str,
+        plan_sha256: &PlanFingerprint,
+        plan_has_dp: bool,
+    ) -> Result<Option<(StoredUpdate, PrivacyReport)>> {
+        let ledger = self.ledger.clone();
+        let stored_update = self.stored_update.clone();
+        let accounting_delta = self
+            .config
+            .privacy_budget
+            .map_or(DEFAULT_DELTA, |budget| budget.delta);
+        let base_sha256 = base_sha256.to_string();
+        let plan_sha256 = plan_sha256.clone();
+        let span = Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            find_reusable_update(
+                &ledger,
+                &stored_update,
+                accounting_delta,
+                base_version,
+                &base_sha256,
+                &plan_sha256,
+                plan_has_dp,
+            )
+        })
+        .await
+        .map_err(|error| {
+            ParticipantError::Protocol(format!("stored update task failed: {error}"))
+        })?
+    }
+
+    /// Sends a ready update for the round `target` describes, if its
+    /// deadline has not passed.
+    async fn submit_ready(
+        &self,
+        client: &mut FederationClient<Channel>,
+        target: SubmitTarget,
+        ready: ReadyUpdate,
+    ) -> Result<ParticipantEvent> {
+        let SubmitTarget {
+            round_id,
+            base_version,
+            deadline_unix_ms,
+            reserve_slot_first,
+            session_token,
+        } = target;
+        if unix_ms_now() > deadline_unix_ms {
+            return Err(ParticipantError::DeadlinePassed(round_id));
+        }
+        let mut delta = ready.delta;
+        if let Some(tamper) = &self.tamper {
+            tamper(&mut delta);
+        }
+        let upload_slot = if reserve_slot_first {
             reserve_upload_slot(
                 client,
                 round_id,
@@ -524,10 +706,10 @@ impl Participant {
             participant_id: self.config.participant_id.to_string(),
             session_token,
             upload_slot,
-            num_samples,
+            num_samples: ready.num_samples,
             encoding: pb::UpdateEncoding::F32Le as i32,
             num_params: delta.len() as u64,
-            privacy: privacy.map(|report| pb::PrivacyReport {
+            privacy: ready.privacy.map(|report| pb::PrivacyReport {
                 epsilon: report.epsilon,
                 delta: report.delta,
                 org_epsilon: report.org_epsilon,
@@ -545,16 +727,19 @@ impl Participant {
             self.recycle_buffer(buffer);
         }
         info!(
-            num_steps = outcome.num_steps,
-            mean_loss = outcome.mean_loss,
+            num_steps = ready.num_steps,
+            mean_loss = ready.mean_loss,
             num_accepted = response.num_updates_accepted,
+            resent = ready.resent,
             "update submitted"
         );
         Ok(ParticipantEvent::Contributed {
             round_id,
             base_version,
-            num_steps: outcome.num_steps,
-            mean_loss: outcome.mean_loss,
+            num_steps: ready.num_steps,
+            mean_loss: ready.mean_loss,
+            resent: ready.resent,
+            update_sha256: ready.update_sha256,
         })
     }
 }
@@ -588,13 +773,22 @@ impl Participant {
         &self,
         round_id: RoundId,
         base_version: ModelVersion,
+        base_sha256: &str,
+        plan_sha256: &PlanFingerprint,
         plan: &TrainingPlan,
     ) -> Result<Option<(LedgerEntry, PrivacyReport)>> {
         let ledger = self
             .ledger
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.privacy_entry(&ledger, round_id, base_version, plan)
+        self.privacy_entry(
+            &ledger,
+            round_id,
+            base_version,
+            base_sha256,
+            plan_sha256,
+            plan,
+        )
     }
 
     fn privacy_entry(
@@ -602,6 +796,8 @@ impl Participant {
         ledger: &PrivacyLedger,
         round_id: RoundId,
         base_version: ModelVersion,
+        base_sha256: &str,
+        plan_sha256: &PlanFingerprint,
         plan: &TrainingPlan,
     ) -> Result<Option<(LedgerEntry, PrivacyReport)>> {
         let budget = self.config.privacy_budget;
@@ -612,7 +808,8 @@ impl Participant {
             };
         };
         let delta = budget.map_or(DEFAULT_DELTA, |budget| budget.delta);
-        let entry = LedgerEntry::for_round(round_id, base_version, dp_sgd, plan.org_dp.as_ref());
+        let entry = LedgerEntry::for_round(round_id, base_version, dp_sgd, plan.org_dp.as_ref())
+            .with_origin(base_sha256, plan_sha256.clone());
         let after = ledger.spent_with(&entry, delta)?;
         if let Some(budget) = budget {
             let spent = ledger.spent(delta)?;
@@ -637,23 +834,33 @@ impl Participant {
     }
 
     /// Checks the round against the budget again and records its spend
-    /// durably; returns the report to send with the update.
+    /// durably; returns the recorded entry and the report to send with the
+    /// update.
     fn record_privacy(
         &self,
         round_id: RoundId,
         base_version: ModelVersion,
+        base_sha256: &str,
+        plan_sha256: &PlanFingerprint,
         plan: &TrainingPlan,
-    ) -> Result<Option<PrivacyReport>> {
+    ) -> Result<Option<(LedgerEntry, PrivacyReport)>> {
         // One lock for the check and the write: nothing can spend in between.
         let mut ledger = self
             .ledger
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some((entry, report)) = self.privacy_entry(&ledger, round_id, base_version, plan)?
+        let Some((entry, report)) = self.privacy_entry(
+            &ledger,
+            round_id,
+            base_version,
+            base_sha256,
+            plan_sha256,
+            plan,
+        )?
         else {
             return Ok(None);
         };
-        ledger.record(entry)?;
+        ledger.record(entry.clone())?;
         drop(ledger);
         self.metrics.set_privacy_spent(report.epsilon);
         info!(
@@ -666,7 +873,82 @@ impl Participant {
             warn!("{CRASH_AFTER_LEDGER_WRITE_ENV} is set: aborting after the ledger write");
             std::process::abort();
         }
-        Ok(Some(report))
+        Ok(Some((entry, report)))
+    }
+}
+
+/// Returns the stored update and the ledger's current report at
+/// `accounting_delta` if the stored update was computed from
+/// `base_version` (parameters of sha256 `base_sha256`) under the plan
+/// `plan_sha256`, with DP, and `ledger` holds the entry that paid for it.
+/// A stored update that is unreadable, for another base or plan, or
+/// without its ledger entry is removed (then the round trains and spends
+/// normally, which is always safe). Blocking.
+///
+/// # Errors
+/// The accountant's error for the ledger's report.
+fn find_reusable_update(
+    ledger: &std::sync::Mutex<PrivacyLedger>,
+    stored_update: &StoredUpdateFile,
+    accounting_delta: f64,
+    base_version: ModelVersion,
+    base_sha256: &str,
+    plan_sha256: &PlanFingerprint,
+    plan_has_dp: bool,
+) -> Result<Option<(StoredUpdate, PrivacyReport)>> {
+    let remove = |why: &str| {
+        if let Err(error) = stored_update.remove() {
+            warn!(error = %error, "stored update could not be removed");
+        } else {
+            info!(reason = why, "stored update removed");
+        }
+    };
+    let header = match stored_update.header() {
+        Ok(None) => return Ok(None),
+        Ok(Some(header)) => header,
+        Err(error) => {
+            warn!(error = %error, "stored update unreadable");
+            remove("unreadable");
+            return Ok(None);
+        }
+    };
+    if !plan_has_dp || !header.is_for(base_version.0, base_sha256, plan_sha256) {
+        debug!(
+            stored_base_version = header.base_model_version,
+            base_version = %base_version,
+            "the stored update is for another base version or plan"
+        );
+        remove("the base version moved on or the plan changed");
+        return Ok(None);
+    }
+    let ledger = ledger
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let paid_for = ledger
+        .find(header.ledger_round_id, header.ledger_recorded_unix_ms)
+        .is_some_and(|entry| {
+            entry.base_model_version == base_version.0
+                && entry.base_model_sha256.as_deref() == Some(base_sha256)
+                && entry.plan_sha256.as_ref() == Some(plan_sha256)
+        });
+    if !paid_for {
+        drop(ledger);
+        warn!(
+            ledger_round = header.ledger_round_id,
+            "the stored update names no matching privacy ledger entry; training instead"
+        );
+        remove("no matching ledger entry");
+        return Ok(None);
+    }
+    let report = ledger.spent(accounting_delta)?.report();
+    drop(ledger);
+    match stored_update.load() {
+        Ok(stored) => Ok(stored.map(|stored| (stored, report))),
+        Err(error) => {
+            warn!(error = %error, "stored update unreadable");
+            remove("unreadable");
+            Ok(None)
+        }
     }
 }
 

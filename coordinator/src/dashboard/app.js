@@ -197,18 +197,25 @@ function render(status) {
   renderOpenRound(status);
   renderChart(status);
   const connectedRows = status.participants.map((participant) => {
-    const tr = row([participant.id, formatAgo(participant.last_contact_unix_ms, status.generated_unix_ms)]);
+    const tr = row([participant.id, formatAgo(participant.last_contact_unix_ms, status.generated_unix_ms),
+      (participant.num_dropouts || 0) + (participant.sit_out_rounds_left ? " (sits out " + participant.sit_out_rounds_left + ")" : "")]);
     tr.setAttribute("data-participant", participant.id);
     return tr;
   });
   const revokedRows = (status.revoked_participants || []).map((member) => {
-    const tr = row([member.id, member.state + " " + formatAgo(member.revoked_unix_ms, status.generated_unix_ms)]);
+    const tr = row([member.id, member.state + " " + formatAgo(member.revoked_unix_ms, status.generated_unix_ms), ""]);
     tr.setAttribute("data-revoked-participant", member.id);
     tr.setAttribute("title", member.reason);
     tr.className = "revoked";
     return tr;
   });
   fillTable("participants", connectedRows.concat(revokedRows));
+  fillTable("dropouts", (status.dropouts || []).map((dropout) => {
+    const tr = row([dropout.participant, dropout.num_dropouts, dropout.strikes, dropout.sit_out_rounds_left]);
+    tr.setAttribute("data-dropper", dropout.participant);
+    tr.setAttribute("data-dropouts", dropout.num_dropouts);
+    return tr;
+  }));
   renderPrivacy(status);
   renderVersions(status);
   fillTable("rounds", status.recent_rounds.slice().reverse().map((round) => row([
