@@ -457,6 +457,14 @@ pub struct CoordinatorArgs {
     /// or multi-krum:<f>[:<m>] (the last three need --quorum large enough to out-vote f attackers).
     #[arg(long, env = "FEDSHIELD_AGGREGATION", default_value = "fedavg")]
     pub aggregation: fedshield_core::robust::AggregationRule,
+    /// Most training examples one update may declare (its num_samples); a header declaring more,
+    /// or 0, is refused with INVALID_ARGUMENT. Rounds with DP accept exactly 1. At most 2^40.
+    #[arg(long, default_value_t = fedshield_coordinator::weighting::DEFAULT_MAX_SAMPLES_PER_UPDATE)]
+    pub max_samples_per_update: u64,
+    /// Cap on one update's weight in the average: it weighs min(num_samples, this), so a
+    /// participant lying about its size gains at most this; 1 weighs every update the same.
+    #[arg(long, default_value_t = fedshield_coordinator::weighting::DEFAULT_MAX_UPDATE_WEIGHT)]
+    pub max_update_weight: u64,
     /// Schema (TOML) of the federation's telemetry; fixes the model's inputs and
     /// classes and travels in every model card. Default: the built-in synthetic flows schema.
     #[arg(long, value_parser = existing_file)]

@@ -100,6 +100,10 @@ pub fn coordinator_config(args: &CoordinatorArgs) -> Result<CoordinatorConfig> {
             server_momentum: args.server_momentum,
             server_learning_rate: args.server_learning_rate,
             aggregation: args.aggregation.clone(),
+            weighting: fedshield_coordinator::weighting::UpdateWeighting {
+                max_samples_per_update: args.max_samples_per_update,
+                max_update_weight: args.max_update_weight,
+            },
         },
         model,
         init_seed: args.model.init_seed,

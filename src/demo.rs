@@ -107,6 +107,7 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
             server_momentum: 0.0,
             server_learning_rate: 1.0,
             aggregation: AggregationRule::FedAvg,
+            weighting: fedshield_coordinator::weighting::UpdateWeighting::default(),
         },
         model: spec.clone(),
         init_seed: args.model.init_seed,

@@ -9,6 +9,8 @@ use fedshield_core::privacy::PrivacyTarget;
 use fedshield_core::robust::AggregationRule;
 use fedshield_core::{ModelSpec, TrainingPlan};
 
+use crate::weighting::UpdateWeighting;
+
 /// How many connected participants a round samples.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ParticipantsPerRound {
@@ -99,6 +101,9 @@ pub struct RoundConfig {
     pub server_learning_rate: f32,
     /// How a round's updates are combined (FedAvg, or a poisoning-robust rule).
     pub aggregation: AggregationRule,
+    /// The bound on an update's declared example count and the cap on its
+    /// weight (see [`crate::weighting`]).
+    pub weighting: UpdateWeighting,
 }
 
 impl RoundConfig {
@@ -143,6 +148,7 @@ impl RoundConfig {
         if self.round_deadline.is_zero() {
             problems.push("round.deadline_secs must be positive".to_string());
         }
+        problems.extend(self.weighting.problems());
         match self.aggregation.validate() {
             Err(error) => problems.push(format!("round.aggregation: {error}")),
             Ok(()) if self.quorum < self.aggregation.min_updates() => problems.push(format!(
@@ -245,6 +251,7 @@ impl CoordinatorConfig {
                 server_momentum: 0.0,
                 server_learning_rate: 1.0,
                 aggregation: AggregationRule::FedAvg,
+                weighting: UpdateWeighting::default(),
             },
             model,
             init_seed: 1,

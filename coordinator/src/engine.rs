@@ -33,10 +33,11 @@ use std::time::{Duration, SystemTime};
 
 use fedshield_core::clock::unix_ms;
 
+use fedshield_core::aggregate::{check_applies_finitely, check_finite_aggregate};
 use fedshield_core::privacy::{ModelPrivacy, PrivacyReport};
 use fedshield_core::robust::RobustAggregator;
 use fedshield_core::weights::ModelWeights;
-use fedshield_core::{ModelVersion, ParticipantId, RoundId, TrainingPlan};
+use fedshield_core::{CoreError, ModelVersion, ParticipantId, RoundId, TrainingPlan};
 use rand::seq::SliceRandom;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::Instant;
@@ -50,6 +51,7 @@ use crate::metrics::CoordinatorMetrics;
 use crate::registry::{
     AggregationSummary, ModelCard, ModelRegistry, OpenRoundRecord, PublishedModel, RoundRecord,
 };
+use crate::weighting::UpdateWeight;
 
 mod revocation;
 pub use revocation::RevokedMember;
@@ -107,9 +109,6 @@ pub struct UpdateRequest {
     /// The participant's privacy guarantee; required when the plan has DP.
     pub privacy: Option<PrivacyReport>,
 }
-
-/// Largest example count an update may declare as its FedAvg weight.
-pub const MAX_DECLARED_SAMPLES: u64 = 1 << 40;
 
 /// Outcome of a finished round, kept in the history.
 #[derive(Debug, Clone, PartialEq)]
@@ -500,6 +499,11 @@ pub struct UpdateTicket {
     round_id: RoundId,
     participant: ParticipantId,
     num_samples: u64,
+    /// The update's weight in the aggregate: `num_samples`, capped.
+    weight: UpdateWeight,
+    /// The round's base model: an update that would carry a parameter out
+    /// of the float32 range on its own is refused before it is folded.
+    base: Arc<PublishedModel>,
     privacy: Option<PrivacyReport>,
     num_params: usize,
     /// The round's deadline: an update still arriving then is refused.
@@ -803,12 +807,6 @@ impl Engine {
                 request.num_params, round.base.version
             )));
         }
-        if request.num_samples == 0 || request.num_samples > MAX_DECLARED_SAMPLES {
-            return Err(CoordinatorError::MalformedUpdate(format!(
-                "num_samples is {}, must be in 1..={MAX_DECLARED_SAMPLES}",
-                request.num_samples
-            )));
-        }
         match (&self.inner.plan.dp_sgd, &request.privacy) {
             (Some(_), None) => {
                 return Err(CoordinatorError::InvalidPrivacyReport(
@@ -821,12 +819,20 @@ impl Engine {
                 .map_err(|error| CoordinatorError::InvalidPrivacyReport(error.to_string()))?,
             (None, None) => {}
         }
+        // After the privacy report: a DP update must declare exactly 1.
+        let weight = self
+            .inner
+            .config
+            .weighting
+            .weight_of(request.num_samples, self.inner.plan.dp_sgd.is_some())?;
         round.in_flight.insert(request.participant.clone());
         Ok(UpdateTicket {
             engine: self.clone(),
             round_id: round.round_id,
             participant: request.participant,
             num_samples: request.num_samples,
+            weight,
+            base: round.base.clone(),
             privacy: request.privacy,
             num_params,
             deadline: round.deadline,
@@ -885,6 +891,8 @@ impl Engine {
         let round_id = ticket.round_id;
         let participant = ticket.participant.clone();
         let num_samples = ticket.num_samples;
+        let weight = ticket.weight;
+        let base = ticket.base.clone();
         let privacy = ticket.privacy;
         // Fold and record under the aggregate lock (then the state lock, the
         // documented order): a round that closes takes the aggregate under the
@@ -893,10 +901,12 @@ impl Engine {
         let committed = tokio::task::spawn_blocking(move || -> Result<usize> {
             let (result, spare_buffer) = engine.fold_and_record(
                 &aggregate,
+                &base.weights.params,
                 delta,
                 round_id,
                 participant,
                 num_samples,
+                weight,
                 privacy,
             );
             // Streaming rules hand the buffer back; buffering rules keep it
@@ -954,17 +964,30 @@ impl Engine {
         }
     }
 
-    /// Folds `delta` into `aggregate` and records the participant as a
-    /// contributor, or refuses if the round has closed. Blocking.
+    /// Folds `delta` with its weight into `aggregate` and records the
+    /// participant as a contributor (with its declared example count), or
+    /// refuses if the round has closed or if `delta` would carry a parameter
+    /// of `base` out of the float32 range on its own. Blocking.
+    #[allow(clippy::too_many_arguments)]
     fn fold_and_record(
         &self,
         aggregate: &SharedAggregate,
+        base: &[f32],
         delta: Vec<f32>,
         round_id: RoundId,
         participant: ParticipantId,
         num_samples: u64,
+        weight: UpdateWeight,
         privacy: Option<PrivacyReport>,
     ) -> (Result<usize>, Option<Vec<f32>>) {
+        // Every rule keeps each coordinate between the deltas' values, so an
+        // aggregate of updates that each pass this check is finite.
+        if let Err(error) = check_applies_finitely(base, &delta) {
+            return (
+                Err(CoordinatorError::MalformedUpdate(error.to_string())),
+                Some(delta),
+            );
+        }
         let mut guard = aggregate
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -989,7 +1012,7 @@ impl Engine {
         {
             return (Err(error), Some(delta));
         }
-        let spare_buffer = match aggregator.add(delta, num_samples as f64) {
+        let spare_buffer = match aggregator.add(delta, weight.as_f64()) {
             Ok(spare_buffer) => spare_buffer,
             Err(error) => {
                 return (
@@ -1446,7 +1469,9 @@ impl Engine {
                 .server_optimizer
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .apply(&base.weights.params, &mut params);
+                .apply(&base.weights.params, &mut params)?;
+            // Never publish a non-finite parameter, whatever produced it.
+            check_finite_aggregate(&params, "next model")?;
             let weights = ModelWeights::new(base.weights.spec.clone(), params)?;
             let metrics = match &evaluation {
                 Some(evaluation) => Some(fedshield_core::metrics::evaluate_model(
@@ -1497,6 +1522,16 @@ impl Engine {
         };
         let model = match built {
             Ok(Ok(model)) => Arc::new(model),
+            Ok(Err(CoordinatorError::Store(error @ CoreError::NonFiniteAggregate { .. }))) => {
+                warn!(
+                    round = %round_id,
+                    error = %error,
+                    num_updates = round.accepted.len(),
+                    "aggregate is not finite; round abandoned, nothing published"
+                );
+                self.finish_abandoned(round, format!("aggregate not published: {error}"));
+                return;
+            }
             Ok(Err(error)) => {
                 warn!(round = %round_id, error = %error, "publishing failed; round abandoned");
                 self.finish_abandoned(round, format!("publishing failed: {error}"));

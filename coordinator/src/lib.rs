@@ -17,6 +17,7 @@
 //! - [`http`]: the HTTPS endpoint: model downloads, metrics, status API, dashboard.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`status`]: the JSON status the dashboard renders.
+//! - [`weighting`]: the bounds on an update's declared example count and its weight.
 
 pub mod artifacts;
 pub mod config;
@@ -34,6 +35,7 @@ pub mod service;
 pub mod slots;
 pub mod status;
 pub mod store;
+pub mod weighting;
 
 pub use config::{
     CoordinatorConfig, CoordinatorTls, HttpsSettings, ParticipantsPerRound, RoundConfig,

@@ -2,14 +2,28 @@
 //!
 //! [`FedAvg`] is a streaming fold (McMahan et al. 2017, "Communication-Efficient
 //! Learning of Deep Networks from Decentralized Data", arXiv:1602.05629): it keeps
-//! one running weighted sum of the deltas and the total weight, so its memory is
+//! the running weighted mean of the deltas and the total weight, so its memory is
 //! one model's worth of float32 whatever the number of participants.
+//!
+//! Overflow: a weighted *sum* of float32 values overflows as soon as one large
+//! weight meets one large value (one update declaring 2^40 examples with every
+//! value 3.0e38 turned a whole model into +inf). The running mean cannot: each
+//! fold moves every coordinate to a point between its previous mean and the
+//! new value (computed in f64), so every coordinate of the mean stays within
+//! the range of the finite values folded in, whatever the weights. What can
+//! still leave the float32 range is `base + mean` when a delta pushes a
+//! parameter past `f32::MAX` on its own; [`check_applies_finitely`] refuses such
+//! an update before it is folded, and [`FedAvg::finish`],
+//! [`crate::robust::RobustAggregator::finish`] and [`ServerMomentum::apply`]
+//! check their results with [`first_non_finite`] as a last line of defence.
 
 use crate::error::{CoreError, Result};
 
-/// Streaming federated averaging: `new = base + Σ wᵢ·Δᵢ / Σ wᵢ`.
+/// Streaming federated averaging: `new = base + Σ wᵢ·Δᵢ / Σ wᵢ`, kept as a
+/// running weighted mean `mₖ = mₖ₋₁ + (wₖ / Wₖ)·(Δₖ − mₖ₋₁)` with `Wₖ = Σᵢ≤ₖ wᵢ`,
+/// which stays within the range of the deltas folded in and so cannot overflow.
 pub struct FedAvg {
-    weighted_sum: Vec<f32>,
+    running_mean: Vec<f32>,
     total_weight: f64,
     num_updates: usize,
 }
@@ -18,21 +32,21 @@ impl FedAvg {
     /// Returns an empty aggregate for models of `num_params` parameters.
     pub fn new(num_params: usize) -> Self {
         FedAvg {
-            weighted_sum: vec![0.0; num_params],
+            running_mean: vec![0.0; num_params],
             total_weight: 0.0,
             num_updates: 0,
         }
     }
 
     /// Returns an empty aggregate for models of `num_params` parameters
-    /// whose sum lives in `buffer`'s memory (its contents are dropped): a
-    /// recycled buffer spares a fresh model-sized allocation and its page
-    /// faults.
+    /// whose running mean lives in `buffer`'s memory (its contents are
+    /// dropped): a recycled buffer spares a fresh model-sized allocation and
+    /// its page faults.
     pub fn with_buffer(mut buffer: Vec<f32>, num_params: usize) -> Self {
         buffer.clear();
         buffer.resize(num_params, 0.0);
         FedAvg {
-            weighted_sum: buffer,
+            running_mean: buffer,
             total_weight: 0.0,
             num_updates: 0,
         }
@@ -49,50 +63,126 @@ impl FedAvg {
     }
 
     /// Folds one whole update (a delta to the base model) with weight `weight`
-    /// (its number of training examples).
+    /// (its number of training examples, as capped by the caller).
+    ///
+    /// Finite values and finite weights cannot make the mean overflow: each
+    /// coordinate moves to a point between its previous mean and `delta`'s
+    /// value.
     ///
     /// # Errors
-    /// [`CoreError::ParamCountMismatch`] or [`CoreError::InvalidWeight`]; the
+    /// [`CoreError::ParamCountMismatch`], [`CoreError::InvalidWeight`] (also
+    /// when the total weight would stop being finite) or
+    /// [`CoreError::NonFiniteParam`] naming the first non-finite value; the
     /// aggregate is unchanged on error.
     pub fn add(&mut self, delta: &[f32], weight: f64) -> Result<()> {
-        if delta.len() != self.weighted_sum.len() {
+        if delta.len() != self.running_mean.len() {
             return Err(CoreError::ParamCountMismatch {
-                expected: self.weighted_sum.len() as u64,
+                expected: self.running_mean.len() as u64,
                 actual: delta.len() as u64,
             });
         }
-        if !(weight.is_finite() && weight > 0.0) {
+        let next_total_weight = self.total_weight + weight;
+        if !(weight.is_finite() && weight > 0.0 && next_total_weight.is_finite()) {
             return Err(CoreError::InvalidWeight(weight));
         }
-        fold_into(&mut self.weighted_sum, delta, weight as f32);
-        self.total_weight += weight;
+        if let Some(index) = first_non_finite(delta) {
+            return Err(CoreError::NonFiniteParam {
+                index: index as u64,
+                value: delta[index],
+            });
+        }
+        fold_into_mean(&mut self.running_mean, delta, weight / next_total_weight);
+        self.total_weight = next_total_weight;
         self.num_updates += 1;
         Ok(())
     }
 
     /// Returns the next global model, `base + weighted mean of the deltas`,
-    /// reusing the sum's memory.
+    /// reusing the mean's memory.
     ///
     /// # Errors
-    /// [`CoreError::EmptyAggregate`] if nothing was added, or
-    /// [`CoreError::ParamCountMismatch`] if `base` has the wrong size.
+    /// [`CoreError::EmptyAggregate`] if nothing was added,
+    /// [`CoreError::ParamCountMismatch`] if `base` has the wrong size, or
+    /// [`CoreError::NonFiniteAggregate`] if a parameter of the result is not
+    /// finite (only possible when an update skipped [`check_applies_finitely`]).
     pub fn finish(self, base: &[f32]) -> Result<Vec<f32>> {
         if self.num_updates == 0 {
             return Err(CoreError::EmptyAggregate);
         }
-        if base.len() != self.weighted_sum.len() {
+        if base.len() != self.running_mean.len() {
             return Err(CoreError::ParamCountMismatch {
-                expected: self.weighted_sum.len() as u64,
+                expected: self.running_mean.len() as u64,
                 actual: base.len() as u64,
             });
         }
-        let inverse_weight = (1.0 / self.total_weight) as f32;
-        let mut next = self.weighted_sum;
+        let mut next = self.running_mean;
         for (value, base_value) in next.iter_mut().zip(base) {
-            *value = base_value + *value * inverse_weight;
+            *value += base_value;
         }
+        check_finite_aggregate(&next, "weighted mean")?;
         Ok(next)
     }
+}
+
+/// Returns the index of the first value that is not finite, if any.
+pub fn first_non_finite(values: &[f32]) -> Option<usize> {
+    // A whole-slice check first: it vectorizes, and almost every slice passes.
+    if values.iter().all(|value| value.is_finite()) {
+        return None;
+    }
+    values.iter().position(|value| !value.is_finite())
+}
+
+/// Checks that every parameter of `values` (an aggregate about to become a
+/// model) is finite.
+///
+/// # Errors
+/// [`CoreError::NonFiniteAggregate`] naming the first non-finite index and
+/// `stage`, the step that produced it.
+pub fn check_finite_aggregate(values: &[f32], stage: &'static str) -> Result<()> {
+    match first_non_finite(values) {
+        None => Ok(()),
+        Some(index) => Err(CoreError::NonFiniteAggregate {
+            index: index as u64,
+            stage,
+        }),
+    }
+}
+
+/// Checks that `delta` applied on its own to `base` keeps every parameter
+/// finite in float32 (`base + delta` does not overflow).
+///
+/// Every aggregation rule returns, per coordinate, a value between the
+/// smallest and the largest of the (possibly clipped) deltas it combines, so
+/// when each update passes this check the aggregate added to the base is
+/// finite too; an update that fails it is refused before it is folded, which
+/// names its sender.
+///
+/// # Errors
+/// [`CoreError::ParamCountMismatch`] or [`CoreError::OverflowingUpdate`]
+/// naming the first parameter that would overflow.
+pub fn check_applies_finitely(base: &[f32], delta: &[f32]) -> Result<()> {
+    if base.len() != delta.len() {
+        return Err(CoreError::ParamCountMismatch {
+            expected: base.len() as u64,
+            actual: delta.len() as u64,
+        });
+    }
+    let all_finite = base
+        .iter()
+        .zip(delta)
+        .all(|(base_value, delta_value)| (base_value + delta_value).is_finite());
+    if all_finite {
+        return Ok(());
+    }
+    let index = base
+        .iter()
+        .zip(delta)
+        .position(|(base_value, delta_value)| !(base_value + delta_value).is_finite())
+        .expect("a slice that is not all finite has a first non-finite sum");
+    Err(CoreError::OverflowingUpdate {
+        index: index as u64,
+    })
 }
 
 /// Server-side optimizer state for FedAvgM (Hsu, Qi & Brown 2019, "Measuring
@@ -126,28 +216,58 @@ impl ServerMomentum {
 
     /// Turns `next = base + Δ̄` (from [`FedAvg::finish`]) into
     /// `base + η·(β·v + Δ̄)`, updating the velocity in place.
-    pub fn apply(&mut self, base: &[f32], next: &mut [f32]) {
+    ///
+    /// # Errors
+    /// [`CoreError::NonFiniteAggregate`] if a parameter of the result or of
+    /// the new velocity would not be finite; `next` and the velocity are then
+    /// unchanged, so one refused step does not poison later rounds.
+    pub fn apply(&mut self, base: &[f32], next: &mut [f32]) -> Result<()> {
         if self.is_plain() {
-            return;
+            return Ok(());
         }
         let velocity = self.velocity.get_or_insert_with(|| vec![0.0; base.len()]);
         if velocity.len() != base.len() {
             *velocity = vec![0.0; base.len()];
         }
+        let (momentum, learning_rate) = (self.momentum, self.learning_rate);
+        let step = |value: f32, base_value: f32, velocity_value: f32| -> (f32, f32) {
+            let mean_delta = value - base_value;
+            let next_velocity = momentum * velocity_value + mean_delta;
+            (base_value + learning_rate * next_velocity, next_velocity)
+        };
+        // First pass: check, without writing anything.
+        let overflow = next.iter().zip(base).zip(velocity.iter()).position(
+            |((value, base_value), velocity_value)| {
+                let (next_value, next_velocity) = step(*value, *base_value, *velocity_value);
+                !(next_value.is_finite() && next_velocity.is_finite())
+            },
+        );
+        if let Some(index) = overflow {
+            return Err(CoreError::NonFiniteAggregate {
+                index: index as u64,
+                stage: "server momentum",
+            });
+        }
         for ((value, base_value), velocity_value) in
             next.iter_mut().zip(base).zip(velocity.iter_mut())
         {
-            let mean_delta = *value - base_value;
-            *velocity_value = self.momentum * *velocity_value + mean_delta;
-            *value = base_value + self.learning_rate * *velocity_value;
+            (*value, *velocity_value) = step(*value, *base_value, *velocity_value);
         }
+        Ok(())
     }
 }
 
-/// `sum += weight * values`, written so the compiler vectorizes it.
-fn fold_into(sum: &mut [f32], values: &[f32], weight: f32) {
-    for (accumulated, value) in sum.iter_mut().zip(values) {
-        *accumulated += weight * value;
+/// `mean += fraction · (values − mean)`, with `fraction` = w / W in (0, 1].
+///
+/// Computed in f64 and rounded once: the exact result lies between the old
+/// mean and the value, both finite float32, and rounding to the nearest
+/// float32 cannot leave that interval, so the mean never overflows (a
+/// float32 `values − mean` could: 3e38 − (−3e38)). Written so the compiler
+/// vectorizes it.
+fn fold_into_mean(mean: &mut [f32], values: &[f32], fraction: f64) {
+    for (mean_value, value) in mean.iter_mut().zip(values) {
+        let old = f64::from(*mean_value);
+        *mean_value = (old + fraction * (f64::from(*value) - old)) as f32;
     }
 }
 
@@ -171,15 +291,15 @@ mod tests {
         let mut server = ServerMomentum::new(0.5, 1.0);
         let base = [0.0f32, 0.0];
         let mut first = [1.0f32, -2.0];
-        server.apply(&base, &mut first);
+        server.apply(&base, &mut first).unwrap();
         assert_eq!(first, [1.0, -2.0]);
         let mut second = [2.0f32, -4.0]; // base [1, -2], mean delta [1, -2]
-        server.apply(&[1.0, -2.0], &mut second);
+        server.apply(&[1.0, -2.0], &mut second).unwrap();
         // v = 0.5·[1, -2] + [1, -2] = [1.5, -3]
         assert_eq!(second, [2.5, -5.0]);
         let mut plain = ServerMomentum::new(0.0, 1.0);
         let mut unchanged = [3.0f32];
-        plain.apply(&[1.0], &mut unchanged);
+        plain.apply(&[1.0], &mut unchanged).unwrap();
         assert_eq!(unchanged, [3.0]);
     }
 
@@ -194,5 +314,129 @@ mod tests {
             aggregate.finish(&[0.0, 0.0]),
             Err(CoreError::EmptyAggregate)
         ));
+    }
+
+    #[test]
+    fn one_update_declaring_two_to_the_forty_examples_with_values_of_3e38_leaves_the_mean_finite() {
+        // The attack of the finding: the float32 sum Σ wᵢ·Δᵢ overflowed to +inf.
+        let mut aggregate = FedAvg::new(4);
+        aggregate.add(&[0.01, -0.02, 0.03, 0.0], 1500.0).unwrap();
+        aggregate.add(&[3.0e38; 4], (1u64 << 40) as f64).unwrap();
+        aggregate.add(&[-0.01, 0.02, 0.01, 0.0], 1200.0).unwrap();
+        let next = aggregate.finish(&[0.5; 4]).unwrap();
+        assert!(next.iter().all(|value| value.is_finite()), "{next:?}");
+    }
+
+    #[test]
+    fn colluding_updates_at_the_float32_limit_with_the_largest_weights_keep_the_mean_in_range() {
+        let mut aggregate = FedAvg::new(3);
+        aggregate
+            .add(&[f32::MAX, -f32::MAX, f32::MAX], 1e12)
+            .unwrap();
+        aggregate
+            .add(&[f32::MAX, -f32::MAX, -f32::MAX], 1e12)
+            .unwrap();
+        aggregate
+            .add(&[f32::MAX, -f32::MAX, f32::MAX], 1e12)
+            .unwrap();
+        let next = aggregate.finish(&[0.0; 3]).unwrap();
+        assert_eq!(next[0], f32::MAX);
+        assert_eq!(next[1], -f32::MAX);
+        assert!(next[2].is_finite() && next[2] > 0.0, "{next:?}");
+    }
+
+    #[test]
+    fn the_running_mean_stays_between_the_smallest_and_the_largest_folded_value() {
+        let values = [
+            (1.0e38f32, 7.0),
+            (-2.5e38, 1.0),
+            (3.3e38, 1e9),
+            (-3.4e38, 3.0),
+            (0.25, 1e-3),
+        ];
+        let mut aggregate = FedAvg::new(1);
+        let mut smallest = f32::INFINITY;
+        let mut largest = f32::NEG_INFINITY;
+        for (value, weight) in values {
+            aggregate.add(&[value], weight).unwrap();
+            smallest = smallest.min(value);
+            largest = largest.max(value);
+            let mean = aggregate.running_mean[0];
+            assert!(
+                (smallest..=largest).contains(&mean),
+                "mean {mean} outside [{smallest}, {largest}]"
+            );
+        }
+    }
+
+    #[test]
+    fn an_update_that_carries_a_parameter_past_the_float32_limit_on_its_own_is_named_by_index() {
+        let base = [1.0f32, 3.0e38, -3.0e38];
+        check_applies_finitely(&base, &[1e30, 1e37, -1e37]).unwrap();
+        assert!(matches!(
+            check_applies_finitely(&base, &[0.0, 1e38, 0.0]),
+            Err(CoreError::OverflowingUpdate { index: 1 })
+        ));
+        assert!(matches!(
+            check_applies_finitely(&base, &[0.0, 0.0, -1e38]),
+            Err(CoreError::OverflowingUpdate { index: 2 })
+        ));
+        assert!(matches!(
+            check_applies_finitely(&base, &[0.0]),
+            Err(CoreError::ParamCountMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn a_result_that_overflows_the_base_is_refused_instead_of_returned() {
+        let mut aggregate = FedAvg::new(2);
+        aggregate.add(&[0.0, 3.0e38], 1.0).unwrap();
+        match aggregate.finish(&[0.0, 3.0e38]) {
+            Err(CoreError::NonFiniteAggregate { index, stage }) => {
+                assert_eq!(index, 1);
+                assert_eq!(stage, "weighted mean");
+            }
+            other => panic!("expected a non-finite aggregate, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn non_finite_values_and_weights_that_overflow_the_total_are_refused() {
+        let mut aggregate = FedAvg::new(2);
+        aggregate.add(&[1.0, 1.0], f64::MAX).unwrap();
+        assert!(matches!(
+            aggregate.add(&[1.0, 1.0], f64::MAX),
+            Err(CoreError::InvalidWeight(_))
+        ));
+        assert!(matches!(
+            aggregate.add(&[1.0, f32::INFINITY], 1.0),
+            Err(CoreError::NonFiniteParam { index: 1, .. })
+        ));
+        assert_eq!(aggregate.num_updates(), 1);
+        assert_eq!(aggregate.finish(&[0.0, 0.0]).unwrap(), vec![1.0, 1.0]);
+    }
+
+    #[test]
+    fn a_server_momentum_step_that_would_overflow_changes_neither_the_model_nor_the_velocity() {
+        let mut server = ServerMomentum::new(0.9, 10.0);
+        let base = [0.0f32, 0.0];
+        let mut first = [1.0f32, 1.0];
+        server.apply(&base, &mut first).unwrap();
+        assert_eq!(first, [10.0, 10.0]);
+        let velocity_before = server.velocity.clone();
+        let mut huge = [1.0f32, 3.0e38];
+        match server.apply(&base, &mut huge) {
+            Err(CoreError::NonFiniteAggregate { index, stage }) => {
+                assert_eq!(index, 1);
+                assert_eq!(stage, "server momentum");
+            }
+            other => panic!("expected a refused step, got {other:?}"),
+        }
+        assert_eq!(huge, [1.0, 3.0e38]);
+        assert_eq!(server.velocity, velocity_before);
+        let mut next = [1.0f32, 1.0];
+        server.apply(&base, &mut next).unwrap();
+        // v = 0.9·[1, 1] + [1, 1]
+        assert_eq!(next, [19.0, 19.0]);
     }
 }

@@ -17,6 +17,17 @@ pub enum CoreError {
     InvalidWeight(f64),
     #[error("cannot aggregate zero updates")]
     EmptyAggregate,
+    /// An update that would carry a parameter of the next model out of the
+    /// float32 range on its own (base + delta overflows): no rule that keeps
+    /// its result between the updates' values can make it finite.
+    #[error(
+        "update would make parameter {index} of the next model non-finite: base plus delta overflows float32"
+    )]
+    OverflowingUpdate { index: u64 },
+    /// An aggregate (or the server optimizer's step on it) with a parameter
+    /// that is not finite; the coordinator publishes nothing and abandons the round.
+    #[error("aggregated parameter {index} is not finite ({stage})")]
+    NonFiniteAggregate { index: u64, stage: &'static str },
     #[error("invalid aggregation rule: {0}")]
     InvalidAggregation(String),
     /// A round closed with fewer updates than its robust rule needs; the

@@ -41,7 +41,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::FedAvg;
+use crate::aggregate::{FedAvg, check_finite_aggregate};
 use crate::error::{CoreError, Result};
 
 /// Coordinates processed together: one block of the K updates (K·4 KiB) stays
@@ -505,6 +505,9 @@ impl RobustAggregator {
     /// # Errors
     /// - [`CoreError::EmptyAggregate`] if nothing was added;
     /// - [`CoreError::ParamCountMismatch`] if `base` has the wrong size;
+    /// - [`CoreError::NonFiniteAggregate`] if a parameter of the result is
+    ///   not finite (only possible when an update skipped
+    ///   [`crate::aggregate::check_applies_finitely`]);
     /// - [`CoreError::TooFewUpdates`] if fewer updates than
     ///   [`AggregationRule::min_updates`] arrived (or Multi-Krum's
     ///   `num_selected` exceeds them): the coordinator should abandon the
@@ -561,6 +564,9 @@ impl RobustAggregator {
                         multi_krum(base, &deltas, &weights, num_byzantine, num_averaged)
                     }
                 };
+                // Each coordinate lies between the smallest and the largest
+                // delta, so only `base +` can leave the float32 range.
+                check_finite_aggregate(&params, "robust aggregate")?;
                 Ok(AggregateOutcome {
                     params,
                     num_updates,
@@ -1271,6 +1277,53 @@ mod tests {
                 num_selected: Some(3),
             },
         ]
+    }
+
+    /// Five updates of three parameters: three colluders at the float32
+    /// limits with enormous weights, two honest ones.
+    fn updates_at_the_float32_limits() -> Vec<(Vec<f32>, f64)> {
+        vec![
+            (vec![0.01, -0.02, 0.03], 1500.0),
+            (vec![f32::MAX, -f32::MAX, f32::MAX], 1e12),
+            (vec![f32::MAX, -f32::MAX, -f32::MAX], 1e12),
+            (vec![-0.01, 0.02, 0.01], 1200.0),
+            (vec![f32::MAX, -f32::MAX, f32::MAX], 1e12),
+        ]
+    }
+
+    #[test]
+    fn no_rule_overflows_on_colluding_updates_at_the_float32_limits_with_huge_weights() {
+        for rule in all_rules() {
+            let mut aggregator = RobustAggregator::new(&rule, 3).unwrap();
+            for (delta, weight) in updates_at_the_float32_limits() {
+                aggregator.add(delta, weight).unwrap();
+            }
+            let outcome = aggregator.finish(&[0.5, -0.5, 0.0]).unwrap();
+            assert!(
+                outcome.params.iter().all(|value| value.is_finite()),
+                "{rule}: {:?}",
+                outcome.params
+            );
+        }
+    }
+
+    #[test]
+    fn every_rule_refuses_to_return_an_aggregate_that_overflows_the_base() {
+        let base = [0.0f32, 3.0e38, 0.0];
+        for rule in all_rules() {
+            let mut aggregator = RobustAggregator::new(&rule, 3).unwrap();
+            for _ in 0..5 {
+                aggregator.add(vec![0.0, 3.0e38, 0.0], 1.0).unwrap();
+            }
+            match (aggregator.finish(&base), &rule) {
+                // A small enough norm bound clips the deltas back into range.
+                (Ok(outcome), AggregationRule::NormBounded { .. }) => {
+                    assert!(outcome.params.iter().all(|value| value.is_finite()));
+                }
+                (Err(CoreError::NonFiniteAggregate { index, .. }), _) => assert_eq!(index, 1),
+                (other, _) => panic!("{rule}: expected a non-finite aggregate, got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -92,6 +92,7 @@ pub async fn coordinator_node(args: BenchCoordinatorNodeArgs) -> Result<()> {
             server_momentum: 0.0,
             server_learning_rate: 1.0,
             aggregation: AggregationRule::FedAvg,
+            weighting: fedshield_coordinator::weighting::UpdateWeighting::default(),
         },
         model: ModelSpec::benchmark_flat(num_params),
         init_seed: 1,
