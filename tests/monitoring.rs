@@ -68,7 +68,8 @@ impl Federation {
             epsilon: 2.0,
             delta: DELTA,
             clip_norm: 1.0,
-            sampling_rate: 0.05,
+            // B = 64: q = 0.05 at the minimum; the participants hold 1,500 records.
+            min_records: 1280,
             org_level: None,
         });
         config.evaluation = Some(Arc::new(held_out_dataset(600, 5)));
