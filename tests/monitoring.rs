@@ -68,8 +68,8 @@ impl Federation {
             epsilon: 2.0,
             delta: DELTA,
             clip_norm: 1.0,
-            // B = 64: q = 0.05 at the minimum; the participants hold 1,500 records.
-            min_records: 1280,
+            // The participants hold exactly the minimum, 1,200 records.
+            min_records: 1200,
             org_level: None,
         });
         config.evaluation = Some(Arc::new(held_out_dataset(600, 5)));
