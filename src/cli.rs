@@ -205,9 +205,11 @@ pub struct DpArgs {
     /// DP-SGD per-example gradient clipping norm C.
     #[arg(long, value_parser = clip_norm, default_value_t = 1.0, requires = "dp_epsilon")]
     pub dp_clip_norm: f64,
-    /// DP-SGD Poisson sampling rate q of each local step.
-    #[arg(long, value_parser = sampling_rate, default_value_t = 0.01, requires = "dp_epsilon")]
-    pub dp_sampling_rate: f64,
+    /// DP-SGD public minimum data size N_min: σ is calibrated for the largest sampling rate B/N_min
+    /// (B = --batch-size, the expected examples per step), participants with fewer records decline,
+    /// and T = ⌈local_epochs · N_min / B⌉ steps per round.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), default_value_t = 4000, requires = "dp_epsilon")]
+    pub dp_min_records: u64,
     /// Organization-level ε over all rounds: each whole update is clipped and noised too.
     #[arg(long, value_parser = epsilon, requires = "dp_epsilon")]
     pub org_dp_epsilon: Option<f64>,
@@ -371,7 +373,7 @@ pub struct ModelArgs {
     /// Local passes over each participant's data per round.
     #[arg(long, default_value_t = 1)]
     pub local_epochs: u32,
-    /// Examples per local gradient step.
+    /// Examples per local gradient step (under DP: the expected batch size B of each Poisson sample).
     #[arg(long, default_value_t = 64)]
     pub batch_size: u32,
     /// Learning rate of local SGD.
@@ -791,15 +793,5 @@ pub fn delta(value: &str) -> Result<f64, String> {
         Ok(number)
     } else {
         Err(format!("delta is {value}, must be in (0, 1)"))
-    }
-}
-
-/// Parses a Poisson sampling rate: in (0, 1].
-pub fn sampling_rate(value: &str) -> Result<f64, String> {
-    let number = positive("sampling_rate", value)?;
-    if number <= 1.0 {
-        Ok(number)
-    } else {
-        Err(format!("sampling_rate is {value}, must be in (0, 1]"))
     }
 }

@@ -53,7 +53,7 @@ pub fn privacy_target(args: &DpArgs) -> Option<PrivacyTarget> {
         epsilon,
         delta: args.dp_delta,
         clip_norm: args.dp_clip_norm,
-        sampling_rate: args.dp_sampling_rate,
+        min_records: args.dp_min_records,
         org_level: args.org_dp_epsilon.map(|org_epsilon| OrgPrivacyTarget {
             epsilon: org_epsilon,
             clip_norm: args.org_dp_clip_norm,

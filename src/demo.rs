@@ -237,10 +237,11 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
         .map_err(|error| anyhow::anyhow!("{error}"))?;
     if let Some(privacy) = &final_model.card.privacy {
         println!(
-            "privacy: ({:.3}, {:e})-DP per organization's records (DP-SGD, q {}, sigma {:.3}, clip {}, {} steps per round){}",
+            "privacy: ({:.3}, {:e})-DP per organization's records with at least {} of them (DP-SGD, expected batch {}, sigma {:.3}, clip {}, {} steps per round){}",
             privacy.epsilon,
             privacy.delta,
-            privacy.dp_sgd.sampling_rate,
+            privacy.dp_sgd.min_records,
+            privacy.dp_sgd.expected_batch_size,
             privacy.dp_sgd.noise_multiplier,
             privacy.dp_sgd.clip_norm,
             privacy.dp_sgd.steps_per_round,

@@ -578,7 +578,7 @@ async fn updates_without_a_valid_privacy_report_are_refused_in_a_dp_round_and_co
         epsilon: 2.0,
         delta: 1e-5,
         clip_norm: 1.0,
-        sampling_rate: 0.05,
+        min_records: 1280,
         org_level: None,
     });
     let federation = Federation::start(config).await;

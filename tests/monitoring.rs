@@ -68,7 +68,8 @@ impl Federation {
             epsilon: 2.0,
             delta: DELTA,
             clip_norm: 1.0,
-            sampling_rate: 0.05,
+            // The participants hold exactly the minimum, 1,200 records.
+            min_records: 1200,
             org_level: None,
         });
         config.evaluation = Some(Arc::new(held_out_dataset(600, 5)));

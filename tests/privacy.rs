@@ -27,7 +27,9 @@ fn target(epsilon: f64) -> PrivacyTarget {
         epsilon,
         delta: DELTA,
         clip_norm: 1.0,
-        sampling_rate: 0.05,
+        // Every participant here holds exactly the minimum (1,500 records),
+        // so its ledger spends exactly what the plan promises.
+        min_records: 1500,
         org_level: None,
     }
 }

@@ -186,7 +186,9 @@ pub async fn start(
         info!(
             epsilon = target.epsilon,
             delta = target.delta,
-            sampling_rate = dp_sgd.sampling_rate,
+            expected_batch_size = dp_sgd.expected_batch_size,
+            min_records = dp_sgd.min_records,
+            max_sampling_rate = dp_sgd.max_sampling_rate(),
             steps_per_round = dp_sgd.steps_per_round,
             noise_multiplier = dp_sgd.noise_multiplier,
             clip_norm = dp_sgd.clip_norm,

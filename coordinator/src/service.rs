@@ -633,10 +633,11 @@ pub fn plan_message(plan: &TrainingPlan) -> pb::TrainingPlan {
         max_local_steps: plan.max_local_steps,
         weight_decay: plan.weight_decay,
         dp_sgd: plan.dp_sgd.as_ref().map(|dp| pb::DpSgdPlan {
-            sampling_rate: dp.sampling_rate,
             noise_multiplier: dp.noise_multiplier,
             clip_norm: dp.clip_norm,
             steps_per_round: dp.steps_per_round,
+            expected_batch_size: dp.expected_batch_size,
+            min_records: dp.min_records,
         }),
         org_dp: plan.org_dp.as_ref().map(|org| pb::OrgDpPlan {
             clip_norm: org.clip_norm,

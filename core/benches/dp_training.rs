@@ -54,7 +54,8 @@ impl Setup {
             .with_local_epochs(1)
             .with_learning_rate(0.05);
         let dp = DpSgdPlan::new(
-            f64::from(BATCH_SIZE) / NUM_ROWS as f64,
+            BATCH_SIZE,
+            NUM_ROWS as u64,
             1.0,
             1.0,
             NUM_ROWS as u32 / BATCH_SIZE,
@@ -78,9 +79,9 @@ impl Setup {
         black_box(outcome);
     }
 
-    /// Expected examples per DP-SGD round: steps · q · N.
+    /// Expected examples per DP-SGD round: steps · B.
     fn private_examples_per_round(&self) -> f64 {
-        f64::from(self.dp.steps_per_round) * self.dp.sampling_rate * NUM_ROWS as f64
+        f64::from(self.dp.steps_per_round) * f64::from(self.dp.expected_batch_size)
     }
 }
 

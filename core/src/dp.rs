@@ -3,10 +3,14 @@
 //! - Record-level DP with DP-SGD (Abadi et al. 2016,
 //!   <https://arxiv.org/abs/1607.00133>): every step trains on a Poisson
 //!   sample of the local rows, clips each example's gradient to an L2 norm
-//!   `C`, sums the clipped gradients and adds Gaussian noise of standard
-//!   deviation `σ·C` to every coordinate. The privacy spent by a round
-//!   depends only on `q`, `σ` and the number of steps, all fixed by the
-//!   coordinator's [`DpSgdPlan`]; the accountant turns them into (ε, δ).
+//!   `C`, sums the clipped gradients, adds Gaussian noise of standard
+//!   deviation `σ·C` to every coordinate and divides by the public expected
+//!   batch size `B`. The coordinator's [`DpSgdPlan`] fixes `B`, the steps
+//!   per round `T`, `σ`, `C` and a public minimum data size `N_min`; a
+//!   participant with `N ≥ N_min` rows samples with its own rate
+//!   `q = B/N` and accounts with it. Neither the noise scale of an update
+//!   (`σ·C/B` per step) nor the work of a round (`T` steps of `B` examples on
+//!   average) depends on `N`.
 //! - Organization-level DP (McMahan et al. 2018, DP-FedAvg,
 //!   <https://arxiv.org/abs/1710.06963>): [`privatize_update`] clips a whole
 //!   update and adds Gaussian noise, so that the update hides any single
@@ -61,27 +65,37 @@ const NORM_EPSILON: f64 = 1e-12;
 const CLIP_ROUNDING_MARGIN: f64 = 1e-6;
 
 /// DP-SGD settings of one round, chosen by the coordinator and sent in the
-/// plan; everything here is public (fixed by the plan), so nothing about a
-/// participant's data size leaks through its accounting.
+/// plan. Everything here is public and the same for every participant, so
+/// that nothing that leaves a node (the noise scale of its update, the
+/// steps it takes, how long a round takes) depends on its data size: each
+/// participant derives its own sampling rate `q = B/N` from its `N` rows
+/// with [`DpSgdPlan::sampling_rate_for`] and accounts with it.
 #[derive(Config, Debug, PartialEq)]
 pub struct DpSgdPlan {
-    /// Poisson sampling rate q: each local record joins each step's batch
-    /// independently with probability q.
-    pub sampling_rate: f64,
+    /// B: the expected number of examples in each step's Poisson sample. A
+    /// participant with N rows includes each row with probability B/N, and
+    /// divides the noised sum of clipped gradients by B.
+    pub expected_batch_size: u32,
+    /// N_min: the public minimum number of rows a participant trains on.
+    /// The noise is calibrated for the largest sampling rate B/N_min; a
+    /// participant with fewer rows declines the round.
+    pub min_records: u64,
     /// σ: the Gaussian noise added to the sum of clipped per-example
     /// gradients has standard deviation σ·C.
     pub noise_multiplier: f64,
     /// C: every per-example gradient (all parameters together) is clipped to
     /// this L2 norm.
     pub clip_norm: f64,
-    /// Local DP-SGD steps per round.
+    /// T: local DP-SGD steps per round, whatever the data size.
     pub steps_per_round: u32,
 }
 
 impl DpSgdPlan {
-    /// Checks the plan's values: `sampling_rate` in (0, 1], `noise_multiplier`
-    /// finite and positive, `clip_norm` finite and positive, `steps_per_round`
-    /// in `1..=`[`MAX_DP_STEPS_PER_ROUND`].
+    /// Checks the plan's values: `expected_batch_size` at least 1,
+    /// `min_records` at least `expected_batch_size` (so that every sampling
+    /// rate B/N is at most 1), `noise_multiplier` finite and positive,
+    /// `clip_norm` finite and positive, `steps_per_round` in
+    /// `1..=`[`MAX_DP_STEPS_PER_ROUND`].
     ///
     /// # Errors
     /// [`CoreError::InvalidPrivacy`] naming the field that is wrong and its value.
@@ -96,16 +110,41 @@ impl DpSgdPlan {
         Ok(())
     }
 
+    /// Returns the largest sampling rate the plan allows, B/N_min: the one
+    /// its noise is calibrated for, and the worst case its guarantee states.
+    pub fn max_sampling_rate(&self) -> f64 {
+        f64::from(self.expected_batch_size) / self.min_records as f64
+    }
+
+    /// Returns the sampling rate q = B/N of a participant training on
+    /// `num_records` rows.
+    ///
+    /// # Errors
+    /// [`CoreError::BelowMinimumRecords`] if `num_records` is below the
+    /// plan's public minimum; the error names the minimum, never
+    /// `num_records`, since it may travel to the coordinator as the reason
+    /// for declining.
+    pub fn sampling_rate_for(&self, num_records: u64) -> Result<f64> {
+        if num_records < self.min_records || num_records == 0 {
+            return Err(CoreError::BelowMinimumRecords {
+                min_records: self.min_records,
+            });
+        }
+        Ok(f64::from(self.expected_batch_size) / num_records as f64)
+    }
+
     /// Checks everything [`Self::validate`] does except that σ may be 0, which
     /// only tests use (to compare DP-SGD's gradients with plain SGD's).
     fn validate_allowing_zero_noise(&self) -> Result<()> {
-        if !(self.sampling_rate.is_finite()
-            && self.sampling_rate > 0.0
-            && self.sampling_rate <= 1.0)
-        {
+        if self.expected_batch_size == 0 {
+            return Err(CoreError::InvalidPrivacy(
+                "expected_batch_size is 0, must be at least 1".to_string(),
+            ));
+        }
+        if self.min_records < u64::from(self.expected_batch_size) {
             return Err(CoreError::InvalidPrivacy(format!(
-                "sampling_rate is {}, must be in (0, 1]",
-                self.sampling_rate
+                "min_records is {}, must be at least expected_batch_size ({}) so that the sampling rate B/N is at most 1",
+                self.min_records, self.expected_batch_size
             )));
         }
         if !(self.noise_multiplier.is_finite() && self.noise_multiplier >= 0.0) {
@@ -268,33 +307,38 @@ fn clip_to_norm(values: &mut [f32], max_norm: f64) -> bool {
 
 /// Trains with DP-SGD (Abadi et al. 2016, <https://arxiv.org/abs/1607.00133>).
 ///
-/// Each of `dp.steps_per_round` steps takes a Poisson sample of the rows
-/// (each independently with probability q), clips each sampled example's
-/// gradient (all parameters together) to L2 norm C, adds N(0, σ²C²) noise to
-/// every coordinate of the sum, divides by the expected batch size q·N
-/// (N = rows trained on) and takes an SGD step with `plan.learning_rate`. An
-/// empty sample still takes a step with the noise alone, as the accountant
-/// assumes. Of `plan`, only the learning rate is used: the batches and the
-/// number of steps come from `dp`.
+/// Each of `dp.steps_per_round` steps takes a Poisson sample of the N rows
+/// (each independently with probability q = B/N, B = `dp.expected_batch_size`),
+/// clips each sampled example's gradient (all parameters together) to L2
+/// norm C, adds N(0, σ²C²) noise to every coordinate of the sum, divides by
+/// the public B (which q·N equals) and takes an SGD step with
+/// `plan.learning_rate`. An empty sample still takes a step with the noise
+/// alone, as the accountant assumes. Of `plan`, only the learning rate is
+/// used: the batches and the number of steps come from `dp`.
+///
+/// So the noise an update carries (standard deviation lr·σ·C/B per step and
+/// coordinate), the number of steps and the expected work per step (B
+/// examples) are the same for every participant, whatever its N: the
+/// coordinator cannot tell data sizes apart from them. N enters only the
+/// sampling rate q, which stays on the node (its ledger accounts with it).
 ///
 /// The losses are those of [`crate::training::train_local`], per example
 /// (the clipped quantity): classifiers minimize cross-entropy over the
 /// binary label (two classes) or the class index (more classes);
 /// autoencoders minimize the mean squared reconstruction error of each row
-/// and train on benign rows only (N = benign rows).
+/// and train on benign rows only (N = benign rows, see
+/// [`crate::training::num_training_rows`]).
 ///
 /// The returned `mean_loss` is the mean per-example loss over the examples
 /// sampled in the last epoch-equivalent of the round (the last ⌈1/q⌉ steps,
 /// or all steps if fewer), NaN if none was sampled then. It is computed from
 /// raw data without noise: keep it on the node.
 ///
-/// Note that the divisor q·N uses the true number of rows N; the noise and
-/// the clipping, which the accountant covers, do not depend on it.
-///
 /// CPU-bound: call it from a blocking thread, not from async code.
 ///
 /// # Errors
 /// [`CoreError::InvalidPlan`] or [`CoreError::InvalidPrivacy`] for bad plans,
+/// [`CoreError::BelowMinimumRecords`] for fewer rows than the plan's minimum,
 /// [`CoreError::InvalidSpec`], [`CoreError::ParamCountMismatch`], [`CoreError::EmptyDataset`],
 /// [`CoreError::FeatureDimMismatch`], or [`CoreError::Training`] for a class
 /// index the model cannot output or a loss, gradient norm or parameter that
@@ -355,15 +399,16 @@ fn run_dp_sgd<R: Rng + CryptoRng + ?Sized>(
     let objective = objective_of(&weights.spec);
 
     let mut layers = layers_from_flat(weights);
-    let sampler = PoissonSampler::new(data.len(), dp.sampling_rate)?;
-    let expected_batch_size = dp.sampling_rate * data.len() as f64;
-    // θ ← θ − lr · (Σ clipped + noise) / (q·N)
-    let step_scale = f64::from(plan.learning_rate) / expected_batch_size;
+    let sampling_rate = dp.sampling_rate_for(data.len() as u64)?;
+    let sampler = PoissonSampler::new(data.len(), sampling_rate)?;
+    // θ ← θ − lr · (Σ clipped + noise) / B, with the public B rather than
+    // q·N: the noise's scale in the update does not depend on N.
+    let step_scale = f64::from(plan.learning_rate) / f64::from(dp.expected_batch_size);
     let noise_std = dp.noise_multiplier * dp.clip_norm;
     let decay_factor = 1.0 - f64::from(plan.learning_rate) * f64::from(plan.weight_decay);
     let num_steps = u64::from(dp.steps_per_round);
     // The last epoch-equivalent of the round, over which mean_loss is taken.
-    let loss_window_steps = (1.0 / dp.sampling_rate).ceil().min(num_steps as f64) as u64;
+    let loss_window_steps = (1.0 / sampling_rate).ceil().min(num_steps as f64) as u64;
     let first_loss_step = num_steps - loss_window_steps;
     // Progress is told in epoch-equivalents of 1/q steps.
     let steps_per_epoch = loss_window_steps.max(1);
@@ -793,9 +838,23 @@ mod tests {
         ChaCha20Rng::seed_from_u64(seed)
     }
 
-    /// Returns a plan without noise, which only tests may run.
-    fn noiseless(sampling_rate: f64, clip_norm: f64, steps_per_round: u32) -> DpSgdPlan {
-        DpSgdPlan::new(sampling_rate, 0.0, clip_norm, steps_per_round)
+    /// Returns a plan without noise (which only tests may run) whose every
+    /// step samples all the rows a model of `spec` trains on in `data`:
+    /// B = N_min = N, so q = 1.
+    fn noiseless_full_batch(
+        spec: &ModelSpec,
+        data: &Dataset,
+        clip_norm: f64,
+        steps_per_round: u32,
+    ) -> DpSgdPlan {
+        let num_rows = crate::training::num_training_rows(spec, data);
+        DpSgdPlan::new(
+            num_rows as u32,
+            num_rows as u64,
+            0.0,
+            clip_norm,
+            steps_per_round,
+        )
     }
 
     /// Returns `num_rows` rows of features uniform in ±`scale`, with classes
@@ -882,7 +941,7 @@ mod tests {
             &weights,
             &data,
             &plan,
-            &noiseless(1.0, 1e9, 1),
+            &noiseless_full_batch(&weights.spec, &data, 1e9, 1),
             &mut seeded_rng(1),
             &|_| {},
         )
@@ -904,7 +963,7 @@ mod tests {
             let weights = ModelWeights::init(spec, 7).unwrap();
             let data = random_dataset(24, 6, num_classes, 2.0, 8);
             let plan = TrainingPlan::new().with_learning_rate(0.3);
-            let dp = noiseless(1.0, 1e9, 1);
+            let dp = noiseless_full_batch(&weights.spec, &data, 1e9, 1);
             let private =
                 run_dp_sgd(&weights, &data, &plan, &dp, &mut seeded_rng(1), &|_| {}).unwrap();
             let plain = plain_full_batch_step(&weights, &data, 0.3);
@@ -971,11 +1030,11 @@ mod tests {
         let learning_rate = 0.1f32;
         let clip_norm = 0.5;
         let plan = TrainingPlan::new().with_learning_rate(learning_rate);
-        let dp = noiseless(1.0, clip_norm, 1);
         let single_bound = f64::from(learning_rate) * clip_norm;
         let mut num_at_bound = 0;
         for seed in 0..40 {
             let data = random_dataset(1, 8, 2, 1000.0, seed);
+            let dp = noiseless_full_batch(&weights.spec, &data, clip_norm, 1);
             let outcome =
                 run_dp_sgd(&weights, &data, &plan, &dp, &mut seeded_rng(seed), &|_| {}).unwrap();
             let change = l2_norm(&outcome.delta_from(&weights.params));
@@ -994,15 +1053,16 @@ mod tests {
             "only {num_at_bound} examples were clipped"
         );
 
-        // Several examples: each contributes at most C to the sum, divided by q·N.
+        // Several examples: each contributes at most C to the sum, divided by B.
         for seed in 0..10 {
             let num_rows = 12;
             let data = random_dataset(num_rows, 8, 2, 1000.0, 100 + seed);
+            let dp = noiseless_full_batch(&weights.spec, &data, clip_norm, 1);
             let outcome =
                 run_dp_sgd(&weights, &data, &plan, &dp, &mut seeded_rng(seed), &|_| {}).unwrap();
             let change = l2_norm(&outcome.delta_from(&weights.params));
-            // q = 1: the expected batch q·N is the whole batch.
-            let expected_batch_size = num_rows as f64;
+            // B = N: the expected batch is the whole batch.
+            let expected_batch_size = f64::from(dp.expected_batch_size);
             let bound =
                 f64::from(learning_rate) * clip_norm * num_rows as f64 / expected_batch_size;
             assert!(
@@ -1036,17 +1096,20 @@ mod tests {
         // 200·256 + 256 + 256·2 + 2 = 51,970 parameters.
         let spec = ModelSpec::mlp(200, vec![256], 2);
         let weights = ModelWeights::init(spec, 9).unwrap();
-        let data = random_dataset(1, 200, 2, 1.0, 10);
-        let sampling_rate = 1e-6;
-        let seed = 12;
+        let num_rows = 1000;
+        let data = random_dataset(num_rows, 200, 2, 1.0, 10);
+        // B = 1: q = 1/1000, and about a third of the seeds sample nothing.
+        let dp = DpSgdPlan::new(1, num_rows as u64, 1.3, 0.8, 1);
+        let sampler = PoissonSampler::new(num_rows, 1.0 / num_rows as f64).unwrap();
         let mut sampled = Vec::new();
-        PoissonSampler::new(1, sampling_rate)
-            .unwrap()
-            .sample_into(&mut seeded_rng(seed), &mut sampled);
-        assert!(sampled.is_empty(), "the seed must sample nothing");
-        // lr / (q·N) = 1: the change is minus the noise itself.
-        let plan = TrainingPlan::new().with_learning_rate(1e-6);
-        let dp = DpSgdPlan::new(sampling_rate, 1.3, 0.8, 1);
+        let seed = (0..100)
+            .find(|&seed| {
+                sampler.sample_into(&mut seeded_rng(seed), &mut sampled);
+                sampled.is_empty()
+            })
+            .expect("one of 100 seeds samples nothing");
+        // lr / B = 1: the change is minus the noise itself.
+        let plan = TrainingPlan::new().with_learning_rate(1.0);
         let outcome = train_local_dp(&weights, &data, &plan, &dp, &mut seeded_rng(seed)).unwrap();
         assert!(outcome.mean_loss.is_nan(), "no example was sampled");
         let change = outcome.delta_from(&weights.params);
@@ -1057,6 +1120,127 @@ mod tests {
             "std {sample_std}, expected {expected_std}"
         );
         assert!(mean.abs() < 4.0 * expected_std / (change.len() as f64).sqrt());
+    }
+
+    /// Returns the noise a one-step DP-SGD round adds to the parameters of
+    /// `weights` trained on `data`: the difference between the run with
+    /// `dp`'s σ and the run without noise from the same seed (with one step,
+    /// both draw the same Poisson sample before the noise).
+    fn one_step_noise(
+        weights: &ModelWeights,
+        data: &Dataset,
+        dp: &DpSgdPlan,
+        seed: u64,
+    ) -> Vec<f32> {
+        let plan = TrainingPlan::new().with_learning_rate(0.5);
+        let noisy = run_dp_sgd(weights, data, &plan, dp, &mut seeded_rng(seed), &|_| {}).unwrap();
+        let without_noise = DpSgdPlan {
+            noise_multiplier: 0.0,
+            ..dp.clone()
+        };
+        let noiseless = run_dp_sgd(
+            weights,
+            data,
+            &plan,
+            &without_noise,
+            &mut seeded_rng(seed),
+            &|_| {},
+        )
+        .unwrap();
+        assert_eq!(noisy.num_steps, u64::from(dp.steps_per_round));
+        noisy.delta_from(&noiseless.params)
+    }
+
+    #[test]
+    fn update_noise_has_the_same_spread_for_1000_and_8000_records() {
+        // 20·1024 + 1024 + 1024·2 + 2 = 23,554 parameters: the sample std of
+        // the noise is within about 1/√(2·23,554) ≈ 0.5% of its true value,
+        // so 3% is a margin of six standard errors.
+        let spec = ModelSpec::mlp(20, vec![1024], 2);
+        let weights = ModelWeights::init(spec, 41).unwrap();
+        let dp = DpSgdPlan::new(64, 1000, 1.7, 0.9, 1);
+        // lr·σ·C/B whatever N is.
+        let expected_std = 0.5 * 1.7 * 0.9 / 64.0;
+        let mut spreads = Vec::new();
+        for (num_rows, seed) in [(1000, 42), (8000, 43)] {
+            let data = random_dataset(num_rows, 20, 2, 1.0, seed);
+            let noise = one_step_noise(&weights, &data, &dp, seed);
+            let (mean, sample_std) = mean_and_std(&noise);
+            assert!(
+                (sample_std / expected_std - 1.0).abs() < 0.03,
+                "N = {num_rows}: noise std {sample_std}, expected {expected_std}"
+            );
+            assert!(mean.abs() < 5.0 * expected_std / (noise.len() as f64).sqrt());
+            spreads.push(sample_std);
+        }
+        assert!(
+            (spreads[0] / spreads[1] - 1.0).abs() < 0.03,
+            "noise std {} at N = 1000 against {} at N = 8000",
+            spreads[0],
+            spreads[1]
+        );
+    }
+
+    #[test]
+    fn every_data_size_takes_the_plans_steps_and_samples_b_rows_on_average() {
+        let plan_steps = 7;
+        let dp = DpSgdPlan::new(16, 200, 1.0, 1.0, plan_steps);
+        for num_rows in [200usize, 3200] {
+            let sampling_rate = dp.sampling_rate_for(num_rows as u64).unwrap();
+            assert!((sampling_rate * num_rows as f64 - 16.0).abs() < 1e-9);
+            let sampler = PoissonSampler::new(num_rows, sampling_rate).unwrap();
+            let mut rows = Vec::new();
+            let mut rng = seeded_rng(num_rows as u64);
+            let num_samples = 4000;
+            let total: usize = (0..num_samples)
+                .map(|_| {
+                    sampler.sample_into(&mut rng, &mut rows);
+                    rows.len()
+                })
+                .sum();
+            let mean = total as f64 / f64::from(num_samples);
+            // Binomial(N, B/N) has variance below B: 4 standard errors.
+            assert!(
+                (mean - 16.0).abs() < 4.0 * (16.0 / f64::from(num_samples)).sqrt(),
+                "N = {num_rows}: mean batch {mean}"
+            );
+            let weights = ModelWeights::init(ModelSpec::mlp(4, vec![3], 2), 1).unwrap();
+            let data = random_dataset(num_rows, 4, 2, 1.0, 5);
+            let outcome = train_local_dp(
+                &weights,
+                &data,
+                &TrainingPlan::new(),
+                &dp,
+                &mut seeded_rng(6),
+            )
+            .unwrap();
+            assert_eq!(outcome.num_steps, u64::from(plan_steps));
+        }
+    }
+
+    #[test]
+    fn fewer_rows_than_the_public_minimum_are_refused_without_naming_the_count() {
+        let dp = DpSgdPlan::new(16, 500, 1.0, 1.0, 3);
+        assert_eq!(dp.max_sampling_rate(), 16.0 / 500.0);
+        assert_eq!(dp.sampling_rate_for(500).unwrap(), 16.0 / 500.0);
+        assert_eq!(dp.sampling_rate_for(2000).unwrap(), 16.0 / 2000.0);
+        let weights = ModelWeights::init(ModelSpec::mlp(4, vec![3], 2), 1).unwrap();
+        let data = random_dataset(437, 4, 2, 1.0, 5);
+        let error = train_local_dp(
+            &weights,
+            &data,
+            &TrainingPlan::new(),
+            &dp,
+            &mut seeded_rng(6),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(error, CoreError::BelowMinimumRecords { min_records: 500 }),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(message.contains("minimum of 500 records"), "{message}");
+        assert!(!message.contains("437"), "{message} reveals the data size");
     }
 
     #[test]
@@ -1152,7 +1336,7 @@ mod tests {
         let spec = ModelSpec::mlp(num_flow_features() as u32, vec![32, 16], 2);
         let initial = ModelWeights::init(spec.clone(), 33).unwrap();
         let plan = TrainingPlan::new().with_learning_rate(1.0);
-        let dp = DpSgdPlan::new(256.0 / train.len() as f64, 1.0, 1.0, 300);
+        let dp = DpSgdPlan::new(256, train.len() as u64, 1.0, 1.0, 300);
         let outcome = train_local_dp(&initial, &train, &plan, &dp, &mut seeded_rng(34)).unwrap();
         assert_eq!(outcome.num_steps, 300);
         assert!(outcome.mean_loss.is_finite());
@@ -1168,29 +1352,22 @@ mod tests {
 
     #[test]
     fn bad_plans_are_refused_with_the_field_named() {
-        let good = DpSgdPlan::new(0.01, 1.1, 1.0, 100);
+        let good = DpSgdPlan::new(10, 10, 1.1, 1.0, 100);
         good.validate().unwrap();
         let cases = [
             (
                 DpSgdPlan {
-                    sampling_rate: 0.0,
+                    expected_batch_size: 0,
                     ..good.clone()
                 },
-                "sampling_rate",
+                "expected_batch_size",
             ),
             (
                 DpSgdPlan {
-                    sampling_rate: 1.5,
+                    min_records: 9,
                     ..good.clone()
                 },
-                "sampling_rate",
-            ),
-            (
-                DpSgdPlan {
-                    sampling_rate: f64::NAN,
-                    ..good.clone()
-                },
-                "sampling_rate",
+                "min_records",
             ),
             (
                 DpSgdPlan {

@@ -46,6 +46,13 @@ pub enum CoreError {
     FeatureDimMismatch { expected: usize, actual: usize },
     #[error("invalid privacy parameters: {0}")]
     InvalidPrivacy(String),
+    /// The local data is smaller than the DP plan's public minimum data size.
+    /// The message names the public minimum only, never the local count: it
+    /// is the reason a participant declines with.
+    #[error(
+        "the local training data is below the plan's public minimum of {min_records} records; declining the round"
+    )]
+    BelowMinimumRecords { min_records: u64 },
     #[error("training failed: {0}")]
     Training(String),
     #[error("failed to read or write {path}: {source}")]

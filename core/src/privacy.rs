@@ -4,13 +4,16 @@
 //!
 //! Who computes what:
 //! - The coordinator turns the operator's target (ε, δ over the whole
-//!   training) into a [`DpSgdPlan`] with [`calibrate_plan`]: the sampling rate,
-//!   the local steps per round and the number of rounds are public, so the
-//!   noise multiplier σ follows from the accountant alone and nothing about
-//!   any participant's data enters it.
-//! - Each participant keeps its own ledger (the source of truth), composes
-//!   every run it took part in, and reports its cumulative guarantee with each
-//!   update as a [`PrivacyReport`].
+//!   training) into a [`DpSgdPlan`] with [`calibrate_plan`]: the expected
+//!   batch size B, the local steps per round T, the public minimum data size
+//!   N_min and the number of rounds are public, so the noise multiplier σ
+//!   follows from the accountant alone, for the largest sampling rate
+//!   B/N_min, and nothing about any participant's data enters it.
+//! - Each participant samples with its own rate q = B/N (N: its rows, at
+//!   least N_min), keeps its own ledger (the source of truth) accounting
+//!   with that q, composes every run it took part in, and reports its
+//!   cumulative guarantee with each update as a [`PrivacyReport`]. A larger
+//!   N means a smaller q and a smaller ε than the promise.
 //! - Each model card carries a [`ModelPrivacy`]: for every participant whose
 //!   data shaped the model, its last reported guarantee and the guarantee the
 //!   plan implies for the rounds it contributed to; the model's guarantee is
@@ -50,8 +53,10 @@ pub struct PrivacyTarget {
     pub delta: f64,
     /// C: per-example gradient L2 bound.
     pub clip_norm: f64,
-    /// q: Poisson sampling rate of each local step.
-    pub sampling_rate: f64,
+    /// N_min: the public minimum number of records a participant trains on.
+    /// The promise holds for every participant with at least this many
+    /// (whose sampling rate B/N is at most B/N_min); smaller ones decline.
+    pub min_records: u64,
     /// Organization-level DP on top, if wanted.
     #[serde(default)]
     pub org_level: Option<OrgPrivacyTarget>,
@@ -77,11 +82,10 @@ impl PrivacyTarget {
         check_epsilon("privacy.epsilon", self.epsilon)?;
         check_delta("privacy.delta", self.delta)?;
         check_positive("privacy.clip_norm", self.clip_norm)?;
-        if !(self.sampling_rate > 0.0 && self.sampling_rate <= 1.0) {
-            return Err(CoreError::InvalidPrivacy(format!(
-                "privacy.sampling_rate is {}, must be in (0, 1]",
-                self.sampling_rate
-            )));
+        if self.min_records == 0 {
+            return Err(CoreError::InvalidPrivacy(
+                "privacy.min_records is 0, must be at least 1".to_string(),
+            ));
         }
         if let Some(org) = &self.org_level {
             check_epsilon("privacy.org_level.epsilon", org.epsilon)?;
@@ -92,15 +96,19 @@ impl PrivacyTarget {
 }
 
 /// Returns `plan` with its DP settings calibrated so that `num_rounds` rounds
-/// meet `target`: local steps per round are `⌈local_epochs / q⌉` (capped by
-/// `max_local_steps` when set), and σ is the smallest noise multiplier whose
-/// composition over all those steps stays within the target ε at δ (tight
-/// RDP conversion). The organization-level σ is calibrated the same way for
-/// one full-participation Gaussian release per round.
+/// meet `target` for every participant with at least `target.min_records`
+/// records: the expected batch size B is `plan.batch_size`, the local steps
+/// per round are `⌈local_epochs · N_min / B⌉` (`local_epochs` passes over
+/// the minimum data size, capped by `max_local_steps` when set), and σ is
+/// the smallest noise multiplier whose composition over all those steps at
+/// the largest sampling rate q_max = B/N_min stays within the target ε at δ
+/// (tight RDP conversion). A participant with more records samples with a
+/// smaller q and spends less. The organization-level σ is calibrated the
+/// same way for one full-participation Gaussian release per round.
 ///
 /// # Errors
-/// [`CoreError::InvalidPrivacy`] for a bad target, no rounds, or a target no
-/// σ can meet.
+/// [`CoreError::InvalidPrivacy`] for a bad target, a minimum data size
+/// below the batch size, no rounds, or a target no σ can meet.
 pub fn calibrate_plan(
     plan: &TrainingPlan,
     target: &PrivacyTarget,
@@ -113,21 +121,26 @@ pub fn calibrate_plan(
                 .to_string(),
         ));
     }
-    let epochs_in_steps = (f64::from(plan.local_epochs) / target.sampling_rate).ceil();
+    let expected_batch_size = plan.batch_size;
+    if expected_batch_size == 0 || target.min_records < u64::from(expected_batch_size) {
+        return Err(CoreError::InvalidPrivacy(format!(
+            "privacy.min_records is {}, must be at least the expected batch size B = {} (the plan's batch_size), so that every sampling rate B/N is at most 1",
+            target.min_records, expected_batch_size
+        )));
+    }
+    let max_sampling_rate = f64::from(expected_batch_size) / target.min_records as f64;
+    let epochs_in_steps = (f64::from(plan.local_epochs) / max_sampling_rate).ceil();
     let mut steps_per_round = epochs_in_steps.min(f64::from(u32::MAX)) as u32;
     if plan.max_local_steps > 0 {
         steps_per_round = steps_per_round.min(plan.max_local_steps);
     }
     let steps_per_round = steps_per_round.max(1);
     let total_steps = u64::from(steps_per_round) * num_rounds;
-    let noise_multiplier = calibrate_noise_multiplier(
-        target.sampling_rate,
-        total_steps,
-        target.epsilon,
-        target.delta,
-    )?;
+    let noise_multiplier =
+        calibrate_noise_multiplier(max_sampling_rate, total_steps, target.epsilon, target.delta)?;
     let dp_sgd = DpSgdPlan::new(
-        target.sampling_rate,
+        expected_batch_size,
+        target.min_records,
         noise_multiplier,
         target.clip_norm,
         steps_per_round,
@@ -145,10 +158,24 @@ pub fn calibrate_plan(
     Ok(calibrated)
 }
 
-/// Returns the record-level mechanism of `rounds` rounds of `dp`.
+/// Returns the record-level mechanism of `rounds` rounds of `dp` in the
+/// worst case the plan allows: a participant with the minimum data size,
+/// sampling at q_max = B/N_min. This is what the plan promises and what
+/// model cards state.
 pub fn record_level_mechanism(dp: &DpSgdPlan, rounds: u64) -> SubsampledGaussian {
+    record_level_mechanism_at(dp, dp.max_sampling_rate(), rounds)
+}
+
+/// Returns the record-level mechanism of `rounds` rounds of `dp` for a
+/// participant sampling at its own rate `sampling_rate` (q = B/N, see
+/// [`DpSgdPlan::sampling_rate_for`]): what its ledger records.
+pub fn record_level_mechanism_at(
+    dp: &DpSgdPlan,
+    sampling_rate: f64,
+    rounds: u64,
+) -> SubsampledGaussian {
     SubsampledGaussian {
-        sampling_rate: dp.sampling_rate,
+        sampling_rate,
         noise_multiplier: dp.noise_multiplier,
         num_steps: u64::from(dp.steps_per_round).saturating_mul(rounds),
     }
@@ -235,7 +262,8 @@ pub struct ParticipantPrivacy {
     /// Rounds of this federation the participant's updates were averaged into.
     pub num_rounds_contributed: u64,
     /// Record-level ε the coordinator's plan implies for those rounds at the
-    /// model's δ, if every contribution followed the plan.
+    /// model's δ, if every contribution followed the plan, in the worst case
+    /// of the plan's minimum data size (larger participants spend less).
     pub plan_epsilon: f64,
     /// Organization-level ε the plan implies, with organization-level DP.
     #[serde(default)]
@@ -380,7 +408,8 @@ mod tests {
             epsilon,
             delta: 1e-5,
             clip_norm: 1.0,
-            sampling_rate: 0.01,
+            // With the default batch size B = 64: q_max = 0.01.
+            min_records: 6400,
             org_level: None,
         }
     }
@@ -396,6 +425,46 @@ mod tests {
         // Less privacy wanted, less noise.
         let looser = calibrate_plan(&plan, &target(8.0), 10).unwrap();
         assert!(looser.dp_sgd.unwrap().noise_multiplier < dp.noise_multiplier);
+    }
+
+    #[test]
+    fn the_plan_carries_b_t_and_the_minimum_and_larger_participants_spend_less() {
+        let plan = TrainingPlan::new().with_local_epochs(2).with_batch_size(32);
+        let calibrated = calibrate_plan(&plan, &target(3.0), 10).unwrap();
+        let dp = calibrated.dp_sgd.clone().unwrap();
+        assert_eq!(dp.expected_batch_size, 32);
+        assert_eq!(dp.min_records, 6400);
+        // Two passes over the minimum data size: 2 · 6400 / 32.
+        assert_eq!(dp.steps_per_round, 400);
+        assert_eq!(dp.max_sampling_rate(), 0.005);
+        let promised = composed_epsilon(&[record_level_mechanism(&dp, 10)], 1e-5).unwrap();
+        assert!(promised <= 3.0 && promised > 2.9, "epsilon {promised}");
+        let spent_at = |num_records: u64| {
+            let sampling_rate = dp.sampling_rate_for(num_records).unwrap();
+            composed_epsilon(&[record_level_mechanism_at(&dp, sampling_rate, 10)], 1e-5).unwrap()
+        };
+        assert_eq!(spent_at(6400), promised);
+        let larger = spent_at(8 * 6400);
+        assert!(larger < 0.5 * promised, "8× the minimum spends {larger}");
+        assert!(dp.sampling_rate_for(6399).is_err());
+    }
+
+    #[test]
+    fn a_minimum_data_size_below_the_batch_size_is_refused() {
+        let plan = TrainingPlan::new().with_batch_size(64);
+        let mut small = target(3.0);
+        small.min_records = 63;
+        let error = calibrate_plan(&plan, &small, 5).unwrap_err();
+        assert!(
+            error.to_string().contains("privacy.min_records is 63"),
+            "{error}"
+        );
+        small.min_records = 0;
+        let error = calibrate_plan(&plan, &small, 5).unwrap_err();
+        assert!(error.to_string().contains("privacy.min_records"), "{error}");
+        small.min_records = 64;
+        let full = calibrate_plan(&plan, &small, 5).unwrap().dp_sgd.unwrap();
+        assert_eq!(full.max_sampling_rate(), 1.0);
     }
 
     #[test]

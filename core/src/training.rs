@@ -230,6 +230,21 @@ pub fn train_local_observed(
     })
 }
 
+/// Returns how many rows of `data` a model of `spec` trains on: all of them
+/// for a classifier, the benign ones for an autoencoder. This is the N of
+/// DP-SGD's sampling rate q = B/N, which the participant's ledger accounts
+/// with; it never leaves the node.
+pub fn num_training_rows(spec: &crate::model::ModelSpec, data: &Dataset) -> usize {
+    if spec.is_autoencoder() {
+        return data
+            .labels()
+            .iter()
+            .filter(|&&label| label == crate::data::BENIGN)
+            .count();
+    }
+    data.len()
+}
+
 /// Returns the rows a model trains on, after checking them against it: all
 /// of `data` for a classifier (whose class indices must fit its outputs), the
 /// benign rows only for an autoencoder, which learns what benign traffic

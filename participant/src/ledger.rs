@@ -26,6 +26,7 @@ use fedshield_core::dp::{DpSgdPlan, OrgDpPlan};
 use fedshield_core::plan_fingerprint::PlanFingerprint;
 use fedshield_core::privacy::{
     PrivacyReport, composed_epsilon, org_level_mechanism, record_level_mechanism,
+    record_level_mechanism_at,
 };
 use fedshield_core::{ModelVersion, RoundId};
 use serde::{Deserialize, Serialize};
@@ -46,8 +47,15 @@ pub struct LedgerEntry {
     pub round_id: u64,
     pub base_model_version: u64,
     pub recorded_unix_ms: u64,
-    /// The record-level mechanism: DP-SGD steps of this round.
+    /// The record-level mechanism: DP-SGD steps of this round, at this
+    /// participant's own sampling rate q = B/N. The budget is enforced on it.
     pub record_level: SubsampledGaussian,
+    /// The same steps at the plan's largest sampling rate B/N_min: the
+    /// public worst case, which the participant reports to the coordinator
+    /// (reporting its own q would disclose N). Absent in entries written
+    /// before it existed, which report `record_level`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_record_level: Option<SubsampledGaussian>,
     /// The organization-level mechanism of this round, if the plan had one.
     #[serde(default)]
     pub org_level: Option<SubsampledGaussian>,
@@ -62,18 +70,22 @@ pub struct LedgerEntry {
 }
 
 impl LedgerEntry {
-    /// Returns the entry for taking part in `round_id` under the plan's DP settings.
+    /// Returns the entry for taking part in `round_id` under the plan's DP
+    /// settings, sampling at this participant's own rate `sampling_rate`
+    /// (q = B/N, from [`DpSgdPlan::sampling_rate_for`]).
     pub fn for_round(
         round_id: RoundId,
         base_version: ModelVersion,
         dp_sgd: &DpSgdPlan,
+        sampling_rate: f64,
         org_dp: Option<&OrgDpPlan>,
     ) -> Self {
         LedgerEntry {
             round_id: round_id.0,
             base_model_version: base_version.0,
             recorded_unix_ms: fedshield_core::clock::unix_ms_now(),
-            record_level: record_level_mechanism(dp_sgd, 1),
+            record_level: record_level_mechanism_at(dp_sgd, sampling_rate, 1),
+            plan_record_level: Some(record_level_mechanism(dp_sgd, 1)),
             org_level: org_dp.map(|org| org_level_mechanism(org, 1)),
             base_model_sha256: None,
             plan_sha256: None,
@@ -141,8 +153,13 @@ impl PrivacyBudget {
 /// What a ledger adds up to at some δ.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct PrivacySpend {
-    /// Record-level ε over every entry.
+    /// Record-level ε over every entry, at the participant's own sampling
+    /// rates: what its records really spent (the budget applies to it).
     pub epsilon: f64,
+    /// Record-level ε over every entry at each plan's largest sampling rate
+    /// (B/N_min): an upper bound of `epsilon` that depends on public values
+    /// only, and the figure reported to the coordinator.
+    pub reported_epsilon: f64,
     pub delta: f64,
     /// Organization-level ε, if any entry has an organization-level run.
     pub org_epsilon: Option<f64>,
@@ -151,10 +168,11 @@ pub struct PrivacySpend {
 }
 
 impl PrivacySpend {
-    /// Returns the spend as the report sent with an update.
+    /// Returns the spend as the report sent with an update: the record-level
+    /// ε at the plans' worst case, which does not disclose the data size.
     pub fn report(&self) -> PrivacyReport {
         PrivacyReport {
-            epsilon: self.epsilon,
+            epsilon: self.reported_epsilon,
             delta: self.delta,
             org_epsilon: self.org_epsilon,
             num_rounds: self.num_rounds,
@@ -328,12 +346,14 @@ fn parse_entries(contents: &str, path: &Path) -> Result<Vec<LedgerEntry>> {
                 index + 1
             ))
         })?;
-        entry.record_level.validate().map_err(|error| {
-            ledger_error(format!(
-                "line {} has invalid parameters: {error}",
-                index + 1
-            ))
-        })?;
+        for mechanism in std::iter::once(&entry.record_level).chain(&entry.plan_record_level) {
+            mechanism.validate().map_err(|error| {
+                ledger_error(format!(
+                    "line {} has invalid parameters: {error}",
+                    index + 1
+                ))
+            })?;
+        }
         if let Some(org_level) = &entry.org_level {
             org_level.validate().map_err(|error| {
                 ledger_error(format!(
@@ -352,17 +372,22 @@ fn spend_of<'a>(
     delta: f64,
 ) -> Result<PrivacySpend> {
     let mut record_level: Vec<SubsampledGaussian> = Vec::new();
+    let mut plan_record_level: Vec<SubsampledGaussian> = Vec::new();
     let mut org_level: Vec<SubsampledGaussian> = Vec::new();
     let mut num_rounds = 0u64;
     for entry in entries {
         record_level.push(entry.record_level);
+        plan_record_level.push(entry.plan_record_level.unwrap_or(entry.record_level));
         org_level.extend(entry.org_level);
         num_rounds += 1;
     }
-    let epsilon = if record_level.is_empty() {
-        0.0
+    let (epsilon, reported_epsilon) = if record_level.is_empty() {
+        (0.0, 0.0)
     } else {
-        composed_epsilon(&record_level, delta)?
+        (
+            composed_epsilon(&record_level, delta)?,
+            composed_epsilon(&plan_record_level, delta)?,
+        )
     };
     let org_epsilon = if org_level.is_empty() {
         None
@@ -371,6 +396,7 @@ fn spend_of<'a>(
     };
     Ok(PrivacySpend {
         epsilon,
+        reported_epsilon,
         delta,
         org_epsilon,
         num_rounds,
@@ -393,12 +419,19 @@ fn sync_directory(directory: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// B = 10, N_min = 1000: q = 0.01 at the minimum data size.
     fn dp_plan() -> DpSgdPlan {
-        DpSgdPlan::new(0.01, 1.1, 1.0, 100)
+        DpSgdPlan::new(10, 1000, 1.1, 1.0, 100)
     }
 
     fn entry(round: u64) -> LedgerEntry {
-        LedgerEntry::for_round(RoundId(round), ModelVersion(round - 1), &dp_plan(), None)
+        LedgerEntry::for_round(
+            RoundId(round),
+            ModelVersion(round - 1),
+            &dp_plan(),
+            dp_plan().max_sampling_rate(),
+            None,
+        )
     }
 
     #[test]
@@ -505,6 +538,7 @@ mod tests {
                 RoundId(1),
                 ModelVersion(0),
                 &dp_plan(),
+                dp_plan().max_sampling_rate(),
                 Some(&org),
             ))
             .unwrap();

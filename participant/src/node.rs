@@ -25,7 +25,7 @@ use fedshield_core::dp::{
 use fedshield_core::model::ModelSpec;
 use fedshield_core::plan_fingerprint::PlanFingerprint;
 use fedshield_core::privacy::PrivacyReport;
-use fedshield_core::training::{LocalTrainingOutcome, train_local_observed};
+use fedshield_core::training::{LocalTrainingOutcome, num_training_rows, train_local_observed};
 use fedshield_core::weights::{ModelWeights, ParamsSha256};
 use fedshield_core::{ModelVersion, ParticipantId, RoundId, TrainingPlan};
 use fedshield_proto::v1 as pb;
@@ -40,7 +40,7 @@ use crate::backoff::Backoff;
 use crate::cache::ModelCache;
 use crate::config::ParticipantConfig;
 use crate::error::{ParticipantError, Result};
-use crate::ledger::{DEFAULT_DELTA, LedgerEntry, PrivacyLedger};
+use crate::ledger::{DEFAULT_DELTA, LedgerEntry, PrivacyLedger, PrivacySpend};
 use crate::metrics::ParticipantMetrics;
 use crate::pending::{StoredUpdate, StoredUpdateFile, StoredUpdateHeader};
 use crate::progress::Progress;
@@ -472,8 +472,22 @@ impl Participant {
             };
             return self.submit_ready(client, target, ready).await;
         }
-        // Refuse early, before downloading anything, if the budget is spent.
-        self.check_privacy(round_id, base_version, &base_sha256, &plan_sha256, &plan)?;
+        // Refuse early, before downloading anything, if the budget is spent
+        // or the data is below the plan's minimum. The model's kind is not
+        // known yet: all local rows stand in for the rows it trains on (an
+        // autoencoder trains on fewer, and is checked again below).
+        let num_local_records = match &self.workload {
+            Workload::Train(data) => data.len() as u64,
+            Workload::BenchmarkNoOp { .. } => 0,
+        };
+        self.check_privacy(
+            round_id,
+            base_version,
+            &base_sha256,
+            &plan_sha256,
+            &plan,
+            num_local_records,
+        )?;
         let base = match &self.workload {
             Workload::BenchmarkNoOp { .. } => {
                 let weights = download_model_into(
@@ -514,10 +528,21 @@ impl Participant {
             }
             Workload::BenchmarkNoOp { .. } => None,
         };
+        // N of the sampling rate q = B/N: the rows this model trains on.
+        let num_training_records = data.as_ref().map_or(num_local_records, |data| {
+            num_training_rows(&base.spec, data) as u64
+        });
         // The spend is durable from here on, before anything derived from
         // the data exists.
         let recorded =
-            self.record_privacy(round_id, base_version, &base_sha256, &plan_sha256, &plan)?;
+            self.record_privacy(
+            round_id,
+            base_version,
+            &base_sha256,
+            &plan_sha256,
+            &plan,
+            num_training_records,
+        )?;
         // Where the privatized update is kept for a retried round, linked to
         // the ledger entry that paid for it.
         let stored_header = recorded.as_ref().map(|(entry, _)| StoredUpdateHeader {
@@ -765,10 +790,14 @@ impl Participant {
     }
 
     /// Returns the ledger entry this round would add, or `None` without DP.
+    /// `num_training_records` is the N of the sampling rate q = B/N the
+    /// entry accounts with.
     ///
     /// # Errors
     /// [`ParticipantError::PrivacyRequired`] for a round without DP when a
-    /// budget is set; the budget errors when the round would exceed it.
+    /// budget is set; [`fedshield_core::CoreError::BelowMinimumRecords`] when
+    /// N is below the plan's public minimum; the budget errors when the
+    /// round would exceed it.
     fn check_privacy(
         &self,
         round_id: RoundId,
@@ -776,7 +805,8 @@ impl Participant {
         base_sha256: &str,
         plan_sha256: &PlanFingerprint,
         plan: &TrainingPlan,
-    ) -> Result<Option<(LedgerEntry, PrivacyReport)>> {
+        num_training_records: u64,
+    ) -> Result<Option<(LedgerEntry, PrivacySpend)>> {
         let ledger = self
             .ledger
             .lock()
@@ -788,6 +818,7 @@ impl Participant {
             base_sha256,
             plan_sha256,
             plan,
+            num_training_records,
         )
     }
 
@@ -799,7 +830,8 @@ impl Participant {
         base_sha256: &str,
         plan_sha256: &PlanFingerprint,
         plan: &TrainingPlan,
-    ) -> Result<Option<(LedgerEntry, PrivacyReport)>> {
+        num_training_records: u64,
+    ) -> Result<Option<(LedgerEntry, PrivacySpend)>> {
         let budget = self.config.privacy_budget;
         let Some(dp_sgd) = &plan.dp_sgd else {
             return match budget {
@@ -808,8 +840,17 @@ impl Participant {
             };
         };
         let delta = budget.map_or(DEFAULT_DELTA, |budget| budget.delta);
-        let entry = LedgerEntry::for_round(round_id, base_version, dp_sgd, plan.org_dp.as_ref())
-            .with_origin(base_sha256, plan_sha256.clone());
+        // Below the plan's public minimum, decline: the reason names the
+        // minimum only, not N.
+        let sampling_rate = dp_sgd.sampling_rate_for(num_training_records)?;
+        let entry = LedgerEntry::for_round(
+            round_id,
+            base_version,
+            dp_sgd,
+            sampling_rate,
+            plan.org_dp.as_ref(),
+        )
+        .with_origin(base_sha256, plan_sha256.clone());
         let after = ledger.spent_with(&entry, delta)?;
         if let Some(budget) = budget {
             let spent = ledger.spent(delta)?;
@@ -830,7 +871,7 @@ impl Participant {
                 });
             }
         }
-        Ok(Some((entry, after.report())))
+        Ok(Some((entry, after)))
     }
 
     /// Checks the round against the budget again and records its spend
@@ -843,28 +884,34 @@ impl Participant {
         base_sha256: &str,
         plan_sha256: &PlanFingerprint,
         plan: &TrainingPlan,
+        num_training_records: u64,
     ) -> Result<Option<(LedgerEntry, PrivacyReport)>> {
         // One lock for the check and the write: nothing can spend in between.
         let mut ledger = self
             .ledger
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some((entry, report)) = self.privacy_entry(
+        let Some((entry, spend)) = self.privacy_entry(
             &ledger,
             round_id,
             base_version,
             base_sha256,
             plan_sha256,
             plan,
+            num_training_records,
         )?
         else {
             return Ok(None);
         };
         ledger.record(entry.clone())?;
         drop(ledger);
-        self.metrics.set_privacy_spent(report.epsilon);
+        self.metrics.set_privacy_spent(spend.epsilon);
+        // The report states the plans' worst case, not the spend at this
+        // participant's own q, which would disclose its data size.
+        let report = spend.report();
         info!(
-            epsilon = report.epsilon,
+            epsilon = spend.epsilon,
+            reported_epsilon = report.epsilon,
             delta = report.delta,
             num_rounds = report.num_rounds,
             "privacy spend recorded"
@@ -962,7 +1009,8 @@ pub fn plan_from_message(message: pb::TrainingPlan) -> TrainingPlan {
         weight_decay: message.weight_decay,
         dp_sgd: message.dp_sgd.map(|dp| {
             DpSgdPlan::new(
-                dp.sampling_rate,
+                dp.expected_batch_size,
+                dp.min_records,
                 dp.noise_multiplier,
                 dp.clip_norm,
                 dp.steps_per_round,
