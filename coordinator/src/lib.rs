@@ -14,6 +14,8 @@
 //! - [`http`]: the HTTPS endpoint: model downloads, metrics, status API, dashboard.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`status`]: the JSON status the dashboard renders.
+//! - [`tokens`]: the HTTPS endpoint's bearer tokens (issue, list, revoke, expiry).
+//! - [`sessions`]: dashboard sessions opened by signing in with a token.
 
 pub mod artifacts;
 pub mod config;
@@ -25,9 +27,11 @@ pub mod participants;
 pub mod registry;
 pub mod server;
 pub mod service;
+pub mod sessions;
 pub mod slots;
 pub mod status;
 pub mod store;
+pub mod tokens;
 
 pub use config::{
     CoordinatorConfig, CoordinatorTls, HttpsSettings, ParticipantsPerRound, RoundConfig,

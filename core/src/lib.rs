@@ -18,6 +18,7 @@
 //! - [`inference`]: scoring feature vectors with a model.
 //! - [`metrics`]: accuracy, ROC-AUC and friends.
 //! - [`privacy`]: privacy targets, plan calibration, participants' reports and model cards' guarantees.
+//! - [`untrusted_text`]: peer-chosen text (claimed ids, decline reasons) escaped and bounded for logs.
 
 pub mod accountant;
 pub mod aggregate;
@@ -37,6 +38,7 @@ pub mod robust;
 pub mod schema;
 pub mod telemetry;
 pub mod training;
+pub mod untrusted_text;
 pub mod weights;
 
 pub use error::{CoreError, Result};
