@@ -369,7 +369,8 @@ async fn metrics(
 }
 
 /// Headers of every dashboard response: nothing from other origins, no
-/// framing, no referrer (the login address carries a token).
+/// framing, no referrer to other origins (same-origin requests keep theirs,
+/// so that the sign-in form's post carries its `Origin`).
 fn dashboard_headers(content_type: &'static str) -> [(header::HeaderName, &'static str); 5] {
     [
         (header::CONTENT_TYPE, content_type),
@@ -379,7 +380,7 @@ fn dashboard_headers(content_type: &'static str) -> [(header::HeaderName, &'stat
             "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
         ),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, "same-origin"),
     ]
 }
 
@@ -438,16 +439,18 @@ async fn dashboard(
 }
 
 /// Returns why a state-changing dashboard request (sign-in, sign-out) comes
-/// from another site, if it does: its `Sec-Fetch-Site` is neither
-/// `same-origin` nor `none` (typed by the user), or its `Origin` is not this
-/// endpoint. Clients that send neither header (curl) are not browsers a
-/// forged form could drive, and pass.
+/// from another site, if it does. Browsers that send `Sec-Fetch-Site` are
+/// judged by it: only `same-origin` and `none` (typed by the user) pass.
+/// Older browsers are judged by `Origin`, which must be this endpoint.
+/// Clients that send neither header (curl) are not browsers a forged form
+/// could drive, and pass.
 fn cross_site_reason(uri: &Uri, headers: &HeaderMap) -> Option<&'static str> {
     if let Some(site) = headers.get("sec-fetch-site") {
         let site = site.to_str().unwrap_or("");
         if site != "same-origin" && site != "none" {
             return Some("the request comes from another site (Sec-Fetch-Site)");
         }
+        return None;
     }
     let origin = headers.get(header::ORIGIN)?;
     let host = headers
