@@ -597,6 +597,9 @@ async fn dashboard_style() -> Response {
 }
 
 /// Serves the HTTPS endpoint on `listener` until `shutdown`.
+// One argument per part of the endpoint; the server wires them from
+// `HttpsSettings` and its own state in one place.
+#[allow(clippy::too_many_arguments)]
 pub fn serve_https(
     listener: TcpListener,
     tls: Arc<fedshield_proto::tls::rustls::ServerConfig>,
