@@ -34,7 +34,7 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the coordinator: accept participants, run rounds, publish models (or `coordinator issue-token`).
+    /// Run the coordinator: accept participants, run rounds, publish models (or `coordinator tokens create|list|revoke`).
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Coordinator(Box<CoordinatorArgs>),
     /// Run a participant: train locally, send model updates (or `participant budget`: its privacy spend).
@@ -389,8 +389,70 @@ pub struct ModelArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CoordinatorCommand {
-    /// Issues a bearer token for the HTTPS model downloads and prints it (once); only its sha256 is stored.
+    /// Issues a bearer token for the HTTPS model downloads and prints it (once); only its sha256 is stored (the same as `tokens create`).
     IssueToken(IssueTokenArgs),
+    /// The HTTPS endpoint's bearer tokens: create, list, revoke.
+    Tokens(TokensArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokensArgs {
+    #[command(subcommand)]
+    pub command: TokensCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Issues a bearer token named NAME and prints it (once); only its sha256 is stored.
+    Create(TokenCreateArgs),
+    /// Lists the tokens: name, when issued, when they expire, and whether they are active, expired or revoked (never the secrets).
+    List(TokenFileArgs),
+    /// Revokes the token named NAME: refused from the next request on, and its dashboard sessions end.
+    Revoke(TokenRevokeArgs),
+}
+
+/// Where the token file is.
+#[derive(Debug, Clone, Args)]
+pub struct TokenFileArgs {
+    /// The coordinator's data directory (the token file is <data-dir>/api-tokens.toml unless --api-tokens is given).
+    #[arg(
+        long,
+        env = "FEDSHIELD_DATA_DIR",
+        default_value = "fedshield-data/coordinator"
+    )]
+    pub data_dir: PathBuf,
+    /// The token file.
+    #[arg(long, env = "FEDSHIELD_API_TOKENS")]
+    pub api_tokens: Option<PathBuf>,
+}
+
+/// How long a new token is valid.
+#[derive(Debug, Clone, Args)]
+pub struct TokenLifetimeArgs {
+    /// Days until the token expires.
+    #[arg(long, default_value_t = fedshield_coordinator::tokens::DEFAULT_TOKEN_LIFETIME_DAYS, value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub expires_in_days: u64,
+    /// The token never expires (until revoked).
+    #[arg(long, conflicts_with = "expires_in_days")]
+    pub no_expiry: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// A name for the holder, e.g. the detector's host; shown in the coordinator's logs.
+    pub name: String,
+    #[command(flatten)]
+    pub file: TokenFileArgs,
+    #[command(flatten)]
+    pub lifetime: TokenLifetimeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenRevokeArgs {
+    /// The name of the token to revoke.
+    pub name: String,
+    #[command(flatten)]
+    pub file: TokenFileArgs,
 }
 
 #[derive(Debug, Args)]
@@ -408,6 +470,8 @@ pub struct IssueTokenArgs {
     /// A name for the holder, e.g. the detector's host; shown in the coordinator's logs.
     #[arg(long)]
     pub name: String,
+    #[command(flatten)]
+    pub lifetime: TokenLifetimeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -504,15 +568,21 @@ pub struct CoordinatorArgs {
     /// Serve plaintext gRPC and trust participants' declared ids. For local experiments only.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_client_ca", "participants"])]
     pub insecure: bool,
-    /// Also serve HTTPS here: model downloads (GET /v1/models/latest, /v1/models/{v}, /v1/models/{v}/card), GET /v1/status, GET /metrics and the live dashboard (/dashboard?token=<token> to log in).
+    /// Also serve HTTPS here: model downloads (GET /v1/models/latest, /v1/models/{v}, /v1/models/{v}/card), GET /v1/status, GET /metrics and the live dashboard (/dashboard, sign in with a token in its form).
     #[arg(long, env = "FEDSHIELD_HTTPS_LISTEN", conflicts_with = "insecure")]
     pub https_listen: Option<SocketAddr>,
     /// Also serve Prometheus metrics over plain HTTP here (GET /metrics), for a scraper on a private network. No TLS and no authentication: it carries only counts, sizes and durations (no keys, tokens or telemetry). Default: none.
     #[arg(long, env = "FEDSHIELD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// Bearer tokens for the HTTPS downloads (default: <data-dir>/api-tokens.toml; `coordinator issue-token` adds one).
+    /// Bearer tokens for the HTTPS downloads (default: <data-dir>/api-tokens.toml; `coordinator tokens create` adds one).
     #[arg(long, env = "FEDSHIELD_API_TOKENS")]
     pub api_tokens: Option<PathBuf>,
+    /// A dashboard session ends this many seconds after sign-in.
+    #[arg(long, default_value_t = fedshield_coordinator::sessions::DEFAULT_SESSION_MAX_AGE_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub dashboard_session_secs: u64,
+    /// A dashboard session ends after this many seconds without a request.
+    #[arg(long, default_value_t = fedshield_coordinator::sessions::DEFAULT_SESSION_IDLE_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub dashboard_idle_secs: u64,
 }
 
 #[derive(Debug, Args)]

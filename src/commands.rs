@@ -27,6 +27,7 @@ use tracing::info;
 use crate::cli::{
     BudgetArgs, CoordinatorArgs, CoordinatorCommand, DpArgs, IssueTokenArgs, ModelArgs,
     ParticipantArgs, ParticipantBudgetArgs, ParticipantCommand, PrivacyArgs, PrivacyCommand,
+    TokenFileArgs,
 };
 use crate::offline::{load_labelled, spec_for};
 use crate::shutdown;
@@ -146,25 +147,23 @@ fn coordinator_https(args: &CoordinatorArgs) -> Result<Option<HttpsSettings>> {
             args.data_dir
                 .join(fedshield_coordinator::http::API_TOKENS_FILE_NAME)
         }),
+        dashboard_sessions: fedshield_coordinator::sessions::DashboardSessionSettings {
+            max_age: Duration::from_secs(args.dashboard_session_secs),
+            idle_timeout: Duration::from_secs(args.dashboard_idle_secs),
+        },
     }))
 }
 
-/// Runs `fedshield coordinator issue-token`.
+/// Runs `fedshield coordinator issue-token` (`tokens create` with `--name`).
 fn issue_token(args: &IssueTokenArgs) -> Result<()> {
-    let path = args.api_tokens.clone().unwrap_or_else(|| {
-        args.data_dir
-            .join(fedshield_coordinator::http::API_TOKENS_FILE_NAME)
-    });
-    let token = fedshield_coordinator::http::issue_token(&path, &args.name)
-        .map_err(anyhow::Error::msg)
-        .context("failed to issue a token")?;
-    eprintln!(
-        "issued token {:?} (its sha256 is in {}); it is shown only now:",
-        args.name,
-        path.display()
-    );
-    println!("{token}");
-    Ok(())
+    crate::tokens::create(
+        &TokenFileArgs {
+            data_dir: args.data_dir.clone(),
+            api_tokens: args.api_tokens.clone(),
+        },
+        &args.name,
+        &args.lifetime,
+    )
 }
 
 /// Returns the coordinator's mutual-TLS settings from its flags (`None` with `--insecure`).
@@ -237,8 +236,10 @@ fn participant_tls(args: &ParticipantArgs) -> Result<Option<ClientTlsConfig>> {
 
 /// Runs `fedshield coordinator` until SIGINT/SIGTERM.
 pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
-    if let Some(CoordinatorCommand::IssueToken(token_args)) = &args.command {
-        return issue_token(token_args);
+    match &args.command {
+        Some(CoordinatorCommand::IssueToken(token_args)) => return issue_token(token_args),
+        Some(CoordinatorCommand::Tokens(tokens_args)) => return crate::tokens::run(tokens_args),
+        None => {}
     }
     let config = coordinator_config(&args)?;
     config.validate().map_err(|problems| {

@@ -10,6 +10,7 @@
 //! - [`detect`]: `fedshield detect`, scoring live events with a published model.
 //! - [`offline`]: `fedshield synth`, `train` and `evaluate`.
 //! - [`shutdown`]: SIGINT/SIGTERM handling.
+//! - [`tokens`]: `fedshield coordinator tokens create|list|revoke`.
 
 pub mod bench;
 pub mod certs;
@@ -20,3 +21,4 @@ pub mod demo;
 pub mod detect;
 pub mod offline;
 pub mod shutdown;
+pub mod tokens;

@@ -76,12 +76,13 @@ async fn detectors_download_models_over_https_with_a_certificate_or_a_token() {
         let dir = dir.clone();
         let alice_args: Vec<String> = alice_args.iter().map(|arg| arg.to_string()).collect();
         let bearer = bearer.clone();
-        let sha256 = card.sha256.clone();
         move || {
             let alice_args: Vec<&str> = alice_args.iter().map(String::as_str).collect();
             let latest = curl(&format!("{base}/v1/models/latest"), &dir, &alice_args);
+            // The tag is the sha256 of the file served.
+            let file_sha256 = fedshield_proto::tls::sha256_fingerprint(&latest.body);
             let mut conditional_args = alice_args.clone();
-            let if_none_match = format!("If-None-Match: \"{sha256}\"");
+            let if_none_match = format!("If-None-Match: \"{file_sha256}\"");
             conditional_args.extend(["-H", if_none_match.as_str()]);
             let conditional = curl(&format!("{base}/v1/models/0"), &dir, &conditional_args);
             let with_token = curl(&format!("{base}/v1/models/0"), &dir, &["-H", &bearer]);
@@ -128,15 +129,17 @@ async fn detectors_download_models_over_https_with_a_certificate_or_a_token() {
     ) = results;
 
     assert_eq!(latest.status, 200, "{}", latest.headers);
+    let file_sha256 = fedshield_proto::tls::sha256_fingerprint(&latest.body);
+    assert!(latest.headers.contains(&format!("etag: \"{file_sha256}\"")));
     assert!(
         latest
             .headers
-            .contains(&format!("etag: \"{}\"", card.sha256))
+            .contains(&format!("x-fedshield-sha256: {file_sha256}"))
     );
     assert!(
         latest
             .headers
-            .contains(&format!("x-fedshield-sha256: {}", card.sha256))
+            .contains(&format!("x-fedshield-weights-sha256: {}", card.sha256))
     );
     assert!(latest.headers.contains("x-fedshield-version: 0"));
     let downloaded = ModelWeights::from_safetensors(&latest.body).unwrap();

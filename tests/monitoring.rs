@@ -456,25 +456,6 @@ const HEADLESS_CHROMIUM_FLAGS: [&str; 10] = [
     "--ignore-certificate-errors",
 ];
 
-/// Runs headless Chromium on `url` with a fresh profile and `extra` flags;
-/// returns its stdout.
-fn run_chromium(binary: &Path, url: &str, profile: &Path, extra: &[String]) -> String {
-    let output = Command::new(binary)
-        .args(HEADLESS_CHROMIUM_FLAGS)
-        .args(["--virtual-time-budget=8000", "--window-size=1280,1600"])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(extra)
-        .arg(url)
-        .output()
-        .expect("run chromium");
-    assert!(
-        output.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// Returns the text of the element with `id` in `dom`.
 fn text_of(dom: &str, id: &str) -> String {
     let marker = format!("id=\"{id}\"");
@@ -541,26 +522,28 @@ async fn dashboard_in_headless_chromium_shows_what_the_status_api_reports() {
                 let status = curl(&format!("{base}/v1/status"), &work, &["-H", &bearer]);
                 let anonymous_status = curl(&format!("{base}/v1/status"), &work, &[]);
                 let anonymous_page = curl(&format!("{base}/dashboard"), &work, &[]);
-                let login = format!("{base}/dashboard?token={token}");
-                let wrong_login = curl(
-                    &format!("{base}/dashboard?token=fst_not-a-token"),
-                    &work,
-                    &[],
-                );
+                let login = format!("{base}/dashboard/login");
+                let wrong_login = curl(&login, &work, &["--data", "token=fst_not-a-token"]);
                 assert_eq!(wrong_login.status, 401);
-                let login_response = curl(&login, &work, &[]);
-                let dom = run_chromium(
+                let login_response = curl(&login, &work, &["--data", &format!("token={token}")]);
+                // The browser signs in with the form, as a person would.
+                let mut page = LiveBrowser::open(
                     &browser,
-                    &login,
+                    &format!("{base}/dashboard"),
                     &work.join("chromium-dom"),
-                    &["--dump-dom".to_string()],
                 );
-                run_chromium(
-                    &browser,
-                    &login,
-                    &work.join("chromium-screenshot"),
-                    &[format!("--screenshot={}", screenshot.display())],
+                page.sign_in(&token);
+                page.wait_for(
+                    "document.body.getAttribute('data-rendered-version')",
+                    &serde_json::json!(NUM_ROUNDS.to_string()),
+                    Duration::from_secs(30),
                 );
+                let dom = page
+                    .evaluate("document.documentElement.outerHTML")
+                    .as_str()
+                    .expect("the page's HTML is a string")
+                    .to_string();
+                page.screenshot(&screenshot);
                 (
                     status,
                     anonymous_status,
@@ -575,8 +558,8 @@ async fn dashboard_in_headless_chromium_shows_what_the_status_api_reports() {
     assert_eq!(status_response.status, 200);
     assert_eq!(anonymous_status.status, 401);
     assert_eq!(anonymous_page.status, 401);
-    // Logging in sets the token as a cookie scripts cannot read and other
-    // sites cannot send, and takes the token out of the address bar.
+    // Signing in sets a session cookie (never the token) that scripts
+    // cannot read and other sites cannot send.
     let (login_status, login_headers) = login_response;
     assert_eq!(login_status, 303, "{login_headers}");
     assert!(
@@ -585,8 +568,12 @@ async fn dashboard_in_headless_chromium_shows_what_the_status_api_reports() {
     );
     let cookie = login_headers
         .lines()
-        .find(|line| line.starts_with("set-cookie: fedshield_token=fst_"))
-        .unwrap_or_else(|| panic!("no token cookie in {login_headers}"));
+        .find(|line| line.starts_with("set-cookie: fedshield_session="))
+        .unwrap_or_else(|| panic!("no session cookie in {login_headers}"));
+    assert!(
+        !cookie.contains(&federation.token[4..]),
+        "the cookie holds the token"
+    );
     for attribute in ["httponly", "secure", "samesite=strict", "path=/"] {
         assert!(
             cookie.split(';').any(|part| part.trim() == attribute),
@@ -820,7 +807,7 @@ impl LiveBrowser {
     fn open(binary: &Path, url: &str, profile: &Path) -> LiveBrowser {
         let mut child = Command::new(binary)
             .args(HEADLESS_CHROMIUM_FLAGS)
-            .arg("--remote-debugging-port=0")
+            .args(["--remote-debugging-port=0", "--window-size=1280,1600"])
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg(url)
             .stdout(Stdio::null())
@@ -854,15 +841,12 @@ impl LiveBrowser {
         }
     }
 
-    /// Evaluates `expression` in the page and returns its value.
-    fn evaluate(&mut self, expression: &str) -> serde_json::Value {
+    /// Sends the DevTools command `method` and returns its reply (with
+    /// `result` or `error`).
+    fn command(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
         let id = self.next_id;
         self.next_id += 1;
-        let request = serde_json::json!({
-            "id": id,
-            "method": "Runtime.evaluate",
-            "params": { "expression": expression, "returnByValue": true },
-        });
+        let request = serde_json::json!({ "id": id, "method": method, "params": params });
         self.socket
             .send(tungstenite::Message::text(request.to_string()))
             .unwrap();
@@ -873,17 +857,68 @@ impl LiveBrowser {
             };
             let reply: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
             if reply["id"] == id {
-                assert!(reply["error"].is_null(), "DevTools error: {reply}");
-                return reply["result"]["result"]["value"].clone();
+                return reply;
             }
         }
+    }
+
+    /// Evaluates `expression` in the page and returns its value, or `None`
+    /// when it could not run (e.g. the page is navigating) or threw.
+    fn try_evaluate(&mut self, expression: &str) -> Option<serde_json::Value> {
+        let reply = self.command(
+            "Runtime.evaluate",
+            serde_json::json!({ "expression": expression, "returnByValue": true }),
+        );
+        if !reply["error"].is_null() || !reply["result"]["exceptionDetails"].is_null() {
+            return None;
+        }
+        Some(reply["result"]["result"]["value"].clone())
+    }
+
+    /// Evaluates `expression` in the page and returns its value.
+    fn evaluate(&mut self, expression: &str) -> serde_json::Value {
+        self.try_evaluate(expression)
+            .unwrap_or_else(|| panic!("DevTools could not evaluate {expression}"))
+    }
+
+    /// Signs in with the dashboard's form: fills in `token` and submits.
+    fn sign_in(&mut self, token: &str) {
+        self.wait_for(
+            "document.getElementById('login') !== null",
+            &serde_json::json!(true),
+            Duration::from_secs(30),
+        );
+        let submitted = self.evaluate(&format!(
+            "document.querySelector('#login input[name=token]').value = {}; \
+             document.getElementById('login').submit(); 'submitted'",
+            serde_json::json!(token)
+        ));
+        assert_eq!(submitted, serde_json::json!("submitted"));
+    }
+
+    /// Saves a PNG screenshot of the page to `path`.
+    fn screenshot(&mut self, path: &Path) {
+        use base64::Engine as _;
+        let reply = self.command(
+            "Page.captureScreenshot",
+            serde_json::json!({ "format": "png" }),
+        );
+        let data = reply["result"]["data"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no screenshot: {reply}"));
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .expect("the screenshot is base64");
+        std::fs::write(path, png).unwrap();
     }
 
     /// Evaluates `expression` until it returns `expected`; panics after `timeout`.
     fn wait_for(&mut self, expression: &str, expected: &serde_json::Value, timeout: Duration) {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let value = self.evaluate(expression);
+            let value = self
+                .try_evaluate(expression)
+                .unwrap_or(serde_json::Value::Null);
             if value == *expected {
                 return;
             }
@@ -952,15 +987,13 @@ async fn dashboard_follows_the_federation_live_without_reloading() {
         return;
     };
     let mut federation = Federation::start().await;
-    let login = format!(
-        "{}/dashboard?token={}",
-        federation.https_base(),
-        federation.token
-    );
+    let dashboard = format!("{}/dashboard", federation.https_base());
+    let token = federation.token.clone();
     let profile = federation.work.path().join("chromium-live");
     // The page opens before any participant joined: version 0, no rounds.
     let mut browser = tokio::task::spawn_blocking(move || {
-        let mut browser = LiveBrowser::open(&binary, &login, &profile);
+        let mut browser = LiveBrowser::open(&binary, &dashboard, &profile);
+        browser.sign_in(&token);
         browser.wait_for(
             "document.body.getAttribute('data-rendered-version')",
             &serde_json::json!("0"),

@@ -219,6 +219,8 @@ pub struct HttpsSettings {
     pub server_config: std::sync::Arc<fedshield_proto::tls::rustls::ServerConfig>,
     /// The issued bearer tokens (sha256 only), re-read on every request.
     pub tokens_path: PathBuf,
+    /// How long dashboard sessions last (sign-in lifetime, idle timeout).
+    pub dashboard_sessions: crate::sessions::DashboardSessionSettings,
 }
 
 /// Mutual TLS of the coordinator.

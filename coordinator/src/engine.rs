@@ -873,7 +873,10 @@ impl Engine {
         }
         round.declined.insert(participant.clone());
         drop(state);
-        let reason: String = reason.chars().take(200).collect();
+        let reason = fedshield_core::untrusted_text::escape_bounded(
+            reason,
+            fedshield_core::untrusted_text::MAX_FREE_TEXT_CHARS,
+        );
         warn!(round = %round_id, participant = %participant, reason = %reason, "participant declined the round");
         self.inner.changed.notify_one();
         Ok(())

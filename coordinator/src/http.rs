@@ -2,46 +2,56 @@
 //!
 //! - `GET /v1/models/latest`: the current version's weights (safetensors);
 //! - `GET /v1/models/{version}`: one version's weights;
-//! - `GET /v1/models/{version}/card`: its model card (JSON);
+//! - `GET /v1/models/{version}/card`, `GET /v1/models/latest/card`: a
+//!   version's model card (JSON);
 //! - `GET /v1/status`: the coordinator's status (JSON, [`crate::status`]);
 //! - `GET /metrics`: Prometheus metrics ([`crate::metrics`]);
 //! - `GET /dashboard`: the live dashboard, a page that renders `/v1/status`
 //!   every two seconds (its script and style sheet, under `/dashboard/`, are
-//!   public; all else needs a credential).
+//!   public; all else needs a credential), or the sign-in form;
+//! - `POST /dashboard/login`, `POST /dashboard/logout`: dashboard sessions.
 //!
-//! Weights carry `ETag` (the sha256 of the parameters, as in the card),
-//! `X-Fedshield-Sha256` and `X-Fedshield-Version`; `If-None-Match` with the
-//! current tag answers `304 Not Modified`. Every file is checked against its
-//! card's sha256 before it is served; a corrupted one is refused with `500`
-//! and the reason, never served.
+//! Weights carry two digests, named apart (docs/MODEL_FORMAT.md):
+//! `ETag` and `X-Fedshield-Sha256` are the sha256 of the exact bytes served
+//! (the safetensors file, what `sha256sum` of a download prints), and
+//! `X-Fedshield-Weights-Sha256` is the sha256 of the parameters, the
+//! card's `sha256` that identifies the version. `X-Fedshield-Version` names
+//! the version; `If-None-Match` with the current tag answers `304 Not
+//! Modified`. Every file is checked against its card's sha256 before it is
+//! served; a corrupted one is refused with `500`, never served.
 //!
-//! Credentials: a client certificate of the participant CA whose subject the
-//! participant registry allows, or `Authorization: Bearer <token>` with a
-//! token the coordinator issued (`fedshield coordinator issue-token`; only
-//! its sha256 is stored, in the API token file). Every download and every
-//! refusal is logged with who asked.
+//! Credentials: a client certificate of the participant CA (with the
+//! clientAuth extended key usage) whose subject the participant registry
+//! allows, or `Authorization: Bearer <token>` with an unexpired, unrevoked
+//! token the coordinator issued (`fedshield coordinator tokens create`; only
+//! its sha256 is stored, see [`crate::tokens`]), or a dashboard session
+//! cookie. Every download and every refusal is logged with who asked.
 //!
-//! Browsers log in to the dashboard once with `/dashboard?token=<token>`:
-//! the token is checked, set as an `HttpOnly; Secure; SameSite=Strict`
-//! cookie, and the browser is redirected to `/dashboard`, so the token
-//! leaves the address bar. The cookie is accepted wherever a bearer token
-//! is; the server still stores only the token's sha256. A browser with a
-//! registered client certificate needs no token.
+//! Browsers sign in to the dashboard with the form `GET /dashboard` shows,
+//! which posts the token in the body to `/dashboard/login`; a cross-site
+//! post is refused (login CSRF), and so is a token in the address
+//! (`/dashboard?token=`, which only shows the form). A successful sign-in
+//! opens a server-side session ([`crate::sessions`]) whose random id, never
+//! the token, is set as an `HttpOnly; Secure; SameSite=Strict` cookie. A
+//! browser with a registered client certificate needs no token.
+//!
+//! Every response carries `X-Content-Type-Options: nosniff`; error bodies
+//! are fixed texts and never repeat what the request sent.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Path as UrlPath, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use fedshield_core::ModelVersion;
+use fedshield_core::untrusted_text::escape_bounded;
 use fedshield_proto::metrics_http::spawn_http_connection;
 use fedshield_proto::tls::{PeerIdentity, serve_tls_incoming};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -52,81 +62,16 @@ use crate::metrics::OPENMETRICS_CONTENT_TYPE;
 use crate::participants::SharedRegistry;
 use crate::registry::ModelRegistry;
 use crate::roles::Operation;
+use crate::sessions::{
+    DashboardSessionSettings, DashboardSessions, SESSION_COOKIE_NAME, SessionRefusal,
+};
 use crate::status::{CardCache, build_status};
+use crate::tokens::TokenRefusal;
 
-/// File name of the API tokens in the coordinator's data directory.
-pub const API_TOKENS_FILE_NAME: &str = "api-tokens.toml";
+pub use crate::tokens::{API_TOKENS_FILE_NAME, ApiTokenEntry, issue_token};
 
-/// An issued bearer token, as stored: its name and the sha256 of the secret.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiTokenEntry {
-    pub name: String,
-    pub sha256: String,
-    #[serde(default)]
-    pub revoked: bool,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ApiTokenFile {
-    #[serde(default)]
-    token: Vec<ApiTokenEntry>,
-}
-
-fn token_sha256(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-fn read_tokens(path: &Path) -> Result<Vec<ApiTokenEntry>, String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str::<ApiTokenFile>(&text)
-            .map(|file| file.token)
-            .map_err(|error| format!("{}: {error}", path.display())),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(error) => Err(format!("cannot read {}: {error}", path.display())),
-    }
-}
-
-/// Issues a new bearer token named `name`: appends its sha256 to the token
-/// file at `path` (written atomically) and returns the secret, which is shown
-/// once and stored nowhere.
-///
-/// # Errors
-/// The file cannot be read or written, or `name` is empty or taken.
-pub fn issue_token(path: &Path, name: &str) -> Result<String, String> {
-    if name.is_empty() || name.len() > 128 {
-        return Err(format!("token name {name:?} must have 1 to 128 characters"));
-    }
-    let mut tokens = read_tokens(path)?;
-    if tokens.iter().any(|entry| entry.name == name) {
-        return Err(format!(
-            "a token named {name:?} exists already in {}",
-            path.display()
-        ));
-    }
-    let secret = {
-        use rand::RngExt;
-        let bytes: [u8; 32] = rand::rng().random();
-        format!("fst_{}", hex::encode(bytes))
-    };
-    tokens.push(ApiTokenEntry {
-        name: name.to_string(),
-        sha256: token_sha256(&secret),
-        revoked: false,
-    });
-    let text = toml::to_string(&ApiTokenFile { token: tokens })
-        .map_err(|error| format!("cannot encode the token file: {error}"))?;
-    fedshield_core::fsutil::write_atomic(path, text.as_bytes())
-        .map_err(|error| error.to_string())?;
-    Ok(secret)
-}
-
-/// Name of the cookie that holds a dashboard user's token.
-pub const TOKEN_COOKIE_NAME: &str = "fedshield_token";
-
-/// How long a dashboard login cookie lasts.
-const TOKEN_COOKIE_MAX_AGE_SECS: u64 = 12 * 60 * 60;
+/// Longest form body `POST /dashboard/login` reads, in bytes.
+const MAX_LOGIN_FORM_BYTES: usize = 4_096;
 
 const DASHBOARD_HTML: &str = include_str!("dashboard/index.html");
 const DASHBOARD_JS: &str = include_str!("dashboard/app.js");
@@ -140,6 +85,8 @@ struct HttpState {
     participants: Option<SharedRegistry>,
     tokens_path: PathBuf,
     cards: CardCache,
+    /// The open dashboard sessions.
+    sessions: Arc<DashboardSessions>,
 }
 
 /// The client certificate of one HTTPS connection, if it presented one.
@@ -166,8 +113,8 @@ fn authorize(
             .map_err(|denied| (StatusCode::FORBIDDEN, denied.to_string()));
     }
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return match cookie_token(headers) {
-            Some(token) => check_token(state, token),
+        return match session_cookie(headers) {
+            Some(session_id) => check_session(state, session_id),
             None => Err((
                 StatusCode::UNAUTHORIZED,
                 "a client certificate or an Authorization: Bearer token is required".to_string(),
@@ -188,30 +135,44 @@ fn authorize(
     check_token(state, token)
 }
 
-/// Returns the token of the dashboard cookie, if the request carries one.
-fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+/// Returns the session id of the dashboard cookie, if the request carries one.
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == TOKEN_COOKIE_NAME)
-        .map(|(_, token)| token.trim())
+        .find(|(name, _)| *name == SESSION_COOKIE_NAME)
+        .map(|(_, session_id)| session_id.trim())
 }
 
-/// Returns the name of the issued token `token`, or the refusal.
+/// Returns the status and the fixed text of a refused token.
+fn token_refusal(refusal: &TokenRefusal) -> (StatusCode, String) {
+    let status = match refusal {
+        TokenRefusal::Unknown | TokenRefusal::Expired { .. } => StatusCode::UNAUTHORIZED,
+        TokenRefusal::Revoked { .. } => StatusCode::FORBIDDEN,
+        TokenRefusal::Unreadable => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, refusal.to_string())
+}
+
+/// Returns who the issued token `token` names, or the refusal.
 fn check_token(state: &HttpState, token: &str) -> Result<String, (StatusCode, String)> {
-    let tokens = read_tokens(&state.tokens_path)
-        .map_err(|error| (StatusCode::INTERNAL_SERVER_ERROR, error))?;
-    let digest = token_sha256(token);
-    match tokens.iter().find(|entry| entry.sha256 == digest) {
-        Some(entry) if entry.revoked => Err((
-            StatusCode::FORBIDDEN,
-            format!("token {:?} is revoked", entry.name),
+    crate::tokens::check_token(&state.tokens_path, token)
+        .map(|valid| format!("token {}", valid.name))
+        .map_err(|refusal| token_refusal(&refusal))
+}
+
+/// Returns who the dashboard session `session_id` belongs to, or the refusal.
+fn check_session(state: &HttpState, session_id: &str) -> Result<String, (StatusCode, String)> {
+    match state.sessions.check(session_id, &state.tokens_path) {
+        Ok(name) => Ok(format!("token {name} (dashboard session)")),
+        Err(SessionRefusal::TokenRefused(TokenRefusal::Unreadable)) => Err((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            TokenRefusal::Unreadable.to_string(),
         )),
-        Some(entry) => Ok(format!("token {}", entry.name)),
-        None => Err((StatusCode::UNAUTHORIZED, "unknown token".to_string())),
+        Err(refusal) => Err((StatusCode::UNAUTHORIZED, refusal.to_string())),
     }
 }
 
@@ -220,11 +181,15 @@ fn refusal(what: &str, client: Option<&str>, status: StatusCode, reason: String)
     (status, format!("{reason}\n")).into_response()
 }
 
+/// Returns the version a path segment names. The refusal does not repeat
+/// the segment (error bodies never echo the request); the log gets it
+/// escaped and bounded.
 fn parse_version(text: &str) -> Result<ModelVersion, (StatusCode, String)> {
     text.parse::<u64>().map(ModelVersion).map_err(|_| {
+        warn!(segment = %escape_bounded(text, 64), "model version in the path is not a number");
         (
             StatusCode::BAD_REQUEST,
-            format!("model version {text:?} is not a number"),
+            "the model version in the path must be a number or `latest`".to_string(),
         )
     })
 }
@@ -270,15 +235,9 @@ async fn serve_weights(
             return refusal("weights", Some(&client), status, error.to_string());
         }
     };
-    let etag = format!("\"{}\"", model.card.sha256);
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.split(',').any(|tag| tag.trim() == etag))
-    {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
-    }
-    // Serve the stored object, after checking it still holds what the card says.
+    // Serve the stored object, after checking it still holds what the card
+    // says. The tag is the sha256 of these very bytes, so that `sha256sum`
+    // of a download matches it.
     let bytes = match state.registry.load_verified(version).await {
         Ok((_, _, bytes)) => bytes,
         Err(error) => {
@@ -290,6 +249,15 @@ async fn serve_weights(
             );
         }
     };
+    let file_sha256 = hex::encode(Sha256::digest(&bytes));
+    let etag = format!("\"{file_sha256}\"");
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.split(',').any(|tag| tag.trim() == etag))
+    {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
     state.engine.metrics().model_downloaded("https");
     info!(client = %client, version = %version, num_bytes = bytes.len(), "model downloaded over https");
     let mut response = Response::new(Body::from(bytes));
@@ -300,7 +268,8 @@ async fn serve_weights(
     );
     for (name, value) in [
         (header::ETAG.as_str(), etag),
-        ("x-fedshield-sha256", model.card.sha256.clone()),
+        ("x-fedshield-sha256", file_sha256),
+        ("x-fedshield-weights-sha256", model.card.sha256.clone()),
         ("x-fedshield-version", version.0.to_string()),
         (
             header::CONTENT_DISPOSITION.as_str(),
@@ -320,6 +289,19 @@ async fn serve_weights(
     response
 }
 
+async fn latest_card(
+    State(state): State<HttpState>,
+    Extension(peer): Extension<ConnectionPeer>,
+    headers: HeaderMap,
+) -> Response {
+    let client = match authorize(&state, &peer, &headers, Operation::HttpsModelCard) {
+        Ok(client) => client,
+        Err((status, reason)) => return refusal("card", None, status, reason),
+    };
+    let version = state.engine.current_model().version;
+    serve_card(state, client, version).await
+}
+
 async fn version_card(
     State(state): State<HttpState>,
     Extension(peer): Extension<ConnectionPeer>,
@@ -334,6 +316,11 @@ async fn version_card(
         Ok(version) => version,
         Err((status, reason)) => return refusal("card", Some(&client), status, reason),
     };
+    serve_card(state, client, version).await
+}
+
+/// Serves the model card of `version` to `client` (already authorized).
+async fn serve_card(state: HttpState, client: String, version: ModelVersion) -> Response {
     match state.engine.model(version).await {
         Ok(model) => {
             info!(client = %client, version = %version, "model card downloaded over https");
@@ -389,7 +376,8 @@ async fn metrics(
 }
 
 /// Headers of every dashboard response: nothing from other origins, no
-/// framing, no referrer (the login address carries a token).
+/// framing, no referrer to other origins (same-origin requests keep theirs,
+/// so that the sign-in form's post carries its `Origin`).
 fn dashboard_headers(content_type: &'static str) -> [(header::HeaderName, &'static str); 5] {
     [
         (header::CONTENT_TYPE, content_type),
@@ -399,19 +387,21 @@ fn dashboard_headers(content_type: &'static str) -> [(header::HeaderName, &'stat
             "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
         ),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, "same-origin"),
     ]
 }
 
-/// Returns the `token` query parameter of `uri`, if any.
-fn query_token(uri: &Uri) -> Option<&str> {
-    uri.query()?
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(name, _)| *name == "token")
-        .map(|(_, token)| token)
+/// Returns whether `uri` has a `token` query parameter (the old sign-in
+/// address, refused now: a link can carry anyone's token).
+fn has_query_token(uri: &Uri) -> bool {
+    uri.query().is_some_and(|query| {
+        query
+            .split('&')
+            .any(|pair| pair.split('=').next() == Some("token"))
+    })
 }
 
+/// Returns the sign-in page with `status` and the fixed text `reason`.
 fn login_page(status: StatusCode, reason: &str) -> Response {
     let reason = reason
         .replace('&', "&amp;")
@@ -419,8 +409,11 @@ fn login_page(status: StatusCode, reason: &str) -> Response {
         .replace('>', "&gt;");
     let body = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>fedshield: sign in</title></head>\
-         <body><h1>fedshield dashboard</h1><p>{reason}</p><p>Open <code>/dashboard?token=&lt;token&gt;</code> \
-         with a token from <code>fedshield coordinator issue-token</code>, or use a registered client certificate.</p></body></html>\n"
+         <body><h1>fedshield dashboard</h1><p id=\"login-reason\">{reason}</p>\
+         <form id=\"login\" method=\"post\" action=\"/dashboard/login\">\
+         <label>Token <input type=\"password\" name=\"token\" autocomplete=\"off\" required></label> \
+         <button type=\"submit\">Sign in</button></form>\
+         <p>Use a token from <code>fedshield coordinator tokens create</code>, or a registered client certificate.</p></body></html>\n"
     );
     (status, dashboard_headers("text/html; charset=utf-8"), body).into_response()
 }
@@ -431,32 +424,16 @@ async fn dashboard(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(token) = query_token(&uri) {
-        return match check_token(&state, token) {
-            Ok(client) => {
-                info!(client = %client, "dashboard login");
-                let cookie = format!(
-                    "{TOKEN_COOKIE_NAME}={token}; Path=/; Max-Age={TOKEN_COOKIE_MAX_AGE_SECS}; HttpOnly; Secure; SameSite=Strict"
-                );
-                let mut response = (
-                    StatusCode::SEE_OTHER,
-                    [
-                        (header::LOCATION, "/dashboard"),
-                        (header::CACHE_CONTROL, "no-store"),
-                        (header::REFERRER_POLICY, "no-referrer"),
-                    ],
-                )
-                    .into_response();
-                if let Ok(value) = HeaderValue::from_str(&cookie) {
-                    response.headers_mut().insert(header::SET_COOKIE, value);
-                }
-                response
-            }
-            Err((status, reason)) => {
-                warn!(request = "dashboard", status = status.as_u16(), reason = %reason, "dashboard login refused");
-                login_page(status, &reason)
-            }
-        };
+    if has_query_token(&uri) {
+        warn!(
+            request = "dashboard",
+            reason = "token in the address",
+            "dashboard login refused"
+        );
+        return login_page(
+            StatusCode::UNAUTHORIZED,
+            "Signing in through the address is not accepted: enter the token in the form.",
+        );
     }
     match authorize(&state, &peer, &headers, Operation::HttpsDashboard) {
         Ok(_) => (
@@ -466,6 +443,152 @@ async fn dashboard(
             .into_response(),
         Err((status, reason)) => login_page(status, &reason),
     }
+}
+
+/// Returns why a state-changing dashboard request (sign-in, sign-out) comes
+/// from another site, if it does. Browsers that send `Sec-Fetch-Site` are
+/// judged by it: only `same-origin` and `none` (typed by the user) pass.
+/// Older browsers are judged by `Origin`, which must be this endpoint.
+/// Clients that send neither header (curl) are not browsers a forged form
+/// could drive, and pass.
+fn cross_site_reason(uri: &Uri, headers: &HeaderMap) -> Option<&'static str> {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or("");
+        if site != "same-origin" && site != "none" {
+            return Some("the request comes from another site (Sec-Fetch-Site)");
+        }
+        return None;
+    }
+    let origin = headers.get(header::ORIGIN)?;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .or_else(|| uri.authority().map(|authority| authority.as_str()));
+    let same_origin = match (origin.to_str().ok(), host) {
+        (Some(origin), Some(host)) => origin
+            .strip_prefix("https://")
+            .is_some_and(|origin_host| origin_host.eq_ignore_ascii_case(host)),
+        _ => false,
+    };
+    (!same_origin).then_some("the request comes from another origin (Origin)")
+}
+
+/// Returns the `token` field of an `application/x-www-form-urlencoded`
+/// body. Tokens are `fst_` and hex digits, which forms send unencoded; an
+/// encoded value is not a token and fails the check.
+fn form_token(body: &[u8]) -> Option<&str> {
+    std::str::from_utf8(body)
+        .ok()?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| *name == "token")
+        .map(|(_, token)| token.trim())
+}
+
+/// Returns the `Set-Cookie` value of a session cookie; `max_age_secs` 0
+/// deletes it.
+fn session_cookie_header(session_id: &str, max_age_secs: u64) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE_NAME}={session_id}; Path=/; Max-Age={max_age_secs}; HttpOnly; Secure; SameSite=Strict"
+    ))
+    .ok()
+}
+
+/// Returns a `303 See Other` to the dashboard, with `cookie` set if given.
+fn redirect_to_dashboard(cookie: Option<HeaderValue>) -> Response {
+    let mut response = (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "/dashboard"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+    )
+        .into_response();
+    if let Some(cookie) = cookie {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+async fn dashboard_login(
+    State(state): State<HttpState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(reason) = cross_site_reason(&uri, &headers) {
+        warn!(
+            request = "dashboard login",
+            reason, "dashboard login refused"
+        );
+        return login_page(
+            StatusCode::FORBIDDEN,
+            "Sign-in refused: the form was not sent from this dashboard.",
+        );
+    }
+    if body.len() > MAX_LOGIN_FORM_BYTES {
+        return login_page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The sign-in form is too large.",
+        );
+    }
+    let Some(token) = form_token(&body) else {
+        return login_page(StatusCode::BAD_REQUEST, "The sign-in form has no token.");
+    };
+    let valid = match crate::tokens::check_token(&state.tokens_path, token) {
+        Ok(valid) => valid,
+        Err(refusal) => {
+            let (status, reason) = token_refusal(&refusal);
+            warn!(request = "dashboard login", status = status.as_u16(), reason = %reason, "dashboard login refused");
+            return login_page(status, &reason);
+        }
+    };
+    let session_id = match state.sessions.open(&valid) {
+        Ok(session_id) => session_id,
+        Err(refusal) => {
+            return login_page(StatusCode::INTERNAL_SERVER_ERROR, &refusal.to_string());
+        }
+    };
+    info!(client = %format!("token {}", valid.name), "dashboard login");
+    let max_age_secs = state.sessions.settings().max_age.as_secs().max(1);
+    redirect_to_dashboard(session_cookie_header(&session_id, max_age_secs))
+}
+
+async fn dashboard_logout(
+    State(state): State<HttpState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(reason) = cross_site_reason(&uri, &headers) {
+        warn!(
+            request = "dashboard logout",
+            reason, "dashboard logout refused"
+        );
+        return login_page(
+            StatusCode::FORBIDDEN,
+            "Sign-out refused: the form was not sent from this dashboard.",
+        );
+    }
+    if let Some(name) = session_cookie(&headers).and_then(|id| state.sessions.close(id)) {
+        info!(client = %format!("token {name}"), "dashboard logout");
+    }
+    redirect_to_dashboard(session_cookie_header("", 0))
+}
+
+/// Answers requests no route matches, without repeating the path.
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "no such resource\n").into_response()
+}
+
+/// Adds the headers every response carries: `X-Content-Type-Options:
+/// nosniff`, so browsers never guess a type other than the one declared.
+async fn set_security_headers(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 async fn dashboard_script() -> Response {
@@ -481,6 +604,9 @@ async fn dashboard_style() -> Response {
 }
 
 /// Serves the HTTPS endpoint on `listener` until `shutdown`.
+// One argument per part of the endpoint; the server wires them from
+// `HttpsSettings` and its own state in one place.
+#[allow(clippy::too_many_arguments)]
 pub fn serve_https(
     listener: TcpListener,
     tls: Arc<fedshield_proto::tls::rustls::ServerConfig>,
@@ -488,6 +614,7 @@ pub fn serve_https(
     registry: ModelRegistry,
     participants: Option<SharedRegistry>,
     tokens_path: PathBuf,
+    dashboard_sessions: DashboardSessionSettings,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let state = HttpState {
@@ -496,16 +623,22 @@ pub fn serve_https(
         participants,
         tokens_path,
         cards: CardCache::default(),
+        sessions: Arc::new(DashboardSessions::new(dashboard_sessions)),
     };
     let router = Router::new()
         .route("/v1/models/latest", get(latest_weights))
         .route("/v1/models/{version}", get(version_weights))
+        .route("/v1/models/latest/card", get(latest_card))
         .route("/v1/models/{version}/card", get(version_card))
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
         .route("/dashboard", get(dashboard))
         .route("/dashboard/app.js", get(dashboard_script))
         .route("/dashboard/style.css", get(dashboard_style))
+        .route("/dashboard/login", post(dashboard_login))
+        .route("/dashboard/logout", post(dashboard_logout))
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(set_security_headers))
         .with_state(state);
     let mut incoming = serve_tls_incoming(
         listener,

@@ -18,6 +18,8 @@
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`status`]: the JSON status the dashboard renders.
 //! - [`weighting`]: the bounds on an update's declared example count and its weight.
+//! - [`tokens`]: the HTTPS endpoint's bearer tokens (issue, list, revoke, expiry).
+//! - [`sessions`]: dashboard sessions opened by signing in with a token.
 
 pub mod artifacts;
 pub mod config;
@@ -32,10 +34,12 @@ pub mod revocation;
 pub mod roles;
 pub mod server;
 pub mod service;
+pub mod sessions;
 pub mod slots;
 pub mod status;
 pub mod store;
 pub mod weighting;
+pub mod tokens;
 
 pub use config::{
     CoordinatorConfig, CoordinatorTls, HttpsSettings, ParticipantsPerRound, RoundConfig,

@@ -247,6 +247,7 @@ pub async fn start(
                 registry.clone(),
                 access.clone(),
                 https.tokens_path.clone(),
+                https.dashboard_sessions,
                 shutdown.clone(),
             );
             info!(%address, "https model downloads listening");

@@ -125,16 +125,17 @@ impl FederationService {
         if let Some(authenticated) = authenticated
             && authenticated.as_str() != claimed
         {
+            let loggable_claimed = loggable_id(&claimed);
             warn!(
                 call,
                 subject = %authenticated,
-                claimed = %claimed.chars().take(128).collect::<String>(),
+                claimed = %loggable_claimed,
                 reason = "impersonation",
                 "call refused"
             );
             return Err(CoordinatorError::Impersonation {
                 authenticated: authenticated.clone(),
-                claimed: claimed.chars().take(128).collect(),
+                claimed: loggable_claimed,
             });
         }
         ParticipantId::new(claimed).map_err(CoordinatorError::InvalidParticipantId)
@@ -142,13 +143,10 @@ impl FederationService {
 }
 
 /// A claimed participant id as it may appear in logs before it is checked:
-/// at most 64 characters, control characters replaced.
+/// the id when valid, else a short escaped prefix and its length
+/// ([`fedshield_core::untrusted_text::loggable_participant_id`]).
 fn loggable_id(claimed: &str) -> String {
-    claimed
-        .chars()
-        .take(64)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    fedshield_core::untrusted_text::loggable_participant_id(claimed)
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorEvent, Status>> + Send>>;
@@ -163,7 +161,7 @@ impl Federation for FederationService {
     type JoinStream = EventStream;
     type DownloadModelStream = ModelStream;
 
-    #[instrument(skip_all, fields(participant = %request.get_ref().participant_id))]
+    #[instrument(skip_all, fields(participant = %loggable_id(&request.get_ref().participant_id)))]
     async fn join(
         &self,
         request: Request<pb::JoinRequest>,

@@ -19,6 +19,7 @@
 //! - [`metrics`]: accuracy, ROC-AUC and friends.
 //! - [`privacy`]: privacy targets, plan calibration, participants' reports and model cards' guarantees.
 //! - [`plan_fingerprint`]: the sha256 of a training plan, which keys re-sent updates of retried rounds.
+//! - [`untrusted_text`]: peer-chosen text (claimed ids, decline reasons) escaped and bounded for logs.
 
 pub mod accountant;
 pub mod aggregate;
@@ -39,6 +40,7 @@ pub mod robust;
 pub mod schema;
 pub mod telemetry;
 pub mod training;
+pub mod untrusted_text;
 pub mod weights;
 
 pub use error::{CoreError, Result};

@@ -189,6 +189,7 @@ pub fn https_settings(
         )
         .unwrap(),
         tokens_path,
+        dashboard_sessions: Default::default(),
     }
 }
 

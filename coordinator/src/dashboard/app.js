@@ -234,6 +234,11 @@ function render(status) {
 async function poll() {
   try {
     const response = await fetch("/v1/status", { credentials: "same-origin", cache: "no-store" });
+    if (response.status === 401) {
+      // The session ended (expired, signed out, token revoked): back to the sign-in form.
+      window.location.assign("/dashboard");
+      return;
+    }
     if (!response.ok) {
       throw new Error("status " + response.status + ": " + (await response.text()).trim());
     }

@@ -13,6 +13,7 @@
 //! - [`TlsError`]: what went wrong, naming the file.
 
 mod client;
+mod client_auth;
 mod error;
 mod identity;
 mod incoming;

@@ -8,6 +8,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::client_auth::ClientAuthUsageVerifier;
 use super::error::{Result, TlsError};
 use super::load::{
     load_certificates, load_certificates_pem, load_private_key, load_private_key_pem,
@@ -79,8 +80,10 @@ pub fn server_config_pem(
 /// a certificate signed by one of `client_ca_roots`.
 ///
 /// - Client certificates are checked by rustls' `WebPkiClientVerifier`: chain to
-///   a root, validity dates (an expired certificate fails the handshake) and the
-///   clientAuth extended key usage. Anonymous clients are refused.
+///   a root, validity dates (an expired certificate fails the handshake), and
+///   then by [`ClientAuthUsageVerifier`]: the leaf must carry an extended key
+///   usage extension listing clientAuth (webpki alone accepts a certificate
+///   with no EKU at all). Anonymous clients are refused.
 /// - TLS 1.2 and 1.3, with the *ring* provider ([`crypto_provider`]).
 /// - ALPN offers only `h2`, as gRPC needs.
 ///
@@ -111,7 +114,7 @@ enum ClientCertificates {
 
 /// Returns a server configuration over the ring provider, TLS 1.2 and 1.3,
 /// verifying client certificates against `client_ca_roots` with rustls'
-/// `WebPkiClientVerifier` and offering `alpn` protocols; `what` names the
+/// `WebPkiClientVerifier` plus the clientAuth usage check, and offering `alpn` protocols; `what` names the
 /// configuration in errors.
 fn build_server_config(
     cert_chain: Vec<CertificateDer<'static>>,
@@ -132,9 +135,10 @@ fn build_server_config(
     if client_certificates == ClientCertificates::Optional {
         verifier = verifier.allow_unauthenticated();
     }
-    let client_verifier = verifier.build().map_err(|error| TlsError::ClientCaRoots {
+    let webpki_verifier = verifier.build().map_err(|error| TlsError::ClientCaRoots {
         reason: format!("{error:?}"),
     })?;
+    let client_verifier = Arc::new(ClientAuthUsageVerifier::new(webpki_verifier));
     let server_error = |source| TlsError::Config { what, source };
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
