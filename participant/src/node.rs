@@ -493,6 +493,14 @@ impl Participant {
         .await
         .map_err(|error| ParticipantError::Protocol(format!("training task failed: {error}")))??;
         self.metrics.trained_for(training_started.elapsed());
+        if outcome.num_non_finite_examples > 0 {
+            // A count for the operator, in local logs only: it is derived from
+            // raw data, so it never goes into anything sent.
+            info!(
+                num_examples = outcome.num_non_finite_examples,
+                "examples with a non-finite loss or gradient contributed nothing to training"
+            );
+        }
         if unix_ms_now() > announcement.deadline_unix_ms {
             return Err(ParticipantError::DeadlinePassed(round_id));
         }
@@ -862,6 +870,7 @@ fn benchmark_step(base: Vec<f32>, increment: f32) -> (LocalTrainingOutcome, Vec<
         params: Vec::new(),
         num_steps: 0,
         mean_loss: 0.0,
+        num_non_finite_examples: 0,
     };
     (outcome, delta)
 }
