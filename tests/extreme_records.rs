@@ -228,7 +228,10 @@ async fn one_round_includes_the_poisoned_site(
     assert_eq!(num_non_finite, 0, "the published model is not finite");
     if dp {
         let privacy = published.card.privacy.clone().expect("a DP guarantee");
-        assert_eq!(privacy.participants[POISONED_SITE].num_rounds_contributed, 1);
+        assert_eq!(
+            privacy.participants[POISONED_SITE].num_rounds_contributed,
+            1
+        );
     }
 
     shutdown.cancel();

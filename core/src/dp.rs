@@ -447,7 +447,11 @@ struct BatchContribution {
 /// privacy analysis is unchanged; it is counted, not reported. Declining the
 /// round instead would make whether a participant declines a non-private
 /// function of one record.
-fn clipped_gradient_sums(layers: &[DenseLayer], batch: &Batch, clip_norm: f64) -> BatchContribution {
+fn clipped_gradient_sums(
+    layers: &[DenseLayer],
+    batch: &Batch,
+    clip_norm: f64,
+) -> BatchContribution {
     let pass = forward_backward(layers, batch);
     let norms_and_losses = pass.squared_norms_and_losses();
     let mut squared_norms = Vec::with_capacity(norms_and_losses.len() / 2);
@@ -724,16 +728,13 @@ impl BatchPass {
         let batch_size = factors.len();
         let factors =
             Tensor::<DpBackend, 2>::from_data(TensorData::new(factors, [batch_size, 1]), &DEVICE); // [batch, 1]
-        let excluded = contributes
-            .iter()
-            .any(|&keep| !keep)
-            .then(|| {
-                let excluded: Vec<bool> = contributes.iter().map(|&keep| !keep).collect();
-                Tensor::<DpBackend, 2, Bool>::from_data(
-                    TensorData::new(excluded, [batch_size, 1]),
-                    &DEVICE,
-                ) // [batch, 1]
-            });
+        let excluded = contributes.iter().any(|&keep| !keep).then(|| {
+            let excluded: Vec<bool> = contributes.iter().map(|&keep| !keep).collect();
+            Tensor::<DpBackend, 2, Bool>::from_data(
+                TensorData::new(excluded, [batch_size, 1]),
+                &DEVICE,
+            ) // [batch, 1]
+        });
         let zero_excluded = |values: Tensor<DpBackend, 2>| match &excluded {
             Some(excluded) => {
                 let width = values.dims()[1];
@@ -1026,7 +1027,11 @@ mod tests {
     fn an_example_with_a_non_finite_gradient_contributes_exactly_zero() {
         for (name, spec, num_classes) in test_specs() {
             let weights = ModelWeights::init(spec.clone(), 3).unwrap();
-            let classes = if spec.is_autoencoder() { 1 } else { num_classes };
+            let classes = if spec.is_autoencoder() {
+                1
+            } else {
+                num_classes
+            };
             let clean = random_dataset(6, 6, classes, 1.5, 4);
             let poisoned = with_poisoned_rows(&clean, 4);
             let layers = layers_from_flat(&weights);
@@ -1050,7 +1055,10 @@ mod tests {
             {
                 let expected_values = tensor_values(expected_weight.into_data());
                 let actual_values = tensor_values(actual_weight.into_data());
-                assert!(actual_values.iter().all(|value| value.is_finite()), "{name}");
+                assert!(
+                    actual_values.iter().all(|value| value.is_finite()),
+                    "{name}"
+                );
                 assert!(
                     max_abs_difference(&expected_values, &actual_values) < 1e-5,
                     "{name}: weight sums differ"
@@ -1069,7 +1077,11 @@ mod tests {
     fn dp_sgd_with_a_poisoned_example_takes_every_step_and_stays_finite() {
         for (name, spec, num_classes) in test_specs() {
             let weights = ModelWeights::init(spec.clone(), 3).unwrap();
-            let classes = if spec.is_autoencoder() { 1 } else { num_classes };
+            let classes = if spec.is_autoencoder() {
+                1
+            } else {
+                num_classes
+            };
             let data = with_poisoned_rows(&random_dataset(40, 6, classes, 1.5, 4), 1);
             let plan = TrainingPlan::new().with_learning_rate(0.3);
             // q = 1: the poisoned example is in every step's sample.

@@ -941,11 +941,10 @@ fn validate_numeric(column: &ColumnFile, path: &str, problems: &mut Vec<String>)
 /// make a gradient non-finite, so every numeric column must declare its range
 /// with a `clamp`.
 fn require_bounded_features(transforms: &[Transform], path: &str, problems: &mut Vec<String>) {
-    let (low, high) = transforms
-        .iter()
-        .fold((f64::NEG_INFINITY, f64::INFINITY), |(low, high), transform| {
-            transform.output_range(low, high)
-        });
+    let (low, high) = transforms.iter().fold(
+        (f64::NEG_INFINITY, f64::INFINITY),
+        |(low, high), transform| transform.output_range(low, high),
+    );
     if !(low.is_finite() && high.is_finite()) {
         problems.push(format!(
             "{path}: numeric column is unbounded (its transforms give values in {}); \
@@ -1957,7 +1956,10 @@ mod tests {
                 "[{ clamp = { min = 0.0, max = 1e12 } }, { standardize = { mean = 0.0, std = 1e-300 } }, { scale = { divisor = 1e300 } }]",
                 "0..=inf",
             ),
-            (r#"[{ clamp = { min = -5.0, max = 5.0 } }, "log1p"]"#, "-inf..=1.791759469228055"),
+            (
+                r#"[{ clamp = { min = -5.0, max = 5.0 } }, "log1p"]"#,
+                "-inf..=1.791759469228055",
+            ),
         ] {
             assert_eq!(
                 problems_of(&schema_with(transforms)),
@@ -1967,7 +1969,9 @@ mod tests {
         }
         assert_eq!(
             problems_of(&schema_with("[{ clamp = { min = 0.0, max = 1e12 } }]")),
-            ["columns[0] (\"src_bytes\"): features reach 0..=1000000000000, beyond the limit of 1e6 in magnitude; clamp or scale the column into -1e6..=1e6"]
+            [
+                "columns[0] (\"src_bytes\"): features reach 0..=1000000000000, beyond the limit of 1e6 in magnitude; clamp or scale the column into -1e6..=1e6"
+            ]
         );
         for bounded in [
             r#"[{ clamp = { min = 0.0, max = 1e12 } }, "log1p", { scale = { divisor = 21.0 } }]"#,

@@ -468,7 +468,8 @@ mod tests {
             let outcome = train_local(&initial, &poisoned, &plan, 4).unwrap();
             // Seen once per epoch, left out each time; its batch still trained.
             assert_eq!(outcome.num_non_finite_examples, 3);
-            assert_eq!(outcome.num_steps, 3 * 201usize.div_ceil(32) as u64);
+            let num_training_rows = training_rows(&initial, &poisoned).unwrap().len();
+            assert_eq!(outcome.num_steps, 3 * num_training_rows.div_ceil(32) as u64);
             assert!(outcome.params.iter().all(|value| value.is_finite()));
             assert!(outcome.mean_loss.is_finite());
             let clean_outcome = train_local(&initial, &clean, &plan, 4).unwrap();
