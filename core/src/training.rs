@@ -18,6 +18,7 @@ use rand::seq::SliceRandom;
 use crate::data::Dataset;
 use crate::error::{CoreError, Result};
 use crate::model::MlpClassifier;
+use crate::schema::MAX_FEATURE_MAGNITUDE;
 use crate::weights::ModelWeights;
 
 /// The backend local training runs on: ndarray on the CPU with autodiff.
@@ -102,9 +103,11 @@ pub struct LocalTrainingOutcome {
     pub mean_loss: f32,
     /// Examples left out because their loss or gradient was non-finite (an
     /// extreme record overflowing float32): under DP-SGD each such sampled
-    /// example contributed zero to its step; without DP each batch that held
-    /// one was retrained without it. Derived from raw data: log it locally,
-    /// never send it.
+    /// example contributed zero to its step; without DP, rows with a feature
+    /// beyond ±[`MAX_FEATURE_MAGNITUDE`] (NaN included) are left out of
+    /// training (counted once) and a row whose loss is non-finite is left out
+    /// of its batch (counted each time). Derived from raw data: log it
+    /// locally, never send it.
     pub num_non_finite_examples: u64,
 }
 
@@ -173,7 +176,24 @@ pub fn train_local_observed(
 ) -> Result<LocalTrainingOutcome> {
     plan.validate()?;
     let data = training_rows(weights, data)?;
+    // Without clipping, one row beyond the featurizer's range (only a
+    // dataset built in memory, not through a schema, can hold one) would
+    // swamp every step it is in: such rows are left out.
+    let is_in_range = |index: usize| {
+        data.row(index)
+            .iter()
+            .all(|feature| f64::from(feature.abs()) <= MAX_FEATURE_MAGNITUDE)
+    };
+    let num_out_of_range = (0..data.len()).filter(|&index| !is_in_range(index)).count();
+    let data = if num_out_of_range == 0 {
+        data
+    } else {
+        std::borrow::Cow::Owned(data.filter(is_in_range))
+    };
     let data = data.as_ref();
+    if data.is_empty() {
+        return Err(CoreError::EmptyDataset);
+    }
     let autoencoder = weights.spec.is_autoencoder();
     let multi_class = weights.spec.num_classes > 2;
     let device = NdArrayDevice::Cpu;
@@ -191,7 +211,7 @@ pub fn train_local_observed(
         u64::from(plan.max_local_steps)
     };
     let mut num_steps = 0u64;
-    let mut num_non_finite_examples = 0u64;
+    let mut num_non_finite_examples = num_out_of_range as u64;
     let mut mean_loss = f32::NAN;
     let steps_per_epoch = data.len().div_ceil(batch_size) as u64;
     let steps_planned = (steps_per_epoch * u64::from(plan.local_epochs)).min(max_steps);
@@ -466,9 +486,9 @@ mod tests {
             let initial = ModelWeights::init(spec.clone(), 1).unwrap();
             let plan = TrainingPlan::new().with_local_epochs(3).with_batch_size(32);
             let outcome = train_local(&initial, &poisoned, &plan, 4).unwrap();
-            // Seen once per epoch, left out each time; its batch still trained.
-            assert_eq!(outcome.num_non_finite_examples, 3);
-            let num_training_rows = training_rows(&initial, &poisoned).unwrap().len();
+            // Left out of training; every batch still trained.
+            assert_eq!(outcome.num_non_finite_examples, 1);
+            let num_training_rows = training_rows(&initial, &clean).unwrap().len();
             assert_eq!(outcome.num_steps, 3 * num_training_rows.div_ceil(32) as u64);
             assert!(outcome.params.iter().all(|value| value.is_finite()));
             assert!(outcome.mean_loss.is_finite());
