@@ -290,7 +290,7 @@ async fn an_overflowing_gradient_under_dp_sgd_contributes_zero_instead_of_declin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_overflowing_loss_without_dp_leaves_the_row_out_instead_of_declining() {
+async fn an_out_of_range_row_without_dp_is_left_out_instead_of_declining() {
     let datasets = vec![
         flows_with_overflowing_rows(),
         synthetic_dataset(OrgProfile::for_org(1), NUM_ROWS, 12),
