@@ -33,7 +33,7 @@ use burn::backend::NdArray;
 use burn::backend::ndarray::NdArrayDevice;
 use burn::config::Config;
 use burn::tensor::activation::{log_softmax, relu};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Bool, Tensor, TensorData};
 use rand::rngs::{ChaCha20Rng, SysRng};
 use rand::{CryptoRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Geometric, Normal};
@@ -341,8 +341,10 @@ fn clip_to_norm(values: &mut [f32], max_norm: f64) -> bool {
 /// [`CoreError::BelowMinimumRecords`] for fewer rows than the plan's minimum,
 /// [`CoreError::InvalidSpec`], [`CoreError::ParamCountMismatch`], [`CoreError::EmptyDataset`],
 /// [`CoreError::FeatureDimMismatch`], or [`CoreError::Training`] for a class
-/// index the model cannot output or a loss, gradient norm or parameter that
-/// became non-finite.
+/// index the model cannot output or a parameter that became non-finite. An
+/// example whose loss or gradient norm is non-finite does not fail training:
+/// it contributes zero to its step and is counted in
+/// [`LocalTrainingOutcome::num_non_finite_examples`].
 pub fn train_local_dp<R: Rng + CryptoRng + ?Sized>(
     weights: &ModelWeights,
     data: &Dataset,
@@ -415,6 +417,7 @@ fn run_dp_sgd<R: Rng + CryptoRng + ?Sized>(
     let epochs = num_steps.div_ceil(steps_per_epoch).max(1) as u32;
     let mut loss_sum = 0.0f64;
     let mut num_loss_examples = 0u64;
+    let mut num_non_finite_examples = 0u64;
     let mut sampled_rows = Vec::new();
     for step in 0..num_steps {
         sampler.sample_into(rng, &mut sampled_rows);
@@ -422,13 +425,14 @@ fn run_dp_sgd<R: Rng + CryptoRng + ?Sized>(
             None
         } else {
             let batch = Batch::new(data, &sampled_rows, objective);
-            let (sums, batch_loss_sum) = clipped_gradient_sums(&layers, &batch, dp.clip_norm)
-                .map_err(|reason| CoreError::Training(format!("{reason} at step {step}")))?;
+            let contribution = clipped_gradient_sums(&layers, &batch, dp.clip_norm);
+            num_non_finite_examples += contribution.num_non_finite_examples;
             if step >= first_loss_step {
-                loss_sum += batch_loss_sum;
-                num_loss_examples += sampled_rows.len() as u64;
+                loss_sum += contribution.loss_sum;
+                num_loss_examples +=
+                    sampled_rows.len() as u64 - contribution.num_non_finite_examples;
             }
-            Some(sums)
+            Some(contribution.clipped_sums)
         };
         layers = apply_noisy_step(
             layers,
@@ -460,6 +464,7 @@ fn run_dp_sgd<R: Rng + CryptoRng + ?Sized>(
         params,
         num_steps,
         mean_loss,
+        num_non_finite_examples,
     })
 }
 
@@ -467,33 +472,56 @@ fn run_dp_sgd<R: Rng + CryptoRng + ?Sized>(
 /// bias gradients.
 type ClippedSums = Vec<(Tensor<DpBackend, 2>, Tensor<DpBackend, 1>)>;
 
+/// What the sampled examples of one step contribute.
+struct BatchContribution {
+    /// The per-layer sums of the clipped per-example gradients.
+    clipped_sums: ClippedSums,
+    /// The sum of the losses of the examples that contributed.
+    loss_sum: f64,
+    /// Examples whose loss or gradient norm was non-finite, which contributed
+    /// zero. Derived from raw data: local logs only.
+    num_non_finite_examples: u64,
+}
+
 /// Returns the per-layer sums of the per-example gradients of `batch`, each
 /// clipped to L2 norm `clip_norm`, and the sum of the per-example losses.
 ///
-/// # Errors
-/// Why the step cannot go on (a non-finite loss or gradient norm).
+/// An example whose loss or gradient norm is non-finite (float32 overflow on
+/// an extreme record) contributes zero, which clipping allows (its
+/// contribution's norm, 0, is within `C`), so the step goes on and the
+/// privacy analysis is unchanged; it is counted, not reported. Declining the
+/// round instead would make whether a participant declines a non-private
+/// function of one record.
 fn clipped_gradient_sums(
     layers: &[DenseLayer],
     batch: &Batch,
     clip_norm: f64,
-) -> std::result::Result<(ClippedSums, f64), String> {
+) -> BatchContribution {
     let pass = forward_backward(layers, batch);
     let norms_and_losses = pass.squared_norms_and_losses();
     let mut squared_norms = Vec::with_capacity(norms_and_losses.len() / 2);
+    let mut contributes = Vec::with_capacity(norms_and_losses.len() / 2);
     let mut loss_sum = 0.0f64;
+    let mut num_non_finite_examples = 0u64;
     for pair in norms_and_losses.chunks_exact(2) {
         let (squared_norm, loss) = (pair[0], pair[1]);
-        if !loss.is_finite() {
-            return Err(format!("loss became {loss}"));
+        let finite = squared_norm.is_finite() && loss.is_finite();
+        contributes.push(finite);
+        if finite {
+            squared_norms.push(squared_norm);
+            loss_sum += f64::from(loss);
+        } else {
+            // clip_factors gives a non-finite norm factor 0.
+            squared_norms.push(f32::INFINITY);
+            num_non_finite_examples += 1;
         }
-        if !squared_norm.is_finite() {
-            return Err("a per-example gradient norm became non-finite".to_string());
-        }
-        squared_norms.push(squared_norm);
-        loss_sum += f64::from(loss);
     }
     let factors = clip_factors(&squared_norms, clip_norm);
-    Ok((pass.clipped_gradient_sums(factors), loss_sum))
+    BatchContribution {
+        clipped_sums: pass.clipped_gradient_sums(factors, &contributes),
+        loss_sum,
+        num_non_finite_examples,
+    }
 }
 
 /// Poisson subsampling: every row joins a sample independently with
@@ -738,14 +766,33 @@ impl BatchPass {
 
     /// Returns, per layer, the sums over the batch of the clipped per-example
     /// weight gradients `aᵀ (c ⊙ g)` and bias gradients `Σ_i c_i g_i`.
-    fn clipped_gradient_sums(self, factors: Vec<f32>) -> ClippedSums {
+    ///
+    /// The inputs and gradients of examples whose `contributes` entry is false
+    /// are set to 0 first: a factor of 0 alone would leave `0 · inf = NaN`.
+    fn clipped_gradient_sums(self, factors: Vec<f32>, contributes: &[bool]) -> ClippedSums {
         let batch_size = factors.len();
         let factors =
             Tensor::<DpBackend, 2>::from_data(TensorData::new(factors, [batch_size, 1]), &DEVICE); // [batch, 1]
+        let excluded = contributes.iter().any(|&keep| !keep).then(|| {
+            let excluded: Vec<bool> = contributes.iter().map(|&keep| !keep).collect();
+            Tensor::<DpBackend, 2, Bool>::from_data(
+                TensorData::new(excluded, [batch_size, 1]),
+                &DEVICE,
+            ) // [batch, 1]
+        });
+        let zero_excluded = |values: Tensor<DpBackend, 2>| match &excluded {
+            Some(excluded) => {
+                let width = values.dims()[1];
+                values.mask_fill(excluded.clone().expand([batch_size, width]), 0.0)
+            }
+            None => values,
+        };
         self.layer_inputs
             .into_iter()
             .zip(self.output_gradients)
             .map(|(inputs, gradients)| {
+                let inputs = zero_excluded(inputs); // [batch, d_in]
+                let gradients = zero_excluded(gradients); // [batch, d_out]
                 let d_out = gradients.dims()[1];
                 let clipped = gradients * factors.clone(); // [batch, d_out]
                 let weight_sum = inputs.transpose().matmul(clipped.clone()); // [d_in, d_out]
@@ -1020,6 +1067,97 @@ mod tests {
                     step.mean_loss
                 );
             }
+        }
+    }
+
+    /// Returns `data` with `num_poisoned` more rows whose features overflow
+    /// float32 arithmetic (1e38, -1e38, NaN, inf in turn).
+    fn with_poisoned_rows(data: &Dataset, num_poisoned: usize) -> Dataset {
+        let extremes = [1e38f32, -1e38, f32::NAN, f32::INFINITY];
+        let mut poisoned = data.clone();
+        for index in 0..num_poisoned {
+            let row = vec![extremes[index % extremes.len()]; data.num_features()];
+            poisoned.push_labelled(&row, 0, "class-0").unwrap();
+        }
+        poisoned
+    }
+
+    #[test]
+    fn an_example_with_a_non_finite_gradient_contributes_exactly_zero() {
+        for (name, spec, num_classes) in test_specs() {
+            let weights = ModelWeights::init(spec.clone(), 3).unwrap();
+            let classes = if spec.is_autoencoder() {
+                1
+            } else {
+                num_classes
+            };
+            let clean = random_dataset(6, 6, classes, 1.5, 4);
+            let poisoned = with_poisoned_rows(&clean, 4);
+            let layers = layers_from_flat(&weights);
+            let clean_rows: Vec<usize> = (0..clean.len()).collect();
+            let all_rows: Vec<usize> = (0..poisoned.len()).collect();
+            let objective = objective_of(&spec);
+            let expected =
+                clipped_gradient_sums(&layers, &Batch::new(&clean, &clean_rows, objective), 0.7);
+            let actual =
+                clipped_gradient_sums(&layers, &Batch::new(&poisoned, &all_rows, objective), 0.7);
+            assert_eq!(expected.num_non_finite_examples, 0, "{name}");
+            assert_eq!(actual.num_non_finite_examples, 4, "{name}");
+            assert!(
+                (actual.loss_sum - expected.loss_sum).abs() < 1e-4,
+                "{name}: loss {} vs {}",
+                actual.loss_sum,
+                expected.loss_sum
+            );
+            for ((expected_weight, expected_bias), (actual_weight, actual_bias)) in
+                expected.clipped_sums.into_iter().zip(actual.clipped_sums)
+            {
+                let expected_values = tensor_values(expected_weight.into_data());
+                let actual_values = tensor_values(actual_weight.into_data());
+                assert!(
+                    actual_values.iter().all(|value| value.is_finite()),
+                    "{name}"
+                );
+                assert!(
+                    max_abs_difference(&expected_values, &actual_values) < 1e-5,
+                    "{name}: weight sums differ"
+                );
+                let expected_values = tensor_values(expected_bias.into_data());
+                let actual_values = tensor_values(actual_bias.into_data());
+                assert!(
+                    max_abs_difference(&expected_values, &actual_values) < 1e-5,
+                    "{name}: bias sums differ"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn dp_sgd_with_a_poisoned_example_takes_every_step_and_stays_finite() {
+        for (name, spec, num_classes) in test_specs() {
+            let weights = ModelWeights::init(spec.clone(), 3).unwrap();
+            let classes = if spec.is_autoencoder() {
+                1
+            } else {
+                num_classes
+            };
+            let data = with_poisoned_rows(&random_dataset(40, 6, classes, 1.5, 4), 1);
+            let plan = TrainingPlan::new().with_learning_rate(0.3);
+            // q = 1: the poisoned example is in every step's sample.
+            let dp = DpSgdPlan::new(1.0, 1.1, 0.5, 20);
+            let outcome = train_local_dp(&weights, &data, &plan, &dp, &mut seeded_rng(9))
+                .unwrap_or_else(|error| panic!("{name}: {error}"));
+            assert_eq!(outcome.num_steps, 20, "{name}");
+            assert_eq!(outcome.num_non_finite_examples, 20, "{name}");
+            assert!(
+                outcome.params.iter().all(|value| value.is_finite()),
+                "{name}"
+            );
+            assert!(outcome.mean_loss.is_finite(), "{name}");
+            assert!(
+                max_abs_difference(&outcome.params, &weights.params) > 1e-3,
+                "{name}: the steps changed nothing"
+            );
         }
     }
 

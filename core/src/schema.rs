@@ -11,8 +11,8 @@
 //!
 //! [[columns]]
 //! name = "duration"
-//! kind = "numeric"        # one feature; transforms run in order, none means identity
-//! transforms = ["log1p", { clamp = { min = 0.0, max = 20.0 } }, { scale = { offset = 0.0, divisor = 10.0 } }]
+//! kind = "numeric"        # one feature; transforms run in order and must bound it (a clamp)
+//! transforms = [{ clamp = { min = 0.0, max = 1e6 } }, "log1p", { scale = { offset = 0.0, divisor = 10.0 } }]
 //! missing = 0.0           # optional raw value for an empty or absent field (it goes through the transforms)
 //!
 //! [[columns]]
@@ -36,6 +36,17 @@
 //! name = "difficulty"
 //! kind = "ignore"
 //! ```
+//!
+//! Every numeric feature is bounded: validation follows each numeric column's
+//! transforms over all possible raw values and refuses the schema, naming the
+//! column, unless they map every value into
+//! `-MAX_FEATURE_MAGNITUDE..=MAX_FEATURE_MAGNITUDE` (±1e6). In practice a
+//! numeric column needs a `clamp` with its documented range (before `log1p`,
+//! whose output is unbounded, or after any transform); a column without
+//! transforms is refused. A raw value that is not a finite number (`NaN`,
+//! `inf`, or too large for a float) makes the row malformed, and the
+//! featurizer clamps every numeric feature into the range once more as a last
+//! line of defence. So one extreme record cannot make a gradient non-finite.
 //!
 //! Transforms use fixed, declared constants (`standardize` takes a declared mean and
 //! standard deviation): nothing is ever computed from a participant's local data, so
@@ -66,6 +77,13 @@ pub const ATTACK_CLASS: &str = "attack";
 
 /// Largest accepted `hash_buckets`.
 pub const MAX_HASH_BUCKETS: i64 = 65_536;
+
+/// Largest magnitude of a numeric feature: every numeric column's transforms
+/// must map all values into `-MAX_FEATURE_MAGNITUDE..=MAX_FEATURE_MAGNITUDE`
+/// (validation checks it), and the featurizer clamps every numeric feature into
+/// that range as a last line of defence. Bounded features keep one extreme
+/// record from making a gradient non-finite.
+pub const MAX_FEATURE_MAGNITUDE: f64 = 1e6;
 
 /// Longest field value, in characters, quoted in a malformed-row reason.
 const MAX_QUOTED_VALUE_CHARS: usize = 40;
@@ -140,12 +158,40 @@ pub enum Transform {
 
 impl Transform {
     /// Returns the transformed value (possibly non-finite; the caller checks).
+    /// `log1p` of a value at or below -1 is NaN, so that no later clamp can
+    /// turn its infinity into a feature.
     pub fn apply(&self, value: f64) -> f64 {
         match *self {
+            Transform::Log1p if value <= -1.0 => f64::NAN,
             Transform::Log1p => value.ln_1p(),
             Transform::Clamp { min, max } => value.clamp(min, max),
             Transform::Scale { offset, divisor } => (value - offset) / divisor,
             Transform::Standardize { mean, std } => (value - mean) / std,
+        }
+    }
+
+    /// Returns the smallest interval holding the transformed values of every
+    /// value in `low..=high` that does not make the row malformed; an end is
+    /// infinite where the transform can give values without bound (log1p
+    /// tends to -inf as its input approaches -1 from above).
+    ///
+    /// Every transform is monotone, so mapping the two ends is enough.
+    fn output_range(&self, low: f64, high: f64) -> (f64, f64) {
+        let log1p_of = |value: f64| {
+            if value > -1.0 {
+                value.ln_1p()
+            } else {
+                f64::NEG_INFINITY
+            }
+        };
+        match *self {
+            Transform::Log1p => (log1p_of(low), log1p_of(high)),
+            Transform::Clamp { min, max } => (low.clamp(min, max), high.clamp(min, max)),
+            Transform::Scale { .. } | Transform::Standardize { .. } => {
+                let first = self.apply(low);
+                let second = self.apply(high);
+                (first.min(second), first.max(second))
+            }
         }
     }
 
@@ -448,7 +494,7 @@ impl Schema {
     }
 
     /// Returns a small schema for tests: a headerless csv with columns `bytes`
-    /// (numeric, log1p), `proto` (vocabulary tcp/udp), `port` (8 hash buckets) and
+    /// (numeric, clamped to 0..=1e12 then log1p), `proto` (vocabulary tcp/udp), `port` (8 hash buckets) and
     /// `label` (benign = "ok", classes scan = ["portscan"] and flood = ["synflood"]).
     pub fn for_test() -> Schema {
         let text = r#"
@@ -456,7 +502,7 @@ impl Schema {
             [[columns]]
             name = "bytes"
             kind = "numeric"
-            transforms = ["log1p"]
+            transforms = [{ clamp = { min = 0.0, max = 1e12 } }, "log1p"]
             [[columns]]
             name = "proto"
             kind = "categorical"
@@ -850,12 +896,16 @@ fn validate_column(column: &ColumnFile, path: &str, problems: &mut Vec<String>) 
 }
 
 fn validate_numeric(column: &ColumnFile, path: &str, problems: &mut Vec<String>) -> CompiledColumn {
+    let num_problems_before = problems.len();
     for (transform_index, transform) in column.transforms.iter().enumerate() {
         let transform_path = format!(
             "{path}.transforms[{transform_index}] ({})",
             transform.name()
         );
         transform.validate(&transform_path, problems);
+    }
+    if problems.len() == num_problems_before {
+        require_bounded_features(&column.transforms, path, problems);
     }
     let missing = match &column.missing {
         None => None,
@@ -882,6 +932,40 @@ fn validate_numeric(column: &ColumnFile, path: &str, problems: &mut Vec<String>)
         transforms: column.transforms.clone(),
         missing,
     })
+}
+
+/// Appends a problem unless `transforms` (whose constants are valid) map every
+/// raw value into `-MAX_FEATURE_MAGNITUDE..=MAX_FEATURE_MAGNITUDE`.
+///
+/// An unbounded feature lets one extreme record (say `1e38` in a byte count)
+/// make a gradient non-finite, so every numeric column must declare its range
+/// with a `clamp`.
+fn require_bounded_features(transforms: &[Transform], path: &str, problems: &mut Vec<String>) {
+    let (low, high) = transforms.iter().fold(
+        (f64::NEG_INFINITY, f64::INFINITY),
+        |(low, high), transform| transform.output_range(low, high),
+    );
+    if !(low.is_finite() && high.is_finite()) {
+        problems.push(format!(
+            "{path}: numeric column is unbounded (its transforms give values in {}); \
+             add a clamp with the column's range, e.g. {{ clamp = {{ min = 0.0, max = 1.0 }} }} \
+             for a rate or a flag, or {{ clamp = {{ min = 0.0, max = 1e12 }} }} before \"log1p\" \
+             for a byte count",
+            describe_range(low, high)
+        ));
+    } else if low < -MAX_FEATURE_MAGNITUDE || high > MAX_FEATURE_MAGNITUDE {
+        problems.push(format!(
+            "{path}: features reach {}, beyond the limit of {MAX_FEATURE_MAGNITUDE:e} in magnitude; \
+             clamp or scale the column into {:e}..={MAX_FEATURE_MAGNITUDE:e}",
+            describe_range(low, high),
+            -MAX_FEATURE_MAGNITUDE
+        ));
+    }
+}
+
+/// Returns `low..=high` for a message, with `-inf` and `inf` for unbounded ends.
+fn describe_range(low: f64, high: f64) -> String {
+    format!("{low}..={high}")
 }
 
 fn validate_categorical(
@@ -1193,7 +1277,10 @@ fn numeric_feature(
             "column {column_name:?}: value {raw} becomes {feature} after the transforms"
         ));
     }
-    Ok(feature)
+    // Validation proved the transforms bounded; this clamp is the last line
+    // of defence, should float rounding ever step outside the range.
+    let limit = MAX_FEATURE_MAGNITUDE as f32;
+    Ok(feature.clamp(-limit, limit))
 }
 
 fn categorical_text<'v>(
@@ -1281,6 +1368,9 @@ mod tests {
         .unwrap()
     }
 
+    /// Transforms that bound a test column without changing the values tests use.
+    const WIDE_CLAMP: &str = "[{ clamp = { min = -1e6, max = 1e6 } }]";
+
     fn featurize_one(schema: &Schema, value: &str) -> Result<f32, String> {
         let record = csv_record(&[value, "ok"]);
         let (features, _) = schema.featurize(&RecordFields::CsvPositional(&record))?;
@@ -1335,7 +1425,7 @@ mod tests {
 
     #[test]
     fn labels_without_declared_classes_are_binary() {
-        let schema = numeric_schema("[]");
+        let schema = numeric_schema(WIDE_CLAMP);
         assert_eq!(schema.class_names(), ["benign", "attack"]);
         assert_eq!(schema.class_of_label("ok"), 0);
         assert_eq!(schema.class_of_label("anything"), 1);
@@ -1348,6 +1438,7 @@ mod tests {
             [[columns]]
             name = "x"
             kind = "numeric"
+            transforms = [{ clamp = { min = 0.0, max = 1.0 } }]
             [[columns]]
             name = "label"
             kind = "label"
@@ -1397,7 +1488,7 @@ mod tests {
 
     #[test]
     fn log1p_transform_matches_hand_computed_values() {
-        let schema = numeric_schema(r#"["log1p"]"#);
+        let schema = numeric_schema(r#"["log1p", { clamp = { min = -1e6, max = 1e6 } }]"#);
         assert_close(featurize_one(&schema, "0").unwrap(), 0.0);
         assert_close(featurize_one(&schema, "1").unwrap(), std::f64::consts::LN_2);
         assert_close(featurize_one(&schema, "9").unwrap(), 10f64.ln());
@@ -1418,16 +1509,21 @@ mod tests {
 
     #[test]
     fn scale_transform_subtracts_the_offset_then_divides() {
-        let schema = numeric_schema("[{ scale = { offset = 2.0, divisor = 4.0 } }]");
+        let schema = numeric_schema(
+            "[{ clamp = { min = -1e5, max = 1e5 } }, { scale = { offset = 2.0, divisor = 4.0 } }]",
+        );
         assert_close(featurize_one(&schema, "10").unwrap(), 2.0);
         assert_close(featurize_one(&schema, "0").unwrap(), -0.5);
-        let without_offset = numeric_schema("[{ scale = { divisor = 8 } }]");
+        let without_offset =
+            numeric_schema("[{ clamp = { min = -1e5, max = 1e5 } }, { scale = { divisor = 8 } }]");
         assert_close(featurize_one(&without_offset, "2").unwrap(), 0.25);
     }
 
     #[test]
     fn standardize_transform_uses_the_declared_statistics() {
-        let schema = numeric_schema("[{ standardize = { mean = 1.2, std = 3.4 } }]");
+        let schema = numeric_schema(
+            "[{ clamp = { min = -1e5, max = 1e5 } }, { standardize = { mean = 1.2, std = 3.4 } }]",
+        );
         assert_close(featurize_one(&schema, "1.2").unwrap(), 0.0);
         assert_close(featurize_one(&schema, "4.6").unwrap(), 1.0);
         assert_close(featurize_one(&schema, "-5.6").unwrap(), -2.0);
@@ -1447,7 +1543,7 @@ mod tests {
 
     #[test]
     fn numeric_fields_that_are_not_finite_numbers_are_refused() {
-        let schema = numeric_schema("[]");
+        let schema = numeric_schema(WIDE_CLAMP);
         assert!(
             featurize_one(&schema, "abc")
                 .unwrap_err()
@@ -1464,9 +1560,9 @@ mod tests {
                 .contains("not a finite number")
         );
         assert!(
-            featurize_one(&schema, "1e39")
+            featurize_one(&schema, "1e400")
                 .unwrap_err()
-                .contains("after the transforms")
+                .contains("not a finite number")
         );
         assert!(
             featurize_one(&schema, "")
@@ -1483,7 +1579,7 @@ mod tests {
             [[columns]]
             name = "x"
             kind = "numeric"
-            transforms = [{ scale = { offset = 0.0, divisor = 2.0 } }]
+            transforms = [{ clamp = { min = 0.0, max = 10.0 } }, { scale = { offset = 0.0, divisor = 2.0 } }]
             missing = 3
             [[columns]]
             name = "proto"
@@ -1619,7 +1715,7 @@ mod tests {
 
     #[test]
     fn long_values_are_cut_in_reasons() {
-        let schema = numeric_schema("[]");
+        let schema = numeric_schema(WIDE_CLAMP);
         let long_value = "x".repeat(500);
         let reason = featurize_one(&schema, &long_value).unwrap_err();
         assert!(reason.len() < 100, "{reason}");
@@ -1708,6 +1804,7 @@ mod tests {
             "columns[3] (\"service\"): hash_buckets must be in 1..=65536, got 0",
             "columns[4] (\"both\"): set either vocabulary or hash_buckets, not both",
             "columns[5] (\"flag\"): key \"vocabulary\" does not apply to kind \"numeric\"",
+            "columns[5] (\"flag\"): numeric column is unbounded (its transforms give values in -inf..=inf); add a clamp with the column's range, e.g. { clamp = { min = 0.0, max = 1.0 } } for a rate or a flag, or { clamp = { min = 0.0, max = 1e12 } } before \"log1p\" for a byte count",
             "columns: no column has kind \"label\"; exactly one label column is required",
         ];
         assert_eq!(problems, expected);
@@ -1720,6 +1817,7 @@ mod tests {
             [[columns]]
             name = "x"
             kind = "numeric"
+            transforms = [{ clamp = { min = 0.0, max = 1.0 } }]
             [[columns]]
             name = "label"
             kind = "label"
@@ -1826,6 +1924,144 @@ mod tests {
         assert!(names.contains(&"flag=<other>".to_string()));
     }
 
+    #[test]
+    fn a_numeric_column_without_a_bounding_clamp_is_refused_naming_the_column() {
+        let schema_with = |transforms: &str| {
+            format!(
+                r#"
+                [[columns]]
+                name = "src_bytes"
+                kind = "numeric"
+                transforms = {transforms}
+                [[columns]]
+                name = "label"
+                kind = "label"
+                benign = ["ok"]
+                "#
+            )
+        };
+        let unbounded_message = |range: &str| {
+            format!(
+                "columns[0] (\"src_bytes\"): numeric column is unbounded (its transforms give values in {range}); add a clamp with the column's range, e.g. {{ clamp = {{ min = 0.0, max = 1.0 }} }} for a rate or a flag, or {{ clamp = {{ min = 0.0, max = 1e12 }} }} before \"log1p\" for a byte count"
+            )
+        };
+        for (transforms, range) in [
+            ("[]", "-inf..=inf"),
+            (r#"["log1p"]"#, "-inf..=inf"),
+            (
+                r#"["log1p", { scale = { offset = 0.0, divisor = 21.0 } }]"#,
+                "-inf..=inf",
+            ),
+            (
+                "[{ clamp = { min = 0.0, max = 1e12 } }, { standardize = { mean = 0.0, std = 1e-300 } }, { scale = { divisor = 1e300 } }]",
+                "0..=inf",
+            ),
+            (
+                r#"[{ clamp = { min = -5.0, max = 5.0 } }, "log1p"]"#,
+                "-inf..=1.791759469228055",
+            ),
+        ] {
+            assert_eq!(
+                problems_of(&schema_with(transforms)),
+                [unbounded_message(range)],
+                "transforms {transforms}"
+            );
+        }
+        assert_eq!(
+            problems_of(&schema_with("[{ clamp = { min = 0.0, max = 1e12 } }]")),
+            [
+                "columns[0] (\"src_bytes\"): features reach 0..=1000000000000, beyond the limit of 1e6 in magnitude; clamp or scale the column into -1e6..=1e6"
+            ]
+        );
+        for bounded in [
+            r#"[{ clamp = { min = 0.0, max = 1e12 } }, "log1p", { scale = { divisor = 21.0 } }]"#,
+            r#"["log1p", { scale = { divisor = 21.0 } }, { clamp = { min = 0.0, max = 2.0 } }]"#,
+            "[{ clamp = { min = -1e6, max = 1e6 } }]",
+            "[{ clamp = { min = 0.0, max = 1e12 } }, { standardize = { mean = 5e11, std = 1e6 } }]",
+        ] {
+            assert!(
+                Schema::from_toml_str(&schema_with(bounded)).is_ok(),
+                "transforms {bounded}"
+            );
+        }
+    }
+
+    #[test]
+    fn extreme_raw_values_give_bounded_finite_features() {
+        let schema = numeric_schema(
+            r#"[{ clamp = { min = 0.0, max = 1e12 } }, "log1p", { scale = { divisor = 21.0 } }]"#,
+        );
+        let largest = ((1e12f64).ln_1p() / 21.0) as f32;
+        assert_eq!(featurize_one(&schema, "1e38").unwrap(), largest);
+        assert_eq!(featurize_one(&schema, "1.7e308").unwrap(), largest);
+        assert_eq!(featurize_one(&schema, "-1e38").unwrap(), 0.0);
+        let json = json_object(r#"{"x": 1e38, "label": "ok"}"#);
+        let (json_features, _) = schema.featurize(&RecordFields::Json(&json)).unwrap();
+        assert_eq!(json_features, [largest]);
+        for not_finite in ["inf", "-inf", "NaN", "1e400"] {
+            assert_eq!(
+                featurize_one(&schema, not_finite).unwrap_err(),
+                format!(
+                    "column \"x\": {} is not a finite number",
+                    not_finite.parse::<f64>().unwrap()
+                ),
+                "value {not_finite}"
+            );
+        }
+    }
+
+    #[test]
+    fn log1p_of_minus_one_or_less_is_malformed_even_when_clamped_after() {
+        let schema = numeric_schema(r#"["log1p", { clamp = { min = -3.0, max = 3.0 } }]"#);
+        for value in ["-1", "-2", "-1e38"] {
+            assert!(
+                featurize_one(&schema, value)
+                    .unwrap_err()
+                    .contains("after the transforms"),
+                "value {value}"
+            );
+        }
+        assert_close(featurize_one(&schema, "1e38").unwrap(), 3.0);
+    }
+
+    #[test]
+    fn every_shipped_schema_bounds_an_extreme_record() {
+        for schema_file in ["nsl-kdd.toml", "synthetic-flows.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../schemas")
+                .join(schema_file);
+            let schema = Schema::load(&path).unwrap();
+            let numeric_columns: Vec<usize> = schema
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, column)| matches!(column.role, ColumnRole::Numeric { .. }))
+                .map(|(index, _)| index)
+                .collect();
+            assert!(numeric_columns.len() >= 6, "{schema_file}");
+            for extreme in ["1e38", "-1e38", "1.7e308", "0"] {
+                let fields: Vec<&str> = schema
+                    .columns
+                    .iter()
+                    .map(|column| match column.role {
+                        ColumnRole::Numeric { .. } => extreme,
+                        ColumnRole::Label => "normal",
+                        _ => "x",
+                    })
+                    .collect();
+                let record = csv_record(&fields);
+                let (features, _) = schema
+                    .featurize(&RecordFields::CsvPositional(&record))
+                    .unwrap_or_else(|reason| panic!("{schema_file}, {extreme}: {reason}"));
+                // The shipped schemas scale every numeric column into a few units.
+                assert!(
+                    features.iter().all(|feature| (0.0..=4.0).contains(feature)),
+                    "{schema_file}, {extreme}: {features:?}"
+                );
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn featurize_never_panics_and_returns_finite_features(
@@ -1840,7 +2076,7 @@ mod tests {
                 [[columns]]
                 name = "b"
                 kind = "numeric"
-                transforms = [{ standardize = { mean = 1.0, std = 1e-30 } }]
+                transforms = [{ standardize = { mean = 1.0, std = 1e-30 } }, { clamp = { min = -1e6, max = 1e6 } }]
                 [[columns]]
                 name = "c"
                 kind = "categorical"
@@ -1859,6 +2095,7 @@ mod tests {
             if let Ok((features, _)) = schema.featurize(&RecordFields::CsvPositional(&record)) {
                 prop_assert_eq!(features.len(), schema.num_features());
                 prop_assert!(features.iter().all(|feature| feature.is_finite()));
+                prop_assert!(features.iter().all(|feature| f64::from(feature.abs()) <= MAX_FEATURE_MAGNITUDE));
             }
             let object: serde_json::Map<String, serde_json::Value> = ["a", "b", "c", "d", "label"]
                 .iter()

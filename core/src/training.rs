@@ -9,6 +9,7 @@ use burn::config::Config;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
+use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -17,6 +18,7 @@ use rand::seq::SliceRandom;
 use crate::data::Dataset;
 use crate::error::{CoreError, Result};
 use crate::model::MlpClassifier;
+use crate::schema::MAX_FEATURE_MAGNITUDE;
 use crate::weights::ModelWeights;
 
 /// The backend local training runs on: ndarray on the CPU with autodiff.
@@ -99,6 +101,14 @@ pub struct LocalTrainingOutcome {
     pub num_steps: u64,
     /// Mean training loss over the last epoch.
     pub mean_loss: f32,
+    /// Examples left out because their loss or gradient was non-finite (an
+    /// extreme record overflowing float32): under DP-SGD each such sampled
+    /// example contributed zero to its step; without DP, rows with a feature
+    /// beyond ±[`MAX_FEATURE_MAGNITUDE`] (NaN included) are left out of
+    /// training (counted once) and a row whose loss is non-finite is left out
+    /// of its batch (counted each time). Derived from raw data: log it
+    /// locally, never send it.
+    pub num_non_finite_examples: u64,
 }
 
 impl LocalTrainingOutcome {
@@ -122,8 +132,10 @@ impl LocalTrainingOutcome {
 ///
 /// # Errors
 /// [`CoreError::InvalidPlan`], [`CoreError::EmptyDataset`],
-/// [`CoreError::FeatureDimMismatch`], or [`CoreError::Training`] if the loss
-/// became non-finite.
+/// [`CoreError::FeatureDimMismatch`], or [`CoreError::Training`] if a batch's
+/// loss is non-finite even without its examples whose own loss is
+/// non-finite (those are left out of their batch, as DP-SGD gives them zero
+/// weight, and counted in [`LocalTrainingOutcome::num_non_finite_examples`]).
 pub fn train_local(
     weights: &ModelWeights,
     data: &Dataset,
@@ -164,7 +176,24 @@ pub fn train_local_observed(
 ) -> Result<LocalTrainingOutcome> {
     plan.validate()?;
     let data = training_rows(weights, data)?;
+    // Without clipping, one row beyond the featurizer's range (only a
+    // dataset built in memory, not through a schema, can hold one) would
+    // swamp every step it is in: such rows are left out.
+    let is_in_range = |index: usize| {
+        data.row(index)
+            .iter()
+            .all(|feature| f64::from(feature.abs()) <= MAX_FEATURE_MAGNITUDE)
+    };
+    let num_out_of_range = (0..data.len()).filter(|&index| !is_in_range(index)).count();
+    let data = if num_out_of_range == 0 {
+        data
+    } else {
+        std::borrow::Cow::Owned(data.filter(is_in_range))
+    };
     let data = data.as_ref();
+    if data.is_empty() {
+        return Err(CoreError::EmptyDataset);
+    }
     let autoencoder = weights.spec.is_autoencoder();
     let multi_class = weights.spec.num_classes > 2;
     let device = NdArrayDevice::Cpu;
@@ -182,6 +211,7 @@ pub fn train_local_observed(
         u64::from(plan.max_local_steps)
     };
     let mut num_steps = 0u64;
+    let mut num_non_finite_examples = num_out_of_range as u64;
     let mut mean_loss = f32::NAN;
     let steps_per_epoch = data.len().div_ceil(batch_size) as u64;
     let steps_planned = (steps_per_epoch * u64::from(plan.local_epochs)).min(max_steps);
@@ -193,15 +223,36 @@ pub fn train_local_observed(
             if num_steps >= max_steps {
                 break 'epochs;
             }
-            let (inputs, targets) = batch_tensors(data, batch_indices, multi_class, &device);
-            let loss = if autoencoder {
-                let reconstruction = model.forward(inputs.clone()); // [batch, features]
-                (reconstruction - inputs).powi_scalar(2).mean() // [1]
-            } else {
-                let logits = model.forward(inputs); // [batch, num_classes]
-                loss_function.forward(logits, targets) // [1]
+            let batch_loss = |rows: &[usize]| {
+                let (inputs, targets) = batch_tensors(data, rows, multi_class, &device);
+                if autoencoder {
+                    let reconstruction = model.forward(inputs.clone()); // [batch, features]
+                    (reconstruction - inputs).powi_scalar(2).mean() // [1]
+                } else {
+                    let logits = model.forward(inputs); // [batch, num_classes]
+                    loss_function.forward(logits, targets) // [1]
+                }
             };
-            let loss_value: f32 = loss.clone().into_scalar();
+            let mut loss = batch_loss(batch_indices);
+            let mut loss_value: f32 = loss.clone().into_scalar();
+            if !loss_value.is_finite() {
+                // An extreme record overflowed: train on the rest of the
+                // batch, as DP-SGD gives such an example zero weight.
+                let finite_rows = rows_with_finite_losses(
+                    &model,
+                    data,
+                    batch_indices,
+                    multi_class,
+                    autoencoder,
+                    &device,
+                );
+                num_non_finite_examples += (batch_indices.len() - finite_rows.len()) as u64;
+                if finite_rows.is_empty() {
+                    continue;
+                }
+                loss = batch_loss(&finite_rows);
+                loss_value = loss.clone().into_scalar();
+            }
             if !loss_value.is_finite() {
                 return Err(CoreError::Training(format!(
                     "loss became {loss_value} at step {num_steps}"
@@ -227,6 +278,7 @@ pub fn train_local_observed(
         params: model.to_flat(),
         num_steps,
         mean_loss,
+        num_non_finite_examples,
     })
 }
 
@@ -243,6 +295,35 @@ pub fn num_training_rows(spec: &crate::model::ModelSpec, data: &Dataset) -> usiz
             .count();
     }
     data.len()
+}
+
+/// Returns the rows of `rows` whose own loss under `model` is finite.
+fn rows_with_finite_losses(
+    model: &MlpClassifier<TrainBackend>,
+    data: &Dataset,
+    rows: &[usize],
+    multi_class: bool,
+    autoencoder: bool,
+    device: &NdArrayDevice,
+) -> Vec<usize> {
+    let (inputs, targets) = batch_tensors(data, rows, multi_class, device);
+    let outputs = model.forward(inputs.clone()); // [batch, outputs]
+    let losses = if autoencoder {
+        (outputs - inputs).powi_scalar(2).mean_dim(1) // [batch, 1]
+    } else {
+        log_softmax(outputs, 1)
+            .gather(1, targets.unsqueeze_dim(1))
+            .neg() // [batch, 1]
+    };
+    let losses = losses
+        .into_data()
+        .into_vec::<f32>()
+        .expect("training tensors are float32");
+    rows.iter()
+        .zip(losses)
+        .filter(|(_, loss)| loss.is_finite())
+        .map(|(&row, _)| row)
+        .collect()
 }
 
 /// Returns the rows a model trains on, after checking them against it: all
@@ -404,6 +485,31 @@ mod tests {
                 .num_steps,
             1
         );
+    }
+
+    #[test]
+    fn rows_with_a_non_finite_loss_are_left_out_of_their_batch_without_dp() {
+        for spec in [
+            ModelSpec::mlp(num_flow_features() as u32, vec![8], 2),
+            ModelSpec::autoencoder(num_flow_features() as u32, vec![4]),
+        ] {
+            let clean = synthetic_dataset(OrgProfile::balanced(), 200, 1);
+            let mut poisoned = clean.clone();
+            poisoned
+                .push(&vec![f32::NAN; num_flow_features()], 0)
+                .unwrap();
+            let initial = ModelWeights::init(spec.clone(), 1).unwrap();
+            let plan = TrainingPlan::new().with_local_epochs(3).with_batch_size(32);
+            let outcome = train_local(&initial, &poisoned, &plan, 4).unwrap();
+            // Left out of training; every batch still trained.
+            assert_eq!(outcome.num_non_finite_examples, 1);
+            let num_training_rows = training_rows(&initial, &clean).unwrap().len();
+            assert_eq!(outcome.num_steps, 3 * num_training_rows.div_ceil(32) as u64);
+            assert!(outcome.params.iter().all(|value| value.is_finite()));
+            assert!(outcome.mean_loss.is_finite());
+            let clean_outcome = train_local(&initial, &clean, &plan, 4).unwrap();
+            assert_eq!(clean_outcome.num_non_finite_examples, 0);
+        }
     }
 
     #[test]

@@ -630,6 +630,14 @@ impl Participant {
         .await
         .map_err(|error| ParticipantError::Protocol(format!("training task failed: {error}")))??;
         self.metrics.trained_for(training_started.elapsed());
+        if outcome.num_non_finite_examples > 0 {
+            // A count for the operator, in local logs only: it is derived from
+            // raw data, so it never goes into anything sent.
+            info!(
+                num_examples = outcome.num_non_finite_examples,
+                "examples with a non-finite loss or gradient contributed nothing to training"
+            );
+        }
         // Under DP the size of the local data is not disclosed: every update
         // weighs the same.
         let num_samples = match &self.workload {
@@ -1192,6 +1200,7 @@ fn benchmark_step(base: Vec<f32>, increment: f32) -> (LocalTrainingOutcome, Vec<
         params: Vec::new(),
         num_steps: 0,
         mean_loss: 0.0,
+        num_non_finite_examples: 0,
     };
     (outcome, delta)
 }
