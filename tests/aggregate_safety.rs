@@ -522,7 +522,7 @@ async fn a_dp_update_declaring_more_than_one_sample_is_refused() {
         epsilon: 2.0,
         delta: 1e-5,
         clip_norm: 1.0,
-        sampling_rate: 0.05,
+        min_records: 1000,
         org_level: None,
     });
     let federation = Federation::start(config).await;

@@ -214,7 +214,7 @@ fn reported_config(work: &Path) -> CoordinatorConfig {
         epsilon: PROMISED_EPSILON,
         delta: DELTA,
         clip_norm: 1.0,
-        sampling_rate: 0.05,
+        min_records: 1500,
         org_level: None,
     });
     config

@@ -39,9 +39,11 @@ const POISONED_SITE: &str = "poisoned-site";
 /// Rows of each participant's file besides the extreme ones.
 const NUM_ROWS: usize = 200;
 
-/// Extreme rows in the poisoned site's file: with Poisson sampling at
-/// q = 0.05 and 20 steps per round, some step samples one of them except
-/// with probability (1 − q)^(10 · 20) ≈ 3.5e-5.
+/// Extreme rows in the poisoned site's file. Under DP the plan's expected
+/// batch size is B = 64 and its public minimum [`NUM_ROWS`], so a round
+/// takes T = ⌈200 / 64⌉ = 4 steps, each sampling a row with q = 64 / 210:
+/// some step samples an extreme row except with probability
+/// (1 − q)^(10 · 4) ≈ 5e-7.
 const NUM_EXTREME_ROWS: usize = 10;
 
 fn nsl_kdd_schema_path() -> PathBuf {
@@ -54,7 +56,7 @@ fn privacy_target() -> PrivacyTarget {
         epsilon: 3.0,
         delta: DELTA,
         clip_norm: 1.0,
-        sampling_rate: 0.05,
+        min_records: NUM_ROWS as u64,
         org_level: None,
     }
 }

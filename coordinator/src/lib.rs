@@ -38,8 +38,8 @@ pub mod sessions;
 pub mod slots;
 pub mod status;
 pub mod store;
-pub mod weighting;
 pub mod tokens;
+pub mod weighting;
 
 pub use config::{
     CoordinatorConfig, CoordinatorTls, HttpsSettings, ParticipantsPerRound, RoundConfig,

@@ -1143,8 +1143,9 @@ mod tests {
             };
             let data = with_poisoned_rows(&random_dataset(40, 6, classes, 1.5, 4), 1);
             let plan = TrainingPlan::new().with_learning_rate(0.3);
-            // q = 1: the poisoned example is in every step's sample.
-            let dp = DpSgdPlan::new(1.0, 1.1, 0.5, 20);
+            // q = B/N = 1: the poisoned example is in every step's sample.
+            let num_rows = crate::training::num_training_rows(&spec, &data) as u32;
+            let dp = DpSgdPlan::new(num_rows, u64::from(num_rows), 1.1, 0.5, 20);
             let outcome = train_local_dp(&weights, &data, &plan, &dp, &mut seeded_rng(9))
                 .unwrap_or_else(|error| panic!("{name}: {error}"));
             assert_eq!(outcome.num_steps, 20, "{name}");

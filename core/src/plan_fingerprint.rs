@@ -55,7 +55,7 @@ mod tests {
 
     fn dp_plan() -> TrainingPlan {
         let mut plan = TrainingPlan::new().with_learning_rate(0.5);
-        plan.dp_sgd = Some(DpSgdPlan::new(0.05, 1.1, 1.0, 20));
+        plan.dp_sgd = Some(DpSgdPlan::new(50, 1000, 1.1, 1.0, 20));
         plan
     }
 
@@ -72,9 +72,9 @@ mod tests {
     fn a_change_in_any_field_nested_ones_included_changes_the_fingerprint() {
         let base = PlanFingerprint::of(&dp_plan());
         let mut other_noise = dp_plan();
-        other_noise.dp_sgd = Some(DpSgdPlan::new(0.05, 1.1000001, 1.0, 20));
+        other_noise.dp_sgd = Some(DpSgdPlan::new(50, 1000, 1.1000001, 1.0, 20));
         let mut other_steps = dp_plan();
-        other_steps.dp_sgd = Some(DpSgdPlan::new(0.05, 1.1, 1.0, 21));
+        other_steps.dp_sgd = Some(DpSgdPlan::new(50, 1000, 1.1, 1.0, 21));
         let mut other_rate = dp_plan();
         other_rate.learning_rate = 0.25;
         let mut with_org = dp_plan();

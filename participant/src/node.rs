@@ -534,8 +534,7 @@ impl Participant {
         });
         // The spend is durable from here on, before anything derived from
         // the data exists.
-        let recorded =
-            self.record_privacy(
+        let recorded = self.record_privacy(
             round_id,
             base_version,
             &base_sha256,
