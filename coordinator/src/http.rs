@@ -38,8 +38,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use fedshield_core::ModelVersion;
-use fedshield_proto::metrics_http::spawn_http_connection;
-use fedshield_proto::tls::{PeerIdentity, serve_tls_incoming};
+use fedshield_proto::https_connection::spawn_https_connection;
+use fedshield_proto::tls::{ConnectionTracker, PeerIdentity, serve_tls_incoming};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -473,7 +473,9 @@ async fn dashboard_style() -> Response {
     (dashboard_headers("text/css; charset=utf-8"), DASHBOARD_CSS).into_response()
 }
 
-/// Serves the HTTPS endpoint on `listener` until `shutdown`.
+/// Serves the HTTPS endpoint on `listener` until `shutdown`, within the
+/// caps and timeouts of `connection_tracker` (shared with the gRPC port).
+#[allow(clippy::too_many_arguments)]
 pub fn serve_https(
     listener: TcpListener,
     tls: Arc<fedshield_proto::tls::rustls::ServerConfig>,
@@ -481,6 +483,7 @@ pub fn serve_https(
     registry: ModelRegistry,
     participants: Option<SharedRegistry>,
     tokens_path: PathBuf,
+    connection_tracker: Arc<ConnectionTracker>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let state = HttpState {
@@ -500,13 +503,8 @@ pub fn serve_https(
         .route("/dashboard/app.js", get(dashboard_script))
         .route("/dashboard/style.css", get(dashboard_style))
         .with_state(state);
-    let mut incoming = serve_tls_incoming(
-        listener,
-        tls,
-        std::time::Duration::from_secs(10),
-        64,
-        shutdown.clone(),
-    );
+    let header_read_timeout = connection_tracker.limits().header_read_timeout;
+    let mut incoming = serve_tls_incoming(listener, tls, connection_tracker, shutdown.clone());
     tokio::spawn(async move {
         while let Some(accepted) = incoming.next().await {
             let Ok(stream) = accepted else { continue };
@@ -516,9 +514,10 @@ pub fn serve_https(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .and_then(|leaf| PeerIdentity::from_der(leaf).ok());
-            spawn_http_connection(
+            spawn_https_connection(
                 stream,
                 router.clone().layer(Extension(ConnectionPeer(peer))),
+                header_read_timeout,
                 shutdown.clone(),
             );
         }
