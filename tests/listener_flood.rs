@@ -454,6 +454,27 @@ async fn an_honest_round_and_curl_downloads_complete_during_a_flood_of_idle_and_
     .await;
     let honest_elapsed = flood_started.elapsed();
 
+    // Keep the flood up until the coordinator has closed requestless and
+    // slowloris connections by their header deadline, and download again.
+    wait_until(
+        "requestless and slowloris connections closed by the header deadline",
+        Duration::from_secs(60),
+        || {
+            let num_idle_closed = coordinator.listener_counts().num_idle_closed;
+            async move { num_idle_closed > 0 }
+        },
+    )
+    .await;
+    let (status, _) = tokio::task::spawn_blocking({
+        let base = base.clone();
+        let work = work.path().to_path_buf();
+        let token = token.clone();
+        move || curl_download(&base, &work, &token)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "download after the header deadlines fired");
+
     // The flood was still running, and the coordinator shed it rather than
     // queueing the honest clients behind it.
     let counts = coordinator.listener_counts();
