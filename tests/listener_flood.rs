@@ -5,7 +5,7 @@
 //! client can bind 127.0.0.x before connecting and per-IP caps apply).
 //!
 //! - In process: an honest round over mutual TLS completes, and curl
-//!   downloads the model several times, while a bounded flood keeps ~390
+//!   downloads the model several times, while a bounded flood keeps ~640
 //!   hostile connections open (each reopened 250 ms after the coordinator
 //!   closes it).
 //! - The real `fedshield coordinator` binary: its open-file limit is lowered
@@ -95,6 +95,8 @@ enum FloodKind {
 struct FloodCounts {
     /// Connections opened (TCP connected, and TLS completed where the kind needs it).
     num_opened: AtomicU64,
+    /// Of those, the ones of the kinds that stall before TLS.
+    num_stalled_opened: AtomicU64,
     /// Connections the coordinator closed while the flood held them.
     num_closed_by_server: AtomicU64,
 }
@@ -104,6 +106,8 @@ struct FloodCounts {
 struct Flood {
     counts: Arc<FloodCounts>,
     num_tasks: usize,
+    /// Tasks of the kinds that stall before TLS.
+    num_stalled_tasks: usize,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -113,6 +117,7 @@ impl Flood {
         Flood {
             counts: Arc::default(),
             num_tasks: 0,
+            num_stalled_tasks: 0,
             stop: CancellationToken::new(),
             tasks: Vec::new(),
         }
@@ -132,11 +137,17 @@ impl Flood {
             let stop = self.stop.clone();
             let tls = Arc::clone(tls);
             self.num_tasks += 1;
+            if matches!(kind, FloodKind::IdleTcp | FloodKind::StalledClientHello) {
+                self.num_stalled_tasks += 1;
+            }
             self.tasks.push(tokio::spawn(async move {
                 while !stop.is_cancelled() {
                     if let Ok(connection) = open_flood_connection(kind, source, target, &tls).await
                     {
                         counts.num_opened.fetch_add(1, Ordering::Relaxed);
+                        if matches!(kind, FloodKind::IdleTcp | FloodKind::StalledClientHello) {
+                            counts.num_stalled_opened.fetch_add(1, Ordering::Relaxed);
+                        }
                         let closed = tokio::select! {
                             () = stop.cancelled() => false,
                             () = hold(kind, connection) => true,
@@ -154,16 +165,18 @@ impl Flood {
         }
     }
 
-    /// Waits until every flood task has opened at least its first connection.
+    /// Waits until every task of a kind that stalls before TLS has opened
+    /// its first connection (TLS ones may be starved by them: that is the
+    /// attack).
     async fn wait_until_up(&self) {
         let counts = Arc::clone(&self.counts);
-        let num_tasks = self.num_tasks as u64;
+        let num_stalled_tasks = self.num_stalled_tasks as u64;
         wait_until(
-            "every flood connection opened",
+            "every stalling flood connection opened",
             Duration::from_secs(60),
             || {
                 let counts = Arc::clone(&counts);
-                async move { counts.num_opened.load(Ordering::Relaxed) >= num_tasks }
+                async move { counts.num_stalled_opened.load(Ordering::Relaxed) >= num_stalled_tasks }
             },
         )
         .await;
@@ -391,12 +404,14 @@ async fn an_honest_round_and_curl_downloads_complete_during_a_flood_of_idle_and_
     let grpc_address = coordinator.local_addr();
     let https_address = coordinator.https_addr().unwrap();
 
-    // 32 hostile source addresses, 12 connections each (4 stalled at the
-    // handshake on each port, 4 TLS connections without a full request on
-    // HTTPS), plus 4 idle connections from the honest clients' own address.
+    // 64 hostile source addresses, 10 connections each (4 stalled at the
+    // handshake on each port, 2 TLS connections without a full request on
+    // HTTPS), plus 4 idle connections from the honest clients' own address:
+    // 260 stalled handshakes per port, four times what the 64-slot
+    // handshake pool of the past let wait.
     let anonymous = anonymous_tls(&authority);
     let mut flood = Flood::new();
-    for last in 2..34 {
+    for last in 2..66 {
         let source = loopback(last);
         for target in [grpc_address, https_address] {
             flood.add(FloodKind::IdleTcp, source, target, 2, &anonymous);
@@ -406,15 +421,15 @@ async fn an_honest_round_and_curl_downloads_complete_during_a_flood_of_idle_and_
             FloodKind::TlsWithoutRequest,
             source,
             https_address,
-            2,
+            1,
             &anonymous,
         );
-        flood.add(FloodKind::Slowloris, source, https_address, 2, &anonymous);
+        flood.add(FloodKind::Slowloris, source, https_address, 1, &anonymous);
     }
     for target in [grpc_address, https_address] {
         flood.add(FloodKind::IdleTcp, loopback(1), target, 2, &anonymous);
     }
-    assert_eq!(flood.num_tasks, 388);
+    assert_eq!(flood.num_tasks, 644);
     flood.wait_until_up().await;
 
     // Honest traffic while the flood holds its connections.

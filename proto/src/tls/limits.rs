@@ -17,7 +17,11 @@
 //!   the most handshakes in flight; among equals, the one whose oldest
 //!   handshake is oldest). An honest handshake takes milliseconds, so the
 //!   oldest handshakes are the stalled ones, and one IP (or a few) cannot keep
-//!   a newcomer from another IP out: it only ever loses its own.
+//!   a newcomer from another IP out: it only ever loses its own. A handshake
+//!   younger than a quarter of the handshake timeout ([`EVICTION_GRACE_DIVISOR`])
+//!   is never evicted, so a flood that reconnects fast cannot evict an honest
+//!   handshake in progress; when only such young handshakes fill a cap, the
+//!   newcomer is refused instead.
 //! - **Established connections.** A source IP holds at most
 //!   [`ListenerLimits::max_connections_per_ip`] TLS connections, and the
 //!   process at most [`ListenerLimits::max_connections`]; a connection over
@@ -45,6 +49,10 @@ use tracing::warn;
 /// files, the model registry, the runtime, outgoing object-store
 /// connections) when the caps are fitted into `RLIMIT_NOFILE`.
 pub const RESERVED_DESCRIPTORS: usize = 64;
+
+/// A handshake younger than `handshake_timeout / EVICTION_GRACE_DIVISOR` is
+/// never evicted.
+pub const EVICTION_GRACE_DIVISOR: u32 = 4;
 
 /// How many connections the coordinator's listeners take, and for how long.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +207,8 @@ pub enum ConnectionRefusal {
     AtConnectionCap { max_connections: usize },
     /// Its handshake was cancelled to make room for a newer connection.
     Evicted,
+    /// The handshake caps are full of handshakes too young to evict.
+    AtHandshakeCap,
 }
 
 impl fmt::Display for ConnectionRefusal {
@@ -213,6 +223,10 @@ impl fmt::Display for ConnectionRefusal {
             ConnectionRefusal::AtConnectionCap { max_connections } => write!(
                 formatter,
                 "the coordinator already holds max_connections ({max_connections}) connections"
+            ),
+            ConnectionRefusal::AtHandshakeCap => write!(
+                formatter,
+                "handshake caps full of handshakes younger than the eviction grace period"
             ),
             ConnectionRefusal::Evicted => {
                 write!(formatter, "handshake evicted to make room for a newer one")
@@ -243,7 +257,7 @@ pub struct ListenerCounts {
 struct PeerConnections {
     /// Handshakes in flight, oldest first: their id and the token that
     /// cancels them.
-    handshakes: VecDeque<(u64, CancellationToken)>,
+    handshakes: VecDeque<(u64, Instant, CancellationToken)>,
     /// Established connections.
     num_connections: usize,
 }
@@ -265,7 +279,7 @@ impl TrackerState {
         let Some(peer) = self.peers.get_mut(&address) else {
             return false;
         };
-        let Some((_, cancel)) = peer.handshakes.pop_front() else {
+        let Some((_, _, cancel)) = peer.handshakes.pop_front() else {
             return false;
         };
         cancel.cancel();
@@ -274,13 +288,25 @@ impl TrackerState {
         true
     }
 
-    /// Returns the IP with the most handshakes in flight; among equals, the
-    /// one whose oldest handshake is oldest.
-    fn busiest_peer(&self) -> Option<IpAddr> {
+    /// Returns whether the oldest handshake of `address` is older than `grace`.
+    fn oldest_is_older_than(&self, address: IpAddr, grace: Duration) -> bool {
+        self.peers
+            .get(&address)
+            .and_then(|peer| peer.handshakes.front())
+            .is_some_and(|(_, admitted, _)| admitted.elapsed() >= grace)
+    }
+
+    /// Returns the IP with the most handshakes in flight among those whose
+    /// oldest handshake is older than `grace`; among equals, the one whose
+    /// oldest handshake is oldest.
+    fn busiest_peer(&self, grace: Duration) -> Option<IpAddr> {
         self.peers
             .iter()
             .filter_map(|(address, peer)| {
-                let (oldest_id, _) = peer.handshakes.front()?;
+                let (oldest_id, admitted, _) = peer.handshakes.front()?;
+                if admitted.elapsed() < grace {
+                    return None;
+                }
                 Some((
                     peer.handshakes.len(),
                     std::cmp::Reverse(*oldest_id),
@@ -311,7 +337,7 @@ impl TrackerState {
         let Some(position) = peer
             .handshakes
             .iter()
-            .position(|(handshake_id, _)| *handshake_id == id)
+            .position(|(handshake_id, _, _)| *handshake_id == id)
         else {
             return false;
         };
@@ -491,12 +517,27 @@ impl ConnectionTracker {
             .peers
             .get(&address)
             .map_or(0, |peer| peer.handshakes.len());
+        // Handshakes younger than the grace period are never evicted, so a
+        // flood that reconnects fast cannot evict an honest handshake still
+        // in progress; when there is nothing to evict the newcomer is refused.
+        let grace = self.limits.handshake_timeout / EVICTION_GRACE_DIVISOR;
         let evicted = if peer_handshakes >= self.limits.max_handshakes_per_ip {
+            if !state.oldest_is_older_than(address, grace) {
+                drop(state);
+                let refusal = ConnectionRefusal::AtHandshakeCap;
+                self.record_shed(&self.num_refused, refusal);
+                return Err(refusal);
+            }
             state.evict_oldest_of(address)
         } else if state.num_handshakes >= self.limits.max_handshakes {
-            match state.busiest_peer() {
+            match state.busiest_peer(grace) {
                 Some(busiest) => state.evict_oldest_of(busiest),
-                None => false,
+                None => {
+                    drop(state);
+                    let refusal = ConnectionRefusal::AtHandshakeCap;
+                    self.record_shed(&self.num_refused, refusal);
+                    return Err(refusal);
+                }
             }
         } else {
             false
@@ -509,7 +550,7 @@ impl ConnectionTracker {
             .entry(address)
             .or_default()
             .handshakes
-            .push_back((id, cancel.clone()));
+            .push_back((id, Instant::now(), cancel.clone()));
         state.num_handshakes += 1;
         drop(state);
         if evicted {
@@ -637,6 +678,8 @@ mod tests {
 
     fn limits(max_handshakes: usize, per_ip: usize) -> ListenerLimits {
         ListenerLimits {
+            // No eviction grace period: handshakes are evictable at once.
+            handshake_timeout: Duration::ZERO,
             max_handshakes,
             max_handshakes_per_ip: per_ip,
             max_connections: 4,
@@ -677,6 +720,26 @@ mod tests {
         assert!(!other.eviction().is_cancelled());
         assert!(!newcomer.eviction().is_cancelled());
         assert_eq!(tracker.counts().num_handshakes, 4);
+    }
+
+    #[test]
+    fn handshakes_younger_than_the_grace_period_are_not_evicted_and_the_newcomer_is_refused() {
+        let tracker = ConnectionTracker::with_exact_limits(ListenerLimits {
+            handshake_timeout: Duration::from_secs(60),
+            ..limits(2, 1)
+        });
+        let honest = tracker.admit_handshake(ip(1)).unwrap();
+        assert_eq!(
+            tracker.admit_handshake(ip(1)).err(),
+            Some(ConnectionRefusal::AtHandshakeCap)
+        );
+        let other = tracker.admit_handshake(ip(2)).unwrap();
+        assert_eq!(
+            tracker.admit_handshake(ip(3)).err(),
+            Some(ConnectionRefusal::AtHandshakeCap)
+        );
+        assert!(!honest.eviction().is_cancelled());
+        assert!(!other.eviction().is_cancelled());
     }
 
     #[test]

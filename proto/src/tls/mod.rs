@@ -33,8 +33,8 @@ pub use guarded::GuardedConnection;
 pub use identity::{PeerIdentity, peer_identity, sha256_fingerprint};
 pub use incoming::{TlsIncoming, serve_tls_incoming};
 pub use limits::{
-    ConnectionRefusal, ConnectionSlot, ConnectionTracker, HandshakeTicket, ListenerCounts,
-    ListenerLimits, RESERVED_DESCRIPTORS,
+    ConnectionRefusal, ConnectionSlot, ConnectionTracker, EVICTION_GRACE_DIVISOR, HandshakeTicket,
+    ListenerCounts, ListenerLimits, RESERVED_DESCRIPTORS,
 };
 pub use load::{load_certificates, load_certificates_pem, load_private_key, load_private_key_pem};
 pub use server::{
