@@ -530,7 +530,16 @@ impl ConnectionTracker {
             }
             state.evict_oldest_of(address)
         } else if state.num_handshakes >= self.limits.max_handshakes {
-            match state.busiest_peer(grace) {
+            // A young handshake is still evicted when its IP holds more
+            // handshakes than the newcomer's will: one IP cannot hide behind
+            // fast reconnects.
+            let busier_than_newcomer = state.busiest_peer(Duration::ZERO).filter(|busiest| {
+                state
+                    .peers
+                    .get(busiest)
+                    .is_some_and(|peer| peer.handshakes.len() > peer_handshakes + 1)
+            });
+            match state.busiest_peer(grace).or(busier_than_newcomer) {
                 Some(busiest) => state.evict_oldest_of(busiest),
                 None => {
                     drop(state);
