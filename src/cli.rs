@@ -2,9 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use fedshield_coordinator::ParticipantsPerRound;
+use fedshield_proto::tls::ListenerLimits;
 
 /// fedshield: train a shared threat-detection model on private security
 /// telemetry, with federated learning over gRPC.
@@ -583,6 +585,50 @@ pub struct CoordinatorArgs {
     /// A dashboard session ends after this many seconds without a request.
     #[arg(long, default_value_t = fedshield_coordinator::sessions::DEFAULT_SESSION_IDLE_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     pub dashboard_idle_secs: u64,
+    #[command(flatten)]
+    pub listener: ListenerArgs,
+}
+
+/// Caps and timeouts of the coordinator's TLS listeners (gRPC and HTTPS
+/// together), against floods of idle, slow or half-open connections.
+#[derive(Debug, Args)]
+pub struct ListenerArgs {
+    /// Seconds a client has from TCP connect to a completed TLS handshake; slower ones are closed.
+    #[arg(long, default_value_t = ListenerLimits::default().handshake_timeout.as_secs())]
+    pub handshake_timeout_secs: u64,
+    /// TLS handshakes in flight at once over all clients; past it, a new connection evicts the oldest handshake of the source IP with the most.
+    #[arg(long, default_value_t = ListenerLimits::default().max_handshakes)]
+    pub max_handshakes: usize,
+    /// TLS handshakes in flight at once from one IP; past it, a new one evicts that IP's oldest.
+    #[arg(long, default_value_t = ListenerLimits::default().max_handshakes_per_ip)]
+    pub max_handshakes_per_ip: usize,
+    /// Established TLS connections at once over all clients; more are closed at once. Lowered at start to fit the open-file limit (ulimit -n).
+    #[arg(long, default_value_t = ListenerLimits::default().max_connections)]
+    pub max_connections: usize,
+    /// Established TLS connections at once from one IP; more are closed at once.
+    #[arg(long, default_value_t = ListenerLimits::default().max_connections_per_ip)]
+    pub max_connections_per_ip: usize,
+    /// Seconds without a byte either way after which a connection is closed (gRPC pings quiet clients every third of it).
+    #[arg(long, default_value_t = ListenerLimits::default().idle_timeout.as_secs())]
+    pub idle_timeout_secs: u64,
+    /// HTTPS: seconds a client has to send a request's headers, after the handshake or the previous response.
+    #[arg(long, default_value_t = ListenerLimits::default().header_read_timeout.as_secs())]
+    pub header_read_timeout_secs: u64,
+}
+
+impl ListenerArgs {
+    /// Returns the listener limits the flags describe.
+    pub fn limits(&self) -> ListenerLimits {
+        ListenerLimits {
+            handshake_timeout: Duration::from_secs(self.handshake_timeout_secs),
+            max_handshakes: self.max_handshakes,
+            max_handshakes_per_ip: self.max_handshakes_per_ip,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

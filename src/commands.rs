@@ -120,6 +120,7 @@ pub fn coordinator_config(args: &CoordinatorArgs) -> Result<CoordinatorConfig> {
         privacy: privacy_target(&args.dp),
         tls: coordinator_tls(args)?,
         https: coordinator_https(args)?,
+        listener_limits: args.listener.limits(),
     })
 }
 
@@ -193,8 +194,6 @@ fn coordinator_tls(args: &CoordinatorArgs) -> Result<Option<CoordinatorTls>> {
         server_config,
         registry,
         registry_path: Some(participants.clone()),
-        handshake_timeout: Duration::from_secs(10),
-        max_concurrent_handshakes: 64,
     }))
 }
 

@@ -23,7 +23,7 @@ use fedshield_core::telemetry::{
 };
 use fedshield_participant::{Participant, ParticipantConfig, PrivacyBudget};
 use fedshield_proto::tls::pki::CertificateAuthority;
-use fedshield_proto::tls::{client_tls_config, server_config_pem};
+use fedshield_proto::tls::{ListenerLimits, client_tls_config, server_config_pem};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -93,8 +93,6 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
         .context("failed to configure the demo's TLS")?,
         registry: ParticipantRegistry::allowing(participant_ids.iter().cloned()),
         registry_path: None,
-        handshake_timeout: Duration::from_secs(10),
-        max_concurrent_handshakes: 64,
     };
     let config = CoordinatorConfig {
         round: RoundConfig {
@@ -125,6 +123,8 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
         privacy: privacy.clone(),
         tls: Some(tls),
         https: None,
+        // Every demo participant runs here and connects at once.
+        listener_limits: ListenerLimits::single_host(),
     };
     let shutdown = CancellationToken::new();
     let listener = TcpListener::bind("127.0.0.1:0")

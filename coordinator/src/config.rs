@@ -8,6 +8,7 @@ use std::time::Duration;
 use fedshield_core::privacy::PrivacyTarget;
 use fedshield_core::robust::AggregationRule;
 use fedshield_core::{ModelSpec, TrainingPlan};
+use fedshield_proto::tls::ListenerLimits;
 
 use crate::weighting::UpdateWeighting;
 
@@ -208,6 +209,9 @@ pub struct CoordinatorConfig {
     pub tls: Option<CoordinatorTls>,
     /// The HTTPS model download endpoint, if wanted (needs `tls`).
     pub https: Option<HttpsSettings>,
+    /// Handshake and connection caps and timeouts of the TLS listeners
+    /// (gRPC and HTTPS share them); see `fedshield_proto::tls::ListenerLimits`.
+    pub listener_limits: ListenerLimits,
 }
 
 /// The HTTPS model download endpoint.
@@ -233,10 +237,6 @@ pub struct CoordinatorTls {
     pub registry: crate::participants::ParticipantRegistry,
     /// The registry's file, re-read when it changes; `None` keeps `registry` fixed.
     pub registry_path: Option<PathBuf>,
-    /// A TLS handshake that takes longer is dropped.
-    pub handshake_timeout: Duration,
-    /// TLS handshakes in progress at once; more connections wait.
-    pub max_concurrent_handshakes: usize,
 }
 
 impl CoordinatorConfig {
@@ -269,6 +269,7 @@ impl CoordinatorConfig {
             privacy: None,
             tls: None,
             https: None,
+            listener_limits: ListenerLimits::default(),
         }
     }
 
@@ -338,6 +339,9 @@ impl CoordinatorConfig {
                 "https needs tls: the download endpoint checks client certificates against the participant registry"
                     .to_string(),
             );
+        }
+        if let Err(listener_problems) = self.listener_limits.validate() {
+            problems.extend(listener_problems);
         }
         if self.max_concurrent_uploads == 0 {
             problems.push("max_concurrent_uploads must be at least 1".to_string());

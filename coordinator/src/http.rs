@@ -49,8 +49,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use fedshield_core::ModelVersion;
 use fedshield_core::untrusted_text::escape_bounded;
-use fedshield_proto::metrics_http::spawn_http_connection;
-use fedshield_proto::tls::{PeerIdentity, serve_tls_incoming};
+use fedshield_proto::https_connection::spawn_https_connection;
+use fedshield_proto::tls::{ConnectionTracker, PeerIdentity, serve_tls_incoming};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -603,7 +603,8 @@ async fn dashboard_style() -> Response {
     (dashboard_headers("text/css; charset=utf-8"), DASHBOARD_CSS).into_response()
 }
 
-/// Serves the HTTPS endpoint on `listener` until `shutdown`.
+/// Serves the HTTPS endpoint on `listener` until `shutdown`, within the
+/// caps and timeouts of `connection_tracker` (shared with the gRPC port).
 // One argument per part of the endpoint; the server wires them from
 // `HttpsSettings` and its own state in one place.
 #[allow(clippy::too_many_arguments)]
@@ -615,6 +616,7 @@ pub fn serve_https(
     participants: Option<SharedRegistry>,
     tokens_path: PathBuf,
     dashboard_sessions: DashboardSessionSettings,
+    connection_tracker: Arc<ConnectionTracker>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let state = HttpState {
@@ -640,13 +642,8 @@ pub fn serve_https(
         .fallback(not_found)
         .layer(axum::middleware::map_response(set_security_headers))
         .with_state(state);
-    let mut incoming = serve_tls_incoming(
-        listener,
-        tls,
-        std::time::Duration::from_secs(10),
-        64,
-        shutdown.clone(),
-    );
+    let header_read_timeout = connection_tracker.limits().header_read_timeout;
+    let mut incoming = serve_tls_incoming(listener, tls, connection_tracker, shutdown.clone());
     tokio::spawn(async move {
         while let Some(accepted) = incoming.next().await {
             let Ok(stream) = accepted else { continue };
@@ -656,9 +653,10 @@ pub fn serve_https(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .and_then(|leaf| PeerIdentity::from_der(leaf).ok());
-            spawn_http_connection(
+            spawn_https_connection(
                 stream,
                 router.clone().layer(Extension(ConnectionPeer(peer))),
+                header_read_timeout,
                 shutdown.clone(),
             );
         }

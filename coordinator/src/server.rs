@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
-use fedshield_proto::tls::serve_tls_incoming;
+use fedshield_proto::tls::{ConnectionTracker, ListenerCounts, ListenerLimits, serve_tls_incoming};
 use tracing::{info, warn};
 
 use crate::participants::SharedRegistry;
@@ -39,11 +39,21 @@ pub const RECEIVE_STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
 /// connection can make the coordinator buffer, whatever it sends.
 pub const RECEIVE_CONNECTION_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
 
+/// Returns how often the gRPC server pings a connection that is quiet
+/// (and how long it waits for the answer): a third of the idle timeout, so
+/// that a live client answers well before its connection counts as idle,
+/// and a dead one is dropped.
+fn grpc_keepalive_interval(limits: &ListenerLimits) -> Duration {
+    (limits.idle_timeout / 3).max(Duration::from_millis(100))
+}
+
 /// A running coordinator.
 pub struct CoordinatorHandle {
     engine: Engine,
     local_addr: SocketAddr,
     https_addr: Option<SocketAddr>,
+    /// Handshakes and connections of the TLS listeners.
+    connection_tracker: Arc<ConnectionTracker>,
     shutdown: CancellationToken,
     server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     driver: JoinHandle<()>,
@@ -58,6 +68,12 @@ impl CoordinatorHandle {
     /// Returns the address the HTTPS download endpoint listens on, if any.
     pub fn https_addr(&self) -> Option<SocketAddr> {
         self.https_addr
+    }
+
+    /// Returns what the TLS listeners hold now and how many connections
+    /// they shed (refused, evicted, timed out, closed idle).
+    pub fn listener_counts(&self) -> ListenerCounts {
+        self.connection_tracker.counts()
     }
 
     /// Returns the address the gRPC server listens on.
@@ -225,6 +241,8 @@ pub async fn start(
         }
         shared
     });
+    // One tracker for both ports: the caps hold for the process.
+    let connection_tracker = ConnectionTracker::new(config.listener_limits.clone());
     let https_addr = match &config.https {
         Some(https) => {
             let https_listener =
@@ -248,6 +266,7 @@ pub async fn start(
                 access.clone(),
                 https.tokens_path.clone(),
                 https.dashboard_sessions,
+                connection_tracker.clone(),
                 shutdown.clone(),
             );
             info!(%address, "https model downloads listening");
@@ -275,14 +294,15 @@ pub async fn start(
         .initial_connection_window_size(Some(RECEIVE_CONNECTION_WINDOW_BYTES))
         .tcp_nodelay(true)
         .max_frame_size(Some(fedshield_proto::HTTP2_MAX_FRAME_BYTES))
+        .http2_keepalive_interval(Some(grpc_keepalive_interval(&config.listener_limits)))
+        .http2_keepalive_timeout(Some(grpc_keepalive_interval(&config.listener_limits)))
         .add_service(federation);
     let server = match &config.tls {
         Some(tls) => {
             let incoming = serve_tls_incoming(
                 listener,
                 tls.server_config.clone(),
-                tls.handshake_timeout,
-                tls.max_concurrent_handshakes,
+                connection_tracker.clone(),
                 server_shutdown.clone(),
             );
             info!(
@@ -310,6 +330,7 @@ pub async fn start(
         engine,
         local_addr,
         https_addr,
+        connection_tracker,
         shutdown,
         server,
         driver,

@@ -4,12 +4,15 @@
 //!   `fedshield/v1/federation.proto` at build time (no `protoc` needed).
 //! - [`tls`]: TLS and mutual TLS (rustls, *ring*): PEM loading, server and
 //!   client configurations, the TLS accept loop, peer identity, and a small CA.
+//! - [`https_connection`]: serving one HTTPS connection with request-header
+//!   deadlines (the coordinator's download endpoint).
 //! - [`metrics_http`]: the plain-HTTP `/metrics` listener of coordinators and
 //!   participants, for a Prometheus scraper on a private network.
 //!
 //! Chunk messages carry model parameters and private updates, so their `Debug`
 //! output shows only sizes.
 
+pub mod https_connection;
 pub mod metrics_http;
 pub mod tls;
 

@@ -22,6 +22,10 @@ use tracing::debug;
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// Pause after a failed accept (a full file table fails every accept until
+/// a descriptor is freed).
+const ACCEPT_ERROR_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Returns the current metrics text on each scrape.
 pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
@@ -52,8 +56,16 @@ pub fn serve_metrics(
                 accepted = listener.accept() => accepted,
                 () = shutdown.cancelled() => break,
             };
-            let Ok((stream, peer)) = accepted else {
-                continue;
+            let (stream, peer) = match accepted {
+                Ok(connection) => connection,
+                Err(error) => {
+                    // EMFILE and the like persist: pause instead of spinning.
+                    debug!(reason = %error, "metrics accept failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => continue,
+                        () = shutdown.cancelled() => break,
+                    }
+                }
             };
             debug!(%peer, "metrics scrape connection");
             spawn_http_connection(stream, router.clone(), shutdown.clone());

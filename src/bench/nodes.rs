@@ -22,7 +22,7 @@ use fedshield_coordinator::{CoordinatorConfig, CoordinatorTls, ParticipantsPerRo
 use fedshield_core::robust::AggregationRule;
 use fedshield_core::{ModelSpec, ParticipantId, TrainingPlan};
 use fedshield_participant::{Participant, ParticipantConfig, ParticipantEvent};
-use fedshield_proto::tls::{client_tls_config_from_files, server_config_pem};
+use fedshield_proto::tls::{ListenerLimits, client_tls_config_from_files, server_config_pem};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -75,8 +75,6 @@ pub async fn coordinator_node(args: BenchCoordinatorNodeArgs) -> Result<()> {
             .context("failed to configure the coordinator's TLS")?,
             registry: ParticipantRegistry::allowing(ids),
             registry_path: None,
-            handshake_timeout: Duration::from_secs(30),
-            max_concurrent_handshakes: 64,
         })
     } else {
         None
@@ -108,6 +106,12 @@ pub async fn coordinator_node(args: BenchCoordinatorNodeArgs) -> Result<()> {
         privacy: None,
         tls,
         https: None,
+        // All participants run on this host and connect at once, on
+        // loaded cores: no per-IP caps, and time for slow handshakes.
+        listener_limits: ListenerLimits {
+            handshake_timeout: Duration::from_secs(30),
+            ..ListenerLimits::single_host()
+        },
     };
     let listener = TcpListener::bind("127.0.0.1:0")
         .await

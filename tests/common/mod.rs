@@ -167,8 +167,6 @@ pub fn coordinator_tls(
             .unwrap(),
         registry,
         registry_path: None,
-        handshake_timeout: Duration::from_secs(5),
-        max_concurrent_handshakes: 16,
     }
 }
 

@@ -1,4 +1,5 @@
-//! Accepting TLS connections for a tonic server, one handshake task each.
+//! Accepting TLS connections for a tonic or hyper server, one handshake task
+//! each, within the limits of a [`ConnectionTracker`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -7,95 +8,111 @@ use std::time::Duration;
 
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::guarded::GuardedConnection;
+use super::limits::{ConnectionRefusal, ConnectionTracker, HandshakeTicket, RateLimitedWarning};
+
 /// The stream of completed TLS connections that [`serve_tls_incoming`] returns.
 ///
 /// It never yields an error: failed accepts and handshakes are logged and
 /// skipped. The `io::Error` item type is what tonic's
 /// `serve_with_incoming_shutdown` expects.
-pub type TlsIncoming = ReceiverStream<Result<TlsStream<TcpStream>, io::Error>>;
+pub type TlsIncoming = ReceiverStream<Result<GuardedConnection<TlsStream<TcpStream>>, io::Error>>;
 
 /// Pause after an accept error that is not about one connection (EMFILE,
-/// ENFILE, ENOBUFS), so a full file table does not spin the loop.
+/// ENFILE, ENOBUFS), so a full file table does not spin the loop; the
+/// connections already open keep being served meanwhile, and their
+/// timeouts free descriptors.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How often an accept error or a refused handshake is logged as a warning;
+/// in between they are logged at debug level and counted.
+const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Completed connections waiting for the server to take them.
 const COMPLETED_QUEUE_LEN: usize = 16;
 
-/// Returns the stream of TLS connections accepted on `listener` with `config`.
+/// Returns the stream of TLS connections accepted on `listener` with `config`,
+/// within the limits `tracker` enforces.
 ///
-/// A task owns the listener and runs this loop:
-/// 1. Wait for one of `max_concurrent_handshakes` slots (so a flood of idle
-///    connections cannot exhaust memory or file descriptors).
-/// 2. Accept a TCP connection. Errors never end the loop: one about a single
-///    connection is skipped; others (EMFILE...) are logged and followed by a
-///    short backoff.
-/// 3. Spawn the handshake with the slot, bounded by `handshake_timeout`. A
-///    failed or late handshake is logged as
-///    `warn!(peer, reason, "tls handshake refused")`, where the reason is
-///    rustls' (unknown issuer, expired certificate, no client certificate...),
-///    and the connection is dropped. A completed one is sent down the stream,
-///    and the slot is freed once the server has taken it.
+/// A task owns the listener and runs this loop, which never waits for
+/// anything but the next connection:
+/// 1. Accept a TCP connection. Errors never end the loop: one about a single
+///    connection is skipped; others (EMFILE, ENFILE...) are logged at most
+///    once per [`WARNING_INTERVAL`] (with the number held back) and followed
+///    by a [`ACCEPT_ERROR_BACKOFF`] pause.
+/// 2. Ask `tracker` to admit it ([`ConnectionTracker::admit_handshake`]):
+///    over a connection cap it is closed at once; otherwise it may evict an
+///    older handshake, from its own IP or the busiest one.
+/// 3. Spawn its handshake, bounded by the tracker's `handshake_timeout` and
+///    ended early if a newer connection evicts it. A failed or late
+///    handshake is logged as `"tls handshake refused"` with the peer and
+///    rustls' reason (unknown issuer, expired certificate...), at warn level
+///    at most once per [`WARNING_INTERVAL`] and at debug level otherwise,
+///    and the connection is dropped. A completed one takes an established
+///    connection slot (or is closed if a cap filled meanwhile), is wrapped in
+///    a [`GuardedConnection`] with the tracker's `idle_timeout`, and is sent
+///    down the stream.
 ///
 /// Cancelling `shutdown`, or dropping the stream, stops the loop, closes the
 /// listener and abandons handshakes in flight; the stream then ends.
 ///
 /// With tonic, pass the stream to `Server::builder()...serve_with_incoming_shutdown`
-/// (without `tls_config`: the TLS is done here). tonic implements `Connected`
-/// for `tokio_rustls::server::TlsStream<TcpStream>` (feature `tls-ring`), so
-/// `Request::remote_addr()` works and `Request::peer_certs()` returns the
-/// verified client chain; see [`peer_identity`](super::peer_identity).
+/// (without `tls_config`: the TLS is done here). [`GuardedConnection`]
+/// forwards tonic's `Connected` info of `tokio_rustls::server::TlsStream<TcpStream>`
+/// (feature `tls-ring`), so `Request::remote_addr()` works and
+/// `Request::peer_certs()` returns the verified client chain; see
+/// [`peer_identity`](super::peer_identity).
 ///
 /// Must be called inside a tokio runtime.
 pub fn serve_tls_incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
-    handshake_timeout: Duration,
-    max_concurrent_handshakes: usize,
+    tracker: Arc<ConnectionTracker>,
     shutdown: CancellationToken,
 ) -> TlsIncoming {
     let (sender, receiver) = mpsc::channel(COMPLETED_QUEUE_LEN);
     let accept_loop = AcceptLoop {
         listener,
         acceptor: TlsAcceptor::from(config),
-        handshake_timeout,
-        handshake_slots: Arc::new(Semaphore::new(max_concurrent_handshakes.max(1))),
+        tracker,
         sender,
         shutdown,
+        accept_error_warning: RateLimitedWarning::new(WARNING_INTERVAL),
+        handshake_warning: Arc::new(RateLimitedWarning::new(WARNING_INTERVAL)),
     };
     tokio::spawn(accept_loop.run());
     ReceiverStream::new(receiver)
 }
 
+/// Where completed connections go.
+type CompletedSender = mpsc::Sender<Result<GuardedConnection<TlsStream<TcpStream>>, io::Error>>;
+
 /// State of the task that accepts connections.
 struct AcceptLoop {
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    /// Longest time a client may take to complete its handshake.
-    handshake_timeout: Duration,
-    /// One permit per handshake in flight or completed connection not yet taken.
-    handshake_slots: Arc<Semaphore>,
+    /// Counts handshakes and connections (shared with the process's other
+    /// listeners) and holds the limits.
+    tracker: Arc<ConnectionTracker>,
     /// Where completed connections go; closed when the stream is dropped.
-    sender: mpsc::Sender<Result<TlsStream<TcpStream>, io::Error>>,
+    sender: CompletedSender,
     shutdown: CancellationToken,
+    /// Rate limit of the "tcp accept failed" warning.
+    accept_error_warning: RateLimitedWarning,
+    /// Rate limit of the "tls handshake refused" warning.
+    handshake_warning: Arc<RateLimitedWarning>,
 }
 
 impl AcceptLoop {
     async fn run(self) {
         loop {
-            let slot = tokio::select! {
-                () = self.shutdown.cancelled() => break,
-                () = self.sender.closed() => break,
-                slot = self.handshake_slots.clone().acquire_owned() => {
-                    slot.expect("the handshake semaphore is never closed")
-                }
-            };
             let accepted = tokio::select! {
                 () = self.shutdown.cancelled() => break,
                 () = self.sender.closed() => break,
@@ -108,70 +125,131 @@ impl AcceptLoop {
                     continue;
                 }
                 Err(error) => {
-                    warn!(
-                        reason = %error,
-                        backoff_ms = ACCEPT_ERROR_BACKOFF.as_millis() as u64,
-                        "tcp accept failed"
-                    );
+                    match self.accept_error_warning.should_log() {
+                        Some(num_suppressed) => warn!(
+                            reason = %error,
+                            backoff_ms = ACCEPT_ERROR_BACKOFF.as_millis() as u64,
+                            num_suppressed,
+                            "tcp accept failed"
+                        ),
+                        None => debug!(reason = %error, "tcp accept failed"),
+                    }
                     tokio::select! {
                         () = self.shutdown.cancelled() => break,
                         () = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => continue,
                     }
                 }
             };
-            let acceptor = self.acceptor.clone();
-            let sender = self.sender.clone();
-            let shutdown = self.shutdown.clone();
-            let handshake_timeout = self.handshake_timeout;
-            tokio::spawn(async move {
-                let completed = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    completed = handshake(acceptor, tcp_stream, peer_address, handshake_timeout) => completed,
-                };
-                if let Some(tls_stream) = completed {
-                    tokio::select! {
-                        () = shutdown.cancelled() => {}
-                        sent = sender.send(Ok(tls_stream)) => {
-                            if sent.is_err() {
-                                debug!(peer = %peer_address, "tls connection dropped: server stopped");
-                            }
-                        }
-                    }
+            let ticket = match self.tracker.admit_handshake(peer_address.ip()) {
+                Ok(ticket) => ticket,
+                Err(refusal) => {
+                    debug!(peer = %peer_address, reason = %refusal, "tcp connection refused");
+                    continue;
                 }
-                drop(slot);
-            });
+            };
+            tokio::spawn(handshake_task(
+                self.acceptor.clone(),
+                tcp_stream,
+                peer_address,
+                ticket,
+                Arc::clone(&self.tracker),
+                self.sender.clone(),
+                self.handshake_warning.clone(),
+                self.shutdown.clone(),
+            ));
         }
         debug!("tls accept loop stopped");
     }
 }
 
-/// Returns the completed TLS stream, or `None` after logging why the handshake failed.
+/// Runs one connection's handshake and hands the connection to the server,
+/// unless it fails, runs out of time, is evicted, or finds a cap full.
+#[allow(clippy::too_many_arguments)]
+async fn handshake_task(
+    acceptor: TlsAcceptor,
+    tcp_stream: TcpStream,
+    peer_address: SocketAddr,
+    ticket: HandshakeTicket,
+    tracker: Arc<ConnectionTracker>,
+    sender: CompletedSender,
+    handshake_warning: Arc<RateLimitedWarning>,
+    shutdown: CancellationToken,
+) {
+    let limits = tracker.limits();
+    let completed = tokio::select! {
+        () = shutdown.cancelled() => return,
+        () = ticket.eviction().cancelled() => {
+            debug!(peer = %peer_address, reason = %ConnectionRefusal::Evicted, "tls handshake refused");
+            return;
+        }
+        completed = handshake(acceptor, tcp_stream, peer_address, limits.handshake_timeout) => completed,
+    };
+    let tls_stream = match completed {
+        Ok(tls_stream) => tls_stream,
+        Err(failure) => {
+            if failure.timed_out {
+                tracker.record_handshake_timeout();
+            }
+            match handshake_warning.should_log() {
+                Some(num_suppressed) => {
+                    warn!(peer = %peer_address, reason = %failure.reason, num_suppressed, "tls handshake refused")
+                }
+                None => {
+                    debug!(peer = %peer_address, reason = %failure.reason, "tls handshake refused")
+                }
+            }
+            return;
+        }
+    };
+    let slot = match ticket.establish() {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            debug!(peer = %peer_address, reason = %refusal, "tls connection refused");
+            return;
+        }
+    };
+    let connection = GuardedConnection::new(tls_stream, slot, peer_address, limits.idle_timeout);
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        sent = sender.send(Ok(connection)) => {
+            if sent.is_err() {
+                debug!(peer = %peer_address, "tls connection dropped: server stopped");
+            }
+        }
+    }
+}
+
+/// Why a handshake did not complete.
+struct HandshakeFailure {
+    /// rustls' reason, or the timeout.
+    reason: String,
+    /// Whether it ran out of time (rather than failing).
+    timed_out: bool,
+}
+
+/// Returns the completed TLS stream, or why the handshake failed.
 async fn handshake(
     acceptor: TlsAcceptor,
     tcp_stream: TcpStream,
     peer_address: SocketAddr,
     handshake_timeout: Duration,
-) -> Option<TlsStream<TcpStream>> {
+) -> Result<TlsStream<TcpStream>, HandshakeFailure> {
     if let Err(error) = tcp_stream.set_nodelay(true) {
         debug!(peer = %peer_address, reason = %error, "cannot set TCP_NODELAY");
     }
     match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp_stream)).await {
         Ok(Ok(tls_stream)) => {
             debug!(peer = %peer_address, "tls handshake completed");
-            Some(tls_stream)
+            Ok(tls_stream)
         }
-        Ok(Err(error)) => {
-            warn!(peer = %peer_address, reason = %error, "tls handshake refused");
-            None
-        }
-        Err(_elapsed) => {
-            warn!(
-                peer = %peer_address,
-                reason = %format_args!("no handshake within {} ms", handshake_timeout.as_millis()),
-                "tls handshake refused"
-            );
-            None
-        }
+        Ok(Err(error)) => Err(HandshakeFailure {
+            reason: error.to_string(),
+            timed_out: false,
+        }),
+        Err(_elapsed) => Err(HandshakeFailure {
+            reason: format!("no handshake within {} ms", handshake_timeout.as_millis()),
+            timed_out: true,
+        }),
     }
 }
 

@@ -66,11 +66,16 @@ async fn start_server(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
+    let limits = ListenerLimits {
+        handshake_timeout,
+        max_handshakes: max_concurrent_handshakes,
+        max_handshakes_per_ip: max_concurrent_handshakes,
+        ..ListenerLimits::default()
+    };
     let incoming = serve_tls_incoming(
         listener,
         config,
-        handshake_timeout,
-        max_concurrent_handshakes,
+        ConnectionTracker::with_exact_limits(limits),
         shutdown.clone(),
     );
     TestServer {
