@@ -483,8 +483,10 @@ impl Participant {
         self.check_privacy(
             round_id,
             base_version,
-            &base_sha256,
-            &plan_sha256,
+            UpdateOrigin {
+                base_sha256: &base_sha256,
+                plan_sha256: &plan_sha256,
+            },
             &plan,
             num_local_records,
         )?;
@@ -537,8 +539,10 @@ impl Participant {
         let recorded = self.record_privacy(
             round_id,
             base_version,
-            &base_sha256,
-            &plan_sha256,
+            UpdateOrigin {
+                base_sha256: &base_sha256,
+                plan_sha256: &plan_sha256,
+            },
             &plan,
             num_training_records,
         )?;
@@ -809,8 +813,7 @@ impl Participant {
         &self,
         round_id: RoundId,
         base_version: ModelVersion,
-        base_sha256: &str,
-        plan_sha256: &PlanFingerprint,
+        origin: UpdateOrigin<'_>,
         plan: &TrainingPlan,
         num_training_records: u64,
     ) -> Result<Option<(LedgerEntry, PrivacySpend)>> {
@@ -822,8 +825,7 @@ impl Participant {
             &ledger,
             round_id,
             base_version,
-            base_sha256,
-            plan_sha256,
+            origin,
             plan,
             num_training_records,
         )
@@ -834,8 +836,7 @@ impl Participant {
         ledger: &PrivacyLedger,
         round_id: RoundId,
         base_version: ModelVersion,
-        base_sha256: &str,
-        plan_sha256: &PlanFingerprint,
+        origin: UpdateOrigin<'_>,
         plan: &TrainingPlan,
         num_training_records: u64,
     ) -> Result<Option<(LedgerEntry, PrivacySpend)>> {
@@ -857,7 +858,7 @@ impl Participant {
             sampling_rate,
             plan.org_dp.as_ref(),
         )
-        .with_origin(base_sha256, plan_sha256.clone());
+        .with_origin(origin.base_sha256, origin.plan_sha256.clone());
         let after = ledger.spent_with(&entry, delta)?;
         if let Some(budget) = budget {
             let spent = ledger.spent(delta)?;
@@ -888,8 +889,7 @@ impl Participant {
         &self,
         round_id: RoundId,
         base_version: ModelVersion,
-        base_sha256: &str,
-        plan_sha256: &PlanFingerprint,
+        origin: UpdateOrigin<'_>,
         plan: &TrainingPlan,
         num_training_records: u64,
     ) -> Result<Option<(LedgerEntry, PrivacyReport)>> {
@@ -902,8 +902,7 @@ impl Participant {
             &ledger,
             round_id,
             base_version,
-            base_sha256,
-            plan_sha256,
+            origin,
             plan,
             num_training_records,
         )?
@@ -929,6 +928,16 @@ impl Participant {
         }
         Ok(Some((entry, report)))
     }
+}
+
+/// Where an update comes from: the base model's parameters and the plan it
+/// was trained under, which key a stored update for a retried round.
+#[derive(Clone, Copy)]
+struct UpdateOrigin<'a> {
+    /// The sha256 of the base model's parameters.
+    base_sha256: &'a str,
+    /// The fingerprint of the round's training plan.
+    plan_sha256: &'a PlanFingerprint,
 }
 
 /// Returns the stored update and the ledger's current report at
