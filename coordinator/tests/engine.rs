@@ -561,6 +561,8 @@ async fn dp_round_refuses_updates_without_a_valid_privacy_report_and_states_the_
 
     let mut good = harness.request(&alice, &announcement);
     good.privacy = Some(report);
+    // A DP update weighs one, whatever the size of its data.
+    good.num_samples = 1;
     let ticket = harness.engine.begin_update(good).unwrap();
     harness
         .engine
