@@ -25,9 +25,9 @@ use fedshield_proto::v1::federation_client::FederationClient;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use common::raw::RawParticipant;
 use common::{start_coordinator, start_participant, test_spec, wait_until};
 
 /// The honest participants of every test; they run the real participant code.
@@ -196,60 +196,8 @@ fn honest_names() -> BTreeSet<String> {
     HONEST.iter().map(ToString::to_string).collect()
 }
 
-/// A registered participant driven by hand over raw gRPC: it joins, reads
-/// its welcome and announcements, and sends whatever updates a test chooses.
-struct RawParticipant {
-    name: String,
-    token: String,
-    client: FederationClient<Channel>,
-    /// The `Join` stream; dropping it disconnects the participant.
-    events: tonic::Streaming<pb::CoordinatorEvent>,
-}
-
+/// What this file's tests send as a hand-driven participant.
 impl RawParticipant {
-    /// Joins as `name` on a connection of its own and reads the welcome.
-    async fn join(url: &str, name: &str) -> RawParticipant {
-        let mut client = FederationClient::connect(url.to_string()).await.unwrap();
-        let mut events = client
-            .join(pb::JoinRequest {
-                participant_id: name.to_string(),
-                client_version: "aggregate-safety-test".to_string(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let first = tokio::time::timeout(PATIENCE, events.message())
-            .await
-            .expect("the coordinator welcomes in time")
-            .unwrap()
-            .expect("the join stream is open")
-            .event;
-        let Some(pb::coordinator_event::Event::Welcome(welcome)) = first else {
-            panic!("the first event is a welcome, got {first:?}");
-        };
-        RawParticipant {
-            name: name.to_string(),
-            token: welcome.session_token,
-            client,
-            events,
-        }
-    }
-
-    /// Returns the next round announcement, skipping heartbeats.
-    async fn next_announcement(&mut self) -> pb::RoundAnnouncement {
-        loop {
-            let event = tokio::time::timeout(PATIENCE, self.events.message())
-                .await
-                .expect("an announcement arrives in time")
-                .unwrap()
-                .expect("the join stream is open")
-                .event;
-            if let Some(pb::coordinator_event::Event::RoundAnnouncement(announcement)) = event {
-                return announcement;
-            }
-        }
-    }
-
     /// Submits `values` for `announcement`'s round, declaring `num_samples`
     /// examples and, when given, a privacy report.
     async fn submit(
@@ -343,7 +291,8 @@ fn config_for(num_participants: usize, max_rounds: u64) -> CoordinatorConfig {
 async fn an_update_declaring_two_to_the_forty_samples_of_3e38_is_refused_and_later_rounds_publish_finite_models()
  {
     let mut federation = Federation::start(config_for(3, 2)).await;
-    let mut mallory = RawParticipant::join(&federation.url, "mallory").await;
+    let mut mallory =
+        RawParticipant::join_as(&federation.url, "mallory", "aggregate-safety-test").await;
     federation.start_honest();
     let num_params = federation.num_params();
     let attack = vec![ATTACK_VALUE; num_params];
@@ -394,8 +343,10 @@ async fn an_update_declaring_two_to_the_forty_samples_of_3e38_is_refused_and_lat
 async fn colluders_at_the_sample_bound_with_values_at_the_float32_limit_cannot_publish_a_non_finite_model()
  {
     let mut federation = Federation::start(config_for(4, 2)).await;
-    let mut mallory = RawParticipant::join(&federation.url, "mallory").await;
-    let mut trudy = RawParticipant::join(&federation.url, "trudy").await;
+    let mut mallory =
+        RawParticipant::join_as(&federation.url, "mallory", "aggregate-safety-test").await;
+    let mut trudy =
+        RawParticipant::join_as(&federation.url, "trudy", "aggregate-safety-test").await;
     federation.start_honest();
     let num_params = federation.num_params();
     let at_the_limit = vec![f32::MAX; num_params];
@@ -468,7 +419,8 @@ async fn a_server_momentum_step_past_the_float32_limit_abandons_the_round_and_pu
     config.round.server_momentum = 0.5;
     config.round.server_learning_rate = 10.0;
     let mut federation = Federation::start(config).await;
-    let mut mallory = RawParticipant::join(&federation.url, "mallory").await;
+    let mut mallory =
+        RawParticipant::join_as(&federation.url, "mallory", "aggregate-safety-test").await;
     federation.start_honest();
     let num_params = federation.num_params();
     let stored_before = std::fs::read_dir(federation.dir.path().join("coordinator/models"))
@@ -526,7 +478,8 @@ async fn a_dp_update_declaring_more_than_one_sample_is_refused() {
         org_level: None,
     });
     let federation = Federation::start(config).await;
-    let mut mallory = RawParticipant::join(&federation.url, "mallory").await;
+    let mut mallory =
+        RawParticipant::join_as(&federation.url, "mallory", "aggregate-safety-test").await;
     let announcement = mallory.next_announcement().await;
     let num_params = federation.num_params();
     let report = pb::PrivacyReport {
@@ -562,8 +515,10 @@ async fn a_participant_lying_about_its_size_weighs_no_more_than_the_cap() {
     let mut config = config_for(2, 1);
     config.round.weighting.max_update_weight = 1000;
     let federation = Federation::start(config).await;
-    let mut mallory = RawParticipant::join(&federation.url, "mallory").await;
-    let mut honest = RawParticipant::join(&federation.url, "acme-soc").await;
+    let mut mallory =
+        RawParticipant::join_as(&federation.url, "mallory", "aggregate-safety-test").await;
+    let mut honest =
+        RawParticipant::join_as(&federation.url, "acme-soc", "aggregate-safety-test").await;
     let num_params = federation.num_params();
     let base = federation.download(0).await;
 

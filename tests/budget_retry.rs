@@ -22,13 +22,11 @@ use fedshield_participant::pending::StoredUpdateFile;
 use fedshield_participant::{
     Participant, ParticipantConfig, ParticipantEvent, ParticipantMetrics, PrivacyBudget,
 };
-use fedshield_proto::v1 as pb;
-use fedshield_proto::v1::federation_client::FederationClient;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
+use common::raw::RawParticipant;
 use common::{
     parse_exposition, start_coordinator, start_participant, test_spec, value, wait_until,
 };
@@ -44,58 +42,6 @@ const MAX_ROUNDS: u64 = 5;
 
 /// How long any single wait of these tests may take before it fails.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A participant driven by hand over raw gRPC, as a hostile member would:
-/// it joins, reads announcements, and leaves by dropping its `Join` stream.
-struct RawMember {
-    /// The `Join` stream; dropping it (with the client) disconnects the member.
-    events: tonic::Streaming<pb::CoordinatorEvent>,
-    _client: FederationClient<Channel>,
-}
-
-impl RawMember {
-    /// Joins as `name` on a connection of its own and reads the welcome.
-    async fn join(url: &str, name: &str) -> RawMember {
-        let mut client = FederationClient::connect(url.to_string()).await.unwrap();
-        let mut events = client
-            .join(pb::JoinRequest {
-                participant_id: name.to_string(),
-                client_version: "budget-retry-test".to_string(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let first = tokio::time::timeout(PATIENCE, events.message())
-            .await
-            .expect("the coordinator welcomes in time")
-            .unwrap()
-            .expect("the join stream is open")
-            .event;
-        assert!(
-            matches!(first, Some(pb::coordinator_event::Event::Welcome(_))),
-            "the first event is a welcome, got {first:?}"
-        );
-        RawMember {
-            events,
-            _client: client,
-        }
-    }
-
-    /// Returns the next round announcement, skipping heartbeats.
-    async fn next_announcement(&mut self) -> pb::RoundAnnouncement {
-        loop {
-            let event = tokio::time::timeout(PATIENCE, self.events.message())
-                .await
-                .expect("an announcement arrives in time")
-                .unwrap()
-                .expect("the join stream is open")
-                .event;
-            if let Some(pb::coordinator_event::Event::RoundAnnouncement(announcement)) = event {
-                return announcement;
-            }
-        }
-    }
-}
 
 /// An honest participant running the real participant code.
 struct HonestMember {
@@ -245,7 +191,7 @@ async fn a_member_leaving_after_the_honest_updates_makes_honest_members_resend_n
     // The attack: join, get selected, wait for the honest updates, leave.
     let mut announced_plans = Vec::new();
     for attack in 1..=NUM_ATTACKS {
-        let mut mallory = RawMember::join(&url, "mallory").await;
+        let mut mallory = RawParticipant::join_as(&url, "mallory", "budget-retry-test").await;
         let announcement = mallory.next_announcement().await;
         assert_eq!(
             announcement.base_model_version, 0,
@@ -398,7 +344,7 @@ async fn a_member_that_keeps_leaving_sits_out_one_two_then_four_rounds_and_is_on
 
     // Mallory leaves every round it is selected for, once the honest
     // updates are in, and rejoins once that round has closed.
-    let mut mallory = RawMember::join(&url, "mallory").await;
+    let mut mallory = RawParticipant::join_as(&url, "mallory", "budget-retry-test").await;
     let mut rounds_with_mallory = Vec::new();
     loop {
         let announcement = mallory.next_announcement().await;
@@ -416,7 +362,7 @@ async fn a_member_that_keeps_leaving_sits_out_one_two_then_four_rounds_and_is_on
             "round {}: three updates make the quorum",
             announcement.round_id
         );
-        mallory = RawMember::join(&url, "mallory").await;
+        mallory = RawParticipant::join_as(&url, "mallory", "budget-retry-test").await;
     }
     // One dropout: one round sat out; two: two rounds; three: four rounds.
     assert_eq!(rounds_with_mallory, vec![1, 3, 6, 11]);
@@ -464,7 +410,7 @@ async fn a_restarted_participant_re_sends_the_update_its_ledger_already_paid_for
 
     // Attempt 1: both honest updates are in, acme stops, mallory leaves.
     let mallory = {
-        let mut mallory = RawMember::join(&url, "mallory").await;
+        let mut mallory = RawParticipant::join_as(&url, "mallory", "budget-retry-test").await;
         let announcement = mallory.next_announcement().await;
         wait_for_accepted(&engine, announcement.round_id, &["acme-soc", "globex-sec"]).await;
         acme_shutdown.cancel();
@@ -483,7 +429,7 @@ async fn a_restarted_participant_re_sends_the_update_its_ledger_already_paid_for
     // Attempt 2: acme restarts on the same data directory and re-sends the
     // update its ledger paid for, without a second entry.
     let mut restarted = start_honest_member(&url, "acme-soc", 0, work.path(), shutdown.clone());
-    let mut mallory_again = RawMember::join(&url, "mallory").await;
+    let mut mallory_again = RawParticipant::join_as(&url, "mallory", "budget-retry-test").await;
     let retry = mallory_again.next_announcement().await;
     assert!(retry.round_id > mallory, "a new attempt on version 0");
     assert_eq!(retry.base_model_version, 0);

@@ -38,9 +38,9 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use common::raw::RawParticipant;
 use common::{
     parse_exposition, start_coordinator, start_participant, test_spec, value, wait_until,
 };
@@ -167,60 +167,8 @@ fn honest_names() -> BTreeSet<String> {
     HONEST.iter().map(ToString::to_string).collect()
 }
 
-/// A participant driven by hand over raw gRPC: it joins, reads its welcome
-/// and announcements, and sends whatever messages a test chooses.
-struct RawParticipant {
-    name: String,
-    token: String,
-    client: FederationClient<Channel>,
-    /// The `Join` stream; dropping it disconnects the participant.
-    events: tonic::Streaming<pb::CoordinatorEvent>,
-}
-
+/// What this file's tests send as a hand-driven participant.
 impl RawParticipant {
-    /// Joins as `name` on a connection of its own and reads the welcome.
-    async fn join(url: &str, name: &str) -> RawParticipant {
-        let mut client = FederationClient::connect(url.to_string()).await.unwrap();
-        let mut events = client
-            .join(pb::JoinRequest {
-                participant_id: name.to_string(),
-                client_version: "hostile-test".to_string(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let first = tokio::time::timeout(PATIENCE, events.message())
-            .await
-            .expect("the coordinator welcomes in time")
-            .unwrap()
-            .expect("the join stream is open")
-            .event;
-        let Some(pb::coordinator_event::Event::Welcome(welcome)) = first else {
-            panic!("the first event is a welcome, got {first:?}");
-        };
-        RawParticipant {
-            name: name.to_string(),
-            token: welcome.session_token,
-            client,
-            events,
-        }
-    }
-
-    /// Returns the next round announcement, skipping heartbeats.
-    async fn next_announcement(&mut self) -> pb::RoundAnnouncement {
-        loop {
-            let event = tokio::time::timeout(PATIENCE, self.events.message())
-                .await
-                .expect("an announcement arrives in time")
-                .unwrap()
-                .expect("the join stream is open")
-                .event;
-            if let Some(pb::coordinator_event::Event::RoundAnnouncement(announcement)) = event {
-                return announcement;
-            }
-        }
-    }
-
     /// Returns a well-formed header for `announcement`, declaring `num_params`.
     fn header(&self, announcement: &pb::RoundAnnouncement, num_params: usize) -> pb::UpdateHeader {
         pb::UpdateHeader {
@@ -356,7 +304,7 @@ fn three_party_config() -> CoordinatorConfig {
 async fn malformed_and_oversized_updates_are_refused_and_the_round_publishes_the_honest_updates() {
     let mut federation = Federation::start(three_party_config()).await;
     let engine = federation.engine().clone();
-    let mut mallory = RawParticipant::join(&federation.url, "mallory").await;
+    let mut mallory = RawParticipant::join_as(&federation.url, "mallory", "hostile-test").await;
     federation.start_honest();
     let announcement = mallory.next_announcement().await;
     // The honest updates arrive first; mallory, sampled and connected, keeps
@@ -583,7 +531,7 @@ async fn updates_without_a_valid_privacy_report_are_refused_in_a_dp_round_and_co
     });
     let federation = Federation::start(config).await;
     let engine = federation.engine().clone();
-    let mut mallory = RawParticipant::join(&federation.url, "mallory").await;
+    let mut mallory = RawParticipant::join_as(&federation.url, "mallory", "hostile-test").await;
     let announcement = mallory.next_announcement().await;
     assert!(
         announcement
@@ -650,13 +598,13 @@ async fn out_of_turn_forged_and_duplicate_updates_are_refused_and_leave_the_roun
     config.round.min_participants = 4;
     let mut federation = Federation::start(config).await;
     let engine = federation.engine().clone();
-    let mut mallory = RawParticipant::join(&federation.url, "mallory").await;
-    let mut carol = RawParticipant::join(&federation.url, "carol").await;
+    let mut mallory = RawParticipant::join_as(&federation.url, "mallory", "hostile-test").await;
+    let mut carol = RawParticipant::join_as(&federation.url, "carol", "hostile-test").await;
     federation.start_honest();
     let announcement = mallory.next_announcement().await;
     assert_eq!(carol.next_announcement().await, announcement);
     federation.wait_for_honest_updates().await;
-    let eve = RawParticipant::join(&federation.url, "eve").await;
+    let eve = RawParticipant::join_as(&federation.url, "eve", "hostile-test").await;
     let num_params = federation.num_params();
     let base = federation.engine().current_model();
     let delta = vec![0.001f32; num_params];
@@ -858,7 +806,7 @@ async fn stalled_update_streams_are_refused_after_the_idle_timeout_and_free_thei
     let mut federation = Federation::start(config).await;
     let engine = federation.engine().clone();
     let permits = engine.upload_permits();
-    let mut mallory = RawParticipant::join(&federation.url, "mallory").await;
+    let mut mallory = RawParticipant::join_as(&federation.url, "mallory", "hostile-test").await;
     federation.start_honest();
     let announcement = mallory.next_announcement().await;
     federation.wait_for_honest_updates().await;
@@ -1218,7 +1166,7 @@ async fn an_update_dripping_chunks_inside_the_idle_timeout_is_refused_at_the_rou
     config.max_concurrent_uploads = 1;
     let mut federation = Federation::start(config).await;
     let engine = federation.engine().clone();
-    let mut mallory = RawParticipant::join(&federation.url, "mallory").await;
+    let mut mallory = RawParticipant::join_as(&federation.url, "mallory", "hostile-test").await;
     federation.start_honest();
     let announcement = mallory.next_announcement().await;
     let num_params = federation.num_params();
