@@ -23,11 +23,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fedshield_coordinator::engine::RoundOutcome;
-use fedshield_coordinator::{CoordinatorConfig, CoordinatorHandle, Engine};
+use fedshield_coordinator::{CoordinatorConfig, Engine};
 use fedshield_core::ModelVersion;
 use fedshield_core::codec::{MAX_CHUNK_BYTES, params_as_le_bytes};
 use fedshield_core::schema::FileFormat;
-use fedshield_participant::ParticipantEvent;
 use fedshield_proto::v1 as pb;
 use fedshield_proto::v1::federation_client::FederationClient;
 use futures::StreamExt as _;
@@ -35,73 +34,18 @@ use rand::rngs::ChaCha8Rng;
 use rand::{RngExt as _, SeedableRng as _};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
+use common::federation::{Federation, honest_names, names};
 use common::raw::RawParticipant;
-use common::{
-    parse_exposition, start_coordinator, start_participant, test_spec, value, wait_until,
-};
+use common::{parse_exposition, test_spec, value, wait_until};
 use schema_ingest::{SchemaInput, check_schema_ingest};
 use update_decoder::{MAX_FUZZ_PARAMS, UpdateStream, check_update_decoder};
-
-/// The honest participants of every test; they run the real participant code.
-const HONEST: [&str; 2] = ["acme-soc", "globex-sec"];
 
 /// How long any single wait of these tests may take before it fails.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// A coordinator and the honest participants training with it.
-struct Federation {
-    dir: tempfile::TempDir,
-    shutdown: CancellationToken,
-    coordinator: CoordinatorHandle,
-    url: String,
-    honest: Vec<(JoinHandle<()>, mpsc::UnboundedReceiver<ParticipantEvent>)>,
-}
-
 impl Federation {
-    /// Starts a coordinator with `config` (its data directory is replaced by
-    /// a fresh temporary one); honest participants join with
-    /// [`Federation::start_honest`].
-    async fn start(mut config: CoordinatorConfig) -> Federation {
-        let dir = tempfile::tempdir().unwrap();
-        config.data_dir = dir.path().join("coordinator");
-        let shutdown = CancellationToken::new();
-        let coordinator = start_coordinator(config, shutdown.clone()).await;
-        let url = format!("http://{}", coordinator.local_addr());
-        Federation {
-            dir,
-            shutdown,
-            coordinator,
-            url,
-            honest: Vec::new(),
-        }
-    }
-
-    /// Starts the honest participants, which join at once.
-    fn start_honest(&mut self) {
-        for (index, name) in HONEST.iter().enumerate() {
-            self.honest.push(start_participant(
-                &self.url,
-                name,
-                index,
-                self.dir.path(),
-                self.shutdown.clone(),
-            ));
-        }
-    }
-
-    fn engine(&self) -> &Engine {
-        self.coordinator.engine()
-    }
-
-    fn num_params(&self) -> usize {
-        self.engine().current_model().weights.params.len()
-    }
-
     /// Waits until the open round has accepted exactly the honest updates.
     async fn wait_for_honest_updates(&self) {
         let engine = self.engine().clone();
@@ -142,29 +86,6 @@ impl Federation {
             "contributors of version {version}"
         );
     }
-
-    /// Stops the participants, then the coordinator, and waits for all of them.
-    async fn stop(self) {
-        self.shutdown.cancel();
-        for (task, _) in self.honest {
-            tokio::time::timeout(PATIENCE, task)
-                .await
-                .expect("participant stops")
-                .expect("participant task does not panic");
-        }
-        tokio::time::timeout(PATIENCE, self.coordinator.wait())
-            .await
-            .expect("coordinator stops")
-            .expect("coordinator stops cleanly");
-    }
-}
-
-fn names(participants: &[fedshield_core::ParticipantId]) -> BTreeSet<String> {
-    participants.iter().map(ToString::to_string).collect()
-}
-
-fn honest_names() -> BTreeSet<String> {
-    HONEST.iter().map(ToString::to_string).collect()
 }
 
 /// What this file's tests send as a hand-driven participant.
