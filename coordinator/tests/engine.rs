@@ -589,3 +589,101 @@ async fn dp_round_refuses_updates_without_a_valid_privacy_report_and_states_the_
     assert!(!privacy.participants.contains_key("bob"));
     harness.stop().await;
 }
+
+// Revocation: a revoked member leaves the open round, an update it is still
+// sending is refused, and a selection that a revocation empties is abandoned
+// instead of published.
+
+#[tokio::test(start_paused = true)]
+async fn an_update_still_arriving_from_a_member_revoked_mid_round_is_refused_and_not_folded() {
+    let harness = Harness::start(|config| {
+        config.round.min_participants = 4;
+        config.round.quorum = 2;
+        config.round.round_deadline = Duration::from_secs(600);
+        config.round.max_rounds = Some(1);
+    })
+    .await;
+    let mut alice = harness.engine.join(participant("alice"));
+    let mut bob = harness.engine.join(participant("bob"));
+    let mut carol = harness.engine.join(participant("carol"));
+    let dave = harness.engine.join(participant("dave"));
+    let announcement = next_announcement(&mut alice).await;
+    let _ = next_announcement(&mut bob).await;
+    let _ = next_announcement(&mut carol).await;
+    // Carol's upload is admitted and in transit when she is revoked.
+    let carol_ticket = harness
+        .engine
+        .begin_update(harness.request(&carol, &announcement))
+        .unwrap();
+    harness.submit(&alice, &announcement).await.unwrap();
+    harness.submit(&bob, &announcement).await.unwrap();
+    harness.engine.revoke(
+        &carol.participant,
+        carol.session_id,
+        "participant carol is revoked",
+    );
+    let refused = harness
+        .engine
+        .commit_update(carol_ticket, vec![100.0; harness.num_params()])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, CoordinatorError::RevokedDuringRound { .. }),
+        "{refused}"
+    );
+    let status = harness.engine.status();
+    let open_round = status.open_round.expect("the round waits for dave");
+    assert!(!open_round.selected.contains(&carol.participant));
+    assert_eq!(open_round.accepted.len(), 2);
+    assert!(!status.connected.contains(&carol.participant));
+    assert_eq!(status.revoked.len(), 1);
+    assert_eq!(status.revoked[0].participant, carol.participant);
+    // Carol's session ends: her event queue is closed.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while carol.events.recv().await.is_some() {}
+        })
+        .await
+        .is_ok()
+    );
+    // Dave goes away: the round publishes alice's and bob's updates only.
+    harness.engine.leave(&dave.participant, dave.session_id);
+    harness
+        .wait_for("version 1", |engine| {
+            engine.current_model().version == ModelVersion(1)
+        })
+        .await;
+    let mut contributors = harness.engine.current_model().card.contributors.clone();
+    contributors.sort();
+    assert_eq!(contributors, vec!["alice".to_string(), "bob".to_string()]);
+    harness.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn revoking_the_only_selected_member_abandons_the_round_instead_of_publishing_an_empty_one() {
+    let harness = Harness::start(|config| {
+        config.round.min_participants = 1;
+        config.round.quorum = 1;
+        config.round.round_deadline = Duration::from_secs(600);
+        config.round.max_rounds = Some(1);
+    })
+    .await;
+    let mut alice = harness.engine.join(participant("alice"));
+    let _ = next_announcement(&mut alice).await;
+    harness.engine.revoke(
+        &alice.participant,
+        alice.session_id,
+        "participant alice is revoked",
+    );
+    harness
+        .wait_for("the round to close", |engine| {
+            engine.status().open_round.is_none()
+        })
+        .await;
+    let status = harness.engine.status();
+    let summary = status.recent_rounds.last().expect("the round finished");
+    assert_eq!(summary.outcome, RoundOutcome::Abandoned, "{summary:?}");
+    assert!(summary.reason.contains("quorum"), "{summary:?}");
+    assert_eq!(harness.engine.current_model().version, ModelVersion(0));
+    harness.stop().await;
+}
