@@ -78,6 +78,29 @@ impl<S> GuardedConnection<S> {
         self.last_activity = Instant::now();
     }
 
+    /// Returns the outcome of a write to the inner stream, counting written
+    /// bytes as activity and failing a pending write once the connection
+    /// has been idle too long.
+    fn after_write(
+        &mut self,
+        context: &mut Context<'_>,
+        written: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Ready(Ok(num_written)) => {
+                if num_written > 0 {
+                    self.record_activity();
+                }
+                Poll::Ready(Ok(num_written))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => match self.poll_idle(context) {
+                Some(error) => Poll::Ready(Err(error)),
+                None => Poll::Pending,
+            },
+        }
+    }
+
     /// Returns the idle-timeout error if the connection has been idle too
     /// long, and otherwise arms the timer to wake the task when it could be.
     fn poll_idle(&mut self, context: &mut Context<'_>) -> Option<io::Error> {
@@ -143,19 +166,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedConnection<S> {
         bytes: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.stream).poll_write(context, bytes) {
-            Poll::Ready(Ok(num_written)) => {
-                if num_written > 0 {
-                    this.record_activity();
-                }
-                Poll::Ready(Ok(num_written))
-            }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Pending => match this.poll_idle(context) {
-                Some(error) => Poll::Ready(Err(error)),
-                None => Poll::Pending,
-            },
-        }
+        let written = Pin::new(&mut this.stream).poll_write(context, bytes);
+        this.after_write(context, written)
     }
 
     fn poll_write_vectored(
@@ -164,19 +176,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedConnection<S> {
         buffers: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.stream).poll_write_vectored(context, buffers) {
-            Poll::Ready(Ok(num_written)) => {
-                if num_written > 0 {
-                    this.record_activity();
-                }
-                Poll::Ready(Ok(num_written))
-            }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Pending => match this.poll_idle(context) {
-                Some(error) => Poll::Ready(Err(error)),
-                None => Poll::Pending,
-            },
-        }
+        let written = Pin::new(&mut this.stream).poll_write_vectored(context, buffers);
+        this.after_write(context, written)
     }
 
     fn is_write_vectored(&self) -> bool {
