@@ -1352,11 +1352,13 @@ mod tests {
         }
     }
 
-    fn numeric_schema(transforms: &str) -> Schema {
-        Schema::from_toml_str(&format!(
+    /// Returns the text of a schema with one numeric column `name` under
+    /// `transforms` and a label column.
+    fn numeric_schema_text(name: &str, transforms: &str) -> String {
+        format!(
             r#"
             [[columns]]
-            name = "x"
+            name = "{name}"
             kind = "numeric"
             transforms = {transforms}
             [[columns]]
@@ -1364,8 +1366,11 @@ mod tests {
             kind = "label"
             benign = ["ok"]
             "#
-        ))
-        .unwrap()
+        )
+    }
+
+    fn numeric_schema(transforms: &str) -> Schema {
+        Schema::from_toml_str(&numeric_schema_text("x", transforms)).unwrap()
     }
 
     /// Transforms that bound a test column without changing the values tests use.
@@ -1926,20 +1931,7 @@ mod tests {
 
     #[test]
     fn a_numeric_column_without_a_bounding_clamp_is_refused_naming_the_column() {
-        let schema_with = |transforms: &str| {
-            format!(
-                r#"
-                [[columns]]
-                name = "src_bytes"
-                kind = "numeric"
-                transforms = {transforms}
-                [[columns]]
-                name = "label"
-                kind = "label"
-                benign = ["ok"]
-                "#
-            )
-        };
+        let schema_with = |transforms: &str| numeric_schema_text("src_bytes", transforms);
         let unbounded_message = |range: &str| {
             format!(
                 "columns[0] (\"src_bytes\"): numeric column is unbounded (its transforms give values in {range}); add a clamp with the column's range, e.g. {{ clamp = {{ min = 0.0, max = 1.0 }} }} for a rate or a flag, or {{ clamp = {{ min = 0.0, max = 1e12 }} }} before \"log1p\" for a byte count"
