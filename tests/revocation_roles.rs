@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use common::raw::RawParticipant;
 use common::{
     coordinator_tls, curl, curl_installed, https_settings, localhost_certificate,
     start_coordinator, test_spec, wait_until,
@@ -59,6 +60,9 @@ const REVOCATION_BOUND: Duration = Duration::from_secs(15);
 
 /// How long the steps of a test may take on a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The client version these tests join with.
+const REVOCATION_TEST: &str = "revocation-test";
 
 /// A coordinator with mutual TLS, a registry file it re-reads, and the
 /// HTTPS endpoint.
@@ -209,60 +213,8 @@ fn curl_as(url: &str, work: &Path, name: &str) -> common::Fetched {
     )
 }
 
-/// A member driven by hand over raw gRPC on its own TLS connection.
-struct RawMember {
-    name: String,
-    token: String,
-    client: FederationClient<Channel>,
-    /// The `Join` stream.
-    events: tonic::Streaming<pb::CoordinatorEvent>,
-}
-
-impl RawMember {
-    /// Joins as `name` with `certificate` and reads the welcome.
-    async fn join(
-        federation: &Federation,
-        name: &str,
-        certificate: &IssuedCertificate,
-    ) -> RawMember {
-        let mut client = federation.connect(certificate).await;
-        let mut events = client
-            .join(join_request(name))
-            .await
-            .expect("a registered participant may join")
-            .into_inner();
-        let first = tokio::time::timeout(PATIENCE, events.message())
-            .await
-            .expect("the coordinator welcomes in time")
-            .unwrap()
-            .expect("the join stream is open")
-            .event;
-        let Some(pb::coordinator_event::Event::Welcome(welcome)) = first else {
-            panic!("the first event is a welcome, got {first:?}");
-        };
-        RawMember {
-            name: name.to_string(),
-            token: welcome.session_token,
-            client,
-            events,
-        }
-    }
-
-    /// Returns the next round announcement, skipping heartbeats.
-    async fn next_announcement(&mut self) -> pb::RoundAnnouncement {
-        loop {
-            let event = tokio::time::timeout(PATIENCE, self.events.message())
-                .await
-                .expect("an announcement arrives in time")
-                .unwrap()
-                .expect("the join stream is open")
-                .event;
-            if let Some(pb::coordinator_event::Event::RoundAnnouncement(announcement)) = event {
-                return announcement;
-            }
-        }
-    }
-
+/// What these tests read from a hand-driven member's stream.
+impl RawParticipant {
     /// Reads the stream, skipping heartbeats, until it ends or `bound`
     /// passes; returns how it ended.
     async fn stream_end_within(&mut self, bound: Duration) -> Result<(), Status> {
@@ -284,7 +236,7 @@ impl RawMember {
 fn join_request(name: &str) -> pb::JoinRequest {
     pb::JoinRequest {
         participant_id: name.to_string(),
-        client_version: "revocation-test".to_string(),
+        client_version: REVOCATION_TEST.to_string(),
     }
 }
 
@@ -332,7 +284,12 @@ async fn revoking_the_member_a_round_waits_for_ends_its_stream_and_completes_the
     let federation = Federation::start(3, 2).await;
     let engine = federation.coordinator.engine().clone();
     let carol_certificate = federation.issue("carol");
-    let mut carol = RawMember::join(&federation, "carol", &carol_certificate).await;
+    let mut carol = RawParticipant::join_on(
+        federation.connect(&carol_certificate).await,
+        "carol",
+        REVOCATION_TEST,
+    )
+    .await;
     let participants = vec![
         federation.start_participant("alice", 0),
         federation.start_participant("bob", 1),
@@ -512,7 +469,12 @@ async fn a_detector_certificate_downloads_models_but_is_refused_on_every_trainin
 
     // Alice, a participant, joins and is announced the round.
     let alice_certificate = federation.issue("alice");
-    let mut alice = RawMember::join(&federation, "alice", &alice_certificate).await;
+    let mut alice = RawParticipant::join_on(
+        federation.connect(&alice_certificate).await,
+        "alice",
+        REVOCATION_TEST,
+    )
+    .await;
     let announcement = alice.next_announcement().await;
 
     // Dave may not submit to it, reserve an upload slot, or decline it.

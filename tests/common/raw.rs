@@ -28,7 +28,17 @@ impl RawParticipant {
     /// Joins as `name` on a connection of its own and reads the welcome;
     /// `client_version` names the test in the coordinator's logs.
     pub async fn join_as(url: &str, name: &str, client_version: &str) -> RawParticipant {
-        let mut client = FederationClient::connect(url.to_string()).await.unwrap();
+        let client = FederationClient::connect(url.to_string()).await.unwrap();
+        RawParticipant::join_on(client, name, client_version).await
+    }
+
+    /// Joins as `name` on `client` (a connection the test made, e.g. with a
+    /// client certificate) and reads the welcome.
+    pub async fn join_on(
+        mut client: FederationClient<Channel>,
+        name: &str,
+        client_version: &str,
+    ) -> RawParticipant {
         let mut events = client
             .join(pb::JoinRequest {
                 participant_id: name.to_string(),
