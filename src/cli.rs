@@ -512,9 +512,20 @@ pub struct CoordinatorArgs {
     /// Seconds from announcement to the round's deadline.
     #[arg(long, default_value_t = 120)]
     pub round_deadline_secs: u64,
-    /// Stop after this many completed rounds (default: run until stopped).
-    #[arg(long)]
+    /// Total rounds the federation publishes, counted over its whole history (a restarted
+    /// coordinator continues the count). After the last one, participants are told the federation
+    /// is complete and exit 0, and so does the coordinator unless --keep-serving. Default: run
+    /// until stopped.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub rounds: Option<u64>,
+    /// After the last of --rounds, keep serving model downloads, status, metrics and the
+    /// dashboard until stopped, instead of exiting.
+    #[arg(long, requires = "rounds")]
+    pub keep_serving: bool,
+    /// Seconds a graceful stop (SIGINT, SIGTERM, or the end of --rounds) may take to let
+    /// connections finish; then the coordinator stops anyway. A second signal stops it at once.
+    #[arg(long, default_value_t = crate::shutdown::DEFAULT_GRACE_SECS)]
+    pub shutdown_grace_secs: u64,
     /// Server momentum β (FedAvgM); 0 is plain FedAvg. Helps when organizations' data differ a lot.
     #[arg(long, default_value_t = 0.0)]
     pub server_momentum: f32,
@@ -694,6 +705,11 @@ pub struct ParticipantArgs {
     /// Serve Prometheus metrics over plain HTTP here (GET /metrics), for a scraper on a private network. No TLS and no authentication: it carries only counts, sizes, durations and the ledger's total epsilon (no keys or telemetry). Default: none.
     #[arg(long, env = "FEDSHIELD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Seconds a graceful stop (SIGINT or SIGTERM) may take (declining an open round, ending
+    /// training after its current step); then the participant stops anyway. A second signal
+    /// stops it at once.
+    #[arg(long, default_value_t = crate::shutdown::DEFAULT_GRACE_SECS)]
+    pub shutdown_grace_secs: u64,
 }
 
 #[derive(Debug, Args)]

@@ -17,7 +17,9 @@ use fedshield_core::telemetry::{
     OrgProfile, SYNTHETIC_FLOWS_SCHEMA_TOML, synthetic_dataset, synthetic_flows_schema,
 };
 use fedshield_core::{ModelSpec, ParticipantId, TrainingPlan};
-use fedshield_participant::{Participant, ParticipantConfig, PrivacyBudget};
+use fedshield_participant::{
+    Participant, ParticipantConfig, ParticipantError, PrivacyBudget, RunEnd,
+};
 use fedshield_proto::metrics_http::serve_metrics;
 use fedshield_proto::tls::{ServerTlsFiles, client_tls_config_from_files};
 use tokio::net::TcpListener;
@@ -29,6 +31,7 @@ use crate::cli::{
     ParticipantArgs, ParticipantBudgetArgs, ParticipantCommand, PrivacyArgs, PrivacyCommand,
     TokenFileArgs,
 };
+use crate::exit::{Exit, ExitStatus};
 use crate::offline::{load_labelled, spec_for};
 use crate::shutdown;
 
@@ -260,13 +263,28 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
         serve_metrics(
             metrics_listener,
             Arc::new(move || metrics.render()),
-            shutdown,
+            shutdown.clone(),
         );
     }
-    coordinator
-        .wait()
-        .await
-        .map_err(|error| anyhow::anyhow!("coordinator failed: {error}"))
+    if !args.keep_serving {
+        // The end of --rounds stops the coordinator as a signal would.
+        let engine = coordinator.engine().clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = engine.completed() => {
+                    info!("stopping: the federation is complete (--keep-serving keeps serving downloads)");
+                    stop.cancel();
+                }
+                () = stop.cancelled() => {}
+            }
+        });
+    }
+    let grace = Duration::from_secs(args.shutdown_grace_secs);
+    match shutdown::finish_within(&shutdown, grace, "the coordinator", coordinator.wait()).await {
+        Some(stopped) => stopped.map_err(|error| anyhow::anyhow!("coordinator failed: {error}")),
+        None => Ok(()),
+    }
 }
 
 /// Binds `--metrics-listen`, if given.
@@ -293,11 +311,15 @@ pub async fn participant(args: ParticipantArgs) -> Result<()> {
         .ok_or_else(|| anyhow::anyhow!("--id is required to run a participant"))?;
     let participant_id =
         ParticipantId::new(id).map_err(|reason| anyhow::anyhow!("--id: {reason}"))?;
-    let (data, schema_sha256) = match (&args.data, &args.schema) {
+    let tls = participant_tls(&args)?;
+    if let Some(cert) = &args.tls_cert {
+        check_certificate_names(cert, &participant_id)?;
+    }
+    let (data, schema) = match (&args.data, &args.schema) {
         (Some(data_path), Some(schema_path)) => {
             let schema = Schema::load(schema_path)
                 .with_context(|| format!("failed to load --schema {}", schema_path.display()))?;
-            (load_labelled(data_path, &schema, None)?, schema.sha256())
+            (load_labelled(data_path, &schema, None)?, schema)
         }
         _ => {
             if args.synthetic_records == 0 {
@@ -308,7 +330,7 @@ pub async fn participant(args: ParticipantArgs) -> Result<()> {
                 args.synthetic_records,
                 args.synthetic_seed,
             );
-            (data, synthetic_flows_schema().sha256())
+            (data, synthetic_flows_schema())
         }
     };
     let config = ParticipantConfig {
@@ -318,9 +340,10 @@ pub async fn participant(args: ParticipantArgs) -> Result<()> {
         initial_backoff: Duration::from_millis(250),
         max_backoff: Duration::from_secs(30),
         missed_heartbeats: 4,
-        feature_schema_sha256: Some(schema_sha256),
+        feature_schema_sha256: Some(schema.sha256()),
+        feature_schema_toml: Some(schema.to_toml_string()),
         privacy_budget: privacy_budget(&args.budget),
-        tls: participant_tls(&args)?,
+        tls,
         shuffle_seed: None,
     };
     let metrics_listener = bind_metrics_listener(args.metrics_listen).await?;
@@ -334,7 +357,66 @@ pub async fn participant(args: ParticipantArgs) -> Result<()> {
             shutdown.clone(),
         );
     }
-    participant.run(shutdown).await;
+    let grace = Duration::from_secs(args.shutdown_grace_secs);
+    let run = participant.run(shutdown.clone());
+    match shutdown::finish_within(&shutdown, grace, "the participant", run).await {
+        None | Some(Ok(RunEnd::Stopped)) => Ok(()),
+        Some(Ok(RunEnd::FederationComplete(end))) => {
+            println!(
+                "federation complete: {} rounds published; final model version {} (sha256 {})",
+                end.num_rounds_completed, end.final_version, end.final_sha256
+            );
+            Ok(())
+        }
+        Some(Err(error)) => Err(permanent_exit(error)),
+    }
+}
+
+/// Returns the error (with its exit status) for a condition that ended
+/// the participant for good.
+fn permanent_exit(error: ParticipantError) -> anyhow::Error {
+    let (status, advice) = match &error {
+        ParticipantError::Denied { .. } => (
+            ExitStatus::Denied,
+            "ask the coordinator's operator to add (or restore) this participant in its registry",
+        ),
+        ParticipantError::BudgetExhausted { .. } | ParticipantError::OrgBudgetExhausted { .. } => (
+            ExitStatus::BudgetExhausted,
+            "no round of this federation fits the remaining privacy budget; only a larger \
+             --privacy-epsilon (a decision for your organization) would let it take part again",
+        ),
+        _ => return anyhow::Error::new(error).context("participant failed"),
+    };
+    Exit::new(status, format!("{error}; {advice}")).into()
+}
+
+/// Checks that the client certificate at `cert` names `id`: the
+/// coordinator takes a participant's identity from its certificate's
+/// subject common name, and refuses a participant that claims another.
+fn check_certificate_names(cert: &std::path::Path, id: &ParticipantId) -> Result<()> {
+    let certificates = fedshield_proto::tls::load_certificates(cert)
+        .with_context(|| format!("failed to read --tls-cert {}", cert.display()))?;
+    let leaf = certificates
+        .first()
+        .with_context(|| format!("--tls-cert {} holds no certificate", cert.display()))?;
+    let identity = fedshield_proto::tls::PeerIdentity::from_der(leaf)
+        .with_context(|| format!("failed to read the subject of --tls-cert {}", cert.display()))?;
+    if identity.common_name != id.as_str() {
+        return Err(Exit::new(
+            ExitStatus::IdentityMismatch,
+            format!(
+                "--tls-cert {} is issued to participant {:?}, but --id is {:?}; the coordinator \
+                 would refuse every call. Use the certificate issued for {:?} \
+                 (`fedshield certs participant --id {}`) or correct --id",
+                cert.display(),
+                identity.common_name,
+                id.as_str(),
+                id.as_str(),
+                id.as_str()
+            ),
+        )
+        .into());
+    }
     Ok(())
 }
 

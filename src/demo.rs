@@ -169,6 +169,7 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
             max_backoff: Duration::from_secs(2),
             missed_heartbeats: 5,
             feature_schema_sha256: Some(schema.sha256()),
+            feature_schema_toml: Some(schema.to_toml_string()),
             // Each demo organization holds exactly the budget the federation promises.
             privacy_budget: privacy.as_ref().map(|target| PrivacyBudget {
                 epsilon: target.epsilon,

@@ -28,6 +28,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -57,6 +58,9 @@ use crate::offline::{SCHEMA_METADATA_KEY, THRESHOLD_METADATA_KEY, load_model_wit
 /// How long a followed file that has been read to its end rests before the
 /// next look for new data.
 pub const FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How long a stop on SIGINT or SIGTERM waits for the read under way.
+const STOP_WAIT: Duration = Duration::from_secs(1);
 
 /// Bytes read from the input at once; also the longest accepted line.
 pub const READ_BUFFER_BYTES: usize = 1 << 20;
@@ -105,7 +109,18 @@ pub async fn run(args: DetectArgs) -> Result<()> {
     );
     let (sender, mut receiver) = watch::channel(Arc::new(initial));
     let watches_models = args.follow && source.can_switch();
-    let scoring = tokio::task::spawn_blocking(move || -> Result<DetectStats> {
+    // SIGINT or SIGTERM: stop after the read under way, with what was read
+    // scored and written, and exit 0.
+    let shutdown = crate::shutdown::on_signal();
+    let stop = Arc::new(AtomicBool::new(false));
+    tokio::spawn({
+        let (shutdown, stop) = (shutdown.clone(), stop.clone());
+        async move {
+            shutdown.cancelled().await;
+            stop.store(true, Ordering::Relaxed);
+        }
+    });
+    let mut scoring = tokio::task::spawn_blocking(move || -> Result<DetectStats> {
         let initial = receiver.borrow_and_update().clone();
         let model = ScoringModel::new(initial)?;
         let mut detector = Detector::new(
@@ -114,7 +129,8 @@ pub async fn run(args: DetectArgs) -> Result<()> {
             batch_events,
             io::stdout().lock(),
             io::stderr(),
-        );
+        )
+        .stop_when(stop);
         let models = watches_models.then_some(&mut receiver);
         match input {
             EventInput::Stdin(mut stdin) => {
@@ -130,10 +146,20 @@ pub async fn run(args: DetectArgs) -> Result<()> {
     });
     let watcher = watches_models
         .then(|| tokio::spawn(source.watch(rules, sender, Duration::from_secs(args.poll_secs))));
-    let outcome = scoring.await.context("the scoring thread failed")?;
+    let finished = tokio::select! {
+        finished = &mut scoring => Some(finished),
+        // A read that waits for input (a quiet pipe) cannot be interrupted;
+        // everything read before it is already scored and written.
+        () = shutdown.cancelled() => tokio::time::timeout(STOP_WAIT, &mut scoring).await.ok(),
+    };
     if let Some(watcher) = watcher {
         watcher.abort();
     }
+    let Some(finished) = finished else {
+        info!("stopped by a signal while waiting for input");
+        return Ok(());
+    };
+    let outcome = finished.context("the scoring thread failed")?;
     let stats = outcome?;
     info!(
         num_scored = stats.num_scored,
@@ -723,6 +749,8 @@ pub struct Detector<W: Write, E: Write> {
     diagnostics: E,
     /// Set when the reader of `output` went away (a closed pipe): scoring stops.
     output_closed: bool,
+    /// Set from outside (a SIGTERM): scoring stops after the current read.
+    stop: Arc<AtomicBool>,
     stats: DetectStats,
 }
 
@@ -750,8 +778,22 @@ impl<W: Write, E: Write> Detector<W, E> {
             output,
             diagnostics,
             output_closed: false,
+            stop: Arc::new(AtomicBool::new(false)),
             stats: DetectStats::default(),
         }
+    }
+
+    /// Makes scoring stop, after the read under way and with its events
+    /// scored and written, once `stop` is set.
+    pub fn stop_when(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// Returns whether scoring should stop: the output was closed, or a
+    /// stop was asked for.
+    fn should_stop(&self) -> bool {
+        self.output_closed || self.stop.load(Ordering::Relaxed)
     }
 
     /// Returns the counts so far.
@@ -942,7 +984,7 @@ pub fn score_to_end<W: Write, E: Write>(
             return detector.flush();
         }
         detector.flush()?;
-        if detector.is_output_closed() {
+        if detector.should_stop() {
             return Ok(());
         }
         if let Some(models) = models.as_deref_mut() {
@@ -967,7 +1009,7 @@ fn follow_file<W: Write, E: Write>(
         detector.push_lines(&mut lines)?;
         // Every read, and so every pause of the writer, flushes a partial batch.
         detector.flush()?;
-        if detector.is_output_closed() {
+        if detector.should_stop() {
             return Ok(());
         }
         if let Some(models) = models.as_deref_mut() {

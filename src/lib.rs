@@ -8,6 +8,7 @@
 //! - [`commands`]: the `coordinator` and `participant` commands.
 //! - [`demo`]: `fedshield demo`, a whole federation on 127.0.0.1.
 //! - [`detect`]: `fedshield detect`, scoring live events with a published model.
+//! - [`exit`]: exit statuses for conditions that retrying cannot change.
 //! - [`offline`]: `fedshield synth`, `train` and `evaluate`.
 //! - [`shutdown`]: SIGINT/SIGTERM handling.
 //! - [`tokens`]: `fedshield coordinator tokens create|list|revoke`.
@@ -19,6 +20,7 @@ pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod detect;
+pub mod exit;
 pub mod offline;
 pub mod shutdown;
 pub mod tokens;

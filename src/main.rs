@@ -3,16 +3,38 @@
 use anyhow::Result;
 use clap::FromArgMatches;
 use fedshield::cli::{Cli, Command, LogFormat};
-use fedshield::{certs, commands, config, demo, offline};
+use fedshield::{certs, commands, config, demo, exit, offline};
+use std::process::ExitCode;
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     keep_freed_heap_memory();
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(run())
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("Error: failed to start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run());
+    // What is still running was given its grace period already (a training
+    // step, a connection a stopped peer holds open): do not wait for it.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error:?}");
+            ExitCode::from(exit::code_of(&error))
+        }
+    }
 }
+
+/// How long the runtime waits for its remaining tasks after `run` returned.
+const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Largest free memory at the top of a heap that glibc's allocator keeps
 /// instead of giving it back to the system (its default is 128 KiB).

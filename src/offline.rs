@@ -296,7 +296,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let progress = fedshield_participant::progress::Progress::training("training");
     let outcome =
         train_local_observed(&initial, &train_set, &plan, args.model.init_seed, &|step| {
-            progress.step(step)
+            progress.step(step);
+            std::ops::ControlFlow::Continue(())
         })?;
     progress.finish();
     let seconds = started.elapsed().as_secs_f64();

@@ -321,6 +321,58 @@ fn unlabelled_jsonl_events_from_stdin_get_the_most_likely_attack_category() {
     assert!(num_checked_categories > 0);
 }
 
+/// SIGTERM stops `detect` with status 0, as it stops the other roles: the
+/// events read before it are scored and written, and a read that waits on a
+/// quiet pipe does not keep the process alive.
+#[test]
+fn detect_exits_0_on_sigterm_with_what_it_read_scored() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = train_model(dir.path(), "classifier");
+    let (header, rows) = flow_rows(20, 9);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fedshield"))
+        .args(["detect", "--model", path_str(&model), "--format", "csv"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The pipe stays open: detect reads, scores these, then waits for more.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{header}\n{}\n", rows.join("\n")).as_bytes())
+        .unwrap();
+    stdin.flush().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines_sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if lines_sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut verdicts = Vec::new();
+    while verdicts.len() < rows.len() {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a verdict for every event written");
+        verdicts.push(line);
+    }
+    common::send_sigterm(&child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "detect did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(stdin);
+    assert_eq!(status.code(), Some(0), "detect exits 0 on SIGTERM: {status}");
+    assert_eq!(verdicts.len(), 20);
+}
+
 #[test]
 fn a_model_that_does_not_match_its_card_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -521,7 +573,7 @@ async fn publish_version(
     // Stop at once, so that the next round does not publish another version.
     stop.cancel();
     for task in tasks {
-        task.await.unwrap();
+        task.await.unwrap().expect("the participant meets no permanent refusal");
     }
     assert_eq!(
         coordinator.engine().current_model().version,

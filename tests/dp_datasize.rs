@@ -65,7 +65,7 @@ fn start_participant_with_records(
     work: &Path,
     shutdown: CancellationToken,
 ) -> (
-    tokio::task::JoinHandle<()>,
+    tokio::task::JoinHandle<fedshield_participant::error::Result<fedshield_participant::RunEnd>>,
     mpsc::UnboundedReceiver<ParticipantEvent>,
 ) {
     let config = ParticipantConfig::for_test(
@@ -225,7 +225,7 @@ async fn solo_round(num_records: usize, spec: &ModelSpec, plan: &TrainingPlan) -
         .reported
         .epsilon;
     shutdown.cancel();
-    task.await.unwrap();
+    task.await.unwrap().expect("the participant meets no permanent refusal");
     coordinator.wait().await.unwrap();
     let ledger_epsilon = inspect(&work.path().join(&name), DELTA).unwrap().epsilon;
     SoloRound {
@@ -314,7 +314,7 @@ async fn a_participant_below_the_public_minimum_declines_without_disclosing_its_
         "no update was sent"
     );
     shutdown.cancel();
-    task.await.unwrap();
+    task.await.unwrap().expect("the participant meets no permanent refusal");
     coordinator.wait().await.unwrap();
     let spend = inspect(&work.path().join("tiny"), DELTA).unwrap();
     assert_eq!(spend.num_rounds, 0, "nothing was spent");

@@ -120,7 +120,7 @@ fn start_site(
     dp: bool,
     shutdown: CancellationToken,
 ) -> (
-    tokio::task::JoinHandle<()>,
+    tokio::task::JoinHandle<fedshield_participant::error::Result<fedshield_participant::RunEnd>>,
     mpsc::UnboundedReceiver<ParticipantEvent>,
 ) {
     let mut config = ParticipantConfig::for_test(
@@ -238,7 +238,7 @@ async fn one_round_includes_the_poisoned_site(
 
     shutdown.cancel();
     for task in tasks {
-        task.await.unwrap();
+        task.await.unwrap().expect("the participant meets no permanent refusal");
     }
     coordinator.wait().await.unwrap();
 }

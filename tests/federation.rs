@@ -130,7 +130,8 @@ async fn three_participants_train_three_rounds_and_beat_the_initial_model() {
         tokio::time::timeout(Duration::from_secs(10), task)
             .await
             .unwrap()
-            .unwrap();
+            .unwrap()
+            .expect("the participant meets no permanent refusal");
     }
     tokio::time::timeout(Duration::from_secs(10), coordinator.wait())
         .await
@@ -170,8 +171,8 @@ async fn participant_started_before_the_coordinator_connects_with_backoff() {
     }
     assert!(joined);
     shutdown.cancel();
-    first.await.unwrap();
-    second.await.unwrap();
+    first.await.unwrap().expect("the participant meets no permanent refusal");
+    second.await.unwrap().expect("the participant meets no permanent refusal");
     coordinator.wait().await.unwrap();
 }
 
@@ -197,7 +198,7 @@ async fn restarted_coordinator_resumes_from_the_last_published_version() {
     let published_sha256 = coordinator.engine().current_model().card.sha256.clone();
     shutdown.cancel();
     for (task, _) in participants {
-        task.await.unwrap();
+        task.await.unwrap().expect("the participant meets no permanent refusal");
     }
     coordinator.wait().await.unwrap();
 
@@ -249,7 +250,7 @@ async fn autoencoder_and_multi_class_models_train_through_federation() {
         );
         shutdown.cancel();
         for (task, _) in participants {
-            task.await.unwrap();
+            task.await.unwrap().expect("the participant meets no permanent refusal");
         }
         coordinator.wait().await.unwrap();
     }
@@ -324,7 +325,7 @@ async fn participant_with_another_feature_schema_declines_the_round() {
         vec!["matching".to_string()]
     );
     shutdown.cancel();
-    odd_task.await.unwrap();
-    good_task.await.unwrap();
+    odd_task.await.unwrap().expect("the participant meets no permanent refusal");
+    good_task.await.unwrap().expect("the participant meets no permanent refusal");
     coordinator.wait().await.unwrap();
 }

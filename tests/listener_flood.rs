@@ -340,7 +340,7 @@ fn start_tls_participant(
     org: usize,
     data_dir: &Path,
     shutdown: CancellationToken,
-) -> JoinHandle<()> {
+) -> JoinHandle<fedshield_participant::error::Result<fedshield_participant::RunEnd>> {
     let certificate = authority.issue_client(name, 1).unwrap();
     let mut config = ParticipantConfig::for_test(
         url.to_string(),
@@ -514,8 +514,8 @@ async fn an_honest_round_and_curl_downloads_complete_during_a_flood_of_idle_and_
     assert_eq!(contributors, vec!["alice".to_string(), "bob".to_string()]);
 
     shutdown.cancel();
-    alice.await.unwrap();
-    bob.await.unwrap();
+    alice.await.unwrap().expect("the participant meets no permanent refusal");
+    bob.await.unwrap().expect("the participant meets no permanent refusal");
     coordinator.wait().await.unwrap();
 }
 

@@ -48,7 +48,7 @@ struct Federation {
     coordinator: CoordinatorHandle,
     token: String,
     shutdown: CancellationToken,
-    participants: Vec<(JoinHandle<()>, ParticipantMetrics)>,
+    participants: Vec<(JoinHandle<fedshield_participant::error::Result<fedshield_participant::RunEnd>>, ParticipantMetrics)>,
 }
 
 impl Federation {
@@ -154,7 +154,8 @@ impl Federation {
             tokio::time::timeout(Duration::from_secs(10), task)
                 .await
                 .unwrap()
-                .unwrap();
+                .unwrap()
+                .expect("the participant meets no permanent refusal");
         }
         tokio::time::timeout(Duration::from_secs(10), self.coordinator.wait())
             .await

@@ -51,7 +51,7 @@ fn start_dp_participant(
     budget: Option<PrivacyBudget>,
     shutdown: CancellationToken,
 ) -> (
-    tokio::task::JoinHandle<()>,
+    tokio::task::JoinHandle<fedshield_participant::error::Result<fedshield_participant::RunEnd>>,
     mpsc::UnboundedReceiver<ParticipantEvent>,
 ) {
     let mut config = ParticipantConfig::for_test(
@@ -115,7 +115,7 @@ async fn dp_rounds_publish_the_guarantee_that_each_ledger_records() {
     assert!(privacy.mechanism.contains("dp-sgd"));
     shutdown.cancel();
     for task in tasks {
-        task.await.unwrap();
+        task.await.unwrap().expect("the participant meets no permanent refusal");
     }
     coordinator.wait().await.unwrap();
     for name in ["alpha", "beta"] {
@@ -174,7 +174,7 @@ async fn organization_level_dp_is_accounted_on_its_own() {
     let card = coordinator.engine().current_model().card.clone();
     shutdown.cancel();
     for task in tasks {
-        task.await.unwrap();
+        task.await.unwrap().expect("the participant meets no permanent refusal");
     }
     coordinator.wait().await.unwrap();
     let org_plan = card
@@ -261,9 +261,17 @@ async fn a_participant_at_its_budget_declines_and_the_round_goes_on_without_it()
         // The frugal participant's data is still in the model, through version 1.
         assert!(card.privacy.unwrap().participants.contains_key("frugal"));
     }
+    // A budget no round fits ends the participant for good.
+    let frugal_end = frugal_task.await.unwrap();
+    assert!(
+        matches!(
+            frugal_end,
+            Err(fedshield_participant::ParticipantError::BudgetExhausted { .. })
+        ),
+        "{frugal_end:?}"
+    );
     shutdown.cancel();
-    frugal_task.await.unwrap();
-    generous_task.await.unwrap();
+    generous_task.await.unwrap().expect("the participant meets no permanent refusal");
     coordinator.wait().await.unwrap();
     let spend = inspect(&work.path().join("frugal"), DELTA).unwrap();
     assert_eq!(spend.num_rounds, 1);
@@ -317,8 +325,8 @@ async fn a_participant_with_a_budget_declines_rounds_without_dp() {
         vec!["other".to_string()]
     );
     shutdown.cancel();
-    careful_task.await.unwrap();
-    other_task.await.unwrap();
+    careful_task.await.unwrap().expect("the participant meets no permanent refusal");
+    other_task.await.unwrap().expect("the participant meets no permanent refusal");
     coordinator.wait().await.unwrap();
     assert_eq!(
         inspect(&work.path().join("careful"), DELTA)

@@ -123,7 +123,7 @@ fn start_tls_participant(
     name: &str,
     org: usize,
     data_dir: &Path,
-) -> tokio::task::JoinHandle<()> {
+) -> tokio::task::JoinHandle<fedshield_participant::error::Result<fedshield_participant::RunEnd>> {
     let certificate = federation.authority.issue_client(name, 1).unwrap();
     let mut config = ParticipantConfig::for_test(
         federation.url(),
@@ -158,8 +158,8 @@ async fn participants_with_valid_certificates_train_over_mutual_tls() {
     contributors.sort();
     assert_eq!(contributors, vec!["alice".to_string(), "bob".to_string()]);
     federation.shutdown.cancel();
-    alice.await.unwrap();
-    bob.await.unwrap();
+    alice.await.unwrap().expect("the participant meets no permanent refusal");
+    bob.await.unwrap().expect("the participant meets no permanent refusal");
     federation.stop().await;
 }
 

@@ -53,7 +53,9 @@ use crate::registry::{
 };
 use crate::weighting::UpdateWeight;
 
+mod completion;
 mod revocation;
+pub use completion::Completion;
 pub use revocation::RevokedMember;
 
 /// Finished rounds kept for status and for refusing late updates clearly.
@@ -69,6 +71,8 @@ pub enum SessionEvent {
     Announcement(Announcement),
     /// Liveness signal carrying the current model version.
     Heartbeat { current_version: ModelVersion },
+    /// The federation is complete; the last event of the session.
+    Complete(Completion),
 }
 
 /// What a sampled participant is told.
@@ -278,6 +282,9 @@ struct EngineState {
     /// a decline when the round closes dropped out ([`crate::dropouts`]).
     /// Emptied when a round closes.
     left_open_round_before_delivering: BTreeSet<ParticipantId>,
+    /// Set once the federation has published all its rounds
+    /// ([`completion`]); no round opens after it.
+    completion: Option<Completion>,
 }
 
 impl EngineState {
@@ -398,6 +405,8 @@ struct EngineInner {
     /// Appends finished rounds to the durable history, in order, off the
     /// driver's path.
     round_history: RoundHistoryWriter,
+    /// Cancelled once the federation is complete ([`completion`]).
+    completed: CancellationToken,
 }
 
 /// What the round history writer thread is asked to do.
@@ -621,6 +630,7 @@ impl Engine {
                     revoked: revocation::RevokedMembers::new(),
                     dropouts: DropoutTracker::new(),
                     left_open_round_before_delivering: BTreeSet::new(),
+                    completion: None,
                 }),
                 changed: Notify::new(),
                 upload_permits: Arc::new(Semaphore::new(max_concurrent_uploads.max(1))),
@@ -633,6 +643,7 @@ impl Engine {
                 metrics,
                 last_open_round_recorded: Mutex::new(0),
                 round_history,
+                completed: CancellationToken::new(),
             }),
         }
     }
@@ -730,6 +741,9 @@ impl Engine {
             let _ = sender.try_send(SessionEvent::Announcement(
                 round.announcement(&self.inner.plan, self.inner.upload_permits_total),
             ));
+        }
+        if let Some(completion) = &state.completion {
+            let _ = sender.try_send(SessionEvent::Complete(completion.clone()));
         }
         let replaced = state.sessions.insert(
             participant.clone(),
@@ -1136,12 +1150,7 @@ impl Engine {
             } = &state.round
             {
                 let (retry_after, attempt) = (*retry_after, *attempt);
-                if self
-                    .inner
-                    .config
-                    .max_rounds
-                    .is_some_and(|max| state.num_rounds_completed >= max)
-                {
+                if self.complete_if_done(state) {
                     return Step::WaitForChange;
                 }
                 if let Some(retry_at) = retry_after

@@ -198,13 +198,13 @@ impl Federation for FederationService {
             let mut heartbeat = tokio::time::interval(heartbeat_interval);
             heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut revoked = None;
-            loop {
+            let mut complete = false;
+            while !complete {
                 let outgoing = tokio::select! {
-                    () = shutdown.cancelled() => {
-                        let _ = sender.send(Err(Status::unavailable("coordinator is shutting down"))).await;
-                        break;
-                    }
-                    () = sender.closed() => break,
+                    // A revocation first; then engine events: the completion,
+                    // sent just before the coordinator stops, must win over
+                    // the shutdown.
+                    biased;
                     denied = revocation.denied() => {
                         revoked = Some(denied);
                         break;
@@ -222,9 +222,23 @@ impl Federation for FederationService {
                             }))
                         }
                         Some(SessionEvent::Heartbeat { current_version }) => heartbeat_event(current_version),
+                        Some(SessionEvent::Complete(completion)) => {
+                            // The last event: the stream ends once it is sent.
+                            complete = true;
+                            event(pb::coordinator_event::Event::Complete(pb::FederationComplete {
+                                final_model_version: completion.final_version.0,
+                                final_model_sha256: completion.final_sha256,
+                                num_rounds_completed: completion.num_rounds_completed,
+                            }))
+                        }
                         // A newer session of the same participant replaced this one.
                         None => break,
                     },
+                    () = shutdown.cancelled() => {
+                        let _ = sender.send(Err(Status::unavailable("coordinator is shutting down"))).await;
+                        break;
+                    }
+                    () = sender.closed() => break,
                     _ = heartbeat.tick() => heartbeat_event(engine.current_model().version),
                 };
                 tokio::select! {

@@ -42,7 +42,7 @@ use crate::data::Dataset;
 use crate::error::{CoreError, Result};
 use crate::model::ModelSpec;
 use crate::training::{
-    LocalTrainingOutcome, ProgressObserver, TrainingPlan, TrainingProgress, training_rows,
+    LocalTrainingOutcome, ProgressObserver, TrainingPlan, TrainingProgress, no_progress, training_rows,
 };
 use crate::weights::ModelWeights;
 
@@ -352,7 +352,7 @@ pub fn train_local_dp<R: Rng + CryptoRng + ?Sized>(
     dp: &DpSgdPlan,
     rng: &mut R,
 ) -> Result<LocalTrainingOutcome> {
-    train_local_dp_observed(weights, data, plan, dp, rng, &|_| {})
+    train_local_dp_observed(weights, data, plan, dp, rng, &no_progress)
 }
 
 /// [`train_local_dp`], reporting progress (step counts, which the plan fixes
@@ -442,12 +442,17 @@ fn run_dp_sgd<R: Rng + CryptoRng + ?Sized>(
             decay_factor,
             rng,
         );
-        observer(TrainingProgress {
+        let progress = TrainingProgress {
             steps_done: step + 1,
             steps_planned: num_steps,
             epoch: ((step / steps_per_epoch) + 1).min(u64::from(epochs)) as u32,
             epochs,
-        });
+        };
+        if observer(progress).is_break() {
+            return Err(CoreError::Cancelled {
+                steps_done: step + 1,
+            });
+        }
     }
     let params = flatten_layers(layers);
     if let Some(index) = params.iter().position(|value| !value.is_finite()) {
@@ -990,7 +995,7 @@ mod tests {
             &plan,
             &noiseless_full_batch(&weights.spec, &data, 1e9, 1),
             &mut seeded_rng(1),
-            &|_| {},
+            &no_progress,
         )
         .unwrap();
         let plain_plan = plan
@@ -1012,7 +1017,7 @@ mod tests {
             let plan = TrainingPlan::new().with_learning_rate(0.3);
             let dp = noiseless_full_batch(&weights.spec, &data, 1e9, 1);
             let private =
-                run_dp_sgd(&weights, &data, &plan, &dp, &mut seeded_rng(1), &|_| {}).unwrap();
+                run_dp_sgd(&weights, &data, &plan, &dp, &mut seeded_rng(1), &no_progress).unwrap();
             let plain = plain_full_batch_step(&weights, &data, 0.3);
             assert_eq!(private.num_steps, 1);
             let difference = max_abs_difference(&private.params, &plain.params);
@@ -1175,7 +1180,7 @@ mod tests {
             let data = random_dataset(1, 8, 2, 1000.0, seed);
             let dp = noiseless_full_batch(&weights.spec, &data, clip_norm, 1);
             let outcome =
-                run_dp_sgd(&weights, &data, &plan, &dp, &mut seeded_rng(seed), &|_| {}).unwrap();
+                run_dp_sgd(&weights, &data, &plan, &dp, &mut seeded_rng(seed), &no_progress).unwrap();
             let change = l2_norm(&outcome.delta_from(&weights.params));
             assert!(
                 change <= single_bound * (1.0 + 1e-4),
@@ -1198,7 +1203,7 @@ mod tests {
             let data = random_dataset(num_rows, 8, 2, 1000.0, 100 + seed);
             let dp = noiseless_full_batch(&weights.spec, &data, clip_norm, 1);
             let outcome =
-                run_dp_sgd(&weights, &data, &plan, &dp, &mut seeded_rng(seed), &|_| {}).unwrap();
+                run_dp_sgd(&weights, &data, &plan, &dp, &mut seeded_rng(seed), &no_progress).unwrap();
             let change = l2_norm(&outcome.delta_from(&weights.params));
             // B = N: the expected batch is the whole batch.
             let expected_batch_size = f64::from(dp.expected_batch_size);
@@ -1272,7 +1277,7 @@ mod tests {
         seed: u64,
     ) -> Vec<f32> {
         let plan = TrainingPlan::new().with_learning_rate(0.5);
-        let noisy = run_dp_sgd(weights, data, &plan, dp, &mut seeded_rng(seed), &|_| {}).unwrap();
+        let noisy = run_dp_sgd(weights, data, &plan, dp, &mut seeded_rng(seed), &no_progress).unwrap();
         let without_noise = DpSgdPlan {
             noise_multiplier: 0.0,
             ..dp.clone()
@@ -1283,7 +1288,7 @@ mod tests {
             &plan,
             &without_noise,
             &mut seeded_rng(seed),
-            &|_| {},
+            &no_progress,
         )
         .unwrap();
         assert_eq!(noisy.num_steps, u64::from(dp.steps_per_round));

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 pub enum CoreError {
     #[error("invalid model spec: {0}")]
     InvalidSpec(String),
+    #[error("training stopped on request after {steps_done} steps")]
+    Cancelled { steps_done: u64 },
     #[error("parameter count mismatch: expected {expected} parameters, got {actual}")]
     ParamCountMismatch { expected: u64, actual: u64 },
     #[error("encoded parameters have {num_bytes} bytes, which is not a multiple of 4")]

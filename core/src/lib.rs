@@ -19,6 +19,7 @@
 //! - [`metrics`]: accuracy, ROC-AUC and friends.
 //! - [`privacy`]: privacy targets, plan calibration, participants' reports and model cards' guarantees.
 //! - [`plan_fingerprint`]: the sha256 of a training plan, which keys re-sent updates of retried rounds.
+//! - [`schema_diff`]: what differs between two schemas, for the message that declines a round.
 //! - [`untrusted_text`]: peer-chosen text (claimed ids, decline reasons) escaped and bounded for logs.
 
 pub mod accountant;
@@ -38,6 +39,7 @@ pub mod plan_fingerprint;
 pub mod privacy;
 pub mod robust;
 pub mod schema;
+pub mod schema_diff;
 pub mod telemetry;
 pub mod training;
 pub mod untrusted_text;

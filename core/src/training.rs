@@ -3,6 +3,8 @@
 //! The loop is written by hand (forward, loss, backward, optimizer step) so
 //! that differential privacy can later sit between `backward()` and `step()`.
 
+use std::ops::ControlFlow;
+
 use burn::backend::ndarray::NdArrayDevice;
 use burn::backend::{Autodiff, NdArray};
 use burn::config::Config;
@@ -142,7 +144,7 @@ pub fn train_local(
     plan: &TrainingPlan,
     seed: u64,
 ) -> Result<LocalTrainingOutcome> {
-    train_local_observed(weights, data, plan, seed, &|_| {})
+    train_local_observed(weights, data, plan, seed, &no_progress)
 }
 
 /// How far local training is, reported after every step.
@@ -159,9 +161,16 @@ pub struct TrainingProgress {
     pub epochs: u32,
 }
 
-/// A callback that learns how far training is (progress bars, logs). It
-/// receives step counts only: nothing derived from the data.
-pub type ProgressObserver<'a> = &'a (dyn Fn(TrainingProgress) + Sync);
+/// A callback that learns how far training is (progress bars, logs) after
+/// every step, and may stop it there: training that is told
+/// [`ControlFlow::Break`] returns [`CoreError::Cancelled`]. It receives
+/// step counts only: nothing derived from the data.
+pub type ProgressObserver<'a> = &'a (dyn Fn(TrainingProgress) -> ControlFlow<()> + Sync);
+
+/// An observer for callers that need no progress and never stop training.
+pub fn no_progress(_: TrainingProgress) -> ControlFlow<()> {
+    ControlFlow::Continue(())
+}
 
 /// [`train_local`], reporting progress to `observer` after every step.
 ///
@@ -263,12 +272,15 @@ pub fn train_local_observed(
             epoch_loss_sum += f64::from(loss_value);
             epoch_batches += 1;
             num_steps += 1;
-            observer(TrainingProgress {
+            let progress = TrainingProgress {
                 steps_done: num_steps,
                 steps_planned,
                 epoch: epoch + 1,
                 epochs: plan.local_epochs,
-            });
+            };
+            if observer(progress).is_break() {
+                return Err(CoreError::Cancelled { steps_done: num_steps });
+            }
         }
         if epoch_batches > 0 {
             mean_loss = (epoch_loss_sum / epoch_batches as f64) as f32;
@@ -513,6 +525,28 @@ mod tests {
     }
 
     #[test]
+    fn an_observer_that_breaks_stops_training_after_that_step() {
+        let train = synthetic_dataset(OrgProfile::balanced(), 160, 1);
+        let spec = ModelSpec::mlp(num_flow_features() as u32, vec![8], 2);
+        let initial = ModelWeights::init(spec, 1).unwrap();
+        let plan = TrainingPlan::new().with_local_epochs(3).with_batch_size(32);
+        let steps_seen = std::sync::Mutex::new(0u64);
+        let result = train_local_observed(&initial, &train, &plan, 4, &|progress| {
+            *steps_seen.lock().unwrap() = progress.steps_done;
+            if progress.steps_done == 4 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        assert!(
+            matches!(result, Err(CoreError::Cancelled { steps_done: 4 })),
+            "{result:?}"
+        );
+        assert_eq!(*steps_seen.lock().unwrap(), 4, "no step after the break");
+    }
+
+    #[test]
     fn progress_is_reported_after_every_step_up_to_the_planned_total() {
         let train = synthetic_dataset(OrgProfile::balanced(), 160, 1);
         let spec = ModelSpec::mlp(num_flow_features() as u32, vec![8], 2);
@@ -521,6 +555,7 @@ mod tests {
         let reports = std::sync::Mutex::new(Vec::new());
         let outcome = train_local_observed(&initial, &train, &plan, 4, &|progress| {
             reports.lock().unwrap().push(progress);
+            ControlFlow::Continue(())
         })
         .unwrap();
         let reports = reports.into_inner().unwrap();

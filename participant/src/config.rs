@@ -25,6 +25,11 @@ pub struct ParticipantConfig {
     /// sha256 of the schema the local data was featurized with; rounds of a
     /// federation with another schema are declined. `None` skips the check.
     pub feature_schema_sha256: Option<String>,
+    /// Canonical TOML of that schema
+    /// ([`fedshield_core::schema::Schema::to_toml_string`]): when a round's
+    /// schema differs, the decline names the differing columns. `None`
+    /// names only the two hashes.
+    pub feature_schema_toml: Option<String>,
     /// The most privacy this participant may ever spend. With a budget it
     /// only takes part in rounds with differential privacy, and declines a
     /// round that would exceed it. Without one it still trains with DP when
@@ -58,6 +63,7 @@ impl ParticipantConfig {
             max_backoff: Duration::from_secs(1),
             missed_heartbeats: 5,
             feature_schema_sha256: None,
+            feature_schema_toml: None,
             privacy_budget: None,
             tls: None,
             shuffle_seed: None,

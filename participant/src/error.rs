@@ -11,6 +11,22 @@ pub enum ParticipantError {
     Connect { url: String, reason: String },
     #[error("coordinator refused the call: {0}")]
     Refused(#[from] tonic::Status),
+    /// The coordinator refuses this participant itself (PERMISSION_DENIED
+    /// on `Join`): not in its registry, revoked, or a certificate that names
+    /// another participant. Retrying cannot help.
+    #[error("the coordinator refuses participant {participant}: {reason}")]
+    Denied { participant: String, reason: String },
+    /// The federation's feature schema is not the one the local data was
+    /// read with; each line names one difference.
+    #[error(
+        "the federation's feature schema (sha256 {federation_sha256}) differs from the local one (sha256 {local_sha256}): {}; train with the federation's schema",
+        differences.join("; ")
+    )]
+    SchemaMismatch {
+        federation_sha256: String,
+        local_sha256: String,
+        differences: Vec<String>,
+    },
     #[error("protocol violation by the coordinator: {0}")]
     Protocol(String),
     #[error("downloaded model version {version} has sha256 {actual}, expected {expected}")]
@@ -53,6 +69,23 @@ pub enum ParticipantError {
     DeadlinePassed(RoundId),
     #[error(transparent)]
     Core(#[from] CoreError),
+}
+
+impl ParticipantError {
+    /// Returns whether the error ends the participant for good: retrying
+    /// (reconnecting, or waiting for the next round) cannot change it.
+    /// - [`ParticipantError::Denied`]: the coordinator refuses this
+    ///   participant, whatever it sends.
+    /// - The budget errors: every round of the federation costs what this
+    ///   one would, and the ledger only grows, so no later round fits.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            ParticipantError::Denied { .. }
+                | ParticipantError::BudgetExhausted { .. }
+                | ParticipantError::OrgBudgetExhausted { .. }
+        )
+    }
 }
 
 /// Result with [`ParticipantError`].

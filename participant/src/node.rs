@@ -12,6 +12,7 @@
 //! silent coordinator) leads to a reconnect with exponential backoff; the
 //! coordinator re-announces an open round to a participant that rejoins.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,11 +35,12 @@ use rand::RngExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
-use tracing::{Span, debug, info, instrument, warn};
+use tracing::{Span, debug, error, info, instrument, warn};
 
 use crate::backoff::Backoff;
 use crate::cache::ModelCache;
 use crate::config::ParticipantConfig;
+use crate::ending::{FederationEnd, RunEnd, join_refusal};
 use crate::error::{ParticipantError, Result};
 use crate::ledger::{DEFAULT_DELTA, LedgerEntry, PrivacyLedger, PrivacySpend};
 use crate::metrics::ParticipantMetrics;
@@ -52,6 +54,14 @@ pub const CRASH_AFTER_LEDGER_WRITE_ENV: &str = "FEDSHIELD_TEST_CRASH_AFTER_LEDGE
 
 /// Largest gRPC message accepted from the coordinator.
 const MAX_MESSAGE_BYTES: usize = fedshield_core::codec::MAX_CHUNK_BYTES + 64 * 1024;
+
+/// How one connection to the coordinator ended without error.
+enum SessionEnd {
+    /// The shutdown token was cancelled.
+    Stopped,
+    /// The coordinator announced that the federation is complete.
+    FederationComplete(FederationEnd),
+}
 
 /// Something a participant did, reported to whoever runs it (demo, tests).
 #[derive(Debug, Clone, PartialEq)]
@@ -233,14 +243,39 @@ impl Participant {
         }
     }
 
-    /// Runs until `shutdown` is cancelled, reconnecting as needed.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Runs until `shutdown` is cancelled or the coordinator announces that
+    /// the federation is complete, reconnecting as needed. Training under
+    /// way when `shutdown` is cancelled stops after its current step.
+    ///
+    /// # Errors
+    /// A permanent condition ([`ParticipantError::is_permanent`]): the
+    /// coordinator refuses this participant, or its privacy budget cannot
+    /// pay for a round of the federation. Everything else is retried.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<RunEnd> {
         let mut backoff = Backoff::new(self.config.initial_backoff, self.config.max_backoff);
         while !shutdown.is_cancelled() {
             match self.session(&shutdown, &mut backoff).await {
-                Ok(()) => {}
+                Ok(SessionEnd::Stopped) => {}
+                Ok(SessionEnd::FederationComplete(end)) => {
+                    info!(
+                        participant = %self.config.participant_id,
+                        num_rounds_completed = end.num_rounds_completed,
+                        final_version = %end.final_version,
+                        sha256 = %end.final_sha256,
+                        "the federation is complete; participant stopped"
+                    );
+                    return Ok(RunEnd::FederationComplete(end));
+                }
                 // Stopping anyway: a coordinator going away at the same time is no news.
                 Err(_) if shutdown.is_cancelled() => break,
+                Err(error) if error.is_permanent() => {
+                    error!(
+                        participant = %self.config.participant_id,
+                        error = %error,
+                        "stopping: this cannot change by retrying"
+                    );
+                    return Err(error);
+                }
                 Err(error) => {
                     let delay = backoff.next_delay();
                     warn!(
@@ -257,6 +292,7 @@ impl Participant {
             }
         }
         info!(participant = %self.config.participant_id, "participant stopped");
+        Ok(RunEnd::Stopped)
     }
 
     async fn connect(&self) -> Result<FederationClient<Channel>> {
@@ -288,21 +324,27 @@ impl Participant {
     }
 
     /// One connection: join, then handle events until the stream ends.
-    /// Returns `Ok` only on shutdown.
-    async fn session(&self, shutdown: &CancellationToken, backoff: &mut Backoff) -> Result<()> {
+    /// Returns `Ok` only on shutdown or when the federation is complete.
+    async fn session(
+        &self,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> Result<SessionEnd> {
         let mut client = self.connect().await?;
+        let participant = self.config.participant_id.as_str();
         let mut stream = client
             .join(pb::JoinRequest {
-                participant_id: self.config.participant_id.to_string(),
+                participant_id: participant.to_string(),
                 client_version: env!("CARGO_PKG_VERSION").to_string(),
             })
-            .await?
+            .await
+            .map_err(|status| join_refusal(participant, status))?
             .into_inner();
         let mut session_token = None;
         let mut silence_limit = Duration::from_secs(30);
         loop {
             let message = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
+                () = shutdown.cancelled() => return Ok(SessionEnd::Stopped),
                 message = tokio::time::timeout(silence_limit, stream.message()) => message,
             };
             let event = match message {
@@ -312,7 +354,7 @@ impl Participant {
                         silence_limit.as_secs_f32()
                     )));
                 }
-                Ok(Err(status)) => return Err(status.into()),
+                Ok(Err(status)) => return Err(join_refusal(participant, status)),
                 Ok(Ok(None)) => {
                     return Err(ParticipantError::Protocol(
                         "coordinator ended the join stream".into(),
@@ -335,6 +377,9 @@ impl Participant {
                     self.report(ParticipantEvent::Joined);
                 }
                 Some(pb::coordinator_event::Event::Heartbeat(_)) => {}
+                Some(pb::coordinator_event::Event::Complete(complete)) => {
+                    return Ok(SessionEnd::FederationComplete(complete.into()));
+                }
                 Some(pb::coordinator_event::Event::RoundAnnouncement(announcement)) => {
                     let Some(token) = session_token.clone() else {
                         return Err(ParticipantError::Protocol(
@@ -350,9 +395,9 @@ impl Participant {
                             // already durable, and the coordinator is told
                             // not to wait for this participant.
                             self.decline_on_shutdown(&mut client, round_id, token).await;
-                            return Ok(());
+                            return Ok(SessionEnd::Stopped);
                         }
-                        outcome = self.take_part(&mut client, announcement, token.clone()) => outcome,
+                        outcome = self.take_part(&mut client, announcement, token.clone(), shutdown) => outcome,
                     };
                     match outcome {
                         Ok(event) => {
@@ -383,6 +428,10 @@ impl Participant {
                                 }
                                 _ => ParticipantEvent::RoundFailed { round_id, reason },
                             });
+                            // Declined and reported; the run ends with it.
+                            if error.is_permanent() {
+                                return Err(error);
+                            }
                         }
                     }
                 }
@@ -405,19 +454,17 @@ impl Participant {
         client: &mut FederationClient<Channel>,
         announcement: pb::RoundAnnouncement,
         session_token: String,
+        shutdown: &CancellationToken,
     ) -> Result<ParticipantEvent> {
         let round_id = RoundId(announcement.round_id);
         let base_version = ModelVersion(announcement.base_model_version);
-        if let Some(local_schema) = &self.config.feature_schema_sha256
-            && !announcement.feature_schema_sha256.is_empty()
-            && *local_schema != announcement.feature_schema_sha256
-        {
-            return Err(ParticipantError::Config(format!(
-                "the federation's feature schema has sha256 {}, the local data was read with schema sha256 {local_schema}; \
-                 train with the federation's schema",
-                announcement.feature_schema_sha256
-            )));
-        }
+        crate::schema_check::check_round_schema(
+            client,
+            &self.config,
+            &announcement.feature_schema_sha256,
+            base_version,
+        )
+        .await?;
         let plan_message = announcement.plan.ok_or_else(|| {
             ParticipantError::Protocol("announcement has no training plan".into())
         })?;
@@ -570,13 +617,23 @@ impl Participant {
         let progress = Progress::training(format!("round {round_id}"));
         let shuffle_seed = self.config.shuffle_seed;
         let span = Span::current();
+        let shutdown = shutdown.clone();
         let (outcome, delta, update_sha256) = tokio::task::spawn_blocking(move || -> Result<_> {
             let _entered = span.enter();
             let Some(data) = data else {
                 let (outcome, delta) = benchmark_step(base.params, increment);
                 return Ok((outcome, delta, None));
             };
-            let observer = |step| progress.step(step);
+            // Between steps, a shutdown stops training: the spend is
+            // already recorded, and nothing derived from the data leaves.
+            let observer = |step| {
+                progress.step(step);
+                if shutdown.is_cancelled() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            };
             let outcome = match &training_plan.dp_sgd {
                 Some(dp_sgd) => {
                     let mut rng = os_seeded_rng()?;

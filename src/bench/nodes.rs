@@ -183,6 +183,7 @@ pub async fn participant_node(args: BenchParticipantNodeArgs) -> Result<()> {
         max_backoff: Duration::from_secs(1),
         missed_heartbeats: 24,
         feature_schema_sha256: None,
+        feature_schema_toml: None,
         privacy_budget: None,
         tls,
         shuffle_seed: None,

@@ -10,7 +10,6 @@ use fedshield_coordinator::{CoordinatorConfig, CoordinatorHandle, Engine};
 use fedshield_core::ParticipantId;
 use fedshield_participant::ParticipantEvent;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{start_coordinator, start_participant};
@@ -32,7 +31,7 @@ pub struct Federation {
     /// The coordinator's gRPC address, `http://127.0.0.1:port`.
     pub url: String,
     /// The honest participants' tasks and events.
-    pub honest: Vec<(JoinHandle<()>, mpsc::UnboundedReceiver<ParticipantEvent>)>,
+    pub honest: Vec<(super::ParticipantTask, mpsc::UnboundedReceiver<ParticipantEvent>)>,
 }
 
 impl Federation {
@@ -81,10 +80,12 @@ impl Federation {
     pub async fn stop(self) {
         self.shutdown.cancel();
         for (task, _) in self.honest {
-            tokio::time::timeout(STOP_PATIENCE, task)
+            let end = tokio::time::timeout(STOP_PATIENCE, task)
                 .await
                 .expect("participant stops")
-                .expect("participant task does not panic");
+                .expect("participant task does not panic")
+                .expect("an honest participant meets no permanent refusal");
+            assert_eq!(end, fedshield_participant::RunEnd::Stopped);
         }
         tokio::time::timeout(STOP_PATIENCE, self.coordinator.wait())
             .await

@@ -23,6 +23,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// A participant running in a task, as [`Participant::run`] ends.
+pub type ParticipantTask =
+    JoinHandle<fedshield_participant::error::Result<fedshield_participant::RunEnd>>;
+
 /// The model used by end-to-end tests.
 pub fn test_spec() -> ModelSpec {
     ModelSpec::mlp(num_flow_features() as u32, vec![16], 2)
@@ -48,7 +52,7 @@ pub fn start_participant(
     org_index: usize,
     data_dir: &Path,
     shutdown: CancellationToken,
-) -> (JoinHandle<()>, mpsc::UnboundedReceiver<ParticipantEvent>) {
+) -> (ParticipantTask, mpsc::UnboundedReceiver<ParticipantEvent>) {
     let config = ParticipantConfig::for_test(
         url.to_string(),
         ParticipantId::new(name).unwrap(),
