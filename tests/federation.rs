@@ -60,7 +60,6 @@ async fn three_participants_train_three_rounds_and_beat_the_initial_model() {
     assert_eq!(status.current_model_version, 3);
     assert_eq!(status.num_rounds_completed, 3);
     assert_eq!(status.num_rounds_abandoned, 0);
-    assert_eq!(status.connected_participants.len(), 3);
 
     // Every round was completed by every participant, versions advanced one by one.
     let summaries = coordinator.engine().status().recent_rounds;
@@ -125,14 +124,26 @@ async fn three_participants_train_three_rounds_and_beat_the_initial_model() {
         assert_eq!(model.weights.sha256(), model.card.sha256);
     }
 
-    shutdown.cancel();
+    // After the third round every participant is told the federation is
+    // complete and stops by itself, before any shutdown.
     for (task, _) in participants {
-        tokio::time::timeout(Duration::from_secs(10), task)
+        let end = tokio::time::timeout(Duration::from_secs(30), task)
             .await
-            .unwrap()
+            .expect("the participant stops once the federation is complete")
             .unwrap()
             .expect("the participant meets no permanent refusal");
+        let fedshield_participant::RunEnd::FederationComplete(end) = end else {
+            panic!("the participant stopped without the federation's completion: {end:?}");
+        };
+        assert_eq!(end.final_version, ModelVersion(3));
+        assert_eq!(end.num_rounds_completed, 3);
+        assert_eq!(end.final_sha256, coordinator.engine().current_model().card.sha256);
     }
+    assert_eq!(
+        coordinator.engine().completion().map(|done| done.final_version),
+        Some(ModelVersion(3))
+    );
+    shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), coordinator.wait())
         .await
         .expect("coordinator stops")
@@ -283,7 +294,15 @@ async fn participant_with_another_feature_schema_declines_the_round() {
         fedshield_core::ParticipantId::new("odd-one").unwrap(),
         dir.path().join("odd-one"),
     );
-    participant_config.feature_schema_sha256 = Some("0".repeat(64));
+    // The organization read its flows with a schema of its own: one column
+    // renamed and another dropped.
+    let odd_schema = fedshield_core::schema::Schema::from_toml_str(
+        &fedshield_core::telemetry::SYNTHETIC_FLOWS_SCHEMA_TOML
+            .replace("name = \"bytes_in\"", "name = \"bytes_received\""),
+    )
+    .unwrap();
+    participant_config.feature_schema_sha256 = Some(odd_schema.sha256());
+    participant_config.feature_schema_toml = Some(odd_schema.to_toml_string());
     let (events_sender, mut events) = tokio::sync::mpsc::unbounded_channel();
     let data = fedshield_core::telemetry::synthetic_dataset(
         fedshield_core::telemetry::OrgProfile::for_org(0),
@@ -312,6 +331,15 @@ async fn participant_with_another_feature_schema_declines_the_round() {
         }
     };
     assert!(reason.contains("feature schema"), "reason: {reason}");
+    // The decline names the differences, not only two hashes.
+    assert!(
+        reason.contains("column `bytes_in` is in the federation's schema but not in the local one"),
+        "reason: {reason}"
+    );
+    assert!(
+        reason.contains("column `bytes_received` is in the local schema but not in the federation's"),
+        "reason: {reason}"
+    );
     // The odd participant declined over gRPC, so the round closes with the
     // matching participant's update long before its 60s deadline.
     let engine = coordinator.engine().clone();
