@@ -399,8 +399,12 @@ fn check_certificate_names(cert: &std::path::Path, id: &ParticipantId) -> Result
     let leaf = certificates
         .first()
         .with_context(|| format!("--tls-cert {} holds no certificate", cert.display()))?;
-    let identity = fedshield_proto::tls::PeerIdentity::from_der(leaf)
-        .with_context(|| format!("failed to read the subject of --tls-cert {}", cert.display()))?;
+    let identity = fedshield_proto::tls::PeerIdentity::from_der(leaf).with_context(|| {
+        format!(
+            "failed to read the subject of --tls-cert {}",
+            cert.display()
+        )
+    })?;
     if identity.common_name != id.as_str() {
         return Err(Exit::new(
             ExitStatus::IdentityMismatch,

@@ -301,7 +301,11 @@ async fn a_member_leaving_after_the_honest_updates_makes_honest_members_resend_n
     .await;
     shutdown.cancel();
     for member in honest {
-        member.task.await.unwrap().expect("the participant meets no permanent refusal");
+        member
+            .task
+            .await
+            .unwrap()
+            .expect("the participant meets no permanent refusal");
         let spend = inspect(&work.path().join(member.name), DELTA).unwrap();
         assert_eq!(spend.num_rounds, MAX_ROUNDS, "{}", member.name);
         assert!(
@@ -392,7 +396,9 @@ async fn a_member_that_keeps_leaving_sits_out_one_two_then_four_rounds_and_is_on
     drop(mallory);
     shutdown.cancel();
     for (task, _) in honest {
-        task.await.unwrap().expect("the participant meets no permanent refusal");
+        task.await
+            .unwrap()
+            .expect("the participant meets no permanent refusal");
     }
     coordinator.wait().await.unwrap();
 }
@@ -414,7 +420,10 @@ async fn a_restarted_participant_re_sends_the_update_its_ledger_already_paid_for
         let announcement = mallory.next_announcement().await;
         wait_for_accepted(&engine, announcement.round_id, &["acme-soc", "globex-sec"]).await;
         acme_shutdown.cancel();
-        acme.task.await.unwrap().expect("the participant meets no permanent refusal");
+        acme.task
+            .await
+            .unwrap()
+            .expect("the participant meets no permanent refusal");
         drop(mallory);
         assert_eq!(
             wait_for_closed(&engine, announcement.round_id).await,
@@ -444,7 +453,15 @@ async fn a_restarted_participant_re_sends_the_update_its_ledger_already_paid_for
     assert_eq!(spend.num_rounds, 1, "no second spend after the restart");
     drop(mallory_again);
     shutdown.cancel();
-    restarted.task.await.unwrap().expect("the participant meets no permanent refusal");
-    globex.task.await.unwrap().expect("the participant meets no permanent refusal");
+    restarted
+        .task
+        .await
+        .unwrap()
+        .expect("the participant meets no permanent refusal");
+    globex
+        .task
+        .await
+        .unwrap()
+        .expect("the participant meets no permanent refusal");
     coordinator.wait().await.unwrap();
 }

@@ -369,7 +369,11 @@ fn detect_exits_0_on_sigterm_with_what_it_read_scored() {
         std::thread::sleep(Duration::from_millis(20));
     };
     drop(stdin);
-    assert_eq!(status.code(), Some(0), "detect exits 0 on SIGTERM: {status}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "detect exits 0 on SIGTERM: {status}"
+    );
     assert_eq!(verdicts.len(), 20);
 }
 
@@ -573,7 +577,9 @@ async fn publish_version(
     // Stop at once, so that the next round does not publish another version.
     stop.cancel();
     for task in tasks {
-        task.await.unwrap().expect("the participant meets no permanent refusal");
+        task.await
+            .unwrap()
+            .expect("the participant meets no permanent refusal");
     }
     assert_eq!(
         coordinator.engine().current_model().version,

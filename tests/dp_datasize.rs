@@ -225,7 +225,9 @@ async fn solo_round(num_records: usize, spec: &ModelSpec, plan: &TrainingPlan) -
         .reported
         .epsilon;
     shutdown.cancel();
-    task.await.unwrap().expect("the participant meets no permanent refusal");
+    task.await
+        .unwrap()
+        .expect("the participant meets no permanent refusal");
     coordinator.wait().await.unwrap();
     let ledger_epsilon = inspect(&work.path().join(&name), DELTA).unwrap().epsilon;
     SoloRound {
@@ -314,7 +316,9 @@ async fn a_participant_below_the_public_minimum_declines_without_disclosing_its_
         "no update was sent"
     );
     shutdown.cancel();
-    task.await.unwrap().expect("the participant meets no permanent refusal");
+    task.await
+        .unwrap()
+        .expect("the participant meets no permanent refusal");
     coordinator.wait().await.unwrap();
     let spend = inspect(&work.path().join("tiny"), DELTA).unwrap();
     assert_eq!(spend.num_rounds, 0, "nothing was spent");

@@ -238,7 +238,9 @@ async fn one_round_includes_the_poisoned_site(
 
     shutdown.cancel();
     for task in tasks {
-        task.await.unwrap().expect("the participant meets no permanent refusal");
+        task.await
+            .unwrap()
+            .expect("the participant meets no permanent refusal");
     }
     coordinator.wait().await.unwrap();
 }

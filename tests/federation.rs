@@ -137,10 +137,16 @@ async fn three_participants_train_three_rounds_and_beat_the_initial_model() {
         };
         assert_eq!(end.final_version, ModelVersion(3));
         assert_eq!(end.num_rounds_completed, 3);
-        assert_eq!(end.final_sha256, coordinator.engine().current_model().card.sha256);
+        assert_eq!(
+            end.final_sha256,
+            coordinator.engine().current_model().card.sha256
+        );
     }
     assert_eq!(
-        coordinator.engine().completion().map(|done| done.final_version),
+        coordinator
+            .engine()
+            .completion()
+            .map(|done| done.final_version),
         Some(ModelVersion(3))
     );
     shutdown.cancel();
@@ -182,8 +188,14 @@ async fn participant_started_before_the_coordinator_connects_with_backoff() {
     }
     assert!(joined);
     shutdown.cancel();
-    first.await.unwrap().expect("the participant meets no permanent refusal");
-    second.await.unwrap().expect("the participant meets no permanent refusal");
+    first
+        .await
+        .unwrap()
+        .expect("the participant meets no permanent refusal");
+    second
+        .await
+        .unwrap()
+        .expect("the participant meets no permanent refusal");
     coordinator.wait().await.unwrap();
 }
 
@@ -209,7 +221,9 @@ async fn restarted_coordinator_resumes_from_the_last_published_version() {
     let published_sha256 = coordinator.engine().current_model().card.sha256.clone();
     shutdown.cancel();
     for (task, _) in participants {
-        task.await.unwrap().expect("the participant meets no permanent refusal");
+        task.await
+            .unwrap()
+            .expect("the participant meets no permanent refusal");
     }
     coordinator.wait().await.unwrap();
 
@@ -261,7 +275,9 @@ async fn autoencoder_and_multi_class_models_train_through_federation() {
         );
         shutdown.cancel();
         for (task, _) in participants {
-            task.await.unwrap().expect("the participant meets no permanent refusal");
+            task.await
+                .unwrap()
+                .expect("the participant meets no permanent refusal");
         }
         coordinator.wait().await.unwrap();
     }
@@ -337,7 +353,8 @@ async fn participant_with_another_feature_schema_declines_the_round() {
         "reason: {reason}"
     );
     assert!(
-        reason.contains("column `bytes_received` is in the local schema but not in the federation's"),
+        reason
+            .contains("column `bytes_received` is in the local schema but not in the federation's"),
         "reason: {reason}"
     );
     // The odd participant declined over gRPC, so the round closes with the
@@ -353,7 +370,13 @@ async fn participant_with_another_feature_schema_declines_the_round() {
         vec!["matching".to_string()]
     );
     shutdown.cancel();
-    odd_task.await.unwrap().expect("the participant meets no permanent refusal");
-    good_task.await.unwrap().expect("the participant meets no permanent refusal");
+    odd_task
+        .await
+        .unwrap()
+        .expect("the participant meets no permanent refusal");
+    good_task
+        .await
+        .unwrap()
+        .expect("the participant meets no permanent refusal");
     coordinator.wait().await.unwrap();
 }

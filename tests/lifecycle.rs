@@ -291,8 +291,7 @@ fn a_federation_of_three_rounds_ends_with_every_process_exiting_0() {
 #[test]
 fn a_coordinator_that_keeps_serving_tells_a_late_participant_the_federation_is_complete() {
     let pki = Pki::new(&["org-a", "org-b"]);
-    let (mut coordinator, port) =
-        start_coordinator(&pki, 1, &["--rounds", "1", "--keep-serving"]);
+    let (mut coordinator, port) = start_coordinator(&pki, 1, &["--rounds", "1", "--keep-serving"]);
     let mut early = start_participant(&pki, port, "org-a", "org-a", &[]);
     assert_eq!(
         early.exit_code_within("the first participant", Duration::from_secs(120)),
@@ -361,7 +360,9 @@ fn a_second_signal_stops_a_coordinator_at_once() {
     // The frozen participant's connection holds the graceful stop, for up
     // to the grace period of ten minutes.
     assert!(
-        coordinator.exit_within(Duration::from_millis(500)).is_none(),
+        coordinator
+            .exit_within(Duration::from_millis(500))
+            .is_none(),
         "the graceful stop waits for the frozen participant: {}",
         coordinator.stderr()
     );
@@ -377,7 +378,12 @@ fn a_participant_whose_certificate_names_another_id_exits_at_start() {
     let port = free_port();
     let mut participant = start_participant(&pki, port, "org-b", "org-a", &[]);
     let code = participant.exit_code_within("the participant", Duration::from_secs(30));
-    assert_eq!(code, Some(EXIT_IDENTITY_MISMATCH), "{}", participant.stderr());
+    assert_eq!(
+        code,
+        Some(EXIT_IDENTITY_MISMATCH),
+        "{}",
+        participant.stderr()
+    );
     let stderr = participant.stderr();
     assert!(
         stderr.contains("is issued to participant \"org-a\", but --id is \"org-b\""),
@@ -405,8 +411,7 @@ fn a_participant_the_coordinator_refuses_exits_instead_of_retrying() {
 #[test]
 fn a_participant_whose_budget_pays_for_no_round_exits_with_its_status() {
     let pki = Pki::new(&["org-a"]);
-    let (_coordinator, port) =
-        start_coordinator(&pki, 1, &["--rounds", "5", "--dp-epsilon", "3"]);
+    let (_coordinator, port) = start_coordinator(&pki, 1, &["--rounds", "5", "--dp-epsilon", "3"]);
     let mut participant = start_participant(
         &pki,
         port,
@@ -415,7 +420,12 @@ fn a_participant_whose_budget_pays_for_no_round_exits_with_its_status() {
         &["--synthetic-records", "5000", "--privacy-epsilon", "0.01"],
     );
     let code = participant.exit_code_within("the participant", Duration::from_secs(120));
-    assert_eq!(code, Some(EXIT_BUDGET_EXHAUSTED), "{}", participant.stderr());
+    assert_eq!(
+        code,
+        Some(EXIT_BUDGET_EXHAUSTED),
+        "{}",
+        participant.stderr()
+    );
     let stderr = participant.stderr();
     assert!(stderr.contains("privacy budget exhausted"), "{stderr}");
     assert!(stderr.contains("--privacy-epsilon"), "{stderr}");

@@ -514,8 +514,13 @@ async fn an_honest_round_and_curl_downloads_complete_during_a_flood_of_idle_and_
     assert_eq!(contributors, vec!["alice".to_string(), "bob".to_string()]);
 
     shutdown.cancel();
-    alice.await.unwrap().expect("the participant meets no permanent refusal");
-    bob.await.unwrap().expect("the participant meets no permanent refusal");
+    alice
+        .await
+        .unwrap()
+        .expect("the participant meets no permanent refusal");
+    bob.await
+        .unwrap()
+        .expect("the participant meets no permanent refusal");
     coordinator.wait().await.unwrap();
 }
 

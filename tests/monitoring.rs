@@ -48,7 +48,10 @@ struct Federation {
     coordinator: CoordinatorHandle,
     token: String,
     shutdown: CancellationToken,
-    participants: Vec<(JoinHandle<fedshield_participant::error::Result<fedshield_participant::RunEnd>>, ParticipantMetrics)>,
+    participants: Vec<(
+        JoinHandle<fedshield_participant::error::Result<fedshield_participant::RunEnd>>,
+        ParticipantMetrics,
+    )>,
 }
 
 impl Federation {

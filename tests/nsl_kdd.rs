@@ -254,7 +254,9 @@ async fn run_federation(
     let card = coordinator.engine().current_model().card.clone();
     shutdown.cancel();
     for task in tasks {
-        task.await.unwrap().expect("the participant meets no permanent refusal");
+        task.await
+            .unwrap()
+            .expect("the participant meets no permanent refusal");
     }
     coordinator.wait().await.unwrap();
     card

@@ -149,7 +149,9 @@ async fn run(
         .expect("the coordinator scores each version");
     shutdown.cancel();
     for task in tasks {
-        task.await.unwrap().expect("the participant meets no permanent refusal");
+        task.await
+            .unwrap()
+            .expect("the participant meets no permanent refusal");
     }
     coordinator.wait().await.unwrap();
     metrics

@@ -115,7 +115,9 @@ async fn dp_rounds_publish_the_guarantee_that_each_ledger_records() {
     assert!(privacy.mechanism.contains("dp-sgd"));
     shutdown.cancel();
     for task in tasks {
-        task.await.unwrap().expect("the participant meets no permanent refusal");
+        task.await
+            .unwrap()
+            .expect("the participant meets no permanent refusal");
     }
     coordinator.wait().await.unwrap();
     for name in ["alpha", "beta"] {
@@ -174,7 +176,9 @@ async fn organization_level_dp_is_accounted_on_its_own() {
     let card = coordinator.engine().current_model().card.clone();
     shutdown.cancel();
     for task in tasks {
-        task.await.unwrap().expect("the participant meets no permanent refusal");
+        task.await
+            .unwrap()
+            .expect("the participant meets no permanent refusal");
     }
     coordinator.wait().await.unwrap();
     let org_plan = card
@@ -273,7 +277,10 @@ async fn a_participant_at_its_budget_declines_and_the_round_goes_on_without_it()
         "{frugal_end:?}"
     );
     shutdown.cancel();
-    generous_task.await.unwrap().expect("the participant meets no permanent refusal");
+    generous_task
+        .await
+        .unwrap()
+        .expect("the participant meets no permanent refusal");
     coordinator.wait().await.unwrap();
     let spend = inspect(&work.path().join("frugal"), DELTA).unwrap();
     assert_eq!(spend.num_rounds, 1);
@@ -327,8 +334,14 @@ async fn a_participant_with_a_budget_declines_rounds_without_dp() {
         vec!["other".to_string()]
     );
     shutdown.cancel();
-    careful_task.await.unwrap().expect("the participant meets no permanent refusal");
-    other_task.await.unwrap().expect("the participant meets no permanent refusal");
+    careful_task
+        .await
+        .unwrap()
+        .expect("the participant meets no permanent refusal");
+    other_task
+        .await
+        .unwrap()
+        .expect("the participant meets no permanent refusal");
     coordinator.wait().await.unwrap();
     assert_eq!(
         inspect(&work.path().join("careful"), DELTA)

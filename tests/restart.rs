@@ -367,7 +367,7 @@ fn model_versions_in_s3_compatible_storage_survive_a_coordinator_kill() {
     let port = free_port();
     let args = ["--artifact-store", url.as_str()];
     let mut coordinator = start_coordinator_with(port, &data_dir, NUM_ROUNDS, &args, &env);
-    let mut participants = vec![
+    let mut participants = [
         start_participant(port, "org-a", 0, work.path()),
         start_participant(port, "org-b", 1, work.path()),
     ];

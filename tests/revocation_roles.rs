@@ -149,7 +149,12 @@ impl Federation {
 
     /// Starts a real participant `name` of synthetic organization `org`,
     /// with a certificate of its own.
-    fn start_participant(&self, name: &str, org: usize) -> tokio::task::JoinHandle<fedshield_participant::error::Result<fedshield_participant::RunEnd>> {
+    fn start_participant(
+        &self,
+        name: &str,
+        org: usize,
+    ) -> tokio::task::JoinHandle<fedshield_participant::error::Result<fedshield_participant::RunEnd>>
+    {
         let certificate = self.issue(name);
         let mut config = ParticipantConfig::for_test(
             self.url(),
@@ -184,10 +189,20 @@ impl Federation {
         serde_json::from_slice(&fetched.body).expect("the status is JSON")
     }
 
-    async fn stop(self, participants: Vec<tokio::task::JoinHandle<fedshield_participant::error::Result<fedshield_participant::RunEnd>>>) {
+    async fn stop(
+        self,
+        participants: Vec<
+            tokio::task::JoinHandle<
+                fedshield_participant::error::Result<fedshield_participant::RunEnd>,
+            >,
+        >,
+    ) {
         self.shutdown.cancel();
         for participant in participants {
-            participant.await.unwrap().expect("the participant meets no permanent refusal");
+            participant
+                .await
+                .unwrap()
+                .expect("the participant meets no permanent refusal");
         }
         self.coordinator.wait().await.unwrap();
     }

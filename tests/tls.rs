@@ -158,8 +158,13 @@ async fn participants_with_valid_certificates_train_over_mutual_tls() {
     contributors.sort();
     assert_eq!(contributors, vec!["alice".to_string(), "bob".to_string()]);
     federation.shutdown.cancel();
-    alice.await.unwrap().expect("the participant meets no permanent refusal");
-    bob.await.unwrap().expect("the participant meets no permanent refusal");
+    alice
+        .await
+        .unwrap()
+        .expect("the participant meets no permanent refusal");
+    bob.await
+        .unwrap()
+        .expect("the participant meets no permanent refusal");
     federation.stop().await;
 }
 

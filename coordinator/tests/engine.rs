@@ -108,7 +108,10 @@ async fn next_announcement(session: &mut Session) -> Announcement {
             Ok(Some(SessionEvent::Announcement(announcement))) => return announcement,
             Ok(Some(SessionEvent::Heartbeat { .. })) => continue,
             Ok(Some(SessionEvent::Complete(completion))) => {
-                panic!("{} was told the federation is complete: {completion:?}", session.participant)
+                panic!(
+                    "{} was told the federation is complete: {completion:?}",
+                    session.participant
+                )
             }
             Ok(None) => panic!("session of {} ended", session.participant),
             Err(_) => panic!("no announcement for {}", session.participant),

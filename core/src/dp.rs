@@ -42,7 +42,8 @@ use crate::data::Dataset;
 use crate::error::{CoreError, Result};
 use crate::model::ModelSpec;
 use crate::training::{
-    LocalTrainingOutcome, ProgressObserver, TrainingPlan, TrainingProgress, no_progress, training_rows,
+    LocalTrainingOutcome, ProgressObserver, TrainingPlan, TrainingProgress, no_progress,
+    training_rows,
 };
 use crate::weights::ModelWeights;
 
@@ -1016,8 +1017,15 @@ mod tests {
             let data = random_dataset(24, 6, num_classes, 2.0, 8);
             let plan = TrainingPlan::new().with_learning_rate(0.3);
             let dp = noiseless_full_batch(&weights.spec, &data, 1e9, 1);
-            let private =
-                run_dp_sgd(&weights, &data, &plan, &dp, &mut seeded_rng(1), &no_progress).unwrap();
+            let private = run_dp_sgd(
+                &weights,
+                &data,
+                &plan,
+                &dp,
+                &mut seeded_rng(1),
+                &no_progress,
+            )
+            .unwrap();
             let plain = plain_full_batch_step(&weights, &data, 0.3);
             assert_eq!(private.num_steps, 1);
             let difference = max_abs_difference(&private.params, &plain.params);
@@ -1179,8 +1187,15 @@ mod tests {
         for seed in 0..40 {
             let data = random_dataset(1, 8, 2, 1000.0, seed);
             let dp = noiseless_full_batch(&weights.spec, &data, clip_norm, 1);
-            let outcome =
-                run_dp_sgd(&weights, &data, &plan, &dp, &mut seeded_rng(seed), &no_progress).unwrap();
+            let outcome = run_dp_sgd(
+                &weights,
+                &data,
+                &plan,
+                &dp,
+                &mut seeded_rng(seed),
+                &no_progress,
+            )
+            .unwrap();
             let change = l2_norm(&outcome.delta_from(&weights.params));
             assert!(
                 change <= single_bound * (1.0 + 1e-4),
@@ -1202,8 +1217,15 @@ mod tests {
             let num_rows = 12;
             let data = random_dataset(num_rows, 8, 2, 1000.0, 100 + seed);
             let dp = noiseless_full_batch(&weights.spec, &data, clip_norm, 1);
-            let outcome =
-                run_dp_sgd(&weights, &data, &plan, &dp, &mut seeded_rng(seed), &no_progress).unwrap();
+            let outcome = run_dp_sgd(
+                &weights,
+                &data,
+                &plan,
+                &dp,
+                &mut seeded_rng(seed),
+                &no_progress,
+            )
+            .unwrap();
             let change = l2_norm(&outcome.delta_from(&weights.params));
             // B = N: the expected batch is the whole batch.
             let expected_batch_size = f64::from(dp.expected_batch_size);
@@ -1277,7 +1299,15 @@ mod tests {
         seed: u64,
     ) -> Vec<f32> {
         let plan = TrainingPlan::new().with_learning_rate(0.5);
-        let noisy = run_dp_sgd(weights, data, &plan, dp, &mut seeded_rng(seed), &no_progress).unwrap();
+        let noisy = run_dp_sgd(
+            weights,
+            data,
+            &plan,
+            dp,
+            &mut seeded_rng(seed),
+            &no_progress,
+        )
+        .unwrap();
         let without_noise = DpSgdPlan {
             noise_multiplier: 0.0,
             ..dp.clone()

@@ -170,7 +170,10 @@ kind = "label"
 
     #[test]
     fn equal_documents_have_no_differences() {
-        assert_eq!(schema_differences(BASE, BASE).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            schema_differences(BASE, BASE).unwrap(),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
@@ -180,8 +183,15 @@ kind = "label"
             .replace("[\"tcp\", \"udp\"]", "[\"tcp\", \"udp\", \"icmp\"]");
         let differences = schema_differences(BASE, &local).unwrap();
         assert_eq!(differences.len(), 3, "{differences:#?}");
-        assert!(differences[0].contains("column `bytes` is in the federation's schema but not in the local one"));
-        assert!(differences[1].contains("column `proto`: `values`"), "{}", differences[1]);
+        assert!(
+            differences[0]
+                .contains("column `bytes` is in the federation's schema but not in the local one")
+        );
+        assert!(
+            differences[1].contains("column `proto`: `values`"),
+            "{}",
+            differences[1]
+        );
         assert!(differences[1].contains("\"icmp\""), "{}", differences[1]);
         assert!(differences[2].contains("column `octets` is in the local schema"));
     }
@@ -207,8 +217,16 @@ kind = "label"
 "#;
         let differences = schema_differences(BASE, local).unwrap();
         assert_eq!(differences.len(), 2, "{differences:#?}");
-        assert!(differences[0].contains("another order"), "{}", differences[0]);
-        assert!(differences[0].contains("bytes, proto, label"), "{}", differences[0]);
+        assert!(
+            differences[0].contains("another order"),
+            "{}",
+            differences[0]
+        );
+        assert!(
+            differences[0].contains("bytes, proto, label"),
+            "{}",
+            differences[0]
+        );
         assert!(differences[1].starts_with("`format`"), "{}", differences[1]);
     }
 
@@ -216,11 +234,16 @@ kind = "label"
     fn many_differences_are_capped_and_counted() {
         let mut local = String::from("format = \"csv\"\nhas_header = true\n");
         for index in 0..20 {
-            local.push_str(&format!("[[columns]]\nname = \"extra{index}\"\nkind = \"numeric\"\n"));
+            local.push_str(&format!(
+                "[[columns]]\nname = \"extra{index}\"\nkind = \"numeric\"\n"
+            ));
         }
         let differences = schema_differences(BASE, &local).unwrap();
         assert_eq!(differences.len(), MAX_DIFFERENCES + 1);
-        assert!(differences.last().unwrap().starts_with("and "), "{differences:#?}");
+        assert!(
+            differences.last().unwrap().starts_with("and "),
+            "{differences:#?}"
+        );
     }
 
     #[test]

@@ -279,7 +279,9 @@ pub fn train_local_observed(
                 epochs: plan.local_epochs,
             };
             if observer(progress).is_break() {
-                return Err(CoreError::Cancelled { steps_done: num_steps });
+                return Err(CoreError::Cancelled {
+                    steps_done: num_steps,
+                });
             }
         }
         if epoch_batches > 0 {

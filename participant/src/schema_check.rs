@@ -36,7 +36,9 @@ pub(crate) async fn check_round_schema(
                 .unwrap_or_else(|problem| vec![problem]),
             Err(problem) => {
                 debug!(problem = %problem, "the federation's schema could not be compared");
-                vec![format!("the federation's schema could not be read to compare: {problem}")]
+                vec![format!(
+                    "the federation's schema could not be read to compare: {problem}"
+                )]
             }
         },
         None => vec!["the local schema's text is not known to compare".to_string()],
@@ -75,6 +77,8 @@ async fn federation_schema(
         .map_err(|error| format!("the model card is not JSON: {error}"))?;
     match card.get("feature_schema") {
         Some(serde_json::Value::String(toml)) => Ok(toml.clone()),
-        _ => Err(format!("the card of model version {version} has no feature schema")),
+        _ => Err(format!(
+            "the card of model version {version} has no feature schema"
+        )),
     }
 }

@@ -31,7 +31,10 @@ pub struct Federation {
     /// The coordinator's gRPC address, `http://127.0.0.1:port`.
     pub url: String,
     /// The honest participants' tasks and events.
-    pub honest: Vec<(super::ParticipantTask, mpsc::UnboundedReceiver<ParticipantEvent>)>,
+    pub honest: Vec<(
+        super::ParticipantTask,
+        mpsc::UnboundedReceiver<ParticipantEvent>,
+    )>,
 }
 
 impl Federation {
