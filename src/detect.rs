@@ -626,7 +626,9 @@ impl EventParser {
         split_csv_line(text, self.schema.delimiter(), &mut self.record)
             .map_err(LineError::Malformed)?;
         if self.schema.has_header() && self.header.is_none() {
-            let positions = self.schema.header_positions(&self.record).map_err(|mismatch| {
+            // Events need no label: a header may leave the label column out.
+            let matched = self.schema.header_positions(&self.record, false);
+            let positions = matched.map_err(|mismatch| {
                 LineError::Fatal(anyhow!(
                     "{}:{line_number}: the events' csv header does not fit the schema: {mismatch}",
                     self.source_name
@@ -704,7 +706,7 @@ fn unlabelled_positions(schema: &Schema) -> Option<HeaderPositions> {
         .filter(|column| column.kind != "label")
         .map(|column| column.name.as_str())
         .collect();
-    schema.header_positions(&header).ok()
+    schema.header_positions(&header, false).ok()
 }
 
 // ---------------------------------------------------------------------------

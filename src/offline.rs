@@ -22,6 +22,7 @@ use fedshield_core::training::train_local_observed;
 use fedshield_core::weights::ModelWeights;
 use fedshield_core::{ModelSpec, TrainingPlan};
 use serde::Serialize;
+use tracing::{info, warn};
 
 use crate::cli::{DataArgs, EvaluateArgs, ModelArgs, ModelKind, SynthArgs, SynthFormat, TrainArgs};
 
@@ -81,7 +82,9 @@ fn schema_path_next_to(data: &Path) -> PathBuf {
     data.with_file_name(format!("{stem}.schema.toml"))
 }
 
-/// Loads a labelled dataset, printing the ingestion report to stderr.
+/// Loads a labelled dataset and logs once how many rows were loaded and
+/// skipped, by reason, and at which lines the first skipped rows are. What
+/// was wrong with each row quotes its values, so it stays out of the log.
 pub fn load_labelled(path: &Path, schema: &Schema, max_rows: Option<usize>) -> Result<Dataset> {
     let options = IngestOptions {
         max_rows,
@@ -89,8 +92,23 @@ pub fn load_labelled(path: &Path, schema: &Schema, max_rows: Option<usize>) -> R
     };
     let (dataset, report) = load_dataset(path, schema, &options)
         .with_context(|| format!("failed to load {}", path.display()))?;
-    if report.num_malformed > 0 {
-        eprintln!("{report}");
+    info!(
+        num_rows = report.num_rows,
+        num_skipped = report.skipped.total(),
+        "{}",
+        report.summary()
+    );
+    if !report.skipped_rows.is_empty() {
+        let lines: Vec<String> = report
+            .skipped_rows
+            .iter()
+            .map(|row| format!("{} ({})", row.line, row.reason.description()))
+            .collect();
+        warn!(
+            "{}: the first skipped rows are at lines {}",
+            report.source,
+            lines.join(", ")
+        );
     }
     Ok(dataset)
 }

@@ -191,7 +191,7 @@ fn detect_verdicts_match_the_evaluator_and_malformed_lines_are_skipped() {
     // The evaluator's view of the same file: the loader skips the same lines.
     let schema = synthetic_flows_schema();
     let (dataset, report) = load_dataset(&events, &schema, &IngestOptions::default()).unwrap();
-    assert_eq!(report.num_malformed, 2);
+    assert_eq!(report.skipped.num_malformed, 2);
     let weights = ModelWeights::load_safetensors(&model).unwrap();
     let scores = score_rows(&weights, dataset.features()).unwrap();
     assert_eq!(verdicts.len(), dataset.len());

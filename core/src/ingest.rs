@@ -1,12 +1,32 @@
 //! Reading CSV or JSONL telemetry files through a [`Schema`] into a [`Dataset`].
 //!
-//! Files are streamed record by record (never read whole into memory). A row that
-//! does not fit the schema is counted, reported with its file and 1-based line
-//! number (the header line counts) and skipped; the load fails only when the input
-//! cannot be read, a required header column is missing, the input holds no row,
-//! or every row is malformed (which means the schema does not match the file).
+//! Files are streamed record by record (never read whole into memory). A row
+//! that does not fit the schema, or lacks a required label, is counted,
+//! reported with its file and 1-based physical line number (the header line
+//! counts; `\r\n` and `\n` files number alike) and skipped, and so is a row
+//! whose label value the schema does not list when the schema says
+//! `unlisted_labels = "skip"`.
+//!
+//! The load fails, changing nothing, when:
+//! - the input cannot be read;
+//! - a csv header lacks a column the schema needs (every numeric and
+//!   categorical column, and the label when labels are required; a `missing`
+//!   value fills empty fields, never a whole column);
+//! - a JSON-lines key that the schema needs is absent from every record read
+//!   (a key absent from some records is filled with `missing` there, or
+//!   makes those rows malformed);
+//! - a label value is not listed and the schema keeps the default
+//!   `unlisted_labels = "error"`: the error names the value, the file and
+//!   the line;
+//! - the input holds no row, or every row was skipped (which means the schema
+//!   does not match the file).
+//!
+//! The [`IngestReport`] says how many rows were loaded and how many were
+//! skipped, by reason.
 
-use std::fmt;
+mod lines;
+mod report;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -15,12 +35,16 @@ use csv::StringRecord;
 
 use crate::data::Dataset;
 use crate::error::CoreError;
-use crate::schema::{FileFormat, HeaderPositions, LabelInfo, RecordFields, Schema, SchemaError};
+use crate::schema::{
+    FileFormat, HeaderPositions, LabelClass, LabelInfo, RecordFields, Schema, SchemaError, quoted,
+};
+use lines::LineCountingReader;
+pub use report::{IngestReport, SkipCounts, SkipReason, SkippedRow, StopReason};
 
 /// Size of the read buffer for JSONL input.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
-/// How many malformed rows the all-rows-malformed error quotes.
+/// How many skipped rows the all-rows-skipped error quotes.
 const NUM_QUOTED_PROBLEMS: usize = 3;
 
 /// How many header names a missing-column error lists.
@@ -54,16 +78,39 @@ pub enum IngestError {
         /// The first header names, for comparison.
         header_names: Vec<String>,
     },
+    #[error(
+        "{source_name}: no record has the key {} ({num_records_read} records read); a missing value fills the key where one record leaves it out, not in every record",
+        quote_list(missing_columns)
+    )]
+    ColumnsAbsentFromEveryRecord {
+        source_name: String,
+        /// Schema columns that no record holds.
+        missing_columns: Vec<String>,
+        num_records_read: usize,
+    },
+    #[error(
+        "{source_name}:{line}: label value {} in column {column:?} is not listed in the schema's benign or classes; list it there, or set unlisted_labels = \"attack\", \"benign\" or \"skip\" in the label column",
+        quoted(value)
+    )]
+    UnlistedLabel {
+        source_name: String,
+        /// 1-based physical line of the row.
+        line: u64,
+        /// The label column's name.
+        column: String,
+        /// The label value as the row has it (trimmed).
+        value: String,
+    },
     #[error("{source_name} has no rows")]
     NoRows { source_name: String },
     #[error(
-        "every row of {source_name} is malformed ({num_malformed} rows), so the schema probably does not match the file; first problems: {}",
-        first_problems.iter().map(|row| format!("line {}: {}", row.line, row.reason)).collect::<Vec<_>>().join("; ")
+        "every row of {source_name} was skipped ({skipped}), so the schema probably does not match the file; first problems: {}",
+        first_problems.iter().map(|row| format!("line {}: {}", row.line, row.detail)).collect::<Vec<_>>().join("; ")
     )]
-    AllRowsMalformed {
+    AllRowsSkipped {
         source_name: String,
-        num_malformed: usize,
-        first_problems: Vec<MalformedRow>,
+        skipped: SkipCounts,
+        first_problems: Vec<SkippedRow>,
     },
     #[error("failed to add row {line} of {source_name} to the dataset: {source}")]
     Dataset {
@@ -92,11 +139,14 @@ pub struct IngestOptions {
     /// Longest accepted JSONL line in bytes; longer lines are malformed and skipped
     /// without being held in memory.
     pub max_line_bytes: usize,
-    /// How many malformed rows to keep in [`IngestReport::malformed`] (all are counted).
-    pub max_reported_malformed: usize,
-    /// When true, a row with an empty or absent label is malformed. When false it is
-    /// kept as class 0 with an empty raw label and counted in
-    /// [`IngestReport::num_unlabelled`] (for scoring, where labels are unused).
+    /// How many skipped rows to keep in [`IngestReport::skipped_rows`] (all are counted).
+    pub max_reported_skipped: usize,
+    /// When true, the label column must be in the input (a csv header or
+    /// JSON-lines file without it is an error) and a row with an empty or
+    /// absent label is skipped ([`SkipReason::MissingLabel`]). When false a
+    /// row without a label is kept as class 0 with an empty raw label and
+    /// counted in [`IngestReport::num_unlabelled`] (for scoring, where labels
+    /// are unused).
     pub require_labels: bool,
 }
 
@@ -106,75 +156,9 @@ impl Default for IngestOptions {
             max_rows: None,
             max_bytes: None,
             max_line_bytes: 1024 * 1024,
-            max_reported_malformed: 20,
+            max_reported_skipped: 20,
             require_labels: true,
         }
-    }
-}
-
-/// A row that did not fit the schema.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MalformedRow {
-    /// The file path, or the name given for a reader (e.g. "<stdin>").
-    pub source: String,
-    /// 1-based line number where the row starts; a csv header is line 1.
-    pub line: u64,
-    pub reason: String,
-}
-
-impl fmt::Display for MalformedRow {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{}:{}: {}", self.source, self.line, self.reason)
-    }
-}
-
-/// Why a load stopped before the end of its input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopReason {
-    MaxRows,
-    MaxBytes,
-}
-
-/// What a load read and skipped.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct IngestReport {
-    /// The file path, or the name given for a reader.
-    pub source: String,
-    /// Rows added to the dataset.
-    pub num_rows: usize,
-    /// Rows skipped as malformed.
-    pub num_malformed: usize,
-    /// Rows added without a label (only when labels are not required).
-    pub num_unlabelled: usize,
-    /// The first malformed rows, at most [`IngestOptions::max_reported_malformed`].
-    pub malformed: Vec<MalformedRow>,
-    /// Set when a limit stopped the load before the end of the input.
-    pub stopped_early: Option<StopReason>,
-}
-
-impl fmt::Display for IngestReport {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            formatter,
-            "{}: loaded {} rows, skipped {} malformed rows",
-            self.source, self.num_rows, self.num_malformed
-        )?;
-        if self.num_unlabelled > 0 {
-            write!(formatter, ", {} rows unlabelled", self.num_unlabelled)?;
-        }
-        match self.stopped_early {
-            Some(StopReason::MaxRows) => write!(formatter, " (stopped at the row limit)")?,
-            Some(StopReason::MaxBytes) => write!(formatter, " (stopped at the byte limit)")?,
-            None => {}
-        }
-        for row in &self.malformed {
-            write!(formatter, "\n  line {}: {}", row.line, row.reason)?;
-        }
-        let num_not_shown = self.num_malformed.saturating_sub(self.malformed.len());
-        if num_not_shown > 0 {
-            write!(formatter, "\n  ... and {num_not_shown} more malformed rows")?;
-        }
-        Ok(())
     }
 }
 
@@ -203,9 +187,13 @@ pub fn load_dataset(
 /// `schema`; `source_name` names the input in reports and errors.
 ///
 /// # Errors
-/// [`IngestError::Read`] when the input fails, [`IngestError::MissingHeaderColumns`]
-/// when a csv header lacks a feature column, [`IngestError::NoRows`] when the input
-/// holds no row, and [`IngestError::AllRowsMalformed`] when no row fits the schema.
+/// [`IngestError::Read`] when the input fails,
+/// [`IngestError::MissingHeaderColumns`] when a csv header lacks a column the
+/// schema needs, [`IngestError::ColumnsAbsentFromEveryRecord`] when no JSONL
+/// record holds one, [`IngestError::UnlistedLabel`] for a label value the
+/// schema does not list (unless its `unlisted_labels` says otherwise),
+/// [`IngestError::NoRows`] when the input holds no row, and
+/// [`IngestError::AllRowsSkipped`] when no row fits the schema.
 pub fn load_dataset_from_reader(
     reader: impl Read,
     source_name: &str,
@@ -215,20 +203,20 @@ pub fn load_dataset_from_reader(
 ) -> Result<(Dataset, IngestReport), IngestError> {
     let mut collector = Collector::new(source_name, schema, options);
     match format {
-        FileFormat::Csv => read_csv(reader, schema, &mut collector)?,
+        FileFormat::Csv => read_csv(reader, &mut collector)?,
         FileFormat::Jsonl => read_jsonl(reader, &mut collector)?,
     }
     collector.finish()
 }
 
-/// Accumulates good rows into the dataset and malformed ones into the report.
+/// Accumulates good rows into the dataset and skipped ones into the report.
 struct Collector<'a> {
     schema: &'a Schema,
     options: &'a IngestOptions,
     dataset: Dataset,
     report: IngestReport,
-    /// The first malformed rows, kept even when `max_reported_malformed` is 0.
-    first_problems: Vec<MalformedRow>,
+    /// The first skipped rows, kept even when `max_reported_skipped` is 0.
+    first_problems: Vec<SkippedRow>,
     /// Reused feature buffer.
     features: Vec<f32>,
 }
@@ -270,70 +258,95 @@ impl<'a> Collector<'a> {
         false
     }
 
-    /// Featurizes one record and adds it, or records why it is malformed.
+    /// Featurizes one record and adds it, or records why it is skipped.
     fn add_record(&mut self, line: u64, fields: &RecordFields<'_>) -> Result<(), IngestError> {
         match self.schema.featurize_into(fields, &mut self.features) {
             Ok(label) => self.add_features(line, label),
-            Err(reason) => {
-                self.reject(line, reason);
+            Err(detail) => {
+                self.skip(line, SkipReason::Malformed, detail);
                 Ok(())
             }
         }
     }
 
     fn add_features(&mut self, line: u64, label: Option<LabelInfo<'_>>) -> Result<(), IngestError> {
-        let pushed = match label {
-            Some(label) => {
-                self.dataset
-                    .push_labelled(&self.features, label.class, &label.raw_label)
+        let (class, raw_label) = match label {
+            Some(LabelInfo {
+                class: LabelClass::Class(class),
+                raw_label,
+            }) => (class, raw_label),
+            Some(LabelInfo {
+                class: LabelClass::UnlistedSkip,
+                raw_label,
+            }) => {
+                let detail = format!(
+                    "label value {} is not listed in the schema (unlisted_labels = \"skip\")",
+                    quoted(&raw_label)
+                );
+                self.skip(line, SkipReason::UnlistedLabel, detail);
+                return Ok(());
+            }
+            Some(LabelInfo {
+                class: LabelClass::UnlistedError,
+                raw_label,
+            }) => {
+                return Err(IngestError::UnlistedLabel {
+                    source_name: self.report.source.clone(),
+                    line,
+                    column: self.schema.label_column_name().to_string(),
+                    value: raw_label.into_owned(),
+                });
             }
             None if self.options.require_labels => {
-                let reason = format!(
+                let detail = format!(
                     "label column {:?} is empty or absent",
                     self.schema.label_column_name()
                 );
-                self.reject(line, reason);
+                self.skip(line, SkipReason::MissingLabel, detail);
                 return Ok(());
             }
             None => {
                 self.report.num_unlabelled += 1;
-                self.dataset.push_labelled(&self.features, 0, "")
+                (0, "".into())
             }
         };
-        pushed.map_err(|source| IngestError::Dataset {
-            source_name: self.report.source.clone(),
-            line,
-            source,
-        })?;
+        self.dataset
+            .push_labelled(&self.features, class, &raw_label)
+            .map_err(|source| IngestError::Dataset {
+                source_name: self.report.source.clone(),
+                line,
+                source,
+            })?;
         self.report.num_rows += 1;
         Ok(())
     }
 
-    fn reject(&mut self, line: u64, reason: String) {
-        self.report.num_malformed += 1;
-        let wants_for_report = self.report.malformed.len() < self.options.max_reported_malformed;
+    fn skip(&mut self, line: u64, reason: SkipReason, detail: String) {
+        self.report.skipped.count(reason);
+        let wants_for_report = self.report.skipped_rows.len() < self.options.max_reported_skipped;
         let wants_for_error = self.first_problems.len() < NUM_QUOTED_PROBLEMS;
         if !wants_for_report && !wants_for_error {
             return;
         }
-        let row = MalformedRow {
+        let row = SkippedRow {
             source: self.report.source.clone(),
             line,
             reason,
+            detail,
         };
         if wants_for_error {
             self.first_problems.push(row.clone());
         }
         if wants_for_report {
-            self.report.malformed.push(row);
+            self.report.skipped_rows.push(row);
         }
     }
 
     fn finish(self) -> Result<(Dataset, IngestReport), IngestError> {
-        if self.report.num_rows == 0 && self.report.num_malformed > 0 {
-            return Err(IngestError::AllRowsMalformed {
+        if self.report.num_rows == 0 && self.report.skipped.total() > 0 {
+            return Err(IngestError::AllRowsSkipped {
                 source_name: self.report.source,
-                num_malformed: self.report.num_malformed,
+                skipped: self.report.skipped,
                 first_problems: self.first_problems,
             });
         }
@@ -359,24 +372,20 @@ enum CsvRead {
     End,
 }
 
+/// Reads the next record into `record`, numbering it by its physical line
+/// (see [`lines`]).
 fn read_csv_record<R: Read>(
-    csv_reader: &mut csv::Reader<R>,
+    csv_reader: &mut csv::Reader<LineCountingReader<R>>,
     record: &mut StringRecord,
     source_name: &str,
 ) -> Result<CsvRead, IngestError> {
-    let line_before = csv_reader.position().line();
-    match csv_reader.read_record(record) {
+    let offset_before = csv_reader.position().byte();
+    let outcome = csv_reader.read_record(record);
+    let line = csv_reader.get_mut().line_at(offset_before);
+    match outcome {
         Ok(false) => Ok(CsvRead::End),
-        Ok(true) => {
-            let line = record
-                .position()
-                .map_or(line_before, |position| position.line());
-            Ok(CsvRead::Record { line })
-        }
+        Ok(true) => Ok(CsvRead::Record { line }),
         Err(error) => {
-            let line = error
-                .position()
-                .map_or(line_before, |position| position.line());
             if !error.is_io_error() {
                 return Ok(CsvRead::Undecodable {
                     line,
@@ -422,17 +431,14 @@ fn strip_record_byte_order_mark(record: &mut StringRecord) {
     record.set_position(position);
 }
 
-fn read_csv(
-    reader: impl Read,
-    schema: &Schema,
-    collector: &mut Collector<'_>,
-) -> Result<(), IngestError> {
+fn read_csv(reader: impl Read, collector: &mut Collector<'_>) -> Result<(), IngestError> {
+    let schema = collector.schema;
     let source_name = collector.report.source.clone();
     let mut csv_reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .delimiter(schema.delimiter())
-        .from_reader(reader);
+        .from_reader(LineCountingReader::new(reader));
     let mut record = StringRecord::new();
     let mut is_first_record = true;
 
@@ -440,14 +446,19 @@ fn read_csv(
         match read_csv_record(&mut csv_reader, &mut record, &source_name)? {
             CsvRead::End => return Ok(()),
             CsvRead::Undecodable { line, reason } => {
-                collector.reject(line, format!("header line: {reason}"));
+                collector.skip(
+                    line,
+                    SkipReason::Malformed,
+                    format!("header line: {reason}"),
+                );
                 return Ok(());
             }
             CsvRead::Record { .. } => {}
         }
         is_first_record = false;
-        let positions = schema.header_positions(&record).map_err(|mismatch| {
-            IngestError::MissingHeaderColumns {
+        let positions = schema
+            .header_positions(&record, collector.options.require_labels)
+            .map_err(|mismatch| IngestError::MissingHeaderColumns {
                 source_name: source_name.clone(),
                 missing_columns: mismatch.missing_columns,
                 header_names: record
@@ -459,8 +470,7 @@ fn read_csv(
                             .to_string()
                     })
                     .collect(),
-            }
-        })?;
+            })?;
         Some(positions)
     } else {
         None
@@ -473,7 +483,7 @@ fn read_csv(
         let line = match read_csv_record(&mut csv_reader, &mut record, &source_name)? {
             CsvRead::End => return Ok(()),
             CsvRead::Undecodable { line, reason } => {
-                collector.reject(line, reason);
+                collector.skip(line, SkipReason::Malformed, reason);
                 continue;
             }
             CsvRead::Record { line } => line,
@@ -494,15 +504,19 @@ fn read_csv(
 }
 
 fn read_jsonl(reader: impl Read, collector: &mut Collector<'_>) -> Result<(), IngestError> {
+    let schema = collector.schema;
     let source_name = collector.report.source.clone();
     let max_line_bytes = collector.options.max_line_bytes;
+    // Keys the schema needs that no record read so far holds.
+    let mut absent_columns = schema.columns_required_in_input(collector.options.require_labels);
+    let mut num_records_read: usize = 0;
     let mut buffered = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
     let mut line_bytes: Vec<u8> = Vec::new();
     let mut line_number: u64 = 0;
     let mut num_bytes_read: u64 = 0;
     loop {
         if collector.should_stop(num_bytes_read) {
-            return Ok(());
+            break;
         }
         line_bytes.clear();
         let read_error = |source: std::io::Error, line: u64| IngestError::Read {
@@ -516,7 +530,7 @@ fn read_jsonl(reader: impl Read, collector: &mut Collector<'_>) -> Result<(), In
             .read_until(b'\n', &mut line_bytes)
             .map_err(|source| read_error(source, line_number + 1))?;
         if num_read == 0 {
-            return Ok(());
+            break;
         }
         line_number += 1;
         num_bytes_read += num_read as u64;
@@ -525,8 +539,9 @@ fn read_jsonl(reader: impl Read, collector: &mut Collector<'_>) -> Result<(), In
                 .skip_until(b'\n')
                 .map_err(|source| read_error(source, line_number))?;
             num_bytes_read += num_skipped as u64;
-            collector.reject(
+            collector.skip(
                 line_number,
+                SkipReason::Malformed,
                 format!("line is longer than {max_line_bytes} bytes"),
             );
             continue;
@@ -540,6 +555,8 @@ fn read_jsonl(reader: impl Read, collector: &mut Collector<'_>) -> Result<(), In
         }
         match serde_json::from_slice::<serde_json::Value>(text) {
             Ok(serde_json::Value::Object(object)) => {
+                num_records_read += 1;
+                absent_columns.retain(|name| !object.contains_key(*name));
                 collector.add_record(line_number, &RecordFields::Json(&object))?;
             }
             Ok(other) => {
@@ -550,11 +567,27 @@ fn read_jsonl(reader: impl Read, collector: &mut Collector<'_>) -> Result<(), In
                     serde_json::Value::Bool(_) => "a boolean",
                     _ => "null",
                 };
-                collector.reject(line_number, format!("expected a json object, got {kind}"));
+                collector.skip(
+                    line_number,
+                    SkipReason::Malformed,
+                    format!("expected a json object, got {kind}"),
+                );
             }
-            Err(error) => collector.reject(line_number, format!("invalid json: {error}")),
+            Err(error) => collector.skip(
+                line_number,
+                SkipReason::Malformed,
+                format!("invalid json: {error}"),
+            ),
         }
     }
+    if num_records_read > 0 && !absent_columns.is_empty() {
+        return Err(IngestError::ColumnsAbsentFromEveryRecord {
+            source_name,
+            missing_columns: absent_columns.into_iter().map(str::to_string).collect(),
+            num_records_read,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -577,6 +610,16 @@ mod tests {
         Schema::from_toml_str(&text).unwrap()
     }
 
+    /// Returns [`Schema::for_test`] whose label column counts values it does
+    /// not list as the last attack class.
+    fn unlisted_as_attack_schema() -> Schema {
+        let text = Schema::for_test().to_toml_string().replace(
+            "benign = [\"ok\"]",
+            "benign = [\"ok\"]\nunlisted_labels = \"attack\"",
+        );
+        Schema::from_toml_str(&text).unwrap()
+    }
+
     fn nsl_kdd_schema() -> Schema {
         Schema::load(Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -591,7 +634,7 @@ mod tests {
         let (dataset, report) = load_text(
             text,
             FileFormat::Csv,
-            &Schema::for_test(),
+            &unlisted_as_attack_schema(),
             &IngestOptions::default(),
         )
         .unwrap();
@@ -600,7 +643,7 @@ mod tests {
         assert_eq!(dataset.classes(), [0, 1, 3]);
         assert_eq!(dataset.raw_label(2), "worm");
         assert_eq!(dataset.row(1)[0], 4f32.ln());
-        assert_eq!((report.num_rows, report.num_malformed), (3, 0));
+        assert_eq!((report.num_rows, report.skipped.total()), (3, 0));
     }
 
     #[test]
@@ -654,7 +697,7 @@ mod tests {
         assert_eq!(dataset.len(), 2);
         assert_eq!(dataset.classes(), [0, 2]);
         assert_eq!(dataset.row(1)[0], 4f32.ln());
-        assert_eq!(report.num_malformed, 0);
+        assert_eq!(report.skipped.total(), 0);
     }
 
     #[test]
@@ -678,21 +721,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(dataset.len(), 3);
-        assert_eq!(report.num_malformed, 4);
-        let lines: Vec<u64> = report.malformed.iter().map(|row| row.line).collect();
+        assert_eq!(report.skipped.num_malformed, 4);
+        let lines: Vec<u64> = report.skipped_rows.iter().map(|row| row.line).collect();
         assert_eq!(lines, [3, 4, 6, 7]);
         assert_eq!(
-            report.malformed[0].reason,
+            report.skipped_rows[0].detail,
             "column \"bytes\": \"abc\" is not a number"
         );
         assert_eq!(
-            report.malformed[1].reason,
+            report.skipped_rows[1].detail,
             "row has 3 fields, the header has 4"
         );
-        assert_eq!(report.malformed[0].source, "test-input");
+        assert_eq!(report.skipped_rows[0].source, "test-input");
         let shown = report.to_string();
         assert!(
-            shown.starts_with("test-input: loaded 3 rows, skipped 4 malformed rows\n  line 3: "),
+            shown.starts_with("loaded 3 rows from test-input (skipped 4: 4 malformed)\n  line 3: "),
             "{shown}"
         );
     }
@@ -716,16 +759,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(dataset.len(), 2);
-        let lines: Vec<u64> = report.malformed.iter().map(|row| row.line).collect();
+        let lines: Vec<u64> = report.skipped_rows.iter().map(|row| row.line).collect();
         assert_eq!(lines, [2, 3, 5, 6]);
-        assert!(report.malformed[0].reason.starts_with("invalid json"));
+        assert!(report.skipped_rows[0].detail.starts_with("invalid json"));
         assert_eq!(
-            report.malformed[1].reason,
+            report.skipped_rows[1].detail,
             "expected a json object, got an array"
         );
+        assert_eq!(report.skipped_rows[3].reason, SkipReason::MissingLabel);
         assert_eq!(
-            report.malformed[3].reason,
+            report.skipped_rows[3].detail,
             "label column \"label\" is empty or absent"
+        );
+        assert_eq!(
+            report.skipped,
+            SkipCounts {
+                num_malformed: 3,
+                num_missing_label: 1,
+                num_unlisted_label: 0,
+            }
         );
     }
 
@@ -755,8 +807,11 @@ mod tests {
         let (dataset, report) =
             load_text(&text, FileFormat::Jsonl, &Schema::for_test(), &options).unwrap();
         assert_eq!(dataset.len(), 1);
-        assert_eq!(report.malformed[0].line, 1);
-        assert_eq!(report.malformed[0].reason, "line is longer than 100 bytes");
+        assert_eq!(report.skipped_rows[0].line, 1);
+        assert_eq!(
+            report.skipped_rows[0].detail,
+            "line is longer than 100 bytes"
+        );
     }
 
     #[test]
@@ -769,7 +824,7 @@ mod tests {
         let (dataset, report) =
             load_text(text, FileFormat::Csv, &Schema::for_test(), &options).unwrap();
         assert_eq!(dataset.len(), 2);
-        assert_eq!(report.num_malformed, 1);
+        assert_eq!(report.skipped.num_malformed, 1);
         assert_eq!(report.stopped_early, Some(StopReason::MaxRows));
         assert_eq!(dataset.row(1)[0], 3f32.ln());
     }
@@ -788,19 +843,18 @@ mod tests {
     }
 
     #[test]
-    fn max_reported_malformed_limits_the_examples_not_the_count() {
+    fn max_reported_skipped_limits_the_examples_not_the_count() {
         let text = "x\nx\nx\nx\n1,tcp,80,ok\n";
         let options = IngestOptions {
-            max_reported_malformed: 2,
+            max_reported_skipped: 2,
             ..IngestOptions::default()
         };
         let (_, report) = load_text(text, FileFormat::Csv, &Schema::for_test(), &options).unwrap();
-        assert_eq!((report.num_malformed, report.malformed.len()), (4, 2));
-        assert!(
-            report
-                .to_string()
-                .ends_with("... and 2 more malformed rows")
+        assert_eq!(
+            (report.skipped.num_malformed, report.skipped_rows.len()),
+            (4, 2)
         );
+        assert!(report.to_string().ends_with("... and 2 more skipped rows"));
     }
 
     #[test]
@@ -816,11 +870,19 @@ mod tests {
         let message = error.to_string();
         assert!(matches!(
             error,
-            IngestError::AllRowsMalformed {
-                num_malformed: 3,
+            IngestError::AllRowsSkipped {
+                skipped: SkipCounts {
+                    num_malformed: 3,
+                    num_missing_label: 0,
+                    num_unlisted_label: 0,
+                },
                 ..
             }
         ));
+        assert!(
+            message.starts_with("every row of test-input was skipped (3 malformed)"),
+            "{message}"
+        );
         assert!(
             message.contains("schema probably does not match"),
             "{message}"
@@ -864,7 +926,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(dataset.len(), 2);
-        assert_eq!(report.malformed[0].line, 2);
+        assert_eq!(report.skipped_rows[0].line, 2);
     }
 
     #[test]

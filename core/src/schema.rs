@@ -28,7 +28,9 @@
 //! [[columns]]
 //! name = "label"
 //! kind = "label"          # exactly one label column
-//! benign = ["normal"]     # label values that mean benign; every other value is an attack
+//! benign = ["normal"]     # label values that mean benign
+//! unlisted_labels = "error"  # a value neither benign nor classes lists: "error" (the default),
+//!                         # "attack" (the last class), "benign" or "skip" (the row, counted)
 //! [columns.classes]       # optional attack classes, numbered 1, 2, ... in declaration order
 //! dos = ["neptune", "smurf"]
 //!
@@ -55,25 +57,33 @@
 //!
 //! Field values are trimmed of surrounding whitespace; an empty field counts as absent.
 //! Categorical and label values are matched exactly (case-sensitive).
+//!
+//! Every column the schema lists must be in the input, whatever its `missing`
+//! value says: `missing` fills an empty field (or a JSON key absent from one
+//! record), never a whole column. A csv header must name every numeric and
+//! categorical column, and the label column when labels are required
+//! (training, evaluation); only ignored columns may be absent. JSON-lines
+//! records may leave a key out one by one, but a key that no record of a file
+//! holds is an error (see [`crate::ingest`]).
+//!
+//! A label value that neither `benign` nor `classes` lists is an error by
+//! default ([`UnlistedLabels`]), naming the value, the file and the line:
+//! write `unlisted_labels = "attack"` to count such values as attacks (the
+//! last class), `"benign"`, or `"skip"` to leave their rows out.
+
+mod labels;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::de::{MapAccess, Visitor};
-use serde::ser::SerializeMap;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::de::Visitor;
+use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::data::BENIGN_CLASS;
-
-/// Name of the last class when attack classes are declared: attacks whose label
-/// value no declared class lists.
-pub const OTHER_ATTACK_CLASS: &str = "other_attack";
-
-/// Name of class 1 when no attack classes are declared (binary labels).
-pub const ATTACK_CLASS: &str = "attack";
+pub use labels::{ATTACK_CLASS, LabelClass, LabelInfo, OTHER_ATTACK_CLASS, UnlistedLabels};
+use labels::{ClassTable, LabelMapping, validate_label};
 
 /// Largest accepted `hash_buckets`.
 pub const MAX_HASH_BUCKETS: i64 = 65_536;
@@ -271,43 +281,6 @@ impl<'de> Deserialize<'de> for MissingValue {
     }
 }
 
-/// Attack classes in declaration order: class name → raw label values.
-///
-/// A plain map would lose the order (class indices depend on it), so this
-/// (de)serializes a TOML table entry by entry.
-#[derive(Clone, Debug, Default, PartialEq)]
-struct ClassTable(Vec<(String, Vec<String>)>);
-
-impl Serialize for ClassTable {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (class_name, values) in &self.0 {
-            map.serialize_entry(class_name, values)?;
-        }
-        map.end()
-    }
-}
-
-impl<'de> Deserialize<'de> for ClassTable {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ClassTableVisitor;
-        impl<'de> Visitor<'de> for ClassTableVisitor {
-            type Value = ClassTable;
-            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-                formatter.write_str("a table of class name = [label values]")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ClassTable, A::Error> {
-                let mut classes = Vec::new();
-                while let Some((class_name, values)) = map.next_entry::<String, Vec<String>>()? {
-                    classes.push((class_name, values));
-                }
-                Ok(ClassTable(classes))
-            }
-        }
-        deserializer.deserialize_map(ClassTableVisitor)
-    }
-}
-
 fn default_format() -> FileFormat {
     FileFormat::Csv
 }
@@ -351,6 +324,10 @@ struct ColumnFile {
     benign: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     classes: Option<ClassTable>,
+    /// Written only when not the default (`"error"`), so that schemas written
+    /// before the key existed keep their canonical text and sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unlisted_labels: Option<UnlistedLabels>,
 }
 
 impl ColumnFile {
@@ -374,6 +351,9 @@ impl ColumnFile {
         }
         if self.classes.is_some() {
             keys.push("classes");
+        }
+        if self.unlisted_labels.is_some() {
+            keys.push("unlisted_labels");
         }
         keys
     }
@@ -413,35 +393,12 @@ impl ColumnRole {
             ColumnRole::Label | ColumnRole::Ignore => 0,
         }
     }
-
-    /// Returns true if the column must be present (it makes features and has no `missing` value).
-    fn is_required(&self) -> bool {
-        match self {
-            ColumnRole::Numeric { missing, .. } => missing.is_none(),
-            ColumnRole::Vocabulary { missing, .. } | ColumnRole::Hashed { missing, .. } => {
-                missing.is_none()
-            }
-            ColumnRole::Label | ColumnRole::Ignore => false,
-        }
-    }
 }
 
 #[derive(Clone, Debug)]
 struct Column {
     name: String,
     role: ColumnRole,
-}
-
-/// How label values map to class indices.
-#[derive(Clone, Debug)]
-struct LabelMapping {
-    /// Index of the label column among the schema's columns.
-    column_index: usize,
-    /// Every listed value (benign and declared classes) → its class index.
-    class_of_value: HashMap<String, u32>,
-    /// Class of attack values that no declared class lists.
-    unlisted_attack_class: u32,
-    class_names: Vec<String>,
 }
 
 /// A validated schema: the columns of a telemetry file and how each becomes features.
@@ -567,12 +524,10 @@ impl Schema {
             }
             let role = match validate_column(column, &path, &mut problems) {
                 CompiledColumn::Role(role) => role,
-                CompiledColumn::Label(mapping) => {
+                CompiledColumn::Label(mut mapping) => {
                     if label_mapping.is_none() {
-                        label_mapping = Some(LabelMapping {
-                            column_index,
-                            ..mapping
-                        });
+                        mapping.column_index = column_index;
+                        label_mapping = Some(mapping);
                     }
                     ColumnRole::Label
                 }
@@ -611,7 +566,7 @@ impl Schema {
 
         match label_mapping {
             Some(label) if problems.is_empty() => Ok(Schema {
-                file,
+                file: without_default_keys(file),
                 delimiter,
                 columns,
                 num_features,
@@ -704,13 +659,32 @@ impl Schema {
         self.label.class_names.len()
     }
 
-    /// Returns the class index of a raw label value (0 = benign).
-    pub fn class_of_label(&self, raw_label: &str) -> u32 {
-        self.label
-            .class_of_value
-            .get(raw_label)
-            .copied()
-            .unwrap_or(self.label.unlisted_attack_class)
+    /// Returns what a raw label value (trimmed) means: its class (0 = benign),
+    /// or, for a value neither `benign` nor `classes` lists, what the label
+    /// column's `unlisted_labels` says.
+    pub fn class_of_label(&self, raw_label: &str) -> LabelClass {
+        self.label.class_of(raw_label)
+    }
+
+    /// Returns what the label column does with values it does not list.
+    pub fn unlisted_labels(&self) -> UnlistedLabels {
+        self.label.unlisted()
+    }
+
+    /// Returns the names of the columns every input must hold, in schema
+    /// order: every numeric and categorical column (a `missing` value fills an
+    /// empty field, never a whole column), and the label column when
+    /// `require_label` is set. Ignored columns may be absent.
+    pub fn columns_required_in_input(&self, require_label: bool) -> Vec<&str> {
+        self.columns
+            .iter()
+            .filter(|column| match column.role {
+                ColumnRole::Label => require_label,
+                ColumnRole::Ignore => false,
+                _ => true,
+            })
+            .map(|column| column.name.as_str())
+            .collect()
     }
 
     /// Returns where each schema column sits in a csv `header`.
@@ -718,12 +692,14 @@ impl Schema {
     /// Header names are trimmed; when a name repeats, the first occurrence counts.
     ///
     /// # Errors
-    /// [`HeaderMismatch`] naming every feature column without a `missing` value that
-    /// the header lacks. An absent label column is allowed (rows are then unlabelled),
-    /// and so is an absent ignored column.
+    /// [`HeaderMismatch`] naming every column of
+    /// [`Schema::columns_required_in_input`] that the header lacks. Without
+    /// `require_label` an absent label column is allowed (rows are then
+    /// unlabelled); an absent ignored column always is.
     pub fn header_positions(
         &self,
         header: &csv::StringRecord,
+        require_label: bool,
     ) -> Result<HeaderPositions, HeaderMismatch> {
         let mut position_of_name: HashMap<&str, usize> = HashMap::new();
         for (position, name) in header.iter().enumerate() {
@@ -740,11 +716,10 @@ impl Schema {
             .map(|column| position_of_name.get(column.name.as_str()).copied())
             .collect();
         let missing_columns: Vec<String> = self
-            .columns
-            .iter()
-            .zip(&positions)
-            .filter(|(column, position)| position.is_none() && column.role.is_required())
-            .map(|(column, _)| column.name.clone())
+            .columns_required_in_input(require_label)
+            .into_iter()
+            .filter(|name| !position_of_name.contains_key(name))
+            .map(str::to_string)
             .collect();
         if !missing_columns.is_empty() {
             return Err(HeaderMismatch { missing_columns });
@@ -757,6 +732,10 @@ impl Schema {
 
     /// Returns the feature vector of `record` and its label (`None` when the label
     /// field is absent or empty, e.g. for unlabelled live events).
+    ///
+    /// A label value the schema does not list is no reason to refuse the record
+    /// here: its [`LabelInfo::class`] says what `unlisted_labels` asks for, and
+    /// the loader acts on it (a detector scoring events ignores labels).
     ///
     /// # Errors
     /// A reason naming the column and value when the record does not fit the schema:
@@ -845,6 +824,17 @@ impl Schema {
     }
 }
 
+/// Returns `file` without keys set to the value their absence means, where
+/// canonical TOML leaves them out (see [`ColumnFile::unlisted_labels`]).
+fn without_default_keys(mut file: SchemaFile) -> SchemaFile {
+    for column in &mut file.columns {
+        if column.unlisted_labels == Some(UnlistedLabels::default()) {
+            column.unlisted_labels = None;
+        }
+    }
+    file
+}
+
 /// The result of validating one `[[columns]]` entry.
 enum CompiledColumn {
     Role(ColumnRole),
@@ -865,7 +855,7 @@ fn validate_column(column: &ColumnFile, path: &str, problems: &mut Vec<String>) 
     let allowed_keys: &[&str] = match column.kind.as_str() {
         "numeric" => &["transforms", "missing"],
         "categorical" => &["vocabulary", "hash_buckets", "missing"],
-        "label" => &["benign", "classes"],
+        "label" => &["benign", "classes", "unlisted_labels"],
         "ignore" => &[],
         unknown => {
             problems.push(format!(
@@ -886,7 +876,13 @@ fn validate_column(column: &ColumnFile, path: &str, problems: &mut Vec<String>) 
     let compiled = match column.kind.as_str() {
         "numeric" => validate_numeric(column, path, problems),
         "categorical" => validate_categorical(column, path, problems),
-        "label" => validate_label(column, path, problems),
+        "label" => CompiledColumn::Label(validate_label(
+            column.benign.as_deref(),
+            column.classes.as_ref(),
+            column.unlisted_labels,
+            path,
+            problems,
+        )),
         _ => CompiledColumn::Role(ColumnRole::Ignore),
     };
     if problems.len() > num_problems_before {
@@ -1031,76 +1027,6 @@ fn validate_categorical(
     }
 }
 
-fn validate_label(column: &ColumnFile, path: &str, problems: &mut Vec<String>) -> CompiledColumn {
-    let mut class_of_value: HashMap<String, u32> = HashMap::new();
-    // Where each value was first listed, for duplicate reports.
-    let mut listed_in: HashMap<String, String> = HashMap::new();
-    let mut add_value = |value: &String, class: u32, key: String, problems: &mut Vec<String>| {
-        if value.trim().is_empty() || value.trim() != value {
-            problems.push(format!(
-                "{path}.{key}: {value:?} is empty or has surrounding whitespace, and no trimmed field can match it"
-            ));
-        } else if let Some(first_key) = listed_in.get(value) {
-            problems.push(format!(
-                "{path}.{key}: label value {value:?} is already listed in {first_key}"
-            ));
-        } else {
-            listed_in.insert(value.clone(), key);
-            class_of_value.insert(value.clone(), class);
-        }
-    };
-    match &column.benign {
-        Some(benign) if !benign.is_empty() => {
-            for value in benign {
-                add_value(value, 0, "benign".to_string(), problems);
-            }
-        }
-        _ => problems.push(format!(
-            "{path}: benign must list at least one label value that means benign"
-        )),
-    }
-    let mut class_names = vec![BENIGN_CLASS.to_string()];
-    let unlisted_attack_class = match &column.classes {
-        None => {
-            class_names.push(ATTACK_CLASS.to_string());
-            1
-        }
-        Some(ClassTable(classes)) => {
-            if classes.is_empty() {
-                problems.push(format!(
-                    "{path}.classes: the table is empty; leave it out for binary labels"
-                ));
-            }
-            for (class_name, values) in classes {
-                let class_path = format!("classes.{class_name}");
-                if class_name.trim().is_empty() {
-                    problems.push(format!("{path}.classes: a class name is empty"));
-                } else if class_name == BENIGN_CLASS || class_name == OTHER_ATTACK_CLASS {
-                    problems.push(format!(
-                        "{path}.{class_path}: the class name {class_name:?} is reserved"
-                    ));
-                }
-                if values.is_empty() {
-                    problems.push(format!("{path}.{class_path}: lists no label values"));
-                }
-                let class = class_names.len() as u32;
-                for value in values {
-                    add_value(value, class, class_path.clone(), problems);
-                }
-                class_names.push(class_name.clone());
-            }
-            class_names.push(OTHER_ATTACK_CLASS.to_string());
-            (class_names.len() - 1) as u32
-        }
-    };
-    CompiledColumn::Label(LabelMapping {
-        column_index: 0,
-        class_of_value,
-        unlisted_attack_class,
-        class_names,
-    })
-}
-
 /// Returns "TOML error message at line L, column C" from a toml error and its source text.
 fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
     let message = error.message().trim_end();
@@ -1213,27 +1139,8 @@ impl<'a> RecordFields<'a> {
     }
 }
 
-/// The label of a featurized record.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LabelInfo<'a> {
-    /// Class index: 0 = benign, then the schema's attack classes.
-    pub class: u32,
-    /// The label value as it appeared in the record (trimmed).
-    pub raw_label: Cow<'a, str>,
-}
-
-impl LabelInfo<'_> {
-    /// Returns the label with an owned raw label, detached from the record.
-    pub fn into_owned(self) -> LabelInfo<'static> {
-        LabelInfo {
-            class: self.class,
-            raw_label: Cow::Owned(self.raw_label.into_owned()),
-        }
-    }
-}
-
 /// Returns `value` Debug-quoted, cut to [`MAX_QUOTED_VALUE_CHARS`] characters.
-fn quoted(value: &str) -> String {
+pub(crate) fn quoted(value: &str) -> String {
     match value.char_indices().nth(MAX_QUOTED_VALUE_CHARS) {
         Some((cut, _)) => format!("{:?}...", &value[..cut]),
         None => format!("{value:?}"),
@@ -1422,18 +1329,103 @@ mod tests {
             ["benign", "scan", "flood", "other_attack"]
         );
         assert_eq!(schema.num_classes(), 4);
-        assert_eq!(schema.class_of_label("ok"), 0);
-        assert_eq!(schema.class_of_label("portscan"), 1);
-        assert_eq!(schema.class_of_label("synflood"), 2);
-        assert_eq!(schema.class_of_label("worm"), 3);
+        assert_eq!(schema.class_of_label("ok"), LabelClass::Class(0));
+        assert_eq!(schema.class_of_label("portscan"), LabelClass::Class(1));
+        assert_eq!(schema.class_of_label("synflood"), LabelClass::Class(2));
+        assert_eq!(schema.class_of_label("worm"), LabelClass::UnlistedError);
     }
 
     #[test]
     fn labels_without_declared_classes_are_binary() {
         let schema = numeric_schema(WIDE_CLAMP);
         assert_eq!(schema.class_names(), ["benign", "attack"]);
-        assert_eq!(schema.class_of_label("ok"), 0);
-        assert_eq!(schema.class_of_label("anything"), 1);
+        assert_eq!(schema.class_of_label("ok"), LabelClass::Class(0));
+        assert_eq!(schema.class_of_label("anything"), LabelClass::UnlistedError);
+        let attack_schema = Schema::from_toml_str(&format!(
+            "{}unlisted_labels = \"attack\"\n",
+            numeric_schema_text("x", WIDE_CLAMP)
+        ))
+        .unwrap();
+        assert_eq!(
+            attack_schema.class_of_label("anything"),
+            LabelClass::Class(1)
+        );
+    }
+
+    /// Returns [`Schema::for_test`] with `unlisted_labels` set to `policy`.
+    fn test_schema_with_unlisted_labels(policy: &str) -> Schema {
+        let text = Schema::for_test().to_toml_string().replace(
+            "benign = [\"ok\"]",
+            &format!("benign = [\"ok\"]\nunlisted_labels = \"{policy}\""),
+        );
+        Schema::from_toml_str(&text).unwrap()
+    }
+
+    #[test]
+    fn unlisted_label_values_mean_what_the_schema_says() {
+        for (policy, expected) in [
+            ("error", LabelClass::UnlistedError),
+            ("attack", LabelClass::Class(3)),
+            ("benign", LabelClass::Class(0)),
+            ("skip", LabelClass::UnlistedSkip),
+        ] {
+            let schema = test_schema_with_unlisted_labels(policy);
+            assert_eq!(schema.unlisted_labels().name(), policy);
+            assert_eq!(schema.class_of_label("worm"), expected, "{policy}");
+            // Listed values keep their classes under every policy, and the
+            // class names (the model's outputs) do not depend on it.
+            assert_eq!(schema.class_of_label("ok"), LabelClass::Class(0));
+            assert_eq!(schema.class_of_label("synflood"), LabelClass::Class(2));
+            assert_eq!(
+                schema.class_names(),
+                ["benign", "scan", "flood", "other_attack"]
+            );
+            let record = csv_record(&["1", "tcp", "80", "worm"]);
+            let (_, label) = schema
+                .featurize(&RecordFields::CsvPositional(&record))
+                .unwrap();
+            assert_eq!(label.unwrap().class, expected, "{policy}");
+        }
+        assert_eq!(Schema::for_test().unlisted_labels(), UnlistedLabels::Error);
+    }
+
+    #[test]
+    fn unlisted_labels_is_written_only_when_not_the_default() {
+        let implicit = Schema::for_test();
+        let explicit = test_schema_with_unlisted_labels("error");
+        assert_eq!(explicit.to_toml_string(), implicit.to_toml_string());
+        assert_eq!(explicit.sha256(), implicit.sha256());
+        assert!(!implicit.to_toml_string().contains("unlisted_labels"));
+        let skip = test_schema_with_unlisted_labels("skip");
+        assert!(
+            skip.to_toml_string().contains("unlisted_labels = \"skip\""),
+            "{}",
+            skip.to_toml_string()
+        );
+        assert_ne!(skip.sha256(), implicit.sha256());
+        assert_eq!(Schema::from_toml_str(&skip.to_toml_string()).unwrap(), skip);
+    }
+
+    #[test]
+    fn unlisted_labels_takes_one_of_four_values_and_only_on_the_label() {
+        let error = Schema::from_toml_str(&format!(
+            "{}unlisted_labels = \"maybe\"\n",
+            numeric_schema_text("x", WIDE_CLAMP)
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("unknown variant `maybe`"), "{error}");
+        assert!(
+            error.contains("`error`, `attack`, `benign`, `skip`"),
+            "{error}"
+        );
+        let misplaced = format!(
+            "[[columns]]\nname = \"x\"\nkind = \"numeric\"\ntransforms = {WIDE_CLAMP}\nunlisted_labels = \"skip\"\n[[columns]]\nname = \"label\"\nkind = \"label\"\nbenign = [\"ok\"]\n"
+        );
+        assert_eq!(
+            problems_of(&misplaced),
+            ["columns[0] (\"x\"): key \"unlisted_labels\" does not apply to kind \"numeric\""]
+        );
     }
 
     #[test]
@@ -1458,8 +1450,8 @@ mod tests {
             schema.class_names(),
             ["benign", "zeta", "alpha", "other_attack"]
         );
-        assert_eq!(schema.class_of_label("z"), 1);
-        assert_eq!(schema.class_of_label("a"), 2);
+        assert_eq!(schema.class_of_label("z"), LabelClass::Class(1));
+        assert_eq!(schema.class_of_label("a"), LabelClass::Class(2));
     }
 
     #[test]
@@ -1622,7 +1614,7 @@ mod tests {
     fn header_rows_are_matched_by_name_in_any_order() {
         let schema = Schema::for_test();
         let header = csv_record(&["label", "extra", "port", "proto", "bytes"]);
-        let positions = schema.header_positions(&header).unwrap();
+        let positions = schema.header_positions(&header, true).unwrap();
         let record = csv_record(&["portscan", "zzz", "22", "udp", "1"]);
         let fields = RecordFields::CsvWithHeader {
             record: &record,
@@ -1632,14 +1624,17 @@ mod tests {
         assert_close(features[0], std::f64::consts::LN_2);
         assert_eq!(&features[1..4], &[0.0, 1.0, 0.0]);
         let label = label.unwrap();
-        assert_eq!((label.class, label.raw_label.as_ref()), (1, "portscan"));
+        assert_eq!(
+            (label.class, label.raw_label.as_ref()),
+            (LabelClass::Class(1), "portscan")
+        );
     }
 
     #[test]
     fn a_header_without_a_feature_column_is_refused_naming_it() {
         let schema = Schema::for_test();
         let header = csv_record(&["bytes", "label"]);
-        let mismatch = schema.header_positions(&header).unwrap_err();
+        let mismatch = schema.header_positions(&header, false).unwrap_err();
         assert_eq!(mismatch.missing_columns, ["proto", "port"]);
         assert_eq!(
             mismatch.to_string(),
@@ -1648,10 +1643,49 @@ mod tests {
     }
 
     #[test]
-    fn a_header_without_the_label_gives_unlabelled_rows() {
+    fn a_header_without_a_column_that_has_a_missing_value_is_refused() {
+        let schema = Schema::from_toml_str(
+            r#"
+            [[columns]]
+            name = "bytes"
+            kind = "numeric"
+            transforms = [{ clamp = { min = 0.0, max = 10.0 } }]
+            missing = 0
+            [[columns]]
+            name = "proto"
+            kind = "categorical"
+            vocabulary = ["tcp"]
+            missing = "tcp"
+            [[columns]]
+            name = "notes"
+            kind = "ignore"
+            [[columns]]
+            name = "label"
+            kind = "label"
+            benign = ["ok"]
+            "#,
+        )
+        .unwrap();
+        let header = csv_record(&["label"]);
+        let mismatch = schema.header_positions(&header, true).unwrap_err();
+        assert_eq!(mismatch.missing_columns, ["bytes", "proto"]);
+        // An ignored column may be absent; every other column is needed.
+        let without_notes = csv_record(&["proto", "bytes", "label"]);
+        assert!(schema.header_positions(&without_notes, true).is_ok());
+        assert_eq!(
+            schema.columns_required_in_input(true),
+            ["bytes", "proto", "label"]
+        );
+        assert_eq!(schema.columns_required_in_input(false), ["bytes", "proto"]);
+    }
+
+    #[test]
+    fn a_header_without_the_label_gives_unlabelled_rows_unless_labels_are_required() {
         let schema = Schema::for_test();
         let header = csv_record(&["bytes", "proto", "port"]);
-        let positions = schema.header_positions(&header).unwrap();
+        let required = schema.header_positions(&header, true).unwrap_err();
+        assert_eq!(required.missing_columns, ["label"]);
+        let positions = schema.header_positions(&header, false).unwrap();
         let record = csv_record(&["5", "tcp", "443"]);
         let fields = RecordFields::CsvWithHeader {
             record: &record,
@@ -1671,7 +1705,7 @@ mod tests {
         assert_close(features[0], std::f64::consts::LN_2);
         assert_eq!(&features[1..4], &[0.0, 1.0, 0.0]);
         assert_eq!(features[4 + hash_bucket("443", 8) as usize], 1.0);
-        assert_eq!(label.unwrap().class, 2);
+        assert_eq!(label.unwrap().class, LabelClass::Class(2));
 
         let with_strings =
             json_object(r#"{"bytes": " 1 ", "proto": "tcp", "port": "443", "label": "ok"}"#);
@@ -1680,7 +1714,7 @@ mod tests {
             .unwrap();
         assert_eq!(string_features[0], features[0]);
         assert_eq!(&string_features[4..], &features[4..]);
-        assert_eq!(string_label.unwrap().class, 0);
+        assert_eq!(string_label.unwrap().class, LabelClass::Class(0));
 
         let with_boolean = json_object(r#"{"bytes": true, "proto": false, "port": 1}"#);
         let (boolean_features, no_label) = schema
@@ -2054,50 +2088,148 @@ mod tests {
         }
     }
 
-    proptest! {
-        #[test]
-        fn featurize_never_panics_and_returns_finite_features(
-            fields in proptest::collection::vec(".{0,12}|-?[0-9]{1,40}(\\.[0-9]{0,5})?(e-?[0-9]{1,3})?", 0..7)
-        ) {
-            let schema = Schema::from_toml_str(
-                r#"
-                [[columns]]
-                name = "a"
-                kind = "numeric"
-                transforms = ["log1p", { clamp = { min = -3.0, max = 3.0 } }]
-                [[columns]]
-                name = "b"
-                kind = "numeric"
-                transforms = [{ standardize = { mean = 1.0, std = 1e-30 } }, { clamp = { min = -1e6, max = 1e6 } }]
-                [[columns]]
-                name = "c"
-                kind = "categorical"
-                vocabulary = ["x", "y"]
-                [[columns]]
-                name = "d"
-                kind = "categorical"
-                hash_buckets = 5
-                [[columns]]
-                name = "label"
-                kind = "label"
-                benign = ["ok"]
-                "#,
-            ).unwrap();
-            let record = StringRecord::from(fields.clone());
-            if let Ok((features, _)) = schema.featurize(&RecordFields::CsvPositional(&record)) {
+    /// The schema of the featurizer property: two numeric columns whose
+    /// transforms can fail or overflow, a vocabulary, hash buckets, a label.
+    const PROPERTY_SCHEMA: &str = r#"
+        [[columns]]
+        name = "a"
+        kind = "numeric"
+        transforms = ["log1p", { clamp = { min = -3.0, max = 3.0 } }]
+        [[columns]]
+        name = "b"
+        kind = "numeric"
+        transforms = [{ standardize = { mean = 1.0, std = 1e-30 } }, { clamp = { min = -1e6, max = 1e6 } }]
+        [[columns]]
+        name = "c"
+        kind = "categorical"
+        vocabulary = ["x", "y"]
+        [[columns]]
+        name = "d"
+        kind = "categorical"
+        hash_buckets = 5
+        [[columns]]
+        name = "label"
+        kind = "label"
+        benign = ["ok"]
+    "#;
+
+    /// Returns the first column of [`PROPERTY_SCHEMA`] whose field (trimmed;
+    /// absent past the end) the featurizer must refuse, or `None` when every
+    /// field fits: `a` and `b` need a finite number, `a` one above -1 (log1p),
+    /// `c` and `d` a non-empty value. The label never makes a record unfit.
+    fn first_unfit_column(fields: &[String]) -> Option<&'static str> {
+        let field = |index: usize| fields.get(index).map_or("", |field| field.trim());
+        let finite_number = |text: &str| {
+            text.parse::<f64>()
+                .ok()
+                .filter(|value: &f64| value.is_finite())
+        };
+        if finite_number(field(0)).is_none_or(|value| value <= -1.0) {
+            return Some("a");
+        }
+        if finite_number(field(1)).is_none() {
+            return Some("b");
+        }
+        if field(2).is_empty() {
+            return Some("c");
+        }
+        if field(3).is_empty() {
+            return Some("d");
+        }
+        None
+    }
+
+    /// Checks one featurizer outcome of `fields` against
+    /// [`first_unfit_column`]: a fitting record gives bounded finite features,
+    /// one-hot slots and the label the schema says; an unfit one is refused
+    /// naming the column the oracle names. No outcome passes unchecked.
+    fn check_featurized(
+        schema: &Schema,
+        fields: &[String],
+        outcome: Result<(Vec<f32>, Option<LabelInfo<'_>>), String>,
+    ) -> Result<(), TestCaseError> {
+        match (outcome, first_unfit_column(fields)) {
+            (Ok((features, label)), None) => {
                 prop_assert_eq!(features.len(), schema.num_features());
                 prop_assert!(features.iter().all(|feature| feature.is_finite()));
-                prop_assert!(features.iter().all(|feature| f64::from(feature.abs()) <= MAX_FEATURE_MAGNITUDE));
+                prop_assert!(
+                    features
+                        .iter()
+                        .all(|feature| f64::from(feature.abs()) <= MAX_FEATURE_MAGNITUDE)
+                );
+                prop_assert!((-3.0..=3.0).contains(&features[0]));
+                prop_assert_eq!(features[2..5].iter().sum::<f32>(), 1.0);
+                prop_assert_eq!(features[5..10].iter().sum::<f32>(), 1.0);
+                let raw_label = fields.get(4).map_or("", |field| field.trim());
+                let expected_label = match raw_label {
+                    "" => None,
+                    "ok" => Some(LabelClass::Class(0)),
+                    _ => Some(LabelClass::UnlistedError),
+                };
+                prop_assert_eq!(label.as_ref().map(|label| label.class), expected_label);
+                if let Some(label) = label {
+                    prop_assert_eq!(label.raw_label.as_ref(), raw_label);
+                }
             }
+            (Err(reason), Some(column)) => {
+                let expected_start = format!("column {column:?}");
+                prop_assert!(
+                    reason.starts_with(&expected_start),
+                    "reason {:?} should blame column {:?}",
+                    reason,
+                    column
+                );
+            }
+            (Ok(_), Some(column)) => {
+                return Err(TestCaseError::fail(format!(
+                    "column {column:?} should have been refused"
+                )));
+            }
+            (Err(reason), None) => {
+                return Err(TestCaseError::fail(format!(
+                    "a fitting record was refused: {reason}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn featurize_gives_bounded_features_or_names_the_unfit_column(
+            mut fields in proptest::collection::vec(
+                ".{0,12}|-?[0-9]{1,40}(\\.[0-9]{0,5})?(e-?[0-9]{1,3})?",
+                0..7,
+            ),
+            label in prop_oneof![Just("ok".to_string()), "[a-z ]{0,4}"],
+        ) {
+            let schema = Schema::from_toml_str(PROPERTY_SCHEMA).unwrap();
+            if let Some(label_field) = fields.get_mut(4) {
+                *label_field = label;
+            }
+
+            let record = StringRecord::from(fields.clone());
+            let csv_outcome = schema.featurize(&RecordFields::CsvPositional(&record));
+            if fields.len() == schema.num_columns() {
+                check_featurized(&schema, &fields, csv_outcome)?;
+            } else {
+                prop_assert_eq!(
+                    csv_outcome.unwrap_err(),
+                    format!(
+                        "row has {} fields, the schema expects 5 (one per column)",
+                        fields.len()
+                    )
+                );
+            }
+
+            // The same values as JSON strings; keys past the fields are absent.
             let object: serde_json::Map<String, serde_json::Value> = ["a", "b", "c", "d", "label"]
                 .iter()
                 .zip(&fields)
                 .map(|(name, value)| (name.to_string(), serde_json::Value::String(value.clone())))
                 .collect();
-            if let Ok((features, _)) = schema.featurize(&RecordFields::Json(&object)) {
-                prop_assert_eq!(features.len(), schema.num_features());
-                prop_assert!(features.iter().all(|feature| feature.is_finite()));
-            }
+            let json_outcome = schema.featurize(&RecordFields::Json(&object));
+            check_featurized(&schema, &fields, json_outcome)?;
         }
     }
 }

@@ -13,7 +13,7 @@ use rand_distr::{Distribution, LogNormal, Normal};
 use std::io::Write;
 
 use crate::data::Dataset;
-use crate::schema::{RecordFields, Schema};
+use crate::schema::{LabelClass, RecordFields, Schema};
 
 /// Transport protocol of a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -631,7 +631,7 @@ pub fn synthetic_dataset(profile: OrgProfile, count: usize, seed: u64) -> Datase
     let mut dataset = Dataset::new(schema.num_features());
     let header = csv::StringRecord::from(FLOW_COLUMNS.to_vec());
     let positions = schema
-        .header_positions(&header)
+        .header_positions(&header, true)
         .expect("flow columns match the synthetic flows schema");
     let mut features = Vec::with_capacity(schema.num_features());
     for _ in 0..count {
@@ -646,8 +646,11 @@ pub fn synthetic_dataset(profile: OrgProfile, count: usize, seed: u64) -> Datase
             )
             .expect("generated flows fit their schema")
             .expect("generated flows are labelled");
+        let LabelClass::Class(class) = label.class else {
+            unreachable!("the synthetic flows schema lists every generated label");
+        };
         dataset
-            .push_labelled(&features, label.class, &label.raw_label)
+            .push_labelled(&features, class, &label.raw_label)
             .expect("the schema's feature count");
     }
     dataset
@@ -741,7 +744,7 @@ mod file_tests {
         let (from_jsonl, jsonl_report) =
             load_dataset(&jsonl_path, &schema, &IngestOptions::default()).unwrap();
         assert_eq!(
-            (csv_report.num_malformed, jsonl_report.num_malformed),
+            (csv_report.skipped.total(), jsonl_report.skipped.total()),
             (0, 0)
         );
         assert_eq!(from_csv.len(), 300);
