@@ -16,8 +16,10 @@
 //!   N means a smaller q and a smaller ε than the promise.
 //! - Each model card carries a [`ModelPrivacy`]: for every participant whose
 //!   data shaped the model, its last reported guarantee and the guarantee the
-//!   plan implies for the rounds it contributed to; the model's guarantee is
-//!   the worst of them.
+//!   plans imply for the rounds it contributed to; the model's guarantee is
+//!   the worst of them, and it holds only while every round in the model's
+//!   history had DP (see [`crate::lineage`] for restarts that change the
+//!   privacy settings).
 
 use std::collections::BTreeMap;
 
@@ -28,6 +30,7 @@ use crate::accountant::{
 };
 use crate::dp::{DpSgdPlan, OrgDpPlan};
 use crate::error::{CoreError, Result};
+use crate::lineage::{PrivacyPromise, PrivacyWeakening};
 use crate::training::TrainingPlan;
 
 /// Name of the record-level mechanism, as model cards state it.
@@ -259,15 +262,59 @@ impl PrivacyReport {
 pub struct ParticipantPrivacy {
     /// The participant's last report (its own ledger's cumulative guarantee).
     pub reported: PrivacyReport,
-    /// Rounds of this federation the participant's updates were averaged into.
+    /// DP rounds of this federation the participant's updates were averaged into.
     pub num_rounds_contributed: u64,
-    /// Record-level ε the coordinator's plan implies for those rounds at the
-    /// model's δ, if every contribution followed the plan, in the worst case
-    /// of the plan's minimum data size (larger participants spend less).
+    /// Record-level ε the coordinator's plans imply for those rounds at the
+    /// model's δ, if every contribution followed its round's plan, in the
+    /// worst case of each plan's minimum data size (larger participants
+    /// spend less).
     pub plan_epsilon: f64,
-    /// Organization-level ε the plan implies, with organization-level DP.
+    /// Organization-level ε the plans imply, when every one of those rounds
+    /// had organization-level DP.
     #[serde(default)]
     pub plan_org_epsilon: Option<f64>,
+    /// Those rounds per plan, aligned with [`ModelPrivacy::plans`]; sums to
+    /// `num_rounds_contributed`. Empty on cards written before plans were
+    /// listed, whose rounds all ran under the card's `dp_sgd`.
+    #[serde(default)]
+    pub rounds_by_plan: Vec<u64>,
+}
+
+/// The DP settings a round ran under, as a model card accounts them: two
+/// rounds under equal settings compose as one mechanism run twice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpRoundPlan {
+    /// Record-level DP-SGD.
+    pub dp_sgd: DpSgdPlan,
+    /// Organization-level DP, if any.
+    #[serde(default)]
+    pub org_dp: Option<OrgDpPlan>,
+}
+
+impl DpRoundPlan {
+    /// Returns the DP settings of `plan`, if it has DP.
+    pub fn of(plan: &TrainingPlan) -> Option<DpRoundPlan> {
+        Some(DpRoundPlan {
+            dp_sgd: plan.dp_sgd.clone()?,
+            org_dp: plan.org_dp.clone(),
+        })
+    }
+}
+
+/// Whether a model card's ε bounds the whole model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Guarantee {
+    /// Every round in the model's history trained with DP: `epsilon` (and
+    /// `org_epsilon`, when present) bound the model.
+    #[default]
+    #[serde(rename = "dp")]
+    Dp,
+    /// Some round in the model's history trained without DP (an operator
+    /// acknowledged it): the model has no DP guarantee at all; `epsilon`
+    /// accounts only for its DP rounds.
+    #[serde(rename = "none")]
+    NoDp,
 }
 
 /// The privacy statement of a published model version: every participant
@@ -278,30 +325,60 @@ pub struct ParticipantPrivacy {
 pub struct ModelPrivacy {
     /// The record-level mechanism.
     pub mechanism: String,
-    /// The organization-level mechanism, if any.
+    /// The organization-level mechanism, when every DP round had it.
     #[serde(default)]
     pub org_mechanism: Option<String>,
     /// δ of the plan's accounting.
     pub delta: f64,
-    /// The DP-SGD parameters of the rounds.
+    /// The DP-SGD parameters of the latest DP round.
     pub dp_sgd: DpSgdPlan,
-    /// Organization-level parameters, if any.
+    /// Organization-level parameters of the latest DP round, if any.
     #[serde(default)]
     pub org_dp: Option<OrgDpPlan>,
     /// Worst record-level ε over contributors: the larger of each one's
-    /// reported and plan-implied ε.
+    /// reported and plan-implied ε. It bounds the model only while
+    /// `guarantee` is `dp`.
     pub epsilon: f64,
-    /// Worst organization-level ε over contributors, with organization-level DP.
+    /// Worst organization-level ε over contributors, when every DP round
+    /// had organization-level DP.
     #[serde(default)]
     pub org_epsilon: Option<f64>,
     /// Per participant, by id.
     pub participants: BTreeMap<String, ParticipantPrivacy>,
+    /// Whether `epsilon` bounds the model: `none` once a round without DP
+    /// went into it. Cards written before this field all say `dp`.
+    #[serde(default)]
+    pub guarantee: Guarantee,
+    /// What the federation promised for its whole lineage, when recorded:
+    /// set by the first DP round, replaced only by an acknowledged
+    /// weakening (listed in `weakenings`); `None` after one to no DP.
+    #[serde(default)]
+    pub promise: Option<PrivacyPromise>,
+    /// Every distinct DP setting of the rounds in the model's history,
+    /// oldest first (participants count their rounds per entry).
+    #[serde(default)]
+    pub plans: Vec<DpRoundPlan>,
+    /// Rounds in the model's history that trained without DP.
+    #[serde(default)]
+    pub num_rounds_without_dp: u64,
+    /// Participants whose updates from rounds without DP went into the
+    /// model, with their number of such rounds.
+    #[serde(default)]
+    pub contributors_without_dp: BTreeMap<String, u64>,
+    /// Every weakening of the privacy configuration an operator
+    /// acknowledged at a restart, oldest first.
+    #[serde(default)]
+    pub weakenings: Vec<PrivacyWeakening>,
 }
 
 impl ModelPrivacy {
     /// Returns the statement of a model aggregated from `parent` (the base
     /// version's statement, if any) and this round's `reports`, under `plan`'s
     /// DP settings, with the plan-implied guarantees computed at `delta`.
+    /// Each participant's plan-implied ε composes its rounds under every
+    /// plan it contributed to (a coordinator restarted with other settings
+    /// runs another plan). A model whose history has a round without DP
+    /// keeps `guarantee: none`.
     ///
     /// # Errors
     /// [`CoreError::InvalidPrivacy`] when the plan has no DP settings or the
@@ -312,44 +389,57 @@ impl ModelPrivacy {
         delta: f64,
         reports: &[(String, PrivacyReport)],
     ) -> Result<ModelPrivacy> {
-        let dp_sgd = plan.dp_sgd.clone().ok_or_else(|| {
+        let round_plan = DpRoundPlan::of(plan).ok_or_else(|| {
             CoreError::InvalidPrivacy("the training plan has no DP-SGD settings".to_string())
         })?;
-        let mut participants = parent
-            .map(|parent| parent.participants.clone())
-            .unwrap_or_default();
+        let mut next = match parent {
+            Some(parent) => parent.with_plans_listed(),
+            None => ModelPrivacy::empty(&round_plan, delta),
+        };
+        let plan_index = match next.plans.iter().position(|known| *known == round_plan) {
+            Some(index) => index,
+            None => {
+                next.plans.push(round_plan.clone());
+                next.plans.len() - 1
+            }
+        };
+        // Lines of other participants keep their figures, unless δ changed.
+        let recompute_every_line = next.delta != delta;
+        next.delta = delta;
         for (participant, report) in reports {
-            let num_rounds_contributed = participants
-                .get(participant)
-                .map_or(0, |line| line.num_rounds_contributed)
-                + 1;
-            let plan_epsilon = composed_epsilon(
-                &[record_level_mechanism(&dp_sgd, num_rounds_contributed)],
-                delta,
-            )?;
-            let plan_org_epsilon = match &plan.org_dp {
-                Some(org) => Some(composed_epsilon(
-                    &[org_level_mechanism(org, num_rounds_contributed)],
-                    delta,
-                )?),
-                None => None,
-            };
-            participants.insert(
-                participant.clone(),
-                ParticipantPrivacy {
+            let line = next
+                .participants
+                .entry(participant.clone())
+                .or_insert_with(|| ParticipantPrivacy {
                     reported: *report,
-                    num_rounds_contributed,
-                    plan_epsilon,
-                    plan_org_epsilon,
-                },
-            );
+                    num_rounds_contributed: 0,
+                    plan_epsilon: 0.0,
+                    plan_org_epsilon: None,
+                    rounds_by_plan: Vec::new(),
+                });
+            line.reported = *report;
+            line.num_rounds_contributed += 1;
+            line.rounds_by_plan.resize(next.plans.len(), 0);
+            line.rounds_by_plan[plan_index] += 1;
         }
-        let epsilon = participants
+        for (participant, line) in next.participants.iter_mut() {
+            let reported_now = reports.iter().any(|(name, _)| name == participant);
+            if reported_now || recompute_every_line {
+                let implied = plans_guarantee(&next.plans, &line.rounds_by_plan, delta)?;
+                line.plan_epsilon = implied.epsilon;
+                line.plan_org_epsilon = implied.org_epsilon;
+            }
+        }
+        let org_level_throughout = next.plans.iter().all(|known| known.org_dp.is_some());
+        next.mechanism = DP_SGD_MECHANISM.to_string();
+        next.org_mechanism = org_level_throughout.then(|| ORG_DP_MECHANISM.to_string());
+        next.epsilon = next
+            .participants
             .values()
             .map(|line| line.reported.epsilon.max(line.plan_epsilon))
             .fold(0.0, f64::max);
-        let org_epsilon = plan.org_dp.as_ref().map(|_| {
-            participants
+        next.org_epsilon = org_level_throughout.then(|| {
+            next.participants
                 .values()
                 .map(|line| {
                     line.reported
@@ -359,17 +449,119 @@ impl ModelPrivacy {
                 })
                 .fold(0.0, f64::max)
         });
-        Ok(ModelPrivacy {
-            mechanism: DP_SGD_MECHANISM.to_string(),
-            org_mechanism: plan.org_dp.as_ref().map(|_| ORG_DP_MECHANISM.to_string()),
-            delta,
-            dp_sgd,
-            org_dp: plan.org_dp.clone(),
-            epsilon,
-            org_epsilon,
-            participants,
-        })
+        next.dp_sgd = round_plan.dp_sgd;
+        next.org_dp = round_plan.org_dp;
+        Ok(next)
     }
+
+    /// Returns the statement of a model aggregated from a model with this
+    /// statement in a round without DP, whose updates came from
+    /// `contributors`: the DP rounds' accounting stays as it was, the round
+    /// is counted, and the model has no DP guarantee from now on.
+    pub fn after_round_without_dp(&self, contributors: &[String]) -> ModelPrivacy {
+        let mut next = self.with_plans_listed();
+        next.guarantee = Guarantee::NoDp;
+        next.num_rounds_without_dp += 1;
+        for contributor in contributors {
+            *next
+                .contributors_without_dp
+                .entry(contributor.clone())
+                .or_insert(0) += 1;
+        }
+        next
+    }
+
+    /// Returns whether `epsilon` bounds the whole model.
+    pub fn guarantee_holds(&self) -> bool {
+        self.guarantee == Guarantee::Dp
+    }
+
+    /// Returns the statement of the first DP round's model, before the
+    /// round's participants are added.
+    fn empty(round_plan: &DpRoundPlan, delta: f64) -> ModelPrivacy {
+        ModelPrivacy {
+            mechanism: DP_SGD_MECHANISM.to_string(),
+            org_mechanism: None,
+            delta,
+            dp_sgd: round_plan.dp_sgd.clone(),
+            org_dp: round_plan.org_dp.clone(),
+            epsilon: 0.0,
+            org_epsilon: None,
+            participants: BTreeMap::new(),
+            guarantee: Guarantee::Dp,
+            promise: None,
+            plans: Vec::new(),
+            num_rounds_without_dp: 0,
+            contributors_without_dp: BTreeMap::new(),
+            weakenings: Vec::new(),
+        }
+    }
+
+    /// Returns a copy whose `plans` and participants' `rounds_by_plan` are
+    /// filled in: a card written before plans were listed ran every round
+    /// under its one `dp_sgd` (and `org_dp`).
+    pub fn with_plans_listed(&self) -> ModelPrivacy {
+        let mut listed = self.clone();
+        if listed.plans.is_empty() {
+            listed.plans.push(DpRoundPlan {
+                dp_sgd: listed.dp_sgd.clone(),
+                org_dp: listed.org_dp.clone(),
+            });
+        }
+        for line in listed.participants.values_mut() {
+            if line.rounds_by_plan.is_empty() {
+                line.rounds_by_plan.push(line.num_rounds_contributed);
+            }
+        }
+        listed
+    }
+}
+
+/// Record-level and organization-level ε of some rounds, at `delta`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlansGuarantee {
+    /// Record-level ε of all the rounds, at the plans' worst case q_max.
+    pub epsilon: f64,
+    /// Organization-level ε, when every one of the rounds had it.
+    pub org_epsilon: Option<f64>,
+}
+
+/// Returns the guarantee of `rounds_by_plan[i]` rounds under each
+/// `plans[i]` together (missing counts are 0), at `delta`: the worst case of
+/// each plan's minimum data size.
+///
+/// # Errors
+/// [`CoreError::InvalidPrivacy`] if the accountant refuses a plan's parameters.
+pub fn plans_guarantee(
+    plans: &[DpRoundPlan],
+    rounds_by_plan: &[u64],
+    delta: f64,
+) -> Result<PlansGuarantee> {
+    let used: Vec<(&DpRoundPlan, u64)> = plans
+        .iter()
+        .zip(rounds_by_plan)
+        .filter(|(_, rounds)| **rounds > 0)
+        .map(|(plan, rounds)| (plan, *rounds))
+        .collect();
+    let record_level: Vec<SubsampledGaussian> = used
+        .iter()
+        .map(|(plan, rounds)| record_level_mechanism(&plan.dp_sgd, *rounds))
+        .collect();
+    let org_level: Option<Vec<SubsampledGaussian>> = used
+        .iter()
+        .map(|(plan, rounds)| {
+            plan.org_dp
+                .as_ref()
+                .map(|org| org_level_mechanism(org, *rounds))
+        })
+        .collect();
+    Ok(PlansGuarantee {
+        epsilon: composed_epsilon(&record_level, delta)?,
+        org_epsilon: match org_level {
+            Some(mechanisms) => Some(composed_epsilon(&mechanisms, delta)?),
+            None => None,
+        },
+    })
 }
 
 fn check_epsilon(name: &str, epsilon: f64) -> Result<()> {
@@ -400,10 +592,11 @@ fn check_positive(name: &str, value: f64) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn target(epsilon: f64) -> PrivacyTarget {
+    /// Returns a record-level target of `epsilon` at δ = 1e-5.
+    pub(crate) fn target(epsilon: f64) -> PrivacyTarget {
         PrivacyTarget {
             epsilon,
             delta: 1e-5,
