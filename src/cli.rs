@@ -556,6 +556,12 @@ pub struct CoordinatorArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub dp: DpArgs,
+    /// Start even when the privacy flags weaken the differential privacy of the stored model
+    /// (no --dp-epsilon, a larger --dp-epsilon or --dp-delta, no --org-dp-epsilon, or a plan that
+    /// composes with the rounds already run to more than the stored ε); otherwise that is refused.
+    /// Logged as a warning and recorded in every model card from then on (docs/PRIVACY.md).
+    #[arg(long)]
+    pub accept_weaker_privacy: bool,
     /// The coordinator's certificate chain (PEM), from `fedshield certs server`.
     #[arg(long, value_parser = existing_file, env = "FEDSHIELD_TLS_CERT", required_unless_present = "insecure")]
     pub tls_cert: Option<PathBuf>,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use fedshield_coordinator::participants::ParticipantRegistry;
-use fedshield_coordinator::{CoordinatorConfig, RoundConfig};
+use fedshield_coordinator::{CoordinatorConfig, CoordinatorError, RoundConfig};
 use fedshield_coordinator::{CoordinatorTls, HttpsSettings};
 use fedshield_core::accountant::{
     Conversion, RdpAccountant, SubsampledGaussian, calibrate_noise_multiplier,
@@ -121,6 +121,7 @@ pub fn coordinator_config(args: &CoordinatorArgs) -> Result<CoordinatorConfig> {
         feature_schema_toml: Some(schema_toml),
         evaluation,
         privacy: privacy_target(&args.dp),
+        accept_weaker_privacy: args.accept_weaker_privacy,
         tls: coordinator_tls(args)?,
         https: coordinator_https(args)?,
         listener_limits: args.listener.limits(),
@@ -257,7 +258,15 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
     let shutdown = shutdown::on_signal();
     let coordinator = fedshield_coordinator::start(config, listener, shutdown.clone())
         .await
-        .map_err(|error| anyhow::anyhow!("coordinator failed: {error}"))?;
+        .map_err(|error| match error {
+            // Restarting cannot change it: the operator must decide.
+            CoordinatorError::PrivacyWeakened { .. } => Exit::new(
+                ExitStatus::PrivacyWeakened,
+                format!("coordinator failed: {error}"),
+            )
+            .into(),
+            _ => anyhow::anyhow!("coordinator failed: {error}"),
+        })?;
     if let Some(metrics_listener) = metrics_listener {
         let metrics = coordinator.engine().metrics().clone();
         serve_metrics(

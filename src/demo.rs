@@ -121,6 +121,8 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
         // the lines below print the same metrics as the model cards hold.
         evaluation: Some(held_out.clone()),
         privacy: privacy.clone(),
+        // A fresh data directory every run: no stored lineage to weaken.
+        accept_weaker_privacy: false,
         tls: Some(tls),
         https: None,
         // Every demo participant runs here and connects at once.

@@ -17,6 +17,10 @@ pub enum ExitStatus {
     /// The participant's privacy budget cannot pay for a round of the
     /// federation.
     BudgetExhausted = 5,
+    /// The coordinator's privacy settings would weaken the differential
+    /// privacy of its stored model, and `--accept-weaker-privacy` does not
+    /// acknowledge it.
+    PrivacyWeakened = 6,
     /// A second SIGINT or SIGTERM during a graceful stop: stopped at once.
     Forced = 130,
 }

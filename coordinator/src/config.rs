@@ -204,6 +204,11 @@ pub struct CoordinatorConfig {
     /// records over all `round.max_rounds` rounds; the plan's noise is
     /// calibrated from it at start. `None` trains without DP.
     pub privacy: Option<PrivacyTarget>,
+    /// Starts even when `privacy` weakens the privacy lineage of the stored
+    /// model (no DP, a larger ε or δ, …; see [`crate::lineage`]), which
+    /// otherwise refuses to start. The weakening is logged as a warning and
+    /// recorded in every model card from then on.
+    pub accept_weaker_privacy: bool,
     /// Mutual TLS and the participant registry; `None` serves plaintext
     /// gRPC and trusts declared participant ids (`--insecure`, tests).
     pub tls: Option<CoordinatorTls>,
@@ -267,6 +272,7 @@ impl CoordinatorConfig {
             feature_schema_toml: None,
             evaluation: None,
             privacy: None,
+            accept_weaker_privacy: false,
             tls: None,
             https: None,
             listener_limits: ListenerLimits::default(),

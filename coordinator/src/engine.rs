@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime};
 use fedshield_core::clock::unix_ms;
 
 use fedshield_core::aggregate::{check_applies_finitely, check_finite_aggregate};
-use fedshield_core::privacy::{ModelPrivacy, PrivacyReport};
+use fedshield_core::privacy::PrivacyReport;
 use fedshield_core::robust::RobustAggregator;
 use fedshield_core::weights::ModelWeights;
 use fedshield_core::{CoreError, ModelVersion, ParticipantId, RoundId, TrainingPlan};
@@ -397,6 +397,9 @@ struct EngineInner {
     evaluation: std::sync::OnceLock<Arc<fedshield_core::data::Dataset>>,
     /// δ of the federation's privacy target, for the guarantees on model cards.
     privacy_delta: std::sync::OnceLock<f64>,
+    /// The privacy promise and acknowledged weakening model cards record
+    /// ([`crate::lineage`]).
+    privacy_lineage: std::sync::OnceLock<fedshield_core::lineage::LineageRecord>,
     /// Prometheus metrics of rounds, updates and downloads.
     metrics: CoordinatorMetrics,
     /// Id of the last open round whose record was written; the lock also
@@ -638,6 +641,7 @@ impl Engine {
                 receive_buffers: Mutex::new(Vec::new()),
                 evaluation: std::sync::OnceLock::new(),
                 privacy_delta: std::sync::OnceLock::new(),
+                privacy_lineage: std::sync::OnceLock::new(),
                 server_optimizer: Mutex::new(server_optimizer),
                 published,
                 metrics,
@@ -667,6 +671,12 @@ impl Engine {
     /// the first call has effect.
     pub fn set_privacy_delta(&self, delta: f64) {
         let _ = self.inner.privacy_delta.set(delta);
+    }
+
+    /// Sets the privacy promise and acknowledged weakening that model cards
+    /// record ([`crate::lineage`]); only the first call has effect.
+    pub fn set_privacy_lineage(&self, lineage: fedshield_core::lineage::LineageRecord) {
+        let _ = self.inner.privacy_lineage.set(lineage);
     }
 
     /// Sets the labelled data every newly published version is scored on;
@@ -1448,6 +1458,12 @@ impl Engine {
             })
             .collect();
         let privacy_delta = self.inner.privacy_delta.get().copied();
+        let privacy_lineage = self
+            .inner
+            .privacy_lineage
+            .get()
+            .cloned()
+            .unwrap_or_default();
         let rule = self.inner.config.aggregation.clone();
         let engine = self.clone();
         let aggregation_started = Instant::now();
@@ -1491,15 +1507,14 @@ impl Engine {
                 )?),
                 None => None,
             };
-            let privacy = match (&plan.dp_sgd, privacy_delta) {
-                (Some(_), Some(delta)) => Some(ModelPrivacy::next(
-                    base.card.privacy.as_ref(),
-                    &plan,
-                    delta,
-                    &privacy_reports,
-                )?),
-                _ => None,
-            };
+            // A round without DP on a DP model keeps its privacy section.
+            let privacy = privacy_lineage.next_model_privacy(
+                base.card.privacy.as_ref(),
+                &plan,
+                privacy_delta,
+                &contributor_names,
+                &privacy_reports,
+            )?;
             let version = base.version.next();
             let card = ModelCard {
                 version: version.0,

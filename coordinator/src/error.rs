@@ -76,6 +76,17 @@ pub enum CoordinatorError {
         authenticated: ParticipantId,
         claimed: String,
     },
+    /// The privacy settings would weaken what the stored model's cards
+    /// promise ([`crate::lineage`]).
+    #[error(
+        "the stored model (version {version}) was {stored}; these privacy settings would weaken it: {reasons}. \
+         Start with settings that keep the stored guarantee, or pass --accept-weaker-privacy to continue with a weaker one, which every model card from then on records"
+    )]
+    PrivacyWeakened {
+        version: u64,
+        stored: String,
+        reasons: String,
+    },
 }
 
 impl From<CoordinatorError> for Status {
@@ -95,7 +106,8 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::NoOpenRound(_)
             | CoordinatorError::RoundClosed { .. }
             | CoordinatorError::WrongRound { .. }
-            | CoordinatorError::WrongBaseVersion { .. } => Code::FailedPrecondition,
+            | CoordinatorError::WrongBaseVersion { .. }
+            | CoordinatorError::PrivacyWeakened { .. } => Code::FailedPrecondition,
             CoordinatorError::DuplicateUpdate { .. }
             | CoordinatorError::UploadInProgress { .. } => Code::AlreadyExists,
             CoordinatorError::UpdateStalled { .. } | CoordinatorError::UpdateTooSlow { .. } => {

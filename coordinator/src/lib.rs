@@ -6,6 +6,7 @@
 //! - [`dropouts`]: members that leave rounds they were selected for, selected less often.
 //! - [`registry`]: published model versions (safetensors + model card) and
 //!   the round state, behind [`store::StateStore`] and [`artifacts::ArtifactStore`].
+//! - [`lineage`]: the stored model's privacy lineage, which a restart may not weaken unacknowledged.
 //! - [`store`]: the coordinator's own state (open round, round history) in its data directory.
 //! - [`artifacts`]: model artifacts in any `object_store` store, chosen by URL.
 //! - [`participants`]: the participant registry (who may join, revocations).
@@ -27,6 +28,7 @@ pub mod dropouts;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod lineage;
 pub mod metrics;
 pub mod participants;
 pub mod registry;

@@ -77,7 +77,8 @@ pub fn rejection_reason(error: &CoordinatorError) -> &'static str {
         | CoordinatorError::Store(_)
         | CoordinatorError::Artifact { .. }
         | CoordinatorError::ArtifactStoreConfig(_)
-        | CoordinatorError::ShuttingDown => "unavailable",
+        | CoordinatorError::ShuttingDown
+        | CoordinatorError::PrivacyWeakened { .. } => "unavailable",
     }
 }
 

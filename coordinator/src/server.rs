@@ -22,6 +22,7 @@ use crate::artifacts::ArtifactStore;
 use crate::config::CoordinatorConfig;
 use crate::engine::Engine;
 use crate::error::{CoordinatorError, Result, ServerError};
+use crate::lineage::check_privacy_lineage;
 use crate::registry::{ModelCard, ModelRegistry, PublishedModel};
 use crate::service::{FederationService, ServiceSettings};
 
@@ -221,6 +222,12 @@ pub async fn start(
     };
     info!(artifacts = %registry.artifacts().location(), "model artifact store");
     let initial = load_or_init_model(&config, &registry).await?;
+    // As the engine counts them: an unreadable history counts none, so the
+    // check assumes every round of `--rounds` is still to run.
+    let num_rounds_completed = registry
+        .round_history(1)
+        .map_or(0, |(_, num_completed, _)| num_completed);
+    let lineage = check_privacy_lineage(&config, &initial.card, num_rounds_completed)?;
     let engine = Engine::new(
         config.round.clone(),
         config.plan.clone(),
@@ -234,6 +241,7 @@ pub async fn start(
     if let Some(target) = &config.privacy {
         engine.set_privacy_delta(target.delta);
     }
+    engine.set_privacy_lineage(lineage);
     let access = config.tls.as_ref().map(|tls| {
         let shared = SharedRegistry::new(tls.registry.clone());
         if let Some(path) = &tls.registry_path {

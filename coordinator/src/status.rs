@@ -108,7 +108,8 @@ pub struct VersionReport {
     pub contributors: Vec<String>,
     /// Held-out metrics, when the coordinator evaluates versions.
     pub metrics: Option<BinaryMetrics>,
-    /// The model's record-level ε (worst over contributors), with DP.
+    /// The model's record-level ε (worst over contributors), when every
+    /// round in its history had DP.
     pub epsilon: Option<f64>,
     /// Each contributor's reported cumulative privacy spend, with DP.
     pub privacy: Vec<PrivacySpend>,
@@ -202,7 +203,12 @@ fn version_report(card: &ModelCard) -> VersionReport {
         num_examples: card.num_examples,
         contributors: card.contributors.clone(),
         metrics: card.metrics,
-        epsilon: card.privacy.as_ref().map(|privacy| privacy.epsilon),
+        // No ε for a model with a round without DP in its history.
+        epsilon: card
+            .privacy
+            .as_ref()
+            .filter(|privacy| privacy.guarantee_holds())
+            .map(|privacy| privacy.epsilon),
         privacy,
         weights_url: format!("/v1/models/{}", card.version),
         card_url: format!("/v1/models/{}/card", card.version),

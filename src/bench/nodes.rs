@@ -104,6 +104,7 @@ pub async fn coordinator_node(args: BenchCoordinatorNodeArgs) -> Result<()> {
         feature_schema_toml: None,
         evaluation: None,
         privacy: None,
+        accept_weaker_privacy: false,
         tls,
         https: None,
         // All participants run on this host and connect at once, on
