@@ -161,14 +161,7 @@ impl RawParticipant {
 
     /// Tells the coordinator it will not submit for `round_id`.
     async fn decline(&self, round_id: u64) {
-        self.client
-            .clone()
-            .decline_round(pb::DeclineRoundRequest {
-                round_id,
-                participant_id: self.name.clone(),
-                session_token: self.token.clone(),
-                reason: "the attack is over".to_string(),
-            })
+        self.decline_with_reason(round_id, "the attack is over")
             .await
             .unwrap();
     }

@@ -124,16 +124,8 @@ impl RawParticipant {
     }
 
     async fn decline(&self, round_id: u64) -> Result<(), Status> {
-        self.client
-            .clone()
-            .decline_round(pb::DeclineRoundRequest {
-                round_id,
-                participant_id: self.name.clone(),
-                session_token: self.token.clone(),
-                reason: "hostile test is done".to_string(),
-            })
+        self.decline_with_reason(round_id, "hostile test is done")
             .await
-            .map(|_| ())
     }
 }
 

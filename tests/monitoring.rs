@@ -1,7 +1,9 @@
 //! Monitoring end to end: Prometheus metrics of the coordinator and of
-//! participants scraped during a short federation over mutual TLS, and the
-//! live dashboard rendered by headless Chromium, compared with the status
-//! API it renders from.
+//! participants scraped during a short federation over mutual TLS; the
+//! coordinator's declines by reason, participants by state and held-out
+//! metrics scraped while a round is driven by hand; and the live dashboard
+//! rendered by headless Chromium, compared with the status API it renders
+//! from.
 
 mod common;
 
@@ -12,13 +14,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fedshield_coordinator::metrics::{
+    DECLINE_REASONS, EVALUATION_METRICS, PARTICIPANT_STATES, decline_reason,
+};
 use fedshield_coordinator::participants::ParticipantRegistry;
 use fedshield_coordinator::status::StatusReport;
 use fedshield_coordinator::{CoordinatorConfig, CoordinatorHandle};
 use fedshield_core::privacy::PrivacyTarget;
 use fedshield_core::telemetry::{OrgProfile, held_out_dataset, synthetic_dataset};
-use fedshield_core::{ModelVersion, ParticipantId, TrainingPlan};
-use fedshield_participant::{Participant, ParticipantConfig, ParticipantMetrics, PrivacyBudget};
+use fedshield_core::{CoreError, ModelVersion, ParticipantId, RoundId, TrainingPlan};
+use fedshield_participant::{
+    Participant, ParticipantConfig, ParticipantError, ParticipantMetrics, PrivacyBudget,
+};
 use fedshield_proto::metrics_http::serve_metrics;
 use fedshield_proto::tls::client_tls_config;
 use fedshield_proto::tls::pki::CertificateAuthority;
@@ -29,9 +36,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use common::raw::RawParticipant;
 use common::{
     coordinator_tls, curl, curl_installed, free_port, https_settings, localhost_certificate,
-    parse_exposition, send_sigterm, start_coordinator, test_spec, value, wait_until,
+    parse_exposition, send_sigterm, start_coordinator, start_participant, test_spec, value,
+    wait_for_accepted_updates, wait_until,
 };
 
 const DELTA: f64 = 1e-5;
@@ -191,6 +200,16 @@ async fn http_get(address: SocketAddr, path: &str) -> (u16, String, String) {
     (status, head.to_ascii_lowercase(), body.to_string())
 }
 
+/// Scrapes `/metrics` at `address` until `series` has the value `expected`.
+async fn wait_for_sample(address: SocketAddr, series: &str, expected: f64) {
+    wait_until(
+        &format!("{series} to be {expected}"),
+        Duration::from_secs(30),
+        || async move { value(&scrape(address).await, series) == expected },
+    )
+    .await;
+}
+
 /// Scrapes `/metrics` at `address` and parses it.
 async fn scrape(address: SocketAddr) -> BTreeMap<String, f64> {
     let (status, headers, body) = http_get(address, "/metrics").await;
@@ -342,15 +361,10 @@ async fn metrics_count_rounds_updates_and_privacy_spend_during_a_federation() {
         // A participant counts its round once the coordinator answered,
         // which may come after the coordinator published.
         let address = *address;
-        wait_until(
-            "participant metrics of the last round",
-            Duration::from_secs(30),
-            || async move {
-                value(
-                    &scrape(address).await,
-                    "fedshield_participant_rounds_trained_total",
-                ) == NUM_ROUNDS as f64
-            },
+        wait_for_sample(
+            address,
+            "fedshield_participant_rounds_trained_total",
+            NUM_ROUNDS as f64,
         )
         .await;
         let samples = scrape(address).await;
@@ -425,6 +439,264 @@ async fn metrics_count_rounds_updates_and_privacy_spend_during_a_federation() {
         println!("skipped the HTTPS part: curl is not installed");
     }
     federation.stop().await;
+}
+
+/// Returns `participants{state=...}` of every state, in
+/// `PARTICIPANT_STATES` order.
+fn participant_states(samples: &BTreeMap<String, f64>) -> Vec<(&'static str, f64)> {
+    PARTICIPANT_STATES
+        .iter()
+        .map(|state| {
+            let series = format!("fedshield_coordinator_participants{{state=\"{state}\"}}");
+            (*state, value(samples, &series))
+        })
+        .collect()
+}
+
+/// Returns `participant_states` expected: the listed states at their
+/// counts, every other one at 0.
+fn states_with(counts: &[(&str, f64)]) -> Vec<(&'static str, f64)> {
+    PARTICIPANT_STATES
+        .iter()
+        .map(|state| {
+            let count = counts
+                .iter()
+                .find(|(name, _)| name == state)
+                .map_or(0.0, |(_, count)| *count);
+            (*state, count)
+        })
+        .collect()
+}
+
+/// Returns `round_declines_total` of every reason category.
+fn declines(samples: &BTreeMap<String, f64>) -> Vec<(&'static str, f64)> {
+    DECLINE_REASONS
+        .iter()
+        .map(|reason| {
+            let series =
+                format!("fedshield_coordinator_round_declines_total{{reason=\"{reason}\"}}");
+            (*reason, value(samples, &series))
+        })
+        .collect()
+}
+
+#[test]
+fn the_reasons_participants_decline_with_fall_in_their_categories() {
+    let cases = [
+        (
+            ParticipantError::BudgetExhausted {
+                spent: 1.0,
+                would_be: 1.5,
+                budget: 1.2,
+            }
+            .to_string(),
+            "budget_exhausted",
+        ),
+        (
+            ParticipantError::OrgBudgetExhausted {
+                spent: 1.0,
+                would_be: 1.5,
+                budget: 1.2,
+            }
+            .to_string(),
+            "budget_exhausted",
+        ),
+        (
+            ParticipantError::from(CoreError::BelowMinimumRecords { min_records: 4000 })
+                .to_string(),
+            "insufficient_data",
+        ),
+        (
+            ParticipantError::SchemaMismatch {
+                federation_sha256: "ab".to_string(),
+                local_sha256: "cd".to_string(),
+                differences: vec!["column proto only in the federation's schema".to_string()],
+            }
+            .to_string(),
+            "schema_mismatch",
+        ),
+        (
+            ParticipantError::PrivacyRequired.to_string(),
+            "privacy_required",
+        ),
+        (
+            ParticipantError::DeadlinePassed(RoundId(3)).to_string(),
+            "deadline_passed",
+        ),
+    ];
+    for (reason, category) in cases {
+        assert_eq!(decline_reason(&reason), category, "{reason}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declines_participant_states_and_held_out_metrics_are_scraped_as_a_round_goes() {
+    let work = tempfile::tempdir().unwrap();
+    let mut config = CoordinatorConfig::for_test(work.path().join("coordinator"), test_spec());
+    config.round.min_participants = 4;
+    config.round.quorum = 1;
+    // Not complete after the round: no participant leaves for that.
+    config.round.max_rounds = Some(2);
+    config.round.round_deadline = Duration::from_secs(120);
+    config.evaluation = Some(Arc::new(held_out_dataset(600, 5)));
+    let shutdown = CancellationToken::new();
+    let coordinator = start_coordinator(config, shutdown.clone()).await;
+    let engine = coordinator.engine().clone();
+    let url = format!("http://{}", coordinator.local_addr());
+    let metrics = engine.metrics().clone();
+    let address =
+        start_metrics_listener(Arc::new(move || metrics.render()), shutdown.clone()).await;
+
+    // Before anyone joined: every category and state at 0, and version 0's
+    // held-out metrics.
+    let before = scrape(address).await;
+    assert_eq!(
+        declines(&before),
+        DECLINE_REASONS.map(|reason| (reason, 0.0))
+    );
+    assert_eq!(participant_states(&before), states_with(&[]));
+    let initial = engine
+        .current_model()
+        .card
+        .metrics
+        .expect("version 0 is evaluated");
+    assert_eq!(
+        value(
+            &before,
+            "fedshield_coordinator_model_evaluation{metric=\"accuracy\"}"
+        ),
+        initial.accuracy
+    );
+
+    // Three members driven by hand and one real participant: the round
+    // opens for all four, and the real one delivers.
+    let mut members = Vec::new();
+    for name in ["frugal", "leaver", "chatty"] {
+        members.push(RawParticipant::join_as(&url, name, "monitoring test").await);
+    }
+    let (real, _) = start_participant(&url, "acme-soc", 0, work.path(), shutdown.clone());
+    let mut round_id = 0;
+    for member in &mut members {
+        round_id = member.next_announcement().await.round_id;
+    }
+    wait_for_accepted_updates(
+        &engine,
+        1,
+        "the real participant's update",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        participant_states(&scrape(address).await),
+        states_with(&[
+            ("connected", 4.0),
+            ("selected", 4.0),
+            ("training", 3.0),
+            ("submitted", 1.0)
+        ])
+    );
+
+    // A decline with text of the member's choosing counts as `other`, and
+    // its text goes nowhere near the exposition.
+    let [frugal, leaver, chatty] = <[RawParticipant; 3]>::try_from(members).ok().unwrap();
+    let hostile = "evil\"} 1\nfedshield_injected_total 1";
+    chatty.decline_with_reason(round_id, hostile).await.unwrap();
+    // A member that leaves without a word has left the round.
+    drop(leaver);
+    wait_for_sample(
+        address,
+        "fedshield_coordinator_participants{state=\"left_round\"}",
+        1.0,
+    )
+    .await;
+    let (_, _, body) = http_get(address, "/metrics").await;
+    assert!(
+        !body.contains("evil") && !body.contains("fedshield_injected"),
+        "{body}"
+    );
+    let during = parse_exposition(&body);
+    assert_eq!(
+        participant_states(&during),
+        states_with(&[
+            ("connected", 3.0),
+            ("selected", 4.0),
+            ("training", 1.0),
+            ("submitted", 1.0),
+            ("declined", 1.0),
+            ("left_round", 1.0),
+        ])
+    );
+
+    // The budget decline of a real participant's text closes the round.
+    let budget_reason = ParticipantError::BudgetExhausted {
+        spent: 1.0,
+        would_be: 1.5,
+        budget: 1.2,
+    }
+    .to_string();
+    frugal
+        .decline_with_reason(round_id, &budget_reason)
+        .await
+        .unwrap();
+    wait_until("version 1", Duration::from_secs(60), || {
+        let engine = engine.clone();
+        async move { engine.current_model().version == ModelVersion(1) }
+    })
+    .await;
+    let after = scrape(address).await;
+    let expected_declines = DECLINE_REASONS.map(|reason| {
+        let count = if matches!(reason, "budget_exhausted" | "other") {
+            1.0
+        } else {
+            0.0
+        };
+        (reason, count)
+    });
+    assert_eq!(declines(&after), expected_declines);
+    // The leaver dropped out, and sits out the next openings.
+    assert_eq!(
+        participant_states(&after),
+        states_with(&[("connected", 3.0), ("sitting_out", 1.0)])
+    );
+    let published = engine
+        .current_model()
+        .card
+        .metrics
+        .expect("version 1 is evaluated");
+    assert_eq!(value(&after, "fedshield_coordinator_model_version"), 1.0);
+    for (metric, expected) in [
+        ("accuracy", published.accuracy),
+        ("roc_auc", published.roc_auc),
+        ("pr_auc", published.pr_auc),
+        ("f1", published.f1),
+        (
+            "detection_rate_at_1pct_fpr",
+            published.detection_rate_at_1pct_fpr,
+        ),
+    ] {
+        let series = format!("fedshield_coordinator_model_evaluation{{metric=\"{metric}\"}}");
+        assert_eq!(value(&after, &series), expected, "{series}");
+    }
+    for metric in EVALUATION_METRICS {
+        let series = format!("fedshield_coordinator_model_evaluation{{metric=\"{metric}\"}}");
+        assert!(value(&after, &series).is_finite(), "{series}");
+    }
+    assert_eq!(
+        value(&after, "fedshield_coordinator_model_evaluation_examples"),
+        600.0
+    );
+
+    shutdown.cancel();
+    drop((frugal, chatty));
+    tokio::time::timeout(Duration::from_secs(30), real)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("the participant meets no permanent refusal");
+    tokio::time::timeout(Duration::from_secs(30), coordinator.wait())
+        .await
+        .expect("coordinator stops")
+        .unwrap();
 }
 
 /// Returns the Chromium binary, or `None` (the caller skips its test) when

@@ -34,7 +34,7 @@ use tonic::{Code, Status};
 use common::raw::RawParticipant;
 use common::{
     coordinator_tls, curl, curl_installed, https_settings, localhost_certificate,
-    start_coordinator, test_spec, wait_until,
+    start_coordinator, test_spec, wait_for_accepted_updates, wait_until,
 };
 
 /// The registry of every test: three participants and one detector.
@@ -310,18 +310,11 @@ async fn revoking_the_member_a_round_waits_for_ends_its_stream_and_completes_the
         federation.start_participant("bob", 1),
     ];
     let announcement = carol.next_announcement().await;
-    wait_until(
+    wait_for_accepted_updates(
+        &engine,
+        2,
         "alice's and bob's updates in the open round",
         PATIENCE,
-        || {
-            let engine = engine.clone();
-            async move {
-                engine
-                    .status()
-                    .open_round
-                    .is_some_and(|round| round.accepted.len() == 2)
-            }
-        },
     )
     .await;
     // The round now waits for carol alone, until its ten-minute deadline.

@@ -190,6 +190,8 @@ pub struct OpenRoundStatus {
     pub accepted: Vec<ParticipantId>,
     /// Selected participants that said they will not submit.
     pub declined: Vec<ParticipantId>,
+    /// Selected participants whose update is being received.
+    pub uploading: Vec<ParticipantId>,
     pub quorum: usize,
     pub deadline_unix_ms: u64,
     pub attempt: u32,
@@ -607,13 +609,13 @@ impl Engine {
             }
         };
         let metrics = CoordinatorMetrics::new();
-        metrics.set_model_version(initial.version.0);
+        metrics.set_current_model(&initial.card);
         let server_optimizer = fedshield_core::aggregate::ServerMomentum::new(
             config.server_momentum,
             config.server_learning_rate,
         );
         let round_history = RoundHistoryWriter::start(registry.clone());
-        Engine {
+        let engine = Engine {
             inner: Arc::new(EngineInner {
                 config,
                 plan,
@@ -649,7 +651,15 @@ impl Engine {
                 round_history,
                 completed: CancellationToken::new(),
             }),
-        }
+        };
+        // The participant gauges are read from the state at each scrape; the
+        // weak handle does not keep the engine alive.
+        let weak = Arc::downgrade(&engine.inner);
+        engine
+            .inner
+            .metrics
+            .count_participants_with(move || weak.upgrade().map(|inner| Engine { inner }.status()));
+        engine
     }
 
     /// Returns the coordinator's metrics, which the engine and the
@@ -1090,6 +1100,7 @@ impl Engine {
                     .map(|(participant, _, _)| participant.clone())
                     .collect(),
                 declined: round.declined.iter().cloned().collect(),
+                uploading: round.in_flight.iter().cloned().collect(),
                 quorum: round.quorum,
                 deadline_unix_ms: round.deadline_unix_ms,
                 attempt: round.attempt,
@@ -1599,7 +1610,7 @@ impl Engine {
             self.inner
                 .metrics
                 .round_completed(duration, aggregation_duration);
-            self.inner.metrics.set_model_version(model.version.0);
+            self.inner.metrics.set_current_model(&model.card);
             previous
         };
         info!(

@@ -1,12 +1,16 @@
 //! The coordinator's Prometheus metrics: rounds, updates, refusals,
-//! aggregation and downloads.
+//! declines, aggregation, downloads, participants by state and the current
+//! version's held-out metrics.
 //!
-//! Only counts, sizes, durations and version numbers: no telemetry, no
-//! update values, no tokens. Served as OpenMetrics text (which Prometheus
+//! Only counts, sizes, durations, version numbers and the evaluation-set
+//! scores of published versions: no telemetry, no update values, no
+//! tokens, and no text a participant chose (decline reasons are counted by
+//! a fixed category). Served as OpenMetrics text (which Prometheus
 //! scrapes) on `GET /metrics` of the HTTPS endpoint and, optionally, on a
 //! plain-HTTP listener for a scraper on a private network.
 
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -16,7 +20,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::engine::EngineStatus;
 use crate::error::CoordinatorError;
+use crate::registry::ModelCard;
 
 pub use fedshield_proto::metrics_http::OPENMETRICS_CONTENT_TYPE;
 
@@ -48,6 +54,153 @@ pub const REJECTION_REASONS: [&str; 9] = [
     "access_denied",
     "unavailable",
 ];
+
+/// Every `reason` label value of `fedshield_coordinator_round_declines_total`.
+pub const DECLINE_REASONS: [&str; 7] = [
+    "budget_exhausted",
+    "insufficient_data",
+    "schema_mismatch",
+    "privacy_required",
+    "deadline_passed",
+    "shutting_down",
+    "other",
+];
+
+/// Phrases of the reasons fedshield participants decline with, each with
+/// its category; the first that a reason contains decides, and a reason
+/// with none of them is `other`.
+const DECLINE_PHRASES: [(&str, &str); 6] = [
+    // ParticipantError::BudgetExhausted and ::OrgBudgetExhausted.
+    ("privacy budget exhausted", "budget_exhausted"),
+    // CoreError::BelowMinimumRecords (names the public minimum only).
+    ("below the plan's public minimum", "insufficient_data"),
+    // The participant's check of the announced schema sha256.
+    ("feature schema", "schema_mismatch"),
+    // ParticipantError::PrivacyRequired: a budget and a plan without DP.
+    ("has no differential privacy", "privacy_required"),
+    // ParticipantError::DeadlinePassed.
+    ("deadline passed", "deadline_passed"),
+    // A participant stopping mid-round.
+    ("shutting down", "shutting_down"),
+];
+
+/// Returns the `reason` label of a decline: a category from
+/// [`DECLINE_REASONS`], never the participant's text, so that the metric's
+/// cardinality stays bounded and no free text reaches the scraper.
+pub fn decline_reason(reason: &str) -> &'static str {
+    DECLINE_PHRASES
+        .iter()
+        .find(|(phrase, _)| reason.contains(phrase))
+        .map_or("other", |(_, category)| category)
+}
+
+/// Every `metric` label value of `fedshield_coordinator_model_evaluation`:
+/// the held-out metrics a model card records.
+pub const EVALUATION_METRICS: [&str; 9] = [
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "false_positive_rate",
+    "roc_auc",
+    "pr_auc",
+    "detection_rate_at_1pct_fpr",
+    "threshold",
+];
+
+/// Every `state` label value of `fedshield_coordinator_participants`.
+pub const PARTICIPANT_STATES: [&str; 9] = [
+    "connected",
+    "selected",
+    "training",
+    "uploading",
+    "submitted",
+    "declined",
+    "left_round",
+    "sitting_out",
+    "revoked",
+];
+
+/// How many participants are in each state the coordinator tracks. The
+/// open round's selection splits into `training`, `uploading`,
+/// `submitted`, `declined` and `left_round`; the other states overlap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParticipantStates {
+    /// With an open `Join` session.
+    pub connected: usize,
+    /// Selected for the open round.
+    pub selected: usize,
+    /// Selected and connected, nothing delivered yet: training (or waiting
+    /// for an upload slot).
+    pub training: usize,
+    /// Selected, its update being received.
+    pub uploading: usize,
+    /// Selected, its update accepted into the round's aggregate.
+    pub submitted: usize,
+    /// Selected, declined the round.
+    pub declined: usize,
+    /// Selected, its session ended before it delivered anything: a
+    /// dropout once the round closes.
+    pub left_round: usize,
+    /// Sitting out round openings for leaving earlier rounds.
+    pub sitting_out: usize,
+    /// Whose session a revocation ended (until they join again).
+    pub revoked: usize,
+}
+
+impl ParticipantStates {
+    /// Returns the counts of an engine status snapshot.
+    pub fn of(status: &EngineStatus) -> ParticipantStates {
+        let mut states = ParticipantStates {
+            connected: status.connected.len(),
+            sitting_out: status
+                .dropouts
+                .iter()
+                .filter(|(_, record)| record.is_sitting_out())
+                .count(),
+            revoked: status.revoked.len(),
+            ..ParticipantStates::default()
+        };
+        let Some(round) = &status.open_round else {
+            return states;
+        };
+        states.selected = round.selected.len();
+        for participant in &round.selected {
+            let state = if round.accepted.contains(participant) {
+                &mut states.submitted
+            } else if round.declined.contains(participant) {
+                &mut states.declined
+            } else if round.uploading.contains(participant) {
+                &mut states.uploading
+            } else if status.connected.contains(participant) {
+                &mut states.training
+            } else {
+                &mut states.left_round
+            };
+            *state += 1;
+        }
+        states
+    }
+
+    /// Returns each state's count, in [`PARTICIPANT_STATES`] order.
+    pub fn counts(&self) -> [usize; PARTICIPANT_STATES.len()] {
+        [
+            self.connected,
+            self.selected,
+            self.training,
+            self.uploading,
+            self.submitted,
+            self.declined,
+            self.left_round,
+            self.sitting_out,
+            self.revoked,
+        ]
+    }
+}
+
+/// Where the participant gauges come from at each scrape: the engine's
+/// status, or `None` once the engine is gone.
+type ParticipantSource = Box<dyn Fn() -> Option<EngineStatus> + Send + Sync>;
 
 /// Returns the `reason` label of a refused update: a small fixed set, so
 /// that the metric's cardinality stays bounded whatever clients send.
@@ -101,6 +254,12 @@ pub struct CoordinatorMetrics {
     uploads_waiting: Gauge,
     round_dropouts: Counter,
     participants_sitting_out: Gauge,
+    round_declines: Family<Labels, Counter>,
+    model_evaluation: Family<Labels, Gauge<f64, AtomicU64>>,
+    model_evaluation_examples: Gauge,
+    participants: Family<Labels, Gauge>,
+    /// Read at each [`CoordinatorMetrics::render`] to set `participants`.
+    participant_source: Arc<OnceLock<ParticipantSource>>,
 }
 
 /// One participant counted as waiting for an upload slot, until dropped
@@ -214,6 +373,36 @@ impl CoordinatorMetrics {
             "Participants that sit out round openings for leaving earlier rounds",
             participants_sitting_out.clone(),
         );
+        let round_declines = Family::<Labels, Counter>::default();
+        registry.register(
+            "fedshield_coordinator_round_declines",
+            "Rounds selected participants declined, by reason category",
+            round_declines.clone(),
+        );
+        for reason in DECLINE_REASONS {
+            let _ = round_declines.get_or_create(&vec![("reason", reason)]);
+        }
+        let model_evaluation = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "fedshield_coordinator_model_evaluation",
+            "Held-out metrics of the current model version on the evaluation set, by metric (absent without one)",
+            model_evaluation.clone(),
+        );
+        let model_evaluation_examples = Gauge::default();
+        registry.register(
+            "fedshield_coordinator_model_evaluation_examples",
+            "Examples the current model version was evaluated on (0 without an evaluation set)",
+            model_evaluation_examples.clone(),
+        );
+        let participants = Family::<Labels, Gauge>::default();
+        registry.register(
+            "fedshield_coordinator_participants",
+            "Participants by state: connected, selected for the open round and what each selected one is doing, sitting out, revoked",
+            participants.clone(),
+        );
+        for state in PARTICIPANT_STATES {
+            let _ = participants.get_or_create(&vec![("state", state)]);
+        }
         CoordinatorMetrics {
             registry: Arc::new(registry),
             connected_participants,
@@ -230,11 +419,20 @@ impl CoordinatorMetrics {
             uploads_waiting,
             round_dropouts,
             participants_sitting_out,
+            round_declines,
+            model_evaluation,
+            model_evaluation_examples,
+            participants,
+            participant_source: Arc::new(OnceLock::new()),
         }
     }
 
-    /// Returns the metrics in OpenMetrics text format.
+    /// Returns the metrics in OpenMetrics text format, the participant
+    /// gauges read from the engine at this moment.
     pub fn render(&self) -> String {
+        if let Some(status) = self.participant_source.get().and_then(|source| source()) {
+            self.set_participant_states(&ParticipantStates::of(&status));
+        }
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
@@ -276,8 +474,60 @@ impl CoordinatorMetrics {
         WaitingForUploadSlot(self.uploads_waiting.clone())
     }
 
-    pub(crate) fn set_model_version(&self, version: u64) {
-        self.model_version.set(version as i64);
+    /// Sets the participant gauges from `source` at each render; only the
+    /// first call has effect.
+    pub(crate) fn count_participants_with(
+        &self,
+        source: impl Fn() -> Option<EngineStatus> + Send + Sync + 'static,
+    ) {
+        let _ = self.participant_source.set(Box::new(source));
+    }
+
+    fn set_participant_states(&self, states: &ParticipantStates) {
+        for (state, count) in PARTICIPANT_STATES.into_iter().zip(states.counts()) {
+            self.participants
+                .get_or_create(&vec![("state", state)])
+                .set(count as i64);
+        }
+    }
+
+    /// Sets the version gauge and the held-out metrics gauges to what the
+    /// current version's card states; without metrics on the card, the
+    /// metrics series are removed rather than left at an older version's.
+    pub(crate) fn set_current_model(&self, card: &ModelCard) {
+        self.model_version.set(card.version as i64);
+        let Some(metrics) = &card.metrics else {
+            self.model_evaluation.clear();
+            self.model_evaluation_examples.set(0);
+            return;
+        };
+        // In EVALUATION_METRICS order.
+        let values = [
+            metrics.accuracy,
+            metrics.precision,
+            metrics.recall,
+            metrics.f1,
+            metrics.false_positive_rate,
+            metrics.roc_auc,
+            metrics.pr_auc,
+            metrics.detection_rate_at_1pct_fpr,
+            metrics.threshold,
+        ];
+        for (metric, value) in EVALUATION_METRICS.into_iter().zip(values) {
+            self.model_evaluation
+                .get_or_create(&vec![("metric", metric)])
+                .set(value);
+        }
+        self.model_evaluation_examples
+            .set(i64::try_from(metrics.num_examples).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a decline recorded for a round, by the category of `reason`
+    /// (the participant's text, which is not kept).
+    pub(crate) fn round_declined(&self, reason: &str) {
+        self.round_declines
+            .get_or_create(&vec![("reason", decline_reason(reason))])
+            .inc();
     }
 
     pub(crate) fn update_bytes_received(&self, num_bytes: usize) {
@@ -298,5 +548,213 @@ impl CoordinatorMetrics {
         self.model_downloads
             .get_or_create(&vec![("transport", transport)])
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fedshield_core::metrics::BinaryMetrics;
+    use fedshield_core::weights::ModelWeights;
+    use fedshield_core::{ModelSpec, ModelVersion, ParticipantId, RoundId, TrainingPlan};
+
+    use super::*;
+    use crate::dropouts::DropoutRecord;
+    use crate::engine::{OpenRoundStatus, RevokedMember};
+    use crate::registry::PublishedModel;
+
+    fn ids(names: &[&str]) -> Vec<ParticipantId> {
+        names
+            .iter()
+            .map(|name| ParticipantId::new(*name).unwrap())
+            .collect()
+    }
+
+    fn card(version: u64, metrics: Option<BinaryMetrics>) -> ModelCard {
+        let spec = ModelSpec::mlp(4, vec![3], 2);
+        ModelCard {
+            version,
+            parent: None,
+            sha256: String::new(),
+            num_params: 0,
+            spec,
+            round_id: None,
+            contributors: Vec::new(),
+            num_examples: 0,
+            plan: TrainingPlan::new(),
+            created_unix_ms: 0,
+            feature_schema: None,
+            feature_schema_sha256: None,
+            metrics,
+            privacy: None,
+            aggregation: None,
+        }
+    }
+
+    /// Returns the value of the sample line that starts with `series `.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map(|value| value.parse().unwrap())
+    }
+
+    #[test]
+    fn each_selected_participant_is_in_one_state_of_the_round_and_gauges_follow_the_engine() {
+        let weights = ModelWeights::init(ModelSpec::mlp(4, vec![3], 2), 1).unwrap();
+        let status = EngineStatus {
+            current: Arc::new(PublishedModel {
+                version: ModelVersion(0),
+                weights,
+                card: card(0, None),
+            }),
+            connected: ids(&["a", "b", "c", "d", "e"]),
+            last_contact_unix_ms: vec![0; 5],
+            open_round: Some(OpenRoundStatus {
+                round_id: RoundId(1),
+                base_version: ModelVersion(0),
+                selected: ids(&["a", "b", "c", "d", "f"]),
+                accepted: ids(&["a"]),
+                declined: ids(&["b"]),
+                uploading: ids(&["c"]),
+                quorum: 1,
+                deadline_unix_ms: 0,
+                attempt: 1,
+            }),
+            num_rounds_completed: 0,
+            num_rounds_abandoned: 0,
+            recent_rounds: Vec::new(),
+            revoked: vec![RevokedMember {
+                participant: ParticipantId::new("g").unwrap(),
+                revoked_unix_ms: 1,
+                reason: "test".to_string(),
+            }],
+            dropouts: vec![
+                (
+                    ParticipantId::new("f").unwrap(),
+                    DropoutRecord {
+                        num_dropouts: 1,
+                        strikes: 1,
+                        sit_out_rounds_left: 1,
+                    },
+                ),
+                (
+                    ParticipantId::new("e").unwrap(),
+                    DropoutRecord {
+                        num_dropouts: 1,
+                        strikes: 0,
+                        sit_out_rounds_left: 0,
+                    },
+                ),
+            ],
+        };
+        let states = ParticipantStates::of(&status);
+        assert_eq!(
+            states,
+            ParticipantStates {
+                connected: 5,
+                selected: 5,
+                training: 1,
+                uploading: 1,
+                submitted: 1,
+                declined: 1,
+                left_round: 1,
+                sitting_out: 1,
+                revoked: 1,
+            }
+        );
+        let metrics = CoordinatorMetrics::new();
+        let before = metrics.render();
+        for state in PARTICIPANT_STATES {
+            let series = format!("fedshield_coordinator_participants{{state=\"{state}\"}}");
+            assert_eq!(sample(&before, &series), Some(0.0), "{series}");
+        }
+        metrics.count_participants_with(move || Some(status.clone()));
+        let text = metrics.render();
+        for (state, count) in PARTICIPANT_STATES.into_iter().zip(states.counts()) {
+            let series = format!("fedshield_coordinator_participants{{state=\"{state}\"}}");
+            assert_eq!(sample(&text, &series), Some(count as f64), "{series}");
+        }
+    }
+
+    #[test]
+    fn declines_are_counted_by_a_fixed_category_never_by_their_text() {
+        for (reason, category) in [
+            (
+                "privacy budget exhausted: spent epsilon 1.0000 of 1.0000; this round would bring it to 1.5000",
+                "budget_exhausted",
+            ),
+            (
+                "organization-level privacy budget exhausted: spent epsilon 1.0000 of 1.0000; this round would bring it to 2.0000",
+                "budget_exhausted",
+            ),
+            (
+                "the local training data is below the plan's public minimum of 4000 records; declining the round",
+                "insufficient_data",
+            ),
+            (
+                "the federation's feature schema (sha256 ab) differs from the local one (sha256 cd): column proto only in the federation's schema; train with the federation's schema",
+                "schema_mismatch",
+            ),
+            ("participant shutting down", "shutting_down"),
+            ("", "other"),
+            ("evil\"} 1\nfedshield_fake 1", "other"),
+        ] {
+            assert_eq!(decline_reason(reason), category, "{reason}");
+        }
+        let metrics = CoordinatorMetrics::new();
+        metrics.round_declined("evil\"} 1\nfedshield_fake 1");
+        metrics.round_declined("participant shutting down");
+        let text = metrics.render();
+        assert!(!text.contains("evil") && !text.contains("fedshield_fake"));
+        for reason in DECLINE_REASONS {
+            let series =
+                format!("fedshield_coordinator_round_declines_total{{reason=\"{reason}\"}}");
+            let expected = if matches!(reason, "other" | "shutting_down") {
+                1.0
+            } else {
+                0.0
+            };
+            assert_eq!(sample(&text, &series), Some(expected), "{series}");
+        }
+    }
+
+    #[test]
+    fn evaluation_gauges_follow_the_current_card_and_vanish_without_metrics() {
+        let metrics = CoordinatorMetrics::new();
+        let evaluated = BinaryMetrics::compute(&[0.9, 0.2, 0.7, 0.4], &[1, 0, 0, 1]);
+        metrics.set_current_model(&card(3, Some(evaluated)));
+        let text = metrics.render();
+        assert_eq!(
+            sample(&text, "fedshield_coordinator_model_version"),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "fedshield_coordinator_model_evaluation{metric=\"accuracy\"}"
+            ),
+            Some(evaluated.accuracy)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "fedshield_coordinator_model_evaluation{metric=\"roc_auc\"}"
+            ),
+            Some(evaluated.roc_auc)
+        );
+        assert_eq!(
+            sample(&text, "fedshield_coordinator_model_evaluation_examples"),
+            Some(4.0)
+        );
+        for metric in EVALUATION_METRICS {
+            let series = format!("fedshield_coordinator_model_evaluation{{metric=\"{metric}\"}}");
+            assert!(sample(&text, &series).is_some(), "{series}");
+        }
+        metrics.set_current_model(&card(4, None));
+        let text = metrics.render();
+        assert!(!text.contains("fedshield_coordinator_model_evaluation{"));
+        assert_eq!(
+            sample(&text, "fedshield_coordinator_model_evaluation_examples"),
+            Some(0.0)
+        );
     }
 }

@@ -532,6 +532,7 @@ impl Federation for FederationService {
             RoundId(decline.round_id),
             &decline.reason,
         )?;
+        self.engine.metrics().round_declined(&decline.reason);
         Ok(Response::new(pb::DeclineRoundResponse {}))
     }
 

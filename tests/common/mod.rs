@@ -82,6 +82,26 @@ where
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 
+/// Waits until the open round of `engine` has accepted `num_accepted`
+/// updates; `what` names them in the timeout's message.
+pub async fn wait_for_accepted_updates(
+    engine: &fedshield_coordinator::Engine,
+    num_accepted: usize,
+    what: &str,
+    timeout: Duration,
+) {
+    wait_until(what, timeout, || {
+        let engine = engine.clone();
+        async move {
+            engine
+                .status()
+                .open_round
+                .is_some_and(|round| round.accepted.len() == num_accepted)
+        }
+    })
+    .await;
+}
+
 /// What [`curl`] fetched.
 pub struct Fetched {
     /// HTTP status; 0 if curl got no response.

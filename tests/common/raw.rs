@@ -64,6 +64,24 @@ impl RawParticipant {
         }
     }
 
+    /// Declines round `round_id` with `reason`, the text a participant chose.
+    pub async fn decline_with_reason(
+        &self,
+        round_id: u64,
+        reason: &str,
+    ) -> Result<(), tonic::Status> {
+        self.client
+            .clone()
+            .decline_round(pb::DeclineRoundRequest {
+                round_id,
+                participant_id: self.name.clone(),
+                session_token: self.token.clone(),
+                reason: reason.to_string(),
+            })
+            .await
+            .map(|_| ())
+    }
+
     /// Returns the next round announcement, skipping heartbeats.
     pub async fn next_announcement(&mut self) -> pb::RoundAnnouncement {
         loop {
