@@ -213,7 +213,7 @@ fn settings_from_file(
         let raw_values = match raw_values(arg, value) {
             Ok(raw_values) => raw_values,
             Err(problem) => {
-                problems.push(format!("key `{key}`: {problem}"));
+                problems.push(format!("key `{key}`: {problem}{}", list_form(arg)));
                 continue;
             }
         };
@@ -229,7 +229,11 @@ fn settings_from_file(
         let mut valid = true;
         for raw in &raw_values {
             if let Err(error) = parse_one_value(arg, raw) {
-                problems.push(format!("key `{key}`: {}", clap_reason(&error)));
+                problems.push(format!(
+                    "key `{key}`: {}{}",
+                    clap_reason(&error),
+                    list_form(arg)
+                ));
                 valid = false;
             }
         }
@@ -287,7 +291,41 @@ fn takes_many(arg: &Arg) -> bool {
             .is_some_and(|range| range.max_values() > 1)
 }
 
-/// Returns the command-line spelling of a TOML value, or the type problem.
+/// Returns, for a setting that takes a list, the forms a config file may write it in
+/// (after a problem with its value), with the default as the example; else "".
+fn list_form(arg: &Arg) -> String {
+    if !takes_many(arg) {
+        return String::new();
+    }
+    let key = key_of(arg);
+    let example: Vec<String> = arg
+        .get_default_values()
+        .iter()
+        .map(|value| value.to_string_lossy().into_owned())
+        .collect();
+    let Some(delimiter) = arg.get_value_delimiter() else {
+        return format!(" (`{key}` takes an array of values)");
+    };
+    let example = if example.is_empty() {
+        vec!["a".to_string(), "b".to_string()]
+    } else {
+        example
+            .iter()
+            .flat_map(|value| value.split(delimiter))
+            .map(str::to_string)
+            .collect()
+    };
+    let as_array: Vec<String> = example.iter().map(|value| typed(value).to_string()).collect();
+    let as_string = example.join(&delimiter.to_string());
+    format!(
+        " (`{key}` takes a list: an array, `{key} = [{}]`, or one string of values separated by '{delimiter}', `{key} = \"{as_string}\"`)",
+        as_array.join(", ")
+    )
+}
+
+/// Returns the command-line spelling of a TOML value, or the type problem. A string
+/// for a setting whose flag takes values separated by a delimiter (`--hidden 64,32`) is
+/// split the same way.
 fn raw_values(arg: &Arg, value: &toml::Value) -> Result<Vec<String>, String> {
     if is_switch(arg) {
         return match value {
@@ -311,6 +349,12 @@ fn raw_values(arg: &Arg, value: &toml::Value) -> Result<Vec<String>, String> {
             })
             .collect(),
         toml::Value::Array(_) => Err("wrong type: expected one value, found an array".into()),
+        toml::Value::String(text) if arg.get_value_delimiter().is_some() => {
+            let delimiter = arg
+                .get_value_delimiter()
+                .expect("the guard checked the delimiter");
+            Ok(text.split(delimiter).map(str::to_string).collect())
+        }
         other => scalar(other).map(|raw| vec![raw]).ok_or_else(|| {
             format!(
                 "wrong type: expected a value, found a {} (keys are flat: `key = value`, no sections)",

@@ -577,3 +577,45 @@ fn a_file_value_overridden_by_a_variable_is_not_read() {
         Some("\"acme.pem\"")
     );
 }
+
+#[test]
+fn hidden_in_a_config_file_takes_an_array_or_the_flags_comma_separated_string() {
+    let dir = tempfile::tempdir().unwrap();
+    let from_flag = stdout_of_success(
+        &fedshield(
+            dir.path(),
+            &["coordinator", "--insecure", "--hidden=128,16", "--print-config"],
+            &[],
+        ),
+        "--hidden 128,16",
+    );
+    assert_eq!(
+        printed_value(&from_flag, "hidden").as_deref(),
+        Some("[128, 16]")
+    );
+    for (lines, printed) in [
+        ("hidden = \"128,16\"", "[128, 16]"),
+        ("hidden = [128, 16]", "[128, 16]"),
+        ("hidden = \"8\"", "[8]"),
+        ("hidden = 8", "[8]"),
+    ] {
+        let (success, stdout, stderr) = check(dir.path(), "coordinator", lines, &["--insecure"]);
+        assert!(success, "{lines}: {stderr}");
+        assert_eq!(
+            printed_value(&stdout, "hidden").as_deref(),
+            Some(printed),
+            "{lines}"
+        );
+        assert!(stdout.contains(&format!("\nhidden = {printed}\n")), "{lines}: {stdout}");
+    }
+    for lines in ["hidden = \"128;16\"", "hidden = 1.5", "hidden = [[128]]"] {
+        let (success, _, stderr) = check(dir.path(), "coordinator", lines, &["--insecure"]);
+        assert!(!success, "{lines} accepted");
+        assert!(
+            stderr.contains("bad.toml")
+                && stderr.contains("key `hidden`")
+                && stderr.contains("`hidden` takes a list: an array, `hidden = [64, 32]`, or one string of values separated by ',', `hidden = \"64,32\"`"),
+            "{lines}: {stderr}"
+        );
+    }
+}
