@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::FromArgMatches;
 use fedshield::cli::{Cli, Command, LogFormat};
-use fedshield::{certs, commands, config, demo, exit, offline};
+use fedshield::{certs, checks, commands, config, demo, exit, offline};
 use std::process::ExitCode;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
@@ -66,15 +66,18 @@ fn keep_freed_heap_memory() {
 fn keep_freed_heap_memory() {}
 
 async fn run() -> Result<()> {
-    let matches = config::parse_or_exit();
-    if let Some(effective) = config::print_config_requested(&matches) {
-        print!("{effective}");
-        return Ok(());
-    }
-    let cli = match Cli::from_arg_matches(&matches) {
+    let parsed = config::parse_or_exit();
+    let cli = match Cli::from_arg_matches(&parsed.matches) {
         Ok(cli) => cli,
         Err(error) => error.exit(),
     };
+    // The same checks before a start and for --print-config: what it prints, the
+    // role starts with.
+    checks::check(&cli.command, &parsed)?;
+    if let Some(effective) = config::print_config_requested(&parsed.matches) {
+        print!("{effective}");
+        return Ok(());
+    }
     let default_level = match cli.command {
         Command::Demo(_) | Command::Bench(_) => "warn",
         _ => "info",
