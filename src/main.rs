@@ -1,5 +1,7 @@
 //! The `fedshield` binary: parses flags and dispatches to the library.
 
+use std::io::IsTerminal;
+
 use anyhow::Result;
 use clap::FromArgMatches;
 use fedshield::cli::{Cli, Command, LogFormat};
@@ -86,7 +88,8 @@ async fn run() -> Result<()> {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(colour_logs());
     match cli.log_format {
         LogFormat::Text => logs.init(),
         // One object per line, with the fields of the current span (round,
@@ -111,5 +114,37 @@ async fn run() -> Result<()> {
         Command::Certs(args) => certs::run(args),
         Command::Detect(args) => fedshield::detect::run(args).await,
         Command::Bench(args) => fedshield::bench::run(args).await,
+    }
+}
+
+/// Returns whether log lines get ANSI colours: only when stderr is a terminal, so
+/// files, pipes and log collectors get plain text, and never when `NO_COLOR` is set
+/// to anything but "" (<https://no-color.org>).
+fn colour_logs() -> bool {
+    logs_in_colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    )
+}
+
+/// Returns whether logs to a terminal (or not) get colours, given `NO_COLOR`.
+fn logs_in_colour(to_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    let colour_refused = no_color.is_some_and(|value| !value.is_empty());
+    to_terminal && !colour_refused
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::logs_in_colour;
+
+    #[test]
+    fn only_a_terminal_without_no_color_gets_colours() {
+        assert!(logs_in_colour(true, None));
+        assert!(logs_in_colour(true, Some(OsStr::new(""))));
+        assert!(!logs_in_colour(true, Some(OsStr::new("1"))));
+        assert!(!logs_in_colour(false, None));
+        assert!(!logs_in_colour(false, Some(OsStr::new(""))));
     }
 }
