@@ -204,7 +204,10 @@ impl ParsedArgs {
         }
         named.push_str(rest);
         if let (Some(file), false) = (&self.config_file, keys_from_file.is_empty()) {
-            let keys: Vec<String> = keys_from_file.iter().map(|key| format!("`{key}`")).collect();
+            let keys: Vec<String> = keys_from_file
+                .iter()
+                .map(|key| format!("`{key}`"))
+                .collect();
             named.push_str(&format!(
                 "\n({} from config file {})",
                 keys.join(", "),
@@ -288,15 +291,21 @@ where
     full_argv.extend(from_file.args.iter().map(OsString::from));
     let matches = command()
         .try_get_matches_from(&full_argv)
-        .map_err(|error| match blame_file(error, config_path, &from_file.flag_keys) {
-            ArgsError::Clap(error) => blame_variable(error, &argv, Some(role)),
-            blamed => blamed,
-        })?;
+        .map_err(
+            |error| match blame_file(error, config_path, &from_file.flag_keys) {
+                ArgsError::Clap(error) => blame_variable(error, &argv, Some(role)),
+                blamed => blamed,
+            },
+        )?;
     Ok(ParsedArgs {
         matches,
         config_file: Some(ConfigFileSettings {
             path: config_path.clone(),
-            keys: from_file.flag_keys.into_iter().map(|(_, key)| key).collect(),
+            keys: from_file
+                .flag_keys
+                .into_iter()
+                .map(|(_, key)| key)
+                .collect(),
         }),
     })
 }
@@ -454,7 +463,10 @@ fn list_form(arg: &Arg) -> String {
             .map(str::to_string)
             .collect()
     };
-    let as_array: Vec<String> = example.iter().map(|value| typed(value).to_string()).collect();
+    let as_array: Vec<String> = example
+        .iter()
+        .map(|value| typed(value).to_string())
+        .collect();
     let as_string = example.join(&delimiter.to_string());
     format!(
         " (`{key}` takes a list: an array, `{key} = [{}]`, or one string of values separated by '{delimiter}', `{key} = \"{as_string}\"`)",

@@ -618,7 +618,10 @@ fn refused_by_start_and_print_config(
         "{role} {args:?} --print-config accepted what start refuses ({started_error}), printing:\n{}",
         String::from_utf8_lossy(&printed.stdout)
     );
-    assert!(printed.stdout.is_empty(), "{role} {args:?} printed a config");
+    assert!(
+        printed.stdout.is_empty(),
+        "{role} {args:?} printed a config"
+    );
     assert_eq!(
         printed_error, started_error,
         "{role} {args:?}: --print-config and start give different errors"
@@ -648,7 +651,12 @@ fn print_config_refuses_every_configuration_start_refuses_with_the_same_error() 
         ),
         (
             "coordinator",
-            &["--insecure", "--rounds=10", "--dp-epsilon=8", "--dp-min-records=10"],
+            &[
+                "--insecure",
+                "--rounds=10",
+                "--dp-epsilon=8",
+                "--dp-min-records=10",
+            ],
             &["--dp-min-records is 10", "--batch-size"],
         ),
         (
@@ -658,7 +666,11 @@ fn print_config_refuses_every_configuration_start_refuses_with_the_same_error() 
         ),
         (
             "coordinator",
-            &["--insecure", "--max-handshakes-per-ip=9", "--max-handshakes=4"],
+            &[
+                "--insecure",
+                "--max-handshakes-per-ip=9",
+                "--max-handshakes=4",
+            ],
             &["--max-handshakes-per-ip (9) cannot exceed --max-handshakes (4)"],
         ),
         (
@@ -673,7 +685,11 @@ fn print_config_refuses_every_configuration_start_refuses_with_the_same_error() 
         ),
         (
             "participant",
-            &["--id=a cme", "--insecure", "--coordinator=http://127.0.0.1:1"],
+            &[
+                "--id=a cme",
+                "--insecure",
+                "--coordinator=http://127.0.0.1:1",
+            ],
             &["--id: "],
         ),
         (
@@ -728,10 +744,14 @@ fn problems_name_the_flag_variable_or_config_file_key_each_value_came_from() {
         dir.path(),
         "coordinator",
         &["--insecure"],
-        &[("FEDSHIELD_QUORUM", "3"), ("FEDSHIELD_MIN_PARTICIPANTS", "2")],
+        &[
+            ("FEDSHIELD_QUORUM", "3"),
+            ("FEDSHIELD_MIN_PARTICIPANTS", "2"),
+        ],
     );
     assert!(
-        from_variables.contains("FEDSHIELD_QUORUM (3) cannot exceed FEDSHIELD_MIN_PARTICIPANTS (2)"),
+        from_variables
+            .contains("FEDSHIELD_QUORUM (3) cannot exceed FEDSHIELD_MIN_PARTICIPANTS (2)"),
         "{from_variables}"
     );
 
@@ -767,12 +787,8 @@ fn problems_name_the_flag_variable_or_config_file_key_each_value_came_from() {
     );
 
     std::fs::write(&config_path, "insecure = true\ndp_epsilon = 4\n").unwrap();
-    let from_file = refused_by_start_and_print_config(
-        dir.path(),
-        "coordinator",
-        &["--config", config],
-        &[],
-    );
+    let from_file =
+        refused_by_start_and_print_config(dir.path(), "coordinator", &["--config", config], &[]);
     assert!(
         from_file.contains("`dp_epsilon` needs --rounds")
             && from_file.contains(&format!("(`dp_epsilon` from config file {config})")),
@@ -789,7 +805,12 @@ fn hidden_in_a_config_file_takes_an_array_or_the_flags_comma_separated_string() 
     let from_flag = stdout_of_success(
         &fedshield(
             dir.path(),
-            &["coordinator", "--insecure", "--hidden=128,16", "--print-config"],
+            &[
+                "coordinator",
+                "--insecure",
+                "--hidden=128,16",
+                "--print-config",
+            ],
             &[],
         ),
         "--hidden 128,16",
@@ -811,7 +832,10 @@ fn hidden_in_a_config_file_takes_an_array_or_the_flags_comma_separated_string() 
             Some(printed),
             "{lines}"
         );
-        assert!(stdout.contains(&format!("\nhidden = {printed}\n")), "{lines}: {stdout}");
+        assert!(
+            stdout.contains(&format!("\nhidden = {printed}\n")),
+            "{lines}: {stdout}"
+        );
     }
     for lines in ["hidden = \"128;16\"", "hidden = 1.5", "hidden = [[128]]"] {
         let (success, _, stderr) = check(dir.path(), "coordinator", lines, &["--insecure"]);
