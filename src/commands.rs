@@ -1,6 +1,7 @@
 //! The long-running commands: `fedshield coordinator` and `fedshield participant`.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,6 +77,20 @@ pub fn privacy_budget(args: &BudgetArgs) -> Option<PrivacyBudget> {
 
 /// Returns the coordinator configuration the flags describe.
 pub fn coordinator_config(args: &CoordinatorArgs) -> Result<CoordinatorConfig> {
+    let (mut config, schema) = coordinator_settings(args)?;
+    if let Some(path) = &args.eval_data {
+        config.evaluation = Some(Arc::new(load_labelled(path, &schema, None)?));
+    }
+    config.tls = coordinator_tls(args)?;
+    config.https = coordinator_https(args)?;
+    Ok(config)
+}
+
+/// Returns the coordinator configuration the flags describe, and its feature schema,
+/// without the evaluation data and the TLS settings (whose files only a start reads):
+/// what [`CoordinatorConfig::validate`] checks the settings against each other with,
+/// before a start and for `--print-config`.
+pub fn coordinator_settings(args: &CoordinatorArgs) -> Result<(CoordinatorConfig, Schema)> {
     let (schema, schema_toml) = match &args.schema {
         Some(path) => {
             let schema = Schema::load(path)
@@ -88,12 +103,8 @@ pub fn coordinator_config(args: &CoordinatorArgs) -> Result<CoordinatorConfig> {
             SYNTHETIC_FLOWS_SCHEMA_TOML.to_string(),
         ),
     };
-    let evaluation = match &args.eval_data {
-        Some(path) => Some(Arc::new(load_labelled(path, &schema, None)?)),
-        None => None,
-    };
     let (model, plan) = model_and_plan(&args.model, &schema);
-    Ok(CoordinatorConfig {
+    let config = CoordinatorConfig {
         round: RoundConfig {
             min_participants: args.min_participants,
             participants_per_round: args.participants_per_round,
@@ -119,13 +130,19 @@ pub fn coordinator_config(args: &CoordinatorArgs) -> Result<CoordinatorConfig> {
         max_concurrent_uploads: 2,
         chunk_idle_timeout: Duration::from_secs(30),
         feature_schema_toml: Some(schema_toml),
-        evaluation,
+        evaluation: None,
         privacy: privacy_target(&args.dp),
         accept_weaker_privacy: args.accept_weaker_privacy,
-        tls: coordinator_tls(args)?,
-        https: coordinator_https(args)?,
+        tls: None,
+        https: None,
         listener_limits: args.listener.limits(),
-    })
+    };
+    Ok((config, schema))
+}
+
+/// Returns the error of a configuration with `problems`, one per line.
+pub fn invalid_configuration(role: &str, problems: &[String]) -> anyhow::Error {
+    anyhow::anyhow!("invalid {role} configuration:\n  {}", problems.join("\n  "))
 }
 
 /// Returns the HTTPS download endpoint's settings from the flags, if wanted.
@@ -201,40 +218,111 @@ fn coordinator_tls(args: &CoordinatorArgs) -> Result<Option<CoordinatorTls>> {
     }))
 }
 
-/// Returns the participant's client TLS settings from its flags (`None` with `--insecure`).
-fn participant_tls(args: &ParticipantArgs) -> Result<Option<ClientTlsConfig>> {
-    if args.insecure {
-        if args.coordinator.starts_with("https://") {
+/// The files of a coordinator client's mutual TLS (a participant's, a detector's),
+/// and the name the coordinator's certificate must carry.
+#[derive(Debug)]
+pub struct ClientTlsFiles<'a> {
+    pub ca: &'a Path,
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    pub server_name: String,
+}
+
+/// Returns the client TLS files the flags name (`None` with `--insecure`), checked
+/// against the coordinator's URL: plaintext needs an http:// URL, TLS an https:// URL
+/// with a host and all three files. Reads none of them.
+pub fn client_tls_files<'a>(
+    coordinator_url: &str,
+    insecure: bool,
+    ca: Option<&'a PathBuf>,
+    cert: Option<&'a PathBuf>,
+    key: Option<&'a PathBuf>,
+    server_name: Option<&String>,
+) -> Result<Option<ClientTlsFiles<'a>>> {
+    if insecure {
+        if coordinator_url.starts_with("https://") {
             anyhow::bail!(
-                "--insecure connects in plaintext: give an http:// --coordinator URL (got {})",
-                args.coordinator
+                "--insecure connects in plaintext: give an http:// --coordinator URL (got {coordinator_url})"
             );
         }
         return Ok(None);
     }
-    let (Some(ca), Some(cert), Some(key)) = (&args.tls_ca, &args.tls_cert, &args.tls_key) else {
+    let (Some(ca), Some(cert), Some(key)) = (ca, cert, key) else {
         anyhow::bail!(
             "TLS is required: pass --tls-ca, --tls-cert and --tls-key (or --insecure with an http:// coordinator for a local experiment)"
         );
     };
-    if !args.coordinator.starts_with("https://") {
-        anyhow::bail!(
-            "--coordinator {} is not https://; TLS needs an https:// URL",
-            args.coordinator
-        );
+    if !coordinator_url.starts_with("https://") {
+        anyhow::bail!("--coordinator {coordinator_url} is not https://; TLS needs an https:// URL");
     }
-    let server_name = match &args.tls_server_name {
+    let server_name = match server_name {
         Some(name) => name.clone(),
-        None => args
-            .coordinator
+        None => coordinator_url
             .parse::<tonic::transport::Uri>()
             .ok()
             .and_then(|uri| uri.host().map(str::to_string))
-            .ok_or_else(|| anyhow::anyhow!("--coordinator {} has no host", args.coordinator))?,
+            .ok_or_else(|| anyhow::anyhow!("--coordinator {coordinator_url} has no host"))?,
     };
-    let config = client_tls_config_from_files(ca, cert, key, &server_name)
-        .context("failed to load the participant's TLS files")?;
-    Ok(Some(config))
+    Ok(Some(ClientTlsFiles {
+        ca,
+        cert,
+        key,
+        server_name,
+    }))
+}
+
+impl ClientTlsFiles<'_> {
+    /// Reads the files into a client TLS configuration; `role` names the client in errors.
+    pub fn load(&self, role: &str) -> Result<ClientTlsConfig> {
+        client_tls_config_from_files(self.ca, self.cert, self.key, &self.server_name)
+            .with_context(|| format!("failed to load the {role}'s TLS files"))
+    }
+}
+
+/// Returns the participant's client TLS files from its flags (`None` with `--insecure`).
+pub fn participant_tls_files(args: &ParticipantArgs) -> Result<Option<ClientTlsFiles<'_>>> {
+    client_tls_files(
+        &args.coordinator,
+        args.insecure,
+        args.tls_ca.as_ref(),
+        args.tls_cert.as_ref(),
+        args.tls_key.as_ref(),
+        args.tls_server_name.as_ref(),
+    )
+}
+
+/// Returns the participant configuration the flags describe, checked, with `tls` as
+/// its TLS settings and no feature schema (that comes with the data).
+pub fn participant_config(
+    args: &ParticipantArgs,
+    tls: Option<ClientTlsConfig>,
+) -> Result<ParticipantConfig> {
+    let id = args
+        .id
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("--id is required to run a participant"))?;
+    let participant_id =
+        ParticipantId::new(id).map_err(|reason| anyhow::anyhow!("--id: {reason}"))?;
+    if args.data.is_none() && args.synthetic_records == 0 {
+        anyhow::bail!("--synthetic-records must be at least 1");
+    }
+    let config = ParticipantConfig {
+        coordinator_url: args.coordinator.clone(),
+        participant_id,
+        data_dir: args.data_dir.clone(),
+        initial_backoff: Duration::from_millis(250),
+        max_backoff: Duration::from_secs(30),
+        missed_heartbeats: 4,
+        feature_schema_sha256: None,
+        feature_schema_toml: None,
+        privacy_budget: privacy_budget(&args.budget),
+        tls,
+        shuffle_seed: None,
+    };
+    config
+        .validate()
+        .map_err(|problems| invalid_configuration("participant", &problems))?;
+    Ok(config)
 }
 
 /// Runs `fedshield coordinator` until SIGINT/SIGTERM.
@@ -245,12 +333,9 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
         None => {}
     }
     let config = coordinator_config(&args)?;
-    config.validate().map_err(|problems| {
-        anyhow::anyhow!(
-            "invalid coordinator configuration:\n  {}",
-            problems.join("\n  ")
-        )
-    })?;
+    config
+        .validate()
+        .map_err(|problems| invalid_configuration("coordinator", &problems))?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("failed to listen on {}", args.listen))?;
@@ -314,15 +399,12 @@ pub async fn participant(args: ParticipantArgs) -> Result<()> {
     if let Some(ParticipantCommand::Budget(budget_args)) = &args.command {
         return participant_budget(budget_args);
     }
-    let id = args
-        .id
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("--id is required to run a participant"))?;
-    let participant_id =
-        ParticipantId::new(id).map_err(|reason| anyhow::anyhow!("--id: {reason}"))?;
-    let tls = participant_tls(&args)?;
+    let tls = participant_tls_files(&args)?
+        .map(|files| files.load("participant"))
+        .transpose()?;
+    let mut config = participant_config(&args, tls)?;
     if let Some(cert) = &args.tls_cert {
-        check_certificate_names(cert, &participant_id)?;
+        check_certificate_names(cert, &config.participant_id)?;
     }
     let (data, schema) = match (&args.data, &args.schema) {
         (Some(data_path), Some(schema_path)) => {
@@ -331,9 +413,6 @@ pub async fn participant(args: ParticipantArgs) -> Result<()> {
             (load_labelled(data_path, &schema, None)?, schema)
         }
         _ => {
-            if args.synthetic_records == 0 {
-                anyhow::bail!("--synthetic-records must be at least 1");
-            }
             let data = synthetic_dataset(
                 OrgProfile::for_org(args.synthetic_org),
                 args.synthetic_records,
@@ -342,19 +421,8 @@ pub async fn participant(args: ParticipantArgs) -> Result<()> {
             (data, synthetic_flows_schema())
         }
     };
-    let config = ParticipantConfig {
-        coordinator_url: args.coordinator.clone(),
-        participant_id,
-        data_dir: args.data_dir.clone(),
-        initial_backoff: Duration::from_millis(250),
-        max_backoff: Duration::from_secs(30),
-        missed_heartbeats: 4,
-        feature_schema_sha256: Some(schema.sha256()),
-        feature_schema_toml: Some(schema.to_toml_string()),
-        privacy_budget: privacy_budget(&args.budget),
-        tls,
-        shuffle_seed: None,
-    };
+    config.feature_schema_sha256 = Some(schema.sha256());
+    config.feature_schema_toml = Some(schema.to_toml_string());
     let metrics_listener = bind_metrics_listener(args.metrics_listen).await?;
     let participant = Participant::new(config, data).context("failed to start participant")?;
     let shutdown = shutdown::on_signal();

@@ -86,6 +86,9 @@ pub enum ArgsError {
     Clap(clap::Error),
     /// Problems of the config file, each naming the file and the key.
     Config(ConfigProblems),
+    /// A value from a `FEDSHIELD_*` variable that its setting's parser refuses; the
+    /// message names the variable.
+    Variable(String),
 }
 
 /// Every problem found in one config file.
@@ -113,9 +116,130 @@ impl fmt::Display for ConfigProblems {
 
 impl std::error::Error for ConfigProblems {}
 
+/// A parsed command line, and the settings its role took from a config file.
+#[derive(Debug)]
+pub struct ParsedArgs {
+    pub matches: ArgMatches,
+    /// The role's `--config` file, if one was given, and the keys taken from it.
+    pub config_file: Option<ConfigFileSettings>,
+}
+
+/// The settings a role took from its config file: those neither a flag nor a
+/// variable gave.
+#[derive(Debug, Clone)]
+pub struct ConfigFileSettings {
+    pub path: PathBuf,
+    pub keys: BTreeSet<String>,
+}
+
+impl ParsedArgs {
+    /// Returns `message` (a problem of the role's settings) with every setting it
+    /// names written the way the user set it: `--flag` when given on the command line
+    /// or left at its default, its `FEDSHIELD_*` variable when set from the
+    /// environment, or `` `key` `` when it came from the config file, which a last
+    /// line then names.
+    ///
+    /// A setting is recognized by its `--flag`, by its config key when that holds an
+    /// underscore (`batch_size`), or by one of `aliases`: (name in the message, config
+    /// key) pairs for the names libraries give settings (`round.quorum`).
+    pub fn name_settings(&self, message: &str, aliases: &[(&str, &str)]) -> String {
+        let Some((role, role_matches)) = self.matches.subcommand() else {
+            return message.to_string();
+        };
+        let mut command = command();
+        command.build();
+        let Some(role_command) = command.find_subcommand(role) else {
+            return message.to_string();
+        };
+        let settings: Vec<&Arg> = role_command
+            .get_arguments()
+            .filter(|arg| is_setting(arg))
+            .collect();
+        let find_setting = |name: &str| -> Option<&Arg> {
+            if let Some(long) = name.strip_prefix("--") {
+                return settings
+                    .iter()
+                    .find(|arg| arg.get_long() == Some(long))
+                    .copied();
+            }
+            let key = aliases
+                .iter()
+                .find(|(alias, _)| *alias == name)
+                .map(|(_, key)| *key)
+                .or_else(|| name.contains('_').then_some(name))?;
+            settings.iter().find(|arg| key_of(arg) == key).copied()
+        };
+        let mut named = String::with_capacity(message.len());
+        let mut keys_from_file: Vec<String> = Vec::new();
+        let mut rest = message;
+        while let Some(start) = rest.find(is_setting_name_char) {
+            named.push_str(&rest[..start]);
+            let from_start = &rest[start..];
+            let length = from_start
+                .find(|character| !is_setting_name_char(character))
+                .unwrap_or(from_start.len());
+            let word = &from_start[..length];
+            // A name ends a sentence or a clause: "... set --rounds."
+            let name = word.trim_end_matches(['.', '-']);
+            match find_setting(name) {
+                Some(arg) => {
+                    let key = key_of(arg);
+                    let from_file = self
+                        .config_file
+                        .as_ref()
+                        .is_some_and(|file| file.keys.contains(&key));
+                    if from_file {
+                        named.push_str(&format!("`{key}`"));
+                        if !keys_from_file.contains(&key) {
+                            keys_from_file.push(key);
+                        }
+                    } else {
+                        named.push_str(&flag_or_variable(arg, role_matches));
+                    }
+                }
+                None => named.push_str(name),
+            }
+            named.push_str(&word[name.len()..]);
+            rest = &from_start[length..];
+        }
+        named.push_str(rest);
+        if let (Some(file), false) = (&self.config_file, keys_from_file.is_empty()) {
+            let keys: Vec<String> = keys_from_file
+                .iter()
+                .map(|key| format!("`{key}`"))
+                .collect();
+            named.push_str(&format!(
+                "\n({} from config file {})",
+                keys.join(", "),
+                file.path.display()
+            ));
+        }
+        named
+    }
+}
+
+/// Returns whether `character` can be part of a setting's name in a message:
+/// `--flag`, `config_key` or `library.key`.
+fn is_setting_name_char(character: char) -> bool {
+    character.is_ascii_alphanumeric() || matches!(character, '_' | '.' | '-')
+}
+
+/// Returns how a setting not from the config file was given: its variable when the
+/// environment set it, else its flag.
+fn flag_or_variable(arg: &Arg, role_matches: &ArgMatches) -> String {
+    let from_environment = matches!(
+        role_matches.value_source(arg.get_id().as_str()),
+        Some(ValueSource::EnvVariable)
+    );
+    match arg.get_env() {
+        Some(variable) if from_environment => variable.to_string_lossy().into_owned(),
+        _ => format!("--{}", arg.get_long().unwrap_or_default()),
+    }
+}
+
 /// Parses the process's command line, applying a role's `--config` file; prints the
 /// error and exits (status 2, as clap does) when the arguments or the file are invalid.
-pub fn parse_or_exit() -> ArgMatches {
+pub fn parse_or_exit() -> ParsedArgs {
     match parse_from(std::env::args_os()) {
         Ok(matches) => matches,
         Err(ArgsError::Clap(error)) => error.exit(),
@@ -123,12 +247,16 @@ pub fn parse_or_exit() -> ArgMatches {
             eprintln!("error: {problems}");
             std::process::exit(2);
         }
+        Err(ArgsError::Variable(message)) => {
+            eprintln!("error: {message}");
+            std::process::exit(2);
+        }
     }
 }
 
 /// Parses `argv` (program name first), applying a role's `--config` file under the
 /// flags and environment variables.
-pub fn parse_from<I, T>(argv: I) -> Result<ArgMatches, ArgsError>
+pub fn parse_from<I, T>(argv: I) -> Result<ParsedArgs, ArgsError>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -143,7 +271,11 @@ where
     let strict = || {
         command()
             .try_get_matches_from(&argv)
-            .map_err(ArgsError::Clap)
+            .map(|matches| ParsedArgs {
+                matches,
+                config_file: None,
+            })
+            .map_err(|error| blame_variable(error, &argv, lenient.subcommand_name()))
     };
     let Some((role, role_matches)) = lenient.subcommand() else {
         return strict();
@@ -157,9 +289,25 @@ where
     let from_file = settings_from_file(role, config_path, role_matches)?;
     let mut full_argv = argv.clone();
     full_argv.extend(from_file.args.iter().map(OsString::from));
-    command()
+    let matches = command()
         .try_get_matches_from(&full_argv)
-        .map_err(|error| blame_file(error, config_path, &from_file.flag_keys))
+        .map_err(
+            |error| match blame_file(error, config_path, &from_file.flag_keys) {
+                ArgsError::Clap(error) => blame_variable(error, &argv, Some(role)),
+                blamed => blamed,
+            },
+        )?;
+    Ok(ParsedArgs {
+        matches,
+        config_file: Some(ConfigFileSettings {
+            path: config_path.clone(),
+            keys: from_file
+                .flag_keys
+                .into_iter()
+                .map(|(_, key)| key)
+                .collect(),
+        }),
+    })
 }
 
 /// The settings a config file adds to the command line.
@@ -213,7 +361,7 @@ fn settings_from_file(
         let raw_values = match raw_values(arg, value) {
             Ok(raw_values) => raw_values,
             Err(problem) => {
-                problems.push(format!("key `{key}`: {problem}"));
+                problems.push(format!("key `{key}`: {problem}{}", list_form(arg)));
                 continue;
             }
         };
@@ -229,7 +377,11 @@ fn settings_from_file(
         let mut valid = true;
         for raw in &raw_values {
             if let Err(error) = parse_one_value(arg, raw) {
-                problems.push(format!("key `{key}`: {}", clap_reason(&error)));
+                problems.push(format!(
+                    "key `{key}`: {}{}",
+                    clap_reason(&error),
+                    list_form(arg)
+                ));
                 valid = false;
             }
         }
@@ -287,7 +439,44 @@ fn takes_many(arg: &Arg) -> bool {
             .is_some_and(|range| range.max_values() > 1)
 }
 
-/// Returns the command-line spelling of a TOML value, or the type problem.
+/// Returns, for a setting that takes a list, the forms a config file may write it in
+/// (after a problem with its value), with the default as the example; else "".
+fn list_form(arg: &Arg) -> String {
+    if !takes_many(arg) {
+        return String::new();
+    }
+    let key = key_of(arg);
+    let example: Vec<String> = arg
+        .get_default_values()
+        .iter()
+        .map(|value| value.to_string_lossy().into_owned())
+        .collect();
+    let Some(delimiter) = arg.get_value_delimiter() else {
+        return format!(" (`{key}` takes an array of values)");
+    };
+    let example = if example.is_empty() {
+        vec!["a".to_string(), "b".to_string()]
+    } else {
+        example
+            .iter()
+            .flat_map(|value| value.split(delimiter))
+            .map(str::to_string)
+            .collect()
+    };
+    let as_array: Vec<String> = example
+        .iter()
+        .map(|value| typed(value).to_string())
+        .collect();
+    let as_string = example.join(&delimiter.to_string());
+    format!(
+        " (`{key}` takes a list: an array, `{key} = [{}]`, or one string of values separated by '{delimiter}', `{key} = \"{as_string}\"`)",
+        as_array.join(", ")
+    )
+}
+
+/// Returns the command-line spelling of a TOML value, or the type problem. A string
+/// for a setting whose flag takes values separated by a delimiter (`--hidden 64,32`) is
+/// split the same way.
 fn raw_values(arg: &Arg, value: &toml::Value) -> Result<Vec<String>, String> {
     if is_switch(arg) {
         return match value {
@@ -311,6 +500,12 @@ fn raw_values(arg: &Arg, value: &toml::Value) -> Result<Vec<String>, String> {
             })
             .collect(),
         toml::Value::Array(_) => Err("wrong type: expected one value, found an array".into()),
+        toml::Value::String(text) if arg.get_value_delimiter().is_some() => {
+            let delimiter = arg
+                .get_value_delimiter()
+                .expect("the guard checked the delimiter");
+            Ok(text.split(delimiter).map(str::to_string).collect())
+        }
         other => scalar(other).map(|raw| vec![raw]).ok_or_else(|| {
             format!(
                 "wrong type: expected a value, found a {} (keys are flat: `key = value`, no sections)",
@@ -425,6 +620,56 @@ fn blame_file(error: clap::Error, path: &Path, flag_keys: &[(String, String)]) -
             blamed.join(", ")
         )],
     })
+}
+
+/// Maps a strict-parse error about a value to the `FEDSHIELD_*` variable that gave it
+/// (clap names the flag, which `argv` may not hold). `role` is the subcommand run.
+fn blame_variable(error: clap::Error, argv: &[OsString], role: Option<&str>) -> ArgsError {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return ArgsError::Clap(error);
+    }
+    // clap writes the argument as "--quorum <QUORUM>".
+    let Some(ContextValue::String(invalid_arg)) = error.get(ContextKind::InvalidArg) else {
+        return ArgsError::Clap(error);
+    };
+    let Some(long) = invalid_arg
+        .strip_prefix("--")
+        .and_then(|rest| rest.split([' ', '=']).next())
+    else {
+        return ArgsError::Clap(error);
+    };
+    let flag = format!("--{long}");
+    let on_command_line = argv.iter().any(|arg| {
+        let arg = arg.to_string_lossy();
+        arg == flag || arg.starts_with(&format!("{flag}="))
+    });
+    if on_command_line {
+        return ArgsError::Clap(error);
+    }
+    let mut command = command();
+    command.build();
+    let scope = match role {
+        Some(role) => command.find_subcommand(role).unwrap_or(&command),
+        None => &command,
+    };
+    let variable = scope
+        .get_arguments()
+        .chain(command.get_arguments())
+        .find(|arg| arg.get_long() == Some(long))
+        .and_then(Arg::get_env)
+        .filter(|variable| std::env::var_os(variable).is_some());
+    let Some(variable) = variable else {
+        return ArgsError::Clap(error);
+    };
+    let message = clap_message(&error).replace(
+        &format!("'{invalid_arg}'"),
+        &format!("{} (--{long})", variable.to_string_lossy()),
+    );
+    ArgsError::Variable(message)
 }
 
 /// Returns the effective config of the role `matches` runs, as TOML, if `--print-config`

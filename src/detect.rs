@@ -44,7 +44,6 @@ use fedshield_core::schema::{FileFormat, HeaderPositions, RecordFields, Schema};
 use fedshield_core::weights::ModelWeights;
 use fedshield_participant::cache::ModelCache;
 use fedshield_participant::node::{download_model, error_chain};
-use fedshield_proto::tls::client_tls_config_from_files;
 use fedshield_proto::v1 as pb;
 use fedshield_proto::v1::federation_client::FederationClient;
 use serde::{Deserialize, Serialize};
@@ -53,6 +52,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tracing::{debug, info, warn};
 
 use crate::cli::{DetectArgs, EventFormat};
+use crate::commands::{ClientTlsFiles, client_tls_files};
 use crate::offline::{SCHEMA_METADATA_KEY, THRESHOLD_METADATA_KEY, load_model_with_metadata};
 
 /// How long a followed file that has been read to its end rests before the
@@ -89,11 +89,7 @@ const STDIN_NAME: &str = "<stdin>";
 /// columns, or an input that cannot be read. Malformed events are reported
 /// on stderr and skipped, never an error.
 pub async fn run(args: DetectArgs) -> Result<()> {
-    if let Some(threshold) = args.threshold
-        && !threshold.is_finite()
-    {
-        bail!("--threshold must be a finite number, got {threshold}");
-    }
+    check_settings(&args)?;
     let batch_events = usize::try_from(args.batch_size).context("--batch-size is too large")?;
     let (source, rules, initial) = open_model_source(&args).await?;
     let format = event_format(&args, &rules.schema);
@@ -166,6 +162,23 @@ pub async fn run(args: DetectArgs) -> Result<()> {
         num_malformed = stats.num_malformed,
         "input ended"
     );
+    Ok(())
+}
+
+/// Checks the settings against each other, reading no file: before scoring and for
+/// `--print-config`.
+///
+/// # Errors
+/// The first problem, naming its flags.
+pub fn check_settings(args: &DetectArgs) -> Result<()> {
+    if let Some(threshold) = args.threshold
+        && !threshold.is_finite()
+    {
+        bail!("--threshold must be a finite number, got {threshold}");
+    }
+    if let Some(url) = &args.coordinator {
+        detector_tls_files(args, url)?;
+    }
     Ok(())
 }
 
@@ -1772,33 +1785,21 @@ fn card_of_header(
 
 /// Returns the client TLS settings from the flags (`None` with `--insecure`).
 fn detector_tls(args: &DetectArgs, url: &str) -> Result<Option<ClientTlsConfig>> {
-    if args.insecure {
-        if url.starts_with("https://") {
-            bail!(
-                "--insecure connects in plaintext: give an http:// --coordinator URL (got {url})"
-            );
-        }
-        return Ok(None);
-    }
-    let (Some(ca), Some(cert), Some(key)) = (&args.tls_ca, &args.tls_cert, &args.tls_key) else {
-        bail!(
-            "TLS is required: pass --tls-ca, --tls-cert and --tls-key (or --insecure with an http:// coordinator for a local experiment)"
-        );
-    };
-    if !url.starts_with("https://") {
-        bail!("--coordinator {url} is not https://; TLS needs an https:// URL");
-    }
-    let server_name = match &args.tls_server_name {
-        Some(name) => name.clone(),
-        None => url
-            .parse::<tonic::transport::Uri>()
-            .ok()
-            .and_then(|uri| uri.host().map(str::to_string))
-            .with_context(|| format!("--coordinator {url} has no host"))?,
-    };
-    let config = client_tls_config_from_files(ca, cert, key, &server_name)
-        .context("failed to load the detector's TLS files")?;
-    Ok(Some(config))
+    detector_tls_files(args, url)?
+        .map(|files| files.load("detector"))
+        .transpose()
+}
+
+/// Returns the client TLS files the flags name (`None` with `--insecure`).
+fn detector_tls_files<'a>(args: &'a DetectArgs, url: &str) -> Result<Option<ClientTlsFiles<'a>>> {
+    client_tls_files(
+        url,
+        args.insecure,
+        args.tls_ca.as_ref(),
+        args.tls_cert.as_ref(),
+        args.tls_key.as_ref(),
+        args.tls_server_name.as_ref(),
+    )
 }
 
 #[cfg(test)]

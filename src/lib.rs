@@ -3,6 +3,7 @@
 //!
 //! - [`bench`]: `fedshield bench rounds`, round overhead of a federation on 127.0.0.1.
 //! - [`certs`]: `fedshield certs`, the TLS certificates of a federation.
+//! - [`checks`]: checks of a role's settings, before a start and for `--print-config`.
 //! - [`cli`]: command-line flags (clap).
 //! - [`config`]: config files of the coordinator, participant and detect roles.
 //! - [`commands`]: the `coordinator` and `participant` commands.
@@ -15,6 +16,7 @@
 
 pub mod bench;
 pub mod certs;
+pub mod checks;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -1,9 +1,11 @@
 //! The `fedshield` binary: parses flags and dispatches to the library.
 
+use std::io::IsTerminal;
+
 use anyhow::Result;
 use clap::FromArgMatches;
 use fedshield::cli::{Cli, Command, LogFormat};
-use fedshield::{certs, commands, config, demo, exit, offline};
+use fedshield::{certs, checks, commands, config, demo, exit, offline};
 use std::process::ExitCode;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
@@ -66,15 +68,18 @@ fn keep_freed_heap_memory() {
 fn keep_freed_heap_memory() {}
 
 async fn run() -> Result<()> {
-    let matches = config::parse_or_exit();
-    if let Some(effective) = config::print_config_requested(&matches) {
-        print!("{effective}");
-        return Ok(());
-    }
-    let cli = match Cli::from_arg_matches(&matches) {
+    let parsed = config::parse_or_exit();
+    let cli = match Cli::from_arg_matches(&parsed.matches) {
         Ok(cli) => cli,
         Err(error) => error.exit(),
     };
+    // The same checks before a start and for --print-config: what it prints, the
+    // role starts with.
+    checks::check(&cli.command, &parsed)?;
+    if let Some(effective) = config::print_config_requested(&parsed.matches) {
+        print!("{effective}");
+        return Ok(());
+    }
     let default_level = match cli.command {
         Command::Demo(_) | Command::Bench(_) => "warn",
         _ => "info",
@@ -83,7 +88,8 @@ async fn run() -> Result<()> {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(colour_logs());
     match cli.log_format {
         LogFormat::Text => logs.init(),
         // One object per line, with the fields of the current span (round,
@@ -108,5 +114,37 @@ async fn run() -> Result<()> {
         Command::Certs(args) => certs::run(args),
         Command::Detect(args) => fedshield::detect::run(args).await,
         Command::Bench(args) => fedshield::bench::run(args).await,
+    }
+}
+
+/// Returns whether log lines get ANSI colours: only when stderr is a terminal, so
+/// files, pipes and log collectors get plain text, and never when `NO_COLOR` is set
+/// to anything but "" (<https://no-color.org>).
+fn colour_logs() -> bool {
+    logs_in_colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    )
+}
+
+/// Returns whether logs to a terminal (or not) get colours, given `NO_COLOR`.
+fn logs_in_colour(to_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    let colour_refused = no_color.is_some_and(|value| !value.is_empty());
+    to_terminal && !colour_refused
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::logs_in_colour;
+
+    #[test]
+    fn only_a_terminal_without_no_color_gets_colours() {
+        assert!(logs_in_colour(true, None));
+        assert!(logs_in_colour(true, Some(OsStr::new(""))));
+        assert!(!logs_in_colour(true, Some(OsStr::new("1"))));
+        assert!(!logs_in_colour(false, None));
+        assert!(!logs_in_colour(false, Some(OsStr::new(""))));
     }
 }

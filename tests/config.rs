@@ -361,7 +361,7 @@ fn flags_win_over_variables_which_win_over_the_file_which_wins_over_defaults() {
             key: "quorum",
             flag: "--quorum",
             variable: "FEDSHIELD_QUORUM",
-            required: &["--insecure"],
+            required: &["--insecure", "--min-participants=10"],
             is_address: false,
         },
         PrecedenceCase {
@@ -377,7 +377,12 @@ fn flags_win_over_variables_which_win_over_the_file_which_wins_over_defaults() {
             key: "synthetic_records",
             flag: "--synthetic-records",
             variable: "FEDSHIELD_SYNTHETIC_RECORDS",
-            required: &["--id", "acme"],
+            required: &[
+                "--id",
+                "acme",
+                "--insecure",
+                "--coordinator=http://127.0.0.1:7070",
+            ],
             is_address: false,
         },
         PrecedenceCase {
@@ -451,7 +456,14 @@ fn required_settings_may_come_from_the_config_file() {
     let printed = stdout_of_success(
         &fedshield(
             dir.path(),
-            &["participant", "--config", "p.toml", "--print-config"],
+            &[
+                "participant",
+                "--config",
+                "p.toml",
+                "--insecure",
+                "--coordinator=http://127.0.0.1:7070",
+                "--print-config",
+            ],
             &[],
         ),
         "participant with its id in the file",
@@ -468,7 +480,7 @@ fn print_config_leaves_no_files_behind() {
         ),
         (
             "participant",
-            "id = \"acme\"\ndata_dir = \"data/participant\"",
+            "id = \"acme\"\ndata_dir = \"data/participant\"\ninsecure = true\ncoordinator = \"http://127.0.0.1:7070\"",
         ),
         (
             "detect",
@@ -558,10 +570,12 @@ fn subcommands_of_the_roles_keep_working() {
 #[test]
 fn a_file_value_overridden_by_a_variable_is_not_read() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("acme.pem"), b"").unwrap();
+    for name in ["ca.pem", "acme.pem", "acme.key"] {
+        std::fs::write(dir.path().join(name), b"").unwrap();
+    }
     std::fs::write(
         dir.path().join("p.toml"),
-        "id = \"acme\"\ntls_cert = \"/nonexistent/participant.pem\"\n",
+        "id = \"acme\"\ntls_cert = \"/nonexistent/participant.pem\"\ntls_ca = \"ca.pem\"\ntls_key = \"acme.key\"\n",
     )
     .unwrap();
     let printed = stdout_of_success(
@@ -576,4 +590,261 @@ fn a_file_value_overridden_by_a_variable_is_not_read() {
         printed_value(&printed, "tls_cert").as_deref(),
         Some("\"acme.pem\"")
     );
+}
+
+/// Runs `role` with `args` and `env` in `dir`, once with `--print-config` and once to
+/// start, and returns the error both give; panics unless both fail with that error
+/// and `--print-config` prints no config.
+fn refused_by_start_and_print_config(
+    dir: &Path,
+    role: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> String {
+    let mut start_args = vec![role];
+    start_args.extend_from_slice(args);
+    let mut print_args = start_args.clone();
+    print_args.push("--print-config");
+    let printed = fedshield(dir, &print_args, env);
+    let started = fedshield(dir, &start_args, env);
+    let printed_error = String::from_utf8_lossy(&printed.stderr).into_owned();
+    let started_error = String::from_utf8_lossy(&started.stderr).into_owned();
+    assert!(
+        !started.status.success(),
+        "{role} {args:?} started: {started_error}"
+    );
+    assert!(
+        !printed.status.success(),
+        "{role} {args:?} --print-config accepted what start refuses ({started_error}), printing:\n{}",
+        String::from_utf8_lossy(&printed.stdout)
+    );
+    assert!(
+        printed.stdout.is_empty(),
+        "{role} {args:?} printed a config"
+    );
+    assert_eq!(
+        printed_error, started_error,
+        "{role} {args:?}: --print-config and start give different errors"
+    );
+    printed_error
+}
+
+#[test]
+fn print_config_refuses_every_configuration_start_refuses_with_the_same_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("model.safetensors"), b"").unwrap();
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        (
+            "coordinator",
+            &[
+                "--insecure",
+                "--min-participants=3",
+                "--quorum=3",
+                "--participants-per-round=2",
+            ],
+            &["--participants-per-round (2) is below --quorum (3)"],
+        ),
+        (
+            "coordinator",
+            &["--insecure", "--dp-epsilon=8"],
+            &["--dp-epsilon needs --rounds"],
+        ),
+        (
+            "coordinator",
+            &[
+                "--insecure",
+                "--rounds=10",
+                "--dp-epsilon=8",
+                "--dp-min-records=10",
+            ],
+            &["--dp-min-records is 10", "--batch-size"],
+        ),
+        (
+            "coordinator",
+            &["--insecure", "--aggregation=median", "--quorum=2"],
+            &["--quorum (2) is below the 3 updates --aggregation median needs"],
+        ),
+        (
+            "coordinator",
+            &[
+                "--insecure",
+                "--max-handshakes-per-ip=9",
+                "--max-handshakes=4",
+            ],
+            &["--max-handshakes-per-ip (9) cannot exceed --max-handshakes (4)"],
+        ),
+        (
+            "participant",
+            &["--id=acme", "--insecure"],
+            &["--insecure connects in plaintext: give an http:// --coordinator URL"],
+        ),
+        (
+            "participant",
+            &["--id=acme"],
+            &["TLS is required: pass --tls-ca, --tls-cert and --tls-key"],
+        ),
+        (
+            "participant",
+            &[
+                "--id=a cme",
+                "--insecure",
+                "--coordinator=http://127.0.0.1:1",
+            ],
+            &["--id: "],
+        ),
+        (
+            "participant",
+            &["--id=acme", "--insecure", "--coordinator=ftp://127.0.0.1:1"],
+            &["--coordinator \"ftp://127.0.0.1:1\" must start with http:// or https://"],
+        ),
+        (
+            "detect",
+            &["--coordinator=https://127.0.0.1:1", "--cache-dir=cache"],
+            &["TLS is required"],
+        ),
+        (
+            "detect",
+            &["--model=model.safetensors", "--threshold=NaN"],
+            &["--threshold must be a finite number"],
+        ),
+    ];
+    for (role, args, expected) in cases {
+        let error = refused_by_start_and_print_config(dir.path(), role, args, &[]);
+        for part in *expected {
+            assert!(
+                error.contains(part),
+                "{role} {args:?}: expected {part:?} in: {error}"
+            );
+        }
+        assert!(
+            !error.contains("round.") && !error.contains("privacy."),
+            "{role} {args:?}: a library's key in: {error}"
+        );
+    }
+}
+
+#[test]
+fn problems_name_the_flag_variable_or_config_file_key_each_value_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("coordinator.toml");
+    let config = config_path.to_str().unwrap();
+
+    let from_flags = refused_by_start_and_print_config(
+        dir.path(),
+        "coordinator",
+        &["--insecure", "--quorum=3", "--min-participants=2"],
+        &[],
+    );
+    assert!(
+        from_flags.contains("--quorum (3) cannot exceed --min-participants (2)"),
+        "{from_flags}"
+    );
+
+    let from_variables = refused_by_start_and_print_config(
+        dir.path(),
+        "coordinator",
+        &["--insecure"],
+        &[
+            ("FEDSHIELD_QUORUM", "3"),
+            ("FEDSHIELD_MIN_PARTICIPANTS", "2"),
+        ],
+    );
+    assert!(
+        from_variables
+            .contains("FEDSHIELD_QUORUM (3) cannot exceed FEDSHIELD_MIN_PARTICIPANTS (2)"),
+        "{from_variables}"
+    );
+
+    let unparsable_variable = refused_by_start_and_print_config(
+        dir.path(),
+        "coordinator",
+        &["--insecure"],
+        &[("FEDSHIELD_QUORUM", "two")],
+    );
+    assert!(
+        unparsable_variable.contains("invalid value 'two' for FEDSHIELD_QUORUM (--quorum)"),
+        "{unparsable_variable}"
+    );
+
+    std::fs::write(&config_path, "quorum = 3\nrounds = 5\n").unwrap();
+    let mixed = refused_by_start_and_print_config(
+        dir.path(),
+        "coordinator",
+        &["--config", config, "--insecure", "--dp-epsilon=4"],
+        &[("FEDSHIELD_MIN_PARTICIPANTS", "2")],
+    );
+    assert!(
+        mixed.contains("`quorum` (3) cannot exceed FEDSHIELD_MIN_PARTICIPANTS (2)"),
+        "{mixed}"
+    );
+    assert!(
+        mixed.contains(&format!("(`quorum` from config file {config})")),
+        "the file is named: {mixed}"
+    );
+    assert!(
+        !mixed.contains("--dp-epsilon needs"),
+        "`rounds` from the file counts: {mixed}"
+    );
+
+    std::fs::write(&config_path, "insecure = true\ndp_epsilon = 4\n").unwrap();
+    let from_file =
+        refused_by_start_and_print_config(dir.path(), "coordinator", &["--config", config], &[]);
+    assert!(
+        from_file.contains("`dp_epsilon` needs --rounds")
+            && from_file.contains(&format!("(`dp_epsilon` from config file {config})")),
+        "{from_file}"
+    );
+    for error in [&from_flags, &from_variables, &mixed, &from_file] {
+        assert!(!error.contains("round."), "a library's key in: {error}");
+    }
+}
+
+#[test]
+fn hidden_in_a_config_file_takes_an_array_or_the_flags_comma_separated_string() {
+    let dir = tempfile::tempdir().unwrap();
+    let from_flag = stdout_of_success(
+        &fedshield(
+            dir.path(),
+            &[
+                "coordinator",
+                "--insecure",
+                "--hidden=128,16",
+                "--print-config",
+            ],
+            &[],
+        ),
+        "--hidden 128,16",
+    );
+    assert_eq!(
+        printed_value(&from_flag, "hidden").as_deref(),
+        Some("[128, 16]")
+    );
+    for (lines, printed) in [
+        ("hidden = \"128,16\"", "[128, 16]"),
+        ("hidden = [128, 16]", "[128, 16]"),
+        ("hidden = \"8\"", "[8]"),
+        ("hidden = 8", "[8]"),
+    ] {
+        let (success, stdout, stderr) = check(dir.path(), "coordinator", lines, &["--insecure"]);
+        assert!(success, "{lines}: {stderr}");
+        assert_eq!(
+            printed_value(&stdout, "hidden").as_deref(),
+            Some(printed),
+            "{lines}"
+        );
+        assert!(
+            stdout.contains(&format!("\nhidden = {printed}\n")),
+            "{lines}: {stdout}"
+        );
+    }
+    for lines in ["hidden = \"128;16\"", "hidden = 1.5", "hidden = [[128]]"] {
+        let (success, _, stderr) = check(dir.path(), "coordinator", lines, &["--insecure"]);
+        assert!(!success, "{lines} accepted");
+        assert!(
+            stderr.contains("bad.toml")
+                && stderr.contains("key `hidden`")
+                && stderr.contains("`hidden` takes a list: an array, `hidden = [64, 32]`, or one string of values separated by ',', `hidden = \"64,32\"`"),
+            "{lines}: {stderr}"
+        );
+    }
 }

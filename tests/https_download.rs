@@ -13,14 +13,13 @@ use fedshield_proto::tls::pki::CertificateAuthority;
 use tokio_util::sync::CancellationToken;
 
 use common::{
-    coordinator_tls, curl, curl_installed, https_settings, localhost_certificate,
-    start_coordinator, test_spec,
+    coordinator_tls, curl, https_settings, localhost_certificate, start_coordinator, test_spec,
+    tool_or_allowed_skip,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detectors_download_models_over_https_with_a_certificate_or_a_token() {
-    if !curl_installed() {
-        println!("skipped: curl is not installed");
+    if !tool_or_allowed_skip("curl", "--version") {
         return;
     }
     let work = tempfile::tempdir().unwrap();

@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use common::{
-    Fetched, coordinator_tls, curl, curl_installed, https_settings, localhost_certificate,
-    start_coordinator, test_spec, wait_until,
+    Fetched, coordinator_tls, curl, https_settings, localhost_certificate, start_coordinator,
+    test_spec, tool_or_allowed_skip, wait_until,
 };
 
 /// The participants the registry of every test allows.
@@ -177,13 +177,10 @@ fn body_text(fetched: &Fetched) -> String {
     String::from_utf8_lossy(&fetched.body).into_owned()
 }
 
-/// Skips the calling test when curl is missing (CI has it).
+/// Returns whether curl runs; without it the calling test fails, unless
+/// `FEDSHIELD_ALLOW_MISSING_TOOLS=curl` lets it skip.
 fn curl_or_skip() -> bool {
-    if !curl_installed() {
-        println!("SKIPPED: curl is not installed");
-        return false;
-    }
-    true
+    tool_or_allowed_skip("curl", "--version")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,8 +38,8 @@ use tokio_util::sync::CancellationToken;
 
 use common::raw::RawParticipant;
 use common::{
-    coordinator_tls, curl, curl_installed, free_port, https_settings, localhost_certificate,
-    parse_exposition, send_sigterm, start_coordinator, start_participant, test_spec, value,
+    coordinator_tls, curl, free_port, https_settings, localhost_certificate, parse_exposition,
+    send_sigterm, start_coordinator, start_participant, test_spec, tool_or_allowed_skip, value,
     wait_for_accepted_updates, wait_until,
 };
 
@@ -408,7 +408,7 @@ async fn metrics_count_rounds_updates_and_privacy_spend_during_a_federation() {
 
     // The HTTPS endpoint serves the same metrics, with the same credentials
     // as the model downloads.
-    if curl_installed() {
+    if tool_or_allowed_skip("curl", "--version") {
         let base = federation.https_base();
         let work = federation.work.path().to_path_buf();
         let bearer = format!("Authorization: Bearer {}", federation.token);
@@ -435,8 +435,6 @@ async fn metrics_count_rounds_updates_and_privacy_spend_during_a_federation() {
             value(&samples, "fedshield_coordinator_rounds_completed_total"),
             NUM_ROUNDS as f64
         );
-    } else {
-        println!("skipped the HTTPS part: curl is not installed");
     }
     federation.stop().await;
 }
@@ -768,12 +766,7 @@ async fn dashboard_in_headless_chromium_shows_what_the_status_api_reports() {
     let Some(browser) = chromium_or_skip() else {
         return;
     };
-    if !curl_installed() {
-        assert!(
-            std::env::var("FEDSHIELD_REQUIRE_BROWSER").as_deref() != Ok("1"),
-            "FEDSHIELD_REQUIRE_BROWSER=1 and curl is not installed"
-        );
-        println!("SKIPPED: curl is not installed");
+    if !tool_or_allowed_skip("curl", "--version") {
         return;
     }
     let mut federation = Federation::start().await;

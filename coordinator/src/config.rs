@@ -299,7 +299,9 @@ impl CoordinatorConfig {
     /// Checks the whole configuration.
     ///
     /// # Errors
-    /// Every problem found, each naming its setting.
+    /// Every problem found, each naming its settings by their keys
+    /// (`round.quorum`, `privacy.epsilon`, `batch_size`), which the binary
+    /// turns into the flag, variable or config file key the value came from.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = self.round.validate().err().unwrap_or_default();
         if let Err(error) = self.model.validate() {
@@ -333,7 +335,7 @@ impl CoordinatorConfig {
                 problems.push(error.to_string());
             } else if self.round.max_rounds.is_none() {
                 problems.push(
-                    "privacy needs round.max_rounds: the noise is calibrated for a known number of rounds"
+                    "privacy.epsilon needs round.max_rounds: the noise is calibrated for a known number of rounds"
                         .to_string(),
                 );
             } else if let Err(error) = self.training_plan() {

@@ -138,6 +138,9 @@ pub struct Participant {
     /// download does not pay for a fresh allocation and its page faults.
     spare_buffer: std::sync::Mutex<Vec<f32>>,
     metrics: ParticipantMetrics,
+    /// Whether to keep the connection open after the federation completes,
+    /// until `shutdown` ([`Participant::linger_after_completion`]).
+    linger_after_completion: bool,
 }
 
 /// A function applied to each update just before it is sent. It exists to
@@ -195,6 +198,7 @@ impl Participant {
             tamper: None,
             spare_buffer: std::sync::Mutex::new(Vec::new()),
             metrics,
+            linger_after_completion: false,
         })
     }
 
@@ -214,6 +218,16 @@ impl Participant {
     pub fn with_update_tamper(mut self, tamper: UpdateTamper) -> Self {
         warn!(participant = %self.config.participant_id, "this participant tampers with its updates");
         self.tamper = Some(tamper);
+        self
+    }
+
+    /// Keeps the connection to the coordinator open after the federation
+    /// completes, until `shutdown` is cancelled, and only then returns the
+    /// completion: `fedshield bench rounds` reads the bytes that crossed
+    /// the connections from the kernel once the last round is done, which
+    /// needs them still open.
+    pub fn linger_after_completion(mut self) -> Self {
+        self.linger_after_completion = true;
         self
     }
 
@@ -378,6 +392,9 @@ impl Participant {
                 }
                 Some(pb::coordinator_event::Event::Heartbeat(_)) => {}
                 Some(pb::coordinator_event::Event::Complete(complete)) => {
+                    if self.linger_after_completion {
+                        shutdown.cancelled().await;
+                    }
                     return Ok(SessionEnd::FederationComplete(complete.into()));
                 }
                 Some(pb::coordinator_event::Event::RoundAnnouncement(announcement)) => {

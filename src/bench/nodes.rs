@@ -190,7 +190,11 @@ pub async fn participant_node(args: BenchParticipantNodeArgs) -> Result<()> {
         shuffle_seed: None,
     };
     let (events, mut received_events) = mpsc::unbounded_channel();
-    let participant = Participant::benchmark(config, args.increment)?.with_events(events);
+    // The connection stays open after the last round until stdin closes:
+    // the orchestrator reads its bytes from the kernel first.
+    let participant = Participant::benchmark(config, args.increment)?
+        .with_events(events)
+        .linger_after_completion();
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {

@@ -150,6 +150,26 @@ pub fn curl_installed() -> bool {
         .is_ok()
 }
 
+/// Returns whether `program` runs (with `version_flag`). When it does not, the calling
+/// test fails, unless `FEDSHIELD_ALLOW_MISSING_TOOLS` names it (comma-separated, e.g.
+/// `curl,ss`): then this prints that the test skips and returns false.
+pub fn tool_or_allowed_skip(program: &str, version_flag: &str) -> bool {
+    let runs = std::process::Command::new(program)
+        .arg(version_flag)
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if runs {
+        return true;
+    }
+    let allowed = std::env::var("FEDSHIELD_ALLOW_MISSING_TOOLS").unwrap_or_default();
+    assert!(
+        allowed.split(',').any(|name| name.trim() == program),
+        "{program} is not installed: install it, or set FEDSHIELD_ALLOW_MISSING_TOOLS={program} to skip what needs it"
+    );
+    println!("SKIPPED: {program} is not installed (FEDSHIELD_ALLOW_MISSING_TOOLS)");
+    false
+}
+
 /// Returns a port on 127.0.0.1 that was free a moment ago, for processes
 /// that must be told their address before they bind it.
 pub fn free_port() -> u16 {
