@@ -88,7 +88,17 @@ impl Federation {
                 .expect("participant stops")
                 .expect("participant task does not panic")
                 .expect("an honest participant meets no permanent refusal");
-            assert_eq!(end, fedshield_participant::RunEnd::Stopped);
+            // Stopped by the shutdown, or told first that the federation
+            // completed (its `max_rounds`), with the version it ended on.
+            if let fedshield_participant::RunEnd::FederationComplete(end) = end {
+                let completion = self
+                    .coordinator
+                    .engine()
+                    .completion()
+                    .expect("a participant is told of a completion that happened");
+                assert_eq!(end.final_version, completion.final_version);
+                assert_eq!(end.final_sha256, completion.final_sha256);
+            }
         }
         tokio::time::timeout(STOP_PATIENCE, self.coordinator.wait())
             .await
