@@ -369,12 +369,15 @@ async fn revoking_the_member_a_round_waits_for_ends_its_stream_and_completes_the
             .iter()
             .any(|participant| participant.as_str() == "carol")
     );
+    // Alice is not revoked: she leaves only when told that the federation
+    // (one round) is complete.
     assert!(
-        engine_status
-            .connected
+        !engine_status
+            .revoked
             .iter()
-            .any(|participant| participant.as_str() == "alice")
+            .any(|member| member.participant.as_str() == "alice")
     );
+    assert!(engine.completion().is_some());
     let mut bob_client = federation.connect(&federation.issue("bob")).await;
     let grpc_status = bob_client
         .get_status(pb::GetStatusRequest {})
