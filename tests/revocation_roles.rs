@@ -391,6 +391,16 @@ async fn revoking_the_member_a_round_waits_for_ends_its_stream_and_completes_the
             .contains(&"carol".to_string())
     );
     let report = federation.status_json("bob");
+    // The federation of one round is complete, and the status says so.
+    let complete = report
+        .complete
+        .as_ref()
+        .expect("the status shows completion");
+    assert_eq!(
+        (complete.final_version, complete.num_rounds_completed),
+        (1, 1)
+    );
+    assert_eq!(complete.final_sha256, engine.current_model().card.sha256);
     let revoked: Vec<(&str, &str)> = report
         .revoked_participants
         .iter()

@@ -44,6 +44,18 @@ pub struct StatusReport {
     /// ([`crate::dropouts`]).
     #[serde(default)]
     pub dropouts: Vec<DropoutReport>,
+    /// Set once the federation has published every round it was started
+    /// for (`--rounds`): no round opens again.
+    #[serde(default)]
+    pub complete: Option<CompletionReport>,
+}
+
+/// How the federation ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletionReport {
+    pub final_version: u64,
+    pub final_sha256: String,
+    pub num_rounds_completed: u64,
 }
 
 /// A participant's dropouts and the rounds it sits out for them.
@@ -236,7 +248,13 @@ pub async fn build_status(
     let names = |ids: &[fedshield_core::ParticipantId]| -> Vec<String> {
         ids.iter().map(ToString::to_string).collect()
     };
+    let complete = engine.completion().map(|completion| CompletionReport {
+        final_version: completion.final_version.0,
+        final_sha256: completion.final_sha256,
+        num_rounds_completed: completion.num_rounds_completed,
+    });
     StatusReport {
+        complete,
         generated_unix_ms: fedshield_core::clock::unix_ms_now(),
         current_version,
         num_rounds_completed: status.num_rounds_completed,
