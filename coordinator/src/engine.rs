@@ -954,7 +954,7 @@ impl Engine {
             result
         })
         .await
-        .map_err(|error| CoordinatorError::MalformedUpdate(format!("fold task failed: {error}")))?;
+        .map_err(|error| CoordinatorError::TaskFailed(format!("folding an update: {error}")))?;
         let num_accepted = committed?;
         ticket.committed = true;
         match privacy {

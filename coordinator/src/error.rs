@@ -60,6 +60,11 @@ pub enum CoordinatorError {
     ArtifactStoreConfig(String),
     #[error("coordinator is shutting down")]
     ShuttingDown,
+    #[error("no update header received in time: none within {idle_ms}ms of the upload's start")]
+    NoUpdateHeader { idle_ms: u64 },
+    /// A task the coordinator ran for a request failed (a bug, or a panic).
+    #[error("internal task failed: {0}")]
+    TaskFailed(String),
     #[error("no client certificate: this coordinator requires mutual TLS")]
     NoClientCertificate,
     #[error("access denied: {0}")]
@@ -89,37 +94,99 @@ pub enum CoordinatorError {
     },
 }
 
-impl From<CoordinatorError> for Status {
-    /// The one table from coordinator errors to gRPC status codes.
-    fn from(error: CoordinatorError) -> Status {
-        let code = match &error {
+/// What kind of failure an error is, whatever the transport: the one
+/// table ([`CoordinatorError::kind`]) both gRPC status codes and HTTP
+/// status codes are derived from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request itself is malformed.
+    InvalidArgument,
+    /// The caller is not who it must be (no session, no certificate).
+    Unauthenticated,
+    /// The caller is known and not allowed to do this.
+    PermissionDenied,
+    /// The request does not fit the coordinator's current state.
+    FailedPrecondition,
+    /// The request repeats one already done.
+    AlreadyExists,
+    /// The caller was too slow.
+    DeadlineExceeded,
+    /// What was asked for does not exist.
+    NotFound,
+    /// The coordinator failed (storage, a task).
+    Internal,
+    /// The coordinator is stopping.
+    Unavailable,
+}
+
+impl ErrorKind {
+    /// Returns the gRPC status code of this kind.
+    pub fn grpc_code(self) -> Code {
+        match self {
+            ErrorKind::InvalidArgument => Code::InvalidArgument,
+            ErrorKind::Unauthenticated => Code::Unauthenticated,
+            ErrorKind::PermissionDenied => Code::PermissionDenied,
+            ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+            ErrorKind::AlreadyExists => Code::AlreadyExists,
+            ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+            ErrorKind::NotFound => Code::NotFound,
+            ErrorKind::Internal => Code::Internal,
+            ErrorKind::Unavailable => Code::Unavailable,
+        }
+    }
+
+    /// Returns the HTTP status code of this kind.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidArgument => 400,
+            ErrorKind::Unauthenticated => 401,
+            ErrorKind::PermissionDenied => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::DeadlineExceeded => 408,
+            ErrorKind::AlreadyExists | ErrorKind::FailedPrecondition => 409,
+            ErrorKind::Internal => 500,
+            ErrorKind::Unavailable => 503,
+        }
+    }
+}
+
+impl CoordinatorError {
+    /// The one table from coordinator errors to their kind.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
             CoordinatorError::InvalidParticipantId(_)
             | CoordinatorError::MalformedUpdate(_)
-            | CoordinatorError::InvalidPrivacyReport(_) => Code::InvalidArgument,
+            | CoordinatorError::InvalidPrivacyReport(_) => ErrorKind::InvalidArgument,
             CoordinatorError::NotJoined(_)
             | CoordinatorError::BadSessionToken(_)
-            | CoordinatorError::NoClientCertificate => Code::Unauthenticated,
+            | CoordinatorError::NoClientCertificate => ErrorKind::Unauthenticated,
             CoordinatorError::NotSelected { .. }
             | CoordinatorError::AccessDenied(_)
             | CoordinatorError::RevokedDuringRound { .. }
-            | CoordinatorError::Impersonation { .. } => Code::PermissionDenied,
+            | CoordinatorError::Impersonation { .. } => ErrorKind::PermissionDenied,
             CoordinatorError::NoOpenRound(_)
             | CoordinatorError::RoundClosed { .. }
             | CoordinatorError::WrongRound { .. }
             | CoordinatorError::WrongBaseVersion { .. }
-            | CoordinatorError::PrivacyWeakened { .. } => Code::FailedPrecondition,
+            | CoordinatorError::PrivacyWeakened { .. } => ErrorKind::FailedPrecondition,
             CoordinatorError::DuplicateUpdate { .. }
-            | CoordinatorError::UploadInProgress { .. } => Code::AlreadyExists,
-            CoordinatorError::UpdateStalled { .. } | CoordinatorError::UpdateTooSlow { .. } => {
-                Code::DeadlineExceeded
-            }
-            CoordinatorError::UnknownModelVersion(_) => Code::NotFound,
+            | CoordinatorError::UploadInProgress { .. } => ErrorKind::AlreadyExists,
+            CoordinatorError::UpdateStalled { .. }
+            | CoordinatorError::UpdateTooSlow { .. }
+            | CoordinatorError::NoUpdateHeader { .. } => ErrorKind::DeadlineExceeded,
+            CoordinatorError::UnknownModelVersion(_) => ErrorKind::NotFound,
             CoordinatorError::Store(_)
             | CoordinatorError::Artifact { .. }
-            | CoordinatorError::ArtifactStoreConfig(_) => Code::Internal,
-            CoordinatorError::ShuttingDown => Code::Unavailable,
-        };
-        Status::new(code, error.to_string())
+            | CoordinatorError::ArtifactStoreConfig(_)
+            | CoordinatorError::TaskFailed(_) => ErrorKind::Internal,
+            CoordinatorError::ShuttingDown => ErrorKind::Unavailable,
+        }
+    }
+}
+
+impl From<CoordinatorError> for Status {
+    fn from(error: CoordinatorError) -> Status {
+        Status::new(error.kind().grpc_code(), error.to_string())
     }
 }
 
@@ -131,4 +198,56 @@ pub type Result<T, E = CoordinatorError> = std::result::Result<T, E>;
 pub enum ServerError {
     #[error("grpc server failed: {0}")]
     Transport(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind, with the gRPC and HTTP codes a client of either
+    /// transport expects for it.
+    const KINDS: [(ErrorKind, Code, u16); 9] = [
+        (ErrorKind::InvalidArgument, Code::InvalidArgument, 400),
+        (ErrorKind::Unauthenticated, Code::Unauthenticated, 401),
+        (ErrorKind::PermissionDenied, Code::PermissionDenied, 403),
+        (ErrorKind::FailedPrecondition, Code::FailedPrecondition, 409),
+        (ErrorKind::AlreadyExists, Code::AlreadyExists, 409),
+        (ErrorKind::DeadlineExceeded, Code::DeadlineExceeded, 408),
+        (ErrorKind::NotFound, Code::NotFound, 404),
+        (ErrorKind::Internal, Code::Internal, 500),
+        (ErrorKind::Unavailable, Code::Unavailable, 503),
+    ];
+
+    #[test]
+    fn each_kind_has_its_grpc_and_http_code() {
+        for (kind, grpc, http) in KINDS {
+            assert_eq!(kind.grpc_code(), grpc, "{kind:?}");
+            assert_eq!(kind.http_status(), http, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_status_carries_the_kind_of_its_error_and_its_message() {
+        let cases = [
+            (
+                CoordinatorError::UnknownModelVersion(ModelVersion(7)),
+                Code::NotFound,
+            ),
+            (
+                CoordinatorError::NoUpdateHeader { idle_ms: 300 },
+                Code::DeadlineExceeded,
+            ),
+            (CoordinatorError::ShuttingDown, Code::Unavailable),
+            (
+                CoordinatorError::TaskFailed("a panic".to_string()),
+                Code::Internal,
+            ),
+        ];
+        for (error, code) in cases {
+            let message = error.to_string();
+            let status = Status::from(error);
+            assert_eq!(status.code(), code, "{message}");
+            assert_eq!(status.message(), message);
+        }
+    }
 }

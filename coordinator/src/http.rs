@@ -228,10 +228,8 @@ async fn serve_weights(
     let model = match state.engine.model(version).await {
         Ok(model) => model,
         Err(error) => {
-            let status = match error {
-                crate::CoordinatorError::UnknownModelVersion(_) => StatusCode::NOT_FOUND,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
+            let status = StatusCode::from_u16(error.kind().http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return refusal("weights", Some(&client), status, error.to_string());
         }
     };

@@ -14,13 +14,15 @@
 //! - [`revocation`]: ending live `Join` streams whose certificate is revoked.
 //! - [`service`]: the `fedshield.v1.Federation` gRPC handlers.
 //! - [`server`]: starting and stopping a coordinator on a bound listener.
-//! - [`error`]: the error type and its gRPC status mapping.
+//! - [`error`]: the error type and the one table of its kinds to gRPC and HTTP status codes.
 //! - [`http`]: the HTTPS endpoint: model downloads, metrics, status API, dashboard.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`status`]: the JSON status the dashboard renders.
 //! - [`weighting`]: the bounds on an update's declared example count and its weight.
 //! - [`tokens`]: the HTTPS endpoint's bearer tokens (issue, list, revoke, expiry).
 //! - [`sessions`]: dashboard sessions opened by signing in with a token.
+
+#![forbid(unsafe_code)]
 
 pub mod artifacts;
 pub mod config;
@@ -47,5 +49,5 @@ pub use config::{
     CoordinatorConfig, CoordinatorTls, HttpsSettings, ParticipantsPerRound, RoundConfig,
 };
 pub use engine::Engine;
-pub use error::CoordinatorError;
+pub use error::{CoordinatorError, ErrorKind};
 pub use server::{CoordinatorHandle, run, start};

@@ -218,7 +218,9 @@ pub fn rejection_reason(error: &CoordinatorError) -> &'static str {
         CoordinatorError::DuplicateUpdate { .. } | CoordinatorError::UploadInProgress { .. } => {
             "duplicate"
         }
-        CoordinatorError::UpdateStalled { .. } => "stalled",
+        CoordinatorError::UpdateStalled { .. } | CoordinatorError::NoUpdateHeader { .. } => {
+            "stalled"
+        }
         CoordinatorError::UpdateTooSlow { .. } => "too_slow",
         CoordinatorError::NotJoined(_)
         | CoordinatorError::BadSessionToken(_)
@@ -231,6 +233,7 @@ pub fn rejection_reason(error: &CoordinatorError) -> &'static str {
         | CoordinatorError::Artifact { .. }
         | CoordinatorError::ArtifactStoreConfig(_)
         | CoordinatorError::ShuttingDown
+        | CoordinatorError::TaskFailed(_)
         | CoordinatorError::PrivacyWeakened { .. } => "unavailable",
     }
 }

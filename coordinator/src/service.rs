@@ -235,7 +235,7 @@ impl Federation for FederationService {
                         None => break,
                     },
                     () = shutdown.cancelled() => {
-                        let _ = sender.send(Err(Status::unavailable("coordinator is shutting down"))).await;
+                        let _ = sender.send(Err(CoordinatorError::ShuttingDown.into())).await;
                         break;
                     }
                     () = sender.closed() => break,
@@ -306,7 +306,11 @@ impl Federation for FederationService {
         let idle_timeout = self.settings.chunk_idle_timeout;
         let first = tokio::time::timeout(idle_timeout, stream.message())
             .await
-            .map_err(|_| Status::deadline_exceeded("no update header received in time"))??;
+            .map_err(|_| {
+                self.refuse(CoordinatorError::NoUpdateHeader {
+                    idle_ms: idle_timeout.as_millis() as u64,
+                })
+            })??;
         let header = match first.and_then(|chunk| chunk.payload) {
             Some(pb::update_chunk::Payload::Header(header)) => header,
             Some(pb::update_chunk::Payload::Data(_)) => {

@@ -23,6 +23,8 @@
 //! - [`schema_diff`]: what differs between two schemas, for the message that declines a round.
 //! - [`untrusted_text`]: peer-chosen text (claimed ids, decline reasons) escaped and bounded for logs.
 
+#![forbid(unsafe_code)]
+
 pub mod accountant;
 pub mod aggregate;
 pub mod clock;

@@ -12,6 +12,8 @@
 //! - [`schema_check`]: declining a round whose feature schema differs, naming the differences.
 //! - [`error`]: the error type.
 
+#![forbid(unsafe_code)]
+
 pub mod backoff;
 pub mod cache;
 pub mod config;
