@@ -66,7 +66,10 @@ use tracing::warn;
 
 use crate::artifacts::ArtifactStore;
 use crate::error::{CoordinatorError, Result};
+// The records live with the state store that keeps them; re-exported here,
+// where callers have always found them.
 use crate::store::{DirectoryStore, StateStore};
+pub use crate::store::{OpenRoundRecord, RoundRecord};
 
 /// What a published model version is: provenance and integrity data that
 /// travels with the weights.
@@ -118,30 +121,6 @@ pub struct AggregationSummary {
     pub num_clipped: usize,
     /// Contributors whose updates Multi-Krum left out.
     pub rejected: Vec<String>,
-}
-
-/// The round that was open, as recorded on disk.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OpenRoundRecord {
-    pub round_id: u64,
-    /// The version the round trains; the record is stale once a newer one exists.
-    pub base_version: u64,
-    pub opened_unix_ms: u64,
-}
-
-/// A finished round, as the round history file keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoundRecord {
-    pub round_id: u64,
-    pub base_version: u64,
-    /// The version it published; `None` for an abandoned round.
-    pub published: Option<u64>,
-    pub contributors: Vec<String>,
-    pub duration_ms: u64,
-    pub reason: String,
-    pub finished_unix_ms: u64,
 }
 
 /// One published model version held in memory.

@@ -8,8 +8,33 @@ use std::path::{Path, PathBuf};
 
 use fedshield_core::CoreError;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::Result;
-use crate::registry::{OpenRoundRecord, RoundRecord};
+
+/// The round that was open, as recorded on disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenRoundRecord {
+    pub round_id: u64,
+    /// The version the round trains; the record is stale once a newer one exists.
+    pub base_version: u64,
+    pub opened_unix_ms: u64,
+}
+
+/// A finished round, as the round history file keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoundRecord {
+    pub round_id: u64,
+    pub base_version: u64,
+    /// The version it published; `None` for an abandoned round.
+    pub published: Option<u64>,
+    pub contributors: Vec<String>,
+    pub duration_ms: u64,
+    pub reason: String,
+    pub finished_unix_ms: u64,
+}
 
 /// Durable coordinator state other than model artifacts.
 pub trait StateStore: Send + Sync + std::fmt::Debug {

@@ -31,7 +31,6 @@
 
 use burn::backend::NdArray;
 use burn::backend::ndarray::NdArrayDevice;
-use burn::config::Config;
 use burn::tensor::activation::{log_softmax, relu};
 use burn::tensor::{Bool, Tensor, TensorData};
 use rand::rngs::{ChaCha20Rng, SysRng};
@@ -41,6 +40,7 @@ use rand_distr::{Distribution, Geometric, Normal};
 use crate::data::Dataset;
 use crate::error::{CoreError, Result};
 use crate::model::ModelSpec;
+pub use crate::plan::{DpSgdPlan, MAX_DP_STEPS_PER_ROUND, OrgDpPlan};
 use crate::training::{
     LocalTrainingOutcome, ProgressObserver, TrainingPlan, TrainingProgress, no_progress,
     training_rows,
@@ -54,9 +54,6 @@ type DpBackend = NdArray<f32>;
 /// The device of [`DpBackend`].
 const DEVICE: NdArrayDevice = NdArrayDevice::Cpu;
 
-/// Largest accepted number of DP-SGD steps per round.
-pub const MAX_DP_STEPS_PER_ROUND: u32 = 1_000_000;
-
 /// Added to per-example gradient norms before dividing by them, so that a
 /// zero gradient gets clip factor 1 instead of a division by zero.
 const NORM_EPSILON: f64 = 1e-12;
@@ -64,157 +61,6 @@ const NORM_EPSILON: f64 = 1e-12;
 /// Relative margin by which [`privatize_update`] clips below its bound, so
 /// that float32 rounding of the scaled values cannot push the norm above it.
 const CLIP_ROUNDING_MARGIN: f64 = 1e-6;
-
-/// DP-SGD settings of one round, chosen by the coordinator and sent in the
-/// plan. Everything here is public and the same for every participant, so
-/// that nothing that leaves a node (the noise scale of its update, the
-/// steps it takes, how long a round takes) depends on its data size: each
-/// participant derives its own sampling rate `q = B/N` from its `N` rows
-/// with [`DpSgdPlan::sampling_rate_for`] and accounts with it.
-#[derive(Config, Debug, PartialEq)]
-pub struct DpSgdPlan {
-    /// B: the expected number of examples in each step's Poisson sample. A
-    /// participant with N rows includes each row with probability B/N, and
-    /// divides the noised sum of clipped gradients by B.
-    pub expected_batch_size: u32,
-    /// N_min: the public minimum number of rows a participant trains on.
-    /// The noise is calibrated for the largest sampling rate B/N_min; a
-    /// participant with fewer rows declines the round.
-    pub min_records: u64,
-    /// σ: the Gaussian noise added to the sum of clipped per-example
-    /// gradients has standard deviation σ·C.
-    pub noise_multiplier: f64,
-    /// C: every per-example gradient (all parameters together) is clipped to
-    /// this L2 norm.
-    pub clip_norm: f64,
-    /// T: local DP-SGD steps per round, whatever the data size.
-    pub steps_per_round: u32,
-}
-
-impl DpSgdPlan {
-    /// Checks the plan's values: `expected_batch_size` at least 1,
-    /// `min_records` at least `expected_batch_size` (so that every sampling
-    /// rate B/N is at most 1), `noise_multiplier` finite and positive,
-    /// `clip_norm` finite and positive, `steps_per_round` in
-    /// `1..=`[`MAX_DP_STEPS_PER_ROUND`].
-    ///
-    /// # Errors
-    /// [`CoreError::InvalidPrivacy`] naming the field that is wrong and its value.
-    pub fn validate(&self) -> Result<()> {
-        self.validate_allowing_zero_noise()?;
-        if self.noise_multiplier <= 0.0 {
-            return Err(CoreError::InvalidPrivacy(format!(
-                "noise_multiplier is {}, must be positive: without noise there is no privacy",
-                self.noise_multiplier
-            )));
-        }
-        Ok(())
-    }
-
-    /// Returns the largest sampling rate the plan allows, B/N_min: the one
-    /// its noise is calibrated for, and the worst case its guarantee states.
-    pub fn max_sampling_rate(&self) -> f64 {
-        f64::from(self.expected_batch_size) / self.min_records as f64
-    }
-
-    /// Returns the sampling rate q = B/N of a participant training on
-    /// `num_records` rows.
-    ///
-    /// # Errors
-    /// [`CoreError::BelowMinimumRecords`] if `num_records` is below the
-    /// plan's public minimum; the error names the minimum, never
-    /// `num_records`, since it may travel to the coordinator as the reason
-    /// for declining.
-    pub fn sampling_rate_for(&self, num_records: u64) -> Result<f64> {
-        if num_records < self.min_records || num_records == 0 {
-            return Err(CoreError::BelowMinimumRecords {
-                min_records: self.min_records,
-            });
-        }
-        Ok(f64::from(self.expected_batch_size) / num_records as f64)
-    }
-
-    /// Checks everything [`Self::validate`] does except that σ may be 0, which
-    /// only tests use (to compare DP-SGD's gradients with plain SGD's).
-    fn validate_allowing_zero_noise(&self) -> Result<()> {
-        if self.expected_batch_size == 0 {
-            return Err(CoreError::InvalidPrivacy(
-                "expected_batch_size is 0, must be at least 1".to_string(),
-            ));
-        }
-        if self.min_records < u64::from(self.expected_batch_size) {
-            return Err(CoreError::InvalidPrivacy(format!(
-                "min_records is {}, must be at least expected_batch_size ({}) so that the sampling rate B/N is at most 1",
-                self.min_records, self.expected_batch_size
-            )));
-        }
-        if !(self.noise_multiplier.is_finite() && self.noise_multiplier >= 0.0) {
-            return Err(CoreError::InvalidPrivacy(format!(
-                "noise_multiplier is {}, must be finite and positive",
-                self.noise_multiplier
-            )));
-        }
-        if !(self.clip_norm.is_finite() && self.clip_norm > 0.0) {
-            return Err(CoreError::InvalidPrivacy(format!(
-                "clip_norm is {}, must be finite and positive",
-                self.clip_norm
-            )));
-        }
-        if !(self.noise_multiplier * self.clip_norm).is_finite() {
-            return Err(CoreError::InvalidPrivacy(format!(
-                "noise_multiplier × clip_norm is {} × {}, which overflows",
-                self.noise_multiplier, self.clip_norm
-            )));
-        }
-        if self.steps_per_round == 0 || self.steps_per_round > MAX_DP_STEPS_PER_ROUND {
-            return Err(CoreError::InvalidPrivacy(format!(
-                "steps_per_round is {}, must be in 1..={MAX_DP_STEPS_PER_ROUND}",
-                self.steps_per_round
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// Organization-level DP settings (DP-FedAvg): the whole update of a
-/// participant is clipped to `clip_norm` and gets Gaussian noise of standard
-/// deviation `noise_multiplier · clip_norm` per coordinate.
-#[derive(Config, Debug, PartialEq)]
-pub struct OrgDpPlan {
-    /// S: the L2 norm every update is clipped to.
-    pub clip_norm: f64,
-    /// σ: the noise per coordinate has standard deviation σ·S.
-    pub noise_multiplier: f64,
-}
-
-impl OrgDpPlan {
-    /// Checks the plan's values: `clip_norm` and `noise_multiplier` finite
-    /// and positive.
-    ///
-    /// # Errors
-    /// [`CoreError::InvalidPrivacy`] naming the field that is wrong and its value.
-    pub fn validate(&self) -> Result<()> {
-        if !(self.clip_norm.is_finite() && self.clip_norm > 0.0) {
-            return Err(CoreError::InvalidPrivacy(format!(
-                "clip_norm is {}, must be finite and positive",
-                self.clip_norm
-            )));
-        }
-        if !(self.noise_multiplier.is_finite() && self.noise_multiplier > 0.0) {
-            return Err(CoreError::InvalidPrivacy(format!(
-                "noise_multiplier is {}, must be finite and positive",
-                self.noise_multiplier
-            )));
-        }
-        if !(self.noise_multiplier * self.clip_norm).is_finite() {
-            return Err(CoreError::InvalidPrivacy(format!(
-                "noise_multiplier × clip_norm is {} × {}, which overflows",
-                self.noise_multiplier, self.clip_norm
-            )));
-        }
-        Ok(())
-    }
-}
 
 /// Returns a CSPRNG (ChaCha20) seeded from the operating system, for DP noise.
 ///

@@ -19,6 +19,7 @@
 //! - [`metrics`]: accuracy, ROC-AUC and friends.
 //! - [`privacy`]: privacy targets, plan calibration, participants' reports and model cards' guarantees.
 //! - [`lineage`]: a federation's privacy promise over all its rounds, and the check that a restart keeps it.
+//! - [`plan`]: the training plan of a round and its DP settings (DP-SGD, organization-level DP).
 //! - [`plan_fingerprint`]: the sha256 of a training plan, which keys re-sent updates of retried rounds.
 //! - [`schema_diff`]: what differs between two schemas, for the message that declines a round.
 //! - [`untrusted_text`]: peer-chosen text (claimed ids, decline reasons) escaped and bounded for logs.
@@ -39,6 +40,7 @@ pub mod ingest;
 pub mod lineage;
 pub mod metrics;
 pub mod model;
+pub mod plan;
 pub mod plan_fingerprint;
 pub mod privacy;
 pub mod robust;

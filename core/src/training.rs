@@ -7,7 +7,6 @@ use std::ops::ControlFlow;
 
 use burn::backend::ndarray::NdArrayDevice;
 use burn::backend::{Autodiff, NdArray};
-use burn::config::Config;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
@@ -26,73 +25,7 @@ use crate::weights::ModelWeights;
 /// The backend local training runs on: ndarray on the CPU with autodiff.
 pub type TrainBackend = Autodiff<NdArray<f32>>;
 
-/// How a participant trains locally in one round; chosen by the coordinator,
-/// sent in the round announcement, and saved with each model version.
-#[derive(Config, Debug, PartialEq)]
-pub struct TrainingPlan {
-    /// Passes over the local data.
-    #[config(default = 1)]
-    pub local_epochs: u32,
-    /// Examples per gradient step.
-    #[config(default = 64)]
-    pub batch_size: u32,
-    /// Learning rate of local SGD.
-    #[config(default = 0.1)]
-    pub learning_rate: f32,
-    /// Upper bound on local gradient steps; 0 means no bound.
-    #[config(default = 0)]
-    pub max_local_steps: u32,
-    /// L2 penalty on the parameters (weight decay) of local SGD; 0 turns it off.
-    #[config(default = 0.0)]
-    pub weight_decay: f32,
-    /// Record-level differential privacy (DP-SGD); `None` trains without it.
-    pub dp_sgd: Option<crate::dp::DpSgdPlan>,
-    /// Organization-level differential privacy of the whole update, on top.
-    pub org_dp: Option<crate::dp::OrgDpPlan>,
-}
-
-impl TrainingPlan {
-    /// Checks the plan's values.
-    ///
-    /// # Errors
-    /// [`CoreError::InvalidPlan`] naming the field that is wrong.
-    pub fn validate(&self) -> Result<()> {
-        if self.local_epochs == 0 || self.local_epochs > 1000 {
-            return Err(CoreError::InvalidPlan(format!(
-                "local_epochs is {}, must be in 1..=1000",
-                self.local_epochs
-            )));
-        }
-        if self.batch_size == 0 || self.batch_size > 65536 {
-            return Err(CoreError::InvalidPlan(format!(
-                "batch_size is {}, must be in 1..=65536",
-                self.batch_size
-            )));
-        }
-        if !(self.learning_rate.is_finite()
-            && self.learning_rate > 0.0
-            && self.learning_rate <= 10.0)
-        {
-            return Err(CoreError::InvalidPlan(format!(
-                "learning_rate is {}, must be in (0, 10]",
-                self.learning_rate
-            )));
-        }
-        if !(self.weight_decay.is_finite() && (0.0..=1.0).contains(&self.weight_decay)) {
-            return Err(CoreError::InvalidPlan(format!(
-                "weight_decay is {}, must be in [0, 1]",
-                self.weight_decay
-            )));
-        }
-        if let Some(dp_sgd) = &self.dp_sgd {
-            dp_sgd.validate()?;
-        }
-        if let Some(org_dp) = &self.org_dp {
-            org_dp.validate()?;
-        }
-        Ok(())
-    }
-}
+pub use crate::plan::TrainingPlan;
 
 /// What local training produced.
 #[derive(Debug, Clone)]
