@@ -8,7 +8,7 @@ use fedshield_core::clock::unix_ms_now;
 
 use fedshield_core::codec::{ChunkAssembler, MAX_CHUNK_BYTES, shared_chunks};
 use fedshield_core::privacy::PrivacyReport;
-use fedshield_core::{ModelVersion, ParticipantId, RoundId, TrainingPlan};
+use fedshield_core::{ModelVersion, ParticipantId, RoundId};
 use fedshield_proto::tls::peer_identity;
 use fedshield_proto::v1 as pb;
 use fedshield_proto::v1::federation_server::Federation;
@@ -215,7 +215,7 @@ impl Federation for FederationService {
                                 round_id: announcement.round_id.0,
                                 base_model_version: announcement.base_version.0,
                                 base_model_sha256: announcement.base_sha256,
-                                plan: Some(plan_message(&announcement.plan)),
+                                plan: Some((&announcement.plan).into()),
                                 deadline_unix_ms: announcement.deadline_unix_ms,
                                 feature_schema_sha256: announcement.feature_schema_sha256.unwrap_or_default(),
                                 reserve_upload_slot: announcement.reserve_upload_slot,
@@ -360,12 +360,7 @@ impl Federation for FederationService {
                 session_token: header.session_token,
                 num_samples: header.num_samples,
                 num_params: header.num_params,
-                privacy: header.privacy.map(|report| PrivacyReport {
-                    epsilon: report.epsilon,
-                    delta: report.delta,
-                    org_epsilon: report.org_epsilon,
-                    num_rounds: report.num_rounds,
-                }),
+                privacy: header.privacy.map(PrivacyReport::from),
             })
             .inspect_err(|error| warn!(round = %round_id, participant = %participant, error = %error, "update refused"))
             .map_err(|error| self.refuse(error))?;
@@ -567,7 +562,7 @@ fn model_stream(
             model_version: model.version.0,
             sha256: model.card.sha256.clone(),
             num_params: model.weights.params.len() as u64,
-            spec: Some(spec_message(&model.weights.spec)),
+            spec: Some((&model.weights.spec).into()),
             tensors: model
                 .weights
                 .spec
@@ -591,16 +586,6 @@ fn model_stream(
         }),
     );
     futures::StreamExt::chain(futures::stream::once(async move { Ok(header) }), chunks)
-}
-
-/// Converts a model spec to its protocol message.
-pub fn spec_message(spec: &fedshield_core::ModelSpec) -> pb::ModelSpec {
-    pb::ModelSpec {
-        kind: spec.kind.clone(),
-        input_dim: spec.input_dim,
-        hidden_dims: spec.hidden_dims.clone(),
-        num_classes: spec.num_classes,
-    }
 }
 
 /// Converts an engine status snapshot to its protocol message.
@@ -638,27 +623,5 @@ pub fn status_message(status: &EngineStatus) -> pb::CoordinatorStatus {
                 reason: summary.reason.clone(),
             })
             .collect(),
-    }
-}
-
-/// Returns the wire form of a training plan.
-pub fn plan_message(plan: &TrainingPlan) -> pb::TrainingPlan {
-    pb::TrainingPlan {
-        local_epochs: plan.local_epochs,
-        batch_size: plan.batch_size,
-        learning_rate: plan.learning_rate,
-        max_local_steps: plan.max_local_steps,
-        weight_decay: plan.weight_decay,
-        dp_sgd: plan.dp_sgd.as_ref().map(|dp| pb::DpSgdPlan {
-            noise_multiplier: dp.noise_multiplier,
-            clip_norm: dp.clip_norm,
-            steps_per_round: dp.steps_per_round,
-            expected_batch_size: dp.expected_batch_size,
-            min_records: dp.min_records,
-        }),
-        org_dp: plan.org_dp.as_ref().map(|org| pb::OrgDpPlan {
-            clip_norm: org.clip_norm,
-            noise_multiplier: org.noise_multiplier,
-        }),
     }
 }

@@ -20,9 +20,7 @@ use fedshield_core::clock::unix_ms_now;
 
 use fedshield_core::codec::{ChunkAssembler, DEFAULT_CHUNK_PARAMS, shared_chunks};
 use fedshield_core::data::Dataset;
-use fedshield_core::dp::{
-    DpSgdPlan, OrgDpPlan, os_seeded_rng, privatize_update, train_local_dp_observed,
-};
+use fedshield_core::dp::{os_seeded_rng, privatize_update, train_local_dp_observed};
 use fedshield_core::model::ModelSpec;
 use fedshield_core::plan_fingerprint::PlanFingerprint;
 use fedshield_core::privacy::PrivacyReport;
@@ -485,7 +483,7 @@ impl Participant {
         let plan_message = announcement.plan.ok_or_else(|| {
             ParticipantError::Protocol("announcement has no training plan".into())
         })?;
-        let plan = plan_from_message(plan_message);
+        let plan = TrainingPlan::from(plan_message);
         plan.validate()?;
         if matches!(self.workload, Workload::BenchmarkNoOp { .. })
             && (plan.dp_sgd.is_some() || plan.org_dp.is_some())
@@ -819,12 +817,7 @@ impl Participant {
             num_samples: ready.num_samples,
             encoding: pb::UpdateEncoding::F32Le as i32,
             num_params: delta.len() as u64,
-            privacy: ready.privacy.map(|report| pb::PrivacyReport {
-                epsilon: report.epsilon,
-                delta: report.delta,
-                org_epsilon: report.org_epsilon,
-                num_rounds: report.num_rounds,
-            }),
+            privacy: ready.privacy.as_ref().map(pb::PrivacyReport::from),
         };
         let delta = Arc::new(delta);
         let num_update_bytes = delta.len() * std::mem::size_of::<f32>();
@@ -1089,29 +1082,6 @@ fn find_reusable_update(
     }
 }
 
-/// Returns the training plan an announcement carries.
-pub fn plan_from_message(message: pb::TrainingPlan) -> TrainingPlan {
-    TrainingPlan {
-        local_epochs: message.local_epochs,
-        batch_size: message.batch_size,
-        learning_rate: message.learning_rate,
-        max_local_steps: message.max_local_steps,
-        weight_decay: message.weight_decay,
-        dp_sgd: message.dp_sgd.map(|dp| {
-            DpSgdPlan::new(
-                dp.expected_batch_size,
-                dp.min_records,
-                dp.noise_multiplier,
-                dp.clip_norm,
-                dp.steps_per_round,
-            )
-        }),
-        org_dp: message
-            .org_dp
-            .map(|org| OrgDpPlan::new(org.clip_norm, org.noise_multiplier)),
-    }
-}
-
 /// Downloads one model version and checks it against `expected_sha256` and
 /// its own header.
 ///
@@ -1161,12 +1131,7 @@ pub async fn download_model_into(
     let spec_message = header
         .spec
         .ok_or_else(|| ParticipantError::Protocol("model header has no spec".into()))?;
-    let spec = ModelSpec {
-        kind: spec_message.kind,
-        input_dim: spec_message.input_dim,
-        hidden_dims: spec_message.hidden_dims,
-        num_classes: spec_message.num_classes,
-    };
+    let spec = ModelSpec::from(spec_message);
     spec.validate()?;
     if header.num_params != spec.num_params() as u64 {
         return Err(ParticipantError::Protocol(format!(
