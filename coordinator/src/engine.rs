@@ -52,8 +52,10 @@ use crate::registry::{
     AggregationSummary, ModelCard, ModelRegistry, OpenRoundRecord, PublishedModel, RoundRecord,
 };
 use crate::weighting::UpdateWeight;
+use history::{RoundHistoryWriter, push_history, summary_from_record};
 
 mod completion;
+mod history;
 mod revocation;
 pub use completion::Completion;
 pub use revocation::RevokedMember;
@@ -412,91 +414,6 @@ struct EngineInner {
     round_history: RoundHistoryWriter,
     /// Cancelled once the federation is complete ([`completion`]).
     completed: CancellationToken,
-}
-
-/// What the round history writer thread is asked to do.
-enum HistoryCommand {
-    /// Append the record (and log a failure inside the round's span).
-    Append { record: RoundRecord, span: Span },
-    /// Report, once every record queued before is appended.
-    Flush(tokio::sync::oneshot::Sender<()>),
-}
-
-/// Appends finished rounds to the durable history on a thread of its own,
-/// in the order they are queued. The thread ends once every handle to the
-/// engine is dropped and the queue is drained.
-struct RoundHistoryWriter {
-    /// Feeds the writer thread; `None` if the thread could not be started,
-    /// in which case records are appended on the caller's thread.
-    queue: Option<std::sync::mpsc::Sender<HistoryCommand>>,
-    registry: ModelRegistry,
-}
-
-impl RoundHistoryWriter {
-    fn start(registry: ModelRegistry) -> Self {
-        let (queue, commands) = std::sync::mpsc::channel::<HistoryCommand>();
-        let thread_registry = registry.clone();
-        let started = std::thread::Builder::new()
-            .name("round-history".to_string())
-            .spawn(move || {
-                for command in commands {
-                    match command {
-                        HistoryCommand::Append { record, span } => {
-                            span.in_scope(|| append_round_logged(&thread_registry, &record));
-                        }
-                        HistoryCommand::Flush(done) => {
-                            let _ = done.send(());
-                        }
-                    }
-                }
-            });
-        let queue = match started {
-            Ok(_) => Some(queue),
-            Err(error) => {
-                warn!(error = %error, "no round history thread; appending rounds on the driver");
-                None
-            }
-        };
-        RoundHistoryWriter { queue, registry }
-    }
-
-    /// Queues `record` behind the records queued before it.
-    fn append(&self, record: RoundRecord) {
-        let Some(queue) = &self.queue else {
-            append_round_logged(&self.registry, &record);
-            return;
-        };
-        let command = HistoryCommand::Append {
-            record,
-            span: Span::current(),
-        };
-        // The thread is gone only if it panicked: append here instead.
-        if let Err(std::sync::mpsc::SendError(HistoryCommand::Append { record, .. })) =
-            queue.send(command)
-        {
-            append_round_logged(&self.registry, &record);
-        }
-    }
-
-    /// Returns once every record queued before the call is appended (or its
-    /// failure logged).
-    async fn flush(&self) {
-        let Some(queue) = &self.queue else {
-            return;
-        };
-        let (done, appended) = tokio::sync::oneshot::channel();
-        if queue.send(HistoryCommand::Flush(done)).is_ok() {
-            let _ = appended.await;
-        }
-    }
-}
-
-/// Appends a finished round to the durable history (logged on failure: the
-/// published versions themselves are already safe).
-fn append_round_logged(registry: &ModelRegistry, record: &RoundRecord) {
-    if let Err(error) = registry.append_round(record) {
-        warn!(round = record.round_id, error = %error, "round not added to the durable history");
-    }
 }
 
 /// Handle to the round engine; cheap to clone.
@@ -1683,34 +1600,6 @@ impl Engine {
         };
         self.inner.round_history.append(record);
     }
-}
-
-/// Returns the in-memory summary of a stored round record.
-fn summary_from_record(record: &RoundRecord) -> RoundSummary {
-    RoundSummary {
-        round_id: RoundId(record.round_id),
-        base_version: ModelVersion(record.base_version),
-        outcome: match record.published {
-            Some(version) => RoundOutcome::Completed {
-                published: ModelVersion(version),
-            },
-            None => RoundOutcome::Abandoned,
-        },
-        contributors: record
-            .contributors
-            .iter()
-            .filter_map(|name| ParticipantId::new(name.clone()).ok())
-            .collect(),
-        duration: Duration::from_millis(record.duration_ms),
-        reason: record.reason.clone(),
-    }
-}
-
-fn push_history(history: &mut VecDeque<RoundSummary>, summary: RoundSummary) {
-    if history.len() == ROUND_HISTORY_LEN {
-        history.pop_front();
-    }
-    history.push_back(summary);
 }
 
 enum Step {
