@@ -28,7 +28,6 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -48,6 +47,7 @@ use fedshield_proto::v1 as pb;
 use fedshield_proto::v1::federation_client::FederationClient;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tracing::{debug, info, warn};
 
@@ -108,14 +108,7 @@ pub async fn run(args: DetectArgs) -> Result<()> {
     // SIGINT or SIGTERM: stop after the read under way, with what was read
     // scored and written, and exit 0.
     let shutdown = crate::shutdown::on_signal();
-    let stop = Arc::new(AtomicBool::new(false));
-    tokio::spawn({
-        let (shutdown, stop) = (shutdown.clone(), stop.clone());
-        async move {
-            shutdown.cancelled().await;
-            stop.store(true, Ordering::Relaxed);
-        }
-    });
+    let stop = shutdown.clone();
     let mut scoring = tokio::task::spawn_blocking(move || -> Result<DetectStats> {
         let initial = receiver.borrow_and_update().clone();
         let model = ScoringModel::new(initial)?;
@@ -764,8 +757,8 @@ pub struct Detector<W: Write, E: Write> {
     diagnostics: E,
     /// Set when the reader of `output` went away (a closed pipe): scoring stops.
     output_closed: bool,
-    /// Set from outside (a SIGTERM): scoring stops after the current read.
-    stop: Arc<AtomicBool>,
+    /// Cancelled from outside (a SIGTERM): scoring stops after the current read.
+    stop: CancellationToken,
     stats: DetectStats,
 }
 
@@ -793,14 +786,14 @@ impl<W: Write, E: Write> Detector<W, E> {
             output,
             diagnostics,
             output_closed: false,
-            stop: Arc::new(AtomicBool::new(false)),
+            stop: CancellationToken::new(),
             stats: DetectStats::default(),
         }
     }
 
     /// Makes scoring stop, after the read under way and with its events
-    /// scored and written, once `stop` is set.
-    pub fn stop_when(mut self, stop: Arc<AtomicBool>) -> Self {
+    /// scored and written, once `stop` is cancelled.
+    pub fn stop_when(mut self, stop: CancellationToken) -> Self {
         self.stop = stop;
         self
     }
@@ -808,7 +801,7 @@ impl<W: Write, E: Write> Detector<W, E> {
     /// Returns whether scoring should stop: the output was closed, or a
     /// stop was asked for.
     fn should_stop(&self) -> bool {
-        self.output_closed || self.stop.load(Ordering::Relaxed)
+        self.output_closed || self.stop.is_cancelled()
     }
 
     /// Returns the counts so far.

@@ -88,25 +88,18 @@ impl Signals {
     async fn recv(&mut self) {
         #[cfg(unix)]
         {
-            let terminate = async {
-                match &mut self.terminate {
+            /// Waits for `signal`, or for ever if it could not be registered.
+            async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
                     Some(signal) => {
                         signal.recv().await;
                     }
                     None => std::future::pending().await,
                 }
-            };
-            let interrupt = async {
-                match &mut self.interrupt {
-                    Some(signal) => {
-                        signal.recv().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
+            }
             tokio::select! {
-                () = terminate => {}
-                () = interrupt => {}
+                () = next(&mut self.terminate) => {}
+                () = next(&mut self.interrupt) => {}
             }
         }
         #[cfg(not(unix))]

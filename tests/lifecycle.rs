@@ -17,7 +17,7 @@ use fedshield_coordinator::registry::ModelRegistry;
 use fedshield_core::ModelVersion;
 use fedshield_proto::tls::pki::CertificateAuthority;
 
-use common::{free_port, localhost_certificate, send_sigterm};
+use common::{free_port, localhost_certificate, send_signal, send_sigterm};
 
 /// Exit statuses of `fedshield participant` (docs/DEPLOY.md).
 const EXIT_DENIED: i32 = 3;
@@ -142,14 +142,6 @@ impl Process {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("kill sends a signal");
-        assert!(status.success(), "kill {signal}");
     }
 }
 
@@ -338,7 +330,7 @@ fn coordinator_with_a_frozen_participant(grace_secs: &str) -> (Pki, Process, Pro
     let (coordinator, port) = start_coordinator(&pki, 2, &["--shutdown-grace-secs", grace_secs]);
     let mut frozen = start_participant(&pki, port, "org-a", "org-a", &[]);
     frozen.wait_for_log("joined coordinator", Duration::from_secs(60));
-    frozen.signal("-STOP");
+    send_signal(&frozen.child, "-STOP");
     (pki, coordinator, frozen)
 }
 

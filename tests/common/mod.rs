@@ -182,11 +182,16 @@ pub fn free_port() -> u16 {
 
 /// Sends SIGTERM to `child`.
 pub fn send_sigterm(child: &std::process::Child) {
+    send_signal(child, "-TERM");
+}
+
+/// Sends `signal` (`-TERM`, `-STOP`, …) to `child`.
+pub fn send_signal(child: &std::process::Child, signal: &str) {
     let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
-        .expect("kill sends SIGTERM");
-    assert!(status.success());
+        .expect("kill sends a signal");
+    assert!(status.success(), "kill {signal}");
 }
 
 /// Returns a server certificate from `authority` for `localhost` and
