@@ -22,15 +22,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fedshield::detect::{
-    DEFAULT_BATCH_EVENTS, Detector, EventParser, Line, LineReader, ModelRelease, ParsedLine,
-    READ_BUFFER_BYTES, ReleaseRules, ScoringModel, score_to_end,
-};
 use fedshield_core::ModelVersion;
 use fedshield_core::model::ModelSpec;
 use fedshield_core::schema::FileFormat;
 use fedshield_core::telemetry::{FlowGenerator, OrgProfile, synthetic_flows_schema, write_csv};
 use fedshield_core::weights::ModelWeights;
+use fedshield_detector::events::{EventParser, Line, LineReader, ParsedLine, READ_BUFFER_BYTES};
+use fedshield_detector::pipeline::score_to_end;
+use fedshield_detector::{
+    DEFAULT_BATCH_EVENTS, Detector, ModelRelease, ReleaseRules, ScoringModel,
+};
 
 /// Events per measured pass.
 const NUM_EVENTS: usize = 100_000;

@@ -1,7 +1,6 @@
 //! The long-running commands: `fedshield coordinator` and `fedshield participant`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use fedshield_participant::{
     Participant, ParticipantConfig, ParticipantError, PrivacyBudget, RunEnd,
 };
 use fedshield_proto::metrics_http::serve_metrics;
-use fedshield_proto::tls::{ServerTlsFiles, client_tls_config_from_files};
+use fedshield_proto::tls::{ClientTlsFiles, ServerTlsFiles, client_tls_files};
 use tokio::net::TcpListener;
 use tonic::transport::ClientTlsConfig;
 use tracing::info;
@@ -218,77 +217,17 @@ fn coordinator_tls(args: &CoordinatorArgs) -> Result<Option<CoordinatorTls>> {
     }))
 }
 
-/// The files of a coordinator client's mutual TLS (a participant's, a detector's),
-/// and the name the coordinator's certificate must carry.
-#[derive(Debug)]
-pub struct ClientTlsFiles<'a> {
-    pub ca: &'a Path,
-    pub cert: &'a Path,
-    pub key: &'a Path,
-    pub server_name: String,
-}
-
-/// Returns the client TLS files the flags name (`None` with `--insecure`), checked
-/// against the coordinator's URL: plaintext needs an http:// URL, TLS an https:// URL
-/// with a host and all three files. Reads none of them.
-pub fn client_tls_files<'a>(
-    coordinator_url: &str,
-    insecure: bool,
-    ca: Option<&'a PathBuf>,
-    cert: Option<&'a PathBuf>,
-    key: Option<&'a PathBuf>,
-    server_name: Option<&String>,
-) -> Result<Option<ClientTlsFiles<'a>>> {
-    if insecure {
-        if coordinator_url.starts_with("https://") {
-            anyhow::bail!(
-                "--insecure connects in plaintext: give an http:// --coordinator URL (got {coordinator_url})"
-            );
-        }
-        return Ok(None);
-    }
-    let (Some(ca), Some(cert), Some(key)) = (ca, cert, key) else {
-        anyhow::bail!(
-            "TLS is required: pass --tls-ca, --tls-cert and --tls-key (or --insecure with an http:// coordinator for a local experiment)"
-        );
-    };
-    if !coordinator_url.starts_with("https://") {
-        anyhow::bail!("--coordinator {coordinator_url} is not https://; TLS needs an https:// URL");
-    }
-    let server_name = match server_name {
-        Some(name) => name.clone(),
-        None => coordinator_url
-            .parse::<tonic::transport::Uri>()
-            .ok()
-            .and_then(|uri| uri.host().map(str::to_string))
-            .ok_or_else(|| anyhow::anyhow!("--coordinator {coordinator_url} has no host"))?,
-    };
-    Ok(Some(ClientTlsFiles {
-        ca,
-        cert,
-        key,
-        server_name,
-    }))
-}
-
-impl ClientTlsFiles<'_> {
-    /// Reads the files into a client TLS configuration; `role` names the client in errors.
-    pub fn load(&self, role: &str) -> Result<ClientTlsConfig> {
-        client_tls_config_from_files(self.ca, self.cert, self.key, &self.server_name)
-            .with_context(|| format!("failed to load the {role}'s TLS files"))
-    }
-}
-
 /// Returns the participant's client TLS files from its flags (`None` with `--insecure`).
-pub fn participant_tls_files(args: &ParticipantArgs) -> Result<Option<ClientTlsFiles<'_>>> {
-    client_tls_files(
+pub fn participant_tls_files(args: &ParticipantArgs) -> Result<Option<ClientTlsFiles>> {
+    let files = client_tls_files(
         &args.coordinator,
         args.insecure,
-        args.tls_ca.as_ref(),
-        args.tls_cert.as_ref(),
-        args.tls_key.as_ref(),
-        args.tls_server_name.as_ref(),
-    )
+        args.tls_ca.as_deref(),
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+        args.tls_server_name.as_deref(),
+    )?;
+    Ok(files)
 }
 
 /// Returns the participant configuration the flags describe, checked, with `tls` as

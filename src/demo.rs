@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use fedshield_coordinator::CoordinatorTls;
 use fedshield_coordinator::participants::ParticipantRegistry;
-use fedshield_coordinator::registry::ModelCard;
+use fedshield_core::card::ModelCard;
 use fedshield_core::metrics::BinaryMetrics;
 use fedshield_core::robust::AggregationRule;
 use fedshield_core::telemetry::{

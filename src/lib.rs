@@ -8,7 +8,7 @@
 //! - [`config`]: config files of the coordinator, participant and detect roles.
 //! - [`commands`]: the `coordinator` and `participant` commands.
 //! - [`demo`]: `fedshield demo`, a whole federation on 127.0.0.1.
-//! - [`detect`]: `fedshield detect`, scoring live events with a published model.
+//! - [`detect`]: `fedshield detect`: its flags into the detector's settings.
 //! - [`exit`]: exit statuses for conditions that retrying cannot change.
 //! - [`offline`]: `fedshield synth`, `train` and `evaluate`.
 //! - [`shutdown`]: SIGINT/SIGTERM handling.

@@ -8,11 +8,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use fedshield_core::card::ModelCard;
 use fedshield_core::data::Dataset;
 use fedshield_core::inference::score_rows;
 use fedshield_core::ingest::{IngestOptions, load_dataset};
 use fedshield_core::metrics::{
     BinaryMetrics, CategoryMetrics, REFERENCE_FPR, per_category, threshold_at_fpr,
+};
+use fedshield_core::model_file::{
+    SCHEMA_METADATA_KEY, THRESHOLD_METADATA_KEY, load_model_with_metadata,
 };
 use fedshield_core::schema::Schema;
 use fedshield_core::telemetry::{
@@ -25,11 +29,6 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::cli::{DataArgs, EvaluateArgs, ModelArgs, ModelKind, SynthArgs, SynthFormat, TrainArgs};
-
-/// safetensors metadata key of an autoencoder's calibrated threshold.
-pub const THRESHOLD_METADATA_KEY: &str = "fedshield.threshold";
-/// safetensors metadata key of the feature schema (TOML).
-pub const SCHEMA_METADATA_KEY: &str = "fedshield.feature_schema";
 
 /// Runs `fedshield synth`.
 pub fn synth(args: SynthArgs) -> Result<()> {
@@ -266,21 +265,6 @@ fn load_schema(data: &DataArgs) -> Result<Schema> {
         .with_context(|| format!("failed to load schema {}", data.schema.display()))
 }
 
-/// Loads a safetensors model and its string metadata.
-pub fn load_model_with_metadata(path: &Path) -> Result<(ModelWeights, HashMap<String, String>)> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("failed to read model {}", path.display()))?;
-    let weights = ModelWeights::from_safetensors(&bytes).map_err(|reason| {
-        anyhow::anyhow!(
-            "model {} is not a fedshield model: {reason}",
-            path.display()
-        )
-    })?;
-    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|error| anyhow::anyhow!("model {}: {error}", path.display()))?;
-    Ok((weights, metadata.metadata().clone().unwrap_or_default()))
-}
-
 /// Runs `fedshield train`: the centralized baseline.
 pub fn train(args: TrainArgs) -> Result<()> {
     if !(args.test_fraction > 0.0 && args.test_fraction < 1.0) && args.test_data.is_none() {
@@ -356,7 +340,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         evaluation_report(&weights, &test_set, None, stored_threshold, REFERENCE_FPR)?;
     // A model card next to the weights, as the coordinator publishes one, so
     // that `fedshield detect --model` and other frameworks can use the model.
-    let card = fedshield_coordinator::registry::ModelCard {
+    let card = ModelCard {
         version: 0,
         parent: None,
         sha256: weights.sha256(),

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fedshield_coordinator::CoordinatorConfig;
-use fedshield_coordinator::registry::{ModelCard, ModelRegistry, PublishedModel, weights_name};
+use fedshield_coordinator::registry::{ModelRegistry, PublishedModel, weights_name};
+use fedshield_core::card::ModelCard;
 use fedshield_core::inference::{CLASSIFIER_THRESHOLD, predict_classes, score_rows};
 use fedshield_core::ingest::{IngestOptions, load_dataset};
 use fedshield_core::schema::Schema;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fedshield_coordinator::CoordinatorConfig;
-use fedshield_coordinator::registry::ModelCard;
+use fedshield_core::card::ModelCard;
 use fedshield_core::data::Dataset;
 use fedshield_core::ingest::{IngestOptions, load_dataset};
 use fedshield_core::metrics::{BinaryMetrics, evaluate_model};

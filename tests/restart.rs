@@ -192,7 +192,7 @@ fn a_corrupted_stored_version_is_refused_with_the_reason() {
     let registry = ModelRegistry::open_local(work.path()).unwrap();
     let spec = fedshield_core::ModelSpec::mlp(4, vec![3], 2);
     let weights = fedshield_core::ModelWeights::init(spec.clone(), 1).unwrap();
-    let card = fedshield_coordinator::registry::ModelCard {
+    let card = fedshield_core::card::ModelCard {
         version: 0,
         parent: None,
         sha256: weights.sha256(),

@@ -34,6 +34,7 @@ use std::time::{Duration, SystemTime};
 use fedshield_core::clock::unix_ms;
 
 use fedshield_core::aggregate::{check_applies_finitely, check_finite_aggregate};
+use fedshield_core::card::{AggregationSummary, ModelCard};
 use fedshield_core::privacy::PrivacyReport;
 use fedshield_core::robust::RobustAggregator;
 use fedshield_core::weights::ModelWeights;
@@ -48,9 +49,7 @@ use crate::config::RoundConfig;
 use crate::dropouts::{DropoutRecord, DropoutTracker};
 use crate::error::{CoordinatorError, Result};
 use crate::metrics::CoordinatorMetrics;
-use crate::registry::{
-    AggregationSummary, ModelCard, ModelRegistry, OpenRoundRecord, PublishedModel, RoundRecord,
-};
+use crate::registry::{ModelRegistry, OpenRoundRecord, PublishedModel, RoundRecord};
 use crate::weighting::UpdateWeight;
 use history::{RoundHistoryWriter, push_history, summary_from_record};
 

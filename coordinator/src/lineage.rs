@@ -8,6 +8,7 @@
 //! on, which keep the DP rounds' accounting and state `guarantee: none`
 //! once a round without DP is in the model.
 
+use fedshield_core::card::ModelCard;
 use fedshield_core::lineage::{
     Continuation, LineageRecord, PrivacyPromise, PrivacyWeakening, Weakening, weakenings,
 };
@@ -16,7 +17,6 @@ use tracing::{info, warn};
 
 use crate::config::CoordinatorConfig;
 use crate::error::{CoordinatorError, Result};
-use crate::registry::ModelCard;
 
 /// The flag that acknowledges a weaker privacy configuration.
 pub const ACCEPT_WEAKER_PRIVACY_FLAG: &str = "--accept-weaker-privacy";

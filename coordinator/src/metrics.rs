@@ -13,6 +13,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use fedshield_core::card::ModelCard;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -22,7 +23,6 @@ use prometheus_client::registry::Registry;
 
 use crate::engine::EngineStatus;
 use crate::error::CoordinatorError;
-use crate::registry::ModelCard;
 
 pub use fedshield_proto::metrics_http::OPENMETRICS_CONTENT_TYPE;
 

@@ -56,12 +56,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use fedshield_core::CoreError;
+use fedshield_core::ModelVersion;
+use fedshield_core::card::ModelCard;
 use fedshield_core::fsutil::{self, StagedFile};
-use fedshield_core::metrics::BinaryMetrics;
-use fedshield_core::privacy::ModelPrivacy;
 use fedshield_core::weights::ModelWeights;
-use fedshield_core::{ModelSpec, ModelVersion, TrainingPlan};
-use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::artifacts::ArtifactStore;
@@ -70,58 +68,6 @@ use crate::error::{CoordinatorError, Result};
 // where callers have always found them.
 use crate::store::{DirectoryStore, StateStore};
 pub use crate::store::{OpenRoundRecord, RoundRecord};
-
-/// What a published model version is: provenance and integrity data that
-/// travels with the weights.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelCard {
-    pub version: u64,
-    /// The version this one was aggregated from (none for version 0).
-    pub parent: Option<u64>,
-    /// sha256 (hex) of the parameters' little-endian float32 bytes.
-    pub sha256: String,
-    pub num_params: u64,
-    pub spec: ModelSpec,
-    /// The round that produced this version (none for version 0).
-    pub round_id: Option<u64>,
-    /// Participants whose updates were averaged in.
-    pub contributors: Vec<String>,
-    /// Sum of the contributors' declared example counts.
-    pub num_examples: u64,
-    /// The local training plan of the round.
-    pub plan: TrainingPlan,
-    pub created_unix_ms: u64,
-    /// The feature schema (TOML) the model's inputs come from, so that a
-    /// detector can featurize events exactly as participants did.
-    #[serde(default)]
-    pub feature_schema: Option<String>,
-    /// sha256 of the feature schema's canonical TOML.
-    #[serde(default)]
-    pub feature_schema_sha256: Option<String>,
-    /// Metrics on the coordinator's evaluation set, when one is configured.
-    #[serde(default)]
-    pub metrics: Option<BinaryMetrics>,
-    /// The model's differential-privacy guarantee: per participant whose
-    /// data went into it, and the worst of them.
-    #[serde(default)]
-    pub privacy: Option<ModelPrivacy>,
-    /// How the round's updates were combined.
-    #[serde(default)]
-    pub aggregation: Option<AggregationSummary>,
-}
-
-/// What the aggregation rule did in the round that produced a version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AggregationSummary {
-    /// The rule, as configured (`fedavg`, `norm-bound:5`, `trimmed-mean:0.2`, `median`, `multi-krum:1`).
-    pub rule: String,
-    /// Updates the rule received.
-    pub num_updates: usize,
-    /// Updates norm bounding scaled down.
-    pub num_clipped: usize,
-    /// Contributors whose updates Multi-Krum left out.
-    pub rejected: Vec<String>,
-}
 
 /// One published model version held in memory.
 #[derive(Debug)]
@@ -598,7 +544,7 @@ mod tests {
     use std::path::PathBuf;
     use std::sync::Mutex;
 
-    use fedshield_core::ModelSpec;
+    use fedshield_core::{ModelSpec, TrainingPlan};
 
     use super::*;
     use crate::config::CoordinatorConfig;

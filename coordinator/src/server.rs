@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use fedshield_core::card::ModelCard;
 use fedshield_core::weights::ModelWeights;
 use fedshield_core::{CoreError, ModelVersion};
 use fedshield_proto::v1::federation_server::FederationServer;
@@ -23,7 +24,7 @@ use crate::config::CoordinatorConfig;
 use crate::engine::Engine;
 use crate::error::{CoordinatorError, Result, ServerError};
 use crate::lineage::check_privacy_lineage;
-use crate::registry::{ModelCard, ModelRegistry, PublishedModel};
+use crate::registry::{ModelRegistry, PublishedModel};
 use crate::service::{FederationService, ServiceSettings};
 
 /// HTTP/2 receive window of each stream (update upload). Participants

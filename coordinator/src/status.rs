@@ -9,12 +9,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use fedshield_core::ModelVersion;
+use fedshield_core::card::ModelCard;
 use fedshield_core::metrics::BinaryMetrics;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::engine::Engine;
-use crate::registry::{ModelCard, ModelRegistry};
+use crate::registry::ModelRegistry;
 
 /// Most model versions listed in one status report (the newest ones).
 pub const MAX_VERSIONS_IN_STATUS: u64 = 200;

@@ -70,7 +70,30 @@ pub enum CoreError {
         expected: String,
         actual: String,
     },
+    /// A model file that cannot be read at all (its cause is the source).
+    #[error("failed to read model {path}")]
+    ReadModelFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A file that is not a fedshield model (safetensors with the spec's metadata).
+    #[error("model {path} is not a fedshield model: {reason}")]
+    NotAModel { path: PathBuf, reason: String },
 }
 
 /// Result with [`CoreError`].
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;
+
+/// Returns an error and its sources as one line ("transport error: tls
+/// handshake failed: ..."), since the outermost message alone often says
+/// nothing useful.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

@@ -1,4 +1,7 @@
-//! Scoring feature vectors with a model (ndarray backend, no autodiff).
+//! Scoring feature vectors with a model (ndarray backend, no autodiff):
+//! whole datasets at once ([`score_rows`], [`predict_classes`]), or batch
+//! after batch into reused buffers with a network built once ([`Scorer`],
+//! what the detector runs). Both compute the same scores, bit for bit.
 
 use burn::backend::NdArray;
 use burn::backend::ndarray::NdArrayDevice;
@@ -62,43 +65,144 @@ fn reconstruction_errors(weights: &ModelWeights, features: &[f32]) -> Result<Vec
     Ok(reconstructions
         .chunks(input_dim)
         .zip(features.chunks(input_dim))
-        .map(|(reconstruction, input)| {
-            reconstruction
-                .iter()
-                .zip(input)
-                .map(|(output, original)| (output - original).powi(2))
-                .sum::<f32>()
-                / input_dim as f32
-        })
+        .map(|(reconstruction, input)| reconstruction_error(reconstruction, input))
         .collect())
 }
 
 /// Returns the raw outputs of the model for each row, row-major.
 fn forward_rows(weights: &ModelWeights, features: &[f32]) -> Result<Vec<f32>> {
-    let input_dim = weights.spec.input_dim as usize;
-    if !features.len().is_multiple_of(input_dim) {
-        return Err(CoreError::FeatureDimMismatch {
-            expected: input_dim,
-            actual: features.len() % input_dim,
-        });
-    }
-    let device = NdArrayDevice::Cpu;
-    let model = MlpClassifier::<NdArray<f32>>::from_flat(&weights.spec, &weights.params, &device)?;
+    let scorer = Scorer::new(weights)?;
+    let input_dim = scorer.input_dim();
+    check_whole_rows(features, input_dim)?;
     let mut outputs = Vec::new();
     for batch in features.chunks(INFERENCE_BATCH_ROWS * input_dim) {
-        let num_rows = batch.len() / input_dim;
-        let inputs = Tensor::<NdArray<f32>, 2>::from_data(
-            TensorData::new(batch.to_vec(), [num_rows, input_dim]),
-            &device,
-        ); // [rows, features]
-        let values = model
-            .forward(inputs)
-            .into_data()
-            .to_vec::<f32>()
-            .expect("ndarray float tensors hold f32"); // [rows, outputs]
-        outputs.extend(values);
+        outputs.extend_from_slice(scorer.forward(batch).as_slice::<f32>().expect(F32_OUTPUTS));
     }
     Ok(outputs)
+}
+
+/// Why the outputs of an ndarray float network are always float32.
+const F32_OUTPUTS: &str = "ndarray float tensors hold f32";
+
+/// Returns [`CoreError::FeatureDimMismatch`] unless `features` is a whole
+/// number of rows of `input_dim` values.
+fn check_whole_rows(features: &[f32], input_dim: usize) -> Result<()> {
+    if features.len().is_multiple_of(input_dim) {
+        return Ok(());
+    }
+    Err(CoreError::FeatureDimMismatch {
+        expected: input_dim,
+        actual: features.len() % input_dim,
+    })
+}
+
+/// A model's network, built once, scoring batches of rows into buffers the
+/// caller reuses: one tensor per batch, never one per row.
+pub struct Scorer {
+    network: MlpClassifier<NdArray<f32>>,
+    device: NdArrayDevice,
+    input_dim: usize,
+    /// Outputs per row of a classifier; 0 for an autoencoder.
+    num_classes: usize,
+}
+
+impl Scorer {
+    /// Builds the network of `weights`.
+    ///
+    /// # Errors
+    /// If the parameters do not fit the spec (a [`ModelWeights`] always fits).
+    pub fn new(weights: &ModelWeights) -> Result<Self> {
+        let device = NdArrayDevice::Cpu;
+        let network = MlpClassifier::from_flat(&weights.spec, &weights.params, &device)?;
+        Ok(Scorer {
+            network,
+            device,
+            input_dim: weights.spec.input_dim as usize,
+            num_classes: if weights.spec.is_autoencoder() {
+                0
+            } else {
+                weights.spec.num_classes as usize
+            },
+        })
+    }
+
+    /// Returns the number of features per row.
+    pub fn input_dim(&self) -> usize {
+        self.input_dim
+    }
+
+    /// Returns the network's outputs for a batch of whole rows, row-major.
+    fn forward(&self, batch: &[f32]) -> TensorData {
+        let num_rows = batch.len() / self.input_dim;
+        let inputs = Tensor::<NdArray<f32>, 2>::from_data(
+            TensorData::new(batch.to_vec(), [num_rows, self.input_dim]),
+            &self.device,
+        ); // [rows, features]
+        self.network.forward(inputs).into_data() // [rows, outputs]
+    }
+
+    /// Scores `features` (row-major rows of the model's input width) in one
+    /// forward pass: writes each row's score (as [`score_rows`] computes it)
+    /// to `scores` and, when `attack_classes` is given and the model is a
+    /// classifier, each row's [`most_likely_attack_class`] to it; both are
+    /// cleared first.
+    ///
+    /// # Errors
+    /// [`CoreError::FeatureDimMismatch`] if `features` is not a whole number of rows.
+    pub fn score_into(
+        &self,
+        features: &[f32],
+        scores: &mut Vec<f32>,
+        mut attack_classes: Option<&mut Vec<u32>>,
+    ) -> Result<()> {
+        scores.clear();
+        if let Some(classes) = attack_classes.as_deref_mut() {
+            classes.clear();
+        }
+        check_whole_rows(features, self.input_dim)?;
+        if features.is_empty() {
+            return Ok(());
+        }
+        let outputs = self.forward(features);
+        let outputs = outputs.as_slice::<f32>().expect(F32_OUTPUTS);
+        if self.num_classes == 0 {
+            scores.extend(
+                outputs
+                    .chunks_exact(self.input_dim)
+                    .zip(features.chunks_exact(self.input_dim))
+                    .map(|(reconstruction, input)| reconstruction_error(reconstruction, input)),
+            );
+            return Ok(());
+        }
+        for logits in outputs.chunks_exact(self.num_classes) {
+            scores.push(attack_log_odds(logits));
+            if let Some(classes) = attack_classes.as_deref_mut() {
+                classes.push(most_likely_attack_class(logits));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Returns the mean squared error between an autoencoder's reconstruction
+/// of a row and the row.
+pub fn reconstruction_error(reconstruction: &[f32], input: &[f32]) -> f32 {
+    reconstruction
+        .iter()
+        .zip(input)
+        .map(|(output, original)| (output - original).powi(2))
+        .sum::<f32>()
+        / input.len() as f32
+}
+
+/// Returns the attack class (1..) with the largest of a classifier's logits
+/// (class 0 benign); ties go to the later class, as in [`predict_classes`].
+pub fn most_likely_attack_class(logits: &[f32]) -> u32 {
+    logits[1..]
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(1, |(index, _)| index as u32 + 1)
 }
 
 /// Returns, for each row of `features` (row-major, `spec.input_dim` wide), a
@@ -159,5 +263,11 @@ mod tests {
             attack_probability(&[0.0, 60.0]),
             attack_probability(&[0.0, 50.0])
         );
+    }
+
+    #[test]
+    fn log_odds_of_two_classes_are_the_logit_difference() {
+        assert_eq!(attack_log_odds(&[0.5, 2.0]), 1.5);
+        assert_eq!(most_likely_attack_class(&[9.0, 1.0, 3.0, 2.0]), 2);
     }
 }

@@ -6,6 +6,9 @@
 //! - [`fsutil`]: crash-safe (atomic) file writes.
 //! - [`model`]: the MLP detection model (burn) and its architecture spec.
 //! - [`weights`]: a model's parameters as one flat vector, its sha256, safetensors files.
+//! - [`model_file`]: the metadata keys of model files (feature schema, threshold), and loading them.
+//! - [`model_cache`]: downloaded model versions, one safetensors file each, sha256-checked.
+//! - [`card`]: the model card of a published version (provenance and integrity data).
 //! - [`codec`]: the wire encoding of parameters and updates (little-endian float32 chunks).
 //! - [`aggregate`]: streaming FedAvg.
 //! - [`robust`]: poisoning-robust aggregation rules (norm bounding, trimmed mean, median, Multi-Krum).
@@ -28,6 +31,7 @@
 
 pub mod accountant;
 pub mod aggregate;
+pub mod card;
 pub mod clock;
 pub mod codec;
 pub mod data;
@@ -40,6 +44,8 @@ pub mod ingest;
 pub mod lineage;
 pub mod metrics;
 pub mod model;
+pub mod model_cache;
+pub mod model_file;
 pub mod plan;
 pub mod plan_fingerprint;
 pub mod privacy;

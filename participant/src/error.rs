@@ -1,6 +1,7 @@
 //! The participant's error type.
 
 use fedshield_core::{CoreError, ModelVersion, RoundId};
+use fedshield_proto::download::DownloadError;
 
 /// Errors of a participant. Each names the value that was wrong.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +86,25 @@ impl ParticipantError {
                 | ParticipantError::BudgetExhausted { .. }
                 | ParticipantError::OrgBudgetExhausted { .. }
         )
+    }
+}
+
+impl From<DownloadError> for ParticipantError {
+    fn from(error: DownloadError) -> Self {
+        match error {
+            DownloadError::Refused(status) => ParticipantError::Refused(status),
+            DownloadError::Protocol(reason) => ParticipantError::Protocol(reason),
+            DownloadError::ChecksumMismatch {
+                version,
+                expected,
+                actual,
+            } => ParticipantError::ChecksumMismatch {
+                version,
+                expected,
+                actual,
+            },
+            DownloadError::Core(error) => ParticipantError::Core(error),
+        }
     }
 }
 

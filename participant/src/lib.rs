@@ -3,7 +3,6 @@
 //!
 //! - [`config`]: participant settings.
 //! - [`node`]: the participant loop (join, download, train, submit).
-//! - [`cache`]: downloaded model versions, sha256-checked.
 //! - [`backoff`]: reconnection delays.
 //! - [`ledger`]: the privacy ledger, append-only and fsynced before any update leaves.
 //! - [`pending`]: the privatized update of the last DP run, re-sent for a retried round.
@@ -15,7 +14,6 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
-pub mod cache;
 pub mod config;
 pub mod ending;
 pub mod error;

@@ -17,16 +17,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fedshield_core::clock::unix_ms_now;
+use fedshield_core::error::error_chain;
 
-use fedshield_core::codec::{ChunkAssembler, DEFAULT_CHUNK_PARAMS, shared_chunks};
+use fedshield_core::codec::{DEFAULT_CHUNK_PARAMS, shared_chunks};
 use fedshield_core::data::Dataset;
 use fedshield_core::dp::{os_seeded_rng, privatize_update, train_local_dp_observed};
-use fedshield_core::model::ModelSpec;
+use fedshield_core::model_cache::ModelCache;
 use fedshield_core::plan_fingerprint::PlanFingerprint;
 use fedshield_core::privacy::PrivacyReport;
 use fedshield_core::training::{LocalTrainingOutcome, num_training_rows, train_local_observed};
-use fedshield_core::weights::{ModelWeights, ParamsSha256};
 use fedshield_core::{ModelVersion, ParticipantId, RoundId, TrainingPlan};
+use fedshield_proto::download::{download_model, download_model_into};
 use fedshield_proto::v1 as pb;
 use fedshield_proto::v1::federation_client::FederationClient;
 use rand::RngExt;
@@ -36,14 +37,13 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::{Span, debug, error, info, instrument, warn};
 
 use crate::backoff::Backoff;
-use crate::cache::ModelCache;
 use crate::config::ParticipantConfig;
 use crate::ending::{FederationEnd, RunEnd, join_refusal};
 use crate::error::{ParticipantError, Result};
 use crate::ledger::{DEFAULT_DELTA, LedgerEntry, PrivacyLedger, PrivacySpend};
 use crate::metrics::ParticipantMetrics;
 use crate::pending::{StoredUpdate, StoredUpdateFile, StoredUpdateHeader};
-use crate::progress::Progress;
+use crate::progress::{DownloadProgressBar, Progress};
 
 /// Environment variable that makes the process abort right after a ledger
 /// entry is durable and before training: the crash tests use it to prove
@@ -559,6 +559,7 @@ impl Participant {
                     base_version,
                     &base_sha256,
                     self.take_spare_buffer(),
+                    &mut DownloadProgressBar::default(),
                 )
                 .await?;
                 self.metrics
@@ -571,7 +572,13 @@ impl Participant {
                     weights
                 }
                 None => {
-                    let weights = download_model(client, base_version, &base_sha256).await?;
+                    let weights = download_model(
+                        client,
+                        base_version,
+                        &base_sha256,
+                        &mut DownloadProgressBar::default(),
+                    )
+                    .await?;
                     self.metrics
                         .downloaded(weights.params.len() * std::mem::size_of::<f32>());
                     self.cache.put(base_version, &weights)?;
@@ -1082,97 +1089,6 @@ fn find_reusable_update(
     }
 }
 
-/// Downloads one model version and checks it against `expected_sha256` and
-/// its own header.
-///
-/// # Errors
-/// A refused call, a malformed stream, or [`ParticipantError::ChecksumMismatch`].
-pub async fn download_model(
-    client: &mut FederationClient<Channel>,
-    version: ModelVersion,
-    expected_sha256: &str,
-) -> Result<ModelWeights> {
-    download_model_into(client, version, expected_sha256, Vec::new()).await
-}
-
-/// [`download_model`] into `buffer`'s memory (its contents are dropped).
-/// The sha256 is computed from the chunks as they arrive, in the same pass
-/// as decoding and validation.
-///
-/// # Errors
-/// As [`download_model`].
-pub async fn download_model_into(
-    client: &mut FederationClient<Channel>,
-    version: ModelVersion,
-    expected_sha256: &str,
-    buffer: Vec<f32>,
-) -> Result<ModelWeights> {
-    let mut stream = client
-        .download_model(pb::DownloadModelRequest {
-            model_version: version.0,
-            preferred_chunk_params: DEFAULT_CHUNK_PARAMS as u32,
-        })
-        .await?
-        .into_inner();
-    let header = match stream.message().await?.and_then(|chunk| chunk.payload) {
-        Some(pb::model_chunk::Payload::Header(header)) => header,
-        _ => {
-            return Err(ParticipantError::Protocol(
-                "model download did not start with a header".into(),
-            ));
-        }
-    };
-    if header.model_version != version.0 {
-        return Err(ParticipantError::Protocol(format!(
-            "asked for model version {version}, got {}",
-            header.model_version
-        )));
-    }
-    let spec_message = header
-        .spec
-        .ok_or_else(|| ParticipantError::Protocol("model header has no spec".into()))?;
-    let spec = ModelSpec::from(spec_message);
-    spec.validate()?;
-    if header.num_params != spec.num_params() as u64 {
-        return Err(ParticipantError::Protocol(format!(
-            "model header declares {} parameters, its spec has {}",
-            header.num_params,
-            spec.num_params()
-        )));
-    }
-    let mut assembler = ChunkAssembler::with_buffer(buffer, spec.num_params());
-    let mut hasher = ParamsSha256::new();
-    let total_bytes = header.num_params * 4;
-    let progress = Progress::download(format!("model v{version}"), total_bytes);
-    let mut num_bytes = 0u64;
-    while let Some(chunk) = stream.message().await? {
-        match chunk.payload {
-            Some(pb::model_chunk::Payload::Data(data)) => {
-                hasher.update(&data);
-                assembler.push(&data)?;
-                num_bytes += data.len() as u64;
-                progress.advance(data.len() as u64, num_bytes, total_bytes);
-            }
-            _ => {
-                return Err(ParticipantError::Protocol(
-                    "unexpected message in model download".into(),
-                ));
-            }
-        }
-    }
-    let params = assembler.finish()?;
-    let actual = hasher.finish();
-    if actual != expected_sha256 || actual != header.sha256 {
-        return Err(ParticipantError::ChecksumMismatch {
-            version,
-            expected: expected_sha256.to_string(),
-            actual,
-        });
-    }
-    debug!(version = %version, num_params = params.len(), "model downloaded");
-    Ok(ModelWeights::new(spec, params)?)
-}
-
 /// Streams an update: the header, then the delta in chunks. The chunks are
 /// views into `delta` made as the transport asks for them, so sending holds
 /// no second copy of the update.
@@ -1250,18 +1166,4 @@ fn benchmark_step(base: Vec<f32>, increment: f32) -> (LocalTrainingOutcome, Vec<
         num_non_finite_examples: 0,
     };
     (outcome, delta)
-}
-
-/// Returns an error and its sources as one line ("transport error: tls
-/// handshake failed: ..."), since the outermost message alone often says
-/// nothing useful.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }

@@ -6,7 +6,9 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use fedshield_core::ModelVersion;
 use fedshield_core::training::TrainingProgress;
+use fedshield_proto::download::DownloadProgress;
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::info;
 
@@ -124,5 +126,23 @@ impl Progress {
 impl Drop for Progress {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// A model download's [`Progress`], made once the download's size is known.
+#[derive(Default)]
+pub struct DownloadProgressBar {
+    progress: Option<Progress>,
+}
+
+impl DownloadProgress for DownloadProgressBar {
+    fn start(&mut self, version: ModelVersion, total_bytes: u64) {
+        self.progress = Some(Progress::download(format!("model v{version}"), total_bytes));
+    }
+
+    fn advance(&mut self, num_bytes: u64, done: u64, total: u64) {
+        if let Some(progress) = &self.progress {
+            progress.advance(num_bytes, done, total);
+        }
     }
 }

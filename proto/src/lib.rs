@@ -3,6 +3,7 @@
 //! - `v1`: messages, the `Federation` client and server, generated from
 //!   `fedshield/v1/federation.proto` at build time (no `protoc` needed).
 //! - [`convert`]: every conversion between wire messages and domain types.
+//! - [`download`]: downloading a model version (participants, detectors).
 //! - [`tls`]: TLS and mutual TLS (rustls, *ring*): PEM loading, server and
 //!   client configurations, the TLS accept loop, peer identity, and a small CA.
 //! - [`https_connection`]: serving one HTTPS connection with request-header
@@ -14,6 +15,7 @@
 //! output shows only sizes.
 
 pub mod convert;
+pub mod download;
 pub mod https_connection;
 pub mod metrics_http;
 pub mod tls;

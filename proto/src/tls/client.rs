@@ -1,6 +1,7 @@
-//! Client-side TLS: a participant's tonic configuration with its certificate.
+//! Client-side TLS: a coordinator client's (a participant's, a detector's)
+//! tonic configuration with its certificate, and the files it comes from.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustls::{ClientConfig, RootCertStore};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
@@ -92,4 +93,78 @@ pub fn client_tls_config_from_files(
         &client_key_pem,
         domain,
     ))
+}
+
+/// The files of a coordinator client's mutual TLS (a participant's, a detector's),
+/// and the name the coordinator's certificate must carry.
+#[derive(Debug, Clone)]
+pub struct ClientTlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub server_name: String,
+}
+
+/// Returns the client TLS files the settings name (`None` with `insecure`), checked
+/// against the coordinator's URL: plaintext needs an http:// URL, TLS an https:// URL
+/// with a host and all three files. Reads none of them.
+///
+/// # Errors
+/// [`TlsError::InsecureHttps`], [`TlsError::MissingClientFiles`],
+/// [`TlsError::NotHttps`] or [`TlsError::NoHost`]; messages name the flags.
+pub fn client_tls_files(
+    coordinator_url: &str,
+    insecure: bool,
+    ca: Option<&Path>,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    server_name: Option<&str>,
+) -> Result<Option<ClientTlsFiles>> {
+    if insecure {
+        if coordinator_url.starts_with("https://") {
+            return Err(TlsError::InsecureHttps {
+                url: coordinator_url.to_string(),
+            });
+        }
+        return Ok(None);
+    }
+    let (Some(ca), Some(cert), Some(key)) = (ca, cert, key) else {
+        return Err(TlsError::MissingClientFiles);
+    };
+    if !coordinator_url.starts_with("https://") {
+        return Err(TlsError::NotHttps {
+            url: coordinator_url.to_string(),
+        });
+    }
+    let server_name = match server_name {
+        Some(name) => name.to_string(),
+        None => coordinator_url
+            .parse::<tonic::transport::Uri>()
+            .ok()
+            .and_then(|uri| uri.host().map(str::to_string))
+            .ok_or_else(|| TlsError::NoHost {
+                url: coordinator_url.to_string(),
+            })?,
+    };
+    Ok(Some(ClientTlsFiles {
+        ca: ca.to_path_buf(),
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        server_name,
+    }))
+}
+
+impl ClientTlsFiles {
+    /// Reads the files into a client TLS configuration; `role` names the client in errors.
+    ///
+    /// # Errors
+    /// [`TlsError::ClientFiles`], whose source names the file.
+    pub fn load(&self, role: &str) -> Result<ClientTlsConfig> {
+        client_tls_config_from_files(&self.ca, &self.cert, &self.key, &self.server_name).map_err(
+            |source| TlsError::ClientFiles {
+                role: role.to_string(),
+                source: Box::new(source),
+            },
+        )
+    }
 }

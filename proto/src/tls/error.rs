@@ -54,4 +54,21 @@ pub enum TlsError {
     /// A certificate request is invalid (no names, bad validity window).
     #[error("invalid certificate request for {subject}: {reason}")]
     InvalidRequest { subject: String, reason: String },
+    /// Plaintext asked for with an https:// coordinator URL.
+    #[error("--insecure connects in plaintext: give an http:// --coordinator URL (got {url})")]
+    InsecureHttps { url: String },
+    /// TLS without all three of its files.
+    #[error(
+        "TLS is required: pass --tls-ca, --tls-cert and --tls-key (or --insecure with an http:// coordinator for a local experiment)"
+    )]
+    MissingClientFiles,
+    /// TLS with a coordinator URL that is not https://.
+    #[error("--coordinator {url} is not https://; TLS needs an https:// URL")]
+    NotHttps { url: String },
+    /// A coordinator URL without a host to check its certificate against.
+    #[error("--coordinator {url} has no host")]
+    NoHost { url: String },
+    /// A client's TLS files could not be loaded; the source names the file.
+    #[error("failed to load the {role}'s TLS files")]
+    ClientFiles { role: String, source: Box<TlsError> },
 }

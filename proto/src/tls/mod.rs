@@ -10,7 +10,7 @@
 //! - [`ListenerLimits`], [`ConnectionTracker`]: handshake and connection caps
 //!   per source IP and in total, idle and header-read timeouts.
 //! - [`PeerIdentity`], [`peer_identity`]: who is on the other end of a request.
-//! - [`client_tls_config`]: a participant's tonic `ClientTlsConfig`.
+//! - [`client_tls_config`], [`ClientTlsFiles`]: a coordinator client's tonic `ClientTlsConfig`.
 //! - [`pki`]: an in-memory CA issuing server and client certificates (rcgen).
 //! - [`TlsError`]: what went wrong, naming the file.
 
@@ -28,7 +28,9 @@ mod server;
 #[cfg(test)]
 mod tests;
 
-pub use client::{client_tls_config, client_tls_config_from_files};
+pub use client::{
+    ClientTlsFiles, client_tls_config, client_tls_config_from_files, client_tls_files,
+};
 pub use error::{Result, TlsError};
 pub use guarded::GuardedConnection;
 pub use identity::{PeerIdentity, peer_identity, sha256_fingerprint};

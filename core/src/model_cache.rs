@@ -1,14 +1,14 @@
-//! The participant's cache of downloaded model versions, one safetensors file
-//! per version, checked against the expected sha256 on every read.
+//! A cache of downloaded model versions (a participant's, a detector's), one
+//! safetensors file per version, checked against the expected sha256 on every read.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use fedshield_core::ModelVersion;
-use fedshield_core::weights::ModelWeights;
 use tracing::warn;
 
 use crate::error::Result;
+use crate::ids::ModelVersion;
+use crate::weights::ModelWeights;
 
 /// Model versions cached in a directory.
 #[derive(Debug, Clone)]
@@ -54,7 +54,7 @@ impl ModelCache {
     /// Stores a version atomically.
     ///
     /// # Errors
-    /// An I/O error naming the file.
+    /// [`CoreError::Io`](crate::CoreError::Io) naming the file.
     pub fn put(&self, version: ModelVersion, weights: &ModelWeights) -> Result<()> {
         let mut metadata = HashMap::new();
         metadata.insert("fedshield.version".to_string(), version.0.to_string());

@@ -1,0 +1,146 @@
+//! fedshield detector: scores live events with a published model version
+//! (`fedshield detect`).
+//!
+//! The pipeline runs on one blocking thread:
+//! input bytes → lines ([`LineReader`]: an incomplete last line waits for its
+//! newline) → records (csv fields or a JSON object, [`EventParser`]) →
+//! features (the schema's featurizer, the code ingestion uses, into a reused
+//! buffer) → batches of up to `batch_events` rows → scores (core's inference, ndarray
+//! backend, [`ScoringModel`]) → one JSON line per event on stdout
+//! ([`Detector`]). Output is flushed after every batch and after every read of
+//! the input, so a partial batch never waits for more input.
+//!
+//! Scores and verdicts are those of `fedshield evaluate`: classifier scores are
+//! the log-odds of attack, autoencoder scores the mean squared reconstruction
+//! error, and an event is an attack when its score is at or above the
+//! threshold. `tests/detect.rs` checks them against
+//! [`fedshield_core::inference::score_rows`].
+//!
+//! Model versions come from a local safetensors file checked against the
+//! sha256 of its model card, or from the coordinator over gRPC (`GetStatus`,
+//! then `DownloadModel`, sha256-checked and cached by version). With
+//! follow mode, an async task looks for newer versions every `poll_interval` and
+//! hands each one, verified, to the scoring thread through a `watch` channel;
+//! the scoring thread switches between batches, so every output line names the
+//! version that scored it.
+//!
+//! - [`settings`]: what a run needs (the binary builds it from its flags).
+//! - [`events`]: input lines, events parsed into feature vectors, followed files.
+//! - [`release`]: a verified model version, and the rules every version must satisfy.
+//! - [`scoring`]: a release's network, and the [`Detector`] that scores batches of events.
+//! - [`output`]: verdicts as JSON lines on a byte sink.
+//! - [`pipeline`]: the read loops, to the input's end or following a file.
+//! - [`source`]: model versions from a local file or from the coordinator.
+
+#![forbid(unsafe_code)]
+
+pub mod events;
+pub mod output;
+pub mod pipeline;
+pub mod release;
+pub mod scoring;
+pub mod settings;
+pub mod source;
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use events::{EventInput, EventParser, STDIN_NAME};
+use pipeline::{follow_file, score_to_end};
+pub use release::{ModelRelease, ReleaseRules};
+pub use scoring::{DetectStats, Detector, ScoringModel};
+pub use settings::{
+    CoordinatorSettings, DEFAULT_BATCH_EVENTS, DetectSettings, ModelSourceSettings,
+};
+use source::open_model_source;
+
+/// How long a stop on `shutdown` waits for the read under way.
+const STOP_WAIT: Duration = Duration::from_secs(1);
+
+/// Scores events until the input ends (or forever when following a file),
+/// or until `shutdown` is cancelled: then it stops after the read under way,
+/// with what was read scored and written, and returns `Ok`.
+///
+/// # Errors
+/// A model that cannot be loaded or fails its sha256 check, a schema that
+/// does not fit the model, a csv header without the schema's columns, or an
+/// input that cannot be read. Malformed events are reported on stderr and
+/// skipped, never an error.
+pub async fn run(settings: DetectSettings, shutdown: CancellationToken) -> Result<()> {
+    let opened = tokio::select! {
+        opened = open_model_source(&settings) => opened?,
+        () = shutdown.cancelled() => {
+            info!("stopped by a signal while loading the model");
+            return Ok(());
+        }
+    };
+    let (source, rules, initial) = opened;
+    let batch_events = settings.batch_events;
+    let format = settings.event_format(&rules.schema);
+    let input = EventInput::open(settings.events.as_deref(), settings.follow)?;
+    let parser = EventParser::new(rules.schema.clone(), format, input.name());
+    info!(
+        version = %initial.version,
+        model_kind = %initial.weights.spec.kind,
+        threshold = initial.threshold,
+        events = %input.name(),
+        format = %format,
+        "scoring events"
+    );
+    let (sender, mut receiver) = watch::channel(Arc::new(initial));
+    let watches_models = settings.follow && source.can_switch();
+    let stop = shutdown.clone();
+    let mut scoring = tokio::task::spawn_blocking(move || -> Result<DetectStats> {
+        let initial = receiver.borrow_and_update().clone();
+        let model = ScoringModel::new(initial)?;
+        let mut detector = Detector::new(
+            parser,
+            model,
+            batch_events,
+            io::stdout().lock(),
+            io::stderr(),
+        )
+        .stop_when(stop);
+        let models = watches_models.then_some(&mut receiver);
+        match input {
+            EventInput::Stdin(mut stdin) => {
+                score_to_end(&mut stdin, STDIN_NAME, &mut detector, models)?;
+            }
+            EventInput::File(mut file) if !file.follows => {
+                let name = file.path.display().to_string();
+                score_to_end(&mut file, &name, &mut detector, models)?;
+            }
+            EventInput::File(file) => follow_file(file, &mut detector, models)?,
+        }
+        Ok(detector.stats())
+    });
+    let watcher =
+        watches_models.then(|| tokio::spawn(source.watch(rules, sender, settings.poll_interval)));
+    let finished = tokio::select! {
+        finished = &mut scoring => Some(finished),
+        // A read that waits for input (a quiet pipe) cannot be interrupted;
+        // everything read before it is already scored and written.
+        () = shutdown.cancelled() => tokio::time::timeout(STOP_WAIT, &mut scoring).await.ok(),
+    };
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    let Some(finished) = finished else {
+        info!("stopped by a signal while waiting for input");
+        return Ok(());
+    };
+    let outcome = finished.context("the scoring thread failed")?;
+    let stats = outcome?;
+    info!(
+        num_scored = stats.num_scored,
+        num_malformed = stats.num_malformed,
+        "input ended"
+    );
+    Ok(())
+}

@@ -1,0 +1,339 @@
+//! The coordinator's published versions over gRPC (`GetStatus`, then
+//! `DownloadModel`), sha256-checked against the model card in the download's
+//! header and cached by version.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use fedshield_core::ModelVersion;
+use fedshield_core::card::ModelCard;
+use fedshield_core::error::error_chain;
+use fedshield_core::model_cache::ModelCache;
+use fedshield_core::schema::Schema;
+use fedshield_core::weights::ModelWeights;
+use fedshield_proto::download::download_model;
+use fedshield_proto::v1 as pb;
+use fedshield_proto::v1::federation_client::FederationClient;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info};
+
+use crate::release::{ModelRelease, ReleaseRules, load_schema_flag};
+use crate::settings::CoordinatorSettings;
+
+/// Largest gRPC message accepted from the coordinator: one model chunk and headroom.
+const MAX_MESSAGE_BYTES: usize = fedshield_core::codec::MAX_CHUNK_BYTES + 64 * 1024;
+
+/// Longest wait for the coordinator's status.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest wait for one model download.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The coordinator's published versions over gRPC, cached by version.
+pub struct CoordinatorSource {
+    url: String,
+    client: FederationClient<Channel>,
+    cache: ModelCache,
+    cache_dir: PathBuf,
+    /// `--version`: this version only, never switched.
+    pinned: Option<ModelVersion>,
+    /// sha256 of the schema events are read with; a newer version whose card
+    /// declares another schema is refused.
+    schema_sha256: String,
+}
+
+/// What the header of a version's download says about it.
+struct PublishedCard {
+    /// sha256 of the parameters.
+    sha256: String,
+    /// The feature schema of the model card, checked against the card's sha256 of it.
+    schema: Option<Schema>,
+}
+
+impl CoordinatorSource {
+    /// Connects to the coordinator, resolves the schema (its model card's;
+    /// `schema_flag` may stand in for a card without one, and must be the
+    /// same schema otherwise) and loads the first version: `--version`, or the latest.
+    ///
+    /// # Errors
+    /// A coordinator that cannot be reached or refuses, a version that is
+    /// not published or fails its checks, or a schema that does not fit.
+    pub async fn open(
+        settings: &CoordinatorSettings,
+        schema_flag: Option<&Path>,
+        threshold_flag: Option<f64>,
+    ) -> Result<(Self, ReleaseRules, ModelRelease)> {
+        let url = &settings.url;
+        let mut source = CoordinatorSource::connect(settings).await?;
+        let version = source.target_version().await?;
+        let card = source.published_card(version).await?;
+        let schema = match (schema_flag, card.schema) {
+            (Some(path), declared) => {
+                let schema = load_schema_flag(path)?;
+                if let Some(declared) = declared
+                    && declared.sha256() != schema.sha256()
+                {
+                    bail!(
+                        "--schema {} (sha256 {}) is not the schema model version {version} was trained with (sha256 {}, from its model card)",
+                        path.display(),
+                        schema.sha256(),
+                        declared.sha256()
+                    );
+                }
+                schema
+            }
+            (None, Some(declared)) => declared,
+            (None, None) => bail!(
+                "model version {version} of coordinator {url} has no feature schema in its card; pass --schema"
+            ),
+        };
+        source.schema_sha256 = schema.sha256();
+        let rules = ReleaseRules {
+            schema,
+            threshold_flag,
+        };
+        let weights = source.fetch(version, &card.sha256).await?;
+        let release = rules.release(version, weights, None)?;
+        Ok((source, rules, release))
+    }
+
+    /// Returns true when `--version` pins the version: it is never switched.
+    pub fn is_pinned(&self) -> bool {
+        self.pinned.is_some()
+    }
+
+    async fn connect(settings: &CoordinatorSettings) -> Result<Self> {
+        let url = &settings.url;
+        let cache_dir = &settings.cache_dir;
+        let tls = settings
+            .tls
+            .as_ref()
+            .map(|files| files.load("detector"))
+            .transpose()?;
+        let mut endpoint = Endpoint::from_shared(url.to_string())
+            .with_context(|| format!("--coordinator {url} is not a valid URL"))?;
+        if let Some(tls) = tls {
+            endpoint = endpoint
+                .tls_config(tls)
+                .context("failed to apply the TLS configuration")?;
+        }
+        let channel = endpoint
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .initial_stream_window_size(Some(8 * 1024 * 1024))
+            .initial_connection_window_size(Some(32 * 1024 * 1024))
+            .connect()
+            .await
+            .map_err(|error| {
+                anyhow!(
+                    "failed to connect to coordinator {url}: {}",
+                    error_chain(&error)
+                )
+            })?;
+        std::fs::create_dir_all(cache_dir)
+            .with_context(|| format!("failed to create --cache-dir {}", cache_dir.display()))?;
+        Ok(CoordinatorSource {
+            url: url.to_string(),
+            client: FederationClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            cache: ModelCache::new(cache_dir),
+            cache_dir: cache_dir.to_path_buf(),
+            pinned: settings.version,
+            schema_sha256: String::new(),
+        })
+    }
+
+    /// Returns the latest published version and its sha256.
+    async fn latest(&mut self) -> Result<(ModelVersion, String)> {
+        let status = tokio::time::timeout(
+            STATUS_TIMEOUT,
+            self.client.get_status(pb::GetStatusRequest {}),
+        )
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "coordinator {} did not answer GetStatus within {}s",
+                self.url,
+                STATUS_TIMEOUT.as_secs()
+            )
+        })?
+        .with_context(|| format!("GetStatus on coordinator {} failed", self.url))?
+        .into_inner();
+        Ok((
+            ModelVersion(status.current_model_version),
+            status.current_model_sha256,
+        ))
+    }
+
+    /// Returns the version to start with: `--version`, or the latest.
+    async fn target_version(&mut self) -> Result<ModelVersion> {
+        let (latest, _) = self.latest().await?;
+        match self.pinned {
+            None => Ok(latest),
+            Some(pinned) if pinned > latest => bail!(
+                "--version {pinned} is not published: the latest version of coordinator {} is {latest}",
+                self.url
+            ),
+            Some(pinned) => Ok(pinned),
+        }
+    }
+
+    /// Returns the sha256 and feature schema of a published version: the
+    /// header of its download carries its model card (the rest of the
+    /// stream is not read).
+    async fn published_card(&mut self, version: ModelVersion) -> Result<PublishedCard> {
+        let mut stream = self
+            .client
+            .download_model(pb::DownloadModelRequest {
+                model_version: version.0,
+                preferred_chunk_params: 0,
+            })
+            .await
+            .with_context(|| {
+                format!(
+                    "coordinator {} refused to download version {version}",
+                    self.url
+                )
+            })?
+            .into_inner();
+        let first = tokio::time::timeout(STATUS_TIMEOUT, stream.message())
+            .await
+            .map_err(|_| anyhow!("coordinator {} sent no model header in time", self.url))?
+            .with_context(|| format!("download of version {version} failed"))?;
+        match first.and_then(|chunk| chunk.payload) {
+            Some(pb::model_chunk::Payload::Header(header)) if header.model_version == version.0 => {
+                card_of_header(&header, version, &self.url)
+            }
+            _ => bail!(
+                "coordinator {}: the download of version {version} did not start with its header",
+                self.url
+            ),
+        }
+    }
+
+    /// Returns a version's weights from the cache, or downloads (sha256-checked) and caches them.
+    async fn fetch(&mut self, version: ModelVersion, sha256: &str) -> Result<ModelWeights> {
+        let cache = self.cache.clone();
+        let expected = sha256.to_string();
+        let cached = tokio::task::spawn_blocking(move || cache.get(version, &expected))
+            .await
+            .context("reading the model cache failed")?;
+        if let Some(weights) = cached {
+            debug!(version = %version, "model version found in the cache");
+            return Ok(weights);
+        }
+        let weights = tokio::time::timeout(
+            DOWNLOAD_TIMEOUT,
+            download_model(&mut self.client, version, sha256, &mut ()),
+        )
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "download of model version {version} from {} took longer than {}s",
+                self.url,
+                DOWNLOAD_TIMEOUT.as_secs()
+            )
+        })?
+        .with_context(|| {
+            format!(
+                "failed to download model version {version} from coordinator {}",
+                self.url
+            )
+        })?;
+        let cache = self.cache.clone();
+        let to_cache = weights.clone();
+        tokio::task::spawn_blocking(move || cache.put(version, &to_cache))
+            .await
+            .context("writing the model cache failed")?
+            .with_context(|| {
+                format!(
+                    "failed to cache model version {version} in --cache-dir {}",
+                    self.cache_dir.display()
+                )
+            })?;
+        info!(version = %version, sha256 = %sha256, "model version downloaded");
+        Ok(weights)
+    }
+
+    /// Returns the latest version if it is newer than `current`.
+    ///
+    /// # Errors
+    /// A coordinator that does not answer, or a version that fails its checks.
+    pub async fn newer_release(
+        &mut self,
+        current: ModelVersion,
+        rules: &ReleaseRules,
+    ) -> Result<Option<ModelRelease>> {
+        let (latest, _) = self.latest().await?;
+        if latest <= current {
+            return Ok(None);
+        }
+        let card = self
+            .published_card(latest)
+            .await
+            .with_context(|| format!("model version {latest} refused"))?;
+        if let Some(schema) = &card.schema
+            && schema.sha256() != self.schema_sha256
+        {
+            bail!(
+                "model version {latest} refused: its feature schema has sha256 {}, the events are read with schema sha256 {}",
+                schema.sha256(),
+                self.schema_sha256
+            );
+        }
+        let weights = self.fetch(latest, &card.sha256).await?;
+        rules
+            .release(latest, weights, None)
+            .map(Some)
+            .with_context(|| format!("model version {latest} refused"))
+    }
+}
+
+/// Reads the model card a download header carries.
+fn card_of_header(
+    header: &pb::ModelHeader,
+    version: ModelVersion,
+    url: &str,
+) -> Result<PublishedCard> {
+    if header.card_json.is_empty() {
+        // A coordinator from before cards travelled with downloads.
+        return Ok(PublishedCard {
+            sha256: header.sha256.clone(),
+            schema: None,
+        });
+    }
+    let card: ModelCard = serde_json::from_str(&header.card_json).with_context(|| {
+        format!("coordinator {url}: the model card of version {version} is not valid")
+    })?;
+    if card.sha256 != header.sha256 || card.version != version.0 {
+        bail!(
+            "coordinator {url}: the model card of version {version} describes version {} with sha256 {}, the download header says sha256 {}",
+            card.version,
+            card.sha256,
+            header.sha256
+        );
+    }
+    let schema = match &card.feature_schema {
+        None => None,
+        Some(text) => {
+            let schema = Schema::from_toml_str(text).with_context(|| {
+                format!("coordinator {url}: the feature schema in the card of version {version}")
+            })?;
+            if let Some(expected) = &card.feature_schema_sha256
+                && *expected != schema.sha256()
+            {
+                bail!(
+                    "coordinator {url}: the card of version {version} holds a feature schema with sha256 {}, and says {expected}",
+                    schema.sha256()
+                );
+            }
+            Some(schema)
+        }
+    };
+    Ok(PublishedCard {
+        sha256: card.sha256,
+        schema,
+    })
+}

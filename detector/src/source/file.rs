@@ -1,0 +1,274 @@
+//! A local model file checked against its card; with follow mode, its
+//! directory is watched for newer versions, as the coordinator's registry
+//! writes them.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use fedshield_core::ModelVersion;
+use fedshield_core::card::ModelCard;
+use fedshield_core::model_file::{
+    SCHEMA_METADATA_KEY, THRESHOLD_METADATA_KEY, load_model_with_metadata,
+};
+use fedshield_core::schema::Schema;
+use fedshield_core::weights::ModelWeights;
+
+use crate::release::{ModelRelease, ReleaseRules, load_schema_flag};
+
+/// A model file with its card; with `--follow`, its directory is watched for
+/// newer `model-v*.safetensors` files with their cards, as the coordinator's
+/// registry writes them.
+#[derive(Debug, Clone)]
+pub struct LocalSource {
+    directory: PathBuf,
+    /// sha256 of the schema in use; a newer version must declare the same one (or none).
+    schema_sha256: String,
+    /// Versions that failed their checks, not tried again.
+    refused: HashSet<u64>,
+}
+
+/// A model file checked against its card.
+struct VerifiedModel {
+    weights: ModelWeights,
+    card: ModelCard,
+    metadata: HashMap<String, String>,
+}
+
+impl LocalSource {
+    /// Loads `model_path`, checks it against its card and resolves the
+    /// schema: `schema_flag`, which must be the one the model declares, else
+    /// the declared one.
+    ///
+    /// # Errors
+    /// A model that cannot be loaded or fails its checks, or a schema that
+    /// does not fit it.
+    pub fn open(
+        model_path: PathBuf,
+        card_path: PathBuf,
+        schema_flag: Option<PathBuf>,
+        threshold_flag: Option<f64>,
+    ) -> Result<(Self, ReleaseRules, ModelRelease)> {
+        let model = load_verified(&model_path, &card_path)?;
+        let declared = declared_schema(&model, &card_path)?;
+        let declared_sha256 = model
+            .card
+            .feature_schema_sha256
+            .clone()
+            .or_else(|| declared.as_ref().map(Schema::sha256));
+        let schema = match (&schema_flag, declared) {
+            (Some(path), _) => {
+                let schema = load_schema_flag(path)?;
+                if let Some(expected) = &declared_sha256
+                    && *expected != schema.sha256()
+                {
+                    bail!(
+                        "--schema {} (sha256 {}) is not the schema model version {} was trained with (sha256 {expected}, from {})",
+                        path.display(),
+                        schema.sha256(),
+                        model.card.version,
+                        card_path.display()
+                    );
+                }
+                schema
+            }
+            (None, Some(schema)) => schema,
+            (None, None) => bail!(
+                "neither the model card {} nor the model file {} holds a feature schema; pass --schema",
+                card_path.display(),
+                model_path.display()
+            ),
+        };
+        let rules = ReleaseRules {
+            schema,
+            threshold_flag,
+        };
+        let version = ModelVersion(model.card.version);
+        let stored_threshold = stored_threshold(&model.metadata);
+        let release = rules
+            .release(version, model.weights, stored_threshold)
+            .with_context(|| format!("model {}", model_path.display()))?;
+        let directory = model_path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let source = LocalSource {
+            directory,
+            schema_sha256: rules.schema.sha256(),
+            refused: HashSet::new(),
+        };
+        Ok((source, rules, release))
+    }
+
+    /// Returns the newest version in the directory if it is newer than
+    /// `current` and passes its checks.
+    ///
+    /// # Errors
+    /// A version that fails its checks (not tried again), or a directory
+    /// that cannot be listed.
+    pub async fn newer_release(
+        &mut self,
+        current: ModelVersion,
+        rules: &Arc<ReleaseRules>,
+    ) -> Result<Option<ModelRelease>> {
+        let source = self.clone();
+        let rules = rules.clone();
+        let outcome = tokio::task::spawn_blocking(move || source.load_newest(current, &rules))
+            .await
+            .context("loading the model failed")?;
+        match outcome {
+            Ok(found) => Ok(found),
+            Err((Some(version), error)) => {
+                self.refused.insert(version);
+                Err(error.context(format!("model version {version} refused")))
+            }
+            Err((None, error)) => Err(error),
+        }
+    }
+
+    /// The blocking part of [`Self::newer_release`]; an error names the
+    /// version it refuses, if it is about one.
+    fn load_newest(
+        &self,
+        current: ModelVersion,
+        rules: &ReleaseRules,
+    ) -> Result<Option<ModelRelease>, (Option<u64>, anyhow::Error)> {
+        let newest = newest_stored_version(&self.directory).map_err(|error| (None, error))?;
+        let Some(version) =
+            newest.filter(|&version| version > current.0 && !self.refused.contains(&version))
+        else {
+            return Ok(None);
+        };
+        let weights_path = self
+            .directory
+            .join(format!("model-v{version:08}.safetensors"));
+        let card_path = self.directory.join(format!("model-v{version:08}.json"));
+        let load = || -> Result<ModelRelease> {
+            let model = load_verified(&weights_path, &card_path)?;
+            if model.card.version != version {
+                bail!(
+                    "card {} says version {}, its file name says {version}",
+                    card_path.display(),
+                    model.card.version
+                );
+            }
+            let declared = declared_schema(&model, &card_path)?;
+            let declared_sha256 = model
+                .card
+                .feature_schema_sha256
+                .clone()
+                .or_else(|| declared.as_ref().map(Schema::sha256));
+            if let Some(declared_sha256) = declared_sha256
+                && declared_sha256 != self.schema_sha256
+            {
+                bail!(
+                    "its feature schema has sha256 {declared_sha256}, the events are read with schema sha256 {}",
+                    self.schema_sha256
+                );
+            }
+            let stored_threshold = stored_threshold(&model.metadata);
+            rules.release(ModelVersion(version), model.weights, stored_threshold)
+        };
+        load().map(Some).map_err(|error| (Some(version), error))
+    }
+}
+
+/// Returns the highest version in `directory` with both a weights file and a
+/// card (the registry writes the card last).
+fn newest_stored_version(directory: &Path) -> Result<Option<u64>> {
+    let entries = std::fs::read_dir(directory)
+        .with_context(|| format!("failed to list {}", directory.display()))?;
+    let newest = entries
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let version = name
+                .to_str()?
+                .strip_prefix("model-v")?
+                .strip_suffix(".json")?
+                .parse::<u64>()
+                .ok()?;
+            directory
+                .join(format!("model-v{version:08}.safetensors"))
+                .is_file()
+                .then_some(version)
+        })
+        .max();
+    Ok(newest)
+}
+
+/// Reads a model card.
+fn read_card(path: &Path) -> Result<ModelCard> {
+    let bytes = std::fs::read(path).with_context(|| {
+        format!(
+            "failed to read model card {} (pass --card; detect checks the model against its card's sha256)",
+            path.display()
+        )
+    })?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a fedshield model card", path.display()))
+}
+
+/// Loads a model file and checks its parameters against its card's sha256 and spec.
+fn load_verified(weights_path: &Path, card_path: &Path) -> Result<VerifiedModel> {
+    let card = read_card(card_path)?;
+    let (weights, metadata) = load_model_with_metadata(weights_path)?;
+    let actual = weights.sha256();
+    if actual != card.sha256 {
+        bail!(
+            "model {} does not match its card {}: sha256 mismatch (the card says {}, the file's parameters hash to {actual}); refusing to score with it",
+            weights_path.display(),
+            card_path.display(),
+            card.sha256
+        );
+    }
+    if weights.spec != card.spec {
+        bail!(
+            "model {} has architecture {:?}, its card {} says {:?}",
+            weights_path.display(),
+            weights.spec,
+            card_path.display(),
+            card.spec
+        );
+    }
+    Ok(VerifiedModel {
+        weights,
+        card,
+        metadata,
+    })
+}
+
+/// Returns the feature schema a model declares: its card's (checked against
+/// the card's sha256), else the one `fedshield train` stores in the file.
+fn declared_schema(model: &VerifiedModel, card_path: &Path) -> Result<Option<Schema>> {
+    if let Some(text) = &model.card.feature_schema {
+        let schema = Schema::from_toml_str(text)
+            .with_context(|| format!("model card {}: feature_schema", card_path.display()))?;
+        if let Some(expected) = &model.card.feature_schema_sha256
+            && *expected != schema.sha256()
+        {
+            bail!(
+                "model card {}: its feature_schema has sha256 {}, the card says {expected}",
+                card_path.display(),
+                schema.sha256()
+            );
+        }
+        return Ok(Some(schema));
+    }
+    match model.metadata.get(SCHEMA_METADATA_KEY) {
+        Some(text) => Schema::from_toml_str(text)
+            .map(Some)
+            .context("the model file's feature schema"),
+        None => Ok(None),
+    }
+}
+
+/// Returns the autoencoder threshold `fedshield train` stores in the model file.
+fn stored_threshold(metadata: &HashMap<String, String>) -> Option<f64> {
+    metadata
+        .get(THRESHOLD_METADATA_KEY)
+        .and_then(|value| value.parse::<f64>().ok())
+        .filter(|threshold| threshold.is_finite())
+}
