@@ -31,7 +31,7 @@
 //! which posts the token in the body to `/dashboard/login`; a cross-site
 //! post is refused (login CSRF), and so is a token in the address
 //! (`/dashboard?token=`, which only shows the form). A successful sign-in
-//! opens a server-side session ([`crate::sessions`]) whose random id, never
+//! opens a server-side session ([`crate::dashboard_sessions`]) whose random id, never
 //! the token, is set as an `HttpOnly; Secure; SameSite=Strict` cookie. A
 //! browser with a registered client certificate needs no token.
 //!
@@ -57,14 +57,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::dashboard_sessions::{
+    DashboardSessionSettings, DashboardSessions, SESSION_COOKIE_NAME, SessionRefusal,
+};
 use crate::engine::Engine;
 use crate::metrics::OPENMETRICS_CONTENT_TYPE;
 use crate::participants::SharedRegistry;
 use crate::registry::ModelRegistry;
 use crate::roles::Operation;
-use crate::sessions::{
-    DashboardSessionSettings, DashboardSessions, SESSION_COOKIE_NAME, SessionRefusal,
-};
 use crate::status::{CardCache, build_status};
 use crate::tokens::TokenRefusal;
 

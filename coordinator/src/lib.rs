@@ -20,12 +20,13 @@
 //! - [`status`]: the JSON status the dashboard renders.
 //! - [`weighting`]: the bounds on an update's declared example count and its weight.
 //! - [`tokens`]: the HTTPS endpoint's bearer tokens (issue, list, revoke, expiry).
-//! - [`sessions`]: dashboard sessions opened by signing in with a token.
+//! - [`dashboard_sessions`]: dashboard sessions opened by signing in with a token.
 
 #![forbid(unsafe_code)]
 
 pub mod artifacts;
 pub mod config;
+pub mod dashboard_sessions;
 pub mod dropouts;
 pub mod engine;
 pub mod error;
@@ -38,7 +39,6 @@ pub mod revocation;
 pub mod roles;
 pub mod server;
 pub mod service;
-pub mod sessions;
 pub mod slots;
 pub mod status;
 pub mod store;
