@@ -12,8 +12,9 @@
 //!   announcement) or alone (a first round's record, written on a blocking
 //!   thread after its announcement); it is never held while taking another.
 //! - One driver task ([`Engine::run`]) opens rounds, watches deadlines and
-//!   publishes; gRPC handlers only register participants and submit updates,
-//!   and wake the driver through a `Notify`.
+//!   publishes; gRPC handlers only register participants and hand update
+//!   streams to the engine ([`UploadReceiver`]), which wakes the driver
+//!   through a `Notify`.
 //! - Finished rounds are appended to the durable history by one writer
 //!   thread, fed in round order by the driver through a channel, after the
 //!   round's version is announced: the announcement waits only for the
@@ -27,18 +28,18 @@
 //! aggregate is published as the next version) or abandoned (quorum missed;
 //! nothing is published and the same base version is retried).
 //!
-//! - [`sessions`]: participants joining and leaving, heartbeats, and the
+//! - `sessions`: participants joining and leaving, heartbeats, and the
 //!   session checks every call passes.
-//! - [`uploads`]: admitting, receiving and folding updates (tickets, the
+//! - `uploads`: admitting, receiving and folding updates (tickets, the
 //!   chunk loop, upload slots, receive buffers) and declines.
-//! - [`rounds`]: the driver's decisions: opening, evaluating, closing and
+//! - `rounds`: the driver's decisions: opening, evaluating, closing and
 //!   abandoning rounds.
-//! - [`publishing`]: building the next version from a closed round (a pure
+//! - `publishing`: building the next version from a closed round (a pure
 //!   function) and publishing it.
-//! - [`history`]: finished rounds, in memory and in the durable history.
-//! - [`completion`]: the end of the federation after its last round.
-//! - [`revocation`]: ending the sessions of revoked members.
-//! - [`snapshot`]: the status snapshot read by the status endpoints.
+//! - `history`: finished rounds, in memory and in the durable history.
+//! - `completion`: the end of the federation after its last round.
+//! - `revocation`: ending the sessions of revoked members.
+//! - `snapshot`: the status snapshot read by the status endpoints.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
