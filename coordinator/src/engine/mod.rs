@@ -28,14 +28,10 @@
 //! aggregate is published as the next version) or abandoned (quorum missed;
 //! nothing is published and the same base version is retried).
 //!
-//! - `sessions`: participants joining and leaving, heartbeats, and the
-//!   session checks every call passes.
-//! - `uploads`: admitting, receiving and folding updates (tickets, the
-//!   chunk loop, upload slots, receive buffers) and declines.
-//! - `rounds`: the driver's decisions: opening, evaluating, closing and
-//!   abandoning rounds.
-//! - `publishing`: building the next version from a closed round (a pure
-//!   function) and publishing it.
+//! - `sessions`: joining, leaving, heartbeats, and the session checks every call passes.
+//! - `uploads`: admitting, receiving (the chunk loop, upload slots) and folding updates; declines.
+//! - `rounds`: the driver's decisions: opening, evaluating, closing and abandoning rounds.
+//! - `publishing`: the next version built from a closed round (a pure function), then published.
 //! - `history`: finished rounds, in memory and in the durable history.
 //! - `completion`: the end of the federation after its last round.
 //! - `revocation`: ending the sessions of revoked members.
