@@ -597,10 +597,10 @@ pub struct CoordinatorArgs {
     #[arg(long, env = "FEDSHIELD_API_TOKENS")]
     pub api_tokens: Option<PathBuf>,
     /// A dashboard session ends this many seconds after sign-in.
-    #[arg(long, default_value_t = fedshield_coordinator::sessions::DEFAULT_SESSION_MAX_AGE_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = fedshield_coordinator::dashboard_sessions::DEFAULT_SESSION_MAX_AGE_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     pub dashboard_session_secs: u64,
     /// A dashboard session ends after this many seconds without a request.
-    #[arg(long, default_value_t = fedshield_coordinator::sessions::DEFAULT_SESSION_IDLE_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = fedshield_coordinator::dashboard_sessions::DEFAULT_SESSION_IDLE_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     pub dashboard_idle_secs: u64,
     #[command(flatten)]
     pub listener: ListenerArgs,

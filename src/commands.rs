@@ -169,7 +169,7 @@ fn coordinator_https(args: &CoordinatorArgs) -> Result<Option<HttpsSettings>> {
             args.data_dir
                 .join(fedshield_coordinator::http::API_TOKENS_FILE_NAME)
         }),
-        dashboard_sessions: fedshield_coordinator::sessions::DashboardSessionSettings {
+        dashboard_sessions: fedshield_coordinator::dashboard_sessions::DashboardSessionSettings {
             max_age: Duration::from_secs(args.dashboard_session_secs),
             idle_timeout: Duration::from_secs(args.dashboard_idle_secs),
         },

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use fedshield_coordinator::dashboard_sessions::DashboardSessionSettings;
 use fedshield_coordinator::participants::ParticipantRegistry;
-use fedshield_coordinator::sessions::DashboardSessionSettings;
 use fedshield_coordinator::tokens::{TokenLifetime, create_token};
 use fedshield_coordinator::{CoordinatorConfig, CoordinatorHandle};
 use fedshield_core::ParticipantId;

@@ -229,7 +229,7 @@ pub struct HttpsSettings {
     /// The issued bearer tokens (sha256 only), re-read on every request.
     pub tokens_path: PathBuf,
     /// How long dashboard sessions last (sign-in lifetime, idle timeout).
-    pub dashboard_sessions: crate::sessions::DashboardSessionSettings,
+    pub dashboard_sessions: crate::dashboard_sessions::DashboardSessionSettings,
 }
 
 /// Mutual TLS of the coordinator.
