@@ -28,9 +28,9 @@ use fedshield::detect::{
 };
 use fedshield_core::ModelVersion;
 use fedshield_core::model::ModelSpec;
+use fedshield_core::model::weights::ModelWeights;
 use fedshield_core::schema::FileFormat;
 use fedshield_core::telemetry::{FlowGenerator, OrgProfile, synthetic_flows_schema, write_csv};
-use fedshield_core::weights::ModelWeights;
 
 /// Events per measured pass.
 const NUM_EVENTS: usize = 100_000;

@@ -126,7 +126,7 @@ pub fn coordinator_settings(args: &CoordinatorArgs) -> Result<(CoordinatorConfig
         data_dir: args.data_dir.clone(),
         artifact_store: args.artifact_store.clone(),
         heartbeat_interval: Duration::from_secs(5),
-        chunk_params: fedshield_core::codec::DEFAULT_CHUNK_PARAMS,
+        chunk_params: fedshield_core::model::codec::DEFAULT_CHUNK_PARAMS,
         max_concurrent_uploads: 2,
         chunk_idle_timeout: Duration::from_secs(30),
         feature_schema_toml: Some(schema_toml),

@@ -13,7 +13,7 @@
 //! the log-odds of attack, autoencoder scores the mean squared reconstruction
 //! error, and an event is an attack when its score is at or above the
 //! threshold. `tests/detect.rs` checks them against
-//! [`fedshield_core::inference::score_rows`].
+//! [`fedshield_core::model::inference::score_rows`].
 //!
 //! Model versions come from a local safetensors file checked against the
 //! sha256 of its model card, or from the coordinator over gRPC (`GetStatus`,
@@ -37,10 +37,10 @@ use burn::tensor::{Tensor, TensorData};
 use csv::StringRecord;
 use fedshield_coordinator::registry::ModelCard;
 use fedshield_core::ModelVersion;
-use fedshield_core::inference::{CLASSIFIER_THRESHOLD, attack_log_odds};
 use fedshield_core::model::MlpClassifier;
+use fedshield_core::model::inference::{CLASSIFIER_THRESHOLD, attack_log_odds};
+use fedshield_core::model::weights::ModelWeights;
 use fedshield_core::schema::{FileFormat, HeaderPositions, RecordFields, Schema};
-use fedshield_core::weights::ModelWeights;
 use fedshield_participant::cache::ModelCache;
 use fedshield_participant::node::{download_model, error_chain};
 use fedshield_proto::v1 as pb;
@@ -69,7 +69,7 @@ pub const READ_BUFFER_BYTES: usize = 1 << 20;
 pub const DEFAULT_BATCH_EVENTS: usize = 1024;
 
 /// Largest gRPC message accepted from the coordinator: one model chunk and headroom.
-const MAX_MESSAGE_BYTES: usize = fedshield_core::codec::MAX_CHUNK_BYTES + 64 * 1024;
+const MAX_MESSAGE_BYTES: usize = fedshield_core::model::codec::MAX_CHUNK_BYTES + 64 * 1024;
 
 /// Longest wait for the coordinator's status.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -300,7 +300,7 @@ impl ScoringModel {
     /// row's most likely attack class (1..) to `attack_classes`; both are
     /// cleared first.
     ///
-    /// The arithmetic is that of [`fedshield_core::inference::score_rows`]
+    /// The arithmetic is that of [`fedshield_core::model::inference::score_rows`]
     /// (same forward pass, same reductions in the same order), so scores are
     /// bit-identical to what `fedshield evaluate` computes.
     ///
@@ -356,7 +356,7 @@ impl ScoringModel {
 }
 
 /// Returns the attack class (1..) with the largest logit; ties go to the
-/// later class, as in `fedshield_core::inference::predict_classes`.
+/// later class, as in `fedshield_core::model::inference::predict_classes`.
 fn most_likely_attack_class(logits: &[f32]) -> u32 {
     logits[1..]
         .iter()
@@ -366,7 +366,7 @@ fn most_likely_attack_class(logits: &[f32]) -> u32 {
 }
 
 /// Returns the mean squared error between a reconstruction and its input, as
-/// `fedshield_core::inference` computes it.
+/// `fedshield_core::model::inference` computes it.
 fn reconstruction_error(reconstruction: &[f32], input: &[f32]) -> f32 {
     reconstruction
         .iter()

@@ -656,7 +656,8 @@ async fn a_downloads_sha256_equals_its_etag_and_sha256_header() {
             "{path}"
         );
         let weights =
-            fedshield_core::weights::ModelWeights::from_safetensors(&downloaded.body).unwrap();
+            fedshield_core::model::weights::ModelWeights::from_safetensors(&downloaded.body)
+                .unwrap();
         assert_eq!(weights.sha256(), card_sha256);
         // The tag works for conditional requests.
         let bearer = format!("Authorization: Bearer {token}");

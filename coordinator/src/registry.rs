@@ -57,9 +57,9 @@ use bytes::Bytes;
 
 use fedshield_core::CoreError;
 use fedshield_core::fsutil::{self, StagedFile};
-use fedshield_core::metrics::BinaryMetrics;
+use fedshield_core::model::metrics::BinaryMetrics;
+use fedshield_core::model::weights::ModelWeights;
 use fedshield_core::privacy::ModelPrivacy;
-use fedshield_core::weights::ModelWeights;
 use fedshield_core::{ModelSpec, ModelVersion, TrainingPlan};
 use serde::{Deserialize, Serialize};
 use tracing::warn;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fedshield_core::clock::unix_ms_now;
 
-use fedshield_core::codec::{MAX_CHUNK_BYTES, shared_chunks};
+use fedshield_core::model::codec::{MAX_CHUNK_BYTES, shared_chunks};
 use fedshield_core::privacy::PrivacyReport;
 use fedshield_core::{ModelVersion, ParticipantId, RoundId};
 use fedshield_proto::tls::peer_identity;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use fedshield_core::ModelVersion;
-use fedshield_core::weights::ModelWeights;
+use fedshield_core::model::weights::ModelWeights;
 use tracing::warn;
 
 use crate::error::Result;

@@ -18,14 +18,16 @@ use std::time::Duration;
 
 use fedshield_core::clock::unix_ms_now;
 
-use fedshield_core::codec::{ChunkAssembler, DEFAULT_CHUNK_PARAMS, shared_chunks};
-use fedshield_core::data::Dataset;
 use fedshield_core::dp::{os_seeded_rng, privatize_update, train_local_dp_observed};
 use fedshield_core::model::ModelSpec;
+use fedshield_core::model::codec::{ChunkAssembler, DEFAULT_CHUNK_PARAMS, shared_chunks};
+use fedshield_core::model::data::Dataset;
+use fedshield_core::model::training::{
+    LocalTrainingOutcome, num_training_rows, train_local_observed,
+};
+use fedshield_core::model::weights::{ModelWeights, ParamsSha256};
 use fedshield_core::plan_fingerprint::PlanFingerprint;
 use fedshield_core::privacy::PrivacyReport;
-use fedshield_core::training::{LocalTrainingOutcome, num_training_rows, train_local_observed};
-use fedshield_core::weights::{ModelWeights, ParamsSha256};
 use fedshield_core::{ModelVersion, ParticipantId, RoundId, TrainingPlan};
 use fedshield_proto::v1 as pb;
 use fedshield_proto::v1::federation_client::FederationClient;
@@ -51,7 +53,7 @@ use crate::progress::Progress;
 pub const CRASH_AFTER_LEDGER_WRITE_ENV: &str = "FEDSHIELD_TEST_CRASH_AFTER_LEDGER_WRITE";
 
 /// Largest gRPC message accepted from the coordinator.
-const MAX_MESSAGE_BYTES: usize = fedshield_core::codec::MAX_CHUNK_BYTES + 64 * 1024;
+const MAX_MESSAGE_BYTES: usize = fedshield_core::model::codec::MAX_CHUNK_BYTES + 64 * 1024;
 
 /// How one connection to the coordinator ended without error.
 enum SessionEnd {

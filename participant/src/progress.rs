@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use fedshield_core::training::TrainingProgress;
+use fedshield_core::model::training::TrainingProgress;
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::info;
 

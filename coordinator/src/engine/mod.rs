@@ -181,7 +181,7 @@ struct EngineInner {
     /// zero velocity.
     server_optimizer: Mutex<fedshield_core::aggregate::ServerMomentum>,
     /// Optional labelled data each new version is scored on for its card.
-    evaluation: std::sync::OnceLock<Arc<fedshield_core::data::Dataset>>,
+    evaluation: std::sync::OnceLock<Arc<fedshield_core::model::data::Dataset>>,
     /// δ of the federation's privacy target, for the guarantees on model cards.
     privacy_delta: std::sync::OnceLock<f64>,
     /// The privacy promise and acknowledged weakening model cards record
@@ -330,7 +330,7 @@ impl Engine {
 
     /// Sets the labelled data every newly published version is scored on;
     /// the metrics go into its model card. Only the first call has effect.
-    pub fn set_evaluation_set(&self, evaluation: Arc<fedshield_core::data::Dataset>) {
+    pub fn set_evaluation_set(&self, evaluation: Arc<fedshield_core::model::data::Dataset>) {
         let _ = self.inner.evaluation.set(evaluation);
     }
 

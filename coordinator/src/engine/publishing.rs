@@ -9,11 +9,11 @@ use std::time::{Duration, SystemTime};
 
 use fedshield_core::aggregate::check_finite_aggregate;
 use fedshield_core::clock::unix_ms;
-use fedshield_core::data::Dataset;
 use fedshield_core::lineage::LineageRecord;
+use fedshield_core::model::data::Dataset;
+use fedshield_core::model::weights::ModelWeights;
 use fedshield_core::privacy::PrivacyReport;
 use fedshield_core::robust::{AggregateOutcome, RobustAggregator};
-use fedshield_core::weights::ModelWeights;
 use fedshield_core::{CoreError, ParticipantId, RoundId, TrainingPlan};
 use tokio::time::Instant;
 use tracing::{Instrument, Span, info, warn};
@@ -75,7 +75,7 @@ pub(super) fn build_next_version(inputs: NextVersionInputs) -> Result<PublishedM
     check_finite_aggregate(&params, "next model")?;
     let weights = ModelWeights::new(base.weights.spec.clone(), params)?;
     let metrics = match &evaluation {
-        Some(evaluation) => Some(fedshield_core::metrics::evaluate_model(
+        Some(evaluation) => Some(fedshield_core::model::metrics::evaluate_model(
             &weights, evaluation, None,
         )?),
         None => None,

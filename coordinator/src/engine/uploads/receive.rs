@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use fedshield_core::codec::{ChunkAssembler, MAX_CHUNK_BYTES};
+use fedshield_core::model::codec::{ChunkAssembler, MAX_CHUNK_BYTES};
 use fedshield_core::privacy::PrivacyReport;
 use fedshield_core::untrusted_text::loggable_participant_id;
 use fedshield_core::{ModelVersion, ParticipantId, RoundId};
