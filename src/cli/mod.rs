@@ -1,17 +1,17 @@
 //! Command-line flags (clap): the top-level command here, each command
 //! family's flags in its own file.
 //!
-//! - [`coordinator`]: `fedshield coordinator`, its listener limits among them.
-//! - [`tokens`]: `coordinator tokens create|list|revoke` and `coordinator issue-token`.
-//! - [`participant`]: `fedshield participant` and `participant budget`.
-//! - [`privacy`]: `fedshield privacy`, a federation's DP and a participant's budget.
-//! - [`model`]: model and training plan flags shared by several commands.
-//! - [`offline`]: `fedshield synth`, `train` and `evaluate`.
-//! - [`demo`]: `fedshield demo`.
-//! - [`certs`]: `fedshield certs`.
-//! - [`detect`]: `fedshield detect`.
-//! - [`bench`]: `fedshield bench`.
-//! - [`parsers`]: value parsers: existing files, ε, δ, clipping norms.
+//! - `coordinator`: `fedshield coordinator`, its listener limits among them.
+//! - `tokens`: `coordinator tokens create|list|revoke` and `coordinator issue-token`.
+//! - `participant`: `fedshield participant` and `participant budget`.
+//! - `privacy`: `fedshield privacy`, a federation's DP and a participant's budget.
+//! - `model`: model and training plan flags shared by several commands.
+//! - `offline`: `fedshield synth`, `train` and `evaluate`.
+//! - `demo`: `fedshield demo`.
+//! - `certs`: `fedshield certs`.
+//! - `detect`: `fedshield detect`.
+//! - `bench`: `fedshield bench`.
+//! - `parsers`: value parsers: existing files, ε, δ, clipping norms.
 
 mod bench;
 mod certs;

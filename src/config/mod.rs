@@ -17,10 +17,10 @@
 //! be saved and given back with `--config`. Settings are paths and values; key material
 //! is never read here, only the paths to it.
 //!
-//! - [`file`]: reading a config file into the arguments it adds, every problem named.
-//! - [`blame`]: pointing a parse error at the config key or variable that caused it.
-//! - [`naming`]: naming settings in messages the way the user set them.
-//! - [`print`]: `--print-config`, the effective settings as a config file.
+//! - `file`: reading a config file into the arguments it adds, every problem named.
+//! - `blame`: pointing a parse error at the config key or variable that caused it.
+//! - `naming`: naming settings in messages the way the user set them.
+//! - `print`: `--print-config`, the effective settings as a config file.
 
 mod blame;
 mod file;

@@ -12,10 +12,10 @@
 //! silent coordinator) leads to a reconnect with exponential backoff; the
 //! coordinator re-announces an open round to a participant that rejoins.
 //!
-//! - [`connection`]: the channel to the coordinator and the join stream.
-//! - [`round`]: one announced round: base model, local training, the update.
-//! - [`privacy`]: the round's spend, checked and recorded; re-sent stored updates.
-//! - [`upload`]: sending an update: upload slot, header, chunked stream.
+//! - `connection`: the channel to the coordinator and the join stream.
+//! - `round`: one announced round: base model, local training, the update.
+//! - `privacy`: the round's spend, checked and recorded; re-sent stored updates.
+//! - `upload`: sending an update: upload slot, header, chunked stream.
 
 mod connection;
 mod privacy;
