@@ -24,9 +24,9 @@ use std::time::Instant;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fedshield_core::ModelVersion;
 use fedshield_core::model::ModelSpec;
+use fedshield_core::model::weights::ModelWeights;
 use fedshield_core::schema::FileFormat;
 use fedshield_core::telemetry::{FlowGenerator, OrgProfile, synthetic_flows_schema, write_csv};
-use fedshield_core::weights::ModelWeights;
 use fedshield_detector::events::{EventParser, Line, LineReader, ParsedLine, READ_BUFFER_BYTES};
 use fedshield_detector::pipeline::score_to_end;
 use fedshield_detector::{

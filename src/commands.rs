@@ -125,7 +125,7 @@ pub fn coordinator_settings(args: &CoordinatorArgs) -> Result<(CoordinatorConfig
         data_dir: args.data_dir.clone(),
         artifact_store: args.artifact_store.clone(),
         heartbeat_interval: Duration::from_secs(5),
-        chunk_params: fedshield_core::codec::DEFAULT_CHUNK_PARAMS,
+        chunk_params: fedshield_core::model::codec::DEFAULT_CHUNK_PARAMS,
         max_concurrent_uploads: 2,
         chunk_idle_timeout: Duration::from_secs(30),
         feature_schema_toml: Some(schema_toml),
@@ -168,7 +168,7 @@ fn coordinator_https(args: &CoordinatorArgs) -> Result<Option<HttpsSettings>> {
             args.data_dir
                 .join(fedshield_coordinator::http::API_TOKENS_FILE_NAME)
         }),
-        dashboard_sessions: fedshield_coordinator::sessions::DashboardSessionSettings {
+        dashboard_sessions: fedshield_coordinator::dashboard_sessions::DashboardSessionSettings {
             max_age: Duration::from_secs(args.dashboard_session_secs),
             idle_timeout: Duration::from_secs(args.dashboard_idle_secs),
         },

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use fedshield_coordinator::CoordinatorTls;
 use fedshield_coordinator::participants::ParticipantRegistry;
 use fedshield_core::card::ModelCard;
-use fedshield_core::metrics::BinaryMetrics;
+use fedshield_core::model::metrics::BinaryMetrics;
 use fedshield_core::robust::AggregationRule;
 use fedshield_core::telemetry::{
     OrgProfile, SYNTHETIC_FLOWS_SCHEMA_TOML, held_out_dataset, synthetic_dataset,
@@ -113,7 +113,7 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
         data_dir: coordinator_dir.clone(),
         artifact_store: None,
         heartbeat_interval: Duration::from_secs(2),
-        chunk_params: fedshield_core::codec::DEFAULT_CHUNK_PARAMS,
+        chunk_params: fedshield_core::model::codec::DEFAULT_CHUNK_PARAMS,
         max_concurrent_uploads: 2,
         chunk_idle_timeout: Duration::from_secs(30),
         feature_schema_toml: Some(SYNTHETIC_FLOWS_SCHEMA_TOML.to_string()),

@@ -9,12 +9,14 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use fedshield_core::card::ModelCard;
-use fedshield_core::data::Dataset;
-use fedshield_core::inference::score_rows;
 use fedshield_core::ingest::{IngestOptions, load_dataset};
-use fedshield_core::metrics::{
+use fedshield_core::model::data::Dataset;
+use fedshield_core::model::inference::score_rows;
+use fedshield_core::model::metrics::{
     BinaryMetrics, CategoryMetrics, REFERENCE_FPR, per_category, threshold_at_fpr,
 };
+use fedshield_core::model::training::train_local_observed;
+use fedshield_core::model::weights::ModelWeights;
 use fedshield_core::model_file::{
     SCHEMA_METADATA_KEY, THRESHOLD_METADATA_KEY, load_model_with_metadata,
 };
@@ -22,8 +24,6 @@ use fedshield_core::schema::Schema;
 use fedshield_core::telemetry::{
     FlowGenerator, OrgProfile, SYNTHETIC_FLOWS_SCHEMA_TOML, write_csv, write_jsonl,
 };
-use fedshield_core::training::train_local_observed;
-use fedshield_core::weights::ModelWeights;
 use fedshield_core::{ModelSpec, TrainingPlan};
 use serde::Serialize;
 use tracing::{info, warn};
@@ -161,7 +161,7 @@ pub fn evaluation_report(
             )
         }
         (None, _, false) => (
-            fedshield_core::inference::CLASSIFIER_THRESHOLD,
+            fedshield_core::model::inference::CLASSIFIER_THRESHOLD,
             "classifier default: log-odds 0, P(attack) = 0.5".to_string(),
         ),
     };

@@ -18,7 +18,7 @@ use fedshield_coordinator::CoordinatorConfig;
 use fedshield_coordinator::engine::{RoundOutcome, RoundSummary};
 use fedshield_coordinator::weighting::UpdateWeighting;
 use fedshield_core::ModelVersion;
-use fedshield_core::codec::{MAX_CHUNK_BYTES, params_as_le_bytes};
+use fedshield_core::model::codec::{MAX_CHUNK_BYTES, params_as_le_bytes};
 use fedshield_proto::v1 as pb;
 use fedshield_proto::v1::federation_client::FederationClient;
 use tonic::{Code, Status};

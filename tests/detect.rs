@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 use fedshield_coordinator::CoordinatorConfig;
 use fedshield_coordinator::registry::{ModelRegistry, PublishedModel, weights_name};
 use fedshield_core::card::ModelCard;
-use fedshield_core::inference::{CLASSIFIER_THRESHOLD, predict_classes, score_rows};
 use fedshield_core::ingest::{IngestOptions, load_dataset};
+use fedshield_core::model::inference::{CLASSIFIER_THRESHOLD, predict_classes, score_rows};
+use fedshield_core::model::weights::ModelWeights;
 use fedshield_core::schema::Schema;
 use fedshield_core::telemetry::{
     FlowGenerator, OrgProfile, SYNTHETIC_FLOWS_SCHEMA_TOML, synthetic_flows_schema, write_csv,
 };
-use fedshield_core::weights::ModelWeights;
 use fedshield_core::{ModelSpec, ModelVersion, TrainingPlan};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;

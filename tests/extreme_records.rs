@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fedshield_coordinator::CoordinatorConfig;
-use fedshield_core::data::Dataset;
 use fedshield_core::ingest::{IngestOptions, load_dataset};
+use fedshield_core::model::data::Dataset;
 use fedshield_core::privacy::PrivacyTarget;
 use fedshield_core::schema::Schema;
 use fedshield_core::telemetry::{OrgProfile, num_flow_features, synthetic_dataset};

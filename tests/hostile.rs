@@ -25,7 +25,7 @@ use bytes::Bytes;
 use fedshield_coordinator::engine::RoundOutcome;
 use fedshield_coordinator::{CoordinatorConfig, Engine};
 use fedshield_core::ModelVersion;
-use fedshield_core::codec::{MAX_CHUNK_BYTES, params_as_le_bytes};
+use fedshield_core::model::codec::{MAX_CHUNK_BYTES, params_as_le_bytes};
 use fedshield_core::schema::FileFormat;
 use fedshield_proto::v1 as pb;
 use fedshield_proto::v1::federation_client::FederationClient;

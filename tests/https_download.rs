@@ -7,7 +7,7 @@ mod common;
 
 use fedshield_coordinator::CoordinatorConfig;
 use fedshield_coordinator::participants::ParticipantRegistry;
-use fedshield_core::weights::ModelWeights;
+use fedshield_core::model::weights::ModelWeights;
 use fedshield_core::{ModelVersion, ParticipantId};
 use fedshield_proto::tls::pki::CertificateAuthority;
 use tokio_util::sync::CancellationToken;

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use fedshield_coordinator::dashboard_sessions::DashboardSessionSettings;
 use fedshield_coordinator::participants::ParticipantRegistry;
-use fedshield_coordinator::sessions::DashboardSessionSettings;
 use fedshield_coordinator::tokens::{TokenLifetime, create_token};
 use fedshield_coordinator::{CoordinatorConfig, CoordinatorHandle};
 use fedshield_core::ParticipantId;
@@ -656,7 +656,8 @@ async fn a_downloads_sha256_equals_its_etag_and_sha256_header() {
             "{path}"
         );
         let weights =
-            fedshield_core::weights::ModelWeights::from_safetensors(&downloaded.body).unwrap();
+            fedshield_core::model::weights::ModelWeights::from_safetensors(&downloaded.body)
+                .unwrap();
         assert_eq!(weights.sha256(), card_sha256);
         // The tag works for conditional requests.
         let bearer = format!("Authorization: Bearer {token}");

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use fedshield_coordinator::participants::ParticipantRegistry;
 use fedshield_coordinator::{CoordinatorConfig, CoordinatorHandle};
+use fedshield_core::model::weights::ModelWeights;
 use fedshield_core::telemetry::{OrgProfile, synthetic_dataset};
-use fedshield_core::weights::ModelWeights;
 use fedshield_core::{ModelVersion, ParticipantId};
 use fedshield_participant::{Participant, ParticipantConfig};
 use fedshield_proto::tls::pki::{CertificateAuthority, IssuedCertificate};

@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use fedshield_coordinator::CoordinatorConfig;
 use fedshield_core::card::ModelCard;
-use fedshield_core::data::Dataset;
 use fedshield_core::ingest::{IngestOptions, load_dataset};
-use fedshield_core::metrics::{BinaryMetrics, evaluate_model};
+use fedshield_core::model::data::Dataset;
+use fedshield_core::model::metrics::{BinaryMetrics, evaluate_model};
+use fedshield_core::model::training::train_local;
+use fedshield_core::model::weights::ModelWeights;
 use fedshield_core::privacy::PrivacyTarget;
 use fedshield_core::schema::Schema;
-use fedshield_core::training::train_local;
-use fedshield_core::weights::ModelWeights;
 use fedshield_core::{ModelSpec, ModelVersion, ParticipantId, TrainingPlan};
 use fedshield_participant::{Participant, ParticipantConfig, PrivacyBudget};
 use rand::rngs::StdRng;
@@ -365,9 +365,9 @@ fn autoencoder_trained_on_normal_traffic_detects_attack_types_never_seen_in_trai
     let plan = TrainingPlan::new().with_local_epochs(10);
     let outcome = train_local(&initial, &train, &plan, 3).unwrap();
     let weights = ModelWeights::new(spec, outcome.params).unwrap();
-    let scores = fedshield_core::inference::score_rows(&weights, test.features()).unwrap();
+    let scores = fedshield_core::model::inference::score_rows(&weights, test.features()).unwrap();
     let threshold =
-        fedshield_core::metrics::threshold_at_fpr(&scores, test.labels(), 0.01).unwrap();
+        fedshield_core::model::metrics::threshold_at_fpr(&scores, test.labels(), 0.01).unwrap();
     let (mut novel, mut novel_detected) = (0usize, 0usize);
     for (index, score) in scores.iter().enumerate() {
         if NOVEL_ATTACKS.contains(&test.raw_label(index)) {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fedshield_coordinator::CoordinatorConfig;
-use fedshield_core::codec::params_as_le_bytes;
-use fedshield_core::weights::params_sha256;
+use fedshield_core::model::codec::params_as_le_bytes;
+use fedshield_core::model::weights::params_sha256;
 use fedshield_proto::v1 as pb;
 use fedshield_proto::v1::federation_client::FederationClient;
 use tokio_util::sync::CancellationToken;
@@ -141,7 +141,7 @@ async fn malformed_and_out_of_turn_updates_get_specific_statuses_and_change_noth
             pb::model_chunk::Payload::Header(header) => declared = Some(header),
             pb::model_chunk::Payload::Data(bytes) => {
                 num_chunks += 1;
-                fedshield_core::codec::decode_f32_le_into(&bytes, &mut params).unwrap();
+                fedshield_core::model::codec::decode_f32_le_into(&bytes, &mut params).unwrap();
             }
         }
     }

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use fedshield_coordinator::participants::ParticipantRegistry;
 use fedshield_coordinator::status::StatusReport;
 use fedshield_coordinator::{CoordinatorConfig, CoordinatorHandle, CoordinatorTls};
-use fedshield_core::codec::params_as_le_bytes;
+use fedshield_core::model::codec::params_as_le_bytes;
 use fedshield_core::telemetry::{OrgProfile, synthetic_dataset};
 use fedshield_core::{ModelVersion, ParticipantId};
 use fedshield_participant::{Participant, ParticipantConfig};

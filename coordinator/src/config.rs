@@ -199,7 +199,7 @@ pub struct CoordinatorConfig {
     pub feature_schema_toml: Option<String>,
     /// A labelled evaluation set the coordinator scores each new version on
     /// (public or operator-owned data, never a participant's).
-    pub evaluation: Option<std::sync::Arc<fedshield_core::data::Dataset>>,
+    pub evaluation: Option<std::sync::Arc<fedshield_core::model::data::Dataset>>,
     /// Differential privacy the federation promises each participant's
     /// records over all `round.max_rounds` rounds; the plan's noise is
     /// calibrated from it at start. `None` trains without DP.
@@ -229,7 +229,7 @@ pub struct HttpsSettings {
     /// The issued bearer tokens (sha256 only), re-read on every request.
     pub tokens_path: PathBuf,
     /// How long dashboard sessions last (sign-in lifetime, idle timeout).
-    pub dashboard_sessions: crate::sessions::DashboardSessionSettings,
+    pub dashboard_sessions: crate::dashboard_sessions::DashboardSessionSettings,
 }
 
 /// Mutual TLS of the coordinator.
@@ -266,7 +266,7 @@ impl CoordinatorConfig {
             data_dir,
             artifact_store: None,
             heartbeat_interval: Duration::from_millis(500),
-            chunk_params: fedshield_core::codec::DEFAULT_CHUNK_PARAMS,
+            chunk_params: fedshield_core::model::codec::DEFAULT_CHUNK_PARAMS,
             max_concurrent_uploads: 2,
             chunk_idle_timeout: Duration::from_secs(10),
             feature_schema_toml: None,
@@ -313,12 +313,13 @@ impl CoordinatorConfig {
         if self.heartbeat_interval.is_zero() {
             problems.push("heartbeat_interval_ms must be positive".to_string());
         }
-        if self.chunk_params == 0 || self.chunk_params * 4 > fedshield_core::codec::MAX_CHUNK_BYTES
+        if self.chunk_params == 0
+            || self.chunk_params * 4 > fedshield_core::model::codec::MAX_CHUNK_BYTES
         {
             problems.push(format!(
                 "chunk_params ({}) must be in 1..={}",
                 self.chunk_params,
-                fedshield_core::codec::MAX_CHUNK_BYTES / 4
+                fedshield_core::model::codec::MAX_CHUNK_BYTES / 4
             ));
         }
         if let Some(evaluation) = &self.evaluation

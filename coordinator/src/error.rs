@@ -1,7 +1,14 @@
-//! The coordinator's error type and its mapping to gRPC status codes.
+//! The coordinator's error type and the one table of error kinds, from
+//! which both transports take their status codes: gRPC status codes for the
+//! `Federation` service, HTTP status codes for the HTTPS endpoint. The
+//! refusals of the HTTPS endpoint's credentials (tokens, dashboard
+//! sessions) have their kinds here too.
 
 use fedshield_core::{CoreError, ModelVersion, ParticipantId, RoundId};
 use tonic::{Code, Status};
+
+use crate::dashboard_sessions::SessionRefusal;
+use crate::tokens::TokenRefusal;
 
 /// Errors of the coordinator. Each names the value that was wrong.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +124,8 @@ pub enum ErrorKind {
     Internal,
     /// The coordinator is stopping.
     Unavailable,
+    /// The request is larger than the coordinator reads.
+    PayloadTooLarge,
 }
 
 impl ErrorKind {
@@ -132,6 +141,7 @@ impl ErrorKind {
             ErrorKind::NotFound => Code::NotFound,
             ErrorKind::Internal => Code::Internal,
             ErrorKind::Unavailable => Code::Unavailable,
+            ErrorKind::PayloadTooLarge => Code::OutOfRange,
         }
     }
 
@@ -144,6 +154,7 @@ impl ErrorKind {
             ErrorKind::NotFound => 404,
             ErrorKind::DeadlineExceeded => 408,
             ErrorKind::AlreadyExists | ErrorKind::FailedPrecondition => 409,
+            ErrorKind::PayloadTooLarge => 413,
             ErrorKind::Internal => 500,
             ErrorKind::Unavailable => 503,
         }
@@ -184,6 +195,36 @@ impl CoordinatorError {
     }
 }
 
+impl TokenRefusal {
+    /// The table from refused bearer tokens to their kind: a token the
+    /// coordinator does not know or that expired does not authenticate, a
+    /// revoked one is denied, an unreadable token file is the coordinator's
+    /// failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            TokenRefusal::Unknown | TokenRefusal::Expired { .. } => ErrorKind::Unauthenticated,
+            TokenRefusal::Revoked { .. } => ErrorKind::PermissionDenied,
+            TokenRefusal::Unreadable => ErrorKind::Internal,
+        }
+    }
+}
+
+impl SessionRefusal {
+    /// The table from refused dashboard sessions to their kind: a session
+    /// that does not sign in (unknown, expired, its token no longer valid)
+    /// does not authenticate; an unreadable token file or no randomness
+    /// for a new session is the coordinator's failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SessionRefusal::TokenRefused(TokenRefusal::Unreadable)
+            | SessionRefusal::NoRandomness => ErrorKind::Internal,
+            SessionRefusal::Unknown | SessionRefusal::Expired | SessionRefusal::TokenRefused(_) => {
+                ErrorKind::Unauthenticated
+            }
+        }
+    }
+}
+
 impl From<CoordinatorError> for Status {
     fn from(error: CoordinatorError) -> Status {
         Status::new(error.kind().grpc_code(), error.to_string())
@@ -206,7 +247,7 @@ mod tests {
 
     /// Every kind, with the gRPC and HTTP codes a client of either
     /// transport expects for it.
-    const KINDS: [(ErrorKind, Code, u16); 9] = [
+    const KINDS: [(ErrorKind, Code, u16); 10] = [
         (ErrorKind::InvalidArgument, Code::InvalidArgument, 400),
         (ErrorKind::Unauthenticated, Code::Unauthenticated, 401),
         (ErrorKind::PermissionDenied, Code::PermissionDenied, 403),
@@ -216,12 +257,40 @@ mod tests {
         (ErrorKind::NotFound, Code::NotFound, 404),
         (ErrorKind::Internal, Code::Internal, 500),
         (ErrorKind::Unavailable, Code::Unavailable, 503),
+        (ErrorKind::PayloadTooLarge, Code::OutOfRange, 413),
     ];
 
     #[test]
     fn each_kind_has_its_grpc_and_http_code() {
         for (kind, grpc, http) in KINDS {
             assert_eq!(kind.grpc_code(), grpc, "{kind:?}");
+            assert_eq!(kind.http_status(), http, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn refused_tokens_and_sessions_have_the_http_status_clients_expect() {
+        let revoked = TokenRefusal::Revoked {
+            name: "ops".to_string(),
+        };
+        let expired = TokenRefusal::Expired {
+            name: "ops".to_string(),
+        };
+        let cases = [
+            (TokenRefusal::Unknown.kind(), 401),
+            (expired.kind(), 401),
+            (revoked.kind(), 403),
+            (TokenRefusal::Unreadable.kind(), 500),
+            (SessionRefusal::Unknown.kind(), 401),
+            (SessionRefusal::Expired.kind(), 401),
+            (SessionRefusal::TokenRefused(revoked).kind(), 401),
+            (
+                SessionRefusal::TokenRefused(TokenRefusal::Unreadable).kind(),
+                500,
+            ),
+            (SessionRefusal::NoRandomness.kind(), 500),
+        ];
+        for (kind, http) in cases {
             assert_eq!(kind.http_status(), http, "{kind:?}");
         }
     }

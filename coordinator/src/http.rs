@@ -31,7 +31,7 @@
 //! which posts the token in the body to `/dashboard/login`; a cross-site
 //! post is refused (login CSRF), and so is a token in the address
 //! (`/dashboard?token=`, which only shows the form). A successful sign-in
-//! opens a server-side session ([`crate::sessions`]) whose random id, never
+//! opens a server-side session ([`crate::dashboard_sessions`]) whose random id, never
 //! the token, is set as an `HttpOnly; Secure; SameSite=Strict` cookie. A
 //! browser with a registered client certificate needs no token.
 //!
@@ -57,14 +57,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::dashboard_sessions::{
+    DashboardSessionSettings, DashboardSessions, SESSION_COOKIE_NAME, SessionRefusal,
+};
 use crate::engine::Engine;
+use crate::error::{CoordinatorError, ErrorKind};
 use crate::metrics::OPENMETRICS_CONTENT_TYPE;
 use crate::participants::SharedRegistry;
 use crate::registry::ModelRegistry;
 use crate::roles::Operation;
-use crate::sessions::{
-    DashboardSessionSettings, DashboardSessions, SESSION_COOKIE_NAME, SessionRefusal,
-};
 use crate::status::{CardCache, build_status};
 use crate::tokens::TokenRefusal;
 
@@ -93,6 +94,37 @@ struct HttpState {
 #[derive(Clone)]
 struct ConnectionPeer(Option<PeerIdentity>);
 
+/// A refused request: its kind, which gives its status
+/// ([`ErrorKind::http_status`]), and the fixed text of the response body.
+struct Refusal {
+    kind: ErrorKind,
+    reason: String,
+}
+
+impl Refusal {
+    fn new(kind: ErrorKind, reason: impl Into<String>) -> Self {
+        Refusal {
+            kind,
+            reason: reason.into(),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        http_status(self.kind)
+    }
+}
+
+impl From<&CoordinatorError> for Refusal {
+    fn from(error: &CoordinatorError) -> Self {
+        Refusal::new(error.kind(), error.to_string())
+    }
+}
+
+/// Returns the HTTP status of an error kind, from the one error table.
+fn http_status(kind: ErrorKind) -> StatusCode {
+    StatusCode::from_u16(kind.http_status()).expect("the error table holds valid HTTP status codes")
+}
+
 /// Returns who is asking, or the refusal. A client certificate's role must
 /// allow `operation` ([`Operation::allowed_roles`]); tokens are operators'.
 fn authorize(
@@ -100,7 +132,7 @@ fn authorize(
     peer: &ConnectionPeer,
     headers: &HeaderMap,
     operation: Operation,
-) -> Result<String, (StatusCode, String)> {
+) -> Result<String, Refusal> {
     if let (Some(identity), Some(participants)) = (&peer.0, &state.participants) {
         return participants
             .get()
@@ -110,14 +142,17 @@ fn authorize(
                 operation,
             )
             .map(|member| format!("{} {}", member.role, member.id))
-            .map_err(|denied| (StatusCode::FORBIDDEN, denied.to_string()));
+            .map_err(|denied| {
+                let reason = denied.to_string();
+                Refusal::new(CoordinatorError::AccessDenied(denied).kind(), reason)
+            });
     }
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return match session_cookie(headers) {
             Some(session_id) => check_session(state, session_id),
-            None => Err((
-                StatusCode::UNAUTHORIZED,
-                "a client certificate or an Authorization: Bearer token is required".to_string(),
+            None => Err(Refusal::new(
+                ErrorKind::Unauthenticated,
+                "a client certificate or an Authorization: Bearer token is required",
             )),
         };
     };
@@ -127,9 +162,9 @@ fn authorize(
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::trim)
         .ok_or_else(|| {
-            (
-                StatusCode::UNAUTHORIZED,
-                "the Authorization header must be `Bearer <token>`".to_string(),
+            Refusal::new(
+                ErrorKind::Unauthenticated,
+                "the Authorization header must be `Bearer <token>`",
             )
         })?;
     check_token(state, token)
@@ -147,36 +182,43 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, session_id)| session_id.trim())
 }
 
-/// Returns the status and the fixed text of a refused token.
-fn token_refusal(refusal: &TokenRefusal) -> (StatusCode, String) {
-    let status = match refusal {
-        TokenRefusal::Unknown | TokenRefusal::Expired { .. } => StatusCode::UNAUTHORIZED,
-        TokenRefusal::Revoked { .. } => StatusCode::FORBIDDEN,
-        TokenRefusal::Unreadable => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    (status, refusal.to_string())
-}
-
-/// Returns who the issued token `token` names, or the refusal.
-fn check_token(state: &HttpState, token: &str) -> Result<String, (StatusCode, String)> {
-    crate::tokens::check_token(&state.tokens_path, token)
-        .map(|valid| format!("token {}", valid.name))
-        .map_err(|refusal| token_refusal(&refusal))
-}
-
-/// Returns who the dashboard session `session_id` belongs to, or the refusal.
-fn check_session(state: &HttpState, session_id: &str) -> Result<String, (StatusCode, String)> {
-    match state.sessions.check(session_id, &state.tokens_path) {
-        Ok(name) => Ok(format!("token {name} (dashboard session)")),
-        Err(SessionRefusal::TokenRefused(TokenRefusal::Unreadable)) => Err((
-            StatusCode::INTERNAL_SERVER_ERROR,
-            TokenRefusal::Unreadable.to_string(),
-        )),
-        Err(refusal) => Err((StatusCode::UNAUTHORIZED, refusal.to_string())),
+impl From<&TokenRefusal> for Refusal {
+    fn from(refusal: &TokenRefusal) -> Self {
+        Refusal::new(refusal.kind(), refusal.to_string())
     }
 }
 
-fn refusal(what: &str, client: Option<&str>, status: StatusCode, reason: String) -> Response {
+impl From<&SessionRefusal> for Refusal {
+    /// An unreadable token file is told as such, not as the session's end.
+    fn from(refusal: &SessionRefusal) -> Self {
+        match refusal {
+            SessionRefusal::TokenRefused(TokenRefusal::Unreadable) => {
+                Refusal::from(&TokenRefusal::Unreadable)
+            }
+            refusal => Refusal::new(refusal.kind(), refusal.to_string()),
+        }
+    }
+}
+
+/// Returns who the issued token `token` names, or the refusal.
+fn check_token(state: &HttpState, token: &str) -> Result<String, Refusal> {
+    crate::tokens::check_token(&state.tokens_path, token)
+        .map(|valid| format!("token {}", valid.name))
+        .map_err(|refusal| Refusal::from(&refusal))
+}
+
+/// Returns who the dashboard session `session_id` belongs to, or the refusal.
+fn check_session(state: &HttpState, session_id: &str) -> Result<String, Refusal> {
+    state
+        .sessions
+        .check(session_id, &state.tokens_path)
+        .map(|name| format!("token {name} (dashboard session)"))
+        .map_err(|refusal| Refusal::from(&refusal))
+}
+
+fn refusal(what: &str, client: Option<&str>, refusal: Refusal) -> Response {
+    let status = refusal.status();
+    let reason = refusal.reason;
     warn!(request = what, client = client.unwrap_or("-"), status = status.as_u16(), reason = %reason, "download refused");
     (status, format!("{reason}\n")).into_response()
 }
@@ -184,12 +226,12 @@ fn refusal(what: &str, client: Option<&str>, status: StatusCode, reason: String)
 /// Returns the version a path segment names. The refusal does not repeat
 /// the segment (error bodies never echo the request); the log gets it
 /// escaped and bounded.
-fn parse_version(text: &str) -> Result<ModelVersion, (StatusCode, String)> {
+fn parse_version(text: &str) -> Result<ModelVersion, Refusal> {
     text.parse::<u64>().map(ModelVersion).map_err(|_| {
         warn!(segment = %escape_bounded(text, 64), "model version in the path is not a number");
-        (
-            StatusCode::BAD_REQUEST,
-            "the model version in the path must be a number or `latest`".to_string(),
+        Refusal::new(
+            ErrorKind::InvalidArgument,
+            "the model version in the path must be a number or `latest`",
         )
     })
 }
@@ -211,7 +253,7 @@ async fn version_weights(
 ) -> Response {
     match parse_version(&version) {
         Ok(version) => serve_weights(state, peer, headers, version).await,
-        Err((status, reason)) => refusal("weights", None, status, reason),
+        Err(denied) => refusal("weights", None, denied),
     }
 }
 
@@ -223,27 +265,24 @@ async fn serve_weights(
 ) -> Response {
     let client = match authorize(&state, &peer, &headers, Operation::HttpsModelWeights) {
         Ok(client) => client,
-        Err((status, reason)) => return refusal("weights", None, status, reason),
+        Err(denied) => return refusal("weights", None, denied),
     };
     let model = match state.engine.model(version).await {
         Ok(model) => model,
-        Err(error) => {
-            let status = StatusCode::from_u16(error.kind().http_status())
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return refusal("weights", Some(&client), status, error.to_string());
-        }
+        Err(error) => return refusal("weights", Some(&client), Refusal::from(&error)),
     };
     // Serve the stored object, after checking it still holds what the card
     // says. The tag is the sha256 of these very bytes, so that `sha256sum`
     // of a download matches it.
     let bytes = match state.registry.load_verified(version).await {
         Ok((_, _, bytes)) => bytes,
+        // Whatever the store's error, a version that cannot be served as
+        // its card describes is the coordinator's failure.
         Err(error) => {
             return refusal(
                 "weights",
                 Some(&client),
-                StatusCode::INTERNAL_SERVER_ERROR,
-                error.to_string(),
+                Refusal::new(ErrorKind::Internal, error.to_string()),
             );
         }
     };
@@ -294,7 +333,7 @@ async fn latest_card(
 ) -> Response {
     let client = match authorize(&state, &peer, &headers, Operation::HttpsModelCard) {
         Ok(client) => client,
-        Err((status, reason)) => return refusal("card", None, status, reason),
+        Err(denied) => return refusal("card", None, denied),
     };
     let version = state.engine.current_model().version;
     serve_card(state, client, version).await
@@ -308,11 +347,11 @@ async fn version_card(
 ) -> Response {
     let client = match authorize(&state, &peer, &headers, Operation::HttpsModelCard) {
         Ok(client) => client,
-        Err((status, reason)) => return refusal("card", None, status, reason),
+        Err(denied) => return refusal("card", None, denied),
     };
     let version = match parse_version(&version) {
         Ok(version) => version,
-        Err((status, reason)) => return refusal("card", Some(&client), status, reason),
+        Err(denied) => return refusal("card", Some(&client), denied),
     };
     serve_card(state, client, version).await
 }
@@ -328,17 +367,14 @@ async fn serve_card(state: HttpState, client: String, version: ModelVersion) -> 
             )
                 .into_response()
         }
-        Err(crate::CoordinatorError::UnknownModelVersion(_)) => refusal(
-            "card",
-            Some(&client),
-            StatusCode::NOT_FOUND,
-            format!("model version {version} does not exist"),
-        ),
+        Err(error @ CoordinatorError::UnknownModelVersion(_)) => {
+            refusal("card", Some(&client), Refusal::from(&error))
+        }
+        // Any other failure to load a version is the coordinator's.
         Err(error) => refusal(
             "card",
             Some(&client),
-            StatusCode::INTERNAL_SERVER_ERROR,
-            error.to_string(),
+            Refusal::new(ErrorKind::Internal, error.to_string()),
         ),
     }
 }
@@ -348,8 +384,8 @@ async fn status(
     Extension(peer): Extension<ConnectionPeer>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err((status, reason)) = authorize(&state, &peer, &headers, Operation::HttpsStatus) {
-        return refusal("status", None, status, reason);
+    if let Err(denied) = authorize(&state, &peer, &headers, Operation::HttpsStatus) {
+        return refusal("status", None, denied);
     }
     let report = build_status(&state.engine, &state.registry, &state.cards).await;
     ([(header::CACHE_CONTROL, "no-store")], axum::Json(report)).into_response()
@@ -360,8 +396,8 @@ async fn metrics(
     Extension(peer): Extension<ConnectionPeer>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err((status, reason)) = authorize(&state, &peer, &headers, Operation::HttpsMetrics) {
-        return refusal("metrics", None, status, reason);
+    if let Err(denied) = authorize(&state, &peer, &headers, Operation::HttpsMetrics) {
+        return refusal("metrics", None, denied);
     }
     (
         [
@@ -399,8 +435,10 @@ fn has_query_token(uri: &Uri) -> bool {
     })
 }
 
-/// Returns the sign-in page with `status` and the fixed text `reason`.
-fn login_page(status: StatusCode, reason: &str) -> Response {
+/// Returns the sign-in page with the status of `kind` and the fixed text
+/// `reason`.
+fn login_page(kind: ErrorKind, reason: &str) -> Response {
+    let status = http_status(kind);
     let reason = reason
         .replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -429,7 +467,7 @@ async fn dashboard(
             "dashboard login refused"
         );
         return login_page(
-            StatusCode::UNAUTHORIZED,
+            ErrorKind::Unauthenticated,
             "Signing in through the address is not accepted: enter the token in the form.",
         );
     }
@@ -439,7 +477,7 @@ async fn dashboard(
             DASHBOARD_HTML,
         )
             .into_response(),
-        Err((status, reason)) => login_page(status, &reason),
+        Err(denied) => login_page(denied.kind, &denied.reason),
     }
 }
 
@@ -521,31 +559,28 @@ async fn dashboard_login(
             reason, "dashboard login refused"
         );
         return login_page(
-            StatusCode::FORBIDDEN,
+            ErrorKind::PermissionDenied,
             "Sign-in refused: the form was not sent from this dashboard.",
         );
     }
     if body.len() > MAX_LOGIN_FORM_BYTES {
-        return login_page(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "The sign-in form is too large.",
-        );
+        return login_page(ErrorKind::PayloadTooLarge, "The sign-in form is too large.");
     }
     let Some(token) = form_token(&body) else {
-        return login_page(StatusCode::BAD_REQUEST, "The sign-in form has no token.");
+        return login_page(ErrorKind::InvalidArgument, "The sign-in form has no token.");
     };
     let valid = match crate::tokens::check_token(&state.tokens_path, token) {
         Ok(valid) => valid,
         Err(refusal) => {
-            let (status, reason) = token_refusal(&refusal);
-            warn!(request = "dashboard login", status = status.as_u16(), reason = %reason, "dashboard login refused");
-            return login_page(status, &reason);
+            let refused = Refusal::from(&refusal);
+            warn!(request = "dashboard login", status = refused.status().as_u16(), reason = %refused.reason, "dashboard login refused");
+            return login_page(refused.kind, &refused.reason);
         }
     };
     let session_id = match state.sessions.open(&valid) {
         Ok(session_id) => session_id,
         Err(refusal) => {
-            return login_page(StatusCode::INTERNAL_SERVER_ERROR, &refusal.to_string());
+            return login_page(refusal.kind(), &refusal.to_string());
         }
     };
     info!(client = %format!("token {}", valid.name), "dashboard login");
@@ -564,7 +599,7 @@ async fn dashboard_logout(
             reason, "dashboard logout refused"
         );
         return login_page(
-            StatusCode::FORBIDDEN,
+            ErrorKind::PermissionDenied,
             "Sign-out refused: the form was not sent from this dashboard.",
         );
     }
@@ -576,7 +611,7 @@ async fn dashboard_logout(
 
 /// Answers requests no route matches, without repeating the path.
 async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, "no such resource\n").into_response()
+    (http_status(ErrorKind::NotFound), "no such resource\n").into_response()
 }
 
 /// Adds the headers every response carries: `X-Content-Type-Options:

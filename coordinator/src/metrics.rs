@@ -556,8 +556,8 @@ impl CoordinatorMetrics {
 
 #[cfg(test)]
 mod tests {
-    use fedshield_core::metrics::BinaryMetrics;
-    use fedshield_core::weights::ModelWeights;
+    use fedshield_core::model::metrics::BinaryMetrics;
+    use fedshield_core::model::weights::ModelWeights;
     use fedshield_core::{ModelSpec, ModelVersion, ParticipantId, RoundId, TrainingPlan};
 
     use super::*;

@@ -59,7 +59,7 @@ use fedshield_core::CoreError;
 use fedshield_core::ModelVersion;
 use fedshield_core::card::ModelCard;
 use fedshield_core::fsutil::{self, StagedFile};
-use fedshield_core::weights::ModelWeights;
+use fedshield_core::model::weights::ModelWeights;
 use tracing::warn;
 
 use crate::artifacts::ArtifactStore;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use fedshield_core::card::ModelCard;
-use fedshield_core::weights::ModelWeights;
+use fedshield_core::model::weights::ModelWeights;
 use fedshield_core::{CoreError, ModelVersion};
 use fedshield_proto::v1::federation_server::FederationServer;
 use std::time::Duration;
@@ -170,7 +170,7 @@ fn initial_model(config: &CoordinatorConfig) -> Result<PublishedModel> {
             None => None,
         },
         metrics: match &config.evaluation {
-            Some(evaluation) => Some(fedshield_core::metrics::evaluate_model(
+            Some(evaluation) => Some(fedshield_core::model::metrics::evaluate_model(
                 &weights, evaluation, None,
             )?),
             None => None,
@@ -293,7 +293,7 @@ pub async fn start(
         shutdown.clone(),
         access,
     );
-    let grpc_limit = fedshield_core::codec::MAX_CHUNK_BYTES + 64 * 1024;
+    let grpc_limit = fedshield_core::model::codec::MAX_CHUNK_BYTES + 64 * 1024;
     let federation = FederationServer::new(service)
         .max_decoding_message_size(grpc_limit)
         .max_encoding_message_size(grpc_limit);

@@ -6,27 +6,29 @@ use std::time::Duration;
 
 use fedshield_core::clock::unix_ms_now;
 
-use fedshield_core::codec::{ChunkAssembler, MAX_CHUNK_BYTES, shared_chunks};
+use fedshield_core::model::codec::{MAX_CHUNK_BYTES, shared_chunks};
 use fedshield_core::privacy::PrivacyReport;
 use fedshield_core::{ModelVersion, ParticipantId, RoundId};
 use fedshield_proto::tls::peer_identity;
 use fedshield_proto::v1 as pb;
 use fedshield_proto::v1::federation_server::Federation;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::field::Empty;
-use tracing::{Span, debug, info, instrument, warn};
+use tracing::{Span, debug, instrument, warn};
 
-use crate::engine::{Engine, EngineStatus, SessionEvent, UpdateRequest};
+use crate::engine::{
+    Engine, EngineStatus, ParamEncoding, SessionEvent, UpdateHeader, UpdatePart, UploadError,
+    UploadReceiver, UploadTransportError, claimed_participant,
+};
 use crate::error::CoordinatorError;
 use crate::participants::SharedRegistry;
 use crate::registry::PublishedModel;
 use crate::revocation::RevocationWatch;
 use crate::roles::Operation;
-use crate::slots::UploadSlots;
 
 /// Settings of the service that are not round rules.
 #[derive(Debug, Clone)]
@@ -47,8 +49,9 @@ pub struct FederationService {
     /// only when the coordinator runs without TLS (`--insecure`), where
     /// participants' declared ids are taken at their word.
     access: Option<SharedRegistry>,
-    /// Upload slots reserved with `ReserveUploadSlot`.
-    slots: UploadSlots,
+    /// Receives updates and holds the upload slots reserved with
+    /// `ReserveUploadSlot`.
+    uploads: UploadReceiver,
 }
 
 impl FederationService {
@@ -61,7 +64,7 @@ impl FederationService {
         access: Option<SharedRegistry>,
     ) -> Self {
         FederationService {
-            slots: UploadSlots::new(settings.chunk_idle_timeout),
+            uploads: UploadReceiver::new(engine.clone(), settings.chunk_idle_timeout),
             engine,
             settings,
             shutdown,
@@ -73,6 +76,17 @@ impl FederationService {
     fn refuse(&self, error: CoordinatorError) -> Status {
         self.engine.metrics().update_rejected(&error);
         error.into()
+    }
+
+    /// Returns the gRPC status of an upload or slot reservation that did
+    /// not succeed: a refusal is counted, a failure of the stream itself is
+    /// passed on as it came.
+    fn upload_status(&self, error: UploadError<Status>) -> Status {
+        match error {
+            UploadError::Refused(error) => self.refuse(error),
+            UploadError::ShuttingDown => CoordinatorError::ShuttingDown.into(),
+            UploadError::Transport(status) => status,
+        }
     }
 
     /// Returns the participant the caller's client certificate identifies
@@ -114,32 +128,6 @@ impl FederationService {
                 CoordinatorError::AccessDenied(denied)
             })
     }
-
-    /// Returns the participant id a request claims, once checked to be the
-    /// authenticated one and a valid id.
-    fn claimed_participant(
-        authenticated: Option<&ParticipantId>,
-        claimed: String,
-        call: &'static str,
-    ) -> Result<ParticipantId, CoordinatorError> {
-        if let Some(authenticated) = authenticated
-            && authenticated.as_str() != claimed
-        {
-            let loggable_claimed = loggable_id(&claimed);
-            warn!(
-                call,
-                subject = %authenticated,
-                claimed = %loggable_claimed,
-                reason = "impersonation",
-                "call refused"
-            );
-            return Err(CoordinatorError::Impersonation {
-                authenticated: authenticated.clone(),
-                claimed: loggable_claimed,
-            });
-        }
-        ParticipantId::new(claimed).map_err(CoordinatorError::InvalidParticipantId)
-    }
 }
 
 /// A claimed participant id as it may appear in logs before it is checked:
@@ -147,6 +135,40 @@ impl FederationService {
 /// ([`fedshield_core::untrusted_text::loggable_participant_id`]).
 fn loggable_id(claimed: &str) -> String {
     fedshield_core::untrusted_text::loggable_participant_id(claimed)
+}
+
+/// Returns the engine's view of one message of an update stream.
+fn update_part(chunk: pb::UpdateChunk) -> UpdatePart {
+    match chunk.payload {
+        Some(pb::update_chunk::Payload::Header(header)) => UpdatePart::Header(UpdateHeader {
+            claimed_participant: header.participant_id,
+            round_id: RoundId(header.round_id),
+            base_version: ModelVersion(header.base_model_version),
+            session_token: header.session_token,
+            num_samples: header.num_samples,
+            num_params: header.num_params,
+            privacy: header.privacy.map(PrivacyReport::from),
+            upload_slot: header.upload_slot,
+            encoding: if header.encoding == pb::UpdateEncoding::F32Le as i32 {
+                ParamEncoding::F32Le
+            } else {
+                ParamEncoding::Unsupported(header.encoding)
+            },
+        }),
+        Some(pb::update_chunk::Payload::Data(data)) => UpdatePart::Data(data),
+        None => UpdatePart::Empty,
+    }
+}
+
+impl UploadTransportError for Status {
+    /// tonic refuses a message over the gRPC limit as `OUT_OF_RANGE`.
+    fn oversized_message(&self) -> Option<&str> {
+        (self.code() == tonic::Code::OutOfRange).then(|| self.message())
+    }
+
+    fn code_for_log(&self) -> String {
+        format!("{:?}", self.code())
+    }
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorEvent, Status>> + Send>>;
@@ -175,8 +197,7 @@ impl Federation for FederationService {
             Operation::Join,
         );
         let join = request.into_inner();
-        let participant =
-            Self::claimed_participant(authenticated.as_ref(), join.participant_id, "join")?;
+        let participant = claimed_participant(authenticated.as_ref(), join.participant_id, "join")?;
         let mut session = self.engine.join(participant.clone());
         let (sender, receiver) = mpsc::channel::<Result<pb::CoordinatorEvent, Status>>(16);
         let welcome = event(pb::coordinator_event::Event::Welcome(pb::Welcome {
@@ -302,168 +323,15 @@ impl Federation for FederationService {
         let authenticated = self
             .authenticate(&request, Operation::SubmitUpdate)
             .map_err(|error| self.refuse(error))?;
-        let mut stream = request.into_inner();
-        let idle_timeout = self.settings.chunk_idle_timeout;
-        let first = tokio::time::timeout(idle_timeout, stream.message())
+        let parts = request.into_inner().map(|chunk| chunk.map(update_part));
+        let received = self
+            .uploads
+            .receive(authenticated.as_ref(), parts)
             .await
-            .map_err(|_| {
-                self.refuse(CoordinatorError::NoUpdateHeader {
-                    idle_ms: idle_timeout.as_millis() as u64,
-                })
-            })??;
-        let header = match first.and_then(|chunk| chunk.payload) {
-            Some(pb::update_chunk::Payload::Header(header)) => header,
-            Some(pb::update_chunk::Payload::Data(_)) => {
-                return Err(self.refuse(CoordinatorError::MalformedUpdate(
-                    "first message must be an update header, got data".into(),
-                )));
-            }
-            None => {
-                return Err(self.refuse(CoordinatorError::MalformedUpdate(
-                    "update stream has no header".into(),
-                )));
-            }
-        };
-        if header.encoding != pb::UpdateEncoding::F32Le as i32 {
-            return Err(self.refuse(CoordinatorError::MalformedUpdate(format!(
-                "encoding {} is not supported; use UPDATE_ENCODING_F32_LE",
-                header.encoding
-            ))));
-        }
-        let span = Span::current();
-        span.record("participant", loggable_id(&header.participant_id).as_str());
-        span.record("round", header.round_id);
-        span.record("version", header.base_model_version);
-        let participant = Self::claimed_participant(
-            authenticated.as_ref(),
-            header.participant_id,
-            "submit_update",
-        )
-        .map_err(|error| self.refuse(error))?;
-        let round_id = RoundId(header.round_id);
-        let reserved = match header.upload_slot.as_str() {
-            "" => None,
-            token => {
-                let reserved = self.slots.take(&participant, round_id, token);
-                if reserved.is_none() {
-                    debug!(round = %round_id, participant = %participant, "upload slot unknown or expired; the upload waits for one");
-                }
-                reserved
-            }
-        };
-        let ticket = self
-            .engine
-            .begin_update(UpdateRequest {
-                round_id,
-                base_version: ModelVersion(header.base_model_version),
-                participant: participant.clone(),
-                session_token: header.session_token,
-                num_samples: header.num_samples,
-                num_params: header.num_params,
-                privacy: header.privacy.map(PrivacyReport::from),
-            })
-            .inspect_err(|error| warn!(round = %round_id, participant = %participant, error = %error, "update refused"))
-            .map_err(|error| self.refuse(error))?;
-        // Bounded memory: at most `max_concurrent_uploads` updates are
-        // buffered at once; an upload without a reserved slot waits here
-        // with HTTP/2 flow control holding back its sender.
-        let _permit = match reserved {
-            Some(permit) => permit,
-            None => {
-                self.slots.release_stale(round_id);
-                let _waiting = self.engine.metrics().waiting_for_upload_slot();
-                self.engine
-                    .upload_permits()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| self.refuse(CoordinatorError::ShuttingDown))?
-            }
-        };
-        let mut assembler =
-            ChunkAssembler::with_buffer(self.engine.take_receive_buffer(), ticket.num_params());
-        loop {
-            // Each chunk must come within the idle timeout, and the whole
-            // update before the round's deadline: a sender dripping one small
-            // chunk just inside each idle timeout cannot hold its upload slot
-            // past the round.
-            let until_deadline = ticket
-                .deadline()
-                .saturating_duration_since(tokio::time::Instant::now());
-            let wait = idle_timeout.min(until_deadline);
-            let message = match tokio::time::timeout(wait, stream.message()).await {
-                Err(_) => {
-                    let error = if wait < idle_timeout {
-                        CoordinatorError::UpdateTooSlow { round: round_id }
-                    } else {
-                        CoordinatorError::UpdateStalled {
-                            round: round_id,
-                            idle_ms: idle_timeout.as_millis() as u64,
-                        }
-                    };
-                    warn!(round = %round_id, participant = %participant, error = %error, "update refused");
-                    return Err(self.refuse(error));
-                }
-                // tonic refuses a message over the gRPC limit as OUT_OF_RANGE;
-                // it is an oversized chunk, refused like the one below.
-                Ok(Err(status)) if status.code() == tonic::Code::OutOfRange => {
-                    let error = CoordinatorError::MalformedUpdate(format!(
-                        "chunk exceeds the limit of {MAX_CHUNK_BYTES} bytes ({})",
-                        status.message()
-                    ));
-                    warn!(round = %round_id, participant = %participant, error = %error, "update refused");
-                    return Err(self.refuse(error));
-                }
-                Ok(Err(status)) => {
-                    warn!(round = %round_id, participant = %participant, code = ?status.code(), "update stream failed");
-                    return Err(status);
-                }
-                Ok(Ok(None)) => break,
-                Ok(Ok(Some(message))) => message,
-            };
-            let refusal = match message.payload {
-                Some(pb::update_chunk::Payload::Data(data)) if data.len() > MAX_CHUNK_BYTES => {
-                    Some(format!(
-                        "chunk of {} bytes exceeds the limit of {MAX_CHUNK_BYTES}",
-                        data.len()
-                    ))
-                }
-                // An empty chunk adds nothing but restarts the idle timeout:
-                // a stream of them would hold an upload slot forever.
-                Some(pb::update_chunk::Payload::Data(data)) if data.is_empty() => {
-                    Some("empty data chunk".to_string())
-                }
-                Some(pb::update_chunk::Payload::Data(data)) => {
-                    self.engine.metrics().update_bytes_received(data.len());
-                    assembler.push(&data).err().map(|error| error.to_string())
-                }
-                Some(pb::update_chunk::Payload::Header(_)) => {
-                    Some("second header in one update stream".to_string())
-                }
-                None => Some("empty chunk message".to_string()),
-            };
-            if let Some(reason) = refusal {
-                let error = CoordinatorError::MalformedUpdate(reason);
-                warn!(round = %round_id, participant = %participant, error = %error, "update refused");
-                return Err(self.refuse(error));
-            }
-        }
-        let num_received = assembler.num_received();
-        let delta = assembler.finish().map_err(|error| {
-            warn!(round = %round_id, participant = %participant, num_received, "update stream ended early");
-            self.refuse(CoordinatorError::MalformedUpdate(format!(
-                "stream ended early: {error}"
-            )))
-        })?;
-        let num_accepted = self
-            .engine
-            .commit_update(ticket, delta)
-            .await
-            .inspect_err(|error| warn!(round = %round_id, participant = %participant, error = %error, "update refused"))
-            .map_err(|error| self.refuse(error))?;
-        info!(round = %round_id, participant = %participant, num_params = num_received, "update received");
+            .map_err(|error| self.upload_status(error))?;
         Ok(Response::new(pb::SubmitUpdateResponse {
-            round_id: round_id.0,
-            num_updates_accepted: num_accepted as u32,
+            round_id: received.round_id.0,
+            num_updates_accepted: received.num_accepted as u32,
         }))
     }
 
@@ -476,40 +344,25 @@ impl Federation for FederationService {
             .authenticate(&request, Operation::ReserveUploadSlot)
             .map_err(|error| self.refuse(error))?;
         let reserve = request.into_inner();
-        let participant = Self::claimed_participant(
+        let participant = claimed_participant(
             authenticated.as_ref(),
             reserve.participant_id,
             "reserve_upload_slot",
         )
         .map_err(|error| self.refuse(error))?;
-        let round_id = RoundId(reserve.round_id);
-        let deadline = self
-            .engine
-            .check_may_upload(&participant, &reserve.session_token, round_id)
-            .inspect_err(|error| warn!(round = %round_id, participant = %participant, error = %error, "upload slot refused"))
-            .map_err(|error| self.refuse(error))?;
-        let released = self.slots.release_stale(round_id);
-        if released > 0 {
-            debug!(released, "upload slots of closed rounds released");
-        }
-        let waiting = self.engine.metrics().waiting_for_upload_slot();
-        let permit = tokio::select! {
-            permit = self.engine.upload_permits().acquire_owned() => {
-                permit.map_err(|_| self.refuse(CoordinatorError::ShuttingDown))?
-            }
-            () = tokio::time::sleep_until(deadline) => {
-                let error = CoordinatorError::UpdateTooSlow { round: round_id };
-                warn!(round = %round_id, participant = %participant, error = %error, "no upload slot before the deadline");
-                return Err(self.refuse(error));
-            }
-            () = self.shutdown.cancelled() => return Err(CoordinatorError::ShuttingDown.into()),
-        };
-        drop(waiting);
-        let slot_token = self.slots.hold(participant, round_id, permit);
-        debug!("upload slot reserved");
+        let slot = self
+            .uploads
+            .reserve_slot(
+                participant,
+                &reserve.session_token,
+                RoundId(reserve.round_id),
+                &self.shutdown,
+            )
+            .await
+            .map_err(|error| self.upload_status(error))?;
         Ok(Response::new(pb::UploadSlot {
-            slot_token,
-            valid_for_ms: u32::try_from(self.slots.valid_for().as_millis()).unwrap_or(u32::MAX),
+            slot_token: slot.token,
+            valid_for_ms: u32::try_from(slot.valid_for.as_millis()).unwrap_or(u32::MAX),
         }))
     }
 
@@ -520,7 +373,7 @@ impl Federation for FederationService {
     ) -> Result<Response<pb::DeclineRoundResponse>, Status> {
         let authenticated = self.authenticate(&request, Operation::DeclineRound)?;
         let decline = request.into_inner();
-        let participant = Self::claimed_participant(
+        let participant = claimed_participant(
             authenticated.as_ref(),
             decline.participant_id,
             "decline_round",

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use fedshield_core::ModelVersion;
 use fedshield_core::card::ModelCard;
-use fedshield_core::metrics::BinaryMetrics;
+use fedshield_core::model::metrics::BinaryMetrics;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 

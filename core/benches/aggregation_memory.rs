@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use fedshield_core::aggregate::FedAvg;
-use fedshield_core::codec::{ChunkAssembler, DEFAULT_CHUNK_PARAMS, encode_chunks};
+use fedshield_core::model::codec::{ChunkAssembler, DEFAULT_CHUNK_PARAMS, encode_chunks};
 
 struct CountingAllocator;
 

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::BinaryMetrics;
+use crate::model::metrics::BinaryMetrics;
 use crate::privacy::ModelPrivacy;
 use crate::{ModelSpec, TrainingPlan};
 

@@ -37,15 +37,15 @@ use rand::rngs::{ChaCha20Rng, SysRng};
 use rand::{CryptoRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Geometric, Normal};
 
-use crate::data::Dataset;
 use crate::error::{CoreError, Result};
 use crate::model::ModelSpec;
-pub use crate::plan::{DpSgdPlan, MAX_DP_STEPS_PER_ROUND, OrgDpPlan};
-use crate::training::{
+use crate::model::data::Dataset;
+use crate::model::training::{
     LocalTrainingOutcome, ProgressObserver, TrainingPlan, TrainingProgress, no_progress,
     training_rows,
 };
-use crate::weights::ModelWeights;
+use crate::model::weights::ModelWeights;
+pub use crate::plan::{DpSgdPlan, MAX_DP_STEPS_PER_ROUND, OrgDpPlan};
 
 /// The backend DP-SGD runs on: ndarray on the CPU, without autodiff (the
 /// backward pass is written out by hand to get per-example norms).
@@ -169,12 +169,12 @@ fn clip_to_norm(values: &mut [f32], max_norm: f64) -> bool {
 /// coordinator cannot tell data sizes apart from them. N enters only the
 /// sampling rate q, which stays on the node (its ledger accounts with it).
 ///
-/// The losses are those of [`crate::training::train_local`], per example
+/// The losses are those of [`crate::model::training::train_local`], per example
 /// (the clipped quantity): classifiers minimize cross-entropy over the
 /// binary label (two classes) or the class index (more classes);
 /// autoencoders minimize the mean squared reconstruction error of each row
 /// and train on benign rows only (N = benign rows, see
-/// [`crate::training::num_training_rows`]).
+/// [`crate::model::training::num_training_rows`]).
 ///
 /// The returned `mean_loss` is the mean per-example loss over the examples
 /// sampled in the last epoch-equivalent of the round (the last ⌈1/q⌉ steps,
@@ -729,9 +729,9 @@ mod tests {
     use rand::RngExt;
 
     use super::*;
-    use crate::metrics::evaluate_model;
+    use crate::model::metrics::evaluate_model;
+    use crate::model::training::train_local;
     use crate::telemetry::{held_out_dataset, num_flow_features};
-    use crate::training::train_local;
 
     fn seeded_rng(seed: u64) -> ChaCha20Rng {
         ChaCha20Rng::seed_from_u64(seed)
@@ -746,7 +746,7 @@ mod tests {
         clip_norm: f64,
         steps_per_round: u32,
     ) -> DpSgdPlan {
-        let num_rows = crate::training::num_training_rows(spec, data);
+        let num_rows = crate::model::training::num_training_rows(spec, data);
         DpSgdPlan::new(
             num_rows as u32,
             num_rows as u64,
@@ -1003,7 +1003,7 @@ mod tests {
             let data = with_poisoned_rows(&random_dataset(40, 6, classes, 1.5, 4), 1);
             let plan = TrainingPlan::new().with_learning_rate(0.3);
             // q = B/N = 1: the poisoned example is in every step's sample.
-            let num_rows = crate::training::num_training_rows(&spec, &data) as u32;
+            let num_rows = crate::model::training::num_training_rows(&spec, &data) as u32;
             let dp = DpSgdPlan::new(num_rows, u64::from(num_rows), 1.1, 0.5, 20);
             let outcome = train_local_dp(&weights, &data, &plan, &dp, &mut seeded_rng(9))
                 .unwrap_or_else(|error| panic!("{name}: {error}"));
@@ -1508,7 +1508,7 @@ mod tests {
         let autoencoder = ModelWeights::init(ModelSpec::autoencoder(3, vec![2]), 1).unwrap();
         let mut attack_rows = Dataset::new(3);
         attack_rows
-            .push(&[1.0, 2.0, 3.0], crate::data::ATTACK)
+            .push(&[1.0, 2.0, 3.0], crate::model::data::ATTACK)
             .unwrap();
         assert!(matches!(
             train_local_dp(&autoencoder, &attack_rows, &plan, &good, &mut seeded_rng(1)),

@@ -27,10 +27,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::plan::TrainingPlan;
 use crate::privacy::{
     DpRoundPlan, Guarantee, ModelPrivacy, PrivacyReport, PrivacyTarget, plans_guarantee,
 };
-use crate::training::TrainingPlan;
 
 /// Relative slack when comparing a composed ε with a promise: composing the
 /// same rounds in two parts may differ from composing them at once in the

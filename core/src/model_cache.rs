@@ -8,7 +8,7 @@ use tracing::warn;
 
 use crate::error::Result;
 use crate::ids::ModelVersion;
-use crate::weights::ModelWeights;
+use crate::model::weights::ModelWeights;
 
 /// Model versions cached in a directory.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::error::{CoreError, Result};
-use crate::weights::ModelWeights;
+use crate::model::weights::ModelWeights;
 
 /// safetensors metadata key of an autoencoder's calibrated threshold.
 pub const THRESHOLD_METADATA_KEY: &str = "fedshield.threshold";

@@ -17,7 +17,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::training::TrainingPlan;
+use crate::plan::TrainingPlan;
 
 /// The sha256 (lowercase hex) of a training plan's canonical JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

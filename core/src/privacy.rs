@@ -31,7 +31,7 @@ use crate::accountant::{
 use crate::dp::{DpSgdPlan, OrgDpPlan};
 use crate::error::{CoreError, Result};
 use crate::lineage::{PrivacyPromise, PrivacyWeakening};
-use crate::training::TrainingPlan;
+use crate::plan::TrainingPlan;
 
 /// Name of the record-level mechanism, as model cards state it.
 pub const DP_SGD_MECHANISM: &str =

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use fedshield_core::data::Dataset;
 use fedshield_core::ingest::{IngestOptions, load_dataset};
+use fedshield_core::model::data::Dataset;
 use fedshield_core::schema::Schema;
 
 const DATA_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/nsl-kdd");

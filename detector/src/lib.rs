@@ -14,7 +14,7 @@
 //! the log-odds of attack, autoencoder scores the mean squared reconstruction
 //! error, and an event is an attack when its score is at or above the
 //! threshold. `tests/detect.rs` checks them against
-//! [`fedshield_core::inference::score_rows`].
+//! [`fedshield_core::model::inference::score_rows`].
 //!
 //! Model versions come from a local safetensors file checked against the
 //! sha256 of its model card, or from the coordinator over gRPC (`GetStatus`,

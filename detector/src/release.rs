@@ -5,9 +5,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use fedshield_core::ModelVersion;
-use fedshield_core::inference::CLASSIFIER_THRESHOLD;
+use fedshield_core::model::inference::CLASSIFIER_THRESHOLD;
+use fedshield_core::model::weights::ModelWeights;
 use fedshield_core::schema::Schema;
-use fedshield_core::weights::ModelWeights;
 
 /// A verified model version, ready to score with: what a model source hands
 /// the scoring thread.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use fedshield_core::ModelVersion;
-use fedshield_core::inference::Scorer;
+use fedshield_core::model::inference::Scorer;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -43,7 +43,7 @@ impl ScoringModel {
     /// cleared first.
     ///
     /// [`Scorer::score_into`] computes them, as
-    /// [`fedshield_core::inference::score_rows`] does, so scores are
+    /// [`fedshield_core::model::inference::score_rows`] does, so scores are
     /// bit-identical to what `fedshield evaluate` computes.
     ///
     /// # Errors

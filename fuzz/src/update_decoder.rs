@@ -13,7 +13,7 @@
 //! count, then chunks, each a 2-byte length followed by that many bytes.
 
 use fedshield_core::CoreError;
-use fedshield_core::codec::ChunkAssembler;
+use fedshield_core::model::codec::ChunkAssembler;
 
 /// Largest declared parameter count, so that one input never makes the
 /// assembler reserve more than 256 KiB.

@@ -8,6 +8,7 @@
 //! - [`pending`]: the privatized update of the last DP run, re-sent for a retried round.
 //! - [`metrics`]: Prometheus metrics (rounds, traffic, training time, ε spent).
 //! - [`ending`]: how a run ends (stopped, the federation complete).
+//! - [`progress`]: progress of local training and model downloads (counts only).
 //! - [`schema_check`]: declining a round whose feature schema differs, naming the differences.
 //! - [`error`]: the error type.
 

@@ -32,9 +32,9 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
-use fedshield_core::codec::params_as_le_bytes;
+use fedshield_core::model::codec::params_as_le_bytes;
+use fedshield_core::model::weights::params_sha256;
 use fedshield_core::plan_fingerprint::PlanFingerprint;
-use fedshield_core::weights::params_sha256;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ParticipantError, Result};

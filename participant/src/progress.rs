@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use fedshield_core::ModelVersion;
-use fedshield_core::training::TrainingProgress;
+use fedshield_core::model::training::TrainingProgress;
 use fedshield_proto::download::DownloadProgress;
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::info;

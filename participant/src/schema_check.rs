@@ -3,7 +3,7 @@
 //! names what differs, from the schema the base model's card carries.
 
 use fedshield_core::ModelVersion;
-use fedshield_core::schema_diff::schema_differences;
+use fedshield_core::schema::diff::schema_differences;
 use fedshield_proto::v1 as pb;
 use fedshield_proto::v1::federation_client::FederationClient;
 use tonic::transport::Channel;

@@ -4,8 +4,8 @@
 
 use fedshield_core::ModelSpec;
 use fedshield_core::dp::{DpSgdPlan, OrgDpPlan};
+use fedshield_core::plan::TrainingPlan;
 use fedshield_core::privacy::PrivacyReport;
-use fedshield_core::training::TrainingPlan;
 
 use crate::v1 as pb;
 

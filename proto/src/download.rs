@@ -3,8 +3,8 @@
 //! validated and sha256-checked in one pass. Participants and detectors both
 //! download this way.
 
-use fedshield_core::codec::{ChunkAssembler, DEFAULT_CHUNK_PARAMS};
-use fedshield_core::weights::{ModelWeights, ParamsSha256};
+use fedshield_core::model::codec::{ChunkAssembler, DEFAULT_CHUNK_PARAMS};
+use fedshield_core::model::weights::{ModelWeights, ParamsSha256};
 use fedshield_core::{CoreError, ModelSpec, ModelVersion};
 use tonic::transport::Channel;
 use tracing::debug;

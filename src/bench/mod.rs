@@ -1,14 +1,8 @@
 //! `fedshield bench`: benchmarks of a whole federation on 127.0.0.1.
 //!
-//! - [`rounds`]: `bench rounds`, the orchestrator: starts the coordinator and
-//!   K participants as processes of this very binary, collects their reports
-//!   and prints per-round times, bytes moved and peak memory.
-//! - [`nodes`]: the hidden `bench coordinator-node` and `bench
-//!   participant-node` commands those processes run: the real coordinator
-//!   and participant over real gRPC, with a flat benchmark model and a
-//!   no-op local step.
-//! - [`loopback`]: the baseline: moving the same bytes over plain TCP and
-//!   TLS sockets on 127.0.0.1.
+//! - [`rounds`]: `bench rounds`, the orchestrator: starts the nodes, collects and prints.
+//! - [`nodes`]: the hidden `bench coordinator-node` and `participant-node` processes.
+//! - [`loopback`]: the baseline: the same bytes over plain TCP and TLS on 127.0.0.1.
 //! - [`process`]: peak resident memory and I/O counters of this process.
 
 pub mod loopback;

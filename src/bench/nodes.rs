@@ -98,7 +98,7 @@ pub async fn coordinator_node(args: BenchCoordinatorNodeArgs) -> Result<()> {
         data_dir: args.work_dir.join("coordinator"),
         artifact_store: None,
         heartbeat_interval: Duration::from_secs(5),
-        chunk_params: fedshield_core::codec::DEFAULT_CHUNK_PARAMS,
+        chunk_params: fedshield_core::model::codec::DEFAULT_CHUNK_PARAMS,
         max_concurrent_uploads: args.max_concurrent_uploads,
         chunk_idle_timeout: Duration::from_secs(120),
         feature_schema_toml: None,

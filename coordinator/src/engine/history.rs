@@ -3,13 +3,62 @@
 //! by a writer thread of its own, in round order, off the driver's path.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use fedshield_core::clock::unix_ms;
 use fedshield_core::{ModelVersion, ParticipantId, RoundId};
 use tracing::{Span, warn};
 
-use super::{ROUND_HISTORY_LEN, RoundOutcome, RoundSummary};
+use super::{Engine, EngineState, ROUND_HISTORY_LEN};
 use crate::registry::{ModelRegistry, RoundRecord};
+
+/// Outcome of a finished round, kept in the history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundSummary {
+    pub round_id: RoundId,
+    pub base_version: ModelVersion,
+    pub outcome: RoundOutcome,
+    pub contributors: Vec<ParticipantId>,
+    pub duration: Duration,
+    pub reason: String,
+}
+
+/// How a round ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoundOutcome {
+    Completed { published: ModelVersion },
+    Abandoned,
+}
+
+impl RoundSummary {
+    /// The version the round published; `None` if it was abandoned.
+    pub fn published(&self) -> Option<ModelVersion> {
+        match self.outcome {
+            RoundOutcome::Completed { published } => Some(published),
+            RoundOutcome::Abandoned => None,
+        }
+    }
+
+    /// The contributors' ids as text, in acceptance order.
+    pub fn contributor_names(&self) -> Vec<String> {
+        self.contributors.iter().map(ToString::to_string).collect()
+    }
+
+    /// How long the round was open, in whole milliseconds.
+    pub fn duration_ms(&self) -> u64 {
+        self.duration.as_millis() as u64
+    }
+}
+
+impl RoundOutcome {
+    /// Returns "completed" or "abandoned".
+    pub fn name(self) -> &'static str {
+        match self {
+            RoundOutcome::Completed { .. } => "completed",
+            RoundOutcome::Abandoned => "abandoned",
+        }
+    }
+}
 
 /// What the round history writer thread is asked to do.
 enum HistoryCommand {
@@ -122,4 +171,32 @@ pub(super) fn push_history(history: &mut VecDeque<RoundSummary>, summary: RoundS
         history.pop_front();
     }
     history.push_back(summary);
+}
+
+impl Engine {
+    /// Queues a finished round for the durable history, behind the rounds
+    /// that finished before it (a failure is logged: the published versions
+    /// themselves are already safe).
+    pub(super) fn record_round(&self, summary: &RoundSummary) {
+        let record = RoundRecord {
+            round_id: summary.round_id.0,
+            base_version: summary.base_version.0,
+            published: summary.published().map(|version| version.0),
+            contributors: summary.contributor_names(),
+            duration_ms: summary.duration_ms(),
+            reason: summary.reason.clone(),
+            finished_unix_ms: unix_ms(SystemTime::now()),
+        };
+        self.inner.round_history.append(record);
+    }
+}
+
+impl EngineState {
+    /// Returns how round `round_id` ended, if it is in the history.
+    pub(super) fn closed_outcome(&self, round_id: RoundId) -> Option<&'static str> {
+        self.history
+            .iter()
+            .find(|summary| summary.round_id == round_id)
+            .map(|summary| summary.outcome.name())
+    }
 }

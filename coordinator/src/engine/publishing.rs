@@ -1,8 +1,148 @@
-//! Publishing a closed round: its aggregate checked, stepped by the server
-//! optimizer, evaluated and stored as the next model version with its card,
-//! then announced, and the round recorded in the history.
+//! Publishing a closed round: its aggregate finished and stepped by the
+//! server optimizer, the next version built from it ([`build_next_version`],
+//! a pure function of its inputs), stored, then announced, and the round
+//! recorded in the history. A round whose version cannot be built or stored
+//! is abandoned instead.
 
-use super::*;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fedshield_core::aggregate::check_finite_aggregate;
+use fedshield_core::card::{AggregationSummary, ModelCard};
+use fedshield_core::clock::unix_ms;
+use fedshield_core::lineage::LineageRecord;
+use fedshield_core::model::data::Dataset;
+use fedshield_core::model::weights::ModelWeights;
+use fedshield_core::privacy::PrivacyReport;
+use fedshield_core::robust::{AggregateOutcome, RobustAggregator};
+use fedshield_core::{CoreError, ParticipantId, RoundId, TrainingPlan};
+use tokio::time::Instant;
+use tracing::{Instrument, Span, info, warn};
+
+use super::history::push_history;
+use super::{Engine, OpenRound, RoundOutcome, RoundSummary};
+use crate::error::{CoordinatorError, Result};
+use crate::registry::PublishedModel;
+
+/// Everything the next version is made of, gathered from the closed round,
+/// the plan and the federation's privacy settings.
+pub(super) struct NextVersionInputs {
+    /// The version the round trained.
+    pub base: Arc<PublishedModel>,
+    /// The aggregate's parameters, after the server optimizer's step.
+    pub params: Vec<f32>,
+    pub round_id: RoundId,
+    /// The contributors' ids, in acceptance order.
+    pub contributors: Vec<String>,
+    /// Examples the contributors declared, summed.
+    pub num_examples: u64,
+    pub plan: TrainingPlan,
+    pub aggregation: AggregationSummary,
+    /// Labelled data the version is scored on for its card, if configured.
+    pub evaluation: Option<Arc<Dataset>>,
+    /// The contributors' privacy reports, by contributor id.
+    pub privacy_reports: Vec<(String, PrivacyReport)>,
+    /// δ of the federation's privacy target, if it has one.
+    pub privacy_delta: Option<f64>,
+    /// The privacy promise and acknowledged weakening the card records.
+    pub privacy_lineage: LineageRecord,
+    /// When the version is created, in unix milliseconds.
+    pub created_unix_ms: u64,
+}
+
+/// Returns the version that follows `inputs.base`: its weights (refused if
+/// any parameter is not finite), its evaluation metrics and privacy
+/// guarantee, and its card. Writes nothing; the card's `sha256` is left
+/// empty for the store to fill in as it hashes the weights.
+///
+/// # Errors
+/// [`CoreError::NonFiniteAggregate`], or an evaluation or privacy error.
+pub(super) fn build_next_version(inputs: NextVersionInputs) -> Result<PublishedModel> {
+    let NextVersionInputs {
+        base,
+        params,
+        round_id,
+        contributors,
+        num_examples,
+        plan,
+        aggregation,
+        evaluation,
+        privacy_reports,
+        privacy_delta,
+        privacy_lineage,
+        created_unix_ms,
+    } = inputs;
+    // Never publish a non-finite parameter, whatever produced it.
+    check_finite_aggregate(&params, "next model")?;
+    let weights = ModelWeights::new(base.weights.spec.clone(), params)?;
+    let metrics = match &evaluation {
+        Some(evaluation) => Some(fedshield_core::model::metrics::evaluate_model(
+            &weights, evaluation, None,
+        )?),
+        None => None,
+    };
+    // A round without DP on a DP model keeps its privacy section.
+    let privacy = privacy_lineage.next_model_privacy(
+        base.card.privacy.as_ref(),
+        &plan,
+        privacy_delta,
+        &contributors,
+        &privacy_reports,
+    )?;
+    let version = base.version.next();
+    let card = ModelCard {
+        version: version.0,
+        parent: Some(base.version.0),
+        // Filled in by `store_new`, which hashes the weights while it
+        // writes them.
+        sha256: String::new(),
+        num_params: weights.params.len() as u64,
+        spec: weights.spec.clone(),
+        round_id: Some(round_id.0),
+        contributors,
+        num_examples,
+        plan,
+        created_unix_ms,
+        feature_schema: base.card.feature_schema.clone(),
+        feature_schema_sha256: base.card.feature_schema_sha256.clone(),
+        metrics,
+        privacy,
+        aggregation: Some(aggregation),
+    };
+    Ok(PublishedModel {
+        version,
+        weights,
+        card,
+    })
+}
+
+/// Returns the card's account of the aggregation: the rule, how many
+/// updates it combined and clipped, and the contributors (by id, from
+/// `contributors` in acceptance order) whose updates it rejected.
+fn aggregation_summary(
+    rule: String,
+    outcome: &AggregateOutcome,
+    contributors: &[String],
+) -> AggregationSummary {
+    AggregationSummary {
+        rule,
+        num_updates: outcome.num_updates,
+        num_clipped: outcome.num_clipped,
+        rejected: outcome
+            .rejected
+            .iter()
+            .filter_map(|&index| contributors.get(index).cloned())
+            .collect(),
+    }
+}
+
+/// Why a closed round published nothing.
+enum PublishFailure {
+    /// Building or storing the version failed.
+    Build(CoordinatorError),
+    /// The blocking task that built it failed (a panic).
+    Task(tokio::task::JoinError),
+}
 
 impl Engine {
     /// Closes the open round, publishes its aggregate as the next version.
@@ -14,27 +154,34 @@ impl Engine {
         self.publish_closed(round, fed_avg).instrument(span).await;
     }
 
-    /// Publishes the aggregate of a closed round (inside the round's span).
+    /// Publishes the aggregate of a closed round (inside the round's span),
+    /// or abandons the round if no version can be made of it.
     async fn publish_closed(&self, round: OpenRound, fed_avg: Option<RobustAggregator>) {
         let Some(fed_avg) = fed_avg else {
             self.finish_abandoned(round, "aggregate was already closed".to_string());
             return;
         };
-        let registry = self.inner.registry.clone();
-        let plan = self.inner.plan.clone();
-        let base = round.base.clone();
-        let contributors: Vec<ParticipantId> = round
+        let aggregation_started = Instant::now();
+        match self.build_and_store(&round, fed_avg).await {
+            Ok(model) => {
+                self.announce_published(round, Arc::new(model), aggregation_started.elapsed());
+            }
+            Err(failure) => self.abandon_unpublished(round, failure),
+        }
+    }
+
+    /// Finishes the round's aggregate and builds the next version from it on
+    /// a blocking thread, then stores it; returns it once it is durable.
+    async fn build_and_store(
+        &self,
+        round: &OpenRound,
+        fed_avg: RobustAggregator,
+    ) -> std::result::Result<PublishedModel, PublishFailure> {
+        let contributors: Vec<String> = round
             .accepted
             .iter()
-            .map(|(participant, _, _)| participant.clone())
+            .map(|(participant, _, _)| participant.to_string())
             .collect();
-        let num_examples: u64 = round.accepted.iter().map(|(_, count, _)| count).sum();
-        let round_id = round.round_id;
-        let contributor_names: Vec<String> = contributors
-            .iter()
-            .map(|participant| participant.to_string())
-            .collect();
-        let evaluation = self.inner.evaluation.get().cloned();
         let privacy_reports: Vec<(String, PrivacyReport)> = round
             .accepted
             .iter()
@@ -42,124 +189,125 @@ impl Engine {
                 report.map(|report| (participant.to_string(), report))
             })
             .collect();
-        let privacy_delta = self.inner.privacy_delta.get().copied();
-        let privacy_lineage = self
-            .inner
-            .privacy_lineage
-            .get()
-            .cloned()
-            .unwrap_or_default();
-        let rule = self.inner.config.aggregation.clone();
+        let base = round.base.clone();
+        let round_id = round.round_id;
+        let num_examples: u64 = round.accepted.iter().map(|(_, count, _)| count).sum();
         let engine = self.clone();
-        let aggregation_started = Instant::now();
         let span = Span::current();
         let built = tokio::task::spawn_blocking(move || -> Result<PublishedModel> {
             let _entered = span.entered();
-            let outcome = fed_avg.finish(&base.weights.params)?;
-            let rejected: Vec<String> = outcome
-                .rejected
-                .iter()
-                .filter_map(|&index| contributor_names.get(index).cloned())
-                .collect();
-            let aggregation = AggregationSummary {
-                rule: rule.to_string(),
-                num_updates: outcome.num_updates,
-                num_clipped: outcome.num_clipped,
-                rejected,
-            };
-            if aggregation.num_clipped > 0 || !aggregation.rejected.is_empty() {
-                info!(
-                    round = %round_id,
-                    rule = %aggregation.rule,
-                    num_clipped = aggregation.num_clipped,
-                    rejected = ?aggregation.rejected,
-                    "robust aggregation limited some updates"
-                );
-            }
-            let mut params = outcome.params;
-            engine
-                .inner
-                .server_optimizer
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .apply(&base.weights.params, &mut params)?;
-            // Never publish a non-finite parameter, whatever produced it.
-            check_finite_aggregate(&params, "next model")?;
-            let weights = ModelWeights::new(base.weights.spec.clone(), params)?;
-            let metrics = match &evaluation {
-                Some(evaluation) => Some(fedshield_core::metrics::evaluate_model(
-                    &weights, evaluation, None,
-                )?),
-                None => None,
-            };
-            // A round without DP on a DP model keeps its privacy section.
-            let privacy = privacy_lineage.next_model_privacy(
-                base.card.privacy.as_ref(),
-                &plan,
-                privacy_delta,
-                &contributor_names,
-                &privacy_reports,
-            )?;
-            let version = base.version.next();
-            let card = ModelCard {
-                version: version.0,
-                parent: Some(base.version.0),
-                // Filled in by `store_new`, which hashes the weights while
-                // it writes them.
-                sha256: String::new(),
-                num_params: weights.params.len() as u64,
-                spec: weights.spec.clone(),
-                round_id: Some(round_id.0),
-                contributors: contributor_names,
+            let (params, aggregation) =
+                engine.finish_aggregate(fed_avg, &base, round_id, &contributors)?;
+            build_next_version(NextVersionInputs {
+                base,
+                params,
+                round_id,
+                contributors,
                 num_examples,
-                plan,
+                plan: engine.inner.plan.clone(),
+                aggregation,
+                evaluation: engine.inner.evaluation.get().cloned(),
+                privacy_reports,
+                privacy_delta: engine.inner.privacy_delta.get().copied(),
+                privacy_lineage: engine
+                    .inner
+                    .privacy_lineage
+                    .get()
+                    .cloned()
+                    .unwrap_or_default(),
                 created_unix_ms: unix_ms(SystemTime::now()),
-                feature_schema: base.card.feature_schema.clone(),
-                feature_schema_sha256: base.card.feature_schema_sha256.clone(),
-                metrics,
-                privacy,
-                aggregation: Some(aggregation),
-            };
-            let model = PublishedModel {
-                version,
-                weights,
-                card,
-            };
-            Ok(model)
+            })
         })
-        .await;
-        let built = match built {
-            Ok(Ok(model)) => Ok(registry.store_new(model).await),
-            other => other,
-        };
-        let model = match built {
-            Ok(Ok(model)) => Arc::new(model),
-            Ok(Err(CoordinatorError::Store(error @ CoreError::NonFiniteAggregate { .. }))) => {
+        .await
+        .map_err(PublishFailure::Task)?
+        .map_err(PublishFailure::Build)?;
+        self.inner
+            .registry
+            .store_new(built)
+            .await
+            .map_err(PublishFailure::Build)
+    }
+
+    /// Finishes a closed round's aggregate over `base` and takes the server
+    /// optimizer's step; returns the parameters and the aggregation's
+    /// account. Blocking.
+    fn finish_aggregate(
+        &self,
+        fed_avg: RobustAggregator,
+        base: &PublishedModel,
+        round_id: RoundId,
+        contributors: &[String],
+    ) -> Result<(Vec<f32>, AggregationSummary)> {
+        let outcome = fed_avg.finish(&base.weights.params)?;
+        let aggregation = aggregation_summary(
+            self.inner.config.aggregation.to_string(),
+            &outcome,
+            contributors,
+        );
+        if aggregation.num_clipped > 0 || !aggregation.rejected.is_empty() {
+            info!(
+                round = %round_id,
+                rule = %aggregation.rule,
+                num_clipped = aggregation.num_clipped,
+                rejected = ?aggregation.rejected,
+                "robust aggregation limited some updates"
+            );
+        }
+        let mut params = outcome.params;
+        self.inner
+            .server_optimizer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .apply(&base.weights.params, &mut params)?;
+        Ok((params, aggregation))
+    }
+
+    /// Abandons a closed round whose version could not be built or stored.
+    fn abandon_unpublished(&self, round: OpenRound, failure: PublishFailure) {
+        let round_id = round.round_id;
+        let reason = match failure {
+            PublishFailure::Build(CoordinatorError::Store(
+                error @ CoreError::NonFiniteAggregate { .. },
+            )) => {
                 warn!(
                     round = %round_id,
                     error = %error,
                     num_updates = round.accepted.len(),
                     "aggregate is not finite; round abandoned, nothing published"
                 );
-                self.finish_abandoned(round, format!("aggregate not published: {error}"));
-                return;
+                format!("aggregate not published: {error}")
             }
-            Ok(Err(error)) => {
+            PublishFailure::Build(error) => {
                 warn!(round = %round_id, error = %error, "publishing failed; round abandoned");
-                self.finish_abandoned(round, format!("publishing failed: {error}"));
-                return;
+                format!("publishing failed: {error}")
             }
-            Err(error) => {
+            PublishFailure::Task(error) => {
                 warn!(round = %round_id, error = %error, "publishing task failed; round abandoned");
-                self.finish_abandoned(round, format!("publishing task failed: {error}"));
-                return;
+                format!("publishing task failed: {error}")
             }
         };
-        let aggregation_duration = aggregation_started.elapsed();
+        self.finish_abandoned(round, reason);
+    }
+
+    /// Makes the stored `model` the current version: updates the state and
+    /// the metrics, announces it, queues the round's history record, and
+    /// recycles the previous version's memory.
+    fn announce_published(
+        &self,
+        round: OpenRound,
+        model: Arc<PublishedModel>,
+        aggregation_duration: Duration,
+    ) {
+        let round_id = round.round_id;
         let duration = round.opened_at.elapsed();
         round
             .span
             .record("version", tracing::field::display(model.version));
+        let contributors: Vec<ParticipantId> = round
+            .accepted
+            .iter()
+            .map(|(participant, _, _)| participant.clone())
+            .collect();
         let summary = RoundSummary {
             round_id,
             base_version: round.base.version,

@@ -15,7 +15,8 @@ use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::data::BENIGN_CLASS;
+/// Name of the benign class; class index 0 is always benign.
+pub const BENIGN_CLASS: &str = "benign";
 
 /// Name of the last class when attack classes are declared: attacks whose label
 /// value no declared class lists (with `unlisted_labels = "attack"`).

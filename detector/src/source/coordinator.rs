@@ -9,9 +9,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use fedshield_core::ModelVersion;
 use fedshield_core::card::ModelCard;
 use fedshield_core::error::error_chain;
+use fedshield_core::model::weights::ModelWeights;
 use fedshield_core::model_cache::ModelCache;
 use fedshield_core::schema::Schema;
-use fedshield_core::weights::ModelWeights;
 use fedshield_proto::download::download_model;
 use fedshield_proto::v1 as pb;
 use fedshield_proto::v1::federation_client::FederationClient;
@@ -22,7 +22,7 @@ use crate::release::{ModelRelease, ReleaseRules, load_schema_flag};
 use crate::settings::CoordinatorSettings;
 
 /// Largest gRPC message accepted from the coordinator: one model chunk and headroom.
-const MAX_MESSAGE_BYTES: usize = fedshield_core::codec::MAX_CHUNK_BYTES + 64 * 1024;
+const MAX_MESSAGE_BYTES: usize = fedshield_core::model::codec::MAX_CHUNK_BYTES + 64 * 1024;
 
 /// Longest wait for the coordinator's status.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(10);

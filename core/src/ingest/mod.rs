@@ -1,5 +1,15 @@
 //! Reading CSV or JSONL telemetry files through a [`Schema`] into a [`Dataset`].
 //!
+//! - `collector`: the sink every reader feeds (featurizes, keeps, skips, reports).
+//! - `csv`: csv records, with or without a header line.
+//! - `jsonl`: JSON-lines records.
+//! - `lines`: physical line numbers of csv records.
+//! - `report`: what a load kept and skipped, and why.
+//!
+//! A new format is one reader file with a `read_…(reader, collector)`
+//! function, a [`FileFormat`] variant and one arm in
+//! [`load_dataset_from_reader`].
+//!
 //! Files are streamed record by record (never read whole into memory). A row
 //! that does not fit the schema, or lacks a required label, is counted,
 //! reported with its file and 1-based physical line number (the header line
@@ -24,31 +34,21 @@
 //! The [`IngestReport`] says how many rows were loaded and how many were
 //! skipped, by reason.
 
+mod collector;
+mod csv;
+mod jsonl;
 mod lines;
 mod report;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use csv::StringRecord;
-
-use crate::data::Dataset;
 use crate::error::CoreError;
-use crate::schema::{
-    FileFormat, HeaderPositions, LabelClass, LabelInfo, RecordFields, Schema, SchemaError, quoted,
-};
-use lines::LineCountingReader;
+use crate::model::data::Dataset;
+use crate::schema::{FileFormat, Schema, SchemaError, quoted};
+use collector::Collector;
 pub use report::{IngestReport, SkipCounts, SkipReason, SkippedRow, StopReason};
-
-/// Size of the read buffer for JSONL input.
-const READ_BUFFER_BYTES: usize = 64 * 1024;
-
-/// How many skipped rows the all-rows-skipped error quotes.
-const NUM_QUOTED_PROBLEMS: usize = 3;
-
-/// How many header names a missing-column error lists.
-const NUM_QUOTED_HEADER_NAMES: usize = 20;
 
 /// Errors of loading a telemetry file.
 #[derive(Debug, thiserror::Error)]
@@ -203,391 +203,10 @@ pub fn load_dataset_from_reader(
 ) -> Result<(Dataset, IngestReport), IngestError> {
     let mut collector = Collector::new(source_name, schema, options);
     match format {
-        FileFormat::Csv => read_csv(reader, &mut collector)?,
-        FileFormat::Jsonl => read_jsonl(reader, &mut collector)?,
+        FileFormat::Csv => csv::read_csv(reader, &mut collector)?,
+        FileFormat::Jsonl => jsonl::read_jsonl(reader, &mut collector)?,
     }
     collector.finish()
-}
-
-/// Accumulates good rows into the dataset and skipped ones into the report.
-struct Collector<'a> {
-    schema: &'a Schema,
-    options: &'a IngestOptions,
-    dataset: Dataset,
-    report: IngestReport,
-    /// The first skipped rows, kept even when `max_reported_skipped` is 0.
-    first_problems: Vec<SkippedRow>,
-    /// Reused feature buffer.
-    features: Vec<f32>,
-}
-
-impl<'a> Collector<'a> {
-    fn new(source_name: &str, schema: &'a Schema, options: &'a IngestOptions) -> Self {
-        Collector {
-            schema,
-            options,
-            dataset: Dataset::new(schema.num_features()),
-            report: IngestReport {
-                source: source_name.to_string(),
-                ..IngestReport::default()
-            },
-            first_problems: Vec::new(),
-            features: Vec::with_capacity(schema.num_features()),
-        }
-    }
-
-    /// Returns true, recording why, when a limit says to read no further row;
-    /// `num_bytes_read` is how far into the input the reader is.
-    fn should_stop(&mut self, num_bytes_read: u64) -> bool {
-        if self
-            .options
-            .max_rows
-            .is_some_and(|max_rows| self.report.num_rows >= max_rows)
-        {
-            self.report.stopped_early = Some(StopReason::MaxRows);
-            return true;
-        }
-        if self
-            .options
-            .max_bytes
-            .is_some_and(|max_bytes| num_bytes_read >= max_bytes)
-        {
-            self.report.stopped_early = Some(StopReason::MaxBytes);
-            return true;
-        }
-        false
-    }
-
-    /// Featurizes one record and adds it, or records why it is skipped.
-    fn add_record(&mut self, line: u64, fields: &RecordFields<'_>) -> Result<(), IngestError> {
-        match self.schema.featurize_into(fields, &mut self.features) {
-            Ok(label) => self.add_features(line, label),
-            Err(detail) => {
-                self.skip(line, SkipReason::Malformed, detail);
-                Ok(())
-            }
-        }
-    }
-
-    fn add_features(&mut self, line: u64, label: Option<LabelInfo<'_>>) -> Result<(), IngestError> {
-        let (class, raw_label) = match label {
-            Some(LabelInfo {
-                class: LabelClass::Class(class),
-                raw_label,
-            }) => (class, raw_label),
-            Some(LabelInfo {
-                class: LabelClass::UnlistedSkip,
-                raw_label,
-            }) => {
-                let detail = format!(
-                    "label value {} is not listed in the schema (unlisted_labels = \"skip\")",
-                    quoted(&raw_label)
-                );
-                self.skip(line, SkipReason::UnlistedLabel, detail);
-                return Ok(());
-            }
-            Some(LabelInfo {
-                class: LabelClass::UnlistedError,
-                raw_label,
-            }) => {
-                return Err(IngestError::UnlistedLabel {
-                    source_name: self.report.source.clone(),
-                    line,
-                    column: self.schema.label_column_name().to_string(),
-                    value: raw_label.into_owned(),
-                });
-            }
-            None if self.options.require_labels => {
-                let detail = format!(
-                    "label column {:?} is empty or absent",
-                    self.schema.label_column_name()
-                );
-                self.skip(line, SkipReason::MissingLabel, detail);
-                return Ok(());
-            }
-            None => {
-                self.report.num_unlabelled += 1;
-                (0, "".into())
-            }
-        };
-        self.dataset
-            .push_labelled(&self.features, class, &raw_label)
-            .map_err(|source| IngestError::Dataset {
-                source_name: self.report.source.clone(),
-                line,
-                source,
-            })?;
-        self.report.num_rows += 1;
-        Ok(())
-    }
-
-    fn skip(&mut self, line: u64, reason: SkipReason, detail: String) {
-        self.report.skipped.count(reason);
-        let wants_for_report = self.report.skipped_rows.len() < self.options.max_reported_skipped;
-        let wants_for_error = self.first_problems.len() < NUM_QUOTED_PROBLEMS;
-        if !wants_for_report && !wants_for_error {
-            return;
-        }
-        let row = SkippedRow {
-            source: self.report.source.clone(),
-            line,
-            reason,
-            detail,
-        };
-        if wants_for_error {
-            self.first_problems.push(row.clone());
-        }
-        if wants_for_report {
-            self.report.skipped_rows.push(row);
-        }
-    }
-
-    fn finish(self) -> Result<(Dataset, IngestReport), IngestError> {
-        if self.report.num_rows == 0 && self.report.skipped.total() > 0 {
-            return Err(IngestError::AllRowsSkipped {
-                source_name: self.report.source,
-                skipped: self.report.skipped,
-                first_problems: self.first_problems,
-            });
-        }
-        if self.report.num_rows == 0 && self.report.stopped_early.is_none() {
-            return Err(IngestError::NoRows {
-                source_name: self.report.source,
-            });
-        }
-        Ok((self.dataset, self.report))
-    }
-}
-
-/// Outcome of reading one csv record.
-enum CsvRead {
-    Record {
-        line: u64,
-    },
-    /// A record that could not be decoded (invalid UTF-8); the reader moved past it.
-    Undecodable {
-        line: u64,
-        reason: String,
-    },
-    End,
-}
-
-/// Reads the next record into `record`, numbering it by its physical line
-/// (see [`lines`]).
-fn read_csv_record<R: Read>(
-    csv_reader: &mut csv::Reader<LineCountingReader<R>>,
-    record: &mut StringRecord,
-    source_name: &str,
-) -> Result<CsvRead, IngestError> {
-    let offset_before = csv_reader.position().byte();
-    let outcome = csv_reader.read_record(record);
-    let line = csv_reader.get_mut().line_at(offset_before);
-    match outcome {
-        Ok(false) => Ok(CsvRead::End),
-        Ok(true) => Ok(CsvRead::Record { line }),
-        Err(error) => {
-            if !error.is_io_error() {
-                return Ok(CsvRead::Undecodable {
-                    line,
-                    reason: error.to_string(),
-                });
-            }
-            match error.into_kind() {
-                csv::ErrorKind::Io(source) => Err(IngestError::Read {
-                    source_name: source_name.to_string(),
-                    line,
-                    source,
-                }),
-                other => Ok(CsvRead::Undecodable {
-                    line,
-                    reason: format!("{other:?}"),
-                }),
-            }
-        }
-    }
-}
-
-/// Removes a UTF-8 byte order mark from the first field of the first record.
-fn strip_record_byte_order_mark(record: &mut StringRecord) {
-    let Some(first_field) = record.get(0) else {
-        return;
-    };
-    if !first_field.starts_with('\u{feff}') {
-        return;
-    }
-    let stripped: StringRecord = record
-        .iter()
-        .enumerate()
-        .map(|(index, field)| {
-            if index == 0 {
-                crate::schema::strip_byte_order_mark(field)
-            } else {
-                field
-            }
-        })
-        .collect();
-    let position = record.position().cloned();
-    *record = stripped;
-    record.set_position(position);
-}
-
-fn read_csv(reader: impl Read, collector: &mut Collector<'_>) -> Result<(), IngestError> {
-    let schema = collector.schema;
-    let source_name = collector.report.source.clone();
-    let mut csv_reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .delimiter(schema.delimiter())
-        .from_reader(LineCountingReader::new(reader));
-    let mut record = StringRecord::new();
-    let mut is_first_record = true;
-
-    let header_positions: Option<HeaderPositions> = if schema.has_header() {
-        match read_csv_record(&mut csv_reader, &mut record, &source_name)? {
-            CsvRead::End => return Ok(()),
-            CsvRead::Undecodable { line, reason } => {
-                collector.skip(
-                    line,
-                    SkipReason::Malformed,
-                    format!("header line: {reason}"),
-                );
-                return Ok(());
-            }
-            CsvRead::Record { .. } => {}
-        }
-        is_first_record = false;
-        let positions = schema
-            .header_positions(&record, collector.options.require_labels)
-            .map_err(|mismatch| IngestError::MissingHeaderColumns {
-                source_name: source_name.clone(),
-                missing_columns: mismatch.missing_columns,
-                header_names: record
-                    .iter()
-                    .take(NUM_QUOTED_HEADER_NAMES)
-                    .map(|name| {
-                        crate::schema::strip_byte_order_mark(name)
-                            .trim()
-                            .to_string()
-                    })
-                    .collect(),
-            })?;
-        Some(positions)
-    } else {
-        None
-    };
-
-    loop {
-        if collector.should_stop(csv_reader.position().byte()) {
-            return Ok(());
-        }
-        let line = match read_csv_record(&mut csv_reader, &mut record, &source_name)? {
-            CsvRead::End => return Ok(()),
-            CsvRead::Undecodable { line, reason } => {
-                collector.skip(line, SkipReason::Malformed, reason);
-                continue;
-            }
-            CsvRead::Record { line } => line,
-        };
-        if is_first_record {
-            strip_record_byte_order_mark(&mut record);
-            is_first_record = false;
-        }
-        let fields = match &header_positions {
-            Some(header) => RecordFields::CsvWithHeader {
-                record: &record,
-                header,
-            },
-            None => RecordFields::CsvPositional(&record),
-        };
-        collector.add_record(line, &fields)?;
-    }
-}
-
-fn read_jsonl(reader: impl Read, collector: &mut Collector<'_>) -> Result<(), IngestError> {
-    let schema = collector.schema;
-    let source_name = collector.report.source.clone();
-    let max_line_bytes = collector.options.max_line_bytes;
-    // Keys the schema needs that no record read so far holds.
-    let mut absent_columns = schema.columns_required_in_input(collector.options.require_labels);
-    let mut num_records_read: usize = 0;
-    let mut buffered = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
-    let mut line_bytes: Vec<u8> = Vec::new();
-    let mut line_number: u64 = 0;
-    let mut num_bytes_read: u64 = 0;
-    loop {
-        if collector.should_stop(num_bytes_read) {
-            break;
-        }
-        line_bytes.clear();
-        let read_error = |source: std::io::Error, line: u64| IngestError::Read {
-            source_name: source_name.clone(),
-            line,
-            source,
-        };
-        let line_limit = max_line_bytes as u64 + 1;
-        let num_read = (&mut buffered)
-            .take(line_limit)
-            .read_until(b'\n', &mut line_bytes)
-            .map_err(|source| read_error(source, line_number + 1))?;
-        if num_read == 0 {
-            break;
-        }
-        line_number += 1;
-        num_bytes_read += num_read as u64;
-        if num_read > max_line_bytes && line_bytes.last() != Some(&b'\n') {
-            let num_skipped = buffered
-                .skip_until(b'\n')
-                .map_err(|source| read_error(source, line_number))?;
-            num_bytes_read += num_skipped as u64;
-            collector.skip(
-                line_number,
-                SkipReason::Malformed,
-                format!("line is longer than {max_line_bytes} bytes"),
-            );
-            continue;
-        }
-        let mut text = line_bytes.trim_ascii();
-        if line_number == 1 {
-            text = text.strip_prefix("\u{feff}".as_bytes()).unwrap_or(text);
-        }
-        if text.is_empty() {
-            continue;
-        }
-        match serde_json::from_slice::<serde_json::Value>(text) {
-            Ok(serde_json::Value::Object(object)) => {
-                num_records_read += 1;
-                absent_columns.retain(|name| !object.contains_key(*name));
-                collector.add_record(line_number, &RecordFields::Json(&object))?;
-            }
-            Ok(other) => {
-                let kind = match other {
-                    serde_json::Value::Array(_) => "an array",
-                    serde_json::Value::String(_) => "a string",
-                    serde_json::Value::Number(_) => "a number",
-                    serde_json::Value::Bool(_) => "a boolean",
-                    _ => "null",
-                };
-                collector.skip(
-                    line_number,
-                    SkipReason::Malformed,
-                    format!("expected a json object, got {kind}"),
-                );
-            }
-            Err(error) => collector.skip(
-                line_number,
-                SkipReason::Malformed,
-                format!("invalid json: {error}"),
-            ),
-        }
-    }
-    if num_records_read > 0 && !absent_columns.is_empty() {
-        return Err(IngestError::ColumnsAbsentFromEveryRecord {
-            source_name,
-            missing_columns: absent_columns.into_iter().map(str::to_string).collect(),
-            num_records_read,
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -16,11 +16,11 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-use crate::data::Dataset;
 use crate::error::{CoreError, Result};
 use crate::model::MlpClassifier;
+use crate::model::data::Dataset;
+use crate::model::weights::ModelWeights;
 use crate::schema::MAX_FEATURE_MAGNITUDE;
-use crate::weights::ModelWeights;
 
 /// The backend local training runs on: ndarray on the CPU with autodiff.
 pub type TrainBackend = Autodiff<NdArray<f32>>;
@@ -238,7 +238,7 @@ pub fn num_training_rows(spec: &crate::model::ModelSpec, data: &Dataset) -> usiz
         return data
             .labels()
             .iter()
-            .filter(|&&label| label == crate::data::BENIGN)
+            .filter(|&&label| label == crate::model::data::BENIGN)
             .count();
     }
     data.len()
@@ -297,7 +297,7 @@ pub(crate) fn training_rows<'a>(
         });
     }
     if weights.spec.is_autoencoder() {
-        let benign_only = data.filter(|index| data.labels()[index] == crate::data::BENIGN);
+        let benign_only = data.filter(|index| data.labels()[index] == crate::model::data::BENIGN);
         if benign_only.is_empty() {
             return Err(CoreError::EmptyDataset);
         }
@@ -344,9 +344,9 @@ fn batch_tensors(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inference::predict_attack_probability;
-    use crate::metrics::BinaryMetrics;
     use crate::model::ModelSpec;
+    use crate::model::inference::predict_attack_probability;
+    use crate::model::metrics::BinaryMetrics;
     use crate::telemetry::{OrgProfile, num_flow_features, synthetic_dataset};
 
     #[test]
@@ -386,8 +386,8 @@ mod tests {
             .with_learning_rate(0.2);
         let outcome = train_local(&initial, &train, &plan, 4).unwrap();
         let trained = ModelWeights::new(spec, outcome.params).unwrap();
-        let scores = crate::inference::score_rows(&trained, test.features()).unwrap();
-        let auc = crate::metrics::roc_auc(&scores, test.labels());
+        let scores = crate::model::inference::score_rows(&trained, test.features()).unwrap();
+        let auc = crate::model::metrics::roc_auc(&scores, test.labels());
         assert!(auc > 0.8, "autoencoder ROC-AUC {auc}");
     }
 

@@ -5,14 +5,12 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
 use crate::error::{CoreError, Result};
+use crate::schema::BENIGN_CLASS;
 
 /// Label value of benign records.
 pub const BENIGN: u32 = 0;
 /// Label value of attack records.
 pub const ATTACK: u32 = 1;
-
-/// Name of the benign class; class index 0 is always benign.
-pub const BENIGN_CLASS: &str = "benign";
 
 /// Feature vectors (row-major), each with a binary label (0 benign, 1 attack),
 /// a class index (0 benign, 1.. attack classes, fixed by the schema so that

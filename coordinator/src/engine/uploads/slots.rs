@@ -18,7 +18,7 @@ use fedshield_core::{ParticipantId, RoundId};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
-use crate::engine::new_session_token;
+use crate::engine::sessions::new_session_token;
 
 /// Upload slots held for participants, at most one each.
 #[derive(Clone)]
@@ -114,7 +114,8 @@ impl UploadSlots {
     }
 
     /// Number of slots held and not yet claimed.
-    pub fn num_held(&self) -> usize {
+    #[cfg(test)]
+    fn num_held(&self) -> usize {
         self.lock().len()
     }
 }

@@ -9,7 +9,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use crate::error::{CoreError, Result};
 use crate::model::MlpClassifier;
-use crate::weights::ModelWeights;
+use crate::model::weights::ModelWeights;
 
 /// Rows scored per forward pass.
 const INFERENCE_BATCH_ROWS: usize = 8192;

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::BENIGN;
+use crate::model::data::BENIGN;
 
 /// False-positive rate at which [`BinaryMetrics::detection_rate_at_1pct_fpr`] is measured.
 pub const REFERENCE_FPR: f64 = 0.01;
@@ -234,24 +234,24 @@ pub fn roc_auc(scores: &[f32], labels: &[u32]) -> f64 {
 }
 
 /// Returns the metrics of `weights` on `data` (scored by
-/// [`crate::inference::score_rows`]): classifiers at log-odds 0 (P = 0.5),
+/// [`crate::model::inference::score_rows`]): classifiers at log-odds 0 (P = 0.5),
 /// autoencoders at `threshold` or, without one, at the threshold that flags
 /// [`REFERENCE_FPR`] of the data's benign rows.
 ///
 /// # Errors
 /// If the model cannot score the data (feature count mismatch).
 pub fn evaluate_model(
-    weights: &crate::weights::ModelWeights,
-    data: &crate::data::Dataset,
+    weights: &crate::model::weights::ModelWeights,
+    data: &crate::model::data::Dataset,
     threshold: Option<f64>,
 ) -> crate::error::Result<BinaryMetrics> {
-    let scores = crate::inference::score_rows(weights, data.features())?;
+    let scores = crate::model::inference::score_rows(weights, data.features())?;
     let threshold = threshold.unwrap_or_else(|| {
         if weights.spec.is_autoencoder() {
             threshold_at_fpr(&scores, data.labels(), REFERENCE_FPR)
                 .map_or(f64::INFINITY, |value| f64::from(value).next_up())
         } else {
-            crate::inference::CLASSIFIER_THRESHOLD
+            crate::model::inference::CLASSIFIER_THRESHOLD
         }
     });
     Ok(BinaryMetrics::compute_at(&scores, data.labels(), threshold))

@@ -9,10 +9,10 @@ use rand::{RngExt, SeedableRng};
 use safetensors::tensor::{Dtype, Metadata, SafeTensors, TensorInfo, TensorView};
 use sha2::{Digest, Sha256};
 
-use crate::codec;
 use crate::error::{CoreError, Result};
 use crate::fsutil::{StagedFile, UNCACHED_ALIGN_BYTES, UncachedFile, write_atomic_with};
 use crate::model::ModelSpec;
+use crate::model::codec;
 
 /// safetensors metadata key holding the model spec as JSON.
 pub const SPEC_METADATA_KEY: &str = "fedshield.spec";

@@ -1,0 +1,353 @@
+//! The featurizer: one record (a csv row or a JSON object) through a
+//! [`Schema`] into a feature vector and a label.
+//!
+//! Field values are trimmed of surrounding whitespace; an empty field counts as absent.
+//! Categorical and label values are matched exactly (case-sensitive).
+//!
+//! Every column the schema lists must be in the input, whatever its `missing`
+//! value says: `missing` fills an empty field (or a JSON key absent from one
+//! record), never a whole column. A csv header must name every numeric and
+//! categorical column, and the label column when labels are required
+//! (training, evaluation); only ignored columns may be absent. JSON-lines
+//! records may leave a key out one by one, but a key that no record of a file
+//! holds is an error (see [`crate::ingest`]).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use super::labels::LabelInfo;
+use super::{ColumnRole, MAX_FEATURE_MAGNITUDE, Schema, Transform};
+
+/// Longest field value, in characters, quoted in a malformed-row reason.
+const MAX_QUOTED_VALUE_CHARS: usize = 40;
+
+impl Schema {
+    /// Returns where each schema column sits in a csv `header`.
+    ///
+    /// Header names are trimmed; when a name repeats, the first occurrence counts.
+    ///
+    /// # Errors
+    /// [`HeaderMismatch`] naming every column of
+    /// [`Schema::columns_required_in_input`] that the header lacks. Without
+    /// `require_label` an absent label column is allowed (rows are then
+    /// unlabelled); an absent ignored column always is.
+    pub fn header_positions(
+        &self,
+        header: &csv::StringRecord,
+        require_label: bool,
+    ) -> Result<HeaderPositions, HeaderMismatch> {
+        let mut position_of_name: HashMap<&str, usize> = HashMap::new();
+        for (position, name) in header.iter().enumerate() {
+            let name = if position == 0 {
+                strip_byte_order_mark(name)
+            } else {
+                name
+            };
+            position_of_name.entry(name.trim()).or_insert(position);
+        }
+        let positions: Vec<Option<usize>> = self
+            .columns
+            .iter()
+            .map(|column| position_of_name.get(column.name.as_str()).copied())
+            .collect();
+        let missing_columns: Vec<String> = self
+            .columns_required_in_input(require_label)
+            .into_iter()
+            .filter(|name| !position_of_name.contains_key(name))
+            .map(str::to_string)
+            .collect();
+        if !missing_columns.is_empty() {
+            return Err(HeaderMismatch { missing_columns });
+        }
+        Ok(HeaderPositions {
+            positions,
+            num_header_fields: header.len(),
+        })
+    }
+
+    /// Returns the feature vector of `record` and its label (`None` when the label
+    /// field is absent or empty, e.g. for unlabelled live events).
+    ///
+    /// A label value the schema does not list is no reason to refuse the record
+    /// here: its [`LabelInfo::class`] says what `unlisted_labels` asks for, and
+    /// the loader acts on it (a detector scoring events ignores labels).
+    ///
+    /// # Errors
+    /// A reason naming the column and value when the record does not fit the schema:
+    /// wrong field count, a non-numeric or non-finite numeric value, a value that a
+    /// transform makes non-finite, or an absent field without a `missing` value.
+    pub fn featurize<'r>(
+        &self,
+        record: &RecordFields<'r>,
+    ) -> Result<(Vec<f32>, Option<LabelInfo<'r>>), String> {
+        let mut features = Vec::with_capacity(self.num_features);
+        let label = self.featurize_into(record, &mut features)?;
+        Ok((features, label))
+    }
+
+    /// Does what [`Schema::featurize`] does, writing the features into `features`
+    /// (cleared first) so that a loop can reuse one buffer. On error `features` holds
+    /// an unspecified prefix.
+    ///
+    /// # Errors
+    /// As [`Schema::featurize`].
+    pub fn featurize_into<'r>(
+        &self,
+        record: &RecordFields<'r>,
+        features: &mut Vec<f32>,
+    ) -> Result<Option<LabelInfo<'r>>, String> {
+        features.clear();
+        record.check_field_count(self.columns.len())?;
+        let mut label = None;
+        for (column_index, column) in self.columns.iter().enumerate() {
+            let field = record.field(column_index, &column.name);
+            match &column.role {
+                ColumnRole::Ignore => {}
+                ColumnRole::Label => label = self.label_of(field, &column.name)?,
+                ColumnRole::Numeric {
+                    transforms,
+                    missing,
+                } => {
+                    let value = numeric_feature(field, transforms, *missing, &column.name)?;
+                    features.push(value);
+                }
+                ColumnRole::Vocabulary {
+                    slot_of_value,
+                    values,
+                    missing,
+                } => {
+                    let text = categorical_text(field, missing.as_deref(), &column.name)?;
+                    let other_slot = values.len();
+                    let slot = slot_of_value
+                        .get(text.as_ref())
+                        .copied()
+                        .unwrap_or(other_slot);
+                    push_one_hot(features, other_slot + 1, slot);
+                }
+                ColumnRole::Hashed {
+                    num_buckets,
+                    missing,
+                } => {
+                    let text = categorical_text(field, missing.as_deref(), &column.name)?;
+                    let bucket = hash_bucket(&text, *num_buckets);
+                    push_one_hot(features, *num_buckets as usize, bucket as usize);
+                }
+            }
+        }
+        debug_assert_eq!(features.len(), self.num_features);
+        Ok(label)
+    }
+
+    fn label_of<'r>(
+        &self,
+        field: FieldValue<'r>,
+        column_name: &str,
+    ) -> Result<Option<LabelInfo<'r>>, String> {
+        let raw_label: Cow<'r, str> = match field {
+            FieldValue::Absent => return Ok(None),
+            FieldValue::Text(text) => Cow::Borrowed(text),
+            FieldValue::Number(number) => Cow::Owned(number.to_string()),
+            FieldValue::Bool(flag) => Cow::Borrowed(if flag { "true" } else { "false" }),
+            FieldValue::Unsupported(what) => {
+                return Err(format!(
+                    "label column {column_name:?}: expected a string, number or boolean, got {what}"
+                ));
+            }
+        };
+        let class = self.class_of_label(&raw_label);
+        Ok(Some(LabelInfo { class, raw_label }))
+    }
+}
+
+/// Where each schema column sits in a csv row, from its header line.
+#[derive(Clone, Debug)]
+pub struct HeaderPositions {
+    /// One entry per schema column: its field position, or `None` if the header lacks it.
+    positions: Vec<Option<usize>>,
+    num_header_fields: usize,
+}
+
+/// A csv header lacks columns the schema needs.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the header has no column named {}", quote_names(missing_columns))]
+pub struct HeaderMismatch {
+    /// The schema columns that the header lacks, in schema order.
+    pub missing_columns: Vec<String>,
+}
+
+fn quote_names(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|name| format!("{name:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One record to featurize: a csv row or a JSON object.
+#[derive(Clone, Copy, Debug)]
+pub enum RecordFields<'a> {
+    /// A headerless csv row: field `i` is schema column `i`, and the row must have
+    /// exactly one field per column.
+    CsvPositional(&'a csv::StringRecord),
+    /// A csv row of a file with a header, matched to columns by header name.
+    CsvWithHeader {
+        record: &'a csv::StringRecord,
+        header: &'a HeaderPositions,
+    },
+    /// A JSON object: fields by column name. Strings, numbers and booleans are
+    /// accepted (numeric strings too, for numeric columns); null counts as absent.
+    Json(&'a serde_json::Map<String, serde_json::Value>),
+}
+
+/// One field of a record, as the featurizer sees it.
+#[derive(Clone, Copy, Debug)]
+enum FieldValue<'a> {
+    /// Absent, empty (after trimming) or JSON null.
+    Absent,
+    Text(&'a str),
+    Number(&'a serde_json::Number),
+    Bool(bool),
+    /// A JSON array or object, described for the error message.
+    Unsupported(&'static str),
+}
+
+impl<'a> RecordFields<'a> {
+    fn check_field_count(&self, num_columns: usize) -> Result<(), String> {
+        match self {
+            RecordFields::CsvPositional(record) if record.len() != num_columns => Err(format!(
+                "row has {} fields, the schema expects {num_columns} (one per column)",
+                record.len()
+            )),
+            RecordFields::CsvWithHeader { record, header }
+                if record.len() != header.num_header_fields =>
+            {
+                Err(format!(
+                    "row has {} fields, the header has {}",
+                    record.len(),
+                    header.num_header_fields
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn field(&self, column_index: usize, column_name: &str) -> FieldValue<'a> {
+        let text = match *self {
+            RecordFields::CsvPositional(record) => record.get(column_index),
+            RecordFields::CsvWithHeader { record, header } => header
+                .positions
+                .get(column_index)
+                .copied()
+                .flatten()
+                .and_then(|position| record.get(position)),
+            RecordFields::Json(object) => match object.get(column_name) {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(text)) => Some(text.as_str()),
+                Some(serde_json::Value::Number(number)) => return FieldValue::Number(number),
+                Some(serde_json::Value::Bool(flag)) => return FieldValue::Bool(*flag),
+                Some(serde_json::Value::Array(_)) => return FieldValue::Unsupported("an array"),
+                Some(serde_json::Value::Object(_)) => return FieldValue::Unsupported("an object"),
+            },
+        };
+        match text.map(str::trim) {
+            None | Some("") => FieldValue::Absent,
+            Some(trimmed) => FieldValue::Text(trimmed),
+        }
+    }
+}
+
+/// Returns `value` Debug-quoted, cut to [`MAX_QUOTED_VALUE_CHARS`] characters.
+pub(crate) fn quoted(value: &str) -> String {
+    match value.char_indices().nth(MAX_QUOTED_VALUE_CHARS) {
+        Some((cut, _)) => format!("{:?}...", &value[..cut]),
+        None => format!("{value:?}"),
+    }
+}
+
+fn numeric_feature(
+    field: FieldValue<'_>,
+    transforms: &[Transform],
+    missing: Option<f64>,
+    column_name: &str,
+) -> Result<f32, String> {
+    let raw = match field {
+        FieldValue::Absent => missing.ok_or_else(|| {
+            format!("column {column_name:?} is empty or absent and has no missing value")
+        })?,
+        FieldValue::Text(text) => text
+            .parse::<f64>()
+            .map_err(|_| format!("column {column_name:?}: {} is not a number", quoted(text)))?,
+        FieldValue::Number(number) => number.as_f64().ok_or_else(|| {
+            format!("column {column_name:?}: {number} is not representable as a float")
+        })?,
+        FieldValue::Bool(flag) => f64::from(u8::from(flag)),
+        FieldValue::Unsupported(what) => {
+            return Err(format!(
+                "column {column_name:?}: expected a number, got {what}"
+            ));
+        }
+    };
+    if !raw.is_finite() {
+        return Err(format!(
+            "column {column_name:?}: {raw} is not a finite number"
+        ));
+    }
+    let transformed = transforms
+        .iter()
+        .fold(raw, |value, transform| transform.apply(value));
+    let feature = transformed as f32;
+    if !feature.is_finite() {
+        return Err(format!(
+            "column {column_name:?}: value {raw} becomes {feature} after the transforms"
+        ));
+    }
+    // Validation proved the transforms bounded; this clamp is the last line
+    // of defence, should float rounding ever step outside the range.
+    let limit = MAX_FEATURE_MAGNITUDE as f32;
+    Ok(feature.clamp(-limit, limit))
+}
+
+fn categorical_text<'v>(
+    field: FieldValue<'v>,
+    missing: Option<&'v str>,
+    column_name: &str,
+) -> Result<Cow<'v, str>, String> {
+    match field {
+        FieldValue::Absent => missing.map(Cow::Borrowed).ok_or_else(|| {
+            format!("column {column_name:?} is empty or absent and has no missing value")
+        }),
+        FieldValue::Text(text) => Ok(Cow::Borrowed(text)),
+        FieldValue::Number(number) => Ok(Cow::Owned(number.to_string())),
+        FieldValue::Bool(flag) => Ok(Cow::Borrowed(if flag { "true" } else { "false" })),
+        FieldValue::Unsupported(what) => Err(format!(
+            "column {column_name:?}: expected a string, number or boolean, got {what}"
+        )),
+    }
+}
+
+fn push_one_hot(features: &mut Vec<f32>, num_slots: usize, hot_slot: usize) {
+    let start = features.len();
+    features.resize(start + num_slots, 0.0);
+    features[start + hot_slot] = 1.0;
+}
+
+/// Returns the 64-bit FNV-1a hash of `bytes`: stable across processes, platforms
+/// and releases, unlike std's randomly keyed SipHash.
+/// See <http://www.isthe.com/chongo/tech/comp/fnv/>.
+pub fn fnv1a_64(bytes: &[u8]) -> u64 {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    bytes.iter().fold(OFFSET_BASIS, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+    })
+}
+
+/// Returns the bucket (in `0..num_buckets`) of a categorical value in a hashed column.
+pub fn hash_bucket(value: &str, num_buckets: u32) -> u32 {
+    (fnv1a_64(value.as_bytes()) % u64::from(num_buckets.max(1))) as u32
+}
+
+/// Returns `text` without a leading UTF-8 byte order mark.
+pub(crate) fn strip_byte_order_mark(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
+}

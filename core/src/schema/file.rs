@@ -1,0 +1,218 @@
+//! The schema file as written: its TOML format, parsed with serde before
+//! validation, and its canonical text.
+//!
+//! A schema lists the columns of a CSV or JSONL telemetry file and says what each
+//! one becomes:
+//!
+//! ```toml
+//! format = "csv"          # default format: "csv" or "jsonl" (the loader also picks by file extension)
+//! has_header = false      # csv only: match columns by header name (true) or by position (false)
+//! delimiter = ","         # csv only: one ascii character
+//!
+//! [[columns]]
+//! name = "duration"
+//! kind = "numeric"        # one feature; transforms run in order and must bound it (a clamp)
+//! transforms = [{ clamp = { min = 0.0, max = 1e6 } }, "log1p", { scale = { offset = 0.0, divisor = 10.0 } }]
+//! missing = 0.0           # optional raw value for an empty or absent field (it goes through the transforms)
+//!
+//! [[columns]]
+//! name = "protocol_type"
+//! kind = "categorical"    # one-hot over the vocabulary plus one "other" slot for unseen values
+//! vocabulary = ["tcp", "udp", "icmp"]
+//!
+//! [[columns]]
+//! name = "service"
+//! kind = "categorical"    # one-hot into hash_buckets slots by a stable hash (64-bit FNV-1a)
+//! hash_buckets = 32
+//!
+//! [[columns]]
+//! name = "label"
+//! kind = "label"          # exactly one label column
+//! benign = ["normal"]     # label values that mean benign
+//! unlisted_labels = "error"  # a value neither benign nor classes lists: "error" (the default),
+//!                         # "attack" (the last class), "benign" or "skip" (the row, counted)
+//! [columns.classes]       # optional attack classes, numbered 1, 2, ... in declaration order
+//! dos = ["neptune", "smurf"]
+//!
+//! [[columns]]
+//! name = "difficulty"
+//! kind = "ignore"
+//! ```
+
+use std::fmt;
+use std::path::Path;
+
+use serde::de::Visitor;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::Transform;
+use super::labels::{ClassTable, UnlistedLabels};
+
+/// The file formats a schema can read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    /// Delimited text, one record per line (RFC 4180 quoting), with or without a header.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+impl FileFormat {
+    /// Returns the format that `path`'s extension implies (`.csv`/`.txt` → csv,
+    /// `.jsonl`/`.ndjson` → jsonl), or `None` for any other extension.
+    pub fn from_extension(path: &Path) -> Option<FileFormat> {
+        let extension = path.extension()?.to_str()?.to_ascii_lowercase();
+        match extension.as_str() {
+            "csv" | "txt" => Some(FileFormat::Csv),
+            "jsonl" | "ndjson" => Some(FileFormat::Jsonl),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for FileFormat {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileFormat::Csv => formatter.write_str("csv"),
+            FileFormat::Jsonl => formatter.write_str("jsonl"),
+        }
+    }
+}
+
+/// The `missing` value of a column: a number for numeric columns, a string for categorical ones.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub(super) enum MissingValue {
+    Number(f64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for MissingValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MissingValueVisitor;
+        impl Visitor<'_> for MissingValueVisitor {
+            type Value = MissingValue;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a number (numeric columns) or a string (categorical columns)")
+            }
+            fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<MissingValue, E> {
+                Ok(MissingValue::Number(value))
+            }
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<MissingValue, E> {
+                Ok(MissingValue::Number(value as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<MissingValue, E> {
+                Ok(MissingValue::Number(value as f64))
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<MissingValue, E> {
+                Ok(MissingValue::Text(value.to_string()))
+            }
+        }
+        deserializer.deserialize_any(MissingValueVisitor)
+    }
+}
+
+fn default_format() -> FileFormat {
+    FileFormat::Csv
+}
+
+fn default_delimiter() -> String {
+    ",".to_string()
+}
+
+/// The schema file as written, before validation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SchemaFile {
+    #[serde(default = "default_format")]
+    pub(super) format: FileFormat,
+    #[serde(default)]
+    pub(super) has_header: bool,
+    #[serde(default = "default_delimiter")]
+    pub(super) delimiter: String,
+    #[serde(default)]
+    pub(super) columns: Vec<ColumnFile>,
+}
+
+/// One `[[columns]]` entry as written. Every kind-specific key is optional here;
+/// validation reports keys that do not apply to the column's kind.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ColumnFile {
+    pub(super) name: String,
+    /// Kept as a string so that an unknown kind is reported with its key path
+    /// alongside every other problem.
+    pub(super) kind: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) transforms: Vec<Transform>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) missing: Option<MissingValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) vocabulary: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) hash_buckets: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) benign: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) classes: Option<ClassTable>,
+    /// Written only when not the default (`"error"`), so that schemas written
+    /// before the key existed keep their canonical text and sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) unlisted_labels: Option<UnlistedLabels>,
+}
+
+impl ColumnFile {
+    /// Returns the kind-specific keys this column sets.
+    pub(super) fn kind_specific_keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if !self.transforms.is_empty() {
+            keys.push("transforms");
+        }
+        if self.missing.is_some() {
+            keys.push("missing");
+        }
+        if self.vocabulary.is_some() {
+            keys.push("vocabulary");
+        }
+        if self.hash_buckets.is_some() {
+            keys.push("hash_buckets");
+        }
+        if self.benign.is_some() {
+            keys.push("benign");
+        }
+        if self.classes.is_some() {
+            keys.push("classes");
+        }
+        if self.unlisted_labels.is_some() {
+            keys.push("unlisted_labels");
+        }
+        keys
+    }
+}
+
+/// Returns `file` without keys set to the value their absence means, where
+/// canonical TOML leaves them out (see [`ColumnFile::unlisted_labels`]).
+pub(super) fn without_default_keys(mut file: SchemaFile) -> SchemaFile {
+    for column in &mut file.columns {
+        if column.unlisted_labels == Some(UnlistedLabels::default()) {
+            column.unlisted_labels = None;
+        }
+    }
+    file
+}
+
+/// Returns "TOML error message at line L, column C" from a toml error and its source text.
+pub(super) fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end();
+    let Some(span) = error.span() else {
+        return message.to_string();
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |newline| before.len() - newline - 1)
+        + 1;
+    format!("line {line}, column {column}: {message}")
+}

@@ -1,0 +1,84 @@
+//! Flags of `fedshield detect`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::parsers::existing_file;
+
+/// Input format of `fedshield detect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventFormat {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("model_source").required(true).args(["model", "coordinator"])))]
+pub struct DetectArgs {
+    /// Config file (TOML) of this role's settings: keys are the flags without dashes
+    /// (`tls_cert = "..."`); flags and FEDSHIELD_* environment variables override it.
+    #[arg(long, value_parser = existing_file)]
+    pub config: Option<PathBuf>,
+    /// Print the effective settings (as a config file) and exit without starting anything.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Model file (safetensors) to score with. Its model card (--card) must exist and its sha256
+    /// must match the file; the card also gives the feature schema.
+    #[arg(long, value_parser = existing_file, conflicts_with = "coordinator")]
+    pub model: Option<PathBuf>,
+    /// The model's card (JSON, as the coordinator writes next to each version). Default: --model
+    /// with the extension .json.
+    #[arg(long, value_parser = existing_file, requires = "model")]
+    pub card: Option<PathBuf>,
+    /// Download the latest published model (or --version) from this coordinator's gRPC URL
+    /// (https://HOST:PORT). Needs --cache-dir; the feature schema comes with each version's model card.
+    #[arg(long, requires = "cache_dir")]
+    pub coordinator: Option<String>,
+    /// The CA the coordinator's certificate chains to (PEM).
+    #[arg(long, value_parser = existing_file, requires = "coordinator")]
+    pub tls_ca: Option<PathBuf>,
+    /// This detector's client certificate (PEM); its subject must be in the coordinator's participant registry.
+    #[arg(long, value_parser = existing_file, requires = "coordinator")]
+    pub tls_cert: Option<PathBuf>,
+    /// This detector's private key (PEM).
+    #[arg(long, value_parser = existing_file, requires = "coordinator")]
+    pub tls_key: Option<PathBuf>,
+    /// The name the coordinator's certificate must carry (default: the host of --coordinator).
+    #[arg(long, requires = "coordinator")]
+    pub tls_server_name: Option<String>,
+    /// Connect in plaintext (an http:// coordinator started with --insecure). For local experiments only.
+    #[arg(long, requires = "coordinator", conflicts_with_all = ["tls_ca", "tls_cert", "tls_key"])]
+    pub insecure: bool,
+    /// Score with this model version instead of the latest; with --follow it is never switched.
+    #[arg(long, requires = "coordinator")]
+    pub version: Option<u64>,
+    /// Directory where downloaded model versions are cached (sha256-checked on every use).
+    #[arg(long, requires = "coordinator")]
+    pub cache_dir: Option<PathBuf>,
+    /// Feature schema (TOML) of the events. Default: the schema in the model card; when given,
+    /// it must be the schema the card names (needed only for a model whose card has none).
+    #[arg(long, value_parser = existing_file)]
+    pub schema: Option<PathBuf>,
+    /// Events file; default: standard input.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// Events format. Default: from the --events extension (.csv, .jsonl), else the schema's format.
+    #[arg(long, value_enum)]
+    pub format: Option<EventFormat>,
+    /// Keep reading --events as it grows (from its start; truncation and rotation are followed),
+    /// and switch to newly published model versions: the coordinator's (polled every --poll-secs),
+    /// or a newer model-v*.safetensors with its card in --model's directory.
+    #[arg(long)]
+    pub follow: bool,
+    /// Score at or above which an event is an attack. Default: 0 for classifiers (log-odds, as
+    /// `evaluate`); for autoencoders the threshold stored in the model file, else this flag is required.
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// Seconds between checks for a newer model version with --follow.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub poll_secs: u64,
+    /// Events scored per forward pass (output is flushed after every batch, and whenever input pauses).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub batch_size: u64,
+}
