@@ -3,7 +3,7 @@
 //! and convert at the edge.
 
 use fedshield_core::ModelSpec;
-use fedshield_core::dp::{DpSgdPlan, OrgDpPlan};
+use fedshield_core::plan::{DpSgdPlan, OrgDpPlan};
 use fedshield_core::plan::TrainingPlan;
 use fedshield_core::privacy::PrivacyReport;
 
