@@ -327,10 +327,7 @@ impl RobustAggregator {
     /// Returns whether the rule folds updates into one running sum (and so
     /// uses the buffer given to [`Self::with_buffer`]).
     pub fn is_streaming(rule: &AggregationRule) -> bool {
-        matches!(
-            rule,
-            AggregationRule::FedAvg | AggregationRule::NormBounded { .. }
-        )
+        rule.is_streaming()
     }
 
     /// As [`Self::new`]; a streaming rule keeps its running sum in `buffer`'s
