@@ -40,8 +40,8 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use fedshield_core::privacy::PrivacyReport;
 use fedshield_core::aggregation::robust::RobustAggregator;
+use fedshield_core::privacy::PrivacyReport;
 use fedshield_core::{ModelVersion, ParticipantId, RoundId, TrainingPlan};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;

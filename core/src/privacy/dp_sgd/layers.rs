@@ -5,8 +5,8 @@
 use burn::tensor::{Tensor, TensorData};
 
 use super::{DEVICE, DpBackend};
-use crate::model::data::Dataset;
 use crate::model::ModelSpec;
+use crate::model::data::Dataset;
 use crate::model::weights::ModelWeights;
 
 /// What a model learns to output.

@@ -40,13 +40,13 @@ use burn::backend::NdArray;
 use burn::backend::ndarray::NdArrayDevice;
 use rand::{CryptoRng, Rng};
 
-use crate::model::data::Dataset;
 use crate::error::{CoreError, Result};
-use crate::plan::{DpSgdPlan, TrainingPlan};
+use crate::model::data::Dataset;
 use crate::model::training::{
     LocalTrainingOutcome, ProgressObserver, TrainingProgress, no_progress, training_rows,
 };
 use crate::model::weights::ModelWeights;
+use crate::plan::{DpSgdPlan, TrainingPlan};
 use clipping::clipped_gradient_sums;
 use layers::{Batch, flatten_layers, layers_from_flat, objective_of};
 use sampling::PoissonSampler;

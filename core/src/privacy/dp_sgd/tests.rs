@@ -7,13 +7,13 @@ use super::clipping::{clipped_gradient_sums, forward_backward};
 use super::layers::{Batch, layers_from_flat, objective_of, tensor_values};
 use super::sampling::PoissonSampler;
 use super::*;
-use crate::model::metrics::evaluate_model;
 use crate::model::ModelSpec;
+use crate::model::metrics::evaluate_model;
+use crate::model::training::train_local;
 use crate::plan::OrgDpPlan;
 use crate::privacy::noise::tests::{l2_norm, mean_and_std, seeded_rng};
 use crate::privacy::org_dp::privatize_update;
 use crate::telemetry::{held_out_dataset, num_flow_features};
-use crate::model::training::train_local;
 
 /// Returns a plan without noise (which only tests may run) whose every
 /// step samples all the rows a model of `spec` trains on in `data`:
