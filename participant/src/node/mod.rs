@@ -24,9 +24,9 @@ mod upload;
 
 use std::sync::Arc;
 
+use fedshield_core::model::ModelSpec;
 use fedshield_core::model::codec::{ChunkAssembler, DEFAULT_CHUNK_PARAMS};
 use fedshield_core::model::data::Dataset;
-use fedshield_core::model::ModelSpec;
 use fedshield_core::model::weights::{ModelWeights, ParamsSha256};
 use fedshield_core::{ModelVersion, RoundId};
 use fedshield_proto::v1 as pb;
