@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use fedshield_coordinator::participants::ParticipantRegistry;
 use fedshield_coordinator::{CoordinatorConfig, CoordinatorError, RoundConfig};
 use fedshield_coordinator::{CoordinatorTls, HttpsSettings};
-use fedshield_core::accountant::{
+use fedshield_core::privacy::accountant::{
     Conversion, RdpAccountant, SubsampledGaussian, calibrate_noise_multiplier,
 };
 use fedshield_core::privacy::{OrgPrivacyTarget, PrivacyTarget};
@@ -526,7 +526,7 @@ pub fn privacy(args: PrivacyArgs) -> Result<()> {
         }
         PrivacyCommand::Sigma(args) => {
             let sigma = calibrate_noise_multiplier(args.q, args.steps, args.epsilon, args.delta)?;
-            let achieved = fedshield_core::accountant::epsilon(
+            let achieved = fedshield_core::privacy::accountant::epsilon(
                 &SubsampledGaussian {
                     sampling_rate: args.q,
                     noise_multiplier: sigma,

@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use fedshield_coordinator::CoordinatorTls;
 use fedshield_coordinator::participants::ParticipantRegistry;
+use fedshield_core::aggregation::robust::AggregationRule;
 use fedshield_core::card::ModelCard;
 use fedshield_core::model::metrics::BinaryMetrics;
-use fedshield_core::robust::AggregationRule;
 use fedshield_core::telemetry::{
     OrgProfile, SYNTHETIC_FLOWS_SCHEMA_TOML, held_out_dataset, synthetic_dataset,
     synthetic_flows_schema,

@@ -217,7 +217,7 @@ fn each_kind_of_bad_value_gives_an_error_naming_the_file_and_the_key() {
             "id = \"acme\"\nprivacy_delta = 2",
             &[],
             "`privacy_delta`",
-            "must be in (0, 1)",
+            "must be in (0, 0.01]",
         ),
         (
             "participant",

@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fedshield_coordinator::CoordinatorConfig;
+use fedshield_core::aggregation::robust::AggregationRule;
 use fedshield_core::model::data::Dataset;
 use fedshield_core::model::metrics::BinaryMetrics;
-use fedshield_core::robust::AggregationRule;
 use fedshield_core::telemetry::{OrgProfile, held_out_dataset, synthetic_dataset};
 use fedshield_core::{ModelVersion, ParticipantId};
 use fedshield_participant::node::UpdateTamper;

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use fedshield_core::aggregation::robust::AggregationRule;
 use fedshield_core::privacy::PrivacyTarget;
-use fedshield_core::robust::AggregationRule;
 use fedshield_core::{ModelSpec, TrainingPlan};
 use fedshield_proto::tls::ListenerLimits;
 

@@ -2,14 +2,14 @@
 //! restarted on a data directory whose model was trained with DP refuses
 //! privacy settings that weaken what its cards promise (no DP, a larger ε or
 //! δ, no organization-level DP, or a plan that composes with the rounds
-//! already run to more than the promise; see [`fedshield_core::lineage`]),
+//! already run to more than the promise; see [`fedshield_core::privacy::lineage`]),
 //! unless `accept_weaker_privacy` acknowledges it. An acknowledged weakening
 //! is logged as a warning and recorded in every card published from then
 //! on, which keep the DP rounds' accounting and state `guarantee: none`
 //! once a round without DP is in the model.
 
 use fedshield_core::card::ModelCard;
-use fedshield_core::lineage::{
+use fedshield_core::privacy::lineage::{
     Continuation, LineageRecord, PrivacyPromise, PrivacyWeakening, Weakening, weakenings,
 };
 use fedshield_core::privacy::{DpRoundPlan, ModelPrivacy};

@@ -524,7 +524,7 @@ async fn declining_participant_lets_the_round_close_without_waiting_for_the_dead
 async fn dp_round_refuses_updates_without_a_valid_privacy_report_and_states_the_guarantee() {
     let harness = Harness::start(|config| {
         config.round.quorum = 1;
-        config.plan.dp_sgd = Some(fedshield_core::dp::DpSgdPlan::new(64, 1280, 1.2, 1.0, 20));
+        config.plan.dp_sgd = Some(fedshield_core::plan::DpSgdPlan::new(64, 1280, 1.2, 1.0, 20));
     })
     .await;
     harness.engine.set_privacy_delta(1e-5);

@@ -6,7 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use fedshield_core::aggregate::FedAvg;
+use fedshield_core::aggregation::fedavg::FedAvg;
 use fedshield_core::model::codec::{ChunkAssembler, DEFAULT_CHUNK_PARAMS, encode_chunks};
 
 fn update(num_params: usize, seed: usize) -> Vec<f32> {

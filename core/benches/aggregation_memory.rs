@@ -9,7 +9,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use fedshield_core::aggregate::FedAvg;
+use fedshield_core::aggregation::fedavg::FedAvg;
 use fedshield_core::model::codec::{ChunkAssembler, DEFAULT_CHUNK_PARAMS, encode_chunks};
 
 struct CountingAllocator;

@@ -11,9 +11,11 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fedshield_core::dp::{DpSgdPlan, os_seeded_rng, train_local_dp};
 use fedshield_core::model::data::Dataset;
 use fedshield_core::model::training::train_local;
+use fedshield_core::plan::DpSgdPlan;
+use fedshield_core::privacy::dp_sgd::train_local_dp;
+use fedshield_core::privacy::noise::os_seeded_rng;
 use fedshield_core::{ModelSpec, ModelWeights, TrainingPlan};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};

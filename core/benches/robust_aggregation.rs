@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use fedshield_core::robust::{AggregationRule, RobustAggregator};
+use fedshield_core::aggregation::robust::{AggregationRule, RobustAggregator};
 
 const NUM_PARAMS: usize = 1_000_000;
 

@@ -1,12 +1,13 @@
 //! The training plan of a round: how participants train locally, chosen by
 //! the coordinator, sent in every round announcement and saved with each
 //! model version, and its differential-privacy settings (DP-SGD and
-//! organization-level DP). Plans only describe; `training` and `dp` carry
-//! them out.
+//! organization-level DP). Plans only describe; `training` and
+//! `privacy::dp_sgd` carry them out.
 
 use burn::config::Config;
 
 use crate::error::{CoreError, Result};
+use crate::privacy::NoiseMultiplier;
 
 /// Largest accepted number of DP-SGD steps per round.
 pub const MAX_DP_STEPS_PER_ROUND: u32 = 1_000_000;
@@ -214,12 +215,7 @@ impl OrgDpPlan {
                 self.clip_norm
             )));
         }
-        if !(self.noise_multiplier.is_finite() && self.noise_multiplier > 0.0) {
-            return Err(CoreError::InvalidPrivacy(format!(
-                "noise_multiplier is {}, must be finite and positive",
-                self.noise_multiplier
-            )));
-        }
+        NoiseMultiplier::new(self.noise_multiplier)?;
         if !(self.noise_multiplier * self.clip_norm).is_finite() {
             return Err(CoreError::InvalidPrivacy(format!(
                 "noise_multiplier × clip_norm is {} × {}, which overflows",

@@ -51,7 +51,7 @@ impl fmt::Display for PlanFingerprint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dp::{DpSgdPlan, OrgDpPlan};
+    use crate::plan::{DpSgdPlan, OrgDpPlan};
 
     fn dp_plan() -> TrainingPlan {
         let mut plan = TrainingPlan::new().with_learning_rate(0.5);

@@ -21,11 +21,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use fedshield_core::accountant::SubsampledGaussian;
-use fedshield_core::dp::{DpSgdPlan, OrgDpPlan};
+use fedshield_core::plan::{DpSgdPlan, OrgDpPlan};
 use fedshield_core::plan_fingerprint::PlanFingerprint;
+use fedshield_core::privacy::accountant::SubsampledGaussian;
 use fedshield_core::privacy::{
-    PrivacyReport, composed_epsilon, org_level_mechanism, record_level_mechanism,
+    Delta, Epsilon, PrivacyReport, composed_epsilon, org_level_mechanism, record_level_mechanism,
     record_level_mechanism_at,
 };
 use fedshield_core::{ModelVersion, RoundId};
@@ -122,25 +122,16 @@ impl PrivacyBudget {
     /// A description of every problem.
     pub fn validate(&self) -> std::result::Result<(), Vec<String>> {
         let mut problems = Vec::new();
-        if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
-            problems.push(format!(
-                "privacy budget epsilon is {}, must be finite and positive",
-                self.epsilon
-            ));
+        if let Err(problem) = Epsilon::named("privacy budget epsilon", self.epsilon) {
+            problems.push(problem.to_string());
         }
-        if !(self.delta > 0.0 && self.delta <= fedshield_core::privacy::MAX_DELTA) {
-            problems.push(format!(
-                "privacy budget delta is {}, must be in (0, {}]",
-                self.delta,
-                fedshield_core::privacy::MAX_DELTA
-            ));
+        if let Err(problem) = Delta::named("privacy budget delta", self.delta) {
+            problems.push(problem.to_string());
         }
         if let Some(org_epsilon) = self.org_epsilon
-            && !(org_epsilon.is_finite() && org_epsilon > 0.0)
+            && let Err(problem) = Epsilon::named("privacy budget org_epsilon", org_epsilon)
         {
-            problems.push(format!(
-                "privacy budget org_epsilon is {org_epsilon}, must be finite and positive"
-            ));
+            problems.push(problem.to_string());
         }
         if problems.is_empty() {
             Ok(())

@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use fedshield_coordinator::participants::ParticipantRegistry;
 use fedshield_coordinator::{CoordinatorConfig, CoordinatorTls, ParticipantsPerRound, RoundConfig};
-use fedshield_core::robust::AggregationRule;
+use fedshield_core::aggregation::robust::AggregationRule;
 use fedshield_core::{ModelSpec, ParticipantId, TrainingPlan};
 use fedshield_participant::{Participant, ParticipantConfig, ParticipantEvent};
 use fedshield_proto::tls::{ListenerLimits, client_tls_config_from_files, server_config_pem};

@@ -72,7 +72,7 @@ pub struct CoordinatorArgs {
     /// How updates are combined: fedavg, norm-bound:<max_norm>, trimmed-mean:<fraction>, median,
     /// or multi-krum:<f>[:<m>] (the last three need --quorum large enough to out-vote f attackers).
     #[arg(long, env = "FEDSHIELD_AGGREGATION", default_value = "fedavg")]
-    pub aggregation: fedshield_core::robust::AggregationRule,
+    pub aggregation: fedshield_core::aggregation::robust::AggregationRule,
     /// Most training examples one update may declare (its num_samples); a header declaring more,
     /// or 0, is refused with INVALID_ARGUMENT. Rounds with DP accept exactly 1. At most 2^40.
     #[arg(long, default_value_t = fedshield_coordinator::weighting::DEFAULT_MAX_SAMPLES_PER_UPDATE)]

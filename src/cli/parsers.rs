@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use fedshield_core::privacy::{Delta, Epsilon, RangeError};
+
 /// Parses a path to a file that must exist (a certificate, a key, a schema, data).
 pub fn existing_file(value: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(value);
@@ -25,8 +27,8 @@ fn positive(name: &str, value: &str) -> Result<f64, String> {
 }
 
 /// Parses an ε: finite and greater than 0.
-pub fn epsilon(value: &str) -> Result<f64, String> {
-    positive("epsilon", value)
+pub fn epsilon(value: &str) -> Result<f64, RangeError> {
+    value.parse::<Epsilon>().map(Epsilon::get)
 }
 
 /// Parses a clipping norm: finite and greater than 0.
@@ -34,12 +36,7 @@ pub fn clip_norm(value: &str) -> Result<f64, String> {
     positive("clip norm", value)
 }
 
-/// Parses a δ: in (0, 1).
-pub fn delta(value: &str) -> Result<f64, String> {
-    let number = positive("delta", value)?;
-    if number < 1.0 {
-        Ok(number)
-    } else {
-        Err(format!("delta is {value}, must be in (0, 1)"))
-    }
+/// Parses a δ: in (0, [`fedshield_core::privacy::MAX_DELTA`]].
+pub fn delta(value: &str) -> Result<f64, RangeError> {
+    value.parse::<Delta>().map(Delta::get)
 }

@@ -40,8 +40,8 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use fedshield_core::aggregation::robust::RobustAggregator;
 use fedshield_core::privacy::PrivacyReport;
-use fedshield_core::robust::RobustAggregator;
 use fedshield_core::{ModelVersion, ParticipantId, RoundId, TrainingPlan};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
@@ -179,14 +179,14 @@ struct EngineInner {
     published: watch::Sender<Arc<PublishedModel>>,
     /// FedAvgM state (velocity); in memory only, so a restart resumes with
     /// zero velocity.
-    server_optimizer: Mutex<fedshield_core::aggregate::ServerMomentum>,
+    server_optimizer: Mutex<fedshield_core::aggregation::momentum::ServerMomentum>,
     /// Optional labelled data each new version is scored on for its card.
     evaluation: std::sync::OnceLock<Arc<fedshield_core::model::data::Dataset>>,
     /// δ of the federation's privacy target, for the guarantees on model cards.
     privacy_delta: std::sync::OnceLock<f64>,
     /// The privacy promise and acknowledged weakening model cards record
     /// ([`crate::lineage`]).
-    privacy_lineage: std::sync::OnceLock<fedshield_core::lineage::LineageRecord>,
+    privacy_lineage: std::sync::OnceLock<fedshield_core::privacy::lineage::LineageRecord>,
     /// Prometheus metrics of rounds, updates and downloads.
     metrics: CoordinatorMetrics,
     /// Id of the last open round whose record was written; the lock also
@@ -249,7 +249,7 @@ impl Engine {
         };
         let metrics = CoordinatorMetrics::new();
         metrics.set_current_model(&initial.card);
-        let server_optimizer = fedshield_core::aggregate::ServerMomentum::new(
+        let server_optimizer = fedshield_core::aggregation::momentum::ServerMomentum::new(
             config.server_momentum,
             config.server_learning_rate,
         );
@@ -324,7 +324,7 @@ impl Engine {
 
     /// Sets the privacy promise and acknowledged weakening that model cards
     /// record ([`crate::lineage`]); only the first call has effect.
-    pub fn set_privacy_lineage(&self, lineage: fedshield_core::lineage::LineageRecord) {
+    pub fn set_privacy_lineage(&self, lineage: fedshield_core::privacy::lineage::LineageRecord) {
         let _ = self.inner.privacy_lineage.set(lineage);
     }
 

@@ -7,14 +7,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use fedshield_core::aggregate::check_finite_aggregate;
+use fedshield_core::aggregation::fedavg::check_finite_aggregate;
+use fedshield_core::aggregation::robust::{AggregateOutcome, RobustAggregator};
 use fedshield_core::card::{AggregationSummary, ModelCard};
 use fedshield_core::clock::unix_ms;
-use fedshield_core::lineage::LineageRecord;
 use fedshield_core::model::data::Dataset;
 use fedshield_core::model::weights::ModelWeights;
 use fedshield_core::privacy::PrivacyReport;
-use fedshield_core::robust::{AggregateOutcome, RobustAggregator};
+use fedshield_core::privacy::lineage::LineageRecord;
 use fedshield_core::{CoreError, ParticipantId, RoundId, TrainingPlan};
 use tokio::time::Instant;
 use tracing::{Instrument, Span, info, warn};

@@ -5,8 +5,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use fedshield_core::aggregation::robust::RobustAggregator;
 use fedshield_core::clock::unix_ms;
-use fedshield_core::robust::RobustAggregator;
 use fedshield_core::{ParticipantId, RoundId};
 use rand::seq::SliceRandom;
 use tokio::time::Instant;

@@ -5,11 +5,13 @@
 
 use std::ops::ControlFlow;
 
-use fedshield_core::dp::{os_seeded_rng, privatize_update, train_local_dp_observed};
 use fedshield_core::model::training::{
     LocalTrainingOutcome, num_training_rows, train_local_observed,
 };
 use fedshield_core::plan_fingerprint::PlanFingerprint;
+use fedshield_core::privacy::dp_sgd::train_local_dp_observed;
+use fedshield_core::privacy::noise::os_seeded_rng;
+use fedshield_core::privacy::org_dp::privatize_update;
 use fedshield_core::{ModelVersion, RoundId, TrainingPlan};
 use fedshield_proto::download::{download_model, download_model_into};
 use fedshield_proto::v1 as pb;

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use fedshield_core::aggregate::check_applies_finitely;
+use fedshield_core::aggregation::fedavg::check_applies_finitely;
 use fedshield_core::privacy::PrivacyReport;
 use fedshield_core::{ModelVersion, ParticipantId, RoundId};
 use tokio::sync::Semaphore;

@@ -341,7 +341,7 @@ impl LineageRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::privacy::tests::target;
+    use crate::privacy::target::tests::target;
     use crate::privacy::{
         ParticipantPrivacy, calibrate_plan, composed_epsilon, record_level_mechanism,
     };
