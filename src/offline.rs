@@ -11,15 +11,15 @@ use anyhow::{Context, Result, bail};
 use fedshield_core::card::ModelCard;
 use fedshield_core::ingest::{IngestOptions, load_dataset};
 use fedshield_core::model::data::Dataset;
+use fedshield_core::model::file::{
+    SCHEMA_METADATA_KEY, THRESHOLD_METADATA_KEY, load_model_with_metadata,
+};
 use fedshield_core::model::inference::score_rows;
 use fedshield_core::model::metrics::{
     BinaryMetrics, CategoryMetrics, REFERENCE_FPR, per_category, threshold_at_fpr,
 };
 use fedshield_core::model::training::train_local_observed;
 use fedshield_core::model::weights::ModelWeights;
-use fedshield_core::model_file::{
-    SCHEMA_METADATA_KEY, THRESHOLD_METADATA_KEY, load_model_with_metadata,
-};
 use fedshield_core::schema::Schema;
 use fedshield_core::telemetry::{
     FlowGenerator, OrgProfile, SYNTHETIC_FLOWS_SCHEMA_TOML, write_csv, write_jsonl,

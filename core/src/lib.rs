@@ -8,8 +8,6 @@
 //! - [`ingest`]: reading csv and JSON-lines telemetry files through a schema into a dataset.
 //! - [`telemetry`]: the synthetic flow generator, its organization profiles and files.
 //! - [`model`]: the detection model (spec, burn module, weights, codec, data, training, inference, metrics).
-//! - [`model_file`]: the metadata keys of model files (feature schema, threshold), and loading them.
-//! - [`model_cache`]: downloaded model versions, one safetensors file each, sha256-checked.
 //! - [`card`]: the model card of a published version (provenance and integrity data).
 //! - [`aggregation`]: streaming FedAvg, server momentum and the poisoning-robust rules.
 //! - [`privacy`]: ε, δ and q checked once, DP-SGD, organization-level DP, the accountant, targets, reports, guarantees and lineage.
@@ -28,8 +26,6 @@ pub mod fsutil;
 pub mod ids;
 pub mod ingest;
 pub mod model;
-pub mod model_cache;
-pub mod model_file;
 pub mod plan;
 pub mod plan_fingerprint;
 pub mod privacy;

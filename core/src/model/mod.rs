@@ -8,6 +8,8 @@
 //! - [`training`]: local training with burn (ndarray backend, autodiff).
 //! - [`inference`]: scoring feature vectors with a model.
 //! - [`metrics`]: accuracy, ROC-AUC and friends.
+//! - [`file`]: the metadata keys of model files (feature schema, threshold), and loading them.
+//! - [`cache`]: downloaded model versions, one safetensors file each, sha256-checked.
 //!
 //! Two model families share one module, a stack of linear layers with ReLU
 //! between them (none after the last):
@@ -27,8 +29,10 @@
 //! `layers.{i}.weight` with shape `[d_in, d_out]` (row-major, `y = x W + b`)
 //! followed by `layers.{i}.bias` with shape `[d_out]`.
 
+pub mod cache;
 pub mod codec;
 pub mod data;
+pub mod file;
 pub mod inference;
 pub mod metrics;
 mod mlp;

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use fedshield_core::ModelVersion;
 use fedshield_core::card::ModelCard;
-use fedshield_core::model::weights::ModelWeights;
-use fedshield_core::model_file::{
+use fedshield_core::model::file::{
     SCHEMA_METADATA_KEY, THRESHOLD_METADATA_KEY, load_model_with_metadata,
 };
+use fedshield_core::model::weights::ModelWeights;
 use fedshield_core::schema::Schema;
 
 use crate::release::{ModelRelease, ReleaseRules, load_schema_flag};

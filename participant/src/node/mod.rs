@@ -24,8 +24,8 @@ mod upload;
 
 use std::sync::Arc;
 
+use fedshield_core::model::cache::ModelCache;
 use fedshield_core::model::data::Dataset;
-use fedshield_core::model_cache::ModelCache;
 use fedshield_core::{ModelVersion, RoundId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
