@@ -14,6 +14,8 @@
 //! - [`shutdown`]: SIGINT/SIGTERM handling.
 //! - [`tokens`]: `fedshield coordinator tokens create|list|revoke`.
 
+#![forbid(unsafe_code)]
+
 pub mod bench;
 pub mod certs;
 pub mod checks;

@@ -21,7 +21,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::engine::EngineStatus;
 use crate::error::CoordinatorError;
 
 pub use fedshield_proto::metrics_http::OPENMETRICS_CONTENT_TYPE;
@@ -149,39 +148,6 @@ pub struct ParticipantStates {
 }
 
 impl ParticipantStates {
-    /// Returns the counts of an engine status snapshot.
-    pub fn of(status: &EngineStatus) -> ParticipantStates {
-        let mut states = ParticipantStates {
-            connected: status.connected.len(),
-            sitting_out: status
-                .dropouts
-                .iter()
-                .filter(|(_, record)| record.is_sitting_out())
-                .count(),
-            revoked: status.revoked.len(),
-            ..ParticipantStates::default()
-        };
-        let Some(round) = &status.open_round else {
-            return states;
-        };
-        states.selected = round.selected.len();
-        for participant in &round.selected {
-            let state = if round.accepted.contains(participant) {
-                &mut states.submitted
-            } else if round.declined.contains(participant) {
-                &mut states.declined
-            } else if round.uploading.contains(participant) {
-                &mut states.uploading
-            } else if status.connected.contains(participant) {
-                &mut states.training
-            } else {
-                &mut states.left_round
-            };
-            *state += 1;
-        }
-        states
-    }
-
     /// Returns each state's count, in [`PARTICIPANT_STATES`] order.
     pub fn counts(&self) -> [usize; PARTICIPANT_STATES.len()] {
         [
@@ -199,8 +165,8 @@ impl ParticipantStates {
 }
 
 /// Where the participant gauges come from at each scrape: the engine's
-/// status, or `None` once the engine is gone.
-type ParticipantSource = Box<dyn Fn() -> Option<EngineStatus> + Send + Sync>;
+/// counts, or `None` once the engine is gone.
+type ParticipantSource = Box<dyn Fn() -> Option<ParticipantStates> + Send + Sync>;
 
 /// Returns the `reason` label of a refused update: a small fixed set, so
 /// that the metric's cardinality stays bounded whatever clients send.
@@ -433,8 +399,8 @@ impl CoordinatorMetrics {
     /// Returns the metrics in OpenMetrics text format, the participant
     /// gauges read from the engine at this moment.
     pub fn render(&self) -> String {
-        if let Some(status) = self.participant_source.get().and_then(|source| source()) {
-            self.set_participant_states(&ParticipantStates::of(&status));
+        if let Some(states) = self.participant_source.get().and_then(|source| source()) {
+            self.set_participant_states(&states);
         }
         let mut text = String::new();
         // Writing into a String cannot fail.
@@ -481,7 +447,7 @@ impl CoordinatorMetrics {
     /// first call has effect.
     pub(crate) fn count_participants_with(
         &self,
-        source: impl Fn() -> Option<EngineStatus> + Send + Sync + 'static,
+        source: impl Fn() -> Option<ParticipantStates> + Send + Sync + 'static,
     ) {
         let _ = self.participant_source.set(Box::new(source));
     }
@@ -562,7 +528,7 @@ mod tests {
 
     use super::*;
     use crate::dropouts::DropoutRecord;
-    use crate::engine::{OpenRoundStatus, RevokedMember};
+    use crate::engine::{EngineStatus, OpenRoundStatus, RevokedMember};
     use crate::registry::PublishedModel;
 
     fn ids(names: &[&str]) -> Vec<ParticipantId> {
@@ -649,7 +615,7 @@ mod tests {
                 ),
             ],
         };
-        let states = ParticipantStates::of(&status);
+        let states = status.participant_states();
         assert_eq!(
             states,
             ParticipantStates {
@@ -670,7 +636,7 @@ mod tests {
             let series = format!("fedshield_coordinator_participants{{state=\"{state}\"}}");
             assert_eq!(sample(&before, &series), Some(0.0), "{series}");
         }
-        metrics.count_participants_with(move || Some(status.clone()));
+        metrics.count_participants_with(move || Some(states));
         let text = metrics.render();
         for (state, count) in PARTICIPANT_STATES.into_iter().zip(states.counts()) {
             let series = format!("fedshield_coordinator_participants{{state=\"{state}\"}}");

@@ -10,7 +10,8 @@
 //! - [`model`]: the detection model (spec, burn module, weights, codec, data, training, inference, metrics).
 //! - [`card`]: the model card of a published version (provenance and integrity data).
 //! - [`aggregation`]: streaming FedAvg, server momentum and the poisoning-robust rules.
-//! - [`privacy`]: ε, δ and q checked once, DP-SGD, organization-level DP, the accountant, targets, reports, guarantees and lineage.
+//! - [`units`]: ε, δ, the sampling rate q and the noise multiplier σ, each checked once where it is made.
+//! - [`privacy`]: DP-SGD, organization-level DP, the accountant, targets, reports, guarantees and lineage.
 //! - [`clock`]: Unix-millisecond timestamps.
 //! - [`plan`]: the training plan of a round and its DP settings (DP-SGD, organization-level DP).
 //! - [`plan_fingerprint`]: the sha256 of a training plan, which keys re-sent updates of retried rounds.
@@ -31,6 +32,7 @@ pub mod plan_fingerprint;
 pub mod privacy;
 pub mod schema;
 pub mod telemetry;
+pub mod units;
 pub mod untrusted_text;
 
 pub use error::{CoreError, Result};

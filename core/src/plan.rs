@@ -7,7 +7,7 @@
 use burn::config::Config;
 
 use crate::error::{CoreError, Result};
-use crate::privacy::NoiseMultiplier;
+use crate::units::NoiseMultiplier;
 
 /// Largest accepted number of DP-SGD steps per round.
 pub const MAX_DP_STEPS_PER_ROUND: u32 = 1_000_000;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use fedshield_core::privacy::{Delta, Epsilon, RangeError};
+use fedshield_core::units::{Delta, Epsilon, RangeError};
 
 /// Parses a path to a file that must exist (a certificate, a key, a schema, data).
 pub fn existing_file(value: &str) -> Result<PathBuf, String> {
@@ -36,7 +36,7 @@ pub fn clip_norm(value: &str) -> Result<f64, String> {
     positive("clip norm", value)
 }
 
-/// Parses a δ: in (0, [`fedshield_core::privacy::MAX_DELTA`]].
+/// Parses a δ: in (0, [`fedshield_core::units::MAX_DELTA`]].
 pub fn delta(value: &str) -> Result<f64, RangeError> {
     value.parse::<Delta>().map(Delta::get)
 }

@@ -297,7 +297,10 @@ impl Engine {
         engine
             .inner
             .metrics
-            .count_participants_with(move || weak.upgrade().map(|inner| Engine { inner }.status()));
+            .count_participants_with(move || {
+                weak.upgrade()
+                    .map(|inner| Engine { inner }.status().participant_states())
+            });
         engine
     }
 

@@ -7,6 +7,7 @@ use fedshield_core::{ModelVersion, ParticipantId, RoundId};
 
 use super::{Engine, RevokedMember, RoundState, RoundSummary};
 use crate::dropouts::DropoutRecord;
+use crate::metrics::ParticipantStates;
 use crate::registry::PublishedModel;
 
 /// A snapshot for status endpoints.
@@ -88,5 +89,41 @@ impl Engine {
             revoked: state.revoked_members(),
             dropouts: state.dropouts.records(),
         }
+    }
+}
+
+impl EngineStatus {
+    /// Returns how many participants are in each state of the metrics'
+    /// participant gauges.
+    pub fn participant_states(&self) -> ParticipantStates {
+        let mut states = ParticipantStates {
+            connected: self.connected.len(),
+            sitting_out: status
+                .dropouts
+                .iter()
+                .filter(|(_, record)| record.is_sitting_out())
+                .count(),
+            revoked: self.revoked.len(),
+            ..ParticipantStates::default()
+        };
+        let Some(round) = &self.open_round else {
+            return states;
+        };
+        states.selected = round.selected.len();
+        for participant in &round.selected {
+            let state = if round.accepted.contains(participant) {
+                &mut states.submitted
+            } else if round.declined.contains(participant) {
+                &mut states.declined
+            } else if round.uploading.contains(participant) {
+                &mut states.uploading
+            } else if self.connected.contains(participant) {
+                &mut states.training
+            } else {
+                &mut states.left_round
+            };
+            *state += 1;
+        }
+        states
     }
 }

@@ -2,7 +2,6 @@
 //! and the guarantees that travel between participants, the coordinator and
 //! model cards.
 //!
-//! - `units`: ε, δ, the sampling rate and the noise multiplier, each checked once.
 //! - [`dp_sgd`]: record-level DP-SGD (per-example clipping with ghost norms, Poisson sampling, Gaussian noise).
 //! - [`noise`]: Gaussian noise from an OS-seeded CSPRNG.
 //! - [`org_dp`]: organization-level DP of a whole update (clipping and Gaussian noise).
@@ -26,7 +25,6 @@ pub mod noise;
 pub mod org_dp;
 mod report;
 mod target;
-mod units;
 
 pub use guarantee::{
     DP_SGD_MECHANISM, DpRoundPlan, Guarantee, ModelPrivacy, ORG_DP_MECHANISM, ParticipantPrivacy,
@@ -35,4 +33,3 @@ pub use guarantee::{
 };
 pub use report::PrivacyReport;
 pub use target::{OrgPrivacyTarget, PrivacyTarget, calibrate_plan};
-pub use units::{Delta, Epsilon, MAX_DELTA, NoiseMultiplier, RangeError, SamplingRate};

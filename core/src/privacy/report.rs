@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
-use crate::privacy::units::Delta;
+use crate::units::Delta;
 
 /// A participant's statement, sent with each update, of everything its
 /// ledger holds after this round: the cumulative guarantee of its records

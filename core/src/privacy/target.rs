@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{CoreError, Result};
 use crate::plan::{DpSgdPlan, OrgDpPlan, TrainingPlan};
 use crate::privacy::accountant::calibrate_noise_multiplier;
-use crate::privacy::units::{Delta, Epsilon};
+use crate::units::{Delta, Epsilon};
 
 /// What an operator asks of a federation: the (ε, δ) each participant's
 /// records get over the whole training, and the DP-SGD knobs that are not

@@ -4,8 +4,8 @@
 use crate::error::{CoreError, Result};
 use crate::privacy::accountant::{SubsampledGaussian, epsilon};
 #[cfg(doc)]
-use crate::privacy::units::MAX_DELTA;
-use crate::privacy::units::{Delta, Epsilon, SamplingRate};
+use crate::units::MAX_DELTA;
+use crate::units::{Delta, Epsilon, SamplingRate};
 
 /// Calibration never looks below this noise multiplier.
 pub(super) const MIN_CALIBRATED_NOISE_MULTIPLIER: f64 = 1e-3;

@@ -44,7 +44,7 @@ pub use conversion::{Conversion, PrivacySpent};
 pub use rdp::SubsampledGaussian;
 
 use crate::error::{CoreError, Result};
-use crate::privacy::units::Delta;
+use crate::units::Delta;
 use conversion::{classic_epsilon, tight_epsilon};
 
 /// Returns the default grid of Rényi orders: 1.1, 1.2, …, 10.9 (step 0.1), 11,
@@ -132,7 +132,7 @@ impl RdpAccountant {
     /// far is (ε, δ)-DP, with the given conversion.
     ///
     /// # Errors
-    /// [`CoreError::InvalidPrivacy`] if `delta` is not in (0, [`crate::privacy::MAX_DELTA`]].
+    /// [`CoreError::InvalidPrivacy`] if `delta` is not in (0, [`crate::units::MAX_DELTA`]].
     pub fn epsilon(&self, delta: f64, conversion: Conversion) -> Result<PrivacySpent> {
         Delta::new(delta)?;
         let log_delta = delta.ln();

@@ -10,7 +10,7 @@ use std::f64::consts::{LN_2, PI, SQRT_2};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::privacy::units::{NoiseMultiplier, SamplingRate};
+use crate::units::{NoiseMultiplier, SamplingRate};
 
 /// Terms of the fractional-order series are summed until both are below
 /// `e^FRACTIONAL_SERIES_LOG_CUTOFF` (TF Privacy's stopping rule).

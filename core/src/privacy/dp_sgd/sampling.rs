@@ -4,7 +4,7 @@ use rand::Rng;
 use rand_distr::{Distribution, Geometric};
 
 use crate::error::{CoreError, Result};
-use crate::privacy::units::SamplingRate;
+use crate::units::SamplingRate;
 
 /// Poisson subsampling: every row joins a sample independently with
 /// probability q. Instead of one coin per row, the gaps between sampled rows
