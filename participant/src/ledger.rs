@@ -25,9 +25,10 @@ use fedshield_core::plan::{DpSgdPlan, OrgDpPlan};
 use fedshield_core::plan_fingerprint::PlanFingerprint;
 use fedshield_core::privacy::accountant::SubsampledGaussian;
 use fedshield_core::privacy::{
-    Delta, Epsilon, PrivacyReport, composed_epsilon, org_level_mechanism, record_level_mechanism,
+    PrivacyReport, composed_epsilon, org_level_mechanism, record_level_mechanism,
     record_level_mechanism_at,
 };
+use fedshield_core::units::{Delta, Epsilon};
 use fedshield_core::{ModelVersion, RoundId};
 use serde::{Deserialize, Serialize};
 use tracing::warn;

@@ -294,13 +294,10 @@ impl Engine {
         // The participant gauges are read from the state at each scrape; the
         // weak handle does not keep the engine alive.
         let weak = Arc::downgrade(&engine.inner);
-        engine
-            .inner
-            .metrics
-            .count_participants_with(move || {
-                weak.upgrade()
-                    .map(|inner| Engine { inner }.status().participant_states())
-            });
+        engine.inner.metrics.count_participants_with(move || {
+            weak.upgrade()
+                .map(|inner| Engine { inner }.status().participant_states())
+        });
         engine
     }
 

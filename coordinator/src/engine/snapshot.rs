@@ -98,7 +98,7 @@ impl EngineStatus {
     pub fn participant_states(&self) -> ParticipantStates {
         let mut states = ParticipantStates {
             connected: self.connected.len(),
-            sitting_out: status
+            sitting_out: self
                 .dropouts
                 .iter()
                 .filter(|(_, record)| record.is_sitting_out())
