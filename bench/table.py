@@ -59,27 +59,41 @@ def main(ours_path="bench/results/fedshield.jsonl", flower_path="bench/results/f
 
 
 def pairs(path):
-    """Before/after table of an interleaved comparison (bench/pairs.sh)."""
+    """Before/after table of an interleaved comparison (bench/pairs.sh): the
+    median over a cell's repeated pairs of each run's median round time."""
     cells = {}
     for r in load(path):
-        cells.setdefault((r["participants"], r["params"]), {})[r["side"]] = r
-    print("| K × P | before (s) | after (s) | change | TLS baseline (s) | before / baseline | after / baseline | coordinator peak MiB before → after |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        cells.setdefault((r["participants"], r["params"]), {}).setdefault(r["side"], []).append(r)
+    print("| K × P | pairs | before (s) | after (s) | change | TLS baseline (s) | before / baseline | after / baseline | coordinator peak MiB before → after |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key in sorted(cells, key=lambda k: (k[1], k[0])):
-        before, after = cells[key].get("before"), cells[key].get("after")
-        if before is None or after is None:
+        befores, afters = cells[key].get("before", []), cells[key].get("after", [])
+        if not befores or not afters:
             continue
-        tls = after["baseline"]["tls_seconds"]
+        before = median([r["median_round_seconds"] for r in befores])
+        after = median([r["median_round_seconds"] for r in afters])
+        tls = median([r["baseline"]["tls_seconds"] for r in afters])
+        before_rss = median([r["coordinator_peak_rss_bytes"] for r in befores])
+        after_rss = median([r["coordinator_peak_rss_bytes"] for r in afters])
         print(
             f"| {key[0]} × {params_label(key[1])} "
-            f"| {before['median_round_seconds']:.3f} "
-            f"| {after['median_round_seconds']:.3f} "
-            f"| {after['median_round_seconds'] / before['median_round_seconds'] - 1:+.0%} "
+            f"| {min(len(befores), len(afters))} "
+            f"| {before:.3f} "
+            f"| {after:.3f} "
+            f"| {after / before - 1:+.0%} "
             f"| {tls:.3f} "
-            f"| {before['median_round_seconds'] / tls:.2f} "
-            f"| {after['median_round_seconds'] / tls:.2f} "
-            f"| {before['coordinator_peak_rss_bytes'] / MIB:.0f} → {after['coordinator_peak_rss_bytes'] / MIB:.0f} |"
+            f"| {before / tls:.2f} "
+            f"| {after / tls:.2f} "
+            f"| {before_rss / MIB:.0f} → {after_rss / MIB:.0f} |"
         )
+
+
+def median(values):
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
 
 
 if __name__ == "__main__":
