@@ -30,7 +30,7 @@ use fedshield_core::telemetry::{FlowGenerator, OrgProfile, synthetic_flows_schem
 use fedshield_detector::events::{EventParser, Line, LineReader, ParsedLine, READ_BUFFER_BYTES};
 use fedshield_detector::pipeline::score_to_end;
 use fedshield_detector::{
-    DEFAULT_BATCH_EVENTS, Detector, ModelRelease, ReleaseRules, ScoringModel,
+    DEFAULT_BATCH_EVENTS, Detector, JsonLinesOutput, ModelRelease, ReleaseRules, ScoringModel,
 };
 
 /// Events per measured pass.
@@ -67,7 +67,8 @@ fn mlp_release() -> Arc<ModelRelease> {
 fn detect_all(csv: &[u8], release: &Arc<ModelRelease>) -> u64 {
     let parser = EventParser::new(synthetic_flows_schema(), FileFormat::Csv, "bench");
     let model = ScoringModel::new(release.clone()).expect("the model builds");
-    let mut detector = Detector::new(parser, model, DEFAULT_BATCH_EVENTS, io::sink(), io::sink());
+    let output = Box::new(JsonLinesOutput::new(io::sink(), DEFAULT_BATCH_EVENTS));
+    let mut detector = Detector::new(parser, model, DEFAULT_BATCH_EVENTS, output, io::sink());
     score_to_end(&mut &csv[..], "bench", &mut detector, None).expect("scoring succeeds");
     detector.stats().num_scored
 }

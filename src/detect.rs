@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use fedshield_core::ModelVersion;
 use fedshield_core::schema::FileFormat;
-use fedshield_detector::{CoordinatorSettings, DetectSettings, ModelSourceSettings};
+use fedshield_detector::{
+    CoordinatorSettings, DetectSettings, ModelSourceSettings, OutputSettings,
+};
 use fedshield_proto::tls::{ClientTlsFiles, client_tls_files};
 
 use crate::cli::{DetectArgs, EventFormat};
@@ -20,7 +22,8 @@ use crate::cli::{DetectArgs, EventFormat};
 /// Bad flags, and the errors of [`fedshield_detector::run`].
 pub async fn run(args: DetectArgs) -> Result<()> {
     let settings = detect_settings(&args)?;
-    fedshield_detector::run(settings, crate::shutdown::on_signal()).await
+    fedshield_detector::run(settings, crate::shutdown::on_signal()).await?;
+    Ok(())
 }
 
 /// Checks the settings against each other, reading no file: before scoring and for
@@ -82,6 +85,7 @@ fn detect_settings(args: &DetectArgs) -> Result<DetectSettings> {
         threshold: args.threshold,
         poll_interval: Duration::from_secs(args.poll_secs),
         batch_events,
+        output: OutputSettings::JsonLinesStdout,
     })
 }
 

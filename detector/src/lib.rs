@@ -28,12 +28,14 @@
 //! - [`events`]: input lines, events parsed into feature vectors, followed files.
 //! - [`release`]: a verified model version, and the rules every version must satisfy.
 //! - [`scoring`]: a release's network, and the [`Detector`] that scores batches of events.
-//! - [`output`]: verdicts as JSON lines on a byte sink.
+//! - [`output`]: where verdicts go: the [`VerdictSink`] trait and its sinks (JSON lines).
 //! - [`pipeline`]: the read loops, to the input's end or following a file.
 //! - [`source`]: model versions from a local file or from the coordinator.
+//! - [`error`]: the crate's error type, [`DetectorError`].
 
 #![forbid(unsafe_code)]
 
+pub mod error;
 pub mod events;
 pub mod output;
 pub mod pipeline;
@@ -46,17 +48,18 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+pub use error::{DetectorError, Result};
 use events::{EventInput, EventParser, STDIN_NAME};
+pub use output::{JsonLinesOutput, VerdictSink, open_sink};
 use pipeline::{follow_file, score_to_end};
 pub use release::{ModelRelease, ReleaseRules};
 pub use scoring::{DetectStats, Detector, ScoringModel};
 pub use settings::{
-    CoordinatorSettings, DEFAULT_BATCH_EVENTS, DetectSettings, ModelSourceSettings,
+    CoordinatorSettings, DEFAULT_BATCH_EVENTS, DetectSettings, ModelSourceSettings, OutputSettings,
 };
 use source::open_model_source;
 
@@ -96,17 +99,13 @@ pub async fn run(settings: DetectSettings, shutdown: CancellationToken) -> Resul
     let (sender, mut receiver) = watch::channel(Arc::new(initial));
     let watches_models = settings.follow && source.can_switch();
     let stop = shutdown.clone();
+    let output = settings.output;
     let mut scoring = tokio::task::spawn_blocking(move || -> Result<DetectStats> {
         let initial = receiver.borrow_and_update().clone();
         let model = ScoringModel::new(initial)?;
-        let mut detector = Detector::new(
-            parser,
-            model,
-            batch_events,
-            io::stdout().lock(),
-            io::stderr(),
-        )
-        .stop_when(stop);
+        let sink = open_sink(&output, batch_events);
+        let mut detector =
+            Detector::new(parser, model, batch_events, sink, io::stderr()).stop_when(stop);
         let models = watches_models.then_some(&mut receiver);
         match input {
             EventInput::Stdin(mut stdin) => {
@@ -135,7 +134,10 @@ pub async fn run(settings: DetectSettings, shutdown: CancellationToken) -> Resul
         info!("stopped by a signal while waiting for input");
         return Ok(());
     };
-    let outcome = finished.context("the scoring thread failed")?;
+    let outcome = finished.map_err(|source| DetectorError::Task {
+        task: "the scoring thread",
+        source,
+    })?;
     let stats = outcome?;
     info!(
         num_scored = stats.num_scored,

@@ -2,15 +2,17 @@
 //! growing file; between reads, a newly published model version replaces
 //! the one scoring (between batches, so every verdict names its version).
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use fedshield_core::error::error_chain;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::error::{DetectorError, Result};
 use crate::events::{EventFile, FileChange, LineReader, READ_BUFFER_BYTES};
+use crate::output::VerdictSink;
 use crate::release::ModelRelease;
 use crate::scoring::{Detector, ScoringModel};
 
@@ -19,9 +21,9 @@ use crate::scoring::{Detector, ScoringModel};
 pub const FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Switches `detector` to the version the model source published last, if it is new.
-fn switch_if_published<W: Write, E: Write>(
+fn switch_if_published<S: VerdictSink + ?Sized, E: Write>(
     models: &mut watch::Receiver<Arc<ModelRelease>>,
-    detector: &mut Detector<W, E>,
+    detector: &mut Detector<S, E>,
 ) -> Result<()> {
     if !models.has_changed().unwrap_or(false) {
         return Ok(());
@@ -30,9 +32,17 @@ fn switch_if_published<W: Write, E: Write>(
     match ScoringModel::new(release) {
         Ok(model) => detector.switch_model(model),
         Err(error) => {
-            warn!(error = %format!("{error:#}"), "new model version unusable; scoring continues with the current one");
+            warn!(error = %error_chain(&error), "new model version unusable; scoring continues with the current one");
             Ok(())
         }
+    }
+}
+
+/// Returns the error of a failed read of the input named `input_name`.
+fn read_error(input_name: &str, source: io::Error) -> DetectorError {
+    DetectorError::ReadEvents {
+        input_name: input_name.to_string(),
+        source,
     }
 }
 
@@ -41,17 +51,17 @@ fn switch_if_published<W: Write, E: Write>(
 ///
 /// # Errors
 /// As [`Detector::push_line`], or the input's read error.
-pub fn score_to_end<W: Write, E: Write>(
+pub fn score_to_end<S: VerdictSink + ?Sized, E: Write>(
     input: &mut impl Read,
     source_name: &str,
-    detector: &mut Detector<W, E>,
+    detector: &mut Detector<S, E>,
     mut models: Option<&mut watch::Receiver<Arc<ModelRelease>>>,
 ) -> Result<()> {
     let mut lines = LineReader::new(READ_BUFFER_BYTES);
     loop {
         let num_read = lines
             .read_from(input)
-            .with_context(|| format!("failed to read events from {source_name}"))?;
+            .map_err(|source| read_error(source_name, source))?;
         detector.push_lines(&mut lines)?;
         if num_read == 0 {
             if let Some(line) = lines.take_rest() {
@@ -75,16 +85,16 @@ pub fn score_to_end<W: Write, E: Write>(
 ///
 /// # Errors
 /// As [`Detector::push_line`], or the file's read error.
-pub fn follow_file<W: Write, E: Write>(
+pub fn follow_file<S: VerdictSink + ?Sized, E: Write>(
     mut file: EventFile,
-    detector: &mut Detector<W, E>,
+    detector: &mut Detector<S, E>,
     mut models: Option<&mut watch::Receiver<Arc<ModelRelease>>>,
 ) -> Result<()> {
     let mut lines = LineReader::new(READ_BUFFER_BYTES);
     loop {
         let num_read = lines
             .read_from(&mut file)
-            .with_context(|| format!("failed to read events from {}", file.path.display()))?;
+            .map_err(|source| read_error(&file.path.display().to_string(), source))?;
         detector.push_lines(&mut lines)?;
         // Every read, and so every pause of the writer, flushes a partial batch.
         detector.flush()?;
@@ -108,9 +118,10 @@ pub fn follow_file<W: Write, E: Write>(
             FileChange::Replaced => {
                 // What the writer appended before the rotation still counts,
                 // and so does a last line without its line feed.
-                while lines.read_from(&mut file).with_context(|| {
-                    format!("failed to read events from {}", file.path.display())
-                })? > 0
+                while lines
+                    .read_from(&mut file)
+                    .map_err(|source| read_error(&file.path.display().to_string(), source))?
+                    > 0
                 {
                     detector.push_lines(&mut lines)?;
                 }

@@ -3,11 +3,12 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
 use fedshield_core::ModelVersion;
 use fedshield_core::model::inference::CLASSIFIER_THRESHOLD;
 use fedshield_core::model::weights::ModelWeights;
 use fedshield_core::schema::Schema;
+
+use crate::error::{DetectorError, Result};
 
 /// A verified model version, ready to score with: what a model source hands
 /// the scoring thread.
@@ -46,28 +47,24 @@ impl ReleaseRules {
     ) -> Result<ModelRelease> {
         let spec = &weights.spec;
         if spec.input_dim as usize != self.schema.num_features() {
-            bail!(
-                "model version {version} expects {} features, the schema produces {}: the model was trained with another schema",
-                spec.input_dim,
-                self.schema.num_features()
-            );
+            return Err(DetectorError::FeatureCount {
+                version,
+                model_features: spec.input_dim,
+                schema_features: self.schema.num_features(),
+            });
         }
         let threshold = match (self.threshold_flag, spec.is_autoencoder()) {
             (Some(threshold), _) => threshold,
             (None, false) => CLASSIFIER_THRESHOLD,
-            (None, true) => stored_threshold.with_context(|| {
-                format!(
-                    "model version {version} is an autoencoder without a stored threshold; pass --threshold"
-                )
-            })?,
+            (None, true) => stored_threshold.ok_or(DetectorError::NoThreshold { version })?,
         };
         let class_names = if !spec.is_autoencoder() && spec.num_classes > 2 {
             if spec.num_classes as usize != self.schema.num_classes() {
-                bail!(
-                    "model version {version} has {} classes, the schema declares {}: the model was trained with another schema",
-                    spec.num_classes,
-                    self.schema.num_classes()
-                );
+                return Err(DetectorError::ClassCount {
+                    version,
+                    model_classes: spec.num_classes,
+                    schema_classes: self.schema.num_classes(),
+                });
             }
             Some(self.schema.class_names())
         } else {
@@ -87,5 +84,8 @@ impl ReleaseRules {
 /// # Errors
 /// When it cannot be read or is not a valid schema.
 pub fn load_schema_flag(path: &Path) -> Result<Schema> {
-    Schema::load(path).with_context(|| format!("failed to load --schema {}", path.display()))
+    Schema::load(path).map_err(|source| DetectorError::LoadSchema {
+        path: path.to_path_buf(),
+        source,
+    })
 }

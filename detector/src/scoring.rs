@@ -1,18 +1,18 @@
 //! Scoring: a release's network (core's inference, built once per version),
 //! and the [`Detector`] that featurizes lines into batches, scores each batch
-//! in one forward pass and hands the verdicts to the output.
+//! in one forward pass and hands the verdicts to a [`VerdictSink`].
 
 use std::io::Write;
 use std::sync::Arc;
 
-use anyhow::Result;
 use fedshield_core::ModelVersion;
 use fedshield_core::model::inference::Scorer;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::error::Result;
 use crate::events::{EventParser, Line, LineError, LineReader, ParsedLine, READ_BUFFER_BYTES};
-use crate::output::JsonLinesOutput;
+use crate::output::VerdictSink;
 use crate::release::ModelRelease;
 
 /// A release and its network (ndarray backend, no autodiff), built once
@@ -69,9 +69,9 @@ pub struct DetectStats {
     pub num_malformed: u64,
 }
 
-/// Featurizes lines into batches, scores each batch, writes one JSON verdict
-/// per event to `output` and reports malformed lines to `diagnostics`.
-pub struct Detector<W: Write, E: Write> {
+/// Featurizes lines into batches, scores each batch, hands its verdicts to
+/// `output` (one call per batch) and reports malformed lines to `diagnostics`.
+pub struct Detector<S: VerdictSink + ?Sized, E: Write> {
     parser: EventParser,
     model: ScoringModel,
     batch_events: usize,
@@ -84,20 +84,26 @@ pub struct Detector<W: Write, E: Write> {
     scores: Vec<f32>,
     attack_classes: Vec<u32>,
     /// Where verdicts go; once its reader went away (a closed pipe), scoring stops.
-    output: JsonLinesOutput<W>,
+    output: Box<S>,
+    /// `output.is_closed()` after the last batch written: a sink closes only
+    /// in `write_batch`, so the per-line check reads this field instead of
+    /// calling the sink (a dynamic call for `dyn VerdictSink`).
+    output_closed: bool,
     diagnostics: E,
     /// Cancelled from outside (a SIGTERM): scoring stops after the current read.
     stop: CancellationToken,
     stats: DetectStats,
 }
 
-impl<W: Write, E: Write> Detector<W, E> {
-    /// Returns a detector that scores `batch_events` events per forward pass.
+impl<S: VerdictSink + ?Sized, E: Write> Detector<S, E> {
+    /// Returns a detector that scores `batch_events` events per forward pass
+    /// and writes their verdicts to `output`: the sink [`open_sink`](crate::open_sink)
+    /// chose (`S` = `dyn VerdictSink`), or a concrete one.
     pub fn new(
         parser: EventParser,
         model: ScoringModel,
         batch_events: usize,
-        output: W,
+        output: Box<S>,
         diagnostics: E,
     ) -> Self {
         let batch_events = batch_events.max(1);
@@ -111,7 +117,8 @@ impl<W: Write, E: Write> Detector<W, E> {
             pending_lines: Vec::with_capacity(batch_events),
             scores: Vec::with_capacity(batch_events),
             attack_classes: Vec::with_capacity(batch_events),
-            output: JsonLinesOutput::new(output, batch_events),
+            output_closed: output.is_closed(),
+            output,
             diagnostics,
             stop: CancellationToken::new(),
             stats: DetectStats::default(),
@@ -128,7 +135,7 @@ impl<W: Write, E: Write> Detector<W, E> {
     /// Returns whether scoring should stop: the output was closed, or a
     /// stop was asked for.
     pub fn should_stop(&self) -> bool {
-        self.output.is_closed() || self.stop.is_cancelled()
+        self.output_closed || self.stop.is_cancelled()
     }
 
     /// Returns the counts so far.
@@ -138,7 +145,7 @@ impl<W: Write, E: Write> Detector<W, E> {
 
     /// Returns true once the output has been closed by its reader.
     pub fn is_output_closed(&self) -> bool {
-        self.output.is_closed()
+        self.output_closed
     }
 
     /// Returns the version scoring the next batch.
@@ -151,7 +158,7 @@ impl<W: Write, E: Write> Detector<W, E> {
     /// # Errors
     /// A fatal line (see [`LineError::Fatal`]) or an output error.
     pub fn push_line(&mut self, line: Line<'_>) -> Result<()> {
-        if self.output.is_closed() {
+        if self.output_closed {
             return Ok(());
         }
         let (number, parsed) = match line {
@@ -204,7 +211,7 @@ impl<W: Write, E: Write> Detector<W, E> {
     /// # Errors
     /// An output error other than a closed pipe.
     pub fn flush(&mut self) -> Result<()> {
-        if self.pending_lines.is_empty() || self.output.is_closed() {
+        if self.pending_lines.is_empty() || self.output_closed {
             return Ok(());
         }
         self.model.score(
@@ -218,6 +225,7 @@ impl<W: Write, E: Write> Detector<W, E> {
             &self.scores,
             &self.attack_classes,
         )?;
+        self.output_closed = self.output.is_closed();
         self.stats.num_scored += self.pending_lines.len() as u64;
         self.pending_lines.clear();
         self.pending_features.clear();

@@ -32,6 +32,17 @@ pub struct DetectSettings {
     pub poll_interval: Duration,
     /// Events scored per forward pass.
     pub batch_events: usize,
+    /// Where verdicts go.
+    pub output: OutputSettings,
+}
+
+/// Where verdicts go: each variant is one sink of [`crate::output`], and
+/// [`open_sink`](crate::output::open_sink) is the one place that chooses it.
+#[derive(Debug, Clone, Default)]
+pub enum OutputSettings {
+    /// One JSON object per event, one per line, on standard output.
+    #[default]
+    JsonLinesStdout,
 }
 
 /// Where model versions come from.

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use crate::error::{DetectorError, Result};
 
 /// How standard input is named in reports.
 pub const STDIN_NAME: &str = "<stdin>";
@@ -65,14 +65,19 @@ impl EventFile {
     /// # Errors
     /// When the file or its metadata cannot be read.
     pub fn open(path: &Path, follows: bool) -> Result<Self> {
-        let file = File::open(path)
-            .with_context(|| format!("failed to open --events {}", path.display()))?;
+        let file = File::open(path).map_err(|source| DetectorError::OpenEvents {
+            path: path.to_path_buf(),
+            source,
+        })?;
         #[cfg(unix)]
         let identity = {
             use std::os::unix::fs::MetadataExt;
             let metadata = file
                 .metadata()
-                .with_context(|| format!("failed to read metadata of {}", path.display()))?;
+                .map_err(|source| DetectorError::EventsMetadata {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
             (metadata.dev(), metadata.ino())
         };
         Ok(EventFile {
@@ -95,9 +100,10 @@ impl EventFile {
             Ok(metadata) => metadata,
             // Being rotated: the new file is not there yet.
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(FileChange::None),
-            Err(error) => {
-                return Err(error).with_context(|| {
-                    format!("failed to read metadata of {}", self.path.display())
+            Err(source) => {
+                return Err(DetectorError::EventsMetadata {
+                    path: self.path.clone(),
+                    source,
                 });
             }
         };
@@ -121,7 +127,10 @@ impl EventFile {
     pub fn rewind(&mut self) -> Result<()> {
         self.file
             .seek(SeekFrom::Start(0))
-            .with_context(|| format!("failed to rewind {}", self.path.display()))?;
+            .map_err(|source| DetectorError::RewindEvents {
+                path: self.path.clone(),
+                source,
+            })?;
         self.position = 0;
         Ok(())
     }

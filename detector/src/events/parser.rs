@@ -1,10 +1,11 @@
 //! Turning lines into feature vectors: csv fields or a JSON object, through
 //! the schema's featurizer (the code ingestion uses) into a reused buffer.
 
-use anyhow::anyhow;
 use csv::StringRecord;
 use fedshield_core::schema::{FileFormat, HeaderPositions, RecordFields, Schema};
 use serde::Deserialize;
+
+use crate::error::DetectorError;
 
 /// What a line turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +22,7 @@ pub enum LineError {
     /// The line does not fit the schema; it is reported and skipped.
     Malformed(String),
     /// Nothing after it can be read either (a csv header without the schema's columns).
-    Fatal(anyhow::Error),
+    Fatal(DetectorError),
 }
 
 /// Turns lines into feature vectors with the schema's featurizer.
@@ -136,10 +137,11 @@ impl EventParser {
             // Events need no label: a header may leave the label column out.
             let matched = self.schema.header_positions(&self.record, false);
             let positions = matched.map_err(|mismatch| {
-                LineError::Fatal(anyhow!(
-                    "{}:{line_number}: the events' csv header does not fit the schema: {mismatch}",
-                    self.source_name
-                ))
+                LineError::Fatal(DetectorError::CsvHeader {
+                    input_name: self.source_name.clone(),
+                    line_number,
+                    mismatch,
+                })
             })?;
             self.header = Some(positions);
             return Ok(ParsedLine::Skipped);

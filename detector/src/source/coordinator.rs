@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
 use fedshield_core::ModelVersion;
 use fedshield_core::card::ModelCard;
 use fedshield_core::error::error_chain;
@@ -18,6 +17,7 @@ use fedshield_proto::v1::federation_client::FederationClient;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info};
 
+use crate::error::{DetectorError, Result};
 use crate::release::{ModelRelease, ReleaseRules, load_schema_flag};
 use crate::settings::CoordinatorSettings;
 
@@ -74,19 +74,23 @@ impl CoordinatorSource {
                 if let Some(declared) = declared
                     && declared.sha256() != schema.sha256()
                 {
-                    bail!(
-                        "--schema {} (sha256 {}) is not the schema model version {version} was trained with (sha256 {}, from its model card)",
-                        path.display(),
-                        schema.sha256(),
-                        declared.sha256()
-                    );
+                    return Err(DetectorError::SchemaFlagMismatch {
+                        path: path.to_path_buf(),
+                        flag_sha256: schema.sha256(),
+                        version,
+                        declared_sha256: declared.sha256(),
+                        declared_by: "its model card".to_string(),
+                    });
                 }
                 schema
             }
             (None, Some(declared)) => declared,
-            (None, None) => bail!(
-                "model version {version} of coordinator {url} has no feature schema in its card; pass --schema"
-            ),
+            (None, None) => {
+                return Err(DetectorError::NoPublishedSchema {
+                    version,
+                    url: url.clone(),
+                });
+            }
         };
         source.schema_sha256 = schema.sha256();
         let rules = ReleaseRules {
@@ -111,12 +115,13 @@ impl CoordinatorSource {
             .as_ref()
             .map(|files| files.load("detector"))
             .transpose()?;
-        let mut endpoint = Endpoint::from_shared(url.to_string())
-            .with_context(|| format!("--coordinator {url} is not a valid URL"))?;
+        let mut endpoint =
+            Endpoint::from_shared(url.to_string()).map_err(|source| DetectorError::InvalidUrl {
+                url: url.clone(),
+                source,
+            })?;
         if let Some(tls) = tls {
-            endpoint = endpoint
-                .tls_config(tls)
-                .context("failed to apply the TLS configuration")?;
+            endpoint = endpoint.tls_config(tls).map_err(DetectorError::ApplyTls)?;
         }
         let channel = endpoint
             .connect_timeout(Duration::from_secs(5))
@@ -125,14 +130,14 @@ impl CoordinatorSource {
             .initial_connection_window_size(Some(32 * 1024 * 1024))
             .connect()
             .await
-            .map_err(|error| {
-                anyhow!(
-                    "failed to connect to coordinator {url}: {}",
-                    error_chain(&error)
-                )
+            .map_err(|error| DetectorError::Connect {
+                url: url.clone(),
+                reason: error_chain(&error),
             })?;
-        std::fs::create_dir_all(cache_dir)
-            .with_context(|| format!("failed to create --cache-dir {}", cache_dir.display()))?;
+        std::fs::create_dir_all(cache_dir).map_err(|source| DetectorError::CreateCacheDir {
+            directory: cache_dir.clone(),
+            source,
+        })?;
         Ok(CoordinatorSource {
             url: url.to_string(),
             client: FederationClient::new(channel)
@@ -152,14 +157,14 @@ impl CoordinatorSource {
             self.client.get_status(pb::GetStatusRequest {}),
         )
         .await
-        .map_err(|_| {
-            anyhow!(
-                "coordinator {} did not answer GetStatus within {}s",
-                self.url,
-                STATUS_TIMEOUT.as_secs()
-            )
+        .map_err(|_| DetectorError::StatusTimeout {
+            url: self.url.clone(),
+            timeout_secs: STATUS_TIMEOUT.as_secs(),
         })?
-        .with_context(|| format!("GetStatus on coordinator {} failed", self.url))?
+        .map_err(|source| DetectorError::Status {
+            url: self.url.clone(),
+            source,
+        })?
         .into_inner();
         Ok((
             ModelVersion(status.current_model_version),
@@ -172,10 +177,11 @@ impl CoordinatorSource {
         let (latest, _) = self.latest().await?;
         match self.pinned {
             None => Ok(latest),
-            Some(pinned) if pinned > latest => bail!(
-                "--version {pinned} is not published: the latest version of coordinator {} is {latest}",
-                self.url
-            ),
+            Some(pinned) if pinned > latest => Err(DetectorError::NotPublished {
+                pinned,
+                url: self.url.clone(),
+                latest,
+            }),
             Some(pinned) => Ok(pinned),
         }
     }
@@ -191,25 +197,26 @@ impl CoordinatorSource {
                 preferred_chunk_params: 0,
             })
             .await
-            .with_context(|| {
-                format!(
-                    "coordinator {} refused to download version {version}",
-                    self.url
-                )
+            .map_err(|source| DetectorError::DownloadRefused {
+                url: self.url.clone(),
+                version,
+                source,
             })?
             .into_inner();
         let first = tokio::time::timeout(STATUS_TIMEOUT, stream.message())
             .await
-            .map_err(|_| anyhow!("coordinator {} sent no model header in time", self.url))?
-            .with_context(|| format!("download of version {version} failed"))?;
+            .map_err(|_| DetectorError::HeaderTimeout {
+                url: self.url.clone(),
+            })?
+            .map_err(|source| DetectorError::DownloadStream { version, source })?;
         match first.and_then(|chunk| chunk.payload) {
             Some(pb::model_chunk::Payload::Header(header)) if header.model_version == version.0 => {
                 card_of_header(&header, version, &self.url)
             }
-            _ => bail!(
-                "coordinator {}: the download of version {version} did not start with its header",
-                self.url
-            ),
+            _ => Err(DetectorError::NoHeader {
+                url: self.url.clone(),
+                version,
+            }),
         }
     }
 
@@ -219,7 +226,10 @@ impl CoordinatorSource {
         let expected = sha256.to_string();
         let cached = tokio::task::spawn_blocking(move || cache.get(version, &expected))
             .await
-            .context("reading the model cache failed")?;
+            .map_err(|source| DetectorError::Task {
+                task: "reading the model cache",
+                source,
+            })?;
         if let Some(weights) = cached {
             debug!(version = %version, "model version found in the cache");
             return Ok(weights);
@@ -229,29 +239,28 @@ impl CoordinatorSource {
             download_model(&mut self.client, version, sha256, &mut ()),
         )
         .await
-        .map_err(|_| {
-            anyhow!(
-                "download of model version {version} from {} took longer than {}s",
-                self.url,
-                DOWNLOAD_TIMEOUT.as_secs()
-            )
+        .map_err(|_| DetectorError::DownloadTimeout {
+            version,
+            url: self.url.clone(),
+            timeout_secs: DOWNLOAD_TIMEOUT.as_secs(),
         })?
-        .with_context(|| {
-            format!(
-                "failed to download model version {version} from coordinator {}",
-                self.url
-            )
+        .map_err(|source| DetectorError::Download {
+            version,
+            url: self.url.clone(),
+            source,
         })?;
         let cache = self.cache.clone();
         let to_cache = weights.clone();
         tokio::task::spawn_blocking(move || cache.put(version, &to_cache))
             .await
-            .context("writing the model cache failed")?
-            .with_context(|| {
-                format!(
-                    "failed to cache model version {version} in --cache-dir {}",
-                    self.cache_dir.display()
-                )
+            .map_err(|source| DetectorError::Task {
+                task: "writing the model cache",
+                source,
+            })?
+            .map_err(|source| DetectorError::CacheModel {
+                version,
+                directory: self.cache_dir.clone(),
+                source,
             })?;
         info!(version = %version, sha256 = %sha256, "model version downloaded");
         Ok(weights)
@@ -270,24 +279,24 @@ impl CoordinatorSource {
         if latest <= current {
             return Ok(None);
         }
-        let card = self
-            .published_card(latest)
-            .await
-            .with_context(|| format!("model version {latest} refused"))?;
+        let refused = |source: DetectorError| DetectorError::Refused {
+            version: latest,
+            source: Box::new(source),
+        };
+        let card = self.published_card(latest).await.map_err(refused)?;
         if let Some(schema) = &card.schema
             && schema.sha256() != self.schema_sha256
         {
-            bail!(
-                "model version {latest} refused: its feature schema has sha256 {}, the events are read with schema sha256 {}",
-                schema.sha256(),
-                self.schema_sha256
-            );
+            return Err(refused(DetectorError::SchemaChanged {
+                declared: schema.sha256(),
+                in_use: self.schema_sha256.clone(),
+            }));
         }
         let weights = self.fetch(latest, &card.sha256).await?;
         rules
             .release(latest, weights, None)
             .map(Some)
-            .with_context(|| format!("model version {latest} refused"))
+            .map_err(refused)
     }
 }
 
@@ -304,30 +313,39 @@ fn card_of_header(
             schema: None,
         });
     }
-    let card: ModelCard = serde_json::from_str(&header.card_json).with_context(|| {
-        format!("coordinator {url}: the model card of version {version} is not valid")
-    })?;
+    let card: ModelCard =
+        serde_json::from_str(&header.card_json).map_err(|source| DetectorError::PublishedCard {
+            url: url.to_string(),
+            version,
+            source,
+        })?;
     if card.sha256 != header.sha256 || card.version != version.0 {
-        bail!(
-            "coordinator {url}: the model card of version {version} describes version {} with sha256 {}, the download header says sha256 {}",
-            card.version,
-            card.sha256,
-            header.sha256
-        );
+        return Err(DetectorError::PublishedCardMismatch {
+            url: url.to_string(),
+            version,
+            card_version: card.version,
+            card_sha256: card.sha256,
+            header_sha256: header.sha256.clone(),
+        });
     }
     let schema = match &card.feature_schema {
         None => None,
         Some(text) => {
-            let schema = Schema::from_toml_str(text).with_context(|| {
-                format!("coordinator {url}: the feature schema in the card of version {version}")
-            })?;
+            let schema =
+                Schema::from_toml_str(text).map_err(|source| DetectorError::PublishedSchema {
+                    url: url.to_string(),
+                    version,
+                    source,
+                })?;
             if let Some(expected) = &card.feature_schema_sha256
                 && *expected != schema.sha256()
             {
-                bail!(
-                    "coordinator {url}: the card of version {version} holds a feature schema with sha256 {}, and says {expected}",
-                    schema.sha256()
-                );
+                return Err(DetectorError::PublishedSchemaSha256 {
+                    url: url.to_string(),
+                    version,
+                    expected: expected.clone(),
+                    actual: schema.sha256(),
+                });
             }
             Some(schema)
         }

@@ -6,7 +6,6 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
 use fedshield_core::ModelVersion;
 use fedshield_core::card::ModelCard;
 use fedshield_core::model::file::{
@@ -15,6 +14,7 @@ use fedshield_core::model::file::{
 use fedshield_core::model::weights::ModelWeights;
 use fedshield_core::schema::Schema;
 
+use crate::error::{DetectorError, Result};
 use crate::release::{ModelRelease, ReleaseRules, load_schema_flag};
 
 /// A model file with its card; with `--follow`, its directory is watched for
@@ -63,22 +63,23 @@ impl LocalSource {
                 if let Some(expected) = &declared_sha256
                     && *expected != schema.sha256()
                 {
-                    bail!(
-                        "--schema {} (sha256 {}) is not the schema model version {} was trained with (sha256 {expected}, from {})",
-                        path.display(),
-                        schema.sha256(),
-                        model.card.version,
-                        card_path.display()
-                    );
+                    return Err(DetectorError::SchemaFlagMismatch {
+                        path: path.clone(),
+                        flag_sha256: schema.sha256(),
+                        version: ModelVersion(model.card.version),
+                        declared_sha256: expected.clone(),
+                        declared_by: card_path.display().to_string(),
+                    });
                 }
                 schema
             }
             (None, Some(schema)) => schema,
-            (None, None) => bail!(
-                "neither the model card {} nor the model file {} holds a feature schema; pass --schema",
-                card_path.display(),
-                model_path.display()
-            ),
+            (None, None) => {
+                return Err(DetectorError::NoLocalSchema {
+                    card: card_path,
+                    model: model_path,
+                });
+            }
         };
         let rules = ReleaseRules {
             schema,
@@ -88,7 +89,10 @@ impl LocalSource {
         let stored_threshold = stored_threshold(&model.metadata);
         let release = rules
             .release(version, model.weights, stored_threshold)
-            .with_context(|| format!("model {}", model_path.display()))?;
+            .map_err(|source| DetectorError::Model {
+                model: model_path.clone(),
+                source: Box::new(source),
+            })?;
         let directory = model_path
             .parent()
             .filter(|parent| !parent.as_os_str().is_empty())
@@ -117,25 +121,24 @@ impl LocalSource {
         let rules = rules.clone();
         let outcome = tokio::task::spawn_blocking(move || source.load_newest(current, &rules))
             .await
-            .context("loading the model failed")?;
-        match outcome {
-            Ok(found) => Ok(found),
-            Err((Some(version), error)) => {
-                self.refused.insert(version);
-                Err(error.context(format!("model version {version} refused")))
-            }
-            Err((None, error)) => Err(error),
+            .map_err(|source| DetectorError::Task {
+                task: "loading the model",
+                source,
+            })?;
+        if let Err(DetectorError::Refused { version, .. }) = &outcome {
+            self.refused.insert(version.0);
         }
+        outcome
     }
 
-    /// The blocking part of [`Self::newer_release`]; an error names the
-    /// version it refuses, if it is about one.
+    /// The blocking part of [`Self::newer_release`]; an error about one
+    /// version is [`DetectorError::Refused`].
     fn load_newest(
         &self,
         current: ModelVersion,
         rules: &ReleaseRules,
-    ) -> Result<Option<ModelRelease>, (Option<u64>, anyhow::Error)> {
-        let newest = newest_stored_version(&self.directory).map_err(|error| (None, error))?;
+    ) -> Result<Option<ModelRelease>> {
+        let newest = newest_stored_version(&self.directory)?;
         let Some(version) =
             newest.filter(|&version| version > current.0 && !self.refused.contains(&version))
         else {
@@ -148,11 +151,11 @@ impl LocalSource {
         let load = || -> Result<ModelRelease> {
             let model = load_verified(&weights_path, &card_path)?;
             if model.card.version != version {
-                bail!(
-                    "card {} says version {}, its file name says {version}",
-                    card_path.display(),
-                    model.card.version
-                );
+                return Err(DetectorError::CardVersion {
+                    card: card_path.clone(),
+                    card_version: model.card.version,
+                    file_version: version,
+                });
             }
             let declared = declared_schema(&model, &card_path)?;
             let declared_sha256 = model
@@ -163,23 +166,28 @@ impl LocalSource {
             if let Some(declared_sha256) = declared_sha256
                 && declared_sha256 != self.schema_sha256
             {
-                bail!(
-                    "its feature schema has sha256 {declared_sha256}, the events are read with schema sha256 {}",
-                    self.schema_sha256
-                );
+                return Err(DetectorError::SchemaChanged {
+                    declared: declared_sha256,
+                    in_use: self.schema_sha256.clone(),
+                });
             }
             let stored_threshold = stored_threshold(&model.metadata);
             rules.release(ModelVersion(version), model.weights, stored_threshold)
         };
-        load().map(Some).map_err(|error| (Some(version), error))
+        load().map(Some).map_err(|error| DetectorError::Refused {
+            version: ModelVersion(version),
+            source: Box::new(error),
+        })
     }
 }
 
 /// Returns the highest version in `directory` with both a weights file and a
 /// card (the registry writes the card last).
 fn newest_stored_version(directory: &Path) -> Result<Option<u64>> {
-    let entries = std::fs::read_dir(directory)
-        .with_context(|| format!("failed to list {}", directory.display()))?;
+    let entries = std::fs::read_dir(directory).map_err(|source| DetectorError::ListModels {
+        directory: directory.to_path_buf(),
+        source,
+    })?;
     let newest = entries
         .filter_map(|entry| entry.ok())
         .filter_map(|entry| {
@@ -201,14 +209,14 @@ fn newest_stored_version(directory: &Path) -> Result<Option<u64>> {
 
 /// Reads a model card.
 fn read_card(path: &Path) -> Result<ModelCard> {
-    let bytes = std::fs::read(path).with_context(|| {
-        format!(
-            "failed to read model card {} (pass --card; detect checks the model against its card's sha256)",
-            path.display()
-        )
+    let bytes = std::fs::read(path).map_err(|source| DetectorError::ReadCard {
+        card: path.to_path_buf(),
+        source,
     })?;
-    serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not a fedshield model card", path.display()))
+    serde_json::from_slice(&bytes).map_err(|source| DetectorError::NotACard {
+        card: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Loads a model file and checks its parameters against its card's sha256 and spec.
@@ -217,21 +225,20 @@ fn load_verified(weights_path: &Path, card_path: &Path) -> Result<VerifiedModel>
     let (weights, metadata) = load_model_with_metadata(weights_path)?;
     let actual = weights.sha256();
     if actual != card.sha256 {
-        bail!(
-            "model {} does not match its card {}: sha256 mismatch (the card says {}, the file's parameters hash to {actual}); refusing to score with it",
-            weights_path.display(),
-            card_path.display(),
-            card.sha256
-        );
+        return Err(DetectorError::Sha256Mismatch {
+            model: weights_path.to_path_buf(),
+            card: card_path.to_path_buf(),
+            expected: card.sha256,
+            actual,
+        });
     }
     if weights.spec != card.spec {
-        bail!(
-            "model {} has architecture {:?}, its card {} says {:?}",
-            weights_path.display(),
-            weights.spec,
-            card_path.display(),
-            card.spec
-        );
+        return Err(DetectorError::SpecMismatch {
+            model: weights_path.to_path_buf(),
+            model_spec: Box::new(weights.spec),
+            card: card_path.to_path_buf(),
+            card_spec: Box::new(card.spec),
+        });
     }
     Ok(VerifiedModel {
         weights,
@@ -244,23 +251,25 @@ fn load_verified(weights_path: &Path, card_path: &Path) -> Result<VerifiedModel>
 /// the card's sha256), else the one `fedshield train` stores in the file.
 fn declared_schema(model: &VerifiedModel, card_path: &Path) -> Result<Option<Schema>> {
     if let Some(text) = &model.card.feature_schema {
-        let schema = Schema::from_toml_str(text)
-            .with_context(|| format!("model card {}: feature_schema", card_path.display()))?;
+        let schema = Schema::from_toml_str(text).map_err(|source| DetectorError::CardSchema {
+            card: card_path.to_path_buf(),
+            source,
+        })?;
         if let Some(expected) = &model.card.feature_schema_sha256
             && *expected != schema.sha256()
         {
-            bail!(
-                "model card {}: its feature_schema has sha256 {}, the card says {expected}",
-                card_path.display(),
-                schema.sha256()
-            );
+            return Err(DetectorError::CardSchemaSha256 {
+                card: card_path.to_path_buf(),
+                expected: expected.clone(),
+                actual: schema.sha256(),
+            });
         }
         return Ok(Some(schema));
     }
     match model.metadata.get(SCHEMA_METADATA_KEY) {
         Some(text) => Schema::from_toml_str(text)
             .map(Some)
-            .context("the model file's feature schema"),
+            .map_err(DetectorError::ModelFileSchema),
         None => Ok(None),
     }
 }

@@ -11,10 +11,11 @@ pub mod file;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use fedshield_core::error::error_chain;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use crate::error::{DetectorError, Result};
 use crate::release::{ModelRelease, ReleaseRules};
 use crate::settings::{DetectSettings, ModelSourceSettings};
 use coordinator::CoordinatorSource;
@@ -44,7 +45,10 @@ pub async fn open_model_source(
                 LocalSource::open(model_path, card_path, schema_flag, threshold_flag)
             })
             .await
-            .context("loading the model failed")??;
+            .map_err(|source| DetectorError::Task {
+                task: "loading the model",
+                source,
+            })??;
             Ok((ModelSource::Local(source), rules, release))
         }
         ModelSourceSettings::Coordinator(coordinator) => {
@@ -96,7 +100,7 @@ impl ModelSource {
                     sender.send_replace(Arc::new(release));
                 }
                 Err(error) => {
-                    warn!(error = %format!("{error:#}"), "model version check failed; scoring continues with the current version");
+                    warn!(error = %error_chain(&error), "model version check failed; scoring continues with the current version");
                 }
             }
         }

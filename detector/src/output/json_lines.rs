@@ -1,11 +1,12 @@
-//! Verdict output: one JSON line per scored event, written a batch at a time
-//! to a byte sink (standard output), flushed after every batch.
+//! Verdicts as JSON lines: one JSON object per scored event, written a
+//! batch at a time to a byte sink (standard output), flushed after every batch.
 
 use std::io::{self, Write};
 
-use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::VerdictSink;
+use crate::error::{DetectorError, Result};
 use crate::release::ModelRelease;
 
 /// One output line.
@@ -37,20 +38,12 @@ impl<W: Write> JsonLinesOutput<W> {
             closed: false,
         }
     }
+}
 
-    /// Returns true once the output has been closed by its reader.
-    pub fn is_closed(&self) -> bool {
-        self.closed
-    }
-
-    /// Writes the verdicts of one scored batch (the events' line numbers,
-    /// their scores and, for a multi-class release, their most likely attack
-    /// classes) and flushes. A closed pipe is not an error: it marks the
+impl<W: Write> VerdictSink for JsonLinesOutput<W> {
+    /// Writes one JSON line per event and flushes; a closed pipe marks the
     /// output closed.
-    ///
-    /// # Errors
-    /// An output error other than a closed pipe.
-    pub fn write_batch(
+    fn write_batch(
         &mut self,
         release: &ModelRelease,
         lines: &[u64],
@@ -88,7 +81,11 @@ impl<W: Write> JsonLinesOutput<W> {
                 self.closed = true;
                 Ok(())
             }
-            Err(error) => Err(error).context("failed to write verdicts"),
+            Err(error) => Err(DetectorError::WriteVerdicts(error)),
         }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed
     }
 }
