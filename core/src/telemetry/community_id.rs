@@ -74,7 +74,7 @@ pub struct FlowTuple {
     pub dst_port: u16,
 }
 
-/// One endpoint of the flow, in the byte form the hash consumes.
+/// One endpoint of the flow: its address and its port (or ICMP "port").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Endpoint {
     address: IpAddr,
@@ -85,7 +85,7 @@ struct Endpoint {
 /// given seed (0 unless the sensors were configured otherwise).
 ///
 /// Both directions of a flow give the same value. A tuple mixing an IPv4 and
-/// an IPv6 address cannot come from a packet; it is hashed as given.
+/// an IPv6 address cannot come from a packet; it is hashed IPv4 side first.
 pub fn community_id_v1(flow: &FlowTuple, seed: u16) -> String {
     format!("1:{}", BASE64.encode(community_id_v1_digest(flow, seed)))
 }
