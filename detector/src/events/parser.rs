@@ -12,7 +12,8 @@ use crate::error::DetectorError;
 pub enum ParsedLine {
     /// An event; its features are in the buffer.
     Event,
-    /// A blank line or the csv header.
+    /// A blank line, the csv header, or a JSON record the schema's
+    /// `[filter]` leaves out.
     Skipped,
 }
 
@@ -119,6 +120,9 @@ impl EventParser {
             }
             Err(error) => return Err(LineError::Malformed(format!("invalid json: {error}"))),
         };
+        if !self.schema.keeps_json_record(&object) {
+            return Ok(ParsedLine::Skipped);
+        }
         self.schema
             .featurize_into(&RecordFields::Json(&object), features)
             .map(|_label| ParsedLine::Event)
