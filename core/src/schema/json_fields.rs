@@ -121,7 +121,10 @@ mod tests {
     #[test]
     fn a_literal_dotted_key_wins_over_the_nested_path() {
         let record = object(r#"{"id.orig_p": 1, "id": {"orig_p": 2}}"#);
-        assert_eq!(resolve_json_field(&record, "id.orig_p"), Some(&Value::from(1)));
+        assert_eq!(
+            resolve_json_field(&record, "id.orig_p"),
+            Some(&Value::from(1))
+        );
         let nested_only = object(r#"{"id": {"orig_p": 2}}"#);
         assert_eq!(
             resolve_json_field(&nested_only, "id.orig_p"),
@@ -132,7 +135,10 @@ mod tests {
     #[test]
     fn nested_paths_reach_any_depth_and_null_or_missing_is_absent() {
         let record = object(r#"{"a": {"b": {"c": "deep"}, "n": null}, "s": "x"}"#);
-        assert_eq!(resolve_json_field(&record, "a.b.c"), Some(&Value::from("deep")));
+        assert_eq!(
+            resolve_json_field(&record, "a.b.c"),
+            Some(&Value::from("deep"))
+        );
         assert_eq!(resolve_json_field(&record, "a.n"), None);
         assert_eq!(resolve_json_field(&record, "a.b.missing"), None);
         assert_eq!(resolve_json_field(&record, "s.x"), None);
@@ -177,7 +183,11 @@ mod tests {
         .unwrap();
         assert_eq!(report.num_rows, 1);
         assert_eq!(report.skipped.num_malformed, 2);
-        let problems: Vec<String> = report.skipped_rows.iter().map(ToString::to_string).collect();
+        let problems: Vec<String> = report
+            .skipped_rows
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(
             problems,
             [

@@ -37,8 +37,8 @@ use sha2::{Digest, Sha256};
 pub use featurizer::{HeaderMismatch, HeaderPositions, RecordFields, fnv1a_64, hash_bucket};
 pub(crate) use featurizer::{quoted, strip_byte_order_mark};
 pub use file::FileFormat;
-pub use json_fields::resolve_json_field;
 use file::{SchemaFile, describe_toml_error};
+pub use json_fields::resolve_json_field;
 use labels::LabelMapping;
 pub use labels::{
     ATTACK_CLASS, BENIGN_CLASS, LabelClass, LabelInfo, OTHER_ATTACK_CLASS, UnlistedLabels,

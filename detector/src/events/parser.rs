@@ -282,4 +282,35 @@ mod tests {
         .parse(1, b"port,bytes", &mut features);
         assert!(matches!(missing_column, Err(LineError::Fatal(_))));
     }
+
+    #[test]
+    fn json_events_use_nested_fields_and_the_schema_filter() {
+        let text = r#"
+            format = "jsonl"
+            [filter]
+            event_type = "flow"
+            [[columns]]
+            name = "flow.bytes_toserver"
+            kind = "numeric"
+            transforms = [{ clamp = { min = 0.0, max = 1e12 } }, "log1p"]
+            [[columns]]
+            name = "label"
+            kind = "label"
+            benign = ["ok"]
+        "#;
+        let schema = Schema::from_toml_str(text).unwrap();
+        let mut parser = EventParser::new(schema, FileFormat::Jsonl, "eve.json");
+        let mut features = Vec::new();
+        let flow = br#"{"event_type": "flow", "flow": {"bytes_toserver": 3}}"#;
+        assert_eq!(
+            parser.parse(1, flow, &mut features).unwrap(),
+            ParsedLine::Event
+        );
+        assert_eq!(features, [4f32.ln()]);
+        let alert = br#"{"event_type": "alert", "flow": {"bytes_toserver": 3}}"#;
+        assert_eq!(
+            parser.parse(2, alert, &mut features).unwrap(),
+            ParsedLine::Skipped
+        );
+    }
 }
