@@ -4,9 +4,10 @@
 //! from each sample folder's README.
 
 use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use fedshield_core::ingest::{IngestOptions, load_dataset_from_reader};
+use fedshield_core::ingest::{IngestOptions, IngestReport, load_dataset_from_reader};
 use fedshield_core::model::data::Dataset;
 use fedshield_core::schema::{FileFormat, Schema};
 use flate2::read::GzDecoder;
@@ -37,12 +38,24 @@ fn count_hot(dataset: &Dataset, index: usize) -> usize {
         .count()
 }
 
-fn count_class(dataset: &Dataset, class: u32) -> usize {
-    dataset
-        .classes()
-        .iter()
-        .filter(|&&row_class| row_class == class)
-        .count()
+/// Loads JSON-lines from `reader`, read from `path`, through the schema text.
+fn load(
+    reader: impl Read,
+    path: &Path,
+    schema_text: &str,
+    options: &IngestOptions,
+) -> (Dataset, IngestReport) {
+    let schema = Schema::from_toml_str(schema_text).unwrap();
+    let loaded = load_dataset_from_reader(
+        reader,
+        &path.display().to_string(),
+        FileFormat::Jsonl,
+        &schema,
+        options,
+    );
+    let (dataset, report) = loaded.unwrap_or_else(|error| panic!("{error}"));
+    println!("{report}");
+    (dataset, report)
 }
 
 /// Flow events of eve.json: nested `flow.*` counters, labelled by `flow.alerted`.
@@ -86,24 +99,20 @@ alerted = ["true"]
 #[test]
 fn suricata_eve_flow_events_load_through_the_filter() {
     let path = sample("suricata-eve-slips-test6/test6-malicious.suricata.json.gz");
-    let schema = Schema::from_toml_str(EVE_FLOW_SCHEMA).unwrap();
-    let file = File::open(&path).unwrap();
-    let (dataset, report) = load_dataset_from_reader(
-        GzDecoder::new(file),
-        &path.display().to_string(),
-        FileFormat::Jsonl,
-        &schema,
-        &IngestOptions::default(),
-    )
-    .unwrap();
-    println!("{report}");
+    let file = GzDecoder::new(File::open(&path).unwrap());
+    let (dataset, report) = load(file, &path, EVE_FLOW_SCHEMA, &IngestOptions::default());
     // README: 5,000 events, 3,512 of them flows; 366 flows have alerted = true.
     assert_eq!(report.num_rows, 3_512);
     assert_eq!(report.num_filtered, 5_000 - 3_512);
     assert_eq!(report.skipped.total(), 0, "{report}");
     assert_eq!(dataset.len(), 3_512);
-    assert_eq!(count_class(&dataset, 1), 366);
-    assert_eq!(count_class(&dataset, 0), 3_512 - 366);
+    let num_alerted = dataset
+        .classes()
+        .iter()
+        .filter(|&&class| class == 1)
+        .count();
+    assert_eq!(num_alerted, 366);
+    assert_eq!(dataset.classes().len(), 3_512);
     // Features: three counters, then proto TCP, UDP, other.
     assert_eq!(dataset.num_features(), 6);
     assert_eq!(count_hot(&dataset, 3), 2_336);
@@ -156,20 +165,16 @@ benign = ["benign"]
 #[test]
 fn zeek_json_conn_log_loads_every_row_by_flat_dotted_keys() {
     let path = sample("zeek-json-nmap-portscan/conn.log");
-    let schema = Schema::from_toml_str(ZEEK_JSON_SCHEMA).unwrap();
     let options = IngestOptions {
         require_labels: false,
         ..IngestOptions::default()
     };
-    let (dataset, report) = load_dataset_from_reader(
+    let (dataset, report) = load(
         File::open(&path).unwrap(),
-        &path.display().to_string(),
-        FileFormat::Jsonl,
-        &schema,
+        &path,
+        ZEEK_JSON_SCHEMA,
         &options,
-    )
-    .unwrap();
-    println!("{report}");
+    );
     // README: 4,504 lines, no label; tcp 4,062, udp 59, icmp 383; S0 2,409, REJ 1,273.
     assert_eq!(report.num_rows, 4_504);
     assert_eq!(report.num_unlabelled, 4_504);

@@ -83,7 +83,8 @@ impl Schema {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::{IngestOptions, load_dataset_from_reader};
+    use crate::ingest::{IngestOptions, IngestReport, load_dataset_from_reader};
+    use crate::model::data::Dataset;
     use crate::schema::{FileFormat, RecordFields};
 
     fn object(text: &str) -> Map<String, Value> {
@@ -116,6 +117,18 @@ mod tests {
             "#
         );
         Schema::from_toml_str(&text).unwrap()
+    }
+
+    /// Loads JSON-lines `input`, named `eve.json`, through `schema`.
+    fn load_eve(schema: &Schema, input: &str) -> (Dataset, IngestReport) {
+        load_dataset_from_reader(
+            input.as_bytes(),
+            "eve.json",
+            FileFormat::Jsonl,
+            schema,
+            &IngestOptions::default(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -173,14 +186,7 @@ mod tests {
             r#"{"flow": {"bytes_toserver": [1]}, "proto": "TCP", "label": "ok"}"#,
             "\n",
         );
-        let (_, report) = load_dataset_from_reader(
-            input.as_bytes(),
-            "eve.json",
-            FileFormat::Jsonl,
-            &schema,
-            &IngestOptions::default(),
-        )
-        .unwrap();
+        let (_, report) = load_eve(&schema, input);
         assert_eq!(report.num_rows, 1);
         assert_eq!(report.skipped.num_malformed, 2);
         let problems: Vec<String> = report
@@ -212,14 +218,7 @@ mod tests {
             r#"{"flow": {"alerted": 0}, "proto": "UDP"}"#,
             "\n",
         );
-        let (dataset, report) = load_dataset_from_reader(
-            input.as_bytes(),
-            "eve.json",
-            FileFormat::Jsonl,
-            &schema,
-            &IngestOptions::default(),
-        )
-        .unwrap();
+        let (dataset, report) = load_eve(&schema, input);
         assert_eq!(dataset.len(), 2);
         assert_eq!(report.num_filtered, 3);
         assert_eq!(report.skipped.total(), 0);
