@@ -1,11 +1,13 @@
 //! Reading JSON-lines telemetry: one JSON object per line, with overlong
-//! lines skipped without being held in memory.
+//! lines skipped without being held in memory. Records the schema's
+//! `[filter]` leaves out are counted in [`super::IngestReport::num_filtered`]
+//! before featurizing; fields resolve as [`crate::schema::resolve_json_field`] says.
 
 use std::io::{BufRead, BufReader, Read};
 
 use super::collector::Collector;
 use super::{IngestError, SkipReason};
-use crate::schema::RecordFields;
+use crate::schema::{RecordFields, resolve_json_field};
 
 /// Size of the read buffer for JSONL input.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
@@ -65,8 +67,12 @@ pub(super) fn read_jsonl(
         }
         match serde_json::from_slice::<serde_json::Value>(text) {
             Ok(serde_json::Value::Object(object)) => {
+                if !schema.keeps_json_record(&object) {
+                    collector.report.num_filtered += 1;
+                    continue;
+                }
                 num_records_read += 1;
-                absent_columns.retain(|name| !object.contains_key(*name));
+                absent_columns.retain(|name| resolve_json_field(&object, name).is_none());
                 collector.add_record(line_number, &RecordFields::Json(&object))?;
             }
             Ok(other) => {

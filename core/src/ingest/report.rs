@@ -105,6 +105,8 @@ pub struct IngestReport {
     pub num_rows: usize,
     /// Rows added without a label (only when labels are not required).
     pub num_unlabelled: usize,
+    /// Records the schema's `[filter]` left out (not counted as skipped).
+    pub num_filtered: usize,
     /// Rows left out, by reason.
     pub skipped: SkipCounts,
     /// The first skipped rows, at most
@@ -124,6 +126,12 @@ impl IngestReport {
             rows_noun(self.num_rows),
             self.source
         );
+        if self.num_filtered > 0 {
+            summary.push_str(&format!(
+                " ({} filtered out)",
+                with_digit_groups(self.num_filtered)
+            ));
+        }
         let num_skipped = self.skipped.total();
         if num_skipped > 0 {
             summary.push_str(&format!(

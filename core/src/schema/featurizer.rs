@@ -15,6 +15,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use super::json_fields::resolve_json_field;
 use super::labels::LabelInfo;
 use super::{ColumnRole, MAX_FEATURE_MAGNITUDE, Schema, Transform};
 
@@ -194,8 +195,10 @@ pub enum RecordFields<'a> {
         record: &'a csv::StringRecord,
         header: &'a HeaderPositions,
     },
-    /// A JSON object: fields by column name. Strings, numbers and booleans are
-    /// accepted (numeric strings too, for numeric columns); null counts as absent.
+    /// A JSON object: fields by column name, a literal key first, then a
+    /// dotted path through nested objects ([`super::resolve_json_field`]).
+    /// Strings, numbers and booleans are accepted (numeric strings too, for
+    /// numeric columns); null counts as absent.
     Json(&'a serde_json::Map<String, serde_json::Value>),
 }
 
@@ -240,7 +243,7 @@ impl<'a> RecordFields<'a> {
                 .copied()
                 .flatten()
                 .and_then(|position| record.get(position)),
-            RecordFields::Json(object) => match object.get(column_name) {
+            RecordFields::Json(object) => match resolve_json_field(object, column_name) {
                 None | Some(serde_json::Value::Null) => None,
                 Some(serde_json::Value::String(text)) => Some(text.as_str()),
                 Some(serde_json::Value::Number(number)) => return FieldValue::Number(number),

@@ -9,6 +9,9 @@
 //! has_header = false      # csv only: match columns by header name (true) or by position (false)
 //! delimiter = ","         # csv only: one ascii character
 //!
+//! [filter]                # jsonl only, optional: keep records whose fields equal these
+//! event_type = "flow"     # values (strings or numbers); others are counted as filtered
+//!
 //! [[columns]]
 //! name = "duration"
 //! kind = "numeric"        # one feature; transforms run in order and must bound it (a clamp)
@@ -39,6 +42,7 @@
 //! kind = "ignore"
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
@@ -46,6 +50,7 @@ use serde::de::Visitor;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::Transform;
+use super::json_fields::FilterValue;
 use super::labels::{ClassTable, UnlistedLabels};
 
 /// The file formats a schema can read.
@@ -54,7 +59,8 @@ use super::labels::{ClassTable, UnlistedLabels};
 pub enum FileFormat {
     /// Delimited text, one record per line (RFC 4180 quoting), with or without a header.
     Csv,
-    /// One JSON object per line.
+    /// One JSON object per line; a column name resolves a literal key first,
+    /// then a dotted path through nested objects.
     Jsonl,
 }
 
@@ -131,6 +137,11 @@ pub(super) struct SchemaFile {
     pub(super) has_header: bool,
     #[serde(default = "default_delimiter")]
     pub(super) delimiter: String,
+    /// JSON-lines records to keep: field name to required value (see
+    /// `json_fields`). Written only when set, so that schemas without a
+    /// filter keep their canonical text and sha256.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) filter: BTreeMap<String, FilterValue>,
     #[serde(default)]
     pub(super) columns: Vec<ColumnFile>,
 }

@@ -5,6 +5,8 @@
 //! - `transform`: the fixed steps from a numeric column's raw value to a feature.
 //! - `labels`: the label column: benign values, attack classes, unlisted values.
 //! - `validate`: every rule of a schema file, each column compiled into its role.
+//! - `json_fields`: column lookup in JSON records (flat dotted keys, nested
+//!   objects) and the `[filter]` that keeps records.
 //! - `featurizer`: one record (csv row, JSON object) into features and a label.
 //! - [`diff`]: what differs between two schemas, for the message that declines a round.
 //!
@@ -20,6 +22,7 @@
 pub mod diff;
 mod featurizer;
 mod file;
+mod json_fields;
 mod labels;
 #[cfg(test)]
 mod tests;
@@ -35,6 +38,7 @@ pub use featurizer::{HeaderMismatch, HeaderPositions, RecordFields, fnv1a_64, ha
 pub(crate) use featurizer::{quoted, strip_byte_order_mark};
 pub use file::FileFormat;
 use file::{SchemaFile, describe_toml_error};
+pub use json_fields::resolve_json_field;
 use labels::LabelMapping;
 pub use labels::{
     ATTACK_CLASS, BENIGN_CLASS, LabelClass, LabelInfo, OTHER_ATTACK_CLASS, UnlistedLabels,

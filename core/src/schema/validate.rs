@@ -14,7 +14,8 @@
 
 use std::collections::HashMap;
 
-use super::file::{ColumnFile, MissingValue, SchemaFile, without_default_keys};
+use super::file::{ColumnFile, FileFormat, MissingValue, SchemaFile, without_default_keys};
+use super::json_fields::FilterValue;
 use super::labels::{LabelMapping, validate_label};
 use super::{
     Column, ColumnRole, MAX_FEATURE_MAGNITUDE, MAX_HASH_BUCKETS, Schema, SchemaError, Transform,
@@ -36,6 +37,20 @@ impl Schema {
         };
         if file.columns.is_empty() {
             problems.push("columns: the schema declares no columns".to_string());
+        }
+        if !file.filter.is_empty() && file.format != FileFormat::Jsonl {
+            problems.push(format!(
+                "filter: a record filter applies to format = \"jsonl\", the schema's format is \"{}\"",
+                file.format
+            ));
+        }
+        for (name, value) in &file.filter {
+            if name.trim().is_empty() {
+                problems.push("filter: a field name must not be empty".to_string());
+            }
+            if matches!(value, FilterValue::Number(number) if !number.is_finite()) {
+                problems.push(format!("filter.{name:?}: the number must be finite"));
+            }
         }
 
         let mut first_index_of_name: HashMap<&str, usize> = HashMap::new();

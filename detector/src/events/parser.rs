@@ -12,7 +12,8 @@ use crate::error::DetectorError;
 pub enum ParsedLine {
     /// An event; its features are in the buffer.
     Event,
-    /// A blank line or the csv header.
+    /// A blank line, the csv header, or a JSON record the schema's
+    /// `[filter]` leaves out.
     Skipped,
 }
 
@@ -119,6 +120,9 @@ impl EventParser {
             }
             Err(error) => return Err(LineError::Malformed(format!("invalid json: {error}"))),
         };
+        if !self.schema.keeps_json_record(&object) {
+            return Ok(ParsedLine::Skipped);
+        }
         self.schema
             .featurize_into(&RecordFields::Json(&object), features)
             .map(|_label| ParsedLine::Event)
@@ -277,5 +281,36 @@ mod tests {
         )
         .parse(1, b"port,bytes", &mut features);
         assert!(matches!(missing_column, Err(LineError::Fatal(_))));
+    }
+
+    #[test]
+    fn json_events_use_nested_fields_and_the_schema_filter() {
+        let text = r#"
+            format = "jsonl"
+            [filter]
+            event_type = "flow"
+            [[columns]]
+            name = "flow.bytes_toserver"
+            kind = "numeric"
+            transforms = [{ clamp = { min = 0.0, max = 1e12 } }, "log1p"]
+            [[columns]]
+            name = "label"
+            kind = "label"
+            benign = ["ok"]
+        "#;
+        let schema = Schema::from_toml_str(text).unwrap();
+        let mut parser = EventParser::new(schema, FileFormat::Jsonl, "eve.json");
+        let mut features = Vec::new();
+        let flow = br#"{"event_type": "flow", "flow": {"bytes_toserver": 3}}"#;
+        assert_eq!(
+            parser.parse(1, flow, &mut features).unwrap(),
+            ParsedLine::Event
+        );
+        assert_eq!(features, [4f32.ln()]);
+        let alert = br#"{"event_type": "alert", "flow": {"bytes_toserver": 3}}"#;
+        assert_eq!(
+            parser.parse(2, alert, &mut features).unwrap(),
+            ParsedLine::Skipped
+        );
     }
 }
