@@ -21,48 +21,15 @@ const SAMPLES_DIR: &str = concat!(
 /// labelling rule matched, so unknown) is skipped and counted.
 const SCHEMA: &str = r#"
 format = "zeek"
-
-[[columns]]
-name = "duration"
-kind = "numeric"
-transforms = [{ clamp = { min = 0.0, max = 1e6 } }, "log1p"]
-missing = 0.0
-
-[[columns]]
-name = "orig_bytes"
-kind = "numeric"
-transforms = [{ clamp = { min = 0.0, max = 1e12 } }, "log1p"]
-missing = 0.0
-
-[[columns]]
-name = "resp_bytes"
-kind = "numeric"
-transforms = [{ clamp = { min = 0.0, max = 1e12 } }, "log1p"]
-missing = 0.0
-
-[[columns]]
-name = "orig_pkts"
-kind = "numeric"
-transforms = [{ clamp = { min = 0.0, max = 1e9 } }, "log1p"]
-missing = 0.0
-
-[[columns]]
-name = "id.resp_p"
-kind = "numeric"
-transforms = [{ clamp = { min = 0.0, max = 65535.0 } }, { scale = { offset = 0.0, divisor = 65535.0 } }]
-
-[[columns]]
-name = "proto"
-kind = "categorical"
-vocabulary = ["tcp", "udp", "icmp"]
-
-[[columns]]
-name = "label"
-kind = "label"
-benign = ["Benign", "benign"]
-unlisted_labels = "skip"
-[columns.classes]
-malicious = ["Malicious"]
+columns = [
+    { name = "duration", kind = "numeric", missing = 0.0, transforms = [{ clamp = { min = 0.0, max = 1e6 } }, "log1p"] },
+    { name = "orig_bytes", kind = "numeric", missing = 0.0, transforms = [{ clamp = { min = 0.0, max = 1e12 } }, "log1p"] },
+    { name = "resp_bytes", kind = "numeric", missing = 0.0, transforms = [{ clamp = { min = 0.0, max = 1e12 } }, "log1p"] },
+    { name = "orig_pkts", kind = "numeric", missing = 0.0, transforms = [{ clamp = { min = 0.0, max = 1e9 } }, "log1p"] },
+    { name = "id.resp_p", kind = "numeric", transforms = [{ clamp = { min = 0.0, max = 65535.0 } }, { scale = { offset = 0.0, divisor = 65535.0 } }] },
+    { name = "proto", kind = "categorical", vocabulary = ["tcp", "udp", "icmp"] },
+    { name = "label", kind = "label", benign = ["Benign", "benign"], unlisted_labels = "skip", classes = { malicious = ["Malicious"] } },
+]
 "#;
 
 fn schema() -> Schema {

@@ -1,5 +1,6 @@
 //! Reading CSV, JSONL or Zeek TSV telemetry files through a [`Schema`] into a [`Dataset`].
 //!
+//! - `bounded_lines`: numbered lines with overlong ones passed over (jsonl, zeek).
 //! - `collector`: the sink every reader feeds (featurizes, keeps, skips, reports).
 //! - `csv`: csv records, with or without a header line.
 //! - `jsonl`: JSON-lines records.
@@ -35,6 +36,7 @@
 //! The [`IngestReport`] says how many rows were loaded and how many were
 //! skipped, by reason.
 
+mod bounded_lines;
 mod collector;
 mod csv;
 mod jsonl;

@@ -16,16 +16,14 @@
 //! file (a rotated log appended) re-maps the columns from there on. A data
 //! line before any `#fields` line is an error naming the file and line.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 
 use csv::StringRecord;
 
+use super::bounded_lines::BoundedLines;
 use super::collector::Collector;
 use super::{IngestError, SkipReason};
 use crate::schema::{HeaderPositions, RecordFields};
-
-/// Size of the read buffer for Zeek input.
-const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Zeek's default markers, used until a header directive sets them.
 const DEFAULT_SEPARATOR: &str = "\t";
@@ -121,43 +119,11 @@ pub(super) fn read_zeek(
 ) -> Result<(), IngestError> {
     let source_name = collector.report.source.clone();
     let max_line_bytes = collector.options.max_line_bytes;
-    let mut buffered = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
+    let mut lines = BoundedLines::new(reader, max_line_bytes, &source_name);
     let mut header = ZeekHeader::default();
     let mut record = StringRecord::new();
     let mut line_bytes: Vec<u8> = Vec::new();
-    let mut line_number: u64 = 0;
-    let mut num_bytes_read: u64 = 0;
-    loop {
-        if collector.should_stop(num_bytes_read) {
-            return Ok(());
-        }
-        line_bytes.clear();
-        let read_error = |source: std::io::Error, line: u64| IngestError::Read {
-            source_name: source_name.clone(),
-            line,
-            source,
-        };
-        let num_read = (&mut buffered)
-            .take(max_line_bytes as u64 + 1)
-            .read_until(b'\n', &mut line_bytes)
-            .map_err(|source| read_error(source, line_number + 1))?;
-        if num_read == 0 {
-            return Ok(());
-        }
-        line_number += 1;
-        num_bytes_read += num_read as u64;
-        if num_read > max_line_bytes && line_bytes.last() != Some(&b'\n') {
-            let num_skipped = buffered
-                .skip_until(b'\n')
-                .map_err(|source| read_error(source, line_number))?;
-            num_bytes_read += num_skipped as u64;
-            collector.skip(
-                line_number,
-                SkipReason::Malformed,
-                format!("line is longer than {max_line_bytes} bytes"),
-            );
-            continue;
-        }
+    while let Some(line_number) = lines.next_line(&mut line_bytes, collector)? {
         let without_newline = line_bytes.strip_suffix(b"\n").unwrap_or(&line_bytes);
         let without_line_end = without_newline
             .strip_suffix(b"\r")
@@ -202,6 +168,7 @@ pub(super) fn read_zeek(
         };
         collector.add_record(line_number, &row)?;
     }
+    Ok(())
 }
 
 /// Reads one `#` line into `header`.
@@ -298,30 +265,12 @@ mod tests {
 
     const SCHEMA: &str = r#"
 format = "zeek"
-
-[[columns]]
-name = "duration"
-kind = "numeric"
-transforms = [{ clamp = { min = 0.0, max = 1e6 } }, "log1p"]
-missing = 0.0
-
-[[columns]]
-name = "orig_bytes"
-kind = "numeric"
-transforms = [{ clamp = { min = 0.0, max = 1e12 } }, "log1p"]
-missing = 0.0
-
-[[columns]]
-name = "proto"
-kind = "categorical"
-vocabulary = ["tcp", "udp", "icmp"]
-
-[[columns]]
-name = "label"
-kind = "label"
-benign = ["Benign", "benign"]
-[columns.classes]
-malicious = ["Malicious"]
+columns = [
+    { name = "duration", kind = "numeric", missing = 0.0, transforms = [{ clamp = { min = 0.0, max = 1e6 } }, "log1p"] },
+    { name = "orig_bytes", kind = "numeric", missing = 0.0, transforms = [{ clamp = { min = 0.0, max = 1e12 } }, "log1p"] },
+    { name = "proto", kind = "categorical", vocabulary = ["tcp", "udp", "icmp"] },
+    { name = "label", kind = "label", benign = ["Benign", "benign"], classes = { malicious = ["Malicious"] } },
+]
 "#;
 
     const HEADER: &str = "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n#open\t2019-12-05-15-46-36\n#fields\tts\tduration\torig_bytes\tproto\tlabel\n#types\ttime\tinterval\tcount\tenum\tstring\n";
@@ -477,6 +426,24 @@ malicious = ["Malicious"]
             message,
             "conn.log:1: column 12: #separator \"\\\\xZZ\" is not a separator (write it as an escape such as \\x09)"
         );
+    }
+
+    #[test]
+    fn a_zeek_schema_refuses_has_header_and_delimiter() {
+        let text = SCHEMA.replace(
+            "format = \"zeek\"",
+            "format = \"zeek\"\nhas_header = true\ndelimiter = \";\"",
+        );
+        let message = Schema::from_toml_str(&text).unwrap_err().to_string();
+        assert!(
+            message.contains("has_header: zeek logs name their columns in the #fields header"),
+            "{message}"
+        );
+        assert!(
+            message.contains("delimiter: zeek logs give their separator in the #separator header; leave delimiter out, got \";\""),
+            "{message}"
+        );
+        assert_eq!(schema().format(), FileFormat::Zeek);
     }
 
     #[test]
