@@ -7,7 +7,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use fedshield_core::schema::{HeaderMismatch, SchemaError};
+use fedshield_core::schema::{FileFormat, HeaderMismatch, SchemaError};
 use fedshield_core::{CoreError, ModelSpec, ModelVersion};
 use fedshield_proto::download::DownloadError;
 use fedshield_proto::tls::TlsError;
@@ -95,6 +95,9 @@ pub enum DetectorError {
         expected: String,
         actual: String,
     },
+    /// The detector does not yet read events in this format.
+    #[error("the detector does not read {format} events yet; convert them to csv or jsonl")]
+    UnsupportedEventFormat { format: FileFormat },
     #[error("the model file's feature schema")]
     ModelFileSchema(#[source] SchemaError),
     /// A newer version declares another schema than the events are read with.

@@ -40,6 +40,7 @@ impl<'a> SchemaInput<'a> {
         };
         let after_nul = &input[nul + 1..];
         let format = match after_nul.first() {
+            Some(2) => FileFormat::Zeek,
             Some(selector) if selector % 2 == 1 => FileFormat::Jsonl,
             _ => FileFormat::Csv,
         };
@@ -58,6 +59,7 @@ impl<'a> SchemaInput<'a> {
         bytes.push(match self.format {
             FileFormat::Csv => 0,
             FileFormat::Jsonl => 1,
+            FileFormat::Zeek => 2,
         });
         bytes.extend_from_slice(self.rows);
         bytes

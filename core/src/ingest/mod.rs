@@ -1,10 +1,12 @@
-//! Reading CSV or JSONL telemetry files through a [`Schema`] into a [`Dataset`].
+//! Reading CSV, JSONL or Zeek TSV telemetry files through a [`Schema`] into a [`Dataset`].
 //!
+//! - `bounded_lines`: numbered lines with overlong ones passed over (jsonl, zeek).
 //! - `collector`: the sink every reader feeds (featurizes, keeps, skips, reports).
 //! - `csv`: csv records, with or without a header line.
 //! - `jsonl`: JSON-lines records.
 //! - `lines`: physical line numbers of csv records.
 //! - `report`: what a load kept and skipped, and why.
+//! - `zeek`: Zeek TSV logs, columns named by their `#fields` header.
 //!
 //! A new format is one reader file with a `read_…(reader, collector)`
 //! function, a [`FileFormat`] variant and one arm in
@@ -34,11 +36,13 @@
 //! The [`IngestReport`] says how many rows were loaded and how many were
 //! skipped, by reason.
 
+mod bounded_lines;
 mod collector;
 mod csv;
 mod jsonl;
 mod lines;
 mod report;
+mod zeek;
 
 use std::fs::File;
 use std::io::Read;
@@ -100,6 +104,22 @@ pub enum IngestError {
         column: String,
         /// The label value as the row has it (trimmed).
         value: String,
+    },
+    #[error(
+        "{source_name}:{line}: a data line comes before any #fields header, so its columns are unknown"
+    )]
+    ZeekDataBeforeFields {
+        source_name: String,
+        /// 1-based physical line of the data line.
+        line: u64,
+    },
+    #[error("{source_name}:{line}: {detail}")]
+    ZeekHeader {
+        source_name: String,
+        /// 1-based physical line of the directive.
+        line: u64,
+        /// What is wrong, starting with the column.
+        detail: String,
     },
     #[error("{source_name} has no rows")]
     NoRows { source_name: String },
@@ -205,6 +225,7 @@ pub fn load_dataset_from_reader(
     match format {
         FileFormat::Csv => csv::read_csv(reader, &mut collector)?,
         FileFormat::Jsonl => jsonl::read_jsonl(reader, &mut collector)?,
+        FileFormat::Zeek => zeek::read_zeek(reader, &mut collector)?,
     }
     collector.finish()
 }

@@ -5,7 +5,8 @@
 //! one becomes:
 //!
 //! ```toml
-//! format = "csv"          # default format: "csv" or "jsonl" (the loader also picks by file extension)
+//! format = "csv"          # default format: "csv", "jsonl" or "zeek" (the loader also picks csv and
+//!                         # jsonl by file extension); zeek columns are named by the #fields header
 //! has_header = false      # csv only: match columns by header name (true) or by position (false)
 //! delimiter = ","         # csv only: one ascii character
 //!
@@ -62,6 +63,8 @@ pub enum FileFormat {
     /// One JSON object per line; a column name resolves a literal key first,
     /// then a dotted path through nested objects.
     Jsonl,
+    /// A Zeek TSV log: `#` header directives name the columns and markers.
+    Zeek,
 }
 
 impl FileFormat {
@@ -82,6 +85,7 @@ impl fmt::Display for FileFormat {
         match self {
             FileFormat::Csv => formatter.write_str("csv"),
             FileFormat::Jsonl => formatter.write_str("jsonl"),
+            FileFormat::Zeek => formatter.write_str("zeek"),
         }
     }
 }
@@ -123,7 +127,7 @@ fn default_format() -> FileFormat {
     FileFormat::Csv
 }
 
-fn default_delimiter() -> String {
+pub(super) fn default_delimiter() -> String {
     ",".to_string()
 }
 

@@ -14,7 +14,9 @@
 
 use std::collections::HashMap;
 
-use super::file::{ColumnFile, FileFormat, MissingValue, SchemaFile, without_default_keys};
+use super::file::{
+    ColumnFile, FileFormat, MissingValue, SchemaFile, default_delimiter, without_default_keys,
+};
 use super::json_fields::FilterValue;
 use super::labels::{LabelMapping, validate_label};
 use super::{
@@ -35,6 +37,18 @@ impl Schema {
                 b','
             }
         };
+        if file.format == FileFormat::Zeek && file.has_header {
+            problems.push(
+                "has_header: zeek logs name their columns in the #fields header; leave has_header out"
+                    .to_string(),
+            );
+        }
+        if file.format == FileFormat::Zeek && file.delimiter != default_delimiter() {
+            problems.push(format!(
+                "delimiter: zeek logs give their separator in the #separator header; leave delimiter out, got {:?}",
+                file.delimiter
+            ));
+        }
         if file.columns.is_empty() {
             problems.push("columns: the schema declares no columns".to_string());
         }

@@ -100,6 +100,9 @@ impl EventParser {
         match self.format {
             FileFormat::Jsonl => self.parse_json(text, features),
             FileFormat::Csv => self.parse_csv(line_number, text, features),
+            FileFormat::Zeek => Err(LineError::Fatal(DetectorError::UnsupportedEventFormat {
+                format: FileFormat::Zeek,
+            })),
         }
     }
 

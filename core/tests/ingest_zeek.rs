@@ -1,0 +1,132 @@
+//! Loads the real Zeek TSV samples (IoT-23 and Stratosphere CTU-50) with
+//! `format = "zeek"` and checks the row and label counts their READMEs give.
+//!
+//! The samples are required: `../shared/data/telemetry-samples` must hold them.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use fedshield_core::ingest::{IngestOptions, IngestReport, load_dataset, load_dataset_from_reader};
+use fedshield_core::model::data::Dataset;
+use fedshield_core::schema::{FileFormat, Schema};
+use flate2::read::GzDecoder;
+
+const SAMPLES_DIR: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/data/telemetry-samples"
+);
+
+/// A few numeric conn.log columns and the `label` column: `Benign`/`benign`
+/// is benign, `Malicious` the one attack class, and `Background` (no
+/// labelling rule matched, so unknown) is skipped and counted.
+const SCHEMA: &str = r#"
+format = "zeek"
+columns = [
+    { name = "duration", kind = "numeric", missing = 0.0, transforms = [{ clamp = { min = 0.0, max = 1e6 } }, "log1p"] },
+    { name = "orig_bytes", kind = "numeric", missing = 0.0, transforms = [{ clamp = { min = 0.0, max = 1e12 } }, "log1p"] },
+    { name = "resp_bytes", kind = "numeric", missing = 0.0, transforms = [{ clamp = { min = 0.0, max = 1e12 } }, "log1p"] },
+    { name = "orig_pkts", kind = "numeric", missing = 0.0, transforms = [{ clamp = { min = 0.0, max = 1e9 } }, "log1p"] },
+    { name = "id.resp_p", kind = "numeric", transforms = [{ clamp = { min = 0.0, max = 65535.0 } }, { scale = { offset = 0.0, divisor = 65535.0 } }] },
+    { name = "proto", kind = "categorical", vocabulary = ["tcp", "udp", "icmp"] },
+    { name = "label", kind = "label", benign = ["Benign", "benign"], unlisted_labels = "skip", classes = { malicious = ["Malicious"] } },
+]
+"#;
+
+fn schema() -> Schema {
+    Schema::from_toml_str(SCHEMA).expect("the test schema is valid")
+}
+
+/// Returns the path of a sample file, failing when the samples are absent.
+fn sample(relative: &str) -> PathBuf {
+    let path = Path::new(SAMPLES_DIR).join(relative);
+    assert!(
+        path.is_file(),
+        "the telemetry samples are required: {} is missing",
+        path.display()
+    );
+    path
+}
+
+fn load(relative: &str) -> (Dataset, IngestReport) {
+    let path = sample(relative);
+    let (dataset, report) = load_dataset(&path, &schema(), &IngestOptions::default())
+        .unwrap_or_else(|error| panic!("failed to load {relative}: {error}"));
+    println!("{report}");
+    (dataset, report)
+}
+
+/// Returns (benign, malicious) row counts.
+fn label_counts(dataset: &Dataset) -> (usize, usize) {
+    let num_malicious = dataset.labels().iter().filter(|&&label| label == 1).count();
+    (dataset.len() - num_malicious, num_malicious)
+}
+
+#[test]
+fn iot23_honeypot_crlf_capture_loads_every_benign_row() {
+    let (dataset, report) = load("iot23-ctu-honeypot-4-1/conn.log.labeled");
+    assert_eq!(report.num_rows, 452);
+    assert_eq!(report.skipped.total(), 0, "{report}");
+    assert_eq!(label_counts(&dataset), (452, 0));
+    assert_eq!(dataset.raw_label(0), "benign");
+}
+
+#[test]
+fn iot23_trojan_capture_loads_its_six_malicious_rows() {
+    let (dataset, report) = load("iot23-ctu-iot-malware-42-1/conn.log.labeled");
+    assert_eq!(report.num_rows, 4_426);
+    assert_eq!(report.skipped.total(), 0, "{report}");
+    assert_eq!(label_counts(&dataset), (4_420, 6));
+}
+
+#[test]
+fn iot23_mirai_capture_without_close_or_final_newline_loads_every_row() {
+    let path = sample("iot23-ctu-iot-malware-34-1/conn.log.labeled.gz");
+    let file = File::open(&path).expect("the sample opens");
+    let (dataset, report) = load_dataset_from_reader(
+        GzDecoder::new(file),
+        "conn.log.labeled",
+        FileFormat::Zeek,
+        &schema(),
+        &IngestOptions::default(),
+    )
+    .unwrap_or_else(|error| panic!("failed to load {}: {error}", path.display()));
+    assert_eq!(report.num_rows, 23_145);
+    assert_eq!(report.skipped.total(), 0, "{report}");
+    assert_eq!(label_counts(&dataset), (1_923, 21_222));
+    let num_without_duration = (0..dataset.len())
+        .filter(|&row| dataset.row(row)[0] == 0.0)
+        .count();
+    assert!(
+        num_without_duration > 0,
+        "unset durations take the missing value"
+    );
+}
+
+#[test]
+fn ctu50_hosts_load_with_background_rows_skipped_and_counted() {
+    // (folder, benign, malicious, background) from the folder's README.
+    let hosts = [
+        ("008-ctu-normal-40-day1", 1_402, 4_201, 60),
+        ("010-ctu-normal-42-day2", 1_937, 3_373, 37),
+        ("011-ctu-normal-43-day1", 4_771, 3_951, 326),
+        ("012-ctu-normal-44-day2", 782, 3_028, 930),
+    ];
+    let mut num_rows_total = 0;
+    for (folder, num_benign, num_malicious, num_background) in hosts {
+        let (dataset, report) = load(&format!(
+            "stratosphere-ctu50-feel-zeek/{folder}/conn.log.labeled"
+        ));
+        assert_eq!(
+            label_counts(&dataset),
+            (num_benign, num_malicious),
+            "{folder}"
+        );
+        assert_eq!(
+            report.skipped.num_unlisted_label, num_background,
+            "{folder}"
+        );
+        assert_eq!(report.skipped.total(), num_background, "{folder}: {report}");
+        num_rows_total += report.num_rows + num_background;
+    }
+    assert_eq!(num_rows_total, 24_798);
+}
