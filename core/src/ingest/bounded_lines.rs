@@ -7,6 +7,9 @@ use std::io::{BufRead, BufReader, Read};
 use super::collector::Collector;
 use super::{IngestError, SkipReason};
 
+/// The UTF-8 byte order mark, removed from the start of the first line.
+const BYTE_ORDER_MARK: &[u8] = "\u{feff}".as_bytes();
+
 /// Size of the read buffer.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -33,7 +36,7 @@ impl<R: Read> BoundedLines<R> {
     }
 
     /// Reads the next line into `line_bytes` (cleared first, the line end
-    /// kept) and returns its 1-based number, or `None` at the end of the input
+    /// kept, a byte order mark at the start of the input removed) and returns its 1-based number, or `None` at the end of the input
     /// or when `collector` says to stop. A line longer than the limit is
     /// skipped as malformed in `collector`.
     ///
@@ -60,6 +63,9 @@ impl<R: Read> BoundedLines<R> {
             self.line_number += 1;
             self.num_bytes_read += num_read as u64;
             if num_read <= self.max_line_bytes || line_bytes.last() == Some(&b'\n') {
+                if self.line_number == 1 && line_bytes.starts_with(BYTE_ORDER_MARK) {
+                    line_bytes.drain(..BYTE_ORDER_MARK.len());
+                }
                 return Ok(Some(self.line_number));
             }
             let num_skipped = self

@@ -23,10 +23,7 @@ pub(super) fn read_jsonl(
     let mut lines = BoundedLines::new(reader, max_line_bytes, &source_name);
     let mut line_bytes: Vec<u8> = Vec::new();
     while let Some(line_number) = lines.next_line(&mut line_bytes, collector)? {
-        let mut text = line_bytes.trim_ascii();
-        if line_number == 1 {
-            text = text.strip_prefix("\u{feff}".as_bytes()).unwrap_or(text);
-        }
+        let text = line_bytes.trim_ascii();
         if text.is_empty() {
             continue;
         }

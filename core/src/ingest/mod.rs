@@ -589,6 +589,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(positional_dataset.len(), 1);
+        let json_lines =
+            "\u{feff}{\"bytes\": 1, \"proto\": \"tcp\", \"port\": 80, \"label\": \"ok\"}\n";
+        let (json_dataset, json_report) = load_text(
+            json_lines,
+            FileFormat::Jsonl,
+            &Schema::for_test(),
+            &IngestOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(json_dataset.len(), 1);
+        assert_eq!(json_report.skipped.total(), 0);
     }
 
     #[test]

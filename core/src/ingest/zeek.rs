@@ -128,7 +128,7 @@ pub(super) fn read_zeek(
         let without_line_end = without_newline
             .strip_suffix(b"\r")
             .unwrap_or(without_newline);
-        let Ok(mut text) = std::str::from_utf8(without_line_end) else {
+        let Ok(text) = std::str::from_utf8(without_line_end) else {
             collector.skip(
                 line_number,
                 SkipReason::Malformed,
@@ -136,9 +136,6 @@ pub(super) fn read_zeek(
             );
             continue;
         };
-        if line_number == 1 {
-            text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        }
         if text.trim().is_empty() {
             continue;
         }
