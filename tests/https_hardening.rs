@@ -136,6 +136,11 @@ impl Coordinator {
         let channel = Endpoint::from_shared(format!("https://{}", self.handle.local_addr()))
             .unwrap()
             .connect_timeout(Duration::from_secs(5))
+            // A refused client certificate may surface only on the first
+            // request (TLS 1.3 client auth ends after the client's Finished):
+            // bound every request, so a silent server fails the test instead
+            // of hanging it.
+            .timeout(Duration::from_secs(10))
             .tls_config(tls)
             .map_err(|error| error.to_string())?
             .connect()
