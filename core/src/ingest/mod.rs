@@ -417,6 +417,7 @@ mod tests {
                 num_malformed: 3,
                 num_missing_label: 1,
                 num_unlisted_label: 0,
+                num_skipped_label: 0,
             }
         );
     }
@@ -515,6 +516,7 @@ mod tests {
                     num_malformed: 3,
                     num_missing_label: 0,
                     num_unlisted_label: 0,
+                    num_skipped_label: 0,
                 },
                 ..
             }

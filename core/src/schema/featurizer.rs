@@ -104,7 +104,7 @@ impl Schema {
             let field = record.field(column_index, &column.name);
             match &column.role {
                 ColumnRole::Ignore => {}
-                ColumnRole::Label => label = self.label_of(field, &column.name)?,
+                ColumnRole::Label => label = self.label_of(record, field, &column.name)?,
                 ColumnRole::Numeric {
                     transforms,
                     missing,
@@ -141,6 +141,7 @@ impl Schema {
 
     fn label_of<'r>(
         &self,
+        record: &RecordFields<'r>,
         field: FieldValue<'r>,
         column_name: &str,
     ) -> Result<Option<LabelInfo<'r>>, String> {
@@ -155,7 +156,21 @@ impl Schema {
                 ));
             }
         };
-        let class = self.class_of_label(&raw_label);
+        let class = match &self.label.class_column {
+            None => self.class_of_label(&raw_label),
+            Some(class_column) => {
+                let class_value = match record.field(class_column.column_index, &class_column.name)
+                {
+                    FieldValue::Text(text) => Some(Cow::Borrowed(text)),
+                    FieldValue::Number(number) => Some(Cow::Owned(number.to_string())),
+                    FieldValue::Bool(flag) => {
+                        Some(Cow::Borrowed(if flag { "true" } else { "false" }))
+                    }
+                    FieldValue::Absent | FieldValue::Unsupported(_) => None,
+                };
+                self.label.class_of(&raw_label, class_value.as_deref())
+            }
+        };
         Ok(Some(LabelInfo { class, raw_label }))
     }
 }
