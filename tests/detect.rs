@@ -551,6 +551,18 @@ fn append(path: &Path, text: &str) {
     file.flush().unwrap();
 }
 
+/// Empties `path` in place (as copytruncate does), then waits long enough
+/// for a follower to see it shorter before anything is written again.
+async fn truncate_in_place(path: &Path) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
 /// Asserts that lines are numbered 2, 3, ... (the header is line 1) and that
 /// versions never go back.
 fn assert_in_order(verdicts: &[Value]) {
@@ -978,13 +990,7 @@ async fn a_truncated_or_rotated_events_file_is_read_again_from_its_start() {
         .await;
 
     // Truncated in place, then rewritten shorter: numbered from line 2 again.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&events)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    truncate_in_place(&events).await;
     append(&events, &format!("{header}\n{}\n", rows[4..6].join("\n")));
     detector
         .wait_for(
@@ -1040,7 +1046,7 @@ const ZEEK_TSV_SCHEMA: &str = r#"
 format = "zeek"
 columns = [
     { name = "duration", kind = "numeric", missing = 0.0, transforms = [{ clamp = { min = 0.0, max = 1e6 } }, "log1p"] },
-    { name = "orig_bytes", kind = "numeric", missing = 0.0, transforms = [{ clamp = { min = 0.0, max = 1e12 } }, "log1p"] },
+    { name = "resp_bytes", kind = "numeric", missing = 0.0, transforms = [{ clamp = { min = 0.0, max = 1e12 } }, "log1p"] },
     { name = "proto", kind = "categorical", vocabulary = ["tcp", "udp", "icmp"] },
     { name = "label", kind = "label", benign = ["Benign", "benign"], classes = { malicious = ["Malicious"] } },
 ]
@@ -1051,7 +1057,7 @@ const ZEEK_JSON_SCHEMA: &str = r#"
 format = "jsonl"
 columns = [
     { name = "duration", kind = "numeric", missing = 0.0, transforms = [{ clamp = { min = 0.0, max = 1e6 } }, "log1p"] },
-    { name = "orig_bytes", kind = "numeric", missing = 0.0, transforms = [{ clamp = { min = 0.0, max = 1e12 } }, "log1p"] },
+    { name = "resp_bytes", kind = "numeric", missing = 0.0, transforms = [{ clamp = { min = 0.0, max = 1e12 } }, "log1p"] },
     { name = "id.resp_p", kind = "numeric", transforms = [{ clamp = { min = 0.0, max = 65535.0 } }, { scale = { offset = 0.0, divisor = 65535.0 } }] },
     { name = "proto", kind = "categorical", vocabulary = ["tcp", "udp", "icmp"] },
     { name = "label", kind = "label", benign = ["Benign"], classes = { malicious = ["Malicious"] } },
@@ -1174,7 +1180,7 @@ fn zeek_bad_input_is_reported_with_file_line_and_column_and_later_headers_apply(
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("conn.log");
     let text = [
-        zeek_header("ts\tduration\torig_bytes\tproto\tlabel"),
+        zeek_header("ts\tduration\tresp_bytes\tproto\tlabel"),
         // 9: an event.
         "1.0\t2.5\t300\ttcp\tBenign\n".to_string(),
         // 10: truncated: three fields, the line ends after column 10.
@@ -1183,13 +1189,13 @@ fn zeek_bad_input_is_reported_with_file_line_and_column_and_later_headers_apply(
         "3.0\tlong\t40\tudp\tBenign\n".to_string(),
         // 12-13: a new #fields header in the middle (another column order,
         // no label): the row after it is the event of line 9.
-        "#fields\tproto\tduration\torig_bytes\tts\n".to_string(),
+        "#fields\tproto\tduration\tresp_bytes\tts\n".to_string(),
         "tcp\t2.5\t300\t1.0\n".to_string(),
         // 14-15: #close ends the log; a row after it has no header.
         "#close\t2026-12-02-10-00-00\n".to_string(),
         "4.0\t1\t1\ttcp\tBenign\n".to_string(),
         // 16-24: the next log, its own header, one event.
-        zeek_header("ts\tduration\torig_bytes\tproto\tlabel"),
+        zeek_header("ts\tduration\tresp_bytes\tproto\tlabel"),
         "5.0\t2.5\t300\ttcp\tMalicious\n".to_string(),
     ]
     .concat();
@@ -1228,7 +1234,7 @@ fn a_zeek_fields_header_without_a_schema_column_stops_detection_naming_its_line(
     let events = dir.path().join("conn.log");
     let text = format!(
         "{}1.0\t2.5\t300\ttcp\tBenign\n#fields\tts\tproto\tlabel\n",
-        zeek_header("ts\tduration\torig_bytes\tproto\tlabel")
+        zeek_header("ts\tduration\tresp_bytes\tproto\tlabel")
     );
     std::fs::write(&events, text).unwrap();
     let model = model_for_schema(dir.path(), ZEEK_TSV_SCHEMA);
@@ -1243,7 +1249,7 @@ fn a_zeek_fields_header_without_a_schema_column_stops_detection_naming_its_line(
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(&format!(
-            "{}:10: the zeek #fields header does not fit the schema: the header has no column named \"duration\", \"orig_bytes\"",
+            "{}:10: the zeek #fields header does not fit the schema: the header has no column named \"duration\", \"resp_bytes\"",
             path_str(&events)
         )),
         "{stderr}"
@@ -1255,8 +1261,8 @@ fn invalid_json_and_a_wrong_type_are_reported_with_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("conn.jsonl");
     let text = concat!(
-        "{\"duration\": 1.5, \"orig_bytes\": 10, \"id.resp_p\": 80, \"proto\": \"tcp\"}\n",
-        "{\"duration\": 1.5, \"orig_bytes\": }\n",
+        "{\"duration\": 1.5, \"resp_bytes\": 10, \"id.resp_p\": 80, \"proto\": \"tcp\"}\n",
+        "{\"duration\": 1.5, \"resp_bytes\": }\n",
         "{\"proto\": \"tcp\", \"id.resp_p\": 80, \"duration\": \"long\"}\n",
     );
     std::fs::write(&events, text).unwrap();
@@ -1293,7 +1299,7 @@ async fn a_followed_zeek_log_is_read_through_rotation_and_truncation_without_los
         &events,
         format!(
             "{}{}{}",
-            zeek_header("ts\tduration\torig_bytes\tproto\tlabel"),
+            zeek_header("ts\tduration\tresp_bytes\tproto\tlabel"),
             rows[0],
             rows[1]
         ),
@@ -1335,7 +1341,7 @@ async fn a_followed_zeek_log_is_read_through_rotation_and_truncation_without_los
         &events,
         format!(
             "{}{}{}{}",
-            zeek_header("proto\torig_bytes\tduration\tts"),
+            zeek_header("proto\tresp_bytes\tduration\tts"),
             reordered(rows[0]),
             reordered(rows[1]),
             reordered(rows[2])
@@ -1352,18 +1358,12 @@ async fn a_followed_zeek_log_is_read_through_rotation_and_truncation_without_los
         .await;
 
     // copytruncate: the same file emptied, then written from its start.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&events)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    truncate_in_place(&events).await;
     append(
         &events,
         &format!(
             "{}{}",
-            zeek_header("ts\tduration\torig_bytes\tproto\tlabel"),
+            zeek_header("ts\tduration\tresp_bytes\tproto\tlabel"),
             rows[2]
         ),
     );

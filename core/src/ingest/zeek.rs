@@ -557,6 +557,64 @@ columns = [
     }
 
     #[test]
+    fn the_streaming_header_splits_rows_and_locates_their_fields() {
+        let mut header = ZeekHeader::new();
+        assert_eq!(
+            header.read_directive("#separator \\x09"),
+            Ok(ZeekDirective::Other)
+        );
+        let Ok(ZeekDirective::Fields(names)) =
+            header.read_directive("#fields\tts\tproto\ttunnel_parents   label   detailed-label")
+        else {
+            panic!("a #fields line gives its names");
+        };
+        assert_eq!(
+            names.iter().collect::<Vec<_>>(),
+            ["ts", "proto", "tunnel_parents", "label", "detailed-label"]
+        );
+        let mut record = StringRecord::new();
+        let row = "1.5\tudp\t-   Malicious   C&C";
+        assert!(header.split_row(row, &mut record));
+        assert_eq!(
+            record.iter().collect::<Vec<_>>(),
+            ["1.5", "udp", "", "Malicious", "C&C"]
+        );
+        assert_eq!(header.field_column(row, 1), 5);
+        assert_eq!(header.field_column(row, 3), 13);
+        assert_eq!(header.field_column("1.5\tudp", 2), 8);
+        assert_eq!(
+            header.read_directive("#close\t2019-12-05-15-46-36   benign   -"),
+            Ok(ZeekDirective::Close)
+        );
+        assert!(header.field_names().is_none());
+        assert!(!header.split_row(row, &mut record));
+    }
+
+    #[test]
+    fn a_separator_line_starts_a_new_header_block_with_default_markers() {
+        let text = "#separator \\x7c\n#unset_field|NA\n#fields|duration|orig_bytes|proto|label\nNA|1|udp|Benign\n#separator \\x09\n#fields\tduration\torig_bytes\tproto\tlabel\n-\t1\tudp\tBenign\nNA\t1\tudp\tBenign\n";
+        let (dataset, report) = load(text).unwrap();
+        assert_eq!(
+            (report.num_rows, report.skipped.total()),
+            (2, 1),
+            "{report}"
+        );
+        assert_eq!(report.skipped_rows[0].line, 8);
+        assert_eq!(dataset.row(0)[..2], dataset.row(1)[..2]);
+    }
+
+    #[test]
+    fn a_row_after_close_without_a_new_header_is_an_error() {
+        let text =
+            format!("{HEADER}1.0\t2\t3\tudp\tBenign\n#close\t2019\n1.0\t2\t3\tudp\tBenign\n");
+        let error = load(&text).unwrap_err();
+        assert!(matches!(
+            error,
+            IngestError::ZeekDataBeforeFields { line: 11, .. }
+        ));
+    }
+
+    #[test]
     fn escapes_in_the_separator_are_decoded() {
         assert_eq!(unescape_separator("\\x09").as_deref(), Some("\t"));
         assert_eq!(unescape_separator("\\x2c;").as_deref(), Some(",;"));
