@@ -265,13 +265,15 @@ fn split_fields<'t>(
     text.split(separator)
         .enumerate()
         .flat_map(move |(index, field)| {
-            let parts: Box<dyn Iterator<Item = &'t str>> =
-                if Some(index) == tail_index && field.split(' ').any(|part| !part.is_empty()) {
-                    Box::new(field.split(' ').filter(|part| !part.is_empty()))
-                } else {
-                    Box::new(std::iter::once(field))
-                };
-            parts.map(move |part| (offset_of(part), part))
+            let splits_on_spaces =
+                Some(index) == tail_index && field.split(' ').any(|part| !part.is_empty());
+            // One type for both cases, so that no field allocates: a field
+            // that is not split is the one part of `splitn(1, ..)`.
+            let max_parts = if splits_on_spaces { usize::MAX } else { 1 };
+            field
+                .splitn(max_parts, ' ')
+                .filter(move |part| !splits_on_spaces || !part.is_empty())
+                .map(move |part| (offset_of(part), part))
         })
 }
 
