@@ -1095,17 +1095,30 @@ fn model_for_schema(dir: &Path, schema_toml: &str) -> PathBuf {
     model
 }
 
-/// Runs `fedshield detect` on `events` with a model of `schema_toml`;
-/// returns the verdicts and stderr, asserting success.
-fn detect_events(dir: &Path, schema_toml: &str, events: &Path) -> (Vec<Value>, String) {
+/// Runs `fedshield detect` on `events` with a model of `schema_toml`.
+fn run_detect(dir: &Path, schema_toml: &str, events: &Path) -> Output {
     let model = model_for_schema(dir, schema_toml);
-    let output = fedshield(&[
+    fedshield(&[
         "detect",
         "--model",
         path_str(&model),
         "--events",
         path_str(events),
-    ]);
+    ])
+}
+
+/// Returns the malformed-line reports of a detect run's stderr.
+fn malformed_reports(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|line| line.contains("malformed event skipped"))
+        .collect()
+}
+
+/// Runs `fedshield detect` on `events` with a model of `schema_toml`;
+/// returns the verdicts and stderr, asserting success.
+fn detect_events(dir: &Path, schema_toml: &str, events: &Path) -> (Vec<Value>, String) {
+    let output = run_detect(dir, schema_toml, events);
     assert_success(&output);
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
     (parse_verdicts(&output.stdout), stderr)
@@ -1208,13 +1221,9 @@ fn zeek_bad_input_is_reported_with_file_line_and_column_and_later_headers_apply(
     assert_eq!(lines, [9, 13, 24], "{stderr}");
     assert_eq!(verdicts[0]["score"], verdicts[1]["score"]);
     assert_eq!(verdicts[0]["score"], verdicts[2]["score"]);
-    let malformed: Vec<&str> = stderr
-        .lines()
-        .filter(|line| line.contains("malformed event skipped"))
-        .collect();
     let source = path_str(&events);
     assert_eq!(
-        malformed,
+        malformed_reports(&stderr),
         [
             format!("{source}:10:11: malformed event skipped: row has 3 fields, the header has 5"),
             format!(
@@ -1237,14 +1246,7 @@ fn a_zeek_fields_header_without_a_schema_column_stops_detection_naming_its_line(
         zeek_header("ts\tduration\tresp_bytes\tproto\tlabel")
     );
     std::fs::write(&events, text).unwrap();
-    let model = model_for_schema(dir.path(), ZEEK_TSV_SCHEMA);
-    let output = fedshield(&[
-        "detect",
-        "--model",
-        path_str(&model),
-        "--events",
-        path_str(&events),
-    ]);
+    let output = run_detect(dir.path(), ZEEK_TSV_SCHEMA, &events);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -1269,12 +1271,8 @@ fn invalid_json_and_a_wrong_type_are_reported_with_file_line_and_column() {
     let (verdicts, stderr) = detect_events(dir.path(), ZEEK_JSON_SCHEMA, &events);
     assert_eq!(verdicts.len(), 1, "{stderr}");
     let source = path_str(&events);
-    let malformed: Vec<&str> = stderr
-        .lines()
-        .filter(|line| line.contains("malformed event skipped"))
-        .collect();
     assert_eq!(
-        malformed,
+        malformed_reports(&stderr),
         [
             format!("{source}:2:33: malformed event skipped: invalid json: expected value"),
             format!(
