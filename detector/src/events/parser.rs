@@ -469,6 +469,57 @@ mod tests {
     }
 
     #[test]
+    fn zeek_directive_errors_are_skipped_with_their_column_and_rows_still_read() {
+        let text = r#"
+            format = "zeek"
+            [[columns]]
+            name = "orig_bytes"
+            kind = "numeric"
+            missing = 0.0
+            transforms = [{ clamp = { min = 0.0, max = 1e12 } }, "log1p"]
+            [[columns]]
+            name = "label"
+            kind = "label"
+            benign = ["Benign"]
+        "#;
+        let schema = Schema::from_toml_str(text).unwrap();
+        let mut parser = EventParser::new(schema, FileFormat::Zeek, "conn.log");
+        let mut features = Vec::new();
+        let fields = b"#fields\tts\torig_bytes";
+        assert_eq!(
+            parser.parse(1, fields, &mut features).unwrap(),
+            ParsedLine::Skipped
+        );
+        let Err(LineError::Malformed { column, reason }) =
+            parser.parse(2, b"#types\ttime", &mut features)
+        else {
+            panic!("a #types line that disagrees with #fields is malformed");
+        };
+        assert_eq!(
+            (column, reason.as_str()),
+            (1, "#types has 1 entries, #fields has 2 names")
+        );
+        assert_eq!(
+            parser.parse(3, b"1.0\t3\r", &mut features).unwrap(),
+            ParsedLine::Event
+        );
+        assert_eq!(features, [4f32.ln()]);
+        let Err(LineError::Malformed { column, .. }) = parser.parse(4, b"1.0\tmany", &mut features)
+        else {
+            panic!("text in a numeric column is malformed");
+        };
+        assert_eq!(column, 5);
+        let missing = parser.parse(5, b"#fields\tts", &mut features);
+        assert!(matches!(
+            missing,
+            Err(LineError::Fatal(DetectorError::ZeekFields {
+                line_number: 5,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
     fn json_events_use_nested_fields_and_the_schema_filter() {
         let text = r#"
             format = "jsonl"
