@@ -6,7 +6,9 @@
 //! - `jsonl`: JSON-lines records.
 //! - `lines`: physical line numbers of csv records.
 //! - `report`: what a load kept and skipped, and why.
-//! - `zeek`: Zeek TSV logs, columns named by their `#fields` header.
+//! - `zeek`: Zeek TSV logs, columns named by their `#fields` header; its
+//!   [`ZeekHeader`] (directives fed one line at a time, and the row splitter
+//!   they define) is public, for the detector's live events.
 //!
 //! A new format is one reader file with a `read_…(reader, collector)`
 //! function, a [`FileFormat`] variant and one arm in
@@ -53,6 +55,7 @@ use crate::model::data::Dataset;
 use crate::schema::{FileFormat, Schema, SchemaError, quoted};
 use collector::Collector;
 pub use report::{IngestReport, SkipCounts, SkipReason, SkippedRow, StopReason};
+pub use zeek::{ZeekDirective, ZeekHeader, ZeekHeaderError};
 
 /// Errors of loading a telemetry file.
 #[derive(Debug, thiserror::Error)]
