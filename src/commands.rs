@@ -44,6 +44,7 @@ pub fn model_and_plan(args: &ModelArgs, schema: &Schema) -> (ModelSpec, Training
         learning_rate: args.learning_rate,
         max_local_steps: args.max_local_steps,
         weight_decay: args.weight_decay,
+        trim_fraction: args.trim_fraction,
         dp_sgd: None,
         org_dp: None,
     };

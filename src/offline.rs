@@ -290,6 +290,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         learning_rate: args.model.learning_rate,
         max_local_steps: args.model.max_local_steps,
         weight_decay: args.model.weight_decay,
+        trim_fraction: args.model.trim_fraction,
         dp_sgd: None,
         org_dp: None,
     };

@@ -12,6 +12,10 @@ use crate::units::NoiseMultiplier;
 /// Largest accepted number of DP-SGD steps per round.
 pub const MAX_DP_STEPS_PER_ROUND: u32 = 1_000_000;
 
+/// Largest [`TrainingPlan::trim_fraction`]: trimming more than half of each
+/// batch would learn from a minority of the data.
+pub const MAX_TRIM_FRACTION: f32 = 0.5;
+
 /// How a participant trains locally in one round; chosen by the coordinator,
 /// sent in the round announcement, and saved with each model version.
 #[derive(Config, Debug, PartialEq)]
@@ -31,6 +35,15 @@ pub struct TrainingPlan {
     /// L2 penalty on the parameters (weight decay) of local SGD; 0 turns it off.
     #[config(default = 0.0)]
     pub weight_decay: f32,
+    /// Autoencoders only: the fraction of each batch, those with the highest
+    /// reconstruction error, left out of its step, so that a few attacks
+    /// hidden in unlabelled "normal" traffic do not teach the model what
+    /// normal looks like. 0 turns it off; at most 0.5. Under DP-SGD every
+    /// example is then clipped to C/2, so that one record (which can also
+    /// change which other record is trimmed) still moves the batch's sum
+    /// by at most C and the privacy analysis is unchanged.
+    #[config(default = 0.0)]
+    pub trim_fraction: f32,
     /// Record-level differential privacy (DP-SGD); `None` trains without it.
     pub dp_sgd: Option<DpSgdPlan>,
     /// Organization-level differential privacy of the whole update, on top.
@@ -68,6 +81,14 @@ impl TrainingPlan {
             return Err(CoreError::InvalidPlan(format!(
                 "weight_decay is {}, must be in [0, 1]",
                 self.weight_decay
+            )));
+        }
+        if !(self.trim_fraction.is_finite()
+            && (0.0..=MAX_TRIM_FRACTION).contains(&self.trim_fraction))
+        {
+            return Err(CoreError::InvalidPlan(format!(
+                "trim_fraction is {}, must be in [0, {MAX_TRIM_FRACTION}]",
+                self.trim_fraction
             )));
         }
         if let Some(dp_sgd) = &self.dp_sgd {

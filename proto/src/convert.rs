@@ -17,6 +17,7 @@ impl From<&TrainingPlan> for pb::TrainingPlan {
             learning_rate: plan.learning_rate,
             max_local_steps: plan.max_local_steps,
             weight_decay: plan.weight_decay,
+            trim_fraction: plan.trim_fraction,
             dp_sgd: plan.dp_sgd.as_ref().map(|dp| pb::DpSgdPlan {
                 noise_multiplier: dp.noise_multiplier,
                 clip_norm: dp.clip_norm,
@@ -42,6 +43,7 @@ impl From<pb::TrainingPlan> for TrainingPlan {
             learning_rate: message.learning_rate,
             max_local_steps: message.max_local_steps,
             weight_decay: message.weight_decay,
+            trim_fraction: message.trim_fraction,
             dp_sgd: message.dp_sgd.map(|dp| {
                 DpSgdPlan::new(
                     dp.expected_batch_size,
@@ -117,6 +119,7 @@ mod tests {
             learning_rate: 0.05,
             max_local_steps: 100,
             weight_decay: 0.001,
+            trim_fraction: 0.25,
             dp_sgd: Some(DpSgdPlan::new(64, 4000, 1.1, 1.0, 63)),
             org_dp: Some(OrgDpPlan::new(2.0, 0.7)),
         };

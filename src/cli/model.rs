@@ -40,4 +40,8 @@ pub struct ModelArgs {
     /// L2 penalty (weight decay) of local SGD (0 = none).
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f32,
+    /// Autoencoder only: leave the highest-error fraction of each batch out of its step (0 = none, at most 0.5),
+    /// so that a few attacks hidden in unlabelled traffic do not teach the model.
+    #[arg(long, default_value_t = 0.0)]
+    pub trim_fraction: f32,
 }

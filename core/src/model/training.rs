@@ -137,6 +137,7 @@ pub fn train_local_observed(
         return Err(CoreError::EmptyDataset);
     }
     let autoencoder = weights.spec.is_autoencoder();
+    check_trim_applies(weights, plan)?;
     let multi_class = weights.spec.num_classes > 2;
     let device = NdArrayDevice::Cpu;
     let mut model =
@@ -175,12 +176,11 @@ pub fn train_local_observed(
                     loss_function.forward(logits, targets) // [1]
                 }
             };
-            let mut loss = batch_loss(batch_indices);
-            let mut loss_value: f32 = loss.clone().into_scalar();
-            if !loss_value.is_finite() {
-                // An extreme record overflowed: train on the rest of the
-                // batch, as DP-SGD gives such an example zero weight.
-                let finite_rows = rows_with_finite_losses(
+            let (mut loss, mut loss_value) = if plan.trim_fraction > 0.0 {
+                // Scores every row of the batch first: rows with a
+                // non-finite loss, then the highest-error fraction, are
+                // left out of the step.
+                let losses = row_losses(
                     &model,
                     data,
                     batch_indices,
@@ -188,6 +188,37 @@ pub fn train_local_observed(
                     autoencoder,
                     &device,
                 );
+                num_non_finite_examples +=
+                    losses.iter().filter(|loss| !loss.is_finite()).count() as u64;
+                let kept = rows_kept_after_trim(batch_indices, &losses, plan.trim_fraction);
+                if kept.is_empty() {
+                    continue;
+                }
+                let loss = batch_loss(&kept);
+                let loss_value: f32 = loss.clone().into_scalar();
+                (loss, loss_value)
+            } else {
+                let loss = batch_loss(batch_indices);
+                let loss_value: f32 = loss.clone().into_scalar();
+                (loss, loss_value)
+            };
+            if !loss_value.is_finite() {
+                // An extreme record overflowed: train on the rest of the
+                // batch, as DP-SGD gives such an example zero weight.
+                let losses = row_losses(
+                    &model,
+                    data,
+                    batch_indices,
+                    multi_class,
+                    autoencoder,
+                    &device,
+                );
+                let finite_rows: Vec<usize> = batch_indices
+                    .iter()
+                    .zip(&losses)
+                    .filter(|(_, loss)| loss.is_finite())
+                    .map(|(&row, _)| row)
+                    .collect();
                 num_non_finite_examples += (batch_indices.len() - finite_rows.len()) as u64;
                 if finite_rows.is_empty() {
                     continue;
@@ -244,15 +275,15 @@ pub fn num_training_rows(spec: &crate::model::ModelSpec, data: &Dataset) -> usiz
     data.len()
 }
 
-/// Returns the rows of `rows` whose own loss under `model` is finite.
-fn rows_with_finite_losses(
+/// Returns each row's own loss under `model`, in the order of `rows`.
+fn row_losses(
     model: &MlpClassifier<TrainBackend>,
     data: &Dataset,
     rows: &[usize],
     multi_class: bool,
     autoencoder: bool,
     device: &NdArrayDevice,
-) -> Vec<usize> {
+) -> Vec<f32> {
     let (inputs, targets) = batch_tensors(data, rows, multi_class, device);
     let outputs = model.forward(inputs.clone()); // [batch, outputs]
     let losses = if autoencoder {
@@ -262,15 +293,59 @@ fn rows_with_finite_losses(
             .gather(1, targets.unsqueeze_dim(1))
             .neg() // [batch, 1]
     };
-    let losses = losses
+    losses
         .into_data()
         .into_vec::<f32>()
-        .expect("training tensors are float32");
-    rows.iter()
+        .expect("training tensors are float32")
+}
+
+/// Returns how many of a batch of `batch_len` rows trimming leaves out:
+/// `⌊fraction · batch_len⌋`, so that a batch smaller than `1 / fraction`
+/// loses none.
+pub fn num_trimmed(batch_len: usize, fraction: f32) -> usize {
+    ((batch_len as f64) * f64::from(fraction)).floor() as usize
+}
+
+/// Returns the rows of `rows` with a finite loss, less the
+/// [`num_trimmed`] of them with the highest losses (`losses[i]` is row
+/// `rows[i]`'s), in their original order.
+pub(crate) fn rows_kept_after_trim(rows: &[usize], losses: &[f32], fraction: f32) -> Vec<usize> {
+    let mut finite: Vec<(usize, f32)> = rows
+        .iter()
         .zip(losses)
         .filter(|(_, loss)| loss.is_finite())
-        .map(|(&row, _)| row)
-        .collect()
+        .map(|(&row, &loss)| (row, loss))
+        .collect();
+    let num_kept = finite.len() - num_trimmed(rows.len(), fraction).min(finite.len());
+    // The stable sort keeps ties in batch order, so the result does not
+    // depend on anything but the losses and the order.
+    let mut by_loss: Vec<usize> = (0..finite.len()).collect();
+    by_loss.sort_by(|&first, &second| finite[first].1.total_cmp(&finite[second].1));
+    let mut keep = vec![false; finite.len()];
+    for &position in &by_loss[..num_kept] {
+        keep[position] = true;
+    }
+    let mut position = 0;
+    finite.retain(|_| {
+        position += 1;
+        keep[position - 1]
+    });
+    finite.into_iter().map(|(row, _)| row).collect()
+}
+
+/// Refuses a plan that trims for a classifier: a classifier's highest
+/// losses are its hardest attacks, not contamination.
+///
+/// # Errors
+/// [`CoreError::InvalidPlan`].
+pub(crate) fn check_trim_applies(weights: &ModelWeights, plan: &TrainingPlan) -> Result<()> {
+    if plan.trim_fraction > 0.0 && !weights.spec.is_autoencoder() {
+        return Err(CoreError::InvalidPlan(format!(
+            "trim_fraction is {}, but trimming applies to the autoencoder only (a classifier's highest losses are its hardest attacks)",
+            plan.trim_fraction
+        )));
+    }
+    Ok(())
 }
 
 /// Returns the rows a model trains on, after checking them against it: all
@@ -389,6 +464,85 @@ mod tests {
         let scores = crate::model::inference::score_rows(&trained, test.features()).unwrap();
         let auc = crate::model::metrics::roc_auc(&scores, test.labels());
         assert!(auc > 0.8, "autoencoder ROC-AUC {auc}");
+    }
+
+    /// Benign training rows with 5% of one attack family hidden among them
+    /// as if benign (unlabelled traffic): trimming the highest-error 10% of
+    /// each batch keeps the attacks from teaching the autoencoder, measured
+    /// by the detection rate of that family at 1% false positives.
+    #[test]
+    fn trimming_keeps_hidden_attacks_from_teaching_the_autoencoder() {
+        let data = synthetic_dataset(OrgProfile::balanced(), 8000, 5);
+        let (train, test) = data.split(0.3, 6);
+        // One attack family hidden among the training rows as if benign.
+        // The first attack class of the synthetic telemetry (a scan), which
+        // an autoencoder learns to reconstruct when enough of it is hidden in
+        // its training data.
+        let hidden_class = 1;
+        let mut contaminated = Dataset::new(train.num_features());
+        let num_benign = train.labels().iter().filter(|&&label| label == 0).count();
+        let num_hidden = num_benign * 5 / 100;
+        let mut hidden = 0;
+        for row in 0..train.len() {
+            let class = train.classes()[row];
+            if class != 0 && (class != hidden_class || hidden == num_hidden) {
+                continue;
+            }
+            hidden += usize::from(class != 0);
+            contaminated.push(train.row(row), 0).unwrap();
+        }
+        assert_eq!(hidden, num_hidden);
+        let family_test = test
+            .filter(|row| matches!(test.classes()[row], 0) || test.classes()[row] == hidden_class);
+        let spec = ModelSpec::autoencoder(num_flow_features() as u32, vec![12, 4]);
+        let initial = ModelWeights::init(spec.clone(), 3).unwrap();
+        let detection_rate_with_trim = |trim_fraction: f32| {
+            let mut plan = TrainingPlan::new()
+                .with_local_epochs(8)
+                .with_learning_rate(0.2);
+            plan.trim_fraction = trim_fraction;
+            let outcome = train_local(&initial, &contaminated, &plan, 4).unwrap();
+            let trained = ModelWeights::new(spec.clone(), outcome.params).unwrap();
+            let scores =
+                crate::model::inference::score_rows(&trained, family_test.features()).unwrap();
+            let threshold =
+                crate::model::metrics::threshold_at_fpr(&scores, family_test.labels(), 0.01)
+                    .unwrap();
+            crate::model::metrics::detection_rate_above(&scores, family_test.labels(), threshold)
+        };
+        let untrimmed = detection_rate_with_trim(0.0);
+        let trimmed = detection_rate_with_trim(0.1);
+        println!(
+            "class {hidden_class}: ROC-AUC with {num_hidden} hidden attacks: untrimmed {untrimmed:.4}, trimmed {trimmed:.4}"
+        );
+        assert!(
+            trimmed > untrimmed + 0.02,
+            "trimmed {trimmed:.4} vs untrimmed {untrimmed:.4}"
+        );
+    }
+
+    #[test]
+    fn trimming_leaves_out_the_highest_losses_of_a_batch_in_batch_order() {
+        let rows = [10, 11, 12, 13, 14, 15, 16, 17, 18, 19];
+        let losses = [0.5, 9.0, 0.1, f32::NAN, 0.3, 7.0, 0.2, 0.4, 0.6, 0.7];
+        // ⌊0.25 · 10⌋ = 2 trimmed (11 and 15), and the NaN row (13) dropped.
+        assert_eq!(
+            rows_kept_after_trim(&rows, &losses, 0.25),
+            [10, 12, 14, 16, 17, 18, 19]
+        );
+        assert_eq!(num_trimmed(3, 0.25), 0);
+        let classifier = ModelWeights::init(ModelSpec::mlp(3, vec![4], 2), 1).unwrap();
+        let mut data = Dataset::new(3);
+        data.push(&[0.0, 1.0, 2.0], 1).unwrap();
+        let mut plan = TrainingPlan::new();
+        plan.trim_fraction = 0.1;
+        let error = train_local(&classifier, &data, &plan, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("trimming applies to the autoencoder only"),
+            "{error}"
+        );
     }
 
     #[test]

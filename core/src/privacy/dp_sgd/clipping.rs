@@ -8,6 +8,7 @@ use burn::tensor::{Bool, Tensor, TensorData};
 
 use super::layers::{Batch, DenseLayer, tensor_values};
 use super::{DEVICE, DpBackend};
+use crate::model::training::rows_kept_after_trim;
 
 /// Added to per-example gradient norms before dividing by them, so that a
 /// zero gradient gets clip factor 1 instead of a division by zero.
@@ -40,6 +41,8 @@ pub(super) struct BatchContribution {
     /// Examples whose loss or gradient norm was non-finite, which contributed
     /// zero. Derived from raw data: local logs only.
     pub(super) num_non_finite_examples: u64,
+    /// Examples whose loss is in `loss_sum`: those that contributed.
+    pub(super) num_contributing: u64,
 }
 
 /// Returns the per-layer sums of the per-example gradients of `batch`, each
@@ -51,10 +54,18 @@ pub(super) struct BatchContribution {
 /// privacy analysis is unchanged; it is counted, not reported. Declining the
 /// round instead would make whether a participant declines a non-private
 /// function of one record.
+///
+/// With `trim_fraction > 0` (autoencoders), the [`num_trimmed`] examples
+/// with the highest losses also contribute zero, and every other one is
+/// clipped to `clip_norm / 2`. Adding or removing one record then changes
+/// the sum by at most `clip_norm`: its own term, and at most one other
+/// example that it pushes out of (or lets back into) the kept set. So the
+/// noise `σ·C` gives the same guarantee as without trimming.
 pub(super) fn clipped_gradient_sums(
     layers: &[DenseLayer],
     batch: &Batch,
     clip_norm: f64,
+    trim_fraction: f32,
 ) -> BatchContribution {
     let pass = forward_backward(layers, batch);
     let norms_and_losses = pass.squared_norms_and_losses();
@@ -75,8 +86,32 @@ pub(super) fn clipped_gradient_sums(
             num_non_finite_examples += 1;
         }
     }
+    let clip_norm = if trim_fraction > 0.0 {
+        let losses: Vec<f32> = norms_and_losses
+            .chunks_exact(2)
+            .map(|pair| pair[1])
+            .collect();
+        let rows: Vec<usize> = (0..contributes.len()).collect();
+        let kept = rows_kept_after_trim(&rows, &losses, trim_fraction);
+        let mut is_kept = vec![false; contributes.len()];
+        for row in kept {
+            is_kept[row] = true;
+        }
+        for (row, contributes) in contributes.iter_mut().enumerate() {
+            if *contributes && !is_kept[row] {
+                *contributes = false;
+                squared_norms[row] = f32::INFINITY;
+                loss_sum -= f64::from(losses[row]);
+            }
+        }
+        clip_norm / 2.0
+    } else {
+        clip_norm
+    };
     let factors = clip_factors(&squared_norms, clip_norm);
+    let num_contributing = contributes.iter().filter(|&&keep| keep).count() as u64;
     BatchContribution {
+        num_contributing,
         clipped_sums: pass.clipped_gradient_sums(factors, &contributes),
         loss_sum,
         num_non_finite_examples,

@@ -43,7 +43,8 @@ use rand::{CryptoRng, Rng};
 use crate::error::{CoreError, Result};
 use crate::model::data::Dataset;
 use crate::model::training::{
-    LocalTrainingOutcome, ProgressObserver, TrainingProgress, no_progress, training_rows,
+    LocalTrainingOutcome, ProgressObserver, TrainingProgress, check_trim_applies, no_progress,
+    training_rows,
 };
 use crate::model::weights::ModelWeights;
 use crate::plan::{DpSgdPlan, TrainingPlan};
@@ -149,6 +150,7 @@ fn run_dp_sgd<R: Rng + CryptoRng + ?Sized>(
             actual: weights.params.len() as u64,
         });
     }
+    check_trim_applies(weights, plan)?;
     let data = training_rows(weights, data)?;
     let data = data.as_ref();
     let objective = objective_of(&weights.spec);
@@ -178,12 +180,12 @@ fn run_dp_sgd<R: Rng + CryptoRng + ?Sized>(
             None
         } else {
             let batch = Batch::new(data, &sampled_rows, objective);
-            let contribution = clipped_gradient_sums(&layers, &batch, dp.clip_norm);
+            let contribution =
+                clipped_gradient_sums(&layers, &batch, dp.clip_norm, plan.trim_fraction);
             num_non_finite_examples += contribution.num_non_finite_examples;
             if step >= first_loss_step {
                 loss_sum += contribution.loss_sum;
-                num_loss_examples +=
-                    sampled_rows.len() as u64 - contribution.num_non_finite_examples;
+                num_loss_examples += contribution.num_contributing;
             }
             Some(contribution.clipped_sums)
         };

@@ -215,10 +215,18 @@ fn an_example_with_a_non_finite_gradient_contributes_exactly_zero() {
         let clean_rows: Vec<usize> = (0..clean.len()).collect();
         let all_rows: Vec<usize> = (0..poisoned.len()).collect();
         let objective = objective_of(&spec);
-        let expected =
-            clipped_gradient_sums(&layers, &Batch::new(&clean, &clean_rows, objective), 0.7);
-        let actual =
-            clipped_gradient_sums(&layers, &Batch::new(&poisoned, &all_rows, objective), 0.7);
+        let expected = clipped_gradient_sums(
+            &layers,
+            &Batch::new(&clean, &clean_rows, objective),
+            0.7,
+            0.0,
+        );
+        let actual = clipped_gradient_sums(
+            &layers,
+            &Batch::new(&poisoned, &all_rows, objective),
+            0.7,
+            0.0,
+        );
         assert_eq!(expected.num_non_finite_examples, 0, "{name}");
         assert_eq!(actual.num_non_finite_examples, 4, "{name}");
         assert!(
@@ -695,4 +703,110 @@ fn bad_plans_are_refused_with_the_field_named() {
         train_local_dp(&autoencoder, &attack_rows, &plan, &good, &mut seeded_rng(1)),
         Err(CoreError::EmptyDataset)
     ));
+}
+
+/// Flattens a batch's clipped sums into one vector.
+fn flat_sums(contribution: super::clipping::BatchContribution) -> Vec<f32> {
+    contribution
+        .clipped_sums
+        .into_iter()
+        .flat_map(|(weight, bias)| {
+            let mut values = tensor_values(weight.into_data());
+            values.extend(tensor_values(bias.into_data()));
+            values
+        })
+        .collect()
+}
+
+/// Adding one record to a trimmed batch can push another record out of the
+/// kept set (or let one back in), so it may change two terms; clipping each
+/// to C/2 keeps the change within C, the sensitivity the noise is for.
+#[test]
+fn one_record_moves_a_trimmed_batchs_sum_by_at_most_the_clip_norm() {
+    let spec = ModelSpec::autoencoder(6, vec![4, 2]);
+    let weights = ModelWeights::init(spec.clone(), 5).unwrap();
+    let layers = layers_from_flat(&weights);
+    let objective = objective_of(&spec);
+    let clip_norm = 0.8;
+    let mut largest_change = 0.0f64;
+    for seed in 0..40 {
+        // Rows of mixed scale, so that losses (and which rows are trimmed)
+        // differ, and gradients are large enough to be clipped.
+        let data = random_dataset(41, 6, 1, 1.0 + seed as f32 * 0.5, 100 + seed);
+        // Batch sizes n where adding one record trims one more (⌊f(n+1)⌋ =
+        // ⌊f·n⌋ + 1): a kept new record then pushes another one out. And one
+        // where it does not.
+        for (num_rows, trim_fraction) in [(29, 0.1), (39, 0.25), (29, 0.5), (30, 0.1)] {
+            let without_last: Vec<usize> = (0..num_rows).collect();
+            let with_last: Vec<usize> = (0..=num_rows).collect();
+            let before = flat_sums(clipped_gradient_sums(
+                &layers,
+                &Batch::new(&data, &without_last, objective),
+                clip_norm,
+                trim_fraction,
+            ));
+            let after = flat_sums(clipped_gradient_sums(
+                &layers,
+                &Batch::new(&data, &with_last, objective),
+                clip_norm,
+                trim_fraction,
+            ));
+            let change: Vec<f32> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+            let change = l2_norm(&change);
+            assert!(
+                change <= clip_norm * (1.0 + 1e-4),
+                "seed {seed}, trim {trim_fraction}: one record moved the sum by {change} > C = {clip_norm}"
+            );
+            largest_change = largest_change.max(change);
+        }
+    }
+    // The bound is not vacuous: some record moves the sum by more than the
+    // C/2 of its own clipped term.
+    assert!(
+        largest_change > clip_norm / 2.0 * 1.01,
+        "largest change {largest_change}"
+    );
+}
+
+#[test]
+fn trimming_leaves_out_the_highest_loss_examples_and_refuses_classifiers() {
+    let spec = ModelSpec::autoencoder(6, vec![4, 2]);
+    let weights = ModelWeights::init(spec.clone(), 5).unwrap();
+    let layers = layers_from_flat(&weights);
+    let objective = objective_of(&spec);
+    let data = random_dataset(20, 6, 1, 1.0, 9);
+    let rows: Vec<usize> = (0..20).collect();
+    let full = clipped_gradient_sums(&layers, &Batch::new(&data, &rows, objective), 1e6, 0.0);
+    let trimmed = clipped_gradient_sums(&layers, &Batch::new(&data, &rows, objective), 1e6, 0.2);
+    assert_eq!(full.num_contributing, 20);
+    assert_eq!(trimmed.num_contributing, 16);
+    // The 4 trimmed losses are the 4 largest.
+    let pass = forward_backward(&layers, &Batch::new(&data, &rows, objective));
+    let mut losses: Vec<f32> = pass
+        .squared_norms_and_losses()
+        .chunks_exact(2)
+        .map(|pair| pair[1])
+        .collect();
+    losses.sort_by(f32::total_cmp);
+    let lowest_16: f64 = losses[..16].iter().map(|&loss| f64::from(loss)).sum();
+    assert!((trimmed.loss_sum - lowest_16).abs() < 1e-4);
+
+    let classifier = ModelWeights::init(ModelSpec::mlp(6, vec![4], 2), 5).unwrap();
+    let mut plan = TrainingPlan::new();
+    plan.trim_fraction = 0.1;
+    let dp = DpSgdPlan::new(20, 20, 1.0, 1.0, 1);
+    plan.dp_sgd = Some(dp.clone());
+    let error = train_local_dp(&classifier, &data, &plan, &dp, &mut seeded_rng(1))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("trimming applies to the autoencoder only"),
+        "{error}"
+    );
+    plan.trim_fraction = 0.6;
+    let error = plan.validate().unwrap_err().to_string();
+    assert!(
+        error.contains("trim_fraction is 0.6, must be in [0, 0.5]"),
+        "{error}"
+    );
 }
