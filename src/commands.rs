@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use fedshield_coordinator::participants::ParticipantRegistry;
 use fedshield_coordinator::{CoordinatorConfig, CoordinatorError, RoundConfig};
 use fedshield_coordinator::{CoordinatorTls, HttpsSettings};
@@ -32,7 +32,7 @@ use crate::cli::{
     TokenFileArgs,
 };
 use crate::exit::{Exit, ExitStatus};
-use crate::offline::{load_labelled, spec_for};
+use crate::offline::{load_labelled, require_labels_for, spec_for};
 use crate::shutdown;
 
 /// Returns the model spec and training plan the flags describe.
@@ -78,6 +78,12 @@ pub fn privacy_budget(args: &BudgetArgs) -> Option<PrivacyBudget> {
 pub fn coordinator_config(args: &CoordinatorArgs) -> Result<CoordinatorConfig> {
     let (mut config, schema) = coordinator_settings(args)?;
     if let Some(path) = &args.eval_data {
+        if !schema.is_labelled() {
+            bail!(
+                "--eval-data {}: the schema has no label column, and evaluation needs labelled data",
+                path.display()
+            );
+        }
         config.evaluation = Some(Arc::new(load_labelled(path, &schema, None)?));
     }
     config.tls = coordinator_tls(args)?;
@@ -103,6 +109,9 @@ pub fn coordinator_settings(args: &CoordinatorArgs) -> Result<(CoordinatorConfig
         ),
     };
     let (model, plan) = model_and_plan(&args.model, &schema);
+    if let Some(path) = &args.schema {
+        require_labels_for(&model, &schema, path)?;
+    }
     let config = CoordinatorConfig {
         round: RoundConfig {
             min_participants: args.min_participants,

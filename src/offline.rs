@@ -124,6 +124,25 @@ pub fn spec_for(args: &ModelArgs, schema: &Schema) -> ModelSpec {
     }
 }
 
+/// Refuses a model that learns from labels (a classifier) on data that
+/// `schema` (read from `schema_path`) leaves unlabelled.
+///
+/// # Errors
+/// Naming the schema file, when `spec` is a classifier and the schema has no labels.
+pub fn require_labels_for(spec: &ModelSpec, schema: &Schema, schema_path: &Path) -> Result<()> {
+    if spec.is_autoencoder() {
+        return Ok(());
+    }
+    match schema.classifier_refusal() {
+        Some(reason) => bail!(
+            "cannot train a {} on {}: {reason}",
+            spec.kind,
+            schema_path.display()
+        ),
+        None => Ok(()),
+    }
+}
+
 /// Everything `fedshield evaluate` reports.
 #[derive(Debug, Serialize)]
 pub struct EvaluationReport {
@@ -238,6 +257,12 @@ pub fn evaluate(args: EvaluateArgs) -> Result<()> {
             weights.spec.input_dim
         );
     }
+    if !schema.is_labelled() {
+        bail!(
+            "schema {} has no label column: evaluation needs labelled data to compute its metrics",
+            args.data.schema.display()
+        );
+    }
     let data = load_labelled(&args.data.data, &schema, args.data.max_rows)?;
     let stored_threshold = metadata
         .get(THRESHOLD_METADATA_KEY)
@@ -277,13 +302,14 @@ pub fn train(args: TrainArgs) -> Result<()> {
         bail!("--epochs must be at least 1");
     }
     let schema = load_schema(&args.data)?;
+    let spec = spec_for(&args.model, &schema);
+    require_labels_for(&spec, &schema, &args.data.schema)?;
+    spec.validate()?;
     let all = load_labelled(&args.data.data, &schema, args.data.max_rows)?;
     let (train_set, test_set) = match &args.test_data {
         Some(test_path) => (all, load_labelled(test_path, &schema, None)?),
         None => all.split(args.test_fraction, 0x5eed),
     };
-    let spec = spec_for(&args.model, &schema);
-    spec.validate()?;
     let plan = TrainingPlan {
         local_epochs: args.epochs,
         batch_size: args.model.batch_size,
@@ -336,8 +362,18 @@ pub fn train(args: TrainArgs) -> Result<()> {
     weights
         .save_safetensors(&args.out, metadata)
         .with_context(|| format!("failed to write {}", args.out.display()))?;
-    let (metrics, per_category, threshold_source) =
-        evaluation_report(&weights, &test_set, None, stored_threshold, REFERENCE_FPR)?;
+    // Metrics compare scores with labels: unlabelled test data has none.
+    let evaluation = if schema.is_labelled() {
+        Some(evaluation_report(
+            &weights,
+            &test_set,
+            None,
+            stored_threshold,
+            REFERENCE_FPR,
+        )?)
+    } else {
+        None
+    };
     // A model card next to the weights, as the coordinator publishes one, so
     // that `fedshield detect --model` and other frameworks can use the model.
     let card = ModelCard {
@@ -353,7 +389,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         created_unix_ms: fedshield_core::clock::unix_ms_now(),
         feature_schema: Some(schema.to_toml_string()),
         feature_schema_sha256: Some(schema.sha256()),
-        metrics: Some(metrics),
+        metrics: evaluation.as_ref().map(|(metrics, _, _)| *metrics),
         privacy: None,
         aggregation: None,
     };
@@ -366,6 +402,13 @@ pub fn train(args: TrainArgs) -> Result<()> {
         args.out.display(),
         card_path.display()
     );
+    let Some((metrics, per_category, threshold_source)) = evaluation else {
+        eprintln!(
+            "the data is unlabelled (schema {} has no label column): detection metrics need labels and were not computed",
+            args.data.schema.display()
+        );
+        return Ok(());
+    };
     let report = EvaluationReport {
         model: args.out.display().to_string(),
         data: args.test_data.as_ref().map_or_else(

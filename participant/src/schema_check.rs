@@ -1,9 +1,11 @@
 //! Checking a round's feature schema against the local one: a participant
 //! whose data was read with another schema must not train, and its decline
-//! names what differs, from the schema the base model's card carries.
+//! names what differs, from the schema the base model's card carries. A
+//! participant whose schema has no labels trains only an autoencoder.
 
-use fedshield_core::ModelVersion;
+use fedshield_core::schema::Schema;
 use fedshield_core::schema::diff::schema_differences;
+use fedshield_core::{ModelSpec, ModelVersion};
 use fedshield_proto::v1 as pb;
 use fedshield_proto::v1::federation_client::FederationClient;
 use tonic::transport::Channel;
@@ -48,6 +50,31 @@ pub(crate) async fn check_round_schema(
         local_sha256: local_sha256.clone(),
         differences,
     })
+}
+
+/// Refuses to train a model that learns from labels (a classifier) on local
+/// data that the local schema leaves unlabelled.
+///
+/// # Errors
+/// [`ParticipantError::Config`] saying that the schema has no label column
+/// and that only the autoencoder trains on unlabelled data.
+pub(crate) fn check_labels_for_model(config: &ParticipantConfig, spec: &ModelSpec) -> Result<()> {
+    if spec.is_autoencoder() {
+        return Ok(());
+    }
+    let Some(local_toml) = &config.feature_schema_toml else {
+        return Ok(());
+    };
+    let refusal = Schema::from_toml_str(local_toml)
+        .ok()
+        .and_then(|schema| schema.classifier_refusal());
+    match refusal {
+        Some(reason) => Err(ParticipantError::Config(format!(
+            "the federation trains a {}: {reason}",
+            spec.kind
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Returns the feature schema (TOML) the card of model `version` carries,

@@ -28,6 +28,7 @@ impl<'a> Collector<'a> {
             dataset: Dataset::new(schema.num_features()),
             report: IngestReport {
                 source: source_name.to_string(),
+                unlabelled_schema: !schema.is_labelled(),
                 ..IngestReport::default()
             },
             first_problems: Vec::new(),
@@ -96,17 +97,19 @@ impl<'a> Collector<'a> {
                 return Err(IngestError::UnlistedLabel {
                     source_name: self.report.source.clone(),
                     line,
-                    column: self.schema.label_column_name().to_string(),
+                    column: self.schema.label_column_name().unwrap_or("").to_string(),
                     value: raw_label.into_owned(),
                 });
             }
             None if self.options.require_labels => {
-                let detail = format!(
-                    "label column {:?} is empty or absent",
-                    self.schema.label_column_name()
-                );
-                self.skip(line, SkipReason::MissingLabel, detail);
-                return Ok(());
+                if let Some(column) = self.schema.label_column_name() {
+                    let detail = format!("label column {column:?} is empty or absent");
+                    self.skip(line, SkipReason::MissingLabel, detail);
+                    return Ok(());
+                }
+                // An unlabelled schema: every row is class 0.
+                self.report.num_unlabelled += 1;
+                (0, "".into())
             }
             None => {
                 self.report.num_unlabelled += 1;

@@ -103,8 +103,12 @@ pub struct IngestReport {
     pub source: String,
     /// Rows added to the dataset.
     pub num_rows: usize,
-    /// Rows added without a label (only when labels are not required).
+    /// Rows added without a label: every row of an unlabelled schema, else
+    /// only rows without one when labels are not required.
     pub num_unlabelled: usize,
+    /// True when the schema has no label column: the data is unlabelled and
+    /// every row counts as class 0 (benign as far as training goes).
+    pub unlabelled_schema: bool,
     /// Records the schema's `[filter]` left out (not counted as skipped).
     pub num_filtered: usize,
     /// Rows left out, by reason.
@@ -140,7 +144,11 @@ impl IngestReport {
                 self.skipped
             ));
         }
-        if self.num_unlabelled > 0 {
+        if self.unlabelled_schema {
+            summary.push_str(
+                ", unlabelled (the schema has no label column; every row counts as benign)",
+            );
+        } else if self.num_unlabelled > 0 {
             summary.push_str(&format!(
                 ", {} of them without a label",
                 with_digit_groups(self.num_unlabelled)
@@ -230,6 +238,17 @@ mod tests {
         assert_eq!(
             clean.summary(),
             "loaded 1 row from one.csv, 1 of them without a label, stopped at the row limit"
+        );
+        let unlabelled = IngestReport {
+            source: "conn.log".to_string(),
+            num_rows: 452,
+            num_unlabelled: 452,
+            unlabelled_schema: true,
+            ..IngestReport::default()
+        };
+        assert_eq!(
+            unlabelled.summary(),
+            "loaded 452 rows from conn.log, unlabelled (the schema has no label column; every row counts as benign)"
         );
     }
 }

@@ -31,7 +31,8 @@
 //!
 //! [[columns]]
 //! name = "label"
-//! kind = "label"          # exactly one label column
+//! kind = "label"          # at most one label column; a schema without one is unlabelled
+//!                         # (every row is class 0: only the autoencoder trains on it)
 //! benign = ["normal"]     # label values that mean benign
 //! unlisted_labels = "error"  # a value neither benign nor classes lists: "error" (the default),
 //!                         # "attack" (the last class), "benign" or "skip" (the row, counted)

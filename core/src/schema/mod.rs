@@ -125,7 +125,9 @@ pub struct Schema {
     delimiter: u8,
     columns: Vec<Column>,
     num_features: usize,
-    label: LabelMapping,
+    /// The label column's mapping; `None` for an unlabelled schema, whose
+    /// rows all count as class 0.
+    label: Option<LabelMapping>,
 }
 
 impl PartialEq for Schema {
@@ -226,9 +228,31 @@ impl Schema {
         self.columns.len()
     }
 
-    /// Returns the name of the label column.
-    pub fn label_column_name(&self) -> &str {
-        &self.columns[self.label.column_index].name
+    /// Returns the name of the label column, or `None` for an unlabelled schema.
+    pub fn label_column_name(&self) -> Option<&str> {
+        let mapping = self.label.as_ref()?;
+        Some(&self.columns[mapping.column_index].name)
+    }
+
+    /// Returns true if the schema has a label column. An unlabelled schema
+    /// (no column of kind `"label"`) reads every row as class 0, benign as far
+    /// as training goes: only an autoencoder can learn from such data, and
+    /// metrics that need labels cannot be computed on it.
+    pub fn is_labelled(&self) -> bool {
+        self.label.is_some()
+    }
+
+    /// Returns why a model that learns from labels (a classifier) cannot
+    /// train on data read with this schema, or `None` when it can.
+    pub fn classifier_refusal(&self) -> Option<String> {
+        if self.is_labelled() {
+            return None;
+        }
+        Some(
+            "the schema has no label column, so its data is unlabelled; only the autoencoder \
+             trains on unlabelled data (or label the flows from Suricata alerts with --labels-from eve.json)"
+                .to_string(),
+        )
     }
 
     /// Returns the length of every feature vector.
@@ -263,26 +287,37 @@ impl Schema {
     }
 
     /// Returns the class names by class index: `["benign", declared classes...,
-    /// "other_attack"]` when attack classes are declared, else `["benign", "attack"]`.
+    /// "other_attack"]` when attack classes are declared, else `["benign", "attack"]`;
+    /// `["benign"]` for an unlabelled schema.
     pub fn class_names(&self) -> Vec<String> {
-        self.label.class_names.clone()
+        match &self.label {
+            Some(mapping) => mapping.class_names.clone(),
+            None => vec![BENIGN_CLASS.to_string()],
+        }
     }
 
-    /// Returns the number of classes (including benign).
+    /// Returns the number of classes (including benign); 1 for an unlabelled schema.
     pub fn num_classes(&self) -> usize {
-        self.label.class_names.len()
+        self.label
+            .as_ref()
+            .map_or(1, |mapping| mapping.class_names.len())
     }
 
     /// Returns what a raw label value (trimmed) means: its class (0 = benign),
     /// or, for a value neither `benign` nor `classes` lists, what the label
-    /// column's `unlisted_labels` says.
+    /// column's `unlisted_labels` says. An unlabelled schema gives class 0.
     pub fn class_of_label(&self, raw_label: &str) -> LabelClass {
-        self.label.class_of(raw_label)
+        self.label
+            .as_ref()
+            .map_or(LabelClass::Class(0), |mapping| mapping.class_of(raw_label))
     }
 
-    /// Returns what the label column does with values it does not list.
+    /// Returns what the label column does with values it does not list (the
+    /// default for an unlabelled schema).
     pub fn unlisted_labels(&self) -> UnlistedLabels {
-        self.label.unlisted()
+        self.label
+            .as_ref()
+            .map_or_else(UnlistedLabels::default, LabelMapping::unlisted)
     }
 
     /// Returns the names of the columns every input must hold, in schema

@@ -110,16 +110,10 @@ impl Schema {
             });
         }
 
-        if label_column_indices.is_empty() && !file.columns.is_empty() {
-            problems.push(
-                "columns: no column has kind \"label\"; exactly one label column is required"
-                    .to_string(),
-            );
-        }
         for &column_index in label_column_indices.iter().skip(1) {
             let first_index = label_column_indices[0];
             problems.push(format!(
-                "{}: a second label column; {} is already the label and exactly one is allowed",
+                "{}: a second label column; {} is already the label and at most one is allowed",
                 column_path(column_index, &file.columns[column_index].name),
                 column_path(first_index, &file.columns[first_index].name)
             ));
@@ -135,19 +129,19 @@ impl Schema {
             );
         }
 
-        match label_mapping {
-            Some(label) if problems.is_empty() => Ok(Schema {
-                file: without_default_keys(file),
-                delimiter,
-                columns,
-                num_features,
-                label,
-            }),
-            _ => Err(SchemaError::Invalid {
+        if !problems.is_empty() {
+            return Err(SchemaError::Invalid {
                 origin: origin.to_string(),
                 problems,
-            }),
+            });
         }
+        Ok(Schema {
+            file: without_default_keys(file),
+            delimiter,
+            columns,
+            num_features,
+            label: label_mapping,
+        })
     }
 }
 
