@@ -84,7 +84,7 @@ pub fn coordinator_config(args: &CoordinatorArgs) -> Result<CoordinatorConfig> {
                 path.display()
             );
         }
-        config.evaluation = Some(Arc::new(load_labelled(path, &schema, None)?));
+        config.evaluation = Some(Arc::new(load_labelled(path, &schema, None, None)?));
     }
     config.tls = coordinator_tls(args)?;
     config.https = coordinator_https(args)?;
@@ -358,7 +358,11 @@ pub async fn participant(args: ParticipantArgs) -> Result<()> {
         (Some(data_path), Some(schema_path)) => {
             let schema = Schema::load(schema_path)
                 .with_context(|| format!("failed to load --schema {}", schema_path.display()))?;
-            (load_labelled(data_path, &schema, None)?, schema)
+            let labels_from = args.labels_from.as_deref();
+            (
+                load_labelled(data_path, &schema, None, labels_from)?,
+                schema,
+            )
         }
         _ => {
             let data = synthetic_dataset(

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use fedshield_core::card::ModelCard;
+use fedshield_core::ingest::alert_labels::{AlertIndex, load_dataset_with_alert_labels};
 use fedshield_core::ingest::{IngestOptions, load_dataset};
 use fedshield_core::model::data::Dataset;
 use fedshield_core::model::file::{
@@ -84,13 +85,56 @@ fn schema_path_next_to(data: &Path) -> PathBuf {
 /// Loads a labelled dataset and logs once how many rows were loaded and
 /// skipped, by reason, and at which lines the first skipped rows are. What
 /// was wrong with each row quotes its values, so it stays out of the log.
-pub fn load_labelled(path: &Path, schema: &Schema, max_rows: Option<usize>) -> Result<Dataset> {
+///
+/// With `labels_from` (an eve file) the rows are labelled by the Suricata
+/// alerts that share their Community ID, as the schema's `[alert_labels]`
+/// table says, and the join's counts are printed.
+///
+/// # Errors
+/// When the file cannot be loaded, or `labels_from` is given without an
+/// `[alert_labels]` table in the schema, or such a table without it.
+pub fn load_labelled(
+    path: &Path,
+    schema: &Schema,
+    max_rows: Option<usize>,
+    labels_from: Option<&Path>,
+) -> Result<Dataset> {
     let options = IngestOptions {
         max_rows,
         ..IngestOptions::default()
     };
-    let (dataset, report) = load_dataset(path, schema, &options)
-        .with_context(|| format!("failed to load {}", path.display()))?;
+    let (dataset, report) = match (labels_from, schema.has_alert_labels()) {
+        (Some(eve_path), true) => {
+            let alerts =
+                AlertIndex::read(eve_path, schema, options.max_line_bytes).with_context(|| {
+                    format!(
+                        "failed to read the alerts of --labels-from {}",
+                        eve_path.display()
+                    )
+                })?;
+            let (dataset, report, join_report) =
+                load_dataset_with_alert_labels(path, schema, &options, &alerts)
+                    .with_context(|| format!("failed to load {}", path.display()))?;
+            info!(
+                num_alerts = join_report.num_alerts,
+                num_flows_matched = join_report.num_flows_matched,
+                "alerts joined by community id"
+            );
+            eprintln!("{join_report}");
+            (dataset, report)
+        }
+        (Some(eve_path), false) => bail!(
+            "--labels-from {}: the schema has no [alert_labels] table, so alerts cannot label {}",
+            eve_path.display(),
+            path.display()
+        ),
+        (None, true) => bail!(
+            "the schema labels {} from Suricata alerts ([alert_labels]): pass the eve file with --labels-from",
+            path.display()
+        ),
+        (None, false) => load_dataset(path, schema, &options)
+            .with_context(|| format!("failed to load {}", path.display()))?,
+    };
     info!(
         num_rows = report.num_rows,
         num_skipped = report.skipped.total(),
@@ -263,7 +307,12 @@ pub fn evaluate(args: EvaluateArgs) -> Result<()> {
             args.data.schema.display()
         );
     }
-    let data = load_labelled(&args.data.data, &schema, args.data.max_rows)?;
+    let data = load_labelled(
+        &args.data.data,
+        &schema,
+        args.data.max_rows,
+        args.data.labels_from.as_deref(),
+    )?;
     let stored_threshold = metadata
         .get(THRESHOLD_METADATA_KEY)
         .and_then(|value| value.parse::<f64>().ok());
@@ -305,9 +354,10 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let spec = spec_for(&args.model, &schema);
     require_labels_for(&spec, &schema, &args.data.schema)?;
     spec.validate()?;
-    let all = load_labelled(&args.data.data, &schema, args.data.max_rows)?;
+    let labels_from = args.data.labels_from.as_deref();
+    let all = load_labelled(&args.data.data, &schema, args.data.max_rows, labels_from)?;
     let (train_set, test_set) = match &args.test_data {
-        Some(test_path) => (all, load_labelled(test_path, &schema, None)?),
+        Some(test_path) => (all, load_labelled(test_path, &schema, None, labels_from)?),
         None => all.split(args.test_fraction, 0x5eed),
     };
     let plan = TrainingPlan {

@@ -4,10 +4,11 @@
 //!
 //! The samples are required: `../shared/data/telemetry-samples` must hold them.
 
-use std::path::PathBuf;
-
 use fedshield_core::ingest::{IngestOptions, load_dataset};
 use fedshield_core::schema::{LabelClass, Schema, UnlistedLabels};
+use samples::sample;
+
+mod samples;
 
 /// Three conn.log columns, no label column.
 const UNLABELLED_ZEEK_SCHEMA: &str = r#"
@@ -18,11 +19,6 @@ columns = [
     { name = "orig_bytes", kind = "numeric", missing = 0.0, transforms = [{ clamp = { min = 0.0, max = 1e12 } }, "log1p"] },
 ]
 "#;
-
-const TROJAN_CAPTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/telemetry-samples/iot23-ctu-iot-malware-42-1/conn.log.labeled"
-);
 
 fn unlabelled_schema() -> Schema {
     Schema::from_toml_str(UNLABELLED_ZEEK_SCHEMA).expect("a schema without a label column is valid")
@@ -76,12 +72,7 @@ fn a_labelled_schema_keeps_its_canonical_text_and_its_classifier() {
 
 #[test]
 fn every_row_of_an_unlabelled_capture_loads_as_benign() {
-    let path = PathBuf::from(TROJAN_CAPTURE);
-    assert!(
-        path.is_file(),
-        "the telemetry samples are required: {} is missing",
-        path.display()
-    );
+    let path = sample("iot23-ctu-iot-malware-42-1/conn.log.labeled");
     // Labels are required (training), and the schema has none: no row is
     // skipped for a missing label.
     let (dataset, report) =

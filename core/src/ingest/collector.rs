@@ -1,6 +1,7 @@
 //! The sink every format reader feeds: featurizes each record through the
 //! schema, keeps good rows in the dataset, and counts and reports skipped ones.
 
+use super::alert_labels::AlertJoin;
 use super::{IngestError, IngestOptions, IngestReport, SkipReason, SkippedRow, StopReason};
 use crate::model::data::Dataset;
 use crate::schema::{LabelClass, LabelInfo, RecordFields, Schema, quoted};
@@ -18,6 +19,8 @@ pub(super) struct Collector<'a> {
     pub(super) first_problems: Vec<SkippedRow>,
     /// Reused feature buffer.
     pub(super) features: Vec<f32>,
+    /// Labels each row from alerts, when the load joins them.
+    pub(super) alert_join: Option<AlertJoin<'a>>,
 }
 
 impl<'a> Collector<'a> {
@@ -33,6 +36,7 @@ impl<'a> Collector<'a> {
             },
             first_problems: Vec::new(),
             features: Vec::with_capacity(schema.num_features()),
+            alert_join: None,
         }
     }
 
@@ -65,7 +69,13 @@ impl<'a> Collector<'a> {
         fields: &RecordFields<'_>,
     ) -> Result<(), IngestError> {
         match self.schema.featurize_into(fields, &mut self.features) {
-            Ok(label) => self.add_features(line, label),
+            Ok(label) => {
+                let label = match &mut self.alert_join {
+                    Some(join) => Some(join.label_of(self.schema, fields)),
+                    None => label,
+                };
+                self.add_features(line, label)
+            }
             Err(detail) => {
                 self.skip(line, SkipReason::Malformed, detail);
                 Ok(())
@@ -97,7 +107,12 @@ impl<'a> Collector<'a> {
                 return Err(IngestError::UnlistedLabel {
                     source_name: self.report.source.clone(),
                     line,
-                    column: self.schema.label_column_name().unwrap_or("").to_string(),
+                    column: self
+                        .schema
+                        .label_column_name()
+                        .or(self.schema.alert_class_from().map(|from| from.eve_field()))
+                        .unwrap_or_default()
+                        .to_string(),
                     value: raw_label.into_owned(),
                 });
             }

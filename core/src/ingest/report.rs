@@ -187,7 +187,7 @@ fn rows_noun(count: usize) -> &'static str {
 }
 
 /// Returns `count` with a comma between groups of three digits: `12,345`.
-fn with_digit_groups(count: usize) -> String {
+pub(super) fn with_digit_groups(count: usize) -> String {
     let digits = count.to_string();
     let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
     for (index, digit) in digits.chars().enumerate() {

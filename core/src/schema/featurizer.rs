@@ -204,7 +204,7 @@ pub enum RecordFields<'a> {
 
 /// One field of a record, as the featurizer sees it.
 #[derive(Clone, Copy, Debug)]
-enum FieldValue<'a> {
+pub(super) enum FieldValue<'a> {
     /// Absent, empty (after trimming) or JSON null.
     Absent,
     Text(&'a str),
@@ -234,7 +234,7 @@ impl<'a> RecordFields<'a> {
         }
     }
 
-    fn field(&self, column_index: usize, column_name: &str) -> FieldValue<'a> {
+    pub(super) fn field(&self, column_index: usize, column_name: &str) -> FieldValue<'a> {
         let text = match *self {
             RecordFields::CsvPositional(record) => record.get(column_index),
             RecordFields::CsvWithHeader { record, header } => header

@@ -13,6 +13,10 @@
 //! [filter]                # jsonl only, optional: keep records whose fields equal these
 //! event_type = "flow"     # values (strings or numbers); others are counted as filtered
 //!
+//! [alert_labels]         # optional, instead of a label column: label each flow by the
+//! class_from = "category" # Suricata alerts that share its Community ID (--labels-from
+//!                         # eve.json); keys and defaults in the `alert_labels` module
+//!
 //! [[columns]]
 //! name = "duration"
 //! kind = "numeric"        # one feature; transforms run in order and must bound it (a clamp)
@@ -52,6 +56,7 @@ use serde::de::Visitor;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::Transform;
+use super::alert_labels::AlertLabelsFile;
 use super::json_fields::FilterValue;
 use super::labels::{ClassTable, UnlistedLabels};
 
@@ -147,6 +152,10 @@ pub(super) struct SchemaFile {
     /// filter keep their canonical text and sha256.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(super) filter: BTreeMap<String, FilterValue>,
+    /// Labels joined from Suricata alerts (see `alert_labels`). Written
+    /// only when set, so that other schemas keep their canonical text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) alert_labels: Option<AlertLabelsFile>,
     #[serde(default)]
     pub(super) columns: Vec<ColumnFile>,
 }

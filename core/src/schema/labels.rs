@@ -159,11 +159,14 @@ impl LabelMapping {
     }
 }
 
-/// Validates a label column's `benign`, `classes` and `unlisted_labels`,
-/// appending problems prefixed with `path`. The mapping's `column_index` is
-/// left at 0 for the caller to set.
+/// Validates a label column's (or the `[alert_labels]` table's) `benign`,
+/// `classes` and `unlisted_labels`, appending problems prefixed with `path`.
+/// `benign` must list a value when `benign_required` (a label column);
+/// alert values need not (every alert may mean an attack). The mapping's
+/// `column_index` is left at 0 for the caller to set.
 pub(super) fn validate_label(
     benign: Option<&[String]>,
+    benign_required: bool,
     classes: Option<&ClassTable>,
     unlisted: Option<UnlistedLabels>,
     path: &str,
@@ -192,9 +195,10 @@ pub(super) fn validate_label(
                 add_value(value, 0, "benign".to_string(), problems);
             }
         }
-        _ => problems.push(format!(
+        _ if benign_required => problems.push(format!(
             "{path}: benign must list at least one label value that means benign"
         )),
+        _ => {}
     }
     let mut class_names = vec![BENIGN_CLASS.to_string()];
     let last_attack_class = match classes {

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 
+use super::alert_labels::validate_alert_labels;
 use super::file::{
     ColumnFile, FileFormat, MissingValue, SchemaFile, default_delimiter, without_default_keys,
 };
@@ -118,6 +119,15 @@ impl Schema {
                 column_path(first_index, &file.columns[first_index].name)
             ));
         }
+        let alert_labels = file.alert_labels.as_ref().and_then(|table| {
+            if !label_column_indices.is_empty() {
+                problems.push(
+                    "alert_labels: the schema has a label column; label flows from the column or from alerts, not both"
+                        .to_string(),
+                );
+            }
+            validate_alert_labels(table, file.format, &first_index_of_name, &mut problems)
+        });
         let num_features: usize = columns
             .iter()
             .map(|column| column.role.num_features())
@@ -141,6 +151,7 @@ impl Schema {
             columns,
             num_features,
             label: label_mapping,
+            alert_labels,
         })
     }
 }
@@ -188,6 +199,7 @@ fn validate_column(column: &ColumnFile, path: &str, problems: &mut Vec<String>) 
         "categorical" => validate_categorical(column, path, problems),
         "label" => CompiledColumn::Label(validate_label(
             column.benign.as_deref(),
+            true,
             column.classes.as_ref(),
             column.unlisted_labels,
             path,
