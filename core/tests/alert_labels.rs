@@ -48,13 +48,13 @@ classes = { tcp = ["TCP"], udp = ["UDP"] }
 const EVE_FLOW_SCHEMA: &str = r#"
 format = "jsonl"
 columns = [
+    { name = "community_id", kind = "ignore" },
+    { name = "proto", kind = "categorical", vocabulary = ["TCP", "UDP"] },
     { name = "src_ip", kind = "ignore" },
+    { name = "flow.pkts_toserver", kind = "numeric", transforms = [{ clamp = { min = 0.0, max = 1e9 } }, "log1p"] },
     { name = "src_port", kind = "ignore" },
     { name = "dest_ip", kind = "ignore" },
     { name = "dest_port", kind = "ignore" },
-    { name = "community_id", kind = "ignore" },
-    { name = "proto", kind = "categorical", vocabulary = ["TCP", "UDP"] },
-    { name = "flow.pkts_toserver", kind = "numeric", transforms = [{ clamp = { min = 0.0, max = 1e9 } }, "log1p"] },
 ]
 
 [filter]

@@ -109,3 +109,42 @@ async fn federation_schema(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_with_schema(schema_toml: &str) -> ParticipantConfig {
+        let mut config = ParticipantConfig::for_test(
+            "http://127.0.0.1:1".to_string(),
+            fedshield_core::ParticipantId::new("acme").unwrap(),
+            std::path::PathBuf::from("unused"),
+        );
+        config.feature_schema_toml = Some(schema_toml.to_string());
+        config
+    }
+
+    #[test]
+    fn a_classifier_round_is_refused_on_unlabelled_data_and_an_autoencoder_is_not() {
+        let unlabelled = config_with_schema(
+            "columns = [{ name = \"x\", kind = \"numeric\", transforms = [{ clamp = { min = 0.0, max = 1.0 } }] }]",
+        );
+        let classifier = ModelSpec::mlp(1, vec![4], 2);
+        let error = check_labels_for_model(&unlabelled, &classifier)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error
+                .contains("the federation trains a mlp-classifier: the schema has no label column"),
+            "{error}"
+        );
+        assert!(
+            error.contains("only the autoencoder trains on unlabelled data"),
+            "{error}"
+        );
+        let autoencoder = ModelSpec::autoencoder(1, vec![4]);
+        assert!(check_labels_for_model(&unlabelled, &autoencoder).is_ok());
+        let labelled = config_with_schema(&Schema::for_test().to_toml_string());
+        assert!(check_labels_for_model(&labelled, &classifier).is_ok());
+    }
+}

@@ -426,3 +426,75 @@ pub fn load_dataset_with_alert_labels(
     let format = FileFormat::from_extension(path).unwrap_or(schema.format());
     super::load_with_alerts(file, &source_name, format, schema, options, alerts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields<'a>(
+        src_ip: &'a str,
+        src_port: &'a str,
+        dest_ip: &'a str,
+        dest_port: &'a str,
+        proto: &'a str,
+    ) -> AlertFlowFields<'a> {
+        AlertFlowFields {
+            community_id: None,
+            src_ip: Some(src_ip.into()),
+            src_port: Some(src_port.into()),
+            dest_ip: Some(dest_ip.into()),
+            dest_port: Some(dest_port.into()),
+            proto: Some(proto.into()),
+        }
+    }
+
+    #[test]
+    fn protocols_are_read_as_zeek_and_suricata_write_them() {
+        assert_eq!(protocol_number("tcp", false), Some(TCP));
+        assert_eq!(protocol_number("UDP", false), Some(UDP));
+        assert_eq!(protocol_number("icmp", false), Some(ICMP));
+        // Zeek writes ICMPv6 as "icmp" with IPv6 addresses; Suricata as "IPv6-ICMP".
+        assert_eq!(protocol_number("icmp", true), Some(ICMPV6));
+        assert_eq!(protocol_number("IPv6-ICMP", true), Some(ICMPV6));
+        assert_eq!(protocol_number("47", false), Some(47));
+        assert_eq!(protocol_number("gre", false), None);
+    }
+
+    #[test]
+    fn ports_are_decimal_or_argus_hex() {
+        assert_eq!(port_number("8080"), Some(8080));
+        assert_eq!(port_number("0x0008"), Some(8));
+        assert_eq!(port_number("-"), None);
+        assert_eq!(port_number("70000"), None);
+    }
+
+    #[test]
+    fn the_community_id_field_wins_and_the_five_tuple_is_hashed_per_the_spec() {
+        // The specification's first TCP test vector (community-id-spec, baseline).
+        let tcp = fields("128.232.110.120", "34855", "66.35.250.204", "80", "tcp");
+        assert_eq!(
+            community_id_of(&tcp).as_deref(),
+            Some("1:LQU9qZlK+B5F3KDmev6m5PMibrg=")
+        );
+        let with_field = AlertFlowFields {
+            community_id: Some(" 1:given= ".into()),
+            ..tcp.clone()
+        };
+        assert_eq!(community_id_of(&with_field).as_deref(), Some("1:given="));
+        // Zeek's and Suricata's spellings of one IPv6 flow hash alike.
+        let zeek = fields("fe80::d2:4591:568e:c3d1", "5353", "ff02::fb", "5353", "udp");
+        let suricata = fields(
+            "fe80:0000:0000:0000:00d2:4591:568e:c3d1",
+            "5353",
+            "ff02:0000:0000:0000:0000:0000:0000:00fb",
+            "5353",
+            "UDP",
+        );
+        assert_eq!(community_id_of(&zeek), community_id_of(&suricata));
+        let without_port = AlertFlowFields {
+            src_port: None,
+            ..tcp
+        };
+        assert_eq!(community_id_of(&without_port), None);
+    }
+}
