@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use fedshield_coordinator::participants::ParticipantRegistry;
 use fedshield_coordinator::{CoordinatorConfig, CoordinatorError, RoundConfig};
 use fedshield_coordinator::{CoordinatorTls, HttpsSettings};
@@ -32,7 +32,7 @@ use crate::cli::{
     TokenFileArgs,
 };
 use crate::exit::{Exit, ExitStatus};
-use crate::offline::{load_labelled, spec_for};
+use crate::offline::{load_labelled, require_labels_for, spec_for};
 use crate::shutdown;
 
 /// Returns the model spec and training plan the flags describe.
@@ -79,7 +79,13 @@ pub fn privacy_budget(args: &BudgetArgs) -> Option<PrivacyBudget> {
 pub fn coordinator_config(args: &CoordinatorArgs) -> Result<CoordinatorConfig> {
     let (mut config, schema) = coordinator_settings(args)?;
     if let Some(path) = &args.eval_data {
-        config.evaluation = Some(Arc::new(load_labelled(path, &schema, None)?));
+        if !schema.is_labelled() {
+            bail!(
+                "--eval-data {}: the schema has no label column, and evaluation needs labelled data",
+                path.display()
+            );
+        }
+        config.evaluation = Some(Arc::new(load_labelled(path, &schema, None, None)?));
     }
     config.tls = coordinator_tls(args)?;
     config.https = coordinator_https(args)?;
@@ -104,6 +110,9 @@ pub fn coordinator_settings(args: &CoordinatorArgs) -> Result<(CoordinatorConfig
         ),
     };
     let (model, plan) = model_and_plan(&args.model, &schema);
+    if let Some(path) = &args.schema {
+        require_labels_for(&model, &schema, path)?;
+    }
     let config = CoordinatorConfig {
         round: RoundConfig {
             min_participants: args.min_participants,
@@ -350,7 +359,11 @@ pub async fn participant(args: ParticipantArgs) -> Result<()> {
         (Some(data_path), Some(schema_path)) => {
             let schema = Schema::load(schema_path)
                 .with_context(|| format!("failed to load --schema {}", schema_path.display()))?;
-            (load_labelled(data_path, &schema, None)?, schema)
+            let labels_from = args.labels_from.as_deref();
+            (
+                load_labelled(data_path, &schema, None, labels_from)?,
+                schema,
+            )
         }
         _ => {
             let data = synthetic_dataset(

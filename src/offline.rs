@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use fedshield_core::card::ModelCard;
+use fedshield_core::ingest::alert_labels::{AlertIndex, load_dataset_with_alert_labels};
 use fedshield_core::ingest::{IngestOptions, load_dataset};
 use fedshield_core::model::data::Dataset;
 use fedshield_core::model::file::{
@@ -84,13 +85,56 @@ fn schema_path_next_to(data: &Path) -> PathBuf {
 /// Loads a labelled dataset and logs once how many rows were loaded and
 /// skipped, by reason, and at which lines the first skipped rows are. What
 /// was wrong with each row quotes its values, so it stays out of the log.
-pub fn load_labelled(path: &Path, schema: &Schema, max_rows: Option<usize>) -> Result<Dataset> {
+///
+/// With `labels_from` (an eve file) the rows are labelled by the Suricata
+/// alerts that share their Community ID, as the schema's `[alert_labels]`
+/// table says, and the join's counts are printed.
+///
+/// # Errors
+/// When the file cannot be loaded, or `labels_from` is given without an
+/// `[alert_labels]` table in the schema, or such a table without it.
+pub fn load_labelled(
+    path: &Path,
+    schema: &Schema,
+    max_rows: Option<usize>,
+    labels_from: Option<&Path>,
+) -> Result<Dataset> {
     let options = IngestOptions {
         max_rows,
         ..IngestOptions::default()
     };
-    let (dataset, report) = load_dataset(path, schema, &options)
-        .with_context(|| format!("failed to load {}", path.display()))?;
+    let (dataset, report) = match (labels_from, schema.has_alert_labels()) {
+        (Some(eve_path), true) => {
+            let alerts =
+                AlertIndex::read(eve_path, schema, options.max_line_bytes).with_context(|| {
+                    format!(
+                        "failed to read the alerts of --labels-from {}",
+                        eve_path.display()
+                    )
+                })?;
+            let (dataset, report, join_report) =
+                load_dataset_with_alert_labels(path, schema, &options, &alerts)
+                    .with_context(|| format!("failed to load {}", path.display()))?;
+            info!(
+                num_alerts = join_report.num_alerts,
+                num_flows_matched = join_report.num_flows_matched,
+                "alerts joined by community id"
+            );
+            eprintln!("{join_report}");
+            (dataset, report)
+        }
+        (Some(eve_path), false) => bail!(
+            "--labels-from {}: the schema has no [alert_labels] table, so alerts cannot label {}",
+            eve_path.display(),
+            path.display()
+        ),
+        (None, true) => bail!(
+            "the schema labels {} from Suricata alerts ([alert_labels]): pass the eve file with --labels-from",
+            path.display()
+        ),
+        (None, false) => load_dataset(path, schema, &options)
+            .with_context(|| format!("failed to load {}", path.display()))?,
+    };
     info!(
         num_rows = report.num_rows,
         num_skipped = report.skipped.total(),
@@ -121,6 +165,25 @@ pub fn spec_for(args: &ModelArgs, schema: &Schema) -> ModelSpec {
             ModelSpec::mlp(input_dim, args.hidden.clone(), schema.num_classes() as u32)
         }
         ModelKind::Autoencoder => ModelSpec::autoencoder(input_dim, args.hidden.clone()),
+    }
+}
+
+/// Refuses a model that learns from labels (a classifier) on data that
+/// `schema` (read from `schema_path`) leaves unlabelled.
+///
+/// # Errors
+/// Naming the schema file, when `spec` is a classifier and the schema has no labels.
+pub fn require_labels_for(spec: &ModelSpec, schema: &Schema, schema_path: &Path) -> Result<()> {
+    if spec.is_autoencoder() {
+        return Ok(());
+    }
+    match schema.classifier_refusal() {
+        Some(reason) => bail!(
+            "cannot train a {} on {}: {reason}",
+            spec.kind,
+            schema_path.display()
+        ),
+        None => Ok(()),
     }
 }
 
@@ -238,7 +301,18 @@ pub fn evaluate(args: EvaluateArgs) -> Result<()> {
             weights.spec.input_dim
         );
     }
-    let data = load_labelled(&args.data.data, &schema, args.data.max_rows)?;
+    if !schema.is_labelled() {
+        bail!(
+            "schema {} has no label column: evaluation needs labelled data to compute its metrics",
+            args.data.schema.display()
+        );
+    }
+    let data = load_labelled(
+        &args.data.data,
+        &schema,
+        args.data.max_rows,
+        args.data.labels_from.as_deref(),
+    )?;
     let stored_threshold = metadata
         .get(THRESHOLD_METADATA_KEY)
         .and_then(|value| value.parse::<f64>().ok());
@@ -277,13 +351,15 @@ pub fn train(args: TrainArgs) -> Result<()> {
         bail!("--epochs must be at least 1");
     }
     let schema = load_schema(&args.data)?;
-    let all = load_labelled(&args.data.data, &schema, args.data.max_rows)?;
+    let spec = spec_for(&args.model, &schema);
+    require_labels_for(&spec, &schema, &args.data.schema)?;
+    spec.validate()?;
+    let labels_from = args.data.labels_from.as_deref();
+    let all = load_labelled(&args.data.data, &schema, args.data.max_rows, labels_from)?;
     let (train_set, test_set) = match &args.test_data {
-        Some(test_path) => (all, load_labelled(test_path, &schema, None)?),
+        Some(test_path) => (all, load_labelled(test_path, &schema, None, labels_from)?),
         None => all.split(args.test_fraction, 0x5eed),
     };
-    let spec = spec_for(&args.model, &schema);
-    spec.validate()?;
     let plan = TrainingPlan {
         local_epochs: args.epochs,
         batch_size: args.model.batch_size,
@@ -337,8 +413,18 @@ pub fn train(args: TrainArgs) -> Result<()> {
     weights
         .save_safetensors(&args.out, metadata)
         .with_context(|| format!("failed to write {}", args.out.display()))?;
-    let (metrics, per_category, threshold_source) =
-        evaluation_report(&weights, &test_set, None, stored_threshold, REFERENCE_FPR)?;
+    // Metrics compare scores with labels: unlabelled test data has none.
+    let evaluation = if schema.is_labelled() {
+        Some(evaluation_report(
+            &weights,
+            &test_set,
+            None,
+            stored_threshold,
+            REFERENCE_FPR,
+        )?)
+    } else {
+        None
+    };
     // A model card next to the weights, as the coordinator publishes one, so
     // that `fedshield detect --model` and other frameworks can use the model.
     let card = ModelCard {
@@ -354,7 +440,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         created_unix_ms: fedshield_core::clock::unix_ms_now(),
         feature_schema: Some(schema.to_toml_string()),
         feature_schema_sha256: Some(schema.sha256()),
-        metrics: Some(metrics),
+        metrics: evaluation.as_ref().map(|(metrics, _, _)| *metrics),
         privacy: None,
         aggregation: None,
     };
@@ -367,6 +453,13 @@ pub fn train(args: TrainArgs) -> Result<()> {
         args.out.display(),
         card_path.display()
     );
+    let Some((metrics, per_category, threshold_source)) = evaluation else {
+        eprintln!(
+            "the data is unlabelled (schema {} has no label column): detection metrics need labels and were not computed",
+            args.data.schema.display()
+        );
+        return Ok(());
+    };
     let report = EvaluationReport {
         model: args.out.display().to_string(),
         data: args.test_data.as_ref().map_or_else(

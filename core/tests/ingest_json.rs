@@ -5,28 +5,15 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use fedshield_core::ingest::{IngestOptions, IngestReport, load_dataset_from_reader};
 use fedshield_core::model::data::Dataset;
 use fedshield_core::schema::{FileFormat, Schema};
 use flate2::read::GzDecoder;
+use samples::sample;
 
-const SAMPLES_DIR: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/telemetry-samples"
-);
-
-/// Returns the path of a sample file, failing the test when it is absent.
-fn sample(relative_path: &str) -> PathBuf {
-    let path = Path::new(SAMPLES_DIR).join(relative_path);
-    assert!(
-        path.is_file(),
-        "sample {} is required by this test and was not found",
-        path.display()
-    );
-    path
-}
+mod samples;
 
 /// Returns how many rows have feature `index` equal to 1 (a one-hot slot).
 fn count_hot(dataset: &Dataset, index: usize) -> usize {

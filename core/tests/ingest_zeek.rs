@@ -4,17 +4,15 @@
 //! The samples are required: `../shared/data/telemetry-samples` must hold them.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use fedshield_core::ingest::{IngestOptions, IngestReport, load_dataset, load_dataset_from_reader};
 use fedshield_core::model::data::Dataset;
 use fedshield_core::schema::{FileFormat, Schema};
 use flate2::read::GzDecoder;
+use samples::sample;
 
-const SAMPLES_DIR: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/telemetry-samples"
-);
+mod samples;
 
 /// A few numeric conn.log columns and the `label` column: `Benign`/`benign`
 /// is benign, `Malicious` the one attack class, and `Background` (no
@@ -34,17 +32,6 @@ columns = [
 
 fn schema() -> Schema {
     Schema::from_toml_str(SCHEMA).expect("the test schema is valid")
-}
-
-/// Returns the path of a sample file, failing when the samples are absent.
-fn sample(relative: &str) -> PathBuf {
-    let path = Path::new(SAMPLES_DIR).join(relative);
-    assert!(
-        path.is_file(),
-        "the telemetry samples are required: {} is missing",
-        path.display()
-    );
-    path
 }
 
 fn load(relative: &str) -> (Dataset, IngestReport) {
@@ -226,7 +213,7 @@ fn shipped_zeek_schema_features_exclude_identifiers_and_the_label_leaking_locali
         assert!(text.contains(&declaration), "{name} must be ignored");
     }
     assert!(!text.contains("community_id"));
-    assert_eq!(schema.label_column_name(), "label");
+    assert_eq!(schema.label_column_name(), Some("label"));
 }
 
 /// IoT-23's `detailed-label` picks the attack class of a `Malicious` row.

@@ -1,9 +1,11 @@
 //! Checking a round's feature schema against the local one: a participant
 //! whose data was read with another schema must not train, and its decline
-//! names what differs, from the schema the base model's card carries.
+//! names what differs, from the schema the base model's card carries. A
+//! participant whose schema has no labels trains only an autoencoder.
 
-use fedshield_core::ModelVersion;
+use fedshield_core::schema::Schema;
 use fedshield_core::schema::diff::schema_differences;
+use fedshield_core::{ModelSpec, ModelVersion};
 use fedshield_proto::v1 as pb;
 use fedshield_proto::v1::federation_client::FederationClient;
 use tonic::transport::Channel;
@@ -50,6 +52,31 @@ pub(crate) async fn check_round_schema(
     })
 }
 
+/// Refuses to train a model that learns from labels (a classifier) on local
+/// data that the local schema leaves unlabelled.
+///
+/// # Errors
+/// [`ParticipantError::Config`] saying that the schema has no label column
+/// and that only the autoencoder trains on unlabelled data.
+pub(crate) fn check_labels_for_model(config: &ParticipantConfig, spec: &ModelSpec) -> Result<()> {
+    if spec.is_autoencoder() {
+        return Ok(());
+    }
+    let Some(local_toml) = &config.feature_schema_toml else {
+        return Ok(());
+    };
+    let refusal = Schema::from_toml_str(local_toml)
+        .ok()
+        .and_then(|schema| schema.classifier_refusal());
+    match refusal {
+        Some(reason) => Err(ParticipantError::Config(format!(
+            "the federation trains a {}: {reason}",
+            spec.kind
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Returns the feature schema (TOML) the card of model `version` carries,
 /// reading only the download's first message.
 async fn federation_schema(
@@ -80,5 +107,44 @@ async fn federation_schema(
         _ => Err(format!(
             "the card of model version {version} has no feature schema"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_with_schema(schema_toml: &str) -> ParticipantConfig {
+        let mut config = ParticipantConfig::for_test(
+            "http://127.0.0.1:1".to_string(),
+            fedshield_core::ParticipantId::new("acme").unwrap(),
+            std::path::PathBuf::from("unused"),
+        );
+        config.feature_schema_toml = Some(schema_toml.to_string());
+        config
+    }
+
+    #[test]
+    fn a_classifier_round_is_refused_on_unlabelled_data_and_an_autoencoder_is_not() {
+        let unlabelled = config_with_schema(
+            "columns = [{ name = \"x\", kind = \"numeric\", transforms = [{ clamp = { min = 0.0, max = 1.0 } }] }]",
+        );
+        let classifier = ModelSpec::mlp(1, vec![4], 2);
+        let error = check_labels_for_model(&unlabelled, &classifier)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error
+                .contains("the federation trains a mlp-classifier: the schema has no label column"),
+            "{error}"
+        );
+        assert!(
+            error.contains("only the autoencoder trains on unlabelled data"),
+            "{error}"
+        );
+        let autoencoder = ModelSpec::autoencoder(1, vec![4]);
+        assert!(check_labels_for_model(&unlabelled, &autoencoder).is_ok());
+        let labelled = config_with_schema(&Schema::for_test().to_toml_string());
+        assert!(check_labels_for_model(&labelled, &classifier).is_ok());
     }
 }

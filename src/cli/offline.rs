@@ -50,6 +50,10 @@ pub struct DataArgs {
     /// Read at most this many rows.
     #[arg(long)]
     pub max_rows: Option<usize>,
+    /// Suricata eve.json whose alerts label the flows of --data (and --test-data) by
+    /// Community ID, as the schema's [alert_labels] table says; read locally only.
+    #[arg(long)]
+    pub labels_from: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

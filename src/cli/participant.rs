@@ -73,6 +73,11 @@ pub struct ParticipantArgs {
     /// Schema (TOML) of --data.
     #[arg(long, value_parser = existing_file, requires = "data")]
     pub schema: Option<PathBuf>,
+    /// Suricata eve.json whose alerts label the flows of --data by Community ID, as the
+    /// schema's [alert_labels] table says. The join runs here; nothing about the alerts
+    /// leaves this machine.
+    #[arg(long, value_parser = existing_file, requires = "data")]
+    pub labels_from: Option<PathBuf>,
     #[command(flatten)]
     pub budget: BudgetArgs,
     /// The CA the coordinator's certificate chains to (PEM).

@@ -1,6 +1,7 @@
 //! The sink every format reader feeds: featurizes each record through the
 //! schema, keeps good rows in the dataset, and counts and reports skipped ones.
 
+use super::alert_labels::AlertJoin;
 use super::{IngestError, IngestOptions, IngestReport, SkipReason, SkippedRow, StopReason};
 use crate::model::data::Dataset;
 use crate::schema::{LabelClass, LabelInfo, RecordFields, Schema, quoted};
@@ -18,6 +19,8 @@ pub(super) struct Collector<'a> {
     pub(super) first_problems: Vec<SkippedRow>,
     /// Reused feature buffer.
     pub(super) features: Vec<f32>,
+    /// Labels each row from alerts, when the load joins them.
+    pub(super) alert_join: Option<AlertJoin<'a>>,
 }
 
 impl<'a> Collector<'a> {
@@ -28,10 +31,12 @@ impl<'a> Collector<'a> {
             dataset: Dataset::new(schema.num_features()),
             report: IngestReport {
                 source: source_name.to_string(),
+                unlabelled_schema: !schema.is_labelled(),
                 ..IngestReport::default()
             },
             first_problems: Vec::new(),
             features: Vec::with_capacity(schema.num_features()),
+            alert_join: None,
         }
     }
 
@@ -64,7 +69,13 @@ impl<'a> Collector<'a> {
         fields: &RecordFields<'_>,
     ) -> Result<(), IngestError> {
         match self.schema.featurize_into(fields, &mut self.features) {
-            Ok(label) => self.add_features(line, label),
+            Ok(label) => {
+                let label = match &mut self.alert_join {
+                    Some(join) => Some(join.label_of(self.schema, fields)),
+                    None => label,
+                };
+                self.add_features(line, label)
+            }
             Err(detail) => {
                 self.skip(line, SkipReason::Malformed, detail);
                 Ok(())
@@ -107,17 +118,24 @@ impl<'a> Collector<'a> {
                 return Err(IngestError::UnlistedLabel {
                     source_name: self.report.source.clone(),
                     line,
-                    column: self.schema.label_column_name().to_string(),
+                    column: self
+                        .schema
+                        .label_column_name()
+                        .or(self.schema.alert_class_from().map(|from| from.eve_field()))
+                        .unwrap_or_default()
+                        .to_string(),
                     value: raw_label.into_owned(),
                 });
             }
             None if self.options.require_labels => {
-                let detail = format!(
-                    "label column {:?} is empty or absent",
-                    self.schema.label_column_name()
-                );
-                self.skip(line, SkipReason::MissingLabel, detail);
-                return Ok(());
+                if let Some(column) = self.schema.label_column_name() {
+                    let detail = format!("label column {column:?} is empty or absent");
+                    self.skip(line, SkipReason::MissingLabel, detail);
+                    return Ok(());
+                }
+                // An unlabelled schema: every row is class 0.
+                self.report.num_unlabelled += 1;
+                (0, "".into())
             }
             None => {
                 self.report.num_unlabelled += 1;

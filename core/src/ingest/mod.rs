@@ -1,6 +1,7 @@
 //! Reading CSV, JSONL or Zeek TSV telemetry files through a [`Schema`] into a [`Dataset`].
 //!
-//! - `bounded_lines`: numbered lines with overlong ones passed over (jsonl, zeek).
+//! - [`alert_labels`]: labels joined from Suricata alerts by Community ID.
+//! - `bounded_lines`: numbered lines with overlong ones passed over (jsonl, zeek, eve alerts).
 //! - `collector`: the sink every reader feeds (featurizes, keeps, skips, reports).
 //! - `csv`: csv records, with or without a header line.
 //! - `jsonl`: JSON-lines records.
@@ -38,6 +39,7 @@
 //! The [`IngestReport`] says how many rows were loaded and how many were
 //! skipped, by reason.
 
+pub mod alert_labels;
 mod bounded_lines;
 mod collector;
 mod csv;
@@ -53,6 +55,7 @@ use std::path::{Path, PathBuf};
 use crate::error::CoreError;
 use crate::model::data::Dataset;
 use crate::schema::{FileFormat, Schema, SchemaError, quoted};
+use alert_labels::{AlertIndex, AlertJoin, AlertJoinReport};
 use collector::Collector;
 pub use report::{IngestReport, SkipCounts, SkipReason, SkippedRow, StopReason};
 pub use zeek::{ZeekDirective, ZeekHeader, ZeekHeaderError};
@@ -124,6 +127,20 @@ pub enum IngestError {
         /// What is wrong, starting with the column.
         detail: String,
     },
+    #[error("{source_name}:{line}:{column}: {detail}")]
+    AlertEvent {
+        /// The eve file.
+        source_name: String,
+        /// 1-based physical line of the event.
+        line: u64,
+        /// 1-based column (character) where the problem is.
+        column: u64,
+        detail: String,
+    },
+    #[error(
+        "{source_name}: the schema has no [alert_labels] table, so alerts cannot label its flows; add one (see the schema file's documentation)"
+    )]
+    AlertLabelsNotInSchema { source_name: String },
     #[error("{source_name} has no rows")]
     NoRows { source_name: String },
     #[error(
@@ -225,12 +242,43 @@ pub fn load_dataset_from_reader(
     options: &IngestOptions,
 ) -> Result<(Dataset, IngestReport), IngestError> {
     let mut collector = Collector::new(source_name, schema, options);
-    match format {
-        FileFormat::Csv => csv::read_csv(reader, &mut collector)?,
-        FileFormat::Jsonl => jsonl::read_jsonl(reader, &mut collector)?,
-        FileFormat::Zeek => zeek::read_zeek(reader, &mut collector)?,
-    }
+    read_records(reader, format, &mut collector)?;
     collector.finish()
+}
+
+/// Loads as [`load_dataset_from_reader`] does, labelling each row by the
+/// alerts of `alerts` ([`alert_labels`]).
+fn load_with_alerts(
+    reader: impl Read,
+    source_name: &str,
+    format: FileFormat,
+    schema: &Schema,
+    options: &IngestOptions,
+    alerts: &AlertIndex,
+) -> Result<(Dataset, IngestReport, AlertJoinReport), IngestError> {
+    let mut collector = Collector::new(source_name, schema, options);
+    collector.alert_join = Some(AlertJoin::new(alerts));
+    read_records(reader, format, &mut collector)?;
+    let join_report = collector
+        .alert_join
+        .as_ref()
+        .map(|join| join.report(schema, &collector.dataset))
+        .unwrap_or_default();
+    let (dataset, report) = collector.finish()?;
+    Ok((dataset, report, join_report))
+}
+
+/// Feeds every record of `reader`, read as `format`, to `collector`.
+fn read_records(
+    reader: impl Read,
+    format: FileFormat,
+    collector: &mut Collector<'_>,
+) -> Result<(), IngestError> {
+    match format {
+        FileFormat::Csv => csv::read_csv(reader, collector),
+        FileFormat::Jsonl => jsonl::read_jsonl(reader, collector),
+        FileFormat::Zeek => zeek::read_zeek(reader, collector),
+    }
 }
 
 #[cfg(test)]

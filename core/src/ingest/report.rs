@@ -113,8 +113,12 @@ pub struct IngestReport {
     pub source: String,
     /// Rows added to the dataset.
     pub num_rows: usize,
-    /// Rows added without a label (only when labels are not required).
+    /// Rows added without a label: every row of an unlabelled schema, else
+    /// only rows without one when labels are not required.
     pub num_unlabelled: usize,
+    /// True when the schema has no label column: the data is unlabelled and
+    /// every row counts as class 0 (benign as far as training goes).
+    pub unlabelled_schema: bool,
     /// Records the schema's `[filter]` left out (not counted as skipped).
     pub num_filtered: usize,
     /// Rows left out, by reason.
@@ -150,7 +154,11 @@ impl IngestReport {
                 self.skipped
             ));
         }
-        if self.num_unlabelled > 0 {
+        if self.unlabelled_schema {
+            summary.push_str(
+                ", unlabelled (the schema has no label column; every row counts as benign)",
+            );
+        } else if self.num_unlabelled > 0 {
             summary.push_str(&format!(
                 ", {} of them without a label",
                 with_digit_groups(self.num_unlabelled)
@@ -189,7 +197,7 @@ fn rows_noun(count: usize) -> &'static str {
 }
 
 /// Returns `count` with a comma between groups of three digits: `12,345`.
-fn with_digit_groups(count: usize) -> String {
+pub(super) fn with_digit_groups(count: usize) -> String {
     let digits = count.to_string();
     let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
     for (index, digit) in digits.chars().enumerate() {
@@ -241,6 +249,17 @@ mod tests {
         assert_eq!(
             clean.summary(),
             "loaded 1 row from one.csv, 1 of them without a label, stopped at the row limit"
+        );
+        let unlabelled = IngestReport {
+            source: "conn.log".to_string(),
+            num_rows: 452,
+            num_unlabelled: 452,
+            unlabelled_schema: true,
+            ..IngestReport::default()
+        };
+        assert_eq!(
+            unlabelled.summary(),
+            "loaded 452 rows from conn.log, unlabelled (the schema has no label column; every row counts as benign)"
         );
     }
 }

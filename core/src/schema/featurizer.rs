@@ -156,9 +156,13 @@ impl Schema {
                 ));
             }
         };
-        let class = match &self.label.class_column {
+        let with_class_column = self.label.as_ref().and_then(|mapping| {
+            let class_column = mapping.class_column.as_ref()?;
+            Some((mapping, class_column))
+        });
+        let class = match with_class_column {
             None => self.class_of_label(&raw_label),
-            Some(class_column) => {
+            Some((mapping, class_column)) => {
                 let class_value = match record.field(class_column.column_index, &class_column.name)
                 {
                     FieldValue::Text(text) => Some(Cow::Borrowed(text)),
@@ -168,7 +172,7 @@ impl Schema {
                     }
                     FieldValue::Absent | FieldValue::Unsupported(_) => None,
                 };
-                self.label.class_of(&raw_label, class_value.as_deref())
+                mapping.class_of(&raw_label, class_value.as_deref())
             }
         };
         Ok(Some(LabelInfo { class, raw_label }))
@@ -219,7 +223,7 @@ pub enum RecordFields<'a> {
 
 /// One field of a record, as the featurizer sees it.
 #[derive(Clone, Copy, Debug)]
-enum FieldValue<'a> {
+pub(super) enum FieldValue<'a> {
     /// Absent, empty (after trimming) or JSON null.
     Absent,
     Text(&'a str),
@@ -249,7 +253,7 @@ impl<'a> RecordFields<'a> {
         }
     }
 
-    fn field(&self, column_index: usize, column_name: &str) -> FieldValue<'a> {
+    pub(super) fn field(&self, column_index: usize, column_name: &str) -> FieldValue<'a> {
         let text = match *self {
             RecordFields::CsvPositional(record) => record.get(column_index),
             RecordFields::CsvWithHeader { record, header } => header

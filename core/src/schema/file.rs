@@ -13,6 +13,10 @@
 //! [filter]                # jsonl only, optional: keep records whose fields equal these
 //! event_type = "flow"     # values (strings or numbers); others are counted as filtered
 //!
+//! [alert_labels]         # optional, instead of a label column: label each flow by the
+//! class_from = "category" # Suricata alerts that share its Community ID (--labels-from
+//!                         # eve.json); keys and defaults in the `alert_labels` module
+//!
 //! [[columns]]
 //! name = "duration"
 //! kind = "numeric"        # one feature; transforms run in order and must bound it (a clamp)
@@ -31,7 +35,8 @@
 //!
 //! [[columns]]
 //! name = "label"
-//! kind = "label"          # exactly one label column
+//! kind = "label"          # at most one label column; a schema without one is unlabelled
+//!                         # (every row is class 0: only the autoencoder trains on it)
 //! benign = ["normal"]     # label values that mean benign
 //! unlisted_labels = "error"  # a value neither benign nor classes lists: "error" (the default),
 //!                         # "attack" (the last class), "benign" or "skip" (the row, counted)
@@ -56,6 +61,7 @@ use serde::de::Visitor;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::Transform;
+use super::alert_labels::AlertLabelsFile;
 use super::json_fields::FilterValue;
 use super::labels::{ClassTable, UnlistedLabels};
 
@@ -151,6 +157,10 @@ pub(super) struct SchemaFile {
     /// filter keep their canonical text and sha256.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(super) filter: BTreeMap<String, FilterValue>,
+    /// Labels joined from Suricata alerts (see `alert_labels`). Written
+    /// only when set, so that other schemas keep their canonical text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) alert_labels: Option<AlertLabelsFile>,
     #[serde(default)]
     pub(super) columns: Vec<ColumnFile>,
 }

@@ -198,6 +198,9 @@ impl LabelMapping {
 /// A label column's keys as written.
 pub(super) struct LabelKeys<'a> {
     pub(super) benign: Option<&'a [String]>,
+    /// A label column must list a benign value; the `[alert_labels]` table
+    /// need not (every alert may mean an attack).
+    pub(super) benign_required: bool,
     pub(super) classes: Option<&'a ClassTable>,
     pub(super) unlisted: Option<UnlistedLabels>,
     pub(super) attack: Option<&'a [String]>,
@@ -215,6 +218,7 @@ pub(super) fn validate_label(
 ) -> LabelMapping {
     let LabelKeys {
         benign,
+        benign_required,
         classes,
         unlisted,
         attack,
@@ -262,9 +266,10 @@ pub(super) fn validate_label(
                 }
             }
         }
-        _ => problems.push(format!(
+        _ if benign_required => problems.push(format!(
             "{path}: benign must list at least one label value that means benign"
         )),
+        _ => {}
     }
     let mut skip_values = HashSet::new();
     for value in skip.unwrap_or_default() {

@@ -4,6 +4,8 @@
 //! - `file`: the schema file's TOML format, as written, and its canonical text.
 //! - `transform`: the fixed steps from a numeric column's raw value to a feature.
 //! - `labels`: the label column: benign values, attack classes, unlisted values.
+//! - `alert_labels`: the `[alert_labels]` table: labels joined from Suricata
+//!   alerts by Community ID instead of a label column.
 //! - `validate`: every rule of a schema file, each column compiled into its role.
 //! - `json_fields`: column lookup in JSON records (flat dotted keys, nested
 //!   objects) and the `[filter]` that keeps records.
@@ -19,6 +21,7 @@
 //! write `unlisted_labels = "attack"` to count such values as attacks (the
 //! last class), `"benign"`, or `"skip"` to leave their rows out.
 
+mod alert_labels;
 pub mod diff;
 mod featurizer;
 mod file;
@@ -34,6 +37,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use alert_labels::AlertLabels;
+pub use alert_labels::{AlertClassFrom, AlertFlowFields};
 pub use featurizer::{HeaderMismatch, HeaderPositions, RecordFields, fnv1a_64, hash_bucket};
 pub(crate) use featurizer::{quoted, strip_byte_order_mark};
 pub use file::FileFormat;
@@ -125,7 +130,12 @@ pub struct Schema {
     delimiter: u8,
     columns: Vec<Column>,
     num_features: usize,
-    label: LabelMapping,
+    /// The label column's mapping; `None` for an unlabelled schema, whose
+    /// rows all count as class 0.
+    label: Option<LabelMapping>,
+    /// The `[alert_labels]` table: labels joined from alerts, in a schema
+    /// without a label column.
+    alert_labels: Option<AlertLabels>,
 }
 
 impl PartialEq for Schema {
@@ -226,9 +236,40 @@ impl Schema {
         self.columns.len()
     }
 
-    /// Returns the name of the label column.
-    pub fn label_column_name(&self) -> &str {
-        &self.columns[self.label.column_index].name
+    /// Returns the name of the label column, or `None` for an unlabelled schema.
+    pub fn label_column_name(&self) -> Option<&str> {
+        let mapping = self.label.as_ref()?;
+        Some(&self.columns[mapping.column_index].name)
+    }
+
+    /// Returns true if the schema has labels: a label column, or an
+    /// `[alert_labels]` table (labels joined from alerts at load time). An
+    /// unlabelled schema (neither) reads every row as class 0, benign as far
+    /// as training goes: only an autoencoder can learn from such data, and
+    /// metrics that need labels cannot be computed on it.
+    pub fn is_labelled(&self) -> bool {
+        self.label_mapping().is_some()
+    }
+
+    /// Returns how label values map to classes: the label column's mapping,
+    /// or the `[alert_labels]` table's.
+    fn label_mapping(&self) -> Option<&LabelMapping> {
+        self.label
+            .as_ref()
+            .or(self.alert_labels.as_ref().map(|alerts| &alerts.mapping))
+    }
+
+    /// Returns why a model that learns from labels (a classifier) cannot
+    /// train on data read with this schema, or `None` when it can.
+    pub fn classifier_refusal(&self) -> Option<String> {
+        if self.is_labelled() {
+            return None;
+        }
+        Some(
+            "the schema has no label column, so its data is unlabelled; only the autoencoder \
+             trains on unlabelled data (or label the flows from Suricata alerts with --labels-from eve.json)"
+                .to_string(),
+        )
     }
 
     /// Returns the length of every feature vector.
@@ -263,26 +304,36 @@ impl Schema {
     }
 
     /// Returns the class names by class index: `["benign", declared classes...,
-    /// "other_attack"]` when attack classes are declared, else `["benign", "attack"]`.
+    /// "other_attack"]` when attack classes are declared, else `["benign", "attack"]`;
+    /// `["benign"]` for an unlabelled schema.
     pub fn class_names(&self) -> Vec<String> {
-        self.label.class_names.clone()
+        match self.label_mapping() {
+            Some(mapping) => mapping.class_names.clone(),
+            None => vec![BENIGN_CLASS.to_string()],
+        }
     }
 
-    /// Returns the number of classes (including benign).
+    /// Returns the number of classes (including benign); 1 for an unlabelled schema.
     pub fn num_classes(&self) -> usize {
-        self.label.class_names.len()
+        self.label_mapping()
+            .map_or(1, |mapping| mapping.class_names.len())
     }
 
     /// Returns what a raw label value (trimmed) means: its class (0 = benign),
     /// or, for a value neither `benign` nor `classes` lists, what the label
-    /// column's `unlisted_labels` says.
+    /// column's `unlisted_labels` says. An unlabelled schema gives class 0.
     pub fn class_of_label(&self, raw_label: &str) -> LabelClass {
-        self.label.class_of(raw_label, None)
+        self.label_mapping()
+            .map_or(LabelClass::Class(0), |mapping| {
+                mapping.class_of(raw_label, None)
+            })
     }
 
-    /// Returns what the label column does with values it does not list.
+    /// Returns what the label column does with values it does not list (the
+    /// default for an unlabelled schema).
     pub fn unlisted_labels(&self) -> UnlistedLabels {
-        self.label.unlisted()
+        self.label_mapping()
+            .map_or_else(UnlistedLabels::default, LabelMapping::unlisted)
     }
 
     /// Returns the names of the columns every input must hold, in schema

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 
+use super::alert_labels::validate_alert_labels;
 use super::file::{
     ColumnFile, FileFormat, MissingValue, SchemaFile, default_delimiter, without_default_keys,
 };
@@ -110,16 +111,10 @@ impl Schema {
             });
         }
 
-        if label_column_indices.is_empty() && !file.columns.is_empty() {
-            problems.push(
-                "columns: no column has kind \"label\"; exactly one label column is required"
-                    .to_string(),
-            );
-        }
         for &column_index in label_column_indices.iter().skip(1) {
             let first_index = label_column_indices[0];
             problems.push(format!(
-                "{}: a second label column; {} is already the label and exactly one is allowed",
+                "{}: a second label column; {} is already the label and at most one is allowed",
                 column_path(column_index, &file.columns[column_index].name),
                 column_path(first_index, &file.columns[first_index].name)
             ));
@@ -137,6 +132,15 @@ impl Schema {
                 )),
             }
         }
+        let alert_labels = file.alert_labels.as_ref().and_then(|table| {
+            if !label_column_indices.is_empty() {
+                problems.push(
+                    "alert_labels: the schema has a label column; label flows from the column or from alerts, not both"
+                        .to_string(),
+                );
+            }
+            validate_alert_labels(table, file.format, &first_index_of_name, &mut problems)
+        });
         let num_features: usize = columns
             .iter()
             .map(|column| column.role.num_features())
@@ -148,19 +152,20 @@ impl Schema {
             );
         }
 
-        match label_mapping {
-            Some(label) if problems.is_empty() => Ok(Schema {
-                file: without_default_keys(file),
-                delimiter,
-                columns,
-                num_features,
-                label,
-            }),
-            _ => Err(SchemaError::Invalid {
+        if !problems.is_empty() {
+            return Err(SchemaError::Invalid {
                 origin: origin.to_string(),
                 problems,
-            }),
+            });
         }
+        Ok(Schema {
+            file: without_default_keys(file),
+            delimiter,
+            columns,
+            num_features,
+            label: label_mapping,
+            alert_labels,
+        })
     }
 }
 
@@ -215,6 +220,7 @@ fn validate_column(column: &ColumnFile, path: &str, problems: &mut Vec<String>) 
         "label" => CompiledColumn::Label(validate_label(
             LabelKeys {
                 benign: column.benign.as_deref(),
+                benign_required: true,
                 classes: column.classes.as_ref(),
                 unlisted: column.unlisted_labels,
                 attack: column.attack.as_deref(),

@@ -158,6 +158,7 @@ impl Participant {
         };
         let data = match &self.workload {
             Workload::Train(data) => {
+                crate::schema_check::check_labels_for_model(&self.config, &base.spec)?;
                 if base.spec.input_dim as usize != data.num_features() {
                     return Err(ParticipantError::Config(format!(
                         "model expects {} features, local data has {}",
