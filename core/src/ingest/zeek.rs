@@ -6,8 +6,9 @@
 //! space), `#set_separator`, `#empty_field`, `#unset_field`, `#fields` and
 //! `#types`; `#path`, `#open`, `#close` and any other `#` line are passed over
 //! (an IoT-23 `#close` line carries an appended label). A field holding the
-//! unset marker (`-`) or the empty marker (`(empty)`) is absent, so the
-//! column's `missing` value applies.
+//! unset marker (`-`) is absent, so the column's `missing` value applies; the
+//! empty marker (`(empty)`) is the empty set for a set-valued column and
+//! absent for any other. Set-valued fields split on `#set_separator`.
 //!
 //! Tolerated: CRLF line ends, no `#close` trailer, no final newline, and the
 //! IoT-23 tail, where the last `#fields` entry is `tunnel_parents   label
@@ -27,6 +28,7 @@ use crate::schema::{HeaderPositions, RecordFields};
 
 /// Zeek's default markers, used until a header directive sets them.
 const DEFAULT_SEPARATOR: &str = "\t";
+const DEFAULT_SET_SEPARATOR: &str = ",";
 const DEFAULT_EMPTY_FIELD: &str = "(empty)";
 const DEFAULT_UNSET_FIELD: &str = "-";
 
@@ -46,6 +48,7 @@ struct ZeekFields {
 /// The header directives read so far.
 struct ZeekHeader {
     separator: String,
+    set_separator: String,
     empty_field: String,
     unset_field: String,
     fields: Option<ZeekFields>,
@@ -57,6 +60,7 @@ impl Default for ZeekHeader {
     fn default() -> Self {
         ZeekHeader {
             separator: DEFAULT_SEPARATOR.to_string(),
+            set_separator: DEFAULT_SET_SEPARATOR.to_string(),
             empty_field: DEFAULT_EMPTY_FIELD.to_string(),
             unset_field: DEFAULT_UNSET_FIELD.to_string(),
             fields: None,
@@ -66,13 +70,10 @@ impl Default for ZeekHeader {
 }
 
 impl ZeekHeader {
-    /// Returns `field`, or "" (absent) when it is the unset or the empty marker.
+    /// Returns `field`, or "" (absent) when it is the unset marker. The
+    /// featurizer reads the empty marker (see [`RecordFields::Zeek`]).
     fn value<'f>(&self, field: &'f str) -> &'f str {
-        if field == self.unset_field || field == self.empty_field {
-            ""
-        } else {
-            field
-        }
+        if field == self.unset_field { "" } else { field }
     }
 }
 
@@ -159,9 +160,11 @@ pub(super) fn read_zeek(
                 record.push_field(header.value(field));
             }
         }
-        let row = RecordFields::CsvWithHeader {
+        let row = RecordFields::Zeek {
             record: &record,
             header: &fields.positions,
+            set_separator: &header.set_separator,
+            empty_field: &header.empty_field,
         };
         collector.add_record(line_number, &row)?;
     }
@@ -206,10 +209,7 @@ fn read_directive(
         }
     };
     match key {
-        // Set-valued fields are read as their text; the separator is checked only.
-        "#set_separator" => {
-            first_value()?;
-        }
+        "#set_separator" => header.set_separator = first_value()?,
         "#empty_field" => header.empty_field = first_value()?,
         "#unset_field" => header.unset_field = first_value()?,
         "#types" => {

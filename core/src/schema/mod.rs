@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 pub use featurizer::{HeaderMismatch, HeaderPositions, RecordFields, fnv1a_64, hash_bucket};
-pub(crate) use featurizer::{quoted, strip_byte_order_mark};
+pub(crate) use featurizer::{json_kind, quoted, strip_byte_order_mark};
 pub use file::FileFormat;
 use file::{SchemaFile, describe_toml_error};
 pub use json_fields::resolve_json_field;
@@ -81,16 +81,20 @@ enum ColumnRole {
         transforms: Vec<Transform>,
         missing: Option<f64>,
     },
-    /// `vocabulary.len() + 1` features: a one-hot over the vocabulary, the last slot for other values.
+    /// `vocabulary.len() + 1` features: a one-hot over the vocabulary, the last slot for other values
+    /// (a multi-hot over the elements when `set_separator` is set).
     Vocabulary {
         slot_of_value: HashMap<String, usize>,
         values: Vec<String>,
         missing: Option<String>,
+        set_separator: Option<String>,
     },
-    /// `num_buckets` features: a one-hot at `fnv1a_64(value) % num_buckets`.
+    /// `num_buckets` features: a one-hot at `fnv1a_64(value) % num_buckets`
+    /// (a multi-hot over the elements when `set_separator` is set).
     Hashed {
         num_buckets: u32,
         missing: Option<String>,
+        set_separator: Option<String>,
     },
     /// The label; no features.
     Label,
