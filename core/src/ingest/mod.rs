@@ -42,7 +42,7 @@ mod csv;
 mod jsonl;
 mod lines;
 mod report;
-mod zeek;
+pub(crate) mod zeek;
 
 use std::fs::File;
 use std::io::Read;

@@ -79,7 +79,7 @@ impl ZeekHeader {
 
 /// Splits `entries`' last entry on runs of spaces (the IoT-23 tail) and
 /// returns every entry with how many the last one became.
-fn split_tail<'t>(entries: &[&'t str]) -> (Vec<&'t str>, usize) {
+pub(crate) fn split_tail<'t>(entries: &[&'t str]) -> (Vec<&'t str>, usize) {
     let Some((last, leading)) = entries.split_last() else {
         return (Vec::new(), 0);
     };
@@ -97,7 +97,7 @@ fn split_tail<'t>(entries: &[&'t str]) -> (Vec<&'t str>, usize) {
 /// Returns `text` with each `\xHH` escape replaced by its byte, as Zeek writes
 /// the `#separator` value, or `None` when an escape is not two hex digits or
 /// the result is not UTF-8.
-fn unescape_separator(text: &str) -> Option<String> {
+pub(crate) fn unescape_separator(text: &str) -> Option<String> {
     let mut bytes = Vec::with_capacity(text.len());
     let mut rest = text.as_bytes();
     while let Some((&byte, after)) = rest.split_first() {

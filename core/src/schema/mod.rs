@@ -20,6 +20,7 @@
 //! last class), `"benign"`, or `"skip"` to leave their rows out.
 
 pub mod diff;
+pub mod draft;
 mod featurizer;
 mod file;
 mod json_fields;
