@@ -10,9 +10,7 @@ use std::fs::File;
 use std::io::Read;
 
 use fedshield_core::ingest::{IngestOptions, IngestReport, load_dataset_from_reader};
-use fedshield_core::schema::draft::{
-    DraftError, DraftOptions, draft_schema, draft_schema_from_reader,
-};
+use fedshield_core::schema::draft::{DraftOptions, draft_schema, draft_schema_from_reader};
 use fedshield_core::schema::{FileFormat, Schema};
 use flate2::read::GzDecoder;
 use support::sample;
@@ -339,47 +337,37 @@ fn a_draft_of_a_file_guesses_its_format_and_bad_input_names_the_file() {
     let text = draft_schema(&path, &DraftOptions::default()).unwrap();
     assert!(text.contains("format = \"zeek\""));
 
-    let empty = directory.path().join("empty.log");
-    std::fs::write(&empty, "\n\n").unwrap();
-    let error = draft_schema(&empty, &DraftOptions::default()).unwrap_err();
-    assert!(matches!(error, DraftError::NoRecords { .. }));
+    let draft_error = |file_name: &str, content: Option<&str>| {
+        let path = directory.path().join(file_name);
+        if let Some(content) = content {
+            std::fs::write(&path, content).unwrap();
+        }
+        let error = draft_schema(&path, &DraftOptions::default()).unwrap_err();
+        (error.to_string(), path.display().to_string())
+    };
+    let (message, empty) = draft_error("empty.log", Some("\n\n"));
     assert_eq!(
-        error.to_string(),
-        format!(
-            "{} holds no csv records to draft a schema from",
-            empty.display()
-        )
+        message,
+        format!("{empty} is empty: there is nothing to draft a schema from")
     );
-
-    let absent = directory.path().join("absent.log");
-    let message = draft_schema(&absent, &DraftOptions::default())
-        .unwrap_err()
-        .to_string();
+    let (message, absent) = draft_error("absent.log", None);
     assert!(
-        message.starts_with(&format!("failed to open {}", absent.display())),
+        message.starts_with(&format!("failed to open {absent}")),
         "{message}"
     );
-
-    let invalid = directory.path().join("eve.json");
-    std::fs::write(&invalid, "{\"event_type\": \"flow\"}\n{\"event_type\": \n").unwrap();
-    let message = draft_schema(&invalid, &DraftOptions::default())
-        .unwrap_err()
-        .to_string();
+    let (message, eve) = draft_error(
+        "eve.json",
+        Some("{\"event_type\": \"flow\"}\n{\"event_type\": \n"),
+    );
     assert!(
-        message.starts_with(&format!("{}:2: column 15: ", invalid.display())),
+        message.starts_with(&format!("{eve}:2: column 15: ")),
         "{message}"
     );
-
-    let zeek_without_fields = directory.path().join("conn.log");
-    std::fs::write(&zeek_without_fields, "#separator \\x09\n1\t2\n").unwrap();
-    let message = draft_schema(&zeek_without_fields, &DraftOptions::default())
-        .unwrap_err()
-        .to_string();
+    let (message, zeek) = draft_error("conn.log", Some("#separator \\x09\n1\t2\n"));
     assert_eq!(
         message,
         format!(
-            "{}:2: column 1: a data line comes before any #fields header, so its columns are unknown",
-            zeek_without_fields.display()
+            "{zeek}:2: column 1: a data line comes before any #fields header, so its columns are unknown"
         )
     );
 }

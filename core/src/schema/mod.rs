@@ -9,6 +9,7 @@
 //!   objects) and the `[filter]` that keeps records.
 //! - `featurizer`: one record (csv row, JSON object) into features and a label.
 //! - [`diff`]: what differs between two schemas, for the message that declines a round.
+//! - [`draft`]: a starting schema drafted from a telemetry file (`fedshield schema draft`).
 //!
 //! A schema is built once ([`Schema::from_toml_str`], [`Schema::load`]) and then
 //! featurizes every record ([`Schema::featurize`]). Every participant featurizes
