@@ -741,3 +741,6 @@ fn mean_and_std(numbers: &[f64], range: NumericRange) -> (f64, f64) {
     let std = variance.sqrt();
     (mean, if std > 1e-6 { std } else { 1.0 })
 }
+
+#[cfg(test)]
+mod tests;

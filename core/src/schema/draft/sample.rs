@@ -139,6 +139,7 @@ fn read_zeek<R: Read>(
 ) -> Result<Sample, DraftError> {
     let mut sample = Sample::default();
     let mut separator = "\t".to_string();
+    let mut set_separator = ",".to_string();
     let mut empty_field = "(empty)".to_string();
     let mut unset_field = "-".to_string();
     let mut num_separated_fields = 0;
@@ -174,18 +175,19 @@ fn read_zeek<R: Read>(
             let key = entries.next().unwrap_or_default();
             let values: Vec<&str> = entries.collect();
             match key {
-                "#empty_field" | "#unset_field" => {
+                "#set_separator" | "#empty_field" | "#unset_field" => {
                     let Some(value) = values.first().filter(|value| !value.is_empty()) else {
                         return Err(header_error(format!(
                             "column {}: {key} has no value",
                             key.len() + 1
                         )));
                     };
-                    if key == "#empty_field" {
-                        empty_field = value.to_string();
-                    } else {
-                        unset_field = value.to_string();
-                    }
+                    let marker = match key {
+                        "#set_separator" => &mut set_separator,
+                        "#empty_field" => &mut empty_field,
+                        _ => &mut unset_field,
+                    };
+                    *marker = value.to_string();
                 }
                 "#fields" if sample.columns.is_empty() => {
                     let (names, tail) = split_tail(&values);
@@ -241,6 +243,15 @@ fn read_zeek<R: Read>(
                 SampleValue::Absent
             } else if field == empty_field {
                 SampleValue::EmptySet
+            } else if is_zeek_set(column) {
+                SampleValue::Elements(
+                    field
+                        .split(set_separator.as_str())
+                        .map(str::trim)
+                        .filter(|element| !element.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                )
             } else {
                 SampleValue::Text(field.to_string())
             };
@@ -249,6 +260,16 @@ fn read_zeek<R: Read>(
         sample.num_records += 1;
     }
     Ok(sample)
+}
+
+/// Returns true for a Zeek set or vector column, and for `service`, whose
+/// string Zeek writes as a set (`ssl,quic`).
+fn is_zeek_set(column: &SampleColumn) -> bool {
+    column.name == "service"
+        || column
+            .zeek_type
+            .as_deref()
+            .is_some_and(|kind| kind.starts_with("set[") || kind.starts_with("vector["))
 }
 
 /// Adds `value`'s fields to `fields` under dotted paths below `prefix`.
