@@ -199,6 +199,9 @@ fn an_eve_draft_keeps_flow_events_and_labels_them_by_alerted() {
     }
     let paired = draft(EVE_PAIRED, FileFormat::Jsonl, false);
     assert_eq!(kind_of(&paired, "community_id"), "kind = \"ignore\"");
+    assert_eq!(kind_of(&paired, "event_type"), "kind = \"ignore\"");
+    // Suricata writes tcp_flags as hex strings ("1e"): text, even where they read as numbers.
+    assert_eq!(kind_of(&paired, "tcp.tcp_flags"), "kind = \"categorical\"");
     let test6 = draft(EVE_TEST6, FileFormat::Jsonl, false);
     assert!(column_text(&test6, "metadata.flowbits").contains("set = true"));
 }

@@ -199,7 +199,21 @@ pub fn draft_schema_from_reader(
         .iter()
         .enumerate()
         .map(|(index, column)| {
-            let facts = ColumnFacts::of(column);
+            let is_filter_key = sample
+                .filter
+                .as_ref()
+                .is_some_and(|(key, _)| *key == column.name);
+            if is_filter_key {
+                return DraftColumn {
+                    name: column.name.clone(),
+                    why: "the record filter keeps one value of it, so it tells records nothing"
+                        .to_string(),
+                    body: ColumnBody::Ignore,
+                };
+            }
+            // A JSON string stays text even when it reads as a number
+            // (Suricata's hex tcp_flags "02"); csv and Zeek fields are all text.
+            let facts = ColumnFacts::of(column, format != FileFormat::Jsonl);
             draft_column(column, &facts, Some(index) == label_index, options.fit)
         })
         .collect();
@@ -225,7 +239,9 @@ struct ColumnFacts {
 }
 
 impl ColumnFacts {
-    fn of(column: &SampleColumn) -> ColumnFacts {
+    /// Returns the facts of `column`'s values; with `text_may_be_number`, a
+    /// text value that parses as a finite number counts as a number.
+    fn of(column: &SampleColumn, text_may_be_number: bool) -> ColumnFacts {
         let mut facts = ColumnFacts::default();
         let count_text = |facts: &mut ColumnFacts, text: &str| {
             *facts.text_counts.entry(text.to_string()).or_insert(0) += 1;
@@ -242,8 +258,12 @@ impl ColumnFacts {
                 }
                 SampleValue::Text(text) => {
                     facts.num_present += 1;
-                    match text.parse::<f64>() {
-                        Ok(number) if number.is_finite() => facts.numbers.push(number),
+                    let number = text
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|number| text_may_be_number && number.is_finite());
+                    match number {
+                        Some(number) => facts.numbers.push(number),
                         _ => {
                             facts.num_not_numbers += 1;
                             if facts.first_non_number.is_none() {
