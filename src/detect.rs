@@ -80,6 +80,7 @@ fn detect_settings(args: &DetectArgs) -> Result<DetectSettings> {
         format: args.format.map(|format| match format {
             EventFormat::Csv => FileFormat::Csv,
             EventFormat::Jsonl => FileFormat::Jsonl,
+            EventFormat::Zeek => FileFormat::Zeek,
         }),
         follow: args.follow,
         threshold: args.threshold,

@@ -3,6 +3,11 @@
 //! that does not match its card refused; and `--follow` on a growing file,
 //! switching model versions published by a real coordinator over gRPC or
 //! stored next to a local model.
+//!
+//! SOC telemetry: one verdict per row of the real Zeek TSV, Zeek JSON and
+//! Suricata eve samples in `../shared/data/telemetry-samples` (required; the
+//! counts are those of each sample's README), a followed Zeek log rotated and
+//! truncated, and bad input reported with its file, line and column.
 
 mod common;
 
@@ -176,17 +181,25 @@ fn detect_verdicts_match_the_evaluator_and_malformed_lines_are_skipped() {
     ]);
     assert_success(&output);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    for line in malformed_lines {
-        assert!(
-            stderr.contains(&format!("events.csv:{line}: malformed event skipped")),
-            "{stderr}"
-        );
-    }
+    // The short row ends at column 10; "lots" is the second field.
+    let lots_column = lines[201].find(",lots").unwrap() + 2;
     assert!(
-        stderr.contains("row has 3 fields, the header has 13"),
+        stderr.contains(
+            "events.csv:102:10: malformed event skipped: row has 3 fields, the header has 13"
+        ),
         "{stderr}"
     );
-    assert!(stderr.contains("\"lots\" is not a number"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "events.csv:202:{lots_column}: malformed event skipped: column \"{}\": \"lots\" is not a number",
+            lines[0].split(',').nth(1).unwrap()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        malformed_lines.len(),
+        stderr.matches("malformed event skipped").count()
+    );
     let verdicts = parse_verdicts(&output.stdout);
 
     // The evaluator's view of the same file: the loader skips the same lines.
@@ -536,6 +549,18 @@ fn append(path: &Path, text: &str) {
     let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
     file.write_all(text.as_bytes()).unwrap();
     file.flush().unwrap();
+}
+
+/// Empties `path` in place (as copytruncate does), then waits long enough
+/// for a follower to see it shorter before anything is written again.
+async fn truncate_in_place(path: &Path) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
 /// Asserts that lines are numbered 2, 3, ... (the header is line 1) and that
@@ -965,13 +990,7 @@ async fn a_truncated_or_rotated_events_file_is_read_again_from_its_start() {
         .await;
 
     // Truncated in place, then rewritten shorter: numbered from line 2 again.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&events)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    truncate_in_place(&events).await;
     append(&events, &format!("{header}\n{}\n", rows[4..6].join("\n")));
     detector
         .wait_for(
@@ -1002,5 +1021,370 @@ async fn a_truncated_or_rotated_events_file_is_read_again_from_its_start() {
     let stderr = detector.stderr();
     assert!(stderr.contains("truncated"), "{stderr}");
     assert!(stderr.contains("replaced"), "{stderr}");
+    assert!(!stderr.contains("malformed"), "{stderr}");
+}
+
+const SAMPLES_DIR: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/data/telemetry-samples"
+);
+
+/// Returns the path of a telemetry sample, failing when the samples are absent.
+fn sample(relative_path: &str) -> PathBuf {
+    let path = Path::new(SAMPLES_DIR).join(relative_path);
+    assert!(
+        path.is_file(),
+        "the telemetry samples are required: {} is missing",
+        path.display()
+    );
+    path
+}
+
+/// A few conn.log columns of Zeek TSV logs; events need no label, but
+/// IoT-23 and CTU-50 rows carry one.
+const ZEEK_TSV_SCHEMA: &str = r#"
+format = "zeek"
+columns = [
+    { name = "duration", kind = "numeric", missing = 0.0, transforms = [{ clamp = { min = 0.0, max = 1e6 } }, "log1p"] },
+    { name = "resp_bytes", kind = "numeric", missing = 0.0, transforms = [{ clamp = { min = 0.0, max = 1e12 } }, "log1p"] },
+    { name = "proto", kind = "categorical", vocabulary = ["tcp", "udp", "icmp"] },
+    { name = "label", kind = "label", benign = ["Benign", "benign"], classes = { malicious = ["Malicious"] } },
+]
+"#;
+
+/// The same columns of Zeek's JSON writer (flat dotted keys, unset fields left out).
+const ZEEK_JSON_SCHEMA: &str = r#"
+format = "jsonl"
+columns = [
+    { name = "duration", kind = "numeric", missing = 0.0, transforms = [{ clamp = { min = 0.0, max = 1e6 } }, "log1p"] },
+    { name = "resp_bytes", kind = "numeric", missing = 0.0, transforms = [{ clamp = { min = 0.0, max = 1e12 } }, "log1p"] },
+    { name = "id.resp_p", kind = "numeric", transforms = [{ clamp = { min = 0.0, max = 65535.0 } }, { scale = { offset = 0.0, divisor = 65535.0 } }] },
+    { name = "proto", kind = "categorical", vocabulary = ["tcp", "udp", "icmp"] },
+    { name = "label", kind = "label", benign = ["Benign"], classes = { malicious = ["Malicious"] } },
+]
+"#;
+
+/// Suricata eve flow events: nested keys, the other event types filtered out.
+const EVE_FLOW_SCHEMA: &str = r#"
+format = "jsonl"
+columns = [
+    { name = "flow.bytes_toserver", kind = "numeric", transforms = [{ clamp = { min = 0.0, max = 1e12 } }, "log1p"] },
+    { name = "flow.pkts_toserver", kind = "numeric", transforms = [{ clamp = { min = 0.0, max = 1e9 } }, "log1p"] },
+    { name = "proto", kind = "categorical", vocabulary = ["TCP", "UDP"] },
+    { name = "label", kind = "label", benign = ["Benign"], classes = { malicious = ["Malicious"] } },
+]
+
+[filter]
+event_type = "flow"
+"#;
+
+/// Writes a small untrained classifier for `schema_toml` and its card; returns the model's path.
+fn model_for_schema(dir: &Path, schema_toml: &str) -> PathBuf {
+    let schema = Schema::from_toml_str(schema_toml).unwrap();
+    let spec = ModelSpec::mlp(
+        schema.num_features() as u32,
+        vec![8],
+        schema.num_classes() as u32,
+    );
+    let model = dir.join("soc.safetensors");
+    ModelWeights::init(spec, 3)
+        .unwrap()
+        .save_safetensors(&model, Default::default())
+        .unwrap();
+    write_card(&model, 1, schema_toml);
+    model
+}
+
+/// Runs `fedshield detect` on `events` with a model of `schema_toml`.
+fn run_detect(dir: &Path, schema_toml: &str, events: &Path) -> Output {
+    let model = model_for_schema(dir, schema_toml);
+    fedshield(&[
+        "detect",
+        "--model",
+        path_str(&model),
+        "--events",
+        path_str(events),
+    ])
+}
+
+/// Returns the malformed-line reports of a detect run's stderr.
+fn malformed_reports(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|line| line.contains("malformed event skipped"))
+        .collect()
+}
+
+/// Runs `fedshield detect` on `events` with a model of `schema_toml`;
+/// returns the verdicts and stderr, asserting success.
+fn detect_events(dir: &Path, schema_toml: &str, events: &Path) -> (Vec<Value>, String) {
+    let output = run_detect(dir, schema_toml, events);
+    assert_success(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    (parse_verdicts(&output.stdout), stderr)
+}
+
+/// Asserts one verdict per sample row and no malformed line.
+fn assert_one_verdict_per_row(schema_toml: &str, events: &Path, num_rows: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let (verdicts, stderr) = detect_events(dir.path(), schema_toml, events);
+    assert_eq!(verdicts.len(), num_rows, "{stderr}");
+    assert!(stderr.contains("num_malformed=0"), "{stderr}");
+}
+
+#[test]
+fn detect_scores_every_row_of_the_iot23_zeek_captures() {
+    // 8 header lines, then the rows; a CRLF file with a labelled #close.
+    let honeypot = sample("iot23-ctu-honeypot-4-1/conn.log.labeled");
+    let dir = tempfile::tempdir().unwrap();
+    let (verdicts, _) = detect_events(dir.path(), ZEEK_TSV_SCHEMA, &honeypot);
+    assert_eq!(verdicts.len(), 452);
+    assert_eq!(verdicts[0]["line"].as_u64(), Some(9));
+    assert_eq!(verdicts[451]["line"].as_u64(), Some(460));
+    assert_one_verdict_per_row(
+        ZEEK_TSV_SCHEMA,
+        &sample("iot23-ctu-iot-malware-42-1/conn.log.labeled"),
+        4_426,
+    );
+}
+
+#[test]
+fn detect_scores_every_row_of_a_ctu50_host_zeek_log() {
+    assert_one_verdict_per_row(
+        ZEEK_TSV_SCHEMA,
+        &sample("stratosphere-ctu50-feel-zeek/008-ctu-normal-40-day1/conn.log.labeled"),
+        5_663,
+    );
+}
+
+#[test]
+fn detect_scores_every_zeek_json_line_and_every_eve_flow_event() {
+    assert_one_verdict_per_row(
+        ZEEK_JSON_SCHEMA,
+        &sample("zeek-json-nmap-portscan/conn.log"),
+        4_504,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let eve = dir.path().join("eve.json");
+    let mut decompressed = Vec::new();
+    flate2::read::GzDecoder::new(
+        std::fs::File::open(sample(
+            "suricata-eve-slips-test6/test6-malicious.suricata.json.gz",
+        ))
+        .unwrap(),
+    )
+    .read_to_end(&mut decompressed)
+    .unwrap();
+    std::fs::write(&eve, decompressed).unwrap();
+    assert_one_verdict_per_row(EVE_FLOW_SCHEMA, &eve, 3_512);
+}
+
+/// The header Zeek writes before a conn.log's rows (8 lines), with `fields` tab-separated.
+fn zeek_header(fields: &str) -> String {
+    let num_fields = fields.split('\t').count();
+    let types = vec!["string"; num_fields].join("\t");
+    format!(
+        "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n#open\t2026-12-02-09-00-00\n#fields\t{fields}\n#types\t{types}\n"
+    )
+}
+
+#[test]
+fn zeek_bad_input_is_reported_with_file_line_and_column_and_later_headers_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("conn.log");
+    let text = [
+        zeek_header("ts\tduration\tresp_bytes\tproto\tlabel"),
+        // 9: an event.
+        "1.0\t2.5\t300\ttcp\tBenign\n".to_string(),
+        // 10: truncated: three fields, the line ends after column 10.
+        "2.0\t1.5\t40\n".to_string(),
+        // 11: text where a number belongs.
+        "3.0\tlong\t40\tudp\tBenign\n".to_string(),
+        // 12-13: a new #fields header in the middle (another column order,
+        // no label): the row after it is the event of line 9.
+        "#fields\tproto\tduration\tresp_bytes\tts\n".to_string(),
+        "tcp\t2.5\t300\t1.0\n".to_string(),
+        // 14-15: #close ends the log; a row after it has no header.
+        "#close\t2026-12-02-10-00-00\n".to_string(),
+        "4.0\t1\t1\ttcp\tBenign\n".to_string(),
+        // 16-24: the next log, its own header, one event.
+        zeek_header("ts\tduration\tresp_bytes\tproto\tlabel"),
+        "5.0\t2.5\t300\ttcp\tMalicious\n".to_string(),
+    ]
+    .concat();
+    std::fs::write(&events, text).unwrap();
+    let (verdicts, stderr) = detect_events(dir.path(), ZEEK_TSV_SCHEMA, &events);
+    let lines: Vec<u64> = verdicts
+        .iter()
+        .map(|verdict| verdict["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [9, 13, 24], "{stderr}");
+    assert_eq!(verdicts[0]["score"], verdicts[1]["score"]);
+    assert_eq!(verdicts[0]["score"], verdicts[2]["score"]);
+    let source = path_str(&events);
+    assert_eq!(
+        malformed_reports(&stderr),
+        [
+            format!("{source}:10:11: malformed event skipped: row has 3 fields, the header has 5"),
+            format!(
+                "{source}:11:5: malformed event skipped: column \"duration\": \"long\" is not a number"
+            ),
+            format!(
+                "{source}:15:1: malformed event skipped: no #fields header applies to this line (a zeek log starts with its header, and #close ends it), so its columns are unknown"
+            ),
+        ],
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_zeek_fields_header_without_a_schema_column_stops_detection_naming_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("conn.log");
+    let text = format!(
+        "{}1.0\t2.5\t300\ttcp\tBenign\n#fields\tts\tproto\tlabel\n",
+        zeek_header("ts\tduration\tresp_bytes\tproto\tlabel")
+    );
+    std::fs::write(&events, text).unwrap();
+    let output = run_detect(dir.path(), ZEEK_TSV_SCHEMA, &events);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:10: the zeek #fields header does not fit the schema: the header has no column named \"duration\", \"resp_bytes\"",
+            path_str(&events)
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn invalid_json_and_a_wrong_type_are_reported_with_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("conn.jsonl");
+    let text = concat!(
+        "{\"duration\": 1.5, \"resp_bytes\": 10, \"id.resp_p\": 80, \"proto\": \"tcp\"}\n",
+        "{\"duration\": 1.5, \"resp_bytes\": }\n",
+        "{\"proto\": \"tcp\", \"id.resp_p\": 80, \"duration\": \"long\"}\n",
+    );
+    std::fs::write(&events, text).unwrap();
+    let (verdicts, stderr) = detect_events(dir.path(), ZEEK_JSON_SCHEMA, &events);
+    assert_eq!(verdicts.len(), 1, "{stderr}");
+    let source = path_str(&events);
+    assert_eq!(
+        malformed_reports(&stderr),
+        [
+            format!("{source}:2:33: malformed event skipped: invalid json: expected value"),
+            format!(
+                "{source}:3:35: malformed event skipped: column \"duration\": \"long\" is not a number"
+            ),
+        ],
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_zeek_log_is_read_through_rotation_and_truncation_without_losing_a_line() {
+    let work = tempfile::tempdir().unwrap();
+    let model = model_for_schema(work.path(), ZEEK_TSV_SCHEMA);
+    let events = work.path().join("conn.log");
+    let rows = [
+        "1.0\t2.5\t300\ttcp\tBenign\n",
+        "2.0\t-\t-\tudp\tBenign\n",
+        "3.0\t0.1\t40\ticmp\tMalicious\n",
+    ];
+    std::fs::write(
+        &events,
+        format!(
+            "{}{}{}",
+            zeek_header("ts\tduration\tresp_bytes\tproto\tlabel"),
+            rows[0],
+            rows[1]
+        ),
+    )
+    .unwrap();
+    let mut detector = FollowingDetector::start(&[
+        "--model",
+        path_str(&model),
+        "--events",
+        path_str(&events),
+        "--follow",
+    ]);
+    detector
+        .wait_for(
+            "2 events",
+            Duration::from_secs(30),
+            || {},
+            |verdicts, _| verdicts.len() >= 2,
+        )
+        .await;
+
+    // Zeek rotates: the log is renamed, its writer flushes its last row and
+    // #close into it, and a new conn.log starts with a fresh header, here
+    // with another column order.
+    let rotated = work.path().join("conn.2026-12-02-10-00-00.log");
+    std::fs::rename(&events, &rotated).unwrap();
+    append(
+        &rotated,
+        &format!("{}#close\t2026-12-02-10-00-00\n", rows[2]),
+    );
+    let reordered = |row: &str| {
+        let fields: Vec<&str> = row.trim_end().split('\t').collect();
+        format!(
+            "{}\t{}\t{}\t{}\n",
+            fields[3], fields[2], fields[1], fields[0]
+        )
+    };
+    std::fs::write(
+        &events,
+        format!(
+            "{}{}{}{}",
+            zeek_header("proto\tresp_bytes\tduration\tts"),
+            reordered(rows[0]),
+            reordered(rows[1]),
+            reordered(rows[2])
+        ),
+    )
+    .unwrap();
+    detector
+        .wait_for(
+            "3 events after rotation",
+            Duration::from_secs(30),
+            || {},
+            |verdicts, _| verdicts.len() >= 6,
+        )
+        .await;
+
+    // copytruncate: the same file emptied, then written from its start.
+    truncate_in_place(&events).await;
+    append(
+        &events,
+        &format!(
+            "{}{}",
+            zeek_header("ts\tduration\tresp_bytes\tproto\tlabel"),
+            rows[2]
+        ),
+    );
+    detector
+        .wait_for(
+            "1 event after truncation",
+            Duration::from_secs(30),
+            || {},
+            |verdicts, _| verdicts.len() >= 7,
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let verdicts = detector.verdicts();
+    let lines: Vec<u64> = verdicts
+        .iter()
+        .map(|verdict| verdict["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [9, 10, 11, 9, 10, 11, 9]);
+    let scores: Vec<&Value> = verdicts.iter().map(|verdict| &verdict["score"]).collect();
+    assert_eq!(scores[..3], scores[3..6]);
+    assert_eq!(scores[2], scores[6]);
+    let stderr = detector.stderr();
+    assert!(stderr.contains("replaced"), "{stderr}");
+    assert!(stderr.contains("truncated"), "{stderr}");
     assert!(!stderr.contains("malformed"), "{stderr}");
 }

@@ -130,3 +130,173 @@ fn ctu50_hosts_load_with_background_rows_skipped_and_counted() {
     }
     assert_eq!(num_rows_total, 24_798);
 }
+
+/// The shipped `schemas/zeek-conn.toml`.
+fn shipped_schema() -> Schema {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/zeek-conn.toml");
+    Schema::load(&path).unwrap_or_else(|error| panic!("{error}"))
+}
+
+fn load_gz(relative: &str, schema: &Schema) -> (Dataset, IngestReport) {
+    let path = sample(relative);
+    let file = File::open(&path).expect("the sample opens");
+    load_dataset_from_reader(
+        GzDecoder::new(file),
+        relative,
+        FileFormat::Zeek,
+        schema,
+        &IngestOptions::default(),
+    )
+    .unwrap_or_else(|error| panic!("failed to load {}: {error}", path.display()))
+}
+
+#[test]
+fn the_shipped_zeek_schema_reads_every_labelled_capture_with_background_skipped() {
+    let schema = shipped_schema();
+    // (file, benign, malicious, background) from the folders' READMEs.
+    let files = [
+        ("iot23-ctu-honeypot-4-1/conn.log.labeled", 452, 0, 0),
+        ("iot23-ctu-iot-malware-42-1/conn.log.labeled", 4_420, 6, 0),
+        (
+            "stratosphere-ctu50-feel-zeek/008-ctu-normal-40-day1/conn.log.labeled",
+            1_402,
+            4_201,
+            60,
+        ),
+        (
+            "stratosphere-ctu50-feel-zeek/010-ctu-normal-42-day2/conn.log.labeled",
+            1_937,
+            3_373,
+            37,
+        ),
+        (
+            "stratosphere-ctu50-feel-zeek/011-ctu-normal-43-day1/conn.log.labeled",
+            4_771,
+            3_951,
+            326,
+        ),
+        (
+            "stratosphere-ctu50-feel-zeek/012-ctu-normal-44-day2/conn.log.labeled",
+            782,
+            3_028,
+            930,
+        ),
+    ];
+    for (relative, num_benign, num_malicious, num_background) in files {
+        let (dataset, report) = load_dataset(&sample(relative), &schema, &IngestOptions::default())
+            .unwrap_or_else(|error| panic!("failed to load {relative}: {error}"));
+        assert_eq!(
+            label_counts(&dataset),
+            (num_benign, num_malicious),
+            "{relative}"
+        );
+        assert_eq!(
+            report.skipped.num_skipped_label, num_background,
+            "{relative}"
+        );
+        assert_eq!(
+            report.skipped.total(),
+            num_background,
+            "{relative}: {report}"
+        );
+        assert_eq!(dataset.num_features(), schema.num_features());
+    }
+    let (dataset, report) = load_gz("iot23-ctu-iot-malware-34-1/conn.log.labeled.gz", &schema);
+    assert_eq!(report.skipped.total(), 0, "{report}");
+    assert_eq!(label_counts(&dataset), (1_923, 21_222));
+}
+
+#[test]
+fn shipped_zeek_schema_features_exclude_identifiers_and_the_label_leaking_locality() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/zeek-conn.toml"),
+    )
+    .unwrap();
+    let schema = shipped_schema();
+    for name in [
+        "ts",
+        "uid",
+        "id.orig_h",
+        "id.resp_h",
+        "id.orig_p",
+        "local_orig",
+        "local_resp",
+    ] {
+        let declaration = format!("name = {name:?}\nkind = \"ignore\"");
+        assert!(text.contains(&declaration), "{name} must be ignored");
+    }
+    assert!(!text.contains("community_id"));
+    assert_eq!(schema.label_column_name(), "label");
+}
+
+/// IoT-23's `detailed-label` picks the attack class of a `Malicious` row.
+#[test]
+fn iot23_detailed_labels_become_classes_through_the_class_column() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/zeek-conn.toml"),
+    )
+    .unwrap();
+    let label_start = text.find("[[columns]]\nname = \"label\"").unwrap();
+    let multi_class = format!(
+        "{}{}",
+        &text[..label_start],
+        r#"[[columns]]
+name = "detailed-label"
+kind = "ignore"
+
+[[columns]]
+name = "label"
+kind = "label"
+benign = ["Benign", "benign"]
+attack = ["Malicious"]
+class_column = "detailed-label"
+
+[columns.classes]
+ddos = ["DDoS"]
+command_and_control = ["C&C", "C&C-HeartBeat"]
+scan = ["PartOfAHorizontalPortScan"]
+"#
+    );
+    let schema = Schema::from_toml_str(&multi_class).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(
+        schema.class_names(),
+        [
+            "benign",
+            "ddos",
+            "command_and_control",
+            "scan",
+            "other_attack"
+        ]
+    );
+    let (dataset, report) = load_gz("iot23-ctu-iot-malware-34-1/conn.log.labeled.gz", &schema);
+    assert_eq!(report.skipped.total(), 0, "{report}");
+    let count = |class: u32| dataset.classes().iter().filter(|&&c| c == class).count();
+    // The README's table: Benign 1,923, DDoS 14,394, C&C 6,706, PartOfAHorizontalPortScan 122.
+    assert_eq!(
+        [count(0), count(1), count(2), count(3), count(4)],
+        [1_923, 14_394, 6_706, 122, 0]
+    );
+    // A value no class lists is the last class; a label value neither
+    // benign, attack nor skip lists is still an error.
+    let other = multi_class.replace(
+        "scan = [\"PartOfAHorizontalPortScan\"]",
+        "scan = [\"Okiru\"]",
+    );
+    let schema = Schema::from_toml_str(&other).unwrap();
+    let (dataset, _) = load_gz("iot23-ctu-iot-malware-34-1/conn.log.labeled.gz", &schema);
+    assert_eq!(dataset.classes().iter().filter(|&&c| c == 4).count(), 122);
+    let strict = multi_class.replace("benign = [\"Benign\", \"benign\"]", "benign = [\"benign\"]");
+    let schema = Schema::from_toml_str(&strict).unwrap();
+    let error = load_dataset_from_reader(
+        GzDecoder::new(
+            File::open(sample("iot23-ctu-iot-malware-34-1/conn.log.labeled.gz")).unwrap(),
+        ),
+        "34-1",
+        FileFormat::Zeek,
+        &schema,
+        &IngestOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("\"Benign\""), "{error}");
+}

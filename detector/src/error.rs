@@ -7,7 +7,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use fedshield_core::schema::{FileFormat, HeaderMismatch, SchemaError};
+use fedshield_core::schema::{HeaderMismatch, SchemaError};
 use fedshield_core::{CoreError, ModelSpec, ModelVersion};
 use fedshield_proto::download::DownloadError;
 use fedshield_proto::tls::TlsError;
@@ -45,6 +45,15 @@ pub enum DetectorError {
         "{input_name}:{line_number}: the events' csv header does not fit the schema: {mismatch}"
     )]
     CsvHeader {
+        input_name: String,
+        line_number: u64,
+        mismatch: HeaderMismatch,
+    },
+    /// A Zeek `#fields` header without the schema's columns: its rows cannot be read.
+    #[error(
+        "{input_name}:{line_number}: the zeek #fields header does not fit the schema: {mismatch}"
+    )]
+    ZeekFields {
         input_name: String,
         line_number: u64,
         mismatch: HeaderMismatch,
@@ -95,9 +104,6 @@ pub enum DetectorError {
         expected: String,
         actual: String,
     },
-    /// The detector does not yet read events in this format.
-    #[error("the detector does not read {format} events yet; convert them to csv or jsonl")]
-    UnsupportedEventFormat { format: FileFormat },
     #[error("the model file's feature schema")]
     ModelFileSchema(#[source] SchemaError),
     /// A newer version declares another schema than the events are read with.

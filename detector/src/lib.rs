@@ -3,7 +3,8 @@
 //!
 //! The pipeline runs on one blocking thread:
 //! input bytes → lines ([`LineReader`]: an incomplete last line waits for its
-//! newline) → records (csv fields or a JSON object, [`EventParser`]) →
+//! newline) → records (csv fields, a JSON object or a Zeek TSV row,
+//! [`EventParser`]) →
 //! features (the schema's featurizer, the code ingestion uses, into a reused
 //! buffer) → batches of up to `batch_events` rows → scores (core's inference, ndarray
 //! backend, [`ScoringModel`]) → one JSON line per event on stdout
@@ -72,7 +73,8 @@ const STOP_WAIT: Duration = Duration::from_secs(1);
 ///
 /// # Errors
 /// A model that cannot be loaded or fails its sha256 check, a schema that
-/// does not fit the model, a csv header without the schema's columns, or an
+/// does not fit the model, a csv or Zeek `#fields` header without the
+/// schema's columns, or an
 /// input that cannot be read. Malformed events are reported on stderr and
 /// skipped, never an error.
 pub async fn run(settings: DetectSettings, shutdown: CancellationToken) -> Result<()> {

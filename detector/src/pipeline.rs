@@ -83,6 +83,12 @@ pub fn score_to_end<S: VerdictSink + ?Sized, E: Write>(
 /// [`FOLLOW_POLL_INTERVAL`] and reads again; starts over when the file is
 /// truncated or replaced (rotated).
 ///
+/// Rotation as Zeek does it (the log renamed, a new one created at the path)
+/// is seen by file identity (device and inode on unix): what remains of the
+/// renamed file is read through the open handle first, then the new file
+/// from its start, with the parser restarted so that its own header (a csv
+/// header, a Zeek `#fields` line in any column order) applies.
+///
 /// # Errors
 /// As [`Detector::push_line`], or the file's read error.
 pub fn follow_file<S: VerdictSink + ?Sized, E: Write>(

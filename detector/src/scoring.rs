@@ -167,9 +167,10 @@ impl<S: VerdictSink + ?Sized, E: Write> Detector<S, E> {
             }
             Line::TooLong { number } => (
                 number,
-                Err(LineError::Malformed(format!(
-                    "line is longer than {READ_BUFFER_BYTES} bytes"
-                ))),
+                Err(LineError::Malformed {
+                    column: 1,
+                    reason: format!("line is longer than {READ_BUFFER_BYTES} bytes"),
+                }),
             ),
         };
         match parsed {
@@ -181,12 +182,12 @@ impl<S: VerdictSink + ?Sized, E: Write> Detector<S, E> {
                 }
             }
             Ok(ParsedLine::Skipped) => {}
-            Err(LineError::Malformed(reason)) => {
+            Err(LineError::Malformed { column, reason }) => {
                 self.stats.num_malformed += 1;
                 // A failing stderr must not stop detection.
                 let _ = writeln!(
                     self.diagnostics,
-                    "{}:{number}: malformed event skipped: {reason}",
+                    "{}:{number}:{column}: malformed event skipped: {reason}",
                     self.parser.source_name()
                 );
             }

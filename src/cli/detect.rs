@@ -11,6 +11,8 @@ use super::parsers::existing_file;
 pub enum EventFormat {
     Csv,
     Jsonl,
+    /// Zeek TSV logs (`conn.log`), columns named by each file's `#fields` header.
+    Zeek,
 }
 
 #[derive(Debug, Args)]

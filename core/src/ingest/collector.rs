@@ -90,6 +90,17 @@ impl<'a> Collector<'a> {
                 return Ok(());
             }
             Some(LabelInfo {
+                class: LabelClass::Skipped,
+                raw_label,
+            }) => {
+                let detail = format!(
+                    "label value {} is listed in the label column's skip",
+                    quoted(&raw_label)
+                );
+                self.skip(line, SkipReason::SkippedLabel, detail);
+                return Ok(());
+            }
+            Some(LabelInfo {
                 class: LabelClass::UnlistedError,
                 raw_label,
             }) => {

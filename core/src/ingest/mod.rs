@@ -6,7 +6,9 @@
 //! - `jsonl`: JSON-lines records.
 //! - `lines`: physical line numbers of csv records.
 //! - `report`: what a load kept and skipped, and why.
-//! - `zeek`: Zeek TSV logs, columns named by their `#fields` header.
+//! - `zeek`: Zeek TSV logs, columns named by their `#fields` header; its
+//!   [`ZeekHeader`] (directives fed one line at a time, and the row splitter
+//!   they define) is public, for the detector's live events.
 //!
 //! A new format is one reader file with a `read_…(reader, collector)`
 //! function, a [`FileFormat`] variant and one arm in
@@ -42,7 +44,7 @@ mod csv;
 mod jsonl;
 mod lines;
 mod report;
-pub(crate) mod zeek;
+mod zeek;
 
 use std::fs::File;
 use std::io::Read;
@@ -53,6 +55,7 @@ use crate::model::data::Dataset;
 use crate::schema::{FileFormat, Schema, SchemaError, quoted};
 use collector::Collector;
 pub use report::{IngestReport, SkipCounts, SkipReason, SkippedRow, StopReason};
+pub use zeek::{ZeekDirective, ZeekHeader, ZeekHeaderError};
 
 /// Errors of loading a telemetry file.
 #[derive(Debug, thiserror::Error)]
@@ -417,6 +420,7 @@ mod tests {
                 num_malformed: 3,
                 num_missing_label: 1,
                 num_unlisted_label: 0,
+                num_skipped_label: 0,
             }
         );
     }
@@ -515,6 +519,7 @@ mod tests {
                     num_malformed: 3,
                     num_missing_label: 0,
                     num_unlisted_label: 0,
+                    num_skipped_label: 0,
                 },
                 ..
             }

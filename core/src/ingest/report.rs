@@ -14,6 +14,9 @@ pub enum SkipReason {
     /// The label value is one the schema does not list, and its label column
     /// says `unlisted_labels = "skip"`.
     UnlistedLabel,
+    /// The label value is one the label column's `skip` lists (e.g.
+    /// `Background`).
+    SkippedLabel,
 }
 
 impl SkipReason {
@@ -24,6 +27,7 @@ impl SkipReason {
             SkipReason::Malformed => "malformed",
             SkipReason::MissingLabel => "without a label",
             SkipReason::UnlistedLabel => "with an unlisted label",
+            SkipReason::SkippedLabel => "with a label the schema skips",
         }
     }
 }
@@ -34,12 +38,16 @@ pub struct SkipCounts {
     pub num_malformed: usize,
     pub num_missing_label: usize,
     pub num_unlisted_label: usize,
+    pub num_skipped_label: usize,
 }
 
 impl SkipCounts {
     /// Returns the number of skipped rows, all reasons together.
     pub fn total(&self) -> usize {
-        self.num_malformed + self.num_missing_label + self.num_unlisted_label
+        self.num_malformed
+            + self.num_missing_label
+            + self.num_unlisted_label
+            + self.num_skipped_label
     }
 
     pub(super) fn count(&mut self, reason: SkipReason) {
@@ -47,6 +55,7 @@ impl SkipCounts {
             SkipReason::Malformed => self.num_malformed += 1,
             SkipReason::MissingLabel => self.num_missing_label += 1,
             SkipReason::UnlistedLabel => self.num_unlisted_label += 1,
+            SkipReason::SkippedLabel => self.num_skipped_label += 1,
         }
     }
 }
@@ -58,6 +67,7 @@ impl fmt::Display for SkipCounts {
             (self.num_malformed, SkipReason::Malformed),
             (self.num_missing_label, SkipReason::MissingLabel),
             (self.num_unlisted_label, SkipReason::UnlistedLabel),
+            (self.num_skipped_label, SkipReason::SkippedLabel),
         ]
         .into_iter()
         .filter(|&(count, _)| count > 0)
@@ -213,12 +223,13 @@ mod tests {
                 num_malformed: 10,
                 num_missing_label: 0,
                 num_unlisted_label: 2,
+                num_skipped_label: 3,
             },
             ..IngestReport::default()
         };
         assert_eq!(
             report.summary(),
-            "loaded 12,345 rows from flows.csv (skipped 12: 10 malformed, 2 with an unlisted label)"
+            "loaded 12,345 rows from flows.csv (skipped 15: 10 malformed, 2 with an unlisted label, 3 with a label the schema skips)"
         );
         let clean = IngestReport {
             source: "one.csv".to_string(),

@@ -3,19 +3,27 @@
 //! columns by the names of the `#fields` header.
 //!
 //! Directives read: `#separator` (written as an escape such as `\x09`, after a
-//! space), `#set_separator`, `#empty_field`, `#unset_field`, `#fields` and
-//! `#types`; `#path`, `#open`, `#close` and any other `#` line are passed over
-//! (an IoT-23 `#close` line carries an appended label). A field holding the
-//! unset marker (`-`) is absent, so the column's `missing` value applies; the
-//! empty marker (`(empty)`) is the empty set for a set-valued column and
+//! space), `#set_separator`, `#empty_field`, `#unset_field`, `#fields`,
+//! `#types` and `#close`; `#path`, `#open` and any other `#` line are passed
+//! over (an IoT-23 `#close` line carries an appended label). A field holding
+//! the unset marker (`-`) is absent, so the column's `missing` value applies;
+//! the empty marker (`(empty)`) is the empty set for a set-valued column and
 //! absent for any other. Set-valued fields split on `#set_separator`.
 //!
 //! Tolerated: CRLF line ends, no `#close` trailer, no final newline, and the
 //! IoT-23 tail, where the last `#fields` entry is `tunnel_parents   label
 //! detailed-label` (names separated by spaces, not the separator) and every row
-//! separates its last three values the same way. A `#fields` line later in the
-//! file (a rotated log appended) re-maps the columns from there on. A data
-//! line before any `#fields` line is an error naming the file and line.
+//! separates its last three values the same way.
+//!
+//! Several logs in one file (a rotated log appended): a new header block
+//! applies from its first line on, and rows are read by it. `#close` ends a
+//! log and `#separator` starts a new block (markers back to Zeek's defaults,
+//! fields unknown until its `#fields`); a `#fields` line alone re-maps the
+//! columns and keeps the markers. A data line while no `#fields` applies is an
+//! error naming the file and line.
+//!
+//! [`ZeekHeader`] is the streaming part, public for the detector: directives
+//! fed one line at a time, and the row splitter they define.
 
 use std::io::Read;
 
@@ -32,28 +40,57 @@ const DEFAULT_SET_SEPARATOR: &str = ",";
 const DEFAULT_EMPTY_FIELD: &str = "(empty)";
 const DEFAULT_UNSET_FIELD: &str = "-";
 
-/// The columns of the current `#fields` header.
+/// The names of the current `#fields` header.
+#[derive(Clone, Debug)]
 struct ZeekFields {
-    /// Where each schema column sits in a row split into all its fields.
-    positions: HeaderPositions,
+    /// All field names, the IoT-23 tail split.
+    names: StringRecord,
     /// How many separator-split fields the header has (the IoT-23 tail counts as one).
     num_separated_fields: usize,
     /// How many space-separated names the last separator-split field holds:
     /// 3 in IoT-23 files (`tunnel_parents   label   detailed-label`), else 1.
     num_tail_names: usize,
-    /// All field names, the tail split.
-    num_names: usize,
 }
 
-/// The header directives read so far.
-struct ZeekHeader {
+/// What a directive line was, for the reader that fed it to [`ZeekHeader::read_directive`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZeekDirective<'h> {
+    /// A `#fields` line: rows from here on have these names (the IoT-23 tail
+    /// split); the reader maps them to its schema's columns.
+    Fields(&'h StringRecord),
+    /// `#close`: the log ends here. A row after it needs a new header.
+    Close,
+    /// Any other directive (`#separator`, `#types`, `#path`, `#open`, ...).
+    Other,
+}
+
+/// A header directive that cannot be read: `column` (1-based, in characters)
+/// says where on its line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("column {column}: {detail}")]
+pub struct ZeekHeaderError {
+    pub column: usize,
+    pub detail: String,
+}
+
+/// The header of a Zeek TSV log, fed one `#` line at a time, and the row
+/// splitter it defines: both the training loader and the detector read Zeek
+/// logs through it, one line at a time (a followed log grows as it is read).
+///
+/// A header block starts over at `#separator` (the first line Zeek writes)
+/// and at `#close`: the markers go back to Zeek's defaults and the fields are
+/// unknown until the block's `#fields` line. A `#fields` line alone (a
+/// rotated log appended without its other directives) replaces the names and
+/// keeps the markers.
+#[derive(Clone, Debug)]
+pub struct ZeekHeader {
     separator: String,
     set_separator: String,
     empty_field: String,
     unset_field: String,
     fields: Option<ZeekFields>,
-    /// The `#types` line's entry count, the tail split, once read.
-    num_types: Option<usize>,
+    /// The `#types` entries (the IoT-23 tail split), once read for the current `#fields`.
+    field_types: Option<StringRecord>,
 }
 
 impl Default for ZeekHeader {
@@ -64,40 +101,226 @@ impl Default for ZeekHeader {
             empty_field: DEFAULT_EMPTY_FIELD.to_string(),
             unset_field: DEFAULT_UNSET_FIELD.to_string(),
             fields: None,
-            num_types: None,
+            field_types: None,
         }
     }
 }
 
 impl ZeekHeader {
-    /// Returns `field`, or "" (absent) when it is the unset marker. The
-    /// featurizer reads the empty marker (see [`RecordFields::Zeek`]).
+    /// Returns the header before any directive: Zeek's default markers, no fields.
+    pub fn new() -> Self {
+        ZeekHeader::default()
+    }
+
+    /// Returns the names of the current `#fields` line, if one was read.
+    pub fn field_names(&self) -> Option<&StringRecord> {
+        self.fields.as_ref().map(|fields| &fields.names)
+    }
+
+    /// Returns the entries of the current `#types` line, if one was read.
+    pub fn field_types(&self) -> Option<&StringRecord> {
+        self.field_types.as_ref()
+    }
+
+    /// Returns the `#set_separator` (`,` until one is read).
+    pub fn set_separator(&self) -> &str {
+        &self.set_separator
+    }
+
+    /// Returns the `#empty_field` marker (`(empty)` until one is read).
+    pub fn empty_field(&self) -> &str {
+        &self.empty_field
+    }
+
+    /// Returns a row split by [`ZeekHeader::split_row`] as the featurizer
+    /// reads it: matched to columns by `positions`, with this header's set
+    /// separator and empty marker.
+    pub fn row_fields<'r>(
+        &'r self,
+        record: &'r StringRecord,
+        positions: &'r HeaderPositions,
+    ) -> RecordFields<'r> {
+        RecordFields::Zeek {
+            record,
+            header: positions,
+            set_separator: &self.set_separator,
+            empty_field: &self.empty_field,
+        }
+    }
+
+    /// Reads one directive line (`text` starts with `#`, its line end removed).
+    ///
+    /// # Errors
+    /// A `#separator` that is not an escape, a `#set_separator`,
+    /// `#empty_field` or `#unset_field` without a value, or `#types` and
+    /// `#fields` with different numbers of entries; the header is then unchanged.
+    pub fn read_directive(&mut self, text: &str) -> Result<ZeekDirective<'_>, ZeekHeaderError> {
+        if let Some(rest) = text.strip_prefix("#separator") {
+            let escaped = rest.trim_start_matches([' ', '\t']);
+            let separator = match unescape_separator(escaped) {
+                Some(separator) if !separator.is_empty() => separator,
+                _ => {
+                    return Err(ZeekHeaderError {
+                        column: text.len() - escaped.len() + 1,
+                        detail: format!(
+                            "#separator {escaped:?} is not a separator (write it as an escape such as \\x09)"
+                        ),
+                    });
+                }
+            };
+            *self = ZeekHeader {
+                separator,
+                ..ZeekHeader::default()
+            };
+            return Ok(ZeekDirective::Other);
+        }
+        let mut entries = text.split(self.separator.as_str());
+        let key = entries.next().unwrap_or_default();
+        let values: Vec<&str> = entries.collect();
+        let first_value = || -> Result<String, ZeekHeaderError> {
+            match values.first() {
+                Some(value) if !value.is_empty() => Ok((*value).to_string()),
+                _ => Err(ZeekHeaderError {
+                    column: key.chars().count() + 1,
+                    detail: format!("{key} has no value"),
+                }),
+            }
+        };
+        match key {
+            "#set_separator" => self.set_separator = first_value()?,
+            "#empty_field" => self.empty_field = first_value()?,
+            "#unset_field" => self.unset_field = first_value()?,
+            "#types" => {
+                let types: StringRecord = split_fields(text, &self.separator, TailSplit::Last)
+                    .skip(1)
+                    .map(|(_, entry)| entry)
+                    .collect();
+                let num_types = types.len();
+                if let Some(fields) = &self.fields
+                    && fields.names.len() != num_types
+                {
+                    return Err(ZeekHeaderError {
+                        column: 1,
+                        detail: format!(
+                            "#types has {num_types} entries, #fields has {} names",
+                            fields.names.len()
+                        ),
+                    });
+                }
+                self.field_types = Some(types);
+            }
+            "#fields" => {
+                let all_fields = split_fields(text, &self.separator, TailSplit::Last);
+                let names: StringRecord = all_fields.skip(1).map(|(_, name)| name).collect();
+                let num_separated_fields = values.len();
+                // A new #fields line comes with its own #types.
+                self.field_types = None;
+                let fields = self.fields.insert(ZeekFields {
+                    num_tail_names: (names.len() + 1).saturating_sub(num_separated_fields),
+                    names,
+                    num_separated_fields,
+                });
+                return Ok(ZeekDirective::Fields(&fields.names));
+            }
+            "#close" => {
+                *self = ZeekHeader::default();
+                return Ok(ZeekDirective::Close);
+            }
+            _ => {}
+        }
+        Ok(ZeekDirective::Other)
+    }
+
+    /// Splits row `text` (its line end removed) into `record` (cleared first),
+    /// one field per `#fields` name; the unset marker becomes "" (absent).
+    /// The empty marker stays: [`ZeekHeader::row_fields`] tells the
+    /// featurizer, which reads it as the empty set or as absent.
+    ///
+    /// Returns `false`, leaving `record` empty, when no `#fields` line was read.
+    pub fn split_row(&self, text: &str, record: &mut StringRecord) -> bool {
+        record.clear();
+        let Some(fields) = &self.fields else {
+            return false;
+        };
+        for (_, field) in split_fields(text, &self.separator, fields.row_tail_split()) {
+            record.push_field(self.value(field));
+        }
+        true
+    }
+
+    /// Returns the column (1-based, in characters) where field `field_index`
+    /// of row `text` starts, or where the line ends when it has fewer fields.
+    pub fn field_column(&self, text: &str, field_index: usize) -> usize {
+        let tail_split = self
+            .fields
+            .as_ref()
+            .map_or(TailSplit::None, ZeekFields::row_tail_split);
+        let offset = split_fields(text, &self.separator, tail_split)
+            .nth(field_index)
+            .map_or(text.len(), |(offset, _)| offset);
+        text[..offset].chars().count() + 1
+    }
+
+    /// Returns `field`, or "" (absent) when it is the unset marker.
     fn value<'f>(&self, field: &'f str) -> &'f str {
         if field == self.unset_field { "" } else { field }
     }
 }
 
-/// Splits `entries`' last entry on runs of spaces (the IoT-23 tail) and
-/// returns every entry with how many the last one became.
-pub(crate) fn split_tail<'t>(entries: &[&'t str]) -> (Vec<&'t str>, usize) {
-    let Some((last, leading)) = entries.split_last() else {
-        return (Vec::new(), 0);
-    };
-    let tail: Vec<&str> = last.split(' ').filter(|part| !part.is_empty()).collect();
-    let num_tail = tail.len().max(1);
-    let mut all = leading.to_vec();
-    if tail.is_empty() {
-        all.push(last);
-    } else {
-        all.extend(tail);
+impl ZeekFields {
+    /// How rows of this header split their last field.
+    fn row_tail_split(&self) -> TailSplit {
+        if self.num_tail_names > 1 {
+            TailSplit::At(self.num_separated_fields - 1)
+        } else {
+            TailSplit::None
+        }
     }
-    (all, num_tail)
+}
+
+/// Which separator-split field is split again on runs of spaces (the IoT-23 tail).
+#[derive(Clone, Copy)]
+enum TailSplit {
+    None,
+    /// The last field, however many there are (a header line: its key counts as field 0).
+    Last,
+    /// Field `index` (0-based) of a row.
+    At(usize),
+}
+
+/// Returns the fields of `text` split on `separator`, each with its byte
+/// offset, the tail field split again on runs of spaces. A tail that holds
+/// only spaces stays one (empty) field.
+fn split_fields<'t>(
+    text: &'t str,
+    separator: &'t str,
+    tail_split: TailSplit,
+) -> impl Iterator<Item = (usize, &'t str)> + 't {
+    let tail_index = match tail_split {
+        TailSplit::None => None,
+        TailSplit::Last => Some(text.matches(separator).count()),
+        TailSplit::At(index) => Some(index),
+    };
+    let offset_of = move |field: &str| field.as_ptr() as usize - text.as_ptr() as usize;
+    text.split(separator)
+        .enumerate()
+        .flat_map(move |(index, field)| {
+            let splits_on_spaces =
+                Some(index) == tail_index && field.split(' ').any(|part| !part.is_empty());
+            // One type for both cases, so that no field allocates: a field
+            // that is not split is the one part of `splitn(1, ..)`.
+            let max_parts = if splits_on_spaces { usize::MAX } else { 1 };
+            field
+                .splitn(max_parts, ' ')
+                .filter(move |part| !splits_on_spaces || !part.is_empty())
+                .map(move |part| (offset_of(part), part))
+        })
 }
 
 /// Returns `text` with each `\xHH` escape replaced by its byte, as Zeek writes
 /// the `#separator` value, or `None` when an escape is not two hex digits or
 /// the result is not UTF-8.
-pub(crate) fn unescape_separator(text: &str) -> Option<String> {
+fn unescape_separator(text: &str) -> Option<String> {
     let mut bytes = Vec::with_capacity(text.len());
     let mut rest = text.as_bytes();
     while let Some((&byte, after)) = rest.split_first() {
@@ -121,7 +344,8 @@ pub(super) fn read_zeek(
     let source_name = collector.report.source.clone();
     let max_line_bytes = collector.options.max_line_bytes;
     let mut lines = BoundedLines::new(reader, max_line_bytes, &source_name);
-    let mut header = ZeekHeader::default();
+    let mut header = ZeekHeader::new();
+    let mut positions: Option<HeaderPositions> = None;
     let mut record = StringRecord::new();
     let mut line_bytes: Vec<u8> = Vec::new();
     while let Some(line_number) = lines.next_line(&mut line_bytes, collector)? {
@@ -141,116 +365,44 @@ pub(super) fn read_zeek(
             continue;
         }
         if text.starts_with('#') {
-            read_directive(text, line_number, &mut header, collector)?;
+            let directive =
+                header
+                    .read_directive(text)
+                    .map_err(|error| IngestError::ZeekHeader {
+                        source_name: source_name.clone(),
+                        line: line_number,
+                        detail: error.to_string(),
+                    })?;
+            match directive {
+                ZeekDirective::Fields(names) => {
+                    let matched = collector
+                        .schema
+                        .header_positions(names, collector.options.require_labels);
+                    positions =
+                        Some(
+                            matched.map_err(|mismatch| IngestError::MissingHeaderColumns {
+                                source_name: format!("{source_name}:{line_number}"),
+                                missing_columns: mismatch.missing_columns,
+                                header_names: names.iter().map(str::to_string).collect(),
+                            })?,
+                        );
+                }
+                ZeekDirective::Close => positions = None,
+                ZeekDirective::Other => {}
+            }
             continue;
         }
-        let Some(fields) = &header.fields else {
+        let Some(header_positions) = &positions else {
             return Err(IngestError::ZeekDataBeforeFields {
                 source_name,
                 line: line_number,
             });
         };
-        record.clear();
-        for (index, field) in text.split(header.separator.as_str()).enumerate() {
-            if fields.num_tail_names > 1 && index + 1 == fields.num_separated_fields {
-                for part in field.split(' ').filter(|part| !part.is_empty()) {
-                    record.push_field(header.value(part));
-                }
-            } else {
-                record.push_field(header.value(field));
-            }
-        }
-        let row = RecordFields::Zeek {
-            record: &record,
-            header: &fields.positions,
-            set_separator: &header.set_separator,
-            empty_field: &header.empty_field,
-        };
+        header.split_row(text, &mut record);
+        let row = header.row_fields(&record, header_positions);
         collector.add_record(line_number, &row)?;
     }
     Ok(())
-}
-
-/// Reads one `#` line into `header`.
-fn read_directive(
-    text: &str,
-    line: u64,
-    header: &mut ZeekHeader,
-    collector: &Collector<'_>,
-) -> Result<(), IngestError> {
-    let header_error = |detail: String| IngestError::ZeekHeader {
-        source_name: collector.report.source.clone(),
-        line,
-        detail,
-    };
-    if let Some(rest) = text.strip_prefix("#separator") {
-        let escaped = rest.trim_start_matches([' ', '\t']);
-        header.separator = match unescape_separator(escaped) {
-            Some(separator) if !separator.is_empty() => separator,
-            _ => {
-                return Err(header_error(format!(
-                    "column {}: #separator {escaped:?} is not a separator (write it as an escape such as \\x09)",
-                    text.len() - escaped.len() + 1
-                )));
-            }
-        };
-        return Ok(());
-    }
-    let mut entries = text.split(header.separator.as_str());
-    let key = entries.next().unwrap_or_default();
-    let values: Vec<&str> = entries.collect();
-    let first_value = || -> Result<String, IngestError> {
-        match values.first() {
-            Some(value) if !value.is_empty() => Ok((*value).to_string()),
-            _ => Err(header_error(format!(
-                "column {}: {key} has no value",
-                key.len() + 1
-            ))),
-        }
-    };
-    match key {
-        "#set_separator" => header.set_separator = first_value()?,
-        "#empty_field" => header.empty_field = first_value()?,
-        "#unset_field" => header.unset_field = first_value()?,
-        "#types" => {
-            let (types, _) = split_tail(&values);
-            header.num_types = Some(types.len());
-            check_types_match_fields(header).map_err(header_error)?;
-        }
-        "#fields" => {
-            let (names, num_tail_names) = split_tail(&values);
-            let names_record: StringRecord = names.iter().copied().collect();
-            let positions = collector
-                .schema
-                .header_positions(&names_record, collector.options.require_labels)
-                .map_err(|mismatch| IngestError::MissingHeaderColumns {
-                    source_name: format!("{}:{line}", collector.report.source),
-                    missing_columns: mismatch.missing_columns,
-                    header_names: names.iter().map(|name| name.to_string()).collect(),
-                })?;
-            header.fields = Some(ZeekFields {
-                positions,
-                num_separated_fields: values.len(),
-                num_tail_names,
-                num_names: names.len(),
-            });
-            // A new #fields line (a rotated log) comes with its own #types.
-            header.num_types = None;
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// Returns why `#types` and `#fields` disagree on the number of columns, if they do.
-fn check_types_match_fields(header: &ZeekHeader) -> Result<(), String> {
-    match (&header.fields, header.num_types) {
-        (Some(fields), Some(num_types)) if fields.num_names != num_types => Err(format!(
-            "column 1: #types has {num_types} entries, #fields has {} names",
-            fields.num_names
-        )),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]
@@ -441,6 +593,64 @@ columns = [
             "{message}"
         );
         assert_eq!(schema().format(), FileFormat::Zeek);
+    }
+
+    #[test]
+    fn the_streaming_header_splits_rows_and_locates_their_fields() {
+        let mut header = ZeekHeader::new();
+        assert_eq!(
+            header.read_directive("#separator \\x09"),
+            Ok(ZeekDirective::Other)
+        );
+        let Ok(ZeekDirective::Fields(names)) =
+            header.read_directive("#fields\tts\tproto\ttunnel_parents   label   detailed-label")
+        else {
+            panic!("a #fields line gives its names");
+        };
+        assert_eq!(
+            names.iter().collect::<Vec<_>>(),
+            ["ts", "proto", "tunnel_parents", "label", "detailed-label"]
+        );
+        let mut record = StringRecord::new();
+        let row = "1.5\tudp\t-   Malicious   C&C";
+        assert!(header.split_row(row, &mut record));
+        assert_eq!(
+            record.iter().collect::<Vec<_>>(),
+            ["1.5", "udp", "", "Malicious", "C&C"]
+        );
+        assert_eq!(header.field_column(row, 1), 5);
+        assert_eq!(header.field_column(row, 3), 13);
+        assert_eq!(header.field_column("1.5\tudp", 2), 8);
+        assert_eq!(
+            header.read_directive("#close\t2019-12-05-15-46-36   benign   -"),
+            Ok(ZeekDirective::Close)
+        );
+        assert!(header.field_names().is_none());
+        assert!(!header.split_row(row, &mut record));
+    }
+
+    #[test]
+    fn a_separator_line_starts_a_new_header_block_with_default_markers() {
+        let text = "#separator \\x7c\n#unset_field|NA\n#fields|duration|orig_bytes|proto|label\nNA|1|udp|Benign\n#separator \\x09\n#fields\tduration\torig_bytes\tproto\tlabel\n-\t1\tudp\tBenign\nNA\t1\tudp\tBenign\n";
+        let (dataset, report) = load(text).unwrap();
+        assert_eq!(
+            (report.num_rows, report.skipped.total()),
+            (2, 1),
+            "{report}"
+        );
+        assert_eq!(report.skipped_rows[0].line, 8);
+        assert_eq!(dataset.row(0)[..2], dataset.row(1)[..2]);
+    }
+
+    #[test]
+    fn a_row_after_close_without_a_new_header_is_an_error() {
+        let text =
+            format!("{HEADER}1.0\t2\t3\tudp\tBenign\n#close\t2019\n1.0\t2\t3\tudp\tBenign\n");
+        let error = load(&text).unwrap_err();
+        assert!(matches!(
+            error,
+            IngestError::ZeekDataBeforeFields { line: 11, .. }
+        ));
     }
 
     #[test]

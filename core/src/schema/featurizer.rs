@@ -104,7 +104,9 @@ impl Schema {
             let field = record.field(column_index, &column.name);
             match &column.role {
                 ColumnRole::Ignore => {}
-                ColumnRole::Label => label = self.label_of(field.scalar(), &column.name)?,
+                ColumnRole::Label => {
+                    label = self.label_of(record, field.scalar(), &column.name)?;
+                }
                 ColumnRole::Numeric {
                     transforms,
                     missing,
@@ -152,6 +154,7 @@ impl Schema {
 
     fn label_of<'r>(
         &self,
+        record: &RecordFields<'r>,
         field: FieldValue<'r>,
         column_name: &str,
     ) -> Result<Option<LabelInfo<'r>>, String> {
@@ -166,7 +169,23 @@ impl Schema {
                 ));
             }
         };
-        let class = self.class_of_label(&raw_label);
+        let class = match &self.label.class_column {
+            None => self.class_of_label(&raw_label),
+            Some(class_column) => {
+                let class_value = match record
+                    .field(class_column.column_index, &class_column.name)
+                    .scalar()
+                {
+                    FieldValue::Text(text) => Some(Cow::Borrowed(text)),
+                    FieldValue::Number(number) => Some(Cow::Owned(number.to_string())),
+                    FieldValue::Bool(flag) => {
+                        Some(Cow::Borrowed(if flag { "true" } else { "false" }))
+                    }
+                    FieldValue::Absent | FieldValue::Unsupported(_) => None,
+                };
+                self.label.class_of(&raw_label, class_value.as_deref())
+            }
+        };
         Ok(Some(LabelInfo { class, raw_label }))
     }
 }

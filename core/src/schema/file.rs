@@ -45,6 +45,11 @@
 //! benign = ["normal"]     # label values that mean benign
 //! unlisted_labels = "error"  # a value neither benign nor classes lists: "error" (the default),
 //!                         # "attack" (the last class), "benign" or "skip" (the row, counted)
+//! attack = ["Malicious"]  # optional: label values that mean an attack of the last class, or, with
+//!                         # class_column, an attack whose class that column's value names
+//! skip = ["Background"]   # optional: label values whose rows are left out and counted
+//! class_column = "detail" # optional: with attack, the column whose value picks the class (IoT-23's
+//!                         # label = "Malicious" + detailed-label = "DDoS"); unlisted values: the last class
 //! [columns.classes]       # optional attack classes, numbered 1, 2, ... in declaration order
 //! dos = ["neptune", "smurf"]
 //!
@@ -191,6 +196,12 @@ pub(super) struct ColumnFile {
     pub(super) benign: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) classes: Option<ClassTable>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) attack: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) skip: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) class_column: Option<String>,
     /// Written only when not the default (`"error"`), so that schemas written
     /// before the key existed keep their canonical text and sha256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -227,6 +238,15 @@ impl ColumnFile {
         }
         if self.unlisted_labels.is_some() {
             keys.push("unlisted_labels");
+        }
+        if self.attack.is_some() {
+            keys.push("attack");
+        }
+        if self.skip.is_some() {
+            keys.push("skip");
+        }
+        if self.class_column.is_some() {
+            keys.push("class_column");
         }
         keys
     }

@@ -1,6 +1,11 @@
 //! The label column: which raw label values mean benign, which attack class
-//! each listed value belongs to, and what a value the schema does not list
-//! means (`unlisted_labels`).
+//! each listed value belongs to, which rows to skip (`skip`), and what a value
+//! the schema does not list means (`unlisted_labels`).
+//!
+//! A label column may name a `class_column`: then its own value says only
+//! benign, attack (`attack`) or skip, and the class of an attack comes from
+//! the other column's value (IoT-23 writes `Malicious` in `label` and `DDoS`
+//! in `detailed-label`). A class-column value no class lists is the last class.
 //!
 //! Class indices are fixed by the schema, never by the data: 0 is benign, then
 //! the declared classes in declaration order, then `other_attack` (or, without
@@ -8,7 +13,7 @@
 //! same way, and the last class exists whatever `unlisted_labels` says.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use serde::de::{MapAccess, Visitor};
@@ -66,6 +71,8 @@ pub enum LabelClass {
     Class(u32),
     /// The schema does not list the value and says to skip such rows.
     UnlistedSkip,
+    /// The label column's `skip` lists the value: the row is left out.
+    Skipped,
     /// The schema does not list the value and says that is an error.
     UnlistedError,
 }
@@ -138,12 +145,41 @@ pub(super) struct LabelMapping {
     /// What values that nothing lists mean.
     unlisted: UnlistedLabels,
     pub(super) class_names: Vec<String>,
+    /// Label values whose rows are skipped.
+    skip: HashSet<String>,
+    /// With a class column: label values that mean an attack, whose class
+    /// the class column's value picks.
+    attack_by_class_column: HashSet<String>,
+    /// The class column's name (its index is set by the caller, once every
+    /// column is known) and class-column value → class index.
+    pub(super) class_column: Option<ClassColumn>,
+}
+
+/// The column whose value picks an attack's class.
+#[derive(Clone, Debug)]
+pub(super) struct ClassColumn {
+    pub(super) name: String,
+    pub(super) column_index: usize,
+    class_of_value: HashMap<String, u32>,
 }
 
 impl LabelMapping {
-    /// Returns what `raw_label` (trimmed) means.
-    pub(super) fn class_of(&self, raw_label: &str) -> LabelClass {
+    /// Returns what `raw_label` (trimmed) means; `class_value` is the class
+    /// column's value, when the label column names one and the record has it.
+    pub(super) fn class_of(&self, raw_label: &str, class_value: Option<&str>) -> LabelClass {
         if let Some(&class) = self.class_of_value.get(raw_label) {
+            return LabelClass::Class(class);
+        }
+        if self.skip.contains(raw_label) {
+            return LabelClass::Skipped;
+        }
+        if let Some(class_column) = &self.class_column
+            && self.attack_by_class_column.contains(raw_label)
+        {
+            let class = class_value
+                .and_then(|value| class_column.class_of_value.get(value.trim()))
+                .copied()
+                .unwrap_or(self.last_attack_class);
             return LabelClass::Class(class);
         }
         match self.unlisted {
@@ -159,44 +195,91 @@ impl LabelMapping {
     }
 }
 
-/// Validates a label column's `benign`, `classes` and `unlisted_labels`,
-/// appending problems prefixed with `path`. The mapping's `column_index` is
-/// left at 0 for the caller to set.
+/// A label column's keys as written.
+pub(super) struct LabelKeys<'a> {
+    pub(super) benign: Option<&'a [String]>,
+    pub(super) classes: Option<&'a ClassTable>,
+    pub(super) unlisted: Option<UnlistedLabels>,
+    pub(super) attack: Option<&'a [String]>,
+    pub(super) skip: Option<&'a [String]>,
+    pub(super) class_column: Option<&'a str>,
+}
+
+/// Validates a label column's keys, appending problems prefixed with `path`.
+/// The mapping's `column_index` and its class column's index are left at 0
+/// for the caller to set.
 pub(super) fn validate_label(
-    benign: Option<&[String]>,
-    classes: Option<&ClassTable>,
-    unlisted: Option<UnlistedLabels>,
+    keys: LabelKeys<'_>,
     path: &str,
     problems: &mut Vec<String>,
 ) -> LabelMapping {
-    let mut class_of_value: HashMap<String, u32> = HashMap::new();
-    // Where each value was first listed, for duplicate reports.
+    let LabelKeys {
+        benign,
+        classes,
+        unlisted,
+        attack,
+        skip,
+        class_column,
+    } = keys;
+    // Every value listed in `benign`, `skip`, `attack` and (without a class
+    // column) `classes` → where it was first listed, for duplicate reports.
     let mut listed_in: HashMap<String, String> = HashMap::new();
-    let mut add_value = |value: &String, class: u32, key: String, problems: &mut Vec<String>| {
+    // Class-column values listed in `classes`, checked apart: they are
+    // values of another column.
+    let mut listed_class_values: HashMap<String, String> = HashMap::new();
+    let is_new = |listed: &mut HashMap<String, String>,
+                  noun: &str,
+                  value: &String,
+                  key: String,
+                  problems: &mut Vec<String>| {
         if value.trim().is_empty() || value.trim() != value {
             problems.push(format!(
                 "{path}.{key}: {value:?} is empty or has surrounding whitespace, and no trimmed field can match it"
             ));
-        } else if let Some(first_key) = listed_in.get(value) {
+            false
+        } else if let Some(first_key) = listed.get(value) {
             problems.push(format!(
-                "{path}.{key}: label value {value:?} is already listed in {first_key}"
+                "{path}.{key}: {noun} {value:?} is already listed in {first_key}"
             ));
+            false
         } else {
-            listed_in.insert(value.clone(), key);
-            class_of_value.insert(value.clone(), class);
+            listed.insert(value.clone(), key);
+            true
         }
     };
+    let mut class_of_value: HashMap<String, u32> = HashMap::new();
     match benign {
         Some(benign) if !benign.is_empty() => {
             for value in benign {
-                add_value(value, 0, "benign".to_string(), problems);
+                if is_new(
+                    &mut listed_in,
+                    "label value",
+                    value,
+                    "benign".to_string(),
+                    problems,
+                ) {
+                    class_of_value.insert(value.clone(), 0);
+                }
             }
         }
         _ => problems.push(format!(
             "{path}: benign must list at least one label value that means benign"
         )),
     }
+    let mut skip_values = HashSet::new();
+    for value in skip.unwrap_or_default() {
+        if is_new(
+            &mut listed_in,
+            "label value",
+            value,
+            "skip".to_string(),
+            problems,
+        ) {
+            skip_values.insert(value.clone());
+        }
+    }
     let mut class_names = vec![BENIGN_CLASS.to_string()];
+    let mut class_of_class_value: HashMap<String, u32> = HashMap::new();
     let last_attack_class = match classes {
         None => {
             class_names.push(ATTACK_CLASS.to_string());
@@ -222,7 +305,25 @@ pub(super) fn validate_label(
                 }
                 let class = class_names.len() as u32;
                 for value in values {
-                    add_value(value, class, class_path.clone(), problems);
+                    if class_column.is_some() {
+                        if is_new(
+                            &mut listed_class_values,
+                            "class-column value",
+                            value,
+                            class_path.clone(),
+                            problems,
+                        ) {
+                            class_of_class_value.insert(value.clone(), class);
+                        }
+                    } else if is_new(
+                        &mut listed_in,
+                        "label value",
+                        value,
+                        class_path.clone(),
+                        problems,
+                    ) {
+                        class_of_value.insert(value.clone(), class);
+                    }
                 }
                 class_names.push(class_name.clone());
             }
@@ -230,11 +331,44 @@ pub(super) fn validate_label(
             (class_names.len() - 1) as u32
         }
     };
+    // Without a class column, `attack` values are the last class; with one,
+    // the class column picks their class.
+    let mut attack_by_class_column = HashSet::new();
+    for value in attack.unwrap_or_default() {
+        if is_new(
+            &mut listed_in,
+            "label value",
+            value,
+            "attack".to_string(),
+            problems,
+        ) {
+            if class_column.is_some() {
+                attack_by_class_column.insert(value.clone());
+            } else {
+                class_of_value.insert(value.clone(), last_attack_class);
+            }
+        }
+    }
+    let class_column = class_column.map(|name| {
+        if attack.is_none_or(|attack| attack.is_empty()) {
+            problems.push(format!(
+                "{path}.class_column: needs attack, the label values whose class {name:?} picks"
+            ));
+        }
+        ClassColumn {
+            name: name.to_string(),
+            column_index: 0,
+            class_of_value: class_of_class_value,
+        }
+    });
     LabelMapping {
         column_index: 0,
         class_of_value,
         last_attack_class,
         unlisted: unlisted.unwrap_or_default(),
         class_names,
+        skip: skip_values,
+        attack_by_class_column,
+        class_column,
     }
 }

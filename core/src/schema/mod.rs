@@ -283,7 +283,7 @@ impl Schema {
     /// or, for a value neither `benign` nor `classes` lists, what the label
     /// column's `unlisted_labels` says.
     pub fn class_of_label(&self, raw_label: &str) -> LabelClass {
-        self.label.class_of(raw_label)
+        self.label.class_of(raw_label, None)
     }
 
     /// Returns what the label column does with values it does not list.

@@ -992,6 +992,122 @@ proptest! {
     }
 }
 
+fn schema_with_label_keys(label_keys: &str) -> String {
+    format!(
+        r#"
+        [[columns]]
+        name = "bytes"
+        kind = "numeric"
+        transforms = [{{ clamp = {{ min = 0.0, max = 1e6 }} }}]
+        [[columns]]
+        name = "detail"
+        kind = "ignore"
+        [[columns]]
+        name = "label"
+        kind = "label"
+        {label_keys}
+        "#
+    )
+}
+
+#[test]
+fn attack_and_skip_values_mean_the_last_class_and_a_skipped_row() {
+    let schema = Schema::from_toml_str(&schema_with_label_keys(
+        r#"benign = ["Benign"]
+        attack = ["Malicious"]
+        skip = ["Background"]"#,
+    ))
+    .unwrap();
+    assert_eq!(schema.class_of_label("Benign"), LabelClass::Class(0));
+    assert_eq!(schema.class_of_label("Malicious"), LabelClass::Class(1));
+    assert_eq!(schema.class_of_label("Background"), LabelClass::Skipped);
+    assert_eq!(
+        schema.class_of_label("Maliciuos"),
+        LabelClass::UnlistedError
+    );
+}
+
+#[test]
+fn the_class_column_picks_an_attack_class_and_unlisted_values_are_the_last_class() {
+    let schema = Schema::from_toml_str(&schema_with_label_keys(
+        r#"benign = ["Benign"]
+        attack = ["Malicious"]
+        class_column = "detail"
+        [columns.classes]
+        ddos = ["DDoS"]
+        scan = ["PortScan"]"#,
+    ))
+    .unwrap();
+    let class_of = |label: &str, detail: &str| {
+        let record = csv_record(&["10", detail, label]);
+        let (_, label) = schema
+            .featurize(&RecordFields::CsvPositional(&record))
+            .unwrap();
+        label.unwrap().class
+    };
+    assert_eq!(class_of("Malicious", "DDoS"), LabelClass::Class(1));
+    assert_eq!(class_of("Malicious", "PortScan"), LabelClass::Class(2));
+    assert_eq!(class_of("Malicious", "Okiru"), LabelClass::Class(3));
+    assert_eq!(class_of("Malicious", ""), LabelClass::Class(3));
+    // The detail of a benign row does not matter; the label value decides.
+    assert_eq!(class_of("Benign", "DDoS"), LabelClass::Class(0));
+    assert_eq!(class_of("DDoS", "DDoS"), LabelClass::UnlistedError);
+}
+
+#[test]
+fn label_keys_are_checked_with_their_paths() {
+    let problems = problems_of(&schema_with_label_keys(
+        r#"benign = ["Benign"]
+        skip = ["Benign"]
+        class_column = "nowhere""#,
+    ));
+    assert!(
+        problems
+            .iter()
+            .any(|problem| problem
+                .contains("skip: label value \"Benign\" is already listed in benign")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|problem| problem.contains("class_column: needs attack")),
+        "{problems:?}"
+    );
+    let problems = problems_of(&schema_with_label_keys(
+        r#"benign = ["Benign"]
+        attack = ["x"]
+        class_column = "nowhere""#,
+    ));
+    assert!(
+        problems
+            .iter()
+            .any(|problem| problem.contains("class_column: \"nowhere\" is not another column")),
+        "{problems:?}"
+    );
+    let problems = problems_of(&schema_with_label_keys(
+        r#"benign = ["Benign"]
+        attack = ["x"]
+        class_column = "label""#,
+    ));
+    assert!(
+        problems
+            .iter()
+            .any(|problem| problem.contains("\"label\" is not another column")),
+        "{problems:?}"
+    );
+    let problems = problems_of(&schema_with_label_keys(r#"benign = ["Benign"]"#).replace(
+        "kind = \"ignore\"",
+        "kind = \"ignore\"\n        skip = [\"x\"]",
+    ));
+    assert!(
+        problems
+            .iter()
+            .any(|problem| problem.contains("key \"skip\" does not apply to kind \"ignore\"")),
+        "{problems:?}"
+    );
+}
+
 /// Returns the schema of `columns` (TOML text) followed by a label column
 /// whose benign value is "ok".
 fn schema_with_label(columns: &str) -> Schema {

@@ -19,7 +19,7 @@ use super::file::{
     without_default_keys,
 };
 use super::json_fields::FilterValue;
-use super::labels::{LabelMapping, validate_label};
+use super::labels::{LabelKeys, LabelMapping, validate_label};
 use super::{
     Column, ColumnRole, MAX_FEATURE_MAGNITUDE, MAX_HASH_BUCKETS, Schema, SchemaError, Transform,
 };
@@ -135,6 +135,19 @@ impl Schema {
                 column_path(first_index, &file.columns[first_index].name)
             ));
         }
+        if let Some(mapping) = &mut label_mapping
+            && let Some(class_column) = &mut mapping.class_column
+        {
+            let label_index = mapping.column_index;
+            match first_index_of_name.get(class_column.name.as_str()) {
+                Some(&index) if index != label_index => class_column.column_index = index,
+                _ => problems.push(format!(
+                    "{}.class_column: {:?} is not another column of the schema",
+                    column_path(label_index, &file.columns[label_index].name),
+                    class_column.name
+                )),
+            }
+        }
         let num_features: usize = columns
             .iter()
             .map(|column| column.role.num_features())
@@ -188,7 +201,14 @@ fn validate_column(column: &ColumnFile, path: &str, problems: &mut Vec<String>) 
             "set",
             "set_separator",
         ],
-        "label" => &["benign", "classes", "unlisted_labels"],
+        "label" => &[
+            "benign",
+            "classes",
+            "unlisted_labels",
+            "attack",
+            "skip",
+            "class_column",
+        ],
         "ignore" => &[],
         unknown => {
             problems.push(format!(
@@ -210,9 +230,14 @@ fn validate_column(column: &ColumnFile, path: &str, problems: &mut Vec<String>) 
         "numeric" => validate_numeric(column, path, problems),
         "categorical" => validate_categorical(column, path, problems),
         "label" => CompiledColumn::Label(validate_label(
-            column.benign.as_deref(),
-            column.classes.as_ref(),
-            column.unlisted_labels,
+            LabelKeys {
+                benign: column.benign.as_deref(),
+                classes: column.classes.as_ref(),
+                unlisted: column.unlisted_labels,
+                attack: column.attack.as_deref(),
+                skip: column.skip.as_deref(),
+                class_column: column.class_column.as_deref(),
+            },
             path,
             problems,
         )),

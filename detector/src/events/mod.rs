@@ -1,7 +1,8 @@
 //! Events: input bytes → lines → records → feature vectors.
 //!
 //! - [`lines`]: splitting input into lines with one fixed buffer.
-//! - [`parser`]: csv fields or a JSON object through the schema's featurizer.
+//! - [`parser`]: csv fields, a JSON object or a Zeek TSV row through the
+//!   schema's featurizer; malformed lines named by line and column.
 //! - [`input`]: standard input, or a file followed through truncation and rotation.
 
 pub mod input;

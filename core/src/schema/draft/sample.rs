@@ -6,8 +6,10 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 
+use csv::StringRecord;
+
 use super::DraftError;
-use crate::ingest::zeek::{split_tail, unescape_separator};
+use crate::ingest::{ZeekDirective, ZeekHeader};
 use crate::schema::FileFormat;
 
 /// One field of one record.
@@ -138,12 +140,8 @@ fn read_zeek<R: Read>(
     max_records: usize,
 ) -> Result<Sample, DraftError> {
     let mut sample = Sample::default();
-    let mut separator = "\t".to_string();
-    let mut set_separator = ",".to_string();
-    let mut empty_field = "(empty)".to_string();
-    let mut unset_field = "-".to_string();
-    let mut num_separated_fields = 0;
-    let mut num_tail_names = 1;
+    let mut header = ZeekHeader::new();
+    let mut record = StringRecord::new();
     let mut line = String::new();
     while let Some(line_number) = lines.next_line(&mut line)? {
         if sample.num_records >= max_records {
@@ -152,47 +150,19 @@ fn read_zeek<R: Read>(
         if line.trim().is_empty() {
             continue;
         }
-        let header_error = |detail: String| DraftError::ZeekHeader {
-            source_name: lines.source_name.clone(),
-            line: line_number,
-            detail,
-        };
-        if let Some(rest) = line.strip_prefix("#separator") {
-            let escaped = rest.trim_start_matches([' ', '\t']);
-            separator = match unescape_separator(escaped) {
-                Some(unescaped) if !unescaped.is_empty() => unescaped,
-                _ => {
-                    return Err(header_error(format!(
-                        "column {}: #separator {escaped:?} is not a separator (write it as an escape such as \\x09)",
-                        line.len() - escaped.len() + 1
-                    )));
-                }
-            };
-            continue;
-        }
         if line.starts_with('#') {
-            let mut entries = line.split(separator.as_str());
-            let key = entries.next().unwrap_or_default();
-            let values: Vec<&str> = entries.collect();
-            match key {
-                "#set_separator" | "#empty_field" | "#unset_field" => {
-                    let Some(value) = values.first().filter(|value| !value.is_empty()) else {
-                        return Err(header_error(format!(
-                            "column {}: {key} has no value",
-                            key.len() + 1
-                        )));
-                    };
-                    let marker = match key {
-                        "#set_separator" => &mut set_separator,
-                        "#empty_field" => &mut empty_field,
-                        _ => &mut unset_field,
-                    };
-                    *marker = value.to_string();
-                }
-                "#fields" if sample.columns.is_empty() => {
-                    let (names, tail) = split_tail(&values);
-                    num_separated_fields = values.len();
-                    num_tail_names = tail;
+            let directive =
+                header
+                    .read_directive(&line)
+                    .map_err(|error| DraftError::ZeekHeader {
+                        source_name: lines.source_name.clone(),
+                        line: line_number,
+                        detail: error.to_string(),
+                    })?;
+            match directive {
+                // The first log's columns; a rotated log appended after it may differ.
+                ZeekDirective::Fields(_) if !sample.columns.is_empty() => break,
+                ZeekDirective::Fields(names) => {
                     sample.columns = names
                         .iter()
                         .map(|name| SampleColumn {
@@ -201,52 +171,37 @@ fn read_zeek<R: Read>(
                         })
                         .collect();
                 }
-                "#fields" => break,
-                "#types" => {
-                    let (types, _) = split_tail(&values);
-                    if types.len() != sample.columns.len() {
-                        return Err(header_error(format!(
-                            "column 1: #types has {} entries, #fields has {} names",
-                            types.len(),
-                            sample.columns.len()
-                        )));
-                    }
-                    for (column, zeek_type) in sample.columns.iter_mut().zip(types) {
-                        column.zeek_type = Some(zeek_type.to_string());
-                    }
-                }
-                _ => {}
+                ZeekDirective::Close | ZeekDirective::Other => {}
             }
             continue;
         }
-        if sample.columns.is_empty() {
+        if !header.split_row(&line, &mut record) {
             return Err(DraftError::ZeekHeader {
                 source_name: lines.source_name.clone(),
                 line: line_number,
                 detail: "column 1: a data line comes before any #fields header, so its columns are unknown".to_string(),
             });
         }
-        let mut fields: Vec<&str> = Vec::with_capacity(sample.columns.len());
-        for (index, field) in line.split(separator.as_str()).enumerate() {
-            if num_tail_names > 1 && index + 1 == num_separated_fields {
-                fields.extend(field.split(' ').filter(|part| !part.is_empty()));
-            } else {
-                fields.push(field);
-            }
-        }
-        if fields.len() != sample.columns.len() {
+        if record.len() != sample.columns.len() {
             // A truncated line: the draft reads only whole records.
             continue;
         }
-        for (column, field) in sample.columns.iter_mut().zip(fields) {
-            let value = if field == unset_field || field.is_empty() {
+        if let Some(types) = header.field_types() {
+            for (column, zeek_type) in sample.columns.iter_mut().zip(types) {
+                column
+                    .zeek_type
+                    .get_or_insert_with(|| zeek_type.to_string());
+            }
+        }
+        for (column, field) in sample.columns.iter_mut().zip(record.iter()) {
+            let value = if field.is_empty() {
                 SampleValue::Absent
-            } else if field == empty_field {
+            } else if field == header.empty_field() {
                 SampleValue::EmptySet
             } else if is_zeek_set(column) {
                 SampleValue::Elements(
                     field
-                        .split(set_separator.as_str())
+                        .split(header.set_separator())
                         .map(str::trim)
                         .filter(|element| !element.is_empty())
                         .map(str::to_string)
