@@ -81,6 +81,13 @@ fn kind_of(text: &str, name: &str) -> String {
     after.lines().next().unwrap().to_string()
 }
 
+/// Asserts that the draft ignores every column of `names`.
+fn assert_ignored(text: &str, names: &[&str]) {
+    for name in names {
+        assert_eq!(kind_of(text, name), "kind = \"ignore\"", "{name}");
+    }
+}
+
 /// Returns the lines of column `name` in a draft, up to the next column.
 fn column_text<'t>(text: &'t str, name: &str) -> &'t str {
     let name_line = format!("name = \"{name}\"\n");
@@ -102,22 +109,19 @@ const ARGUS: &str = "argus-binetflow-slips-test2/test2-malicious.binetflow";
 fn a_zeek_tsv_draft_ignores_identifiers_and_proposes_the_label() {
     for (path, num_rows, num_skipped) in [(IOT23_TROJAN, 4_426, 0), (CTU50_HOST_008, 5_663, 0)] {
         let text = draft(path, FileFormat::Zeek, false);
-        for identifier in [
-            "ts",
-            "uid",
-            "id.orig_h",
-            "id.resp_h",
-            "id.orig_p",
-            "local_orig",
-            "local_resp",
-            "tunnel_parents",
-        ] {
-            assert_eq!(
-                kind_of(&text, identifier),
-                "kind = \"ignore\"",
-                "{path}: {identifier}"
-            );
-        }
+        assert_ignored(
+            &text,
+            &[
+                "ts",
+                "uid",
+                "id.orig_h",
+                "id.resp_h",
+                "id.orig_p",
+                "local_orig",
+                "local_resp",
+                "tunnel_parents",
+            ],
+        );
         assert_eq!(kind_of(&text, "label"), "kind = \"label\"");
         assert_eq!(kind_of(&text, "duration"), "kind = \"numeric\"");
         assert!(
@@ -140,21 +144,18 @@ fn a_zeek_tsv_draft_ignores_identifiers_and_proposes_the_label() {
 #[test]
 fn a_zeek_json_draft_reads_flat_dotted_keys_and_has_no_label() {
     let text = draft(ZEEK_JSON, FileFormat::Jsonl, false);
-    for identifier in [
-        "ts",
-        "uid",
-        "id.orig_h",
-        "id.resp_h",
-        "id.orig_p",
-        "local_orig",
-        "local_resp",
-    ] {
-        assert_eq!(
-            kind_of(&text, identifier),
-            "kind = \"ignore\"",
-            "{identifier}"
-        );
-    }
+    assert_ignored(
+        &text,
+        &[
+            "ts",
+            "uid",
+            "id.orig_h",
+            "id.resp_h",
+            "id.orig_p",
+            "local_orig",
+            "local_resp",
+        ],
+    );
     assert!(column_text(&text, "id.resp_p").contains("divisor = 65535.0"));
     // `duration` is set on 1,806 of the 4,504 lines: absent elsewhere.
     assert!(column_text(&text, "duration").contains("missing = 0.0"));
@@ -175,21 +176,18 @@ fn an_eve_draft_keeps_flow_events_and_labels_them_by_alerted() {
     for (path, num_flows) in [(EVE_PAIRED, 333), (EVE_TEST6, 3_512)] {
         let text = draft(path, FileFormat::Jsonl, false);
         assert!(text.contains("[filter]\nevent_type = \"flow\"\n"), "{text}");
-        for identifier in [
-            "timestamp",
-            "flow_id",
-            "src_ip",
-            "dest_ip",
-            "src_port",
-            "flow.start",
-            "flow.end",
-        ] {
-            assert_eq!(
-                kind_of(&text, identifier),
-                "kind = \"ignore\"",
-                "{path}: {identifier}"
-            );
-        }
+        assert_ignored(
+            &text,
+            &[
+                "timestamp",
+                "flow_id",
+                "src_ip",
+                "dest_ip",
+                "src_port",
+                "flow.start",
+                "flow.end",
+            ],
+        );
         assert_eq!(kind_of(&text, "flow.alerted"), "kind = \"label\"");
         assert!(column_text(&text, "flow.alerted").contains("benign = [\"false\"]"));
         assert!(column_text(&text, "flow.bytes_toserver").contains("divisor = 28.0"));
@@ -210,13 +208,10 @@ fn an_eve_draft_keeps_flow_events_and_labels_them_by_alerted() {
 fn an_argus_csv_draft_reads_the_header_and_finds_the_label_empty() {
     let text = draft(ARGUS, FileFormat::Csv, false);
     assert!(text.contains("has_header = true\ndelimiter = \",\"\n"));
-    for identifier in ["StartTime", "SrcAddr", "DstAddr", "Sport", "Label"] {
-        assert_eq!(
-            kind_of(&text, identifier),
-            "kind = \"ignore\"",
-            "{identifier}"
-        );
-    }
+    assert_ignored(
+        &text,
+        &["StartTime", "SrcAddr", "DstAddr", "Sport", "Label"],
+    );
     assert!(text.contains(
         "# why: label-like, but empty in every sampled record, so the file is unlabelled\nname = \"Label\""
     ));
