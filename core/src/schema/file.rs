@@ -37,7 +37,8 @@
 //! set_separator = ","     # optional, default ",": splits a csv field or a JSON string into elements;
 //!                         # a JSON array's strings and numbers are its elements, and a zeek log
 //!                         # splits on its #set_separator header (its (empty) marker is the empty
-//!                         # set, its unset marker - is absent, so `missing` applies)
+//!                         # set, its unset marker - is absent, so `missing` applies; a set column's
+//!                         # missing value is split too: missing = "" makes an absent set empty)
 //!
 //! [[columns]]
 //! name = "label"
