@@ -11,6 +11,7 @@
 //! - [`detect`]: `fedshield detect`: its flags into the detector's settings.
 //! - [`exit`]: exit statuses for conditions that retrying cannot change.
 //! - [`offline`]: `fedshield synth`, `train` and `evaluate`.
+//! - [`schema`]: `fedshield schema draft`, a starting schema for a telemetry file.
 //! - [`shutdown`]: SIGINT/SIGTERM handling.
 //! - [`tokens`]: `fedshield coordinator tokens create|list|revoke`.
 
@@ -26,5 +27,6 @@ pub mod demo;
 pub mod detect;
 pub mod exit;
 pub mod offline;
+pub mod schema;
 pub mod shutdown;
 pub mod tokens;

@@ -81,7 +81,7 @@ async fn run() -> Result<()> {
         return Ok(());
     }
     let default_level = match cli.command {
-        Command::Demo(_) | Command::Bench(_) => "warn",
+        Command::Demo(_) | Command::Bench(_) | Command::Schema(_) => "warn",
         _ => "info",
     };
     let filter =
@@ -114,6 +114,7 @@ async fn run() -> Result<()> {
         Command::Certs(args) => certs::run(args),
         Command::Detect(args) => fedshield::detect::run(args).await,
         Command::Bench(args) => fedshield::bench::run(args).await,
+        Command::Schema(args) => fedshield::schema::run(args),
     }
 }
 

@@ -11,6 +11,7 @@
 //! - `certs`: `fedshield certs`.
 //! - `detect`: `fedshield detect`.
 //! - `bench`: `fedshield bench`.
+//! - `schema`: `fedshield schema draft`.
 //! - `parsers`: value parsers: existing files, ε, δ, clipping norms.
 
 mod bench;
@@ -23,6 +24,7 @@ mod offline;
 mod parsers;
 mod participant;
 mod privacy;
+mod schema;
 mod tokens;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +40,7 @@ pub use model::{ModelArgs, ModelKind};
 pub use offline::{DataArgs, EvaluateArgs, SynthArgs, SynthFormat, TrainArgs};
 pub use participant::{ParticipantArgs, ParticipantBudgetArgs, ParticipantCommand};
 pub use privacy::{BudgetArgs, DpArgs, EpsilonArgs, PrivacyArgs, PrivacyCommand, SigmaArgs};
+pub use schema::{DraftFormat, SchemaArgs, SchemaCommand, SchemaDraftArgs};
 pub use tokens::{
     CoordinatorCommand, IssueTokenArgs, TokenCreateArgs, TokenFileArgs, TokenLifetimeArgs,
     TokenRevokeArgs, TokensArgs, TokensCommand,
@@ -93,4 +96,6 @@ pub enum Command {
     Detect(DetectArgs),
     /// Benchmarks of whole federations on 127.0.0.1 (`bench rounds`: round overhead at scale).
     Bench(BenchArgs),
+    /// Telemetry schemas (`schema draft`: a starting schema for a Zeek, JSON-lines or csv file).
+    Schema(SchemaArgs),
 }

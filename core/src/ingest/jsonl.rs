@@ -8,7 +8,7 @@ use std::io::Read;
 use super::bounded_lines::BoundedLines;
 use super::collector::Collector;
 use super::{IngestError, SkipReason};
-use crate::schema::{RecordFields, resolve_json_field};
+use crate::schema::{RecordFields, json_kind, resolve_json_field};
 
 pub(super) fn read_jsonl(
     reader: impl Read,
@@ -38,17 +38,10 @@ pub(super) fn read_jsonl(
                 collector.add_record(line_number, &RecordFields::Json(&object))?;
             }
             Ok(other) => {
-                let kind = match other {
-                    serde_json::Value::Array(_) => "an array",
-                    serde_json::Value::String(_) => "a string",
-                    serde_json::Value::Number(_) => "a number",
-                    serde_json::Value::Bool(_) => "a boolean",
-                    _ => "null",
-                };
                 collector.skip(
                     line_number,
                     SkipReason::Malformed,
-                    format!("expected a json object, got {kind}"),
+                    format!("expected a json object, got {}", json_kind(&other)),
                 );
             }
             Err(error) => collector.skip(

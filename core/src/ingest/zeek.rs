@@ -6,8 +6,9 @@
 //! space), `#set_separator`, `#empty_field`, `#unset_field`, `#fields`,
 //! `#types` and `#close`; `#path`, `#open` and any other `#` line are passed
 //! over (an IoT-23 `#close` line carries an appended label). A field holding
-//! the unset marker (`-`) or the empty marker (`(empty)`) is absent, so the
-//! column's `missing` value applies.
+//! the unset marker (`-`) is absent, so the column's `missing` value applies;
+//! the empty marker (`(empty)`) is the empty set for a set-valued column and
+//! absent for any other. Set-valued fields split on `#set_separator`.
 //!
 //! Tolerated: CRLF line ends, no `#close` trailer, no final newline, and the
 //! IoT-23 tail, where the last `#fields` entry is `tunnel_parents   label
@@ -35,6 +36,7 @@ use crate::schema::{HeaderPositions, RecordFields};
 
 /// Zeek's default markers, used until a header directive sets them.
 const DEFAULT_SEPARATOR: &str = "\t";
+const DEFAULT_SET_SEPARATOR: &str = ",";
 const DEFAULT_EMPTY_FIELD: &str = "(empty)";
 const DEFAULT_UNSET_FIELD: &str = "-";
 
@@ -83,18 +85,23 @@ pub struct ZeekHeaderError {
 #[derive(Clone, Debug)]
 pub struct ZeekHeader {
     separator: String,
+    set_separator: String,
     empty_field: String,
     unset_field: String,
     fields: Option<ZeekFields>,
+    /// The `#types` entries (the IoT-23 tail split), once read for the current `#fields`.
+    field_types: Option<StringRecord>,
 }
 
 impl Default for ZeekHeader {
     fn default() -> Self {
         ZeekHeader {
             separator: DEFAULT_SEPARATOR.to_string(),
+            set_separator: DEFAULT_SET_SEPARATOR.to_string(),
             empty_field: DEFAULT_EMPTY_FIELD.to_string(),
             unset_field: DEFAULT_UNSET_FIELD.to_string(),
             fields: None,
+            field_types: None,
         }
     }
 }
@@ -108,6 +115,37 @@ impl ZeekHeader {
     /// Returns the names of the current `#fields` line, if one was read.
     pub fn field_names(&self) -> Option<&StringRecord> {
         self.fields.as_ref().map(|fields| &fields.names)
+    }
+
+    /// Returns the entries of the current `#types` line, if one was read.
+    pub fn field_types(&self) -> Option<&StringRecord> {
+        self.field_types.as_ref()
+    }
+
+    /// Returns the `#set_separator` (`,` until one is read).
+    pub fn set_separator(&self) -> &str {
+        &self.set_separator
+    }
+
+    /// Returns the `#empty_field` marker (`(empty)` until one is read).
+    pub fn empty_field(&self) -> &str {
+        &self.empty_field
+    }
+
+    /// Returns a row split by [`ZeekHeader::split_row`] as the featurizer
+    /// reads it: matched to columns by `positions`, with this header's set
+    /// separator and empty marker.
+    pub fn row_fields<'r>(
+        &'r self,
+        record: &'r StringRecord,
+        positions: &'r HeaderPositions,
+    ) -> RecordFields<'r> {
+        RecordFields::Zeek {
+            record,
+            header: positions,
+            set_separator: &self.set_separator,
+            empty_field: &self.empty_field,
+        }
     }
 
     /// Reads one directive line (`text` starts with `#`, its line end removed).
@@ -149,14 +187,15 @@ impl ZeekHeader {
             }
         };
         match key {
-            // Set-valued fields are read as their text; the separator is checked only.
-            "#set_separator" => {
-                first_value()?;
-            }
+            "#set_separator" => self.set_separator = first_value()?,
             "#empty_field" => self.empty_field = first_value()?,
             "#unset_field" => self.unset_field = first_value()?,
             "#types" => {
-                let num_types = split_fields(text, &self.separator, TailSplit::Last).count() - 1;
+                let types: StringRecord = split_fields(text, &self.separator, TailSplit::Last)
+                    .skip(1)
+                    .map(|(_, entry)| entry)
+                    .collect();
+                let num_types = types.len();
                 if let Some(fields) = &self.fields
                     && fields.names.len() != num_types
                 {
@@ -168,11 +207,14 @@ impl ZeekHeader {
                         ),
                     });
                 }
+                self.field_types = Some(types);
             }
             "#fields" => {
                 let all_fields = split_fields(text, &self.separator, TailSplit::Last);
                 let names: StringRecord = all_fields.skip(1).map(|(_, name)| name).collect();
                 let num_separated_fields = values.len();
+                // A new #fields line comes with its own #types.
+                self.field_types = None;
                 let fields = self.fields.insert(ZeekFields {
                     num_tail_names: (names.len() + 1).saturating_sub(num_separated_fields),
                     names,
@@ -190,7 +232,9 @@ impl ZeekHeader {
     }
 
     /// Splits row `text` (its line end removed) into `record` (cleared first),
-    /// one field per `#fields` name; the unset and empty markers become "" (absent).
+    /// one field per `#fields` name; the unset marker becomes "" (absent).
+    /// The empty marker stays: [`ZeekHeader::row_fields`] tells the
+    /// featurizer, which reads it as the empty set or as absent.
     ///
     /// Returns `false`, leaving `record` empty, when no `#fields` line was read.
     pub fn split_row(&self, text: &str, record: &mut StringRecord) -> bool {
@@ -217,13 +261,9 @@ impl ZeekHeader {
         text[..offset].chars().count() + 1
     }
 
-    /// Returns `field`, or "" (absent) when it is the unset or the empty marker.
+    /// Returns `field`, or "" (absent) when it is the unset marker.
     fn value<'f>(&self, field: &'f str) -> &'f str {
-        if field == self.unset_field || field == self.empty_field {
-            ""
-        } else {
-            field
-        }
+        if field == self.unset_field { "" } else { field }
     }
 }
 
@@ -359,10 +399,7 @@ pub(super) fn read_zeek(
             });
         };
         header.split_row(text, &mut record);
-        let row = RecordFields::CsvWithHeader {
-            record: &record,
-            header: header_positions,
-        };
+        let row = header.row_fields(&record, header_positions);
         collector.add_record(line_number, &row)?;
     }
     Ok(())

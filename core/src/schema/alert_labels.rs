@@ -230,7 +230,7 @@ impl Schema {
         let alerts = self.alert_labels.as_ref()?;
         let text_of = |column_index: usize| {
             let column = &self.columns[column_index];
-            match record.field(column_index, &column.name) {
+            match record.field(column_index, &column.name).scalar() {
                 FieldValue::Text(text) => Some(Cow::Borrowed(text)),
                 FieldValue::Number(number) => Some(Cow::Owned(number.to_string())),
                 FieldValue::Absent | FieldValue::Bool(_) | FieldValue::Unsupported(_) => None,

@@ -104,34 +104,47 @@ impl Schema {
             let field = record.field(column_index, &column.name);
             match &column.role {
                 ColumnRole::Ignore => {}
-                ColumnRole::Label => label = self.label_of(record, field, &column.name)?,
+                ColumnRole::Label => {
+                    label = self.label_of(record, field.scalar(), &column.name)?;
+                }
                 ColumnRole::Numeric {
                     transforms,
                     missing,
                 } => {
-                    let value = numeric_feature(field, transforms, *missing, &column.name)?;
+                    let value =
+                        numeric_feature(field.scalar(), transforms, *missing, &column.name)?;
                     features.push(value);
                 }
                 ColumnRole::Vocabulary {
                     slot_of_value,
                     values,
                     missing,
+                    set_separator,
                 } => {
-                    let text = categorical_text(field, missing.as_deref(), &column.name)?;
                     let other_slot = values.len();
-                    let slot = slot_of_value
-                        .get(text.as_ref())
-                        .copied()
-                        .unwrap_or(other_slot);
-                    push_one_hot(features, other_slot + 1, slot);
+                    let slot_of =
+                        |text: &str| slot_of_value.get(text).copied().unwrap_or(other_slot);
+                    let categorical = Categorical {
+                        field,
+                        missing: missing.as_deref(),
+                        set_separator: set_separator.as_deref(),
+                        column_name: &column.name,
+                    };
+                    categorical.push_slots(record, features, other_slot + 1, slot_of)?;
                 }
                 ColumnRole::Hashed {
                     num_buckets,
                     missing,
+                    set_separator,
                 } => {
-                    let text = categorical_text(field, missing.as_deref(), &column.name)?;
-                    let bucket = hash_bucket(&text, *num_buckets);
-                    push_one_hot(features, *num_buckets as usize, bucket as usize);
+                    let slot_of = |text: &str| hash_bucket(text, *num_buckets) as usize;
+                    let categorical = Categorical {
+                        field,
+                        missing: missing.as_deref(),
+                        set_separator: set_separator.as_deref(),
+                        column_name: &column.name,
+                    };
+                    categorical.push_slots(record, features, *num_buckets as usize, slot_of)?;
                 }
             }
         }
@@ -163,7 +176,9 @@ impl Schema {
         let class = match with_class_column {
             None => self.class_of_label(&raw_label),
             Some((mapping, class_column)) => {
-                let class_value = match record.field(class_column.column_index, &class_column.name)
+                let class_value = match record
+                    .field(class_column.column_index, &class_column.name)
+                    .scalar()
                 {
                     FieldValue::Text(text) => Some(Cow::Borrowed(text)),
                     FieldValue::Number(number) => Some(Cow::Owned(number.to_string())),
@@ -217,8 +232,21 @@ pub enum RecordFields<'a> {
     /// A JSON object: fields by column name, a literal key first, then a
     /// dotted path through nested objects ([`super::resolve_json_field`]).
     /// Strings, numbers and booleans are accepted (numeric strings too, for
-    /// numeric columns); null counts as absent.
+    /// numeric columns), and arrays of them by set-valued columns; null counts
+    /// as absent.
     Json(&'a serde_json::Map<String, serde_json::Value>),
+    /// A Zeek TSV row, matched to columns by its `#fields` header as
+    /// [`RecordFields::CsvWithHeader`] is. Fields holding the unset marker are
+    /// empty (absent); a field equal to `empty_field` (the `#empty_field`
+    /// marker) is the empty set for a set-valued column and absent for any
+    /// other, and set-valued fields split on `set_separator` (the
+    /// `#set_separator` directive).
+    Zeek {
+        record: &'a csv::StringRecord,
+        header: &'a HeaderPositions,
+        set_separator: &'a str,
+        empty_field: &'a str,
+    },
 }
 
 /// One field of a record, as the featurizer sees it.
@@ -233,6 +261,28 @@ pub(super) enum FieldValue<'a> {
     Unsupported(&'static str),
 }
 
+/// One field of a record, as a set-valued column sees it.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum RawField<'a> {
+    Scalar(FieldValue<'a>),
+    /// A JSON array: a set's elements.
+    Array(&'a [serde_json::Value]),
+    /// Zeek's empty marker: the empty set.
+    EmptySet,
+}
+
+impl<'a> RawField<'a> {
+    /// Returns the field as a single-valued column sees it: the empty-set
+    /// marker is absent and an array is unsupported.
+    pub(super) fn scalar(self) -> FieldValue<'a> {
+        match self {
+            RawField::Scalar(value) => value,
+            RawField::EmptySet => FieldValue::Absent,
+            RawField::Array(_) => FieldValue::Unsupported("an array"),
+        }
+    }
+}
+
 impl<'a> RecordFields<'a> {
     fn check_field_count(&self, num_columns: usize) -> Result<(), String> {
         match self {
@@ -241,6 +291,7 @@ impl<'a> RecordFields<'a> {
                 record.len()
             )),
             RecordFields::CsvWithHeader { record, header }
+            | RecordFields::Zeek { record, header, .. }
                 if record.len() != header.num_header_fields =>
             {
                 Err(format!(
@@ -253,10 +304,11 @@ impl<'a> RecordFields<'a> {
         }
     }
 
-    pub(super) fn field(&self, column_index: usize, column_name: &str) -> FieldValue<'a> {
+    pub(super) fn field(&self, column_index: usize, column_name: &str) -> RawField<'a> {
         let text = match *self {
             RecordFields::CsvPositional(record) => record.get(column_index),
-            RecordFields::CsvWithHeader { record, header } => header
+            RecordFields::CsvWithHeader { record, header }
+            | RecordFields::Zeek { record, header, .. } => header
                 .positions
                 .get(column_index)
                 .copied()
@@ -265,15 +317,33 @@ impl<'a> RecordFields<'a> {
             RecordFields::Json(object) => match resolve_json_field(object, column_name) {
                 None | Some(serde_json::Value::Null) => None,
                 Some(serde_json::Value::String(text)) => Some(text.as_str()),
-                Some(serde_json::Value::Number(number)) => return FieldValue::Number(number),
-                Some(serde_json::Value::Bool(flag)) => return FieldValue::Bool(*flag),
-                Some(serde_json::Value::Array(_)) => return FieldValue::Unsupported("an array"),
-                Some(serde_json::Value::Object(_)) => return FieldValue::Unsupported("an object"),
+                Some(serde_json::Value::Number(number)) => {
+                    return RawField::Scalar(FieldValue::Number(number));
+                }
+                Some(serde_json::Value::Bool(flag)) => {
+                    return RawField::Scalar(FieldValue::Bool(*flag));
+                }
+                Some(serde_json::Value::Array(items)) => return RawField::Array(items),
+                Some(serde_json::Value::Object(_)) => {
+                    return RawField::Scalar(FieldValue::Unsupported("an object"));
+                }
             },
         };
-        match text.map(str::trim) {
-            None | Some("") => FieldValue::Absent,
-            Some(trimmed) => FieldValue::Text(trimmed),
+        match (text.map(str::trim), self) {
+            (None | Some(""), _) => RawField::Scalar(FieldValue::Absent),
+            (Some(trimmed), RecordFields::Zeek { empty_field, .. }) if trimmed == *empty_field => {
+                RawField::EmptySet
+            }
+            (Some(trimmed), _) => RawField::Scalar(FieldValue::Text(trimmed)),
+        }
+    }
+
+    /// Returns the separator of set elements the record itself declares (a
+    /// Zeek log's `#set_separator`), which wins over the column's.
+    fn set_separator(&self) -> Option<&'a str> {
+        match *self {
+            RecordFields::Zeek { set_separator, .. } => Some(set_separator),
+            _ => None,
         }
     }
 }
@@ -347,10 +417,95 @@ fn categorical_text<'v>(
     }
 }
 
-fn push_one_hot(features: &mut Vec<f32>, num_slots: usize, hot_slot: usize) {
-    let start = features.len();
-    features.resize(start + num_slots, 0.0);
-    features[start + hot_slot] = 1.0;
+/// One categorical field and what its column says about it.
+struct Categorical<'f, 'c> {
+    field: RawField<'f>,
+    missing: Option<&'c str>,
+    /// `Some` for a set-valued column: what splits a text value into elements.
+    set_separator: Option<&'c str>,
+    column_name: &'c str,
+}
+
+impl Categorical<'_, '_> {
+    /// Appends `num_slots` features: a one-hot at `slot_of(value)` for a
+    /// single-valued column, and for a set-valued one a multi-hot with
+    /// `slot_of(element)` set for every element (each slot at most once; the
+    /// empty set leaves every slot zero).
+    fn push_slots(
+        &self,
+        record: &RecordFields<'_>,
+        features: &mut Vec<f32>,
+        num_slots: usize,
+        slot_of: impl Fn(&str) -> usize,
+    ) -> Result<(), String> {
+        let start = features.len();
+        features.resize(start + num_slots, 0.0);
+        let mut set_slot = |text: &str| features[start + slot_of(text)] = 1.0;
+        let Some(column_separator) = self.set_separator else {
+            let text = categorical_text(self.field.scalar(), self.missing, self.column_name)?;
+            set_slot(&text);
+            return Ok(());
+        };
+        let record_separator = record.set_separator();
+        let split_text = |text: &str, separator: &str, set_slot: &mut dyn FnMut(&str)| {
+            text.split(separator)
+                .map(str::trim)
+                .filter(|element| !element.is_empty())
+                .for_each(set_slot);
+        };
+        match self.field {
+            RawField::EmptySet => {}
+            RawField::Scalar(FieldValue::Text(text)) => split_text(
+                text,
+                record_separator.unwrap_or(column_separator),
+                &mut set_slot,
+            ),
+            RawField::Scalar(FieldValue::Absent) => {
+                let missing = self.missing.ok_or_else(|| {
+                    format!(
+                        "column {:?} is empty or absent and has no missing value",
+                        self.column_name
+                    )
+                })?;
+                split_text(missing, column_separator, &mut set_slot);
+            }
+            RawField::Array(items) => {
+                for item in items {
+                    match item {
+                        serde_json::Value::String(text) => set_slot(text.trim()),
+                        serde_json::Value::Number(number) => set_slot(&number.to_string()),
+                        serde_json::Value::Bool(flag) => {
+                            set_slot(if *flag { "true" } else { "false" })
+                        }
+                        other => {
+                            return Err(format!(
+                                "column {:?}: set elements must be strings or numbers, got {}",
+                                self.column_name,
+                                json_kind(other)
+                            ));
+                        }
+                    }
+                }
+            }
+            RawField::Scalar(scalar) => {
+                let text = categorical_text(scalar, self.missing, self.column_name)?;
+                set_slot(&text);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Returns what kind of JSON value `value` is, for a message.
+pub(crate) fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 /// Returns the 64-bit FNV-1a hash of `bytes`: stable across processes, platforms

@@ -34,6 +34,17 @@
 //! hash_buckets = 32
 //!
 //! [[columns]]
+//! name = "services"       # a set-valued (multi-hot) categorical: every element of the value
+//! kind = "categorical"    # sets its slot (vocabulary or hash bucket); an element outside the
+//! vocabulary = ["dns", "http", "ssl", "quic"]  # vocabulary sets the "other" slot, a repeated one
+//! set = true              # sets its slot once, and the empty set leaves every slot zero.
+//! set_separator = ","     # optional, default ",": splits a csv field or a JSON string into elements;
+//!                         # a JSON array's strings and numbers are its elements, and a zeek log
+//!                         # splits on its #set_separator header (its (empty) marker is the empty
+//!                         # set, its unset marker - is absent, so `missing` applies; a set column's
+//!                         # missing value is split too: missing = "" makes an absent set empty)
+//!
+//! [[columns]]
 //! name = "label"
 //! kind = "label"          # at most one label column; a schema without one is unlabelled
 //!                         # (every row is class 0: only the autoencoder trains on it)
@@ -138,6 +149,9 @@ fn default_format() -> FileFormat {
     FileFormat::Csv
 }
 
+/// What splits a set-valued csv field or JSON string when the column names no `set_separator`.
+pub(super) const DEFAULT_SET_SEPARATOR: &str = ",";
+
 pub(super) fn default_delimiter() -> String {
     ",".to_string()
 }
@@ -182,6 +196,13 @@ pub(super) struct ColumnFile {
     pub(super) vocabulary: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) hash_buckets: Option<i64>,
+    /// Set-valued (multi-hot) categorical; written only when true, so that
+    /// schemas without set columns keep their canonical text and sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) set: Option<bool>,
+    /// What splits a set-valued csv field or JSON string into elements (default ",").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) set_separator: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) benign: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,6 +235,12 @@ impl ColumnFile {
         if self.hash_buckets.is_some() {
             keys.push("hash_buckets");
         }
+        if self.set.is_some() {
+            keys.push("set");
+        }
+        if self.set_separator.is_some() {
+            keys.push("set_separator");
+        }
         if self.benign.is_some() {
             keys.push("benign");
         }
@@ -242,6 +269,12 @@ pub(super) fn without_default_keys(mut file: SchemaFile) -> SchemaFile {
     for column in &mut file.columns {
         if column.unlisted_labels == Some(UnlistedLabels::default()) {
             column.unlisted_labels = None;
+        }
+        if column.set == Some(false) {
+            column.set = None;
+        }
+        if column.set_separator.as_deref() == Some(DEFAULT_SET_SEPARATOR) {
+            column.set_separator = None;
         }
     }
     file

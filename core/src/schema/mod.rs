@@ -11,6 +11,7 @@
 //!   objects) and the `[filter]` that keeps records.
 //! - `featurizer`: one record (csv row, JSON object) into features and a label.
 //! - [`diff`]: what differs between two schemas, for the message that declines a round.
+//! - [`draft`]: a starting schema drafted from a telemetry file (`fedshield schema draft`).
 //!
 //! A schema is built once ([`Schema::from_toml_str`], [`Schema::load`]) and then
 //! featurizes every record ([`Schema::featurize`]). Every participant featurizes
@@ -23,6 +24,7 @@
 
 mod alert_labels;
 pub mod diff;
+pub mod draft;
 mod featurizer;
 mod file;
 mod json_fields;
@@ -40,7 +42,7 @@ use sha2::{Digest, Sha256};
 use alert_labels::AlertLabels;
 pub use alert_labels::{AlertClassFrom, AlertFlowFields};
 pub use featurizer::{HeaderMismatch, HeaderPositions, RecordFields, fnv1a_64, hash_bucket};
-pub(crate) use featurizer::{quoted, strip_byte_order_mark};
+pub(crate) use featurizer::{json_kind, quoted, strip_byte_order_mark};
 pub use file::FileFormat;
 use file::{SchemaFile, describe_toml_error};
 pub use json_fields::resolve_json_field;
@@ -86,16 +88,20 @@ enum ColumnRole {
         transforms: Vec<Transform>,
         missing: Option<f64>,
     },
-    /// `vocabulary.len() + 1` features: a one-hot over the vocabulary, the last slot for other values.
+    /// `vocabulary.len() + 1` features: a one-hot over the vocabulary, the last slot for other values
+    /// (a multi-hot over the elements when `set_separator` is set).
     Vocabulary {
         slot_of_value: HashMap<String, usize>,
         values: Vec<String>,
         missing: Option<String>,
+        set_separator: Option<String>,
     },
-    /// `num_buckets` features: a one-hot at `fnv1a_64(value) % num_buckets`.
+    /// `num_buckets` features: a one-hot at `fnv1a_64(value) % num_buckets`
+    /// (a multi-hot over the elements when `set_separator` is set).
     Hashed {
         num_buckets: u32,
         missing: Option<String>,
+        set_separator: Option<String>,
     },
     /// The label; no features.
     Label,

@@ -1106,3 +1106,256 @@ fn label_keys_are_checked_with_their_paths() {
         "{problems:?}"
     );
 }
+
+/// Returns the schema of `columns` (TOML text) followed by a label column
+/// whose benign value is "ok".
+fn schema_with_label(columns: &str) -> Schema {
+    let label = "[[columns]]\nname = \"label\"\nkind = \"label\"\nbenign = [\"ok\"]";
+    Schema::from_toml_str(&format!("{columns}\n{label}")).unwrap()
+}
+
+/// A csv schema with a set-valued vocabulary column `services` (extra keys in
+/// `options`) and a label column.
+fn set_schema(options: &str) -> Schema {
+    schema_with_label(&format!(
+        r#"
+        [[columns]]
+        name = "services"
+        kind = "categorical"
+        vocabulary = ["dns", "ssl", "quic"]
+        set = true
+        {options}
+        "#
+    ))
+}
+
+fn set_features(schema: &Schema, value: &str) -> Result<Vec<f32>, String> {
+    let record = csv_record(&[value, "ok"]);
+    let (features, _) = schema.featurize(&RecordFields::CsvPositional(&record))?;
+    Ok(features)
+}
+
+#[test]
+fn a_set_column_sets_the_slot_of_every_element_once() {
+    let schema = set_schema("");
+    assert_eq!(schema.num_features(), 4);
+    assert_eq!(
+        set_features(&schema, "ssl,quic").unwrap(),
+        [0.0, 1.0, 1.0, 0.0]
+    );
+    assert_eq!(
+        set_features(&schema, " ssl , ssl,dns ").unwrap(),
+        [1.0, 1.0, 0.0, 0.0]
+    );
+    assert_eq!(
+        set_features(&schema, "ssl,irc,sip").unwrap(),
+        [0.0, 1.0, 0.0, 1.0],
+        "elements outside the vocabulary share the other slot"
+    );
+    assert_eq!(set_features(&schema, "dns").unwrap(), [1.0, 0.0, 0.0, 0.0]);
+    assert_eq!(set_features(&schema, ",").unwrap(), [0.0; 4]);
+    assert_eq!(
+        set_features(&schema, "").unwrap_err(),
+        "column \"services\" is empty or absent and has no missing value"
+    );
+}
+
+#[test]
+fn a_set_columns_missing_value_and_separator_are_split_too() {
+    let schema = set_schema("set_separator = \";\"\nmissing = \"dns;quic\"");
+    assert_eq!(
+        set_features(&schema, "ssl;quic").unwrap(),
+        [0.0, 1.0, 1.0, 0.0]
+    );
+    assert_eq!(
+        set_features(&schema, "ssl,quic").unwrap(),
+        [0.0, 0.0, 0.0, 1.0]
+    );
+    assert_eq!(set_features(&schema, "").unwrap(), [1.0, 0.0, 1.0, 0.0]);
+    let empty_when_absent = set_schema("missing = \"\"");
+    assert_eq!(set_features(&empty_when_absent, "").unwrap(), [0.0; 4]);
+}
+
+#[test]
+fn json_arrays_are_sets_and_json_strings_split_on_the_separator() {
+    let schema = set_schema("");
+    let features_of = |text: &str| {
+        schema
+            .featurize(&RecordFields::Json(&json_object(text)))
+            .map(|(features, _)| features)
+    };
+    assert_eq!(
+        features_of(r#"{"services": ["quic", "dns", "quic"]}"#).unwrap(),
+        [1.0, 0.0, 1.0, 0.0]
+    );
+    assert_eq!(features_of(r#"{"services": []}"#).unwrap(), [0.0; 4]);
+    assert_eq!(
+        features_of(r#"{"services": [53, "ssl"]}"#).unwrap(),
+        [0.0, 1.0, 0.0, 1.0]
+    );
+    assert_eq!(
+        features_of(r#"{"services": "ssl,dns"}"#).unwrap(),
+        [1.0, 1.0, 0.0, 0.0]
+    );
+    assert_eq!(
+        features_of(r#"{"services": null}"#).unwrap_err(),
+        "column \"services\" is empty or absent and has no missing value"
+    );
+    assert_eq!(
+        features_of(r#"{"services": ["ssl", {"a": 1}]}"#).unwrap_err(),
+        "column \"services\": set elements must be strings or numbers, got an object"
+    );
+    let single_valued = Schema::for_test();
+    let array_at_proto = json_object(r#"{"bytes": 1, "proto": ["tcp"], "port": 1}"#);
+    assert_eq!(
+        single_valued
+            .featurize(&RecordFields::Json(&array_at_proto))
+            .unwrap_err(),
+        "column \"proto\": expected a string, number or boolean, got an array"
+    );
+}
+
+#[test]
+fn hashed_set_columns_set_one_bucket_per_distinct_element() {
+    let schema = schema_with_label(
+        r#"
+        [[columns]]
+        name = "flowbits"
+        kind = "categorical"
+        hash_buckets = 64
+        set = true
+        "#,
+    );
+    let object = json_object(r#"{"flowbits": ["ET.Evil", "ET.DROPIP", "ET.Evil"]}"#);
+    let (features, _) = schema.featurize(&RecordFields::Json(&object)).unwrap();
+    let mut expected = vec![0.0f32; 64];
+    expected[hash_bucket("ET.Evil", 64) as usize] = 1.0;
+    expected[hash_bucket("ET.DROPIP", 64) as usize] = 1.0;
+    assert_eq!(features, expected);
+    assert_eq!(features.iter().sum::<f32>(), 2.0);
+}
+
+#[test]
+fn zeek_rows_split_sets_on_the_files_separator_and_read_the_empty_marker() {
+    let schema = schema_with_label(
+        r#"
+        format = "zeek"
+        [[columns]]
+        name = "services"
+        kind = "categorical"
+        vocabulary = ["dns", "ssl", "quic"]
+        set = true
+        [[columns]]
+        name = "proto"
+        kind = "categorical"
+        vocabulary = ["tcp"]
+        missing = "tcp"
+        "#,
+    );
+    let header = csv_record(&["services", "proto", "label"]);
+    let positions = schema.header_positions(&header, true).unwrap();
+    let features_of = |services: &str, proto: &str| {
+        let record = csv_record(&[services, proto, "ok"]);
+        let fields = RecordFields::Zeek {
+            record: &record,
+            header: &positions,
+            set_separator: "|",
+            empty_field: "(empty)",
+        };
+        schema.featurize(&fields).map(|(features, _)| features)
+    };
+    assert_eq!(
+        features_of("ssl|quic", "tcp").unwrap(),
+        [0.0, 1.0, 1.0, 0.0, 1.0, 0.0]
+    );
+    assert_eq!(
+        features_of("ssl,quic", "tcp").unwrap()[..4],
+        [0.0, 0.0, 0.0, 1.0]
+    );
+    assert_eq!(
+        features_of("(empty)", "(empty)").unwrap(),
+        [0.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+        "the empty marker is the empty set, and absent for a single-valued column"
+    );
+    assert_eq!(
+        features_of("", "tcp").unwrap_err(),
+        "column \"services\" is empty or absent and has no missing value"
+    );
+}
+
+#[test]
+fn set_applies_to_categorical_columns_only_and_the_separator_needs_it() {
+    let text = r#"
+        [[columns]]
+        name = "bytes"
+        kind = "numeric"
+        transforms = [{ clamp = { min = 0.0, max = 1.0 } }]
+        set = true
+        [[columns]]
+        name = "proto"
+        kind = "categorical"
+        hash_buckets = 4
+        set_separator = ";"
+        [[columns]]
+        name = "port"
+        kind = "categorical"
+        hash_buckets = 4
+        set = true
+        set_separator = ""
+        [[columns]]
+        name = "label"
+        kind = "label"
+        benign = ["ok"]
+        set = true
+        "#;
+    assert_eq!(
+        problems_of(text),
+        [
+            "columns[0] (\"bytes\"): key \"set\" does not apply to kind \"numeric\"",
+            "columns[1] (\"proto\"): set_separator applies to a set-valued column; add set = true or leave set_separator out",
+            "columns[2] (\"port\"): set_separator must not be empty",
+            "columns[3] (\"label\"): key \"set\" does not apply to kind \"label\"",
+        ]
+    );
+    let zeek_text = r#"
+        format = "zeek"
+        [[columns]]
+        name = "service"
+        kind = "categorical"
+        hash_buckets = 4
+        set = true
+        set_separator = ";"
+        [[columns]]
+        name = "label"
+        kind = "label"
+        benign = ["ok"]
+        "#;
+    assert_eq!(
+        problems_of(zeek_text),
+        [
+            "columns[0] (\"service\"): zeek logs give their set separator in the #set_separator header; leave set_separator out"
+        ]
+    );
+}
+
+#[test]
+fn set_keys_at_their_defaults_leave_the_canonical_text_unchanged() {
+    let plain = Schema::for_test();
+    let explicit = plain.to_toml_string().replace(
+        "vocabulary = [\"tcp\", \"udp\"]",
+        "vocabulary = [\"tcp\", \"udp\"]\nset = false",
+    );
+    assert!(explicit.contains("set = false"), "{explicit}");
+    assert_eq!(
+        Schema::from_toml_str(&explicit).unwrap().sha256(),
+        plain.sha256()
+    );
+    let with_default_separator = set_schema("set_separator = \",\"");
+    assert_eq!(with_default_separator.sha256(), set_schema("").sha256());
+    let canonical = set_schema("").to_toml_string();
+    assert!(canonical.contains("set = true"), "{canonical}");
+    assert_ne!(
+        set_schema("set_separator = \";\"").sha256(),
+        set_schema("").sha256()
+    );
+}

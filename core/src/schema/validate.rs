@@ -16,7 +16,8 @@ use std::collections::HashMap;
 
 use super::alert_labels::validate_alert_labels;
 use super::file::{
-    ColumnFile, FileFormat, MissingValue, SchemaFile, default_delimiter, without_default_keys,
+    ColumnFile, DEFAULT_SET_SEPARATOR, FileFormat, MissingValue, SchemaFile, default_delimiter,
+    without_default_keys,
 };
 use super::json_fields::FilterValue;
 use super::labels::{LabelKeys, LabelMapping, validate_label};
@@ -49,6 +50,16 @@ impl Schema {
                 "delimiter: zeek logs give their separator in the #separator header; leave delimiter out, got {:?}",
                 file.delimiter
             ));
+        }
+        if file.format == FileFormat::Zeek {
+            for (column_index, column) in file.columns.iter().enumerate() {
+                if column.set_separator.is_some() {
+                    problems.push(format!(
+                        "{}: zeek logs give their set separator in the #set_separator header; leave set_separator out",
+                        column_path(column_index, &column.name)
+                    ));
+                }
+            }
         }
         if file.columns.is_empty() {
             problems.push("columns: the schema declares no columns".to_string());
@@ -188,7 +199,13 @@ fn column_path(column_index: usize, name: &str) -> String {
 fn validate_column(column: &ColumnFile, path: &str, problems: &mut Vec<String>) -> CompiledColumn {
     let allowed_keys: &[&str] = match column.kind.as_str() {
         "numeric" => &["transforms", "missing"],
-        "categorical" => &["vocabulary", "hash_buckets", "missing"],
+        "categorical" => &[
+            "vocabulary",
+            "hash_buckets",
+            "missing",
+            "set",
+            "set_separator",
+        ],
         "label" => &[
             "benign",
             "classes",
@@ -326,6 +343,22 @@ fn validate_categorical(
             None
         }
     };
+    let set_separator = match (column.set, &column.set_separator) {
+        (Some(true), separator) => {
+            let separator = separator.as_deref().unwrap_or(DEFAULT_SET_SEPARATOR);
+            if separator.is_empty() {
+                problems.push(format!("{path}: set_separator must not be empty"));
+            }
+            Some(separator.to_string())
+        }
+        (_, Some(_)) => {
+            problems.push(format!(
+                "{path}: set_separator applies to a set-valued column; add set = true or leave set_separator out"
+            ));
+            None
+        }
+        (_, None) => None,
+    };
     match (&column.vocabulary, column.hash_buckets) {
         (Some(_), Some(_)) => {
             problems.push(format!(
@@ -357,6 +390,7 @@ fn validate_categorical(
                 slot_of_value,
                 values: vocabulary.clone(),
                 missing,
+                set_separator,
             })
         }
         (None, Some(hash_buckets)) => {
@@ -369,6 +403,7 @@ fn validate_categorical(
             CompiledColumn::Role(ColumnRole::Hashed {
                 num_buckets: hash_buckets as u32,
                 missing,
+                set_separator,
             })
         }
     }

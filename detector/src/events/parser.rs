@@ -281,10 +281,7 @@ impl EventParser {
             ));
         };
         self.zeek_header.split_row(text, &mut self.record);
-        let fields = RecordFields::CsvWithHeader {
-            record: &self.record,
-            header: positions,
-        };
+        let fields = self.zeek_header.row_fields(&self.record, positions);
         let result = self.schema.featurize_into(&fields, features);
         result.map(|_label| ParsedLine::Event).map_err(|reason| {
             let names: Vec<&str> = self
