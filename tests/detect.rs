@@ -33,7 +33,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use common::{
-    coordinator_tls, localhost_certificate, start_coordinator, start_participant, test_spec,
+    coordinator_tls, localhost_certificate, start_coordinator, start_participant, telemetry_sample,
+    test_spec,
 };
 
 fn fedshield(args: &[&str]) -> Output {
@@ -1024,22 +1025,6 @@ async fn a_truncated_or_rotated_events_file_is_read_again_from_its_start() {
     assert!(!stderr.contains("malformed"), "{stderr}");
 }
 
-const SAMPLES_DIR: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/telemetry-samples"
-);
-
-/// Returns the path of a telemetry sample, failing when the samples are absent.
-fn sample(relative_path: &str) -> PathBuf {
-    let path = Path::new(SAMPLES_DIR).join(relative_path);
-    assert!(
-        path.is_file(),
-        "the telemetry samples are required: {} is missing",
-        path.display()
-    );
-    path
-}
-
 /// A few conn.log columns of Zeek TSV logs; events need no label, but
 /// IoT-23 and CTU-50 rows carry one.
 const ZEEK_TSV_SCHEMA: &str = r#"
@@ -1135,7 +1120,7 @@ fn assert_one_verdict_per_row(schema_toml: &str, events: &Path, num_rows: usize)
 #[test]
 fn detect_scores_every_row_of_the_iot23_zeek_captures() {
     // 8 header lines, then the rows; a CRLF file with a labelled #close.
-    let honeypot = sample("iot23-ctu-honeypot-4-1/conn.log.labeled");
+    let honeypot = telemetry_sample("iot23-ctu-honeypot-4-1/conn.log.labeled");
     let dir = tempfile::tempdir().unwrap();
     let (verdicts, _) = detect_events(dir.path(), ZEEK_TSV_SCHEMA, &honeypot);
     assert_eq!(verdicts.len(), 452);
@@ -1143,7 +1128,7 @@ fn detect_scores_every_row_of_the_iot23_zeek_captures() {
     assert_eq!(verdicts[451]["line"].as_u64(), Some(460));
     assert_one_verdict_per_row(
         ZEEK_TSV_SCHEMA,
-        &sample("iot23-ctu-iot-malware-42-1/conn.log.labeled"),
+        &telemetry_sample("iot23-ctu-iot-malware-42-1/conn.log.labeled"),
         4_426,
     );
 }
@@ -1152,7 +1137,7 @@ fn detect_scores_every_row_of_the_iot23_zeek_captures() {
 fn detect_scores_every_row_of_a_ctu50_host_zeek_log() {
     assert_one_verdict_per_row(
         ZEEK_TSV_SCHEMA,
-        &sample("stratosphere-ctu50-feel-zeek/008-ctu-normal-40-day1/conn.log.labeled"),
+        &telemetry_sample("stratosphere-ctu50-feel-zeek/008-ctu-normal-40-day1/conn.log.labeled"),
         5_663,
     );
 }
@@ -1161,14 +1146,14 @@ fn detect_scores_every_row_of_a_ctu50_host_zeek_log() {
 fn detect_scores_every_zeek_json_line_and_every_eve_flow_event() {
     assert_one_verdict_per_row(
         ZEEK_JSON_SCHEMA,
-        &sample("zeek-json-nmap-portscan/conn.log"),
+        &telemetry_sample("zeek-json-nmap-portscan/conn.log"),
         4_504,
     );
     let dir = tempfile::tempdir().unwrap();
     let eve = dir.path().join("eve.json");
     let mut decompressed = Vec::new();
     flate2::read::GzDecoder::new(
-        std::fs::File::open(sample(
+        std::fs::File::open(telemetry_sample(
             "suricata-eve-slips-test6/test6-malicious.suricata.json.gz",
         ))
         .unwrap(),

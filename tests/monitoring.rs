@@ -27,7 +27,6 @@ use fedshield_participant::{
     Participant, ParticipantConfig, ParticipantError, ParticipantMetrics, PrivacyBudget,
 };
 use fedshield_proto::metrics_http::serve_metrics;
-use fedshield_proto::tls::client_tls_config;
 use fedshield_proto::tls::pki::CertificateAuthority;
 use fedshield_proto::v1::federation_client::FederationClient;
 use fedshield_proto::v1::{UpdateChunk, UpdateHeader, update_chunk};
@@ -114,13 +113,7 @@ impl Federation {
     }
 
     fn client_tls(&self, name: &str) -> tonic::transport::ClientTlsConfig {
-        let certificate = self.authority.issue_client(name, 1).unwrap();
-        client_tls_config(
-            self.authority.cert_pem(),
-            &certificate.cert_pem,
-            &certificate.key_pem,
-            "localhost",
-        )
+        common::participant_tls(&self.authority, name)
     }
 
     /// Starts every participant; returns their metrics.

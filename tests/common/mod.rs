@@ -8,7 +8,7 @@ pub mod raw;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fedshield_coordinator::participants::ParticipantRegistry;
@@ -17,7 +17,7 @@ use fedshield_core::telemetry::{OrgProfile, num_flow_features, synthetic_dataset
 use fedshield_core::{ModelSpec, ParticipantId};
 use fedshield_participant::{Participant, ParticipantConfig, ParticipantEvent};
 use fedshield_proto::tls::pki::{CertificateAuthority, IssuedCertificate};
-use fedshield_proto::tls::{https_server_config_pem, server_config_pem};
+use fedshield_proto::tls::{client_tls_config, https_server_config_pem, server_config_pem};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -64,6 +64,23 @@ pub fn start_participant(
         .unwrap()
         .with_events(events_sender);
     (tokio::spawn(participant.run(shutdown)), events)
+}
+
+/// The real telemetry samples, read in place from `../shared`.
+const TELEMETRY_SAMPLES_DIR: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/data/telemetry-samples"
+);
+
+/// Returns the path of a telemetry sample, failing when the samples are absent.
+pub fn telemetry_sample(relative_path: &str) -> PathBuf {
+    let path = Path::new(TELEMETRY_SAMPLES_DIR).join(relative_path);
+    assert!(
+        path.is_file(),
+        "the telemetry samples are required: {} is missing",
+        path.display()
+    );
+    path
 }
 
 /// Polls `condition` every 20ms until it holds or `timeout` passes.
@@ -204,6 +221,22 @@ pub fn localhost_certificate(authority: &CertificateAuthority) -> IssuedCertific
             1,
         )
         .unwrap()
+}
+
+/// Returns the client TLS settings of participant `name`: a fresh client
+/// certificate from `authority`, valid for a day, and `authority` as the
+/// coordinator's CA (its certificate names `localhost`).
+pub fn participant_tls(
+    authority: &CertificateAuthority,
+    name: &str,
+) -> tonic::transport::ClientTlsConfig {
+    let certificate = authority.issue_client(name, 1).unwrap();
+    client_tls_config(
+        authority.cert_pem(),
+        &certificate.cert_pem,
+        &certificate.key_pem,
+        "localhost",
+    )
 }
 
 /// Returns the coordinator's mutual-TLS settings: `server` as its
