@@ -92,7 +92,7 @@ pub enum Command {
     Privacy(PrivacyArgs),
     /// Create TLS certificates: a CA, the coordinator's server certificate, participants' client certificates.
     Certs(CertsArgs),
-    /// Score live events (CSV or JSONL) with a published model: one JSON verdict per event on stdout.
+    /// Score live events (CSV, JSON lines such as eve.json, or Zeek logs) with a published model: one JSON verdict per event on stdout.
     Detect(DetectArgs),
     /// Benchmarks of whole federations on 127.0.0.1 (`bench rounds`: round overhead at scale).
     Bench(BenchArgs),

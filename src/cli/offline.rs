@@ -41,7 +41,7 @@ pub struct SynthArgs {
 /// A labelled dataset on disk and the schema to read it with.
 #[derive(Debug, Clone, Args)]
 pub struct DataArgs {
-    /// CSV or JSONL file of telemetry records.
+    /// Telemetry file: CSV, JSON lines (Zeek JSON, Suricata eve) or a Zeek TSV log, as the schema says.
     #[arg(long)]
     pub data: PathBuf,
     /// Schema (TOML) describing the file's columns.

@@ -67,7 +67,7 @@ pub struct ParticipantArgs {
     /// Number of synthetic flow records.
     #[arg(long, default_value_t = 5000)]
     pub synthetic_records: usize,
-    /// Train on this CSV or JSONL file instead of synthetic telemetry (needs --schema).
+    /// Train on this telemetry file (CSV, JSON lines or a Zeek log) instead of synthetic telemetry (needs --schema).
     #[arg(long, value_parser = existing_file, requires = "schema")]
     pub data: Option<PathBuf>,
     /// Schema (TOML) of --data.
