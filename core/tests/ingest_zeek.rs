@@ -287,3 +287,28 @@ scan = ["PartOfAHorizontalPortScan"]
     .to_string();
     assert!(error.contains("\"Benign\""), "{error}");
 }
+
+/// Zeek archives rotated logs gzipped: a `.gz` path is read decompressed,
+/// by training and by `schema draft`.
+#[test]
+fn a_gzipped_log_is_read_and_drafted_from_its_path() {
+    let path = sample("iot23-ctu-iot-malware-34-1/conn.log.labeled.gz");
+    let (dataset, report) = load_dataset(&path, &shipped_schema(), &IngestOptions::default())
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(
+        (report.num_rows, report.skipped.total()),
+        (23_145, 0),
+        "{report}"
+    );
+    assert_eq!(label_counts(&dataset), (1_923, 21_222));
+    let draft = fedshield_core::schema::draft::draft_schema(
+        &path,
+        &fedshield_core::schema::draft::DraftOptions::default(),
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    assert!(draft.contains("format = \"zeek\""), "{draft}");
+    let drafted = Schema::from_toml_str(&draft).unwrap_or_else(|error| panic!("{error}"));
+    let (_, report) = load_dataset(&path, &drafted, &IngestOptions::default())
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(report.num_rows + report.skipped.total(), 23_145, "{report}");
+}

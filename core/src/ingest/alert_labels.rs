@@ -20,7 +20,6 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::fs::File;
 use std::io::Read;
 use std::net::IpAddr;
 use std::path::Path;
@@ -76,11 +75,8 @@ impl AlertIndex {
     /// [`IngestError::Open`] naming the path, and every error of
     /// [`AlertIndex::read_from`].
     pub fn read(path: &Path, schema: &Schema, max_line_bytes: usize) -> Result<Self, IngestError> {
-        let file = File::open(path).map_err(|source| IngestError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        AlertIndex::read_from(file, &path.display().to_string(), schema, max_line_bytes)
+        let (reader, _) = super::open_telemetry(path, FileFormat::Jsonl)?;
+        AlertIndex::read_from(reader, &path.display().to_string(), schema, max_line_bytes)
     }
 
     /// Reads the alerts of eve JSON lines from `reader`, named `source_name`
@@ -419,12 +415,8 @@ pub fn load_dataset_with_alert_labels(
     if !schema.has_alert_labels() {
         return Err(IngestError::AlertLabelsNotInSchema { source_name });
     }
-    let file = File::open(path).map_err(|source| IngestError::Open {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let format = FileFormat::from_extension(path).unwrap_or(schema.format());
-    super::load_with_alerts(file, &source_name, format, schema, options, alerts)
+    let (reader, format) = super::open_telemetry(path, schema.format())?;
+    super::load_with_alerts(reader, &source_name, format, schema, options, alerts)
 }
 
 #[cfg(test)]

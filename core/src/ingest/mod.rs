@@ -48,7 +48,6 @@ mod lines;
 mod report;
 mod zeek;
 
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -215,12 +214,34 @@ pub fn load_dataset(
     schema: &Schema,
     options: &IngestOptions,
 ) -> Result<(Dataset, IngestReport), IngestError> {
-    let file = File::open(path).map_err(|source| IngestError::Open {
+    let (reader, format) = open_telemetry(path, schema.format())?;
+    load_dataset_from_reader(reader, &path.display().to_string(), format, schema, options)
+}
+
+/// Opens the telemetry file at `path` for reading, decompressing it when its
+/// name ends in `.gz` (Zeek archives rotated logs as `conn.….log.gz`), and
+/// returns the format its name implies (`flows.csv`, `flows.csv.gz` → csv),
+/// else `default_format` (the schema's).
+///
+/// # Errors
+/// [`IngestError::Open`] naming the path.
+pub fn open_telemetry(
+    path: &Path,
+    default_format: FileFormat,
+) -> Result<(Box<dyn Read>, FileFormat), IngestError> {
+    let reader = crate::fsutil::open_maybe_gzip(path).map_err(|source| IngestError::Open {
         path: path.to_path_buf(),
         source,
     })?;
-    let format = FileFormat::from_extension(path).unwrap_or(schema.format());
-    load_dataset_from_reader(file, &path.display().to_string(), format, schema, options)
+    let named = if crate::fsutil::is_gzip_path(path) {
+        path.file_stem().map(Path::new)
+    } else {
+        Some(path)
+    };
+    let format = named
+        .and_then(FileFormat::from_extension)
+        .unwrap_or(default_format);
+    Ok((reader, format))
 }
 
 /// Loads telemetry in `format` from `reader` (a file, stdin, a socket) through

@@ -28,7 +28,6 @@ mod render;
 mod sample;
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use render::render;
@@ -144,7 +143,7 @@ impl Default for DraftOptions {
 /// [`DraftError::Open`] naming the path, and every error of [`draft_schema_from_reader`].
 pub fn draft_schema(path: &Path, options: &DraftOptions) -> Result<String, DraftError> {
     let open = || {
-        File::open(path).map_err(|source| DraftError::Open {
+        crate::fsutil::open_maybe_gzip(path).map_err(|source| DraftError::Open {
             path: path.to_path_buf(),
             source,
         })
