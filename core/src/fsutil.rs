@@ -328,6 +328,26 @@ fn unique_suffix() -> u64 {
     COUNTER.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Returns true when `path`'s name ends in `.gz` (any case).
+pub fn is_gzip_path(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|extension| extension.eq_ignore_ascii_case("gz"))
+}
+
+/// Opens `path` for reading, decompressing it when its name ends in `.gz`
+/// (every gzip member, as `zcat` reads concatenated archives).
+///
+/// # Errors
+/// The error of opening the file.
+pub fn open_maybe_gzip(path: &Path) -> std::io::Result<Box<dyn std::io::Read>> {
+    let file = File::open(path)?;
+    if is_gzip_path(path) {
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(file)))
+    } else {
+        Ok(Box::new(file))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,25 +421,5 @@ mod tests {
         .to_string();
         assert!(error.contains("model.bin"), "{error}");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
-    }
-}
-
-/// Returns true when `path`'s name ends in `.gz` (any case).
-pub fn is_gzip_path(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|extension| extension.eq_ignore_ascii_case("gz"))
-}
-
-/// Opens `path` for reading, decompressing it when its name ends in `.gz`
-/// (every gzip member, as `zcat` reads concatenated archives).
-///
-/// # Errors
-/// The error of opening the file.
-pub fn open_maybe_gzip(path: &Path) -> std::io::Result<Box<dyn std::io::Read>> {
-    let file = File::open(path)?;
-    if is_gzip_path(path) {
-        Ok(Box::new(flate2::read::MultiGzDecoder::new(file)))
-    } else {
-        Ok(Box::new(file))
     }
 }
