@@ -33,7 +33,7 @@
 
 use std::hint::black_box;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -101,15 +101,15 @@ columns = [
 event_type = "flow"
 "#;
 
-/// Returns the path of a telemetry sample, failing when the samples are absent.
-fn sample(relative_path: &str) -> PathBuf {
+/// Returns the bytes of a telemetry sample, failing when the samples are absent.
+fn read_sample(relative_path: &str) -> Vec<u8> {
     let path = Path::new(SAMPLES_DIR).join(relative_path);
-    assert!(
-        path.is_file(),
-        "the telemetry samples are required: {} is missing",
-        path.display()
-    );
-    path
+    std::fs::read(&path).unwrap_or_else(|error| {
+        panic!(
+            "the telemetry samples are required: cannot read {}: {error}",
+            path.display()
+        )
+    })
 }
 
 /// Returns the CTU-50 rows `ZEEK_COPIES` times over as one Zeek TSV log,
@@ -118,15 +118,13 @@ fn zeek_conn_tsv() -> Vec<u8> {
     let mut header = String::new();
     let mut rows = String::new();
     for (host, num_rows) in CTU50_CONN_LOGS {
-        let path = sample(&format!(
-            "stratosphere-ctu50-feel-zeek/{host}/conn.log.labeled"
-        ));
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        let relative_path = format!("stratosphere-ctu50-feel-zeek/{host}/conn.log.labeled");
+        let text = String::from_utf8(read_sample(&relative_path))
+            .unwrap_or_else(|error| panic!("{relative_path}: {error}"));
         let (directives, data): (Vec<&str>, Vec<&str>) =
             text.lines().partition(|line| line.starts_with('#'));
-        assert_eq!(directives.len(), 8, "{}", path.display());
-        assert_eq!(data.len(), num_rows, "{}", path.display());
+        assert_eq!(directives.len(), 8, "{relative_path}");
+        assert_eq!(data.len(), num_rows, "{relative_path}");
         if header.is_empty() {
             header = directives.join("\n") + "\n";
         }
@@ -138,13 +136,11 @@ fn zeek_conn_tsv() -> Vec<u8> {
 
 /// Returns the eve sample, decompressed, `EVE_COPIES` times over.
 fn eve_json() -> Vec<u8> {
-    let path = sample(EVE_GZ);
-    let file =
-        std::fs::File::open(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let gzipped = read_sample(EVE_GZ);
     let mut eve = Vec::new();
-    GzDecoder::new(file)
+    GzDecoder::new(&gzipped[..])
         .read_to_end(&mut eve)
-        .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        .unwrap_or_else(|error| panic!("{EVE_GZ}: {error}"));
     assert_eq!(
         eve.iter().filter(|&&byte| byte == b'\n').count(),
         EVE_EVENTS
