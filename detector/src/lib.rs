@@ -32,17 +32,23 @@
 //! - [`output`]: where verdicts go: the [`VerdictSink`] trait and its sinks (JSON lines).
 //! - [`pipeline`]: the read loops, to the input's end or following a file.
 //! - [`source`]: model versions from a local file or from the coordinator.
+//! - [`alert`]: the [`alert::Alert`] record formats encode and sinks deliver.
+//! - [`format`]: alert encodings (native JSON, ECS, OCSF).
+//! - [`sinks`]: where encoded alerts go (stdout, file, syslog, webhook).
 //! - [`error`]: the crate's error type, [`DetectorError`].
 
 #![forbid(unsafe_code)]
 
+pub mod alert;
 pub mod error;
 pub mod events;
+pub mod format;
 pub mod output;
 pub mod pipeline;
 pub mod release;
 pub mod scoring;
 pub mod settings;
+pub mod sinks;
 pub mod source;
 
 use std::io;
