@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use crate::alert::Alert;
 use crate::error::Result;
 
 /// Counts of one sink, for the detector's metrics and its last report.
@@ -29,14 +30,15 @@ pub trait AlertSink: Send {
     /// `syslog-udp`, `syslog-tcp`, `syslog-tls`, `webhook`).
     fn name(&self) -> &str;
 
-    /// Hands one encoded record (no trailing line feed) to the sink. Never
-    /// blocks on the destination: a record that does not fit the queue is
-    /// dropped and counted.
+    /// Hands one encoded record of `alert` (no trailing line feed) to the
+    /// sink; `alert` gives what a framing needs (syslog's severity and
+    /// timestamp). Never blocks on the destination: a record that does not
+    /// fit the queue is dropped and counted.
     ///
     /// # Errors
     /// Only a local output failure that makes going on pointless (stdout
     /// or the alert file cannot be written).
-    fn submit(&mut self, record: &[u8]) -> Result<()>;
+    fn submit(&mut self, alert: &Alert, record: &[u8]) -> Result<()>;
 
     /// Delivers what is queued, waiting at most `wait`; what is still queued
     /// then is counted as dropped.
