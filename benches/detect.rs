@@ -45,9 +45,11 @@ use fedshield_core::model::weights::ModelWeights;
 use fedshield_core::schema::{FileFormat, Schema};
 use fedshield_core::telemetry::{FlowGenerator, OrgProfile, synthetic_flows_schema, write_csv};
 use fedshield_detector::events::{EventParser, Line, LineReader, ParsedLine, READ_BUFFER_BYTES};
+use fedshield_detector::format::native::NativeFormat;
 use fedshield_detector::pipeline::score_to_end;
 use fedshield_detector::{
-    DEFAULT_BATCH_EVENTS, Detector, JsonLinesOutput, ModelRelease, ReleaseRules, ScoringModel,
+    AlertOptions, AlertOutput, DEFAULT_BATCH_EVENTS, Detector, ModelRelease, ReleaseRules,
+    ScoringModel, WriterSink,
 };
 use flate2::read::GzDecoder;
 
@@ -189,7 +191,11 @@ fn detect_all(
 ) -> u64 {
     let parser = EventParser::new(schema.clone(), format, "bench");
     let model = ScoringModel::new(release.clone()).expect("the model builds");
-    let output = Box::new(JsonLinesOutput::new(io::sink(), DEFAULT_BATCH_EVENTS));
+    let output = AlertOutput::new(
+        Box::new(NativeFormat),
+        vec![Box::new(WriterSink::new("bench", io::sink()))],
+        AlertOptions::default(),
+    );
     let mut detector = Detector::new(parser, model, DEFAULT_BATCH_EVENTS, output, io::sink());
     score_to_end(&mut &input[..], "bench", &mut detector, None).expect("scoring succeeds");
     detector.stats().num_scored

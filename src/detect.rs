@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use fedshield_core::ModelVersion;
 use fedshield_core::schema::FileFormat;
+use fedshield_detector::output::SuppressionSettings;
 use fedshield_detector::{
-    CoordinatorSettings, DetectSettings, ModelSourceSettings, OutputSettings,
+    AlertOptions, CoordinatorSettings, DetectSettings, ModelSourceSettings, OutputSettings,
 };
 use fedshield_proto::tls::{ClientTlsFiles, client_tls_files};
 
@@ -87,6 +88,25 @@ fn detect_settings(args: &DetectArgs) -> Result<DetectSettings> {
         poll_interval: Duration::from_secs(args.poll_secs),
         batch_events,
         output: OutputSettings::JsonLinesStdout,
+        alerts: AlertOptions {
+            alerts_only: args.alerts_only,
+            explain_top_k: usize::try_from(args.explain_top_k)
+                .context("--explain-top-k is too large")?,
+            include_fields: args
+                .include_fields
+                .iter()
+                .map(|name| name.trim().to_string())
+                .filter(|name| !name.is_empty())
+                .collect(),
+            suppression: match (&args.suppress_key, args.suppress_secs) {
+                (Some(key), Some(secs)) => Some(SuppressionSettings {
+                    key: key.clone(),
+                    window: Duration::from_secs(secs),
+                }),
+                _ => None,
+            },
+        },
+        flush_wait: Duration::from_secs(args.flush_secs),
     })
 }
 

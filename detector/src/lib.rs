@@ -43,6 +43,7 @@ pub mod alert;
 pub mod error;
 pub mod events;
 pub mod format;
+pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod release;
@@ -61,16 +62,18 @@ use tracing::info;
 
 pub use error::{DetectorError, Result};
 use events::{EventInput, EventParser, STDIN_NAME};
-pub use output::{JsonLinesOutput, VerdictSink, open_sink};
+pub use output::{AlertOptions, AlertOutput, WriterSink};
 use pipeline::{follow_file, score_to_end};
 pub use release::{ModelRelease, ReleaseRules};
 pub use scoring::{DetectStats, Detector, ScoringModel};
 pub use settings::{
-    CoordinatorSettings, DEFAULT_BATCH_EVENTS, DetectSettings, ModelSourceSettings, OutputSettings,
+    CoordinatorSettings, DEFAULT_BATCH_EVENTS, DEFAULT_FLUSH_WAIT, DetectSettings,
+    ModelSourceSettings, OutputSettings,
 };
 use source::open_model_source;
 
-/// How long a stop on `shutdown` waits for the read under way.
+/// How long a stop on `shutdown` waits for the read under way (the sinks'
+/// flush wait comes on top).
 const STOP_WAIT: Duration = Duration::from_secs(1);
 
 /// Scores events until the input ends (or forever when following a file),
@@ -107,13 +110,15 @@ pub async fn run(settings: DetectSettings, shutdown: CancellationToken) -> Resul
     let (sender, mut receiver) = watch::channel(Arc::new(initial));
     let watches_models = settings.follow && source.can_switch();
     let stop = shutdown.clone();
-    let output = settings.output;
+    let output_settings = settings.output;
+    let alert_options = settings.alerts;
+    let flush_wait = settings.flush_wait;
     let mut scoring = tokio::task::spawn_blocking(move || -> Result<DetectStats> {
         let initial = receiver.borrow_and_update().clone();
         let model = ScoringModel::new(initial)?;
-        let sink = open_sink(&output, batch_events);
+        let output = open_output(&output_settings, alert_options);
         let mut detector =
-            Detector::new(parser, model, batch_events, sink, io::stderr()).stop_when(stop);
+            Detector::new(parser, model, batch_events, output, io::stderr()).stop_when(stop);
         let models = watches_models.then_some(&mut receiver);
         match input {
             EventInput::Stdin(mut stdin) => {
@@ -125,6 +130,8 @@ pub async fn run(settings: DetectSettings, shutdown: CancellationToken) -> Resul
             }
             EventInput::File(file) => follow_file(file, &mut detector, models)?,
         }
+        detector.finish(flush_wait)?;
+        report_output(&detector);
         Ok(detector.stats())
     });
     let watcher =
@@ -133,7 +140,7 @@ pub async fn run(settings: DetectSettings, shutdown: CancellationToken) -> Resul
         finished = &mut scoring => Some(finished),
         // A read that waits for input (a quiet pipe) cannot be interrupted;
         // everything read before it is already scored and written.
-        () = shutdown.cancelled() => tokio::time::timeout(STOP_WAIT, &mut scoring).await.ok(),
+        () = shutdown.cancelled() => tokio::time::timeout(STOP_WAIT + flush_wait, &mut scoring).await.ok(),
     };
     if let Some(watcher) = watcher {
         watcher.abort();
@@ -153,4 +160,36 @@ pub async fn run(settings: DetectSettings, shutdown: CancellationToken) -> Resul
         "input ended"
     );
     Ok(())
+}
+
+/// Returns the alert output `settings` name: the format, and every sink.
+fn open_output(settings: &OutputSettings, options: AlertOptions) -> AlertOutput {
+    match settings {
+        OutputSettings::JsonLinesStdout => AlertOutput::new(
+            Box::new(format::native::NativeFormat),
+            vec![Box::new(WriterSink::new("stdout", io::stdout()))],
+            options,
+        ),
+    }
+}
+
+/// Logs what the output and each sink did: counts only.
+fn report_output<E: std::io::Write>(detector: &Detector<E>) {
+    let stats = detector.output().stats();
+    info!(
+        num_emitted = stats.num_emitted,
+        num_attacks = stats.num_attacks,
+        num_suppressed = stats.num_suppressed,
+        "alerts emitted"
+    );
+    for (sink, sink_stats) in detector.output().sink_stats() {
+        if sink_stats.num_dropped > 0 {
+            tracing::warn!(
+                sink = %sink,
+                num_dropped = sink_stats.num_dropped,
+                num_delivered = sink_stats.num_delivered,
+                "sink dropped alerts"
+            );
+        }
+    }
 }

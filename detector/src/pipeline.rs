@@ -12,7 +12,6 @@ use tracing::{info, warn};
 
 use crate::error::{DetectorError, Result};
 use crate::events::{EventFile, FileChange, LineReader, READ_BUFFER_BYTES};
-use crate::output::VerdictSink;
 use crate::release::ModelRelease;
 use crate::scoring::{Detector, ScoringModel};
 
@@ -21,9 +20,9 @@ use crate::scoring::{Detector, ScoringModel};
 pub const FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Switches `detector` to the version the model source published last, if it is new.
-fn switch_if_published<S: VerdictSink + ?Sized, E: Write>(
+fn switch_if_published<E: Write>(
     models: &mut watch::Receiver<Arc<ModelRelease>>,
-    detector: &mut Detector<S, E>,
+    detector: &mut Detector<E>,
 ) -> Result<()> {
     if !models.has_changed().unwrap_or(false) {
         return Ok(());
@@ -51,10 +50,10 @@ fn read_error(input_name: &str, source: io::Error) -> DetectorError {
 ///
 /// # Errors
 /// As [`Detector::push_line`], or the input's read error.
-pub fn score_to_end<S: VerdictSink + ?Sized, E: Write>(
+pub fn score_to_end<E: Write>(
     input: &mut impl Read,
     source_name: &str,
-    detector: &mut Detector<S, E>,
+    detector: &mut Detector<E>,
     mut models: Option<&mut watch::Receiver<Arc<ModelRelease>>>,
 ) -> Result<()> {
     let mut lines = LineReader::new(READ_BUFFER_BYTES);
@@ -91,9 +90,9 @@ pub fn score_to_end<S: VerdictSink + ?Sized, E: Write>(
 ///
 /// # Errors
 /// As [`Detector::push_line`], or the file's read error.
-pub fn follow_file<S: VerdictSink + ?Sized, E: Write>(
+pub fn follow_file<E: Write>(
     mut file: EventFile,
-    detector: &mut Detector<S, E>,
+    detector: &mut Detector<E>,
     mut models: Option<&mut watch::Receiver<Arc<ModelRelease>>>,
 ) -> Result<()> {
     let mut lines = LineReader::new(READ_BUFFER_BYTES);

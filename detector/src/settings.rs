@@ -8,8 +8,14 @@ use fedshield_core::ModelVersion;
 use fedshield_core::schema::{FileFormat, Schema};
 use fedshield_proto::tls::ClientTlsFiles;
 
+use crate::output::AlertOptions;
+
 /// Events scored per forward pass unless the settings say otherwise.
 pub const DEFAULT_BATCH_EVENTS: usize = 1024;
+
+/// How long sinks may take to deliver their queues on exit unless the
+/// settings say otherwise.
+pub const DEFAULT_FLUSH_WAIT: Duration = Duration::from_secs(10);
 
 /// The settings of one detector run.
 #[derive(Debug, Clone)]
@@ -34,6 +40,11 @@ pub struct DetectSettings {
     pub batch_events: usize,
     /// Where verdicts go.
     pub output: OutputSettings,
+    /// Which events become alerts, what they echo and explain.
+    pub alerts: AlertOptions,
+    /// How long the sinks may take to deliver what they queue when the
+    /// detector stops.
+    pub flush_wait: Duration,
 }
 
 /// Where verdicts go: each variant is one sink of [`crate::output`], and

@@ -83,4 +83,26 @@ pub struct DetectArgs {
     /// Events scored per forward pass (output is flushed after every batch, and whenever input pauses).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub batch_size: u64,
+    /// Emit only events at or above the threshold (alerts); default: a verdict for every event.
+    #[arg(long)]
+    pub alerts_only: bool,
+    /// More fields to echo in every verdict, besides the schema's identity columns (comma-separated
+    /// names: csv header names, Zeek #fields names, JSON keys or dotted paths).
+    #[arg(long, value_delimiter = ',')]
+    pub include_fields: Vec<String>,
+    /// Contributing input columns listed in each alert's explanation (0: no explanations).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=64))]
+    pub explain_top_k: u64,
+    /// Roll repeated alerts of one key into one alert with a count: the echoed field (a column
+    /// name, or a role such as source.ip) whose value keys the window. Needs --suppress-secs.
+    #[arg(long, requires = "suppress_secs")]
+    pub suppress_key: Option<String>,
+    /// Length of the suppression window in seconds: the first alert of a key goes out at once,
+    /// repeats within the window go out as one alert with their count when it ends.
+    #[arg(long, requires = "suppress_key", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub suppress_secs: Option<u64>,
+    /// Seconds the sinks may take, on exit (end of input, SIGINT or SIGTERM), to deliver the
+    /// alerts they still queue; what is left then is counted as dropped and reported.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub flush_secs: u64,
 }

@@ -32,6 +32,7 @@
 pub mod cache;
 pub mod codec;
 pub mod data;
+pub mod explain;
 pub mod file;
 pub mod inference;
 pub mod metrics;

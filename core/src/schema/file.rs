@@ -217,6 +217,11 @@ pub(super) struct ColumnFile {
     /// before the key existed keep their canonical text and sha256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) unlisted_labels: Option<UnlistedLabels>,
+    /// What an echoed column means (`identity` columns and feature
+    /// columns): an ECS field name (see `identity`). Written only when set,
+    /// so that schemas without roles keep their canonical text and sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) role: Option<String>,
 }
 
 impl ColumnFile {

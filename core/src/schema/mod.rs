@@ -27,6 +27,7 @@ pub mod diff;
 pub mod draft;
 mod featurizer;
 mod file;
+mod identity;
 mod json_fields;
 mod labels;
 #[cfg(test)]
@@ -45,6 +46,7 @@ pub use featurizer::{HeaderMismatch, HeaderPositions, RecordFields, fnv1a_64, ha
 pub(crate) use featurizer::{json_kind, quoted, strip_byte_order_mark};
 pub use file::FileFormat;
 use file::{SchemaFile, describe_toml_error};
+pub use identity::{EchoedColumn, IdentityRole};
 pub use json_fields::resolve_json_field;
 use labels::LabelMapping;
 pub use labels::{
@@ -124,6 +126,9 @@ impl ColumnRole {
 struct Column {
     name: String,
     role: ColumnRole,
+    /// Set when a detector echoes the column in every verdict: an
+    /// `identity` column, or a feature column with a `role`.
+    echo: Option<Option<IdentityRole>>,
 }
 
 /// A validated schema: the columns of a telemetry file and how each becomes features.
@@ -340,6 +345,41 @@ impl Schema {
     pub fn unlisted_labels(&self) -> UnlistedLabels {
         self.label_mapping()
             .map_or_else(UnlistedLabels::default, LabelMapping::unlisted)
+    }
+
+    /// Returns the columns a detector echoes in every verdict, in schema
+    /// order: `identity` columns and feature columns with a `role`.
+    pub fn echoed_columns(&self) -> Vec<EchoedColumn> {
+        self.columns
+            .iter()
+            .filter_map(|column| {
+                column.echo.map(|role| EchoedColumn {
+                    name: column.name.clone(),
+                    role,
+                })
+            })
+            .collect()
+    }
+
+    /// Returns each feature column's name and the range of feature indices
+    /// it fills, in feature order: what maps a feature back to the column
+    /// (and so the value) it came from.
+    pub fn feature_columns(&self) -> Vec<(&str, std::ops::Range<usize>)> {
+        let mut start = 0;
+        let mut ranges = Vec::new();
+        for column in &self.columns {
+            let width = column.role.num_features();
+            if width > 0 {
+                ranges.push((column.name.as_str(), start..start + width));
+            }
+            start += width;
+        }
+        ranges
+    }
+
+    /// Returns whether the schema has a column named `name`.
+    pub fn has_column(&self, name: &str) -> bool {
+        self.columns.iter().any(|column| column.name == name)
     }
 
     /// Returns the names of the columns every input must hold, in schema

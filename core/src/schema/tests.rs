@@ -598,7 +598,7 @@ fn validation_reports_every_problem_with_its_key_path() {
         "columns[0] (\"a\").transforms[1] (standardize): std must be greater than 0, got 0",
         "columns[0] (\"a\").transforms[2] (scale): divisor must not be 0",
         "columns[1] (\"a\"): duplicate column name, columns[0] (\"a\") already uses it",
-        "columns[1] (\"a\"): unknown kind \"numric\", expected \"numeric\", \"categorical\", \"label\" or \"ignore\"",
+        "columns[1] (\"a\"): unknown kind \"numric\", expected \"numeric\", \"categorical\", \"label\", \"identity\" or \"ignore\"",
         "columns[2] (\"proto\"): vocabulary must not be empty",
         "columns[3] (\"service\"): hash_buckets must be in 1..=65536, got 0",
         "columns[4] (\"both\"): set either vocabulary or hash_buckets, not both",
@@ -1357,5 +1357,86 @@ fn set_keys_at_their_defaults_leave_the_canonical_text_unchanged() {
     assert_ne!(
         set_schema("set_separator = \";\"").sha256(),
         set_schema("").sha256()
+    );
+}
+
+#[test]
+fn identity_columns_and_roles_are_echoed_and_never_features() {
+    let text = r#"
+        format = "zeek"
+        [[columns]]
+        name = "uid"
+        kind = "identity"
+        role = "event.id"
+        [[columns]]
+        name = "note"
+        kind = "identity"
+        [[columns]]
+        name = "id.resp_p"
+        kind = "categorical"
+        vocabulary = ["22", "80"]
+        role = "destination.port"
+        [[columns]]
+        name = "duration"
+        kind = "numeric"
+        transforms = [{ clamp = { min = 0.0, max = 1e6 } }]
+    "#;
+    let schema = Schema::from_toml_str(text).unwrap();
+    assert_eq!(schema.num_features(), 4, "identity columns add no feature");
+    let echoed: Vec<(String, Option<IdentityRole>)> = schema
+        .echoed_columns()
+        .into_iter()
+        .map(|column| (column.name, column.role))
+        .collect();
+    assert_eq!(
+        echoed,
+        [
+            ("uid".to_string(), Some(IdentityRole::EventId)),
+            ("note".to_string(), None),
+            ("id.resp_p".to_string(), Some(IdentityRole::DestinationPort)),
+        ]
+    );
+    let ranges: Vec<(&str, std::ops::Range<usize>)> = schema.feature_columns();
+    assert_eq!(ranges, [("id.resp_p", 0..3), ("duration", 3..4)]);
+    assert!(
+        !schema.columns_required_in_input(false).contains(&"uid"),
+        "an identity column may be absent"
+    );
+    // The roles are part of the canonical text, so of the schema's hash.
+    let reparsed = Schema::from_toml_str(&schema.to_toml_string()).unwrap();
+    assert_eq!(reparsed.echoed_columns(), schema.echoed_columns());
+}
+
+#[test]
+fn unknown_or_misplaced_roles_are_refused_with_their_key_path() {
+    let text = r#"
+        [[columns]]
+        name = "src"
+        kind = "identity"
+        role = "source.address"
+        [[columns]]
+        name = "dst"
+        kind = "ignore"
+        role = "destination.ip"
+        [[columns]]
+        name = "bytes"
+        kind = "numeric"
+        transforms = [{ clamp = { min = 0.0, max = 1e6 } }]
+        [[columns]]
+        name = "label"
+        kind = "label"
+        benign = ["normal"]
+        role = "event.id"
+    "#;
+    let Err(SchemaError::Invalid { problems, .. }) = Schema::from_toml_str(text) else {
+        panic!("bad roles must be refused");
+    };
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(problems[0].starts_with(
+        "columns[0] (\"src\").role: unknown role \"source.address\", expected one of \"@timestamp\""
+    ));
+    assert!(problems[1].contains("columns[1] (\"dst\").role: an ignored column is not echoed"));
+    assert!(
+        problems[2].contains("columns[3] (\"label\").role: the label column cannot carry a role")
     );
 }

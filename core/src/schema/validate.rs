@@ -22,7 +22,8 @@ use super::file::{
 use super::json_fields::FilterValue;
 use super::labels::{LabelKeys, LabelMapping, validate_label};
 use super::{
-    Column, ColumnRole, MAX_FEATURE_MAGNITUDE, MAX_HASH_BUCKETS, Schema, SchemaError, Transform,
+    Column, ColumnRole, IdentityRole, MAX_FEATURE_MAGNITUDE, MAX_HASH_BUCKETS, Schema, SchemaError,
+    Transform,
 };
 
 impl Schema {
@@ -116,9 +117,11 @@ impl Schema {
                 }
                 CompiledColumn::Invalid => ColumnRole::Ignore,
             };
+            let echo = validate_echo(column, &path, &mut problems);
             columns.push(Column {
                 name: column.name.clone(),
                 role,
+                echo,
             });
         }
 
@@ -195,6 +198,45 @@ fn column_path(column_index: usize, name: &str) -> String {
     }
 }
 
+/// Returns whether and how a detector echoes `column`: `Some(role)` for an
+/// `identity` column and a feature column with a `role`, `None` otherwise;
+/// appends a problem for a `role` that names no known field or sits on a
+/// column that cannot carry one.
+fn validate_echo(
+    column: &ColumnFile,
+    path: &str,
+    problems: &mut Vec<String>,
+) -> Option<Option<IdentityRole>> {
+    let role = match column.role.as_deref() {
+        None => None,
+        Some(name) => match IdentityRole::from_ecs_field(name) {
+            Some(role) => Some(role),
+            None => {
+                problems.push(format!(
+                    "{path}.role: unknown role {name:?}, expected one of {}",
+                    IdentityRole::choices()
+                ));
+                return None;
+            }
+        },
+    };
+    match column.kind.as_str() {
+        "identity" => Some(role),
+        "numeric" | "categorical" => role.map(Some),
+        "ignore" if role.is_some() => {
+            problems.push(format!(
+                "{path}.role: an ignored column is not echoed; use kind = \"identity\" to echo it"
+            ));
+            None
+        }
+        "label" if role.is_some() => {
+            problems.push(format!("{path}.role: the label column cannot carry a role"));
+            None
+        }
+        _ => None,
+    }
+}
+
 /// Validates one column, appending problems prefixed with `path`.
 fn validate_column(column: &ColumnFile, path: &str, problems: &mut Vec<String>) -> CompiledColumn {
     let allowed_keys: &[&str] = match column.kind.as_str() {
@@ -214,10 +256,10 @@ fn validate_column(column: &ColumnFile, path: &str, problems: &mut Vec<String>) 
             "skip",
             "class_column",
         ],
-        "ignore" => &[],
+        "ignore" | "identity" => &[],
         unknown => {
             problems.push(format!(
-                "{path}: unknown kind {unknown:?}, expected \"numeric\", \"categorical\", \"label\" or \"ignore\""
+                "{path}: unknown kind {unknown:?}, expected \"numeric\", \"categorical\", \"label\", \"identity\" or \"ignore\""
             ));
             return CompiledColumn::Invalid;
         }

@@ -12,7 +12,9 @@
 
 use csv::StringRecord;
 use fedshield_core::ingest::{ZeekDirective, ZeekHeader};
-use fedshield_core::schema::{FileFormat, HeaderPositions, RecordFields, Schema};
+use fedshield_core::schema::{
+    FileFormat, HeaderPositions, RecordFields, Schema, resolve_json_field,
+};
 use serde::Deserialize;
 
 use crate::error::DetectorError;
@@ -68,6 +70,8 @@ pub struct EventParser {
     /// Schema column names, in schema order: positional csv fields, and the
     /// column a featurizer reason names.
     column_names: Vec<String>,
+    /// Each schema column's kind, in schema order.
+    column_kinds: Vec<String>,
     /// The csv header line's names and column positions, once it has been
     /// read (schemas with `has_header`).
     header: Option<(StringRecord, HeaderPositions)>,
@@ -94,6 +98,7 @@ impl EventParser {
             schema,
             format,
             source_name: source_name.into(),
+            column_kinds: column_names.iter().map(|(_, kind)| kind.clone()).collect(),
             column_names: column_names.into_iter().map(|(name, _)| name).collect(),
             header: None,
             unlabelled_positions,
@@ -101,6 +106,16 @@ impl EventParser {
             zeek_positions: None,
             record: StringRecord::new(),
         }
+    }
+
+    /// Returns the schema events are featurized with.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// Returns the events' format.
+    pub fn format(&self) -> FileFormat {
+        self.format
     }
 
     /// Returns the name of the input.
@@ -293,6 +308,83 @@ impl EventParser {
             let column = field_index.map_or(1, |index| self.zeek_header.field_column(text, index));
             LineError::Malformed { column, reason }
         })
+    }
+
+    /// Writes the values of the fields `names` of an event line (one this
+    /// parser read as an event, under the header in force now) into
+    /// `values` (cleared first), one per name: `None` for a field the line
+    /// leaves out, unset (Zeek's `-`), empty or JSON `null`, or that its
+    /// header does not name. Names are csv header names, Zeek `#fields`
+    /// names or JSON keys (literal, then a nested path); a headerless csv
+    /// row is read by the schema's column order.
+    ///
+    /// Only alerts are echoed, so this parses the line a second time rather
+    /// than keeping every event's fields.
+    pub fn extract_fields(&self, line: &[u8], names: &[String], values: &mut Vec<Option<String>>) {
+        values.clear();
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let text = String::from_utf8_lossy(line);
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let present = |value: &str| (!value.is_empty()).then(|| value.to_string());
+        match self.format {
+            FileFormat::Jsonl => {
+                let object = match serde_json::from_str::<serde_json::Value>(text) {
+                    Ok(serde_json::Value::Object(object)) => object,
+                    _ => serde_json::Map::new(),
+                };
+                values.extend(
+                    names
+                        .iter()
+                        .map(|name| match resolve_json_field(&object, name)? {
+                            serde_json::Value::Null => None,
+                            serde_json::Value::String(text) => present(text),
+                            other => Some(other.to_string()),
+                        }),
+                );
+            }
+            FileFormat::Csv => {
+                let mut record = StringRecord::new();
+                if split_csv_line(text, self.schema.delimiter(), &mut record).is_err() {
+                    values.extend(names.iter().map(|_| None));
+                    return;
+                }
+                let header_names: Vec<&str> = match &self.header {
+                    Some((header, _)) => header.iter().map(str::trim).collect(),
+                    None if record.len() + 1 == self.column_names.len() => self
+                        .column_names
+                        .iter()
+                        .zip(&self.column_kinds)
+                        .filter(|(_, kind)| kind.as_str() != "label")
+                        .map(|(name, _)| name.as_str())
+                        .collect(),
+                    None => self.column_names.iter().map(String::as_str).collect(),
+                };
+                values.extend(names.iter().map(|name| {
+                    let position = header_names
+                        .iter()
+                        .position(|candidate| candidate == name)?;
+                    present(record.get(position)?.trim())
+                }));
+            }
+            FileFormat::Zeek => {
+                let mut record = StringRecord::new();
+                let field_names = self.zeek_header.field_names();
+                if !self.zeek_header.split_row(text, &mut record) || field_names.is_none() {
+                    values.extend(names.iter().map(|_| None));
+                    return;
+                }
+                let field_names = field_names.expect("checked above");
+                let empty_marker = self.zeek_header.empty_field();
+                values.extend(names.iter().map(|name| {
+                    let position = field_names.iter().position(|candidate| candidate == name)?;
+                    let value = record.get(position)?;
+                    if value == empty_marker {
+                        return None;
+                    }
+                    present(value)
+                }));
+            }
+        }
     }
 
     /// Returns the schema column a featurizer reason is about (`column "x": ...`).

@@ -9,3 +9,5 @@ pub trait AlertFormat: Send {
     /// Appends `alert`'s encoding (one JSON object, no line feed) to `out`.
     fn encode(&self, alert: &Alert, out: &mut Vec<u8>);
 }
+
+pub mod native;

@@ -1,53 +1,192 @@
-//! Where verdicts go: the [`Detector`](crate::Detector) hands each scored
-//! batch to a [`VerdictSink`]. A new format or destination is one file here
-//! implementing the trait, one variant of [`OutputSettings`] and one arm of
-//! [`open_sink`].
+//! Where verdicts go: which events become alerts (all, or only those over
+//! the threshold), repeats rolled up by a suppression window, each alert
+//! encoded once by the chosen format and handed to every sink.
 //!
-//! - [`json_lines`]: one JSON object per event and line on a byte sink (standard output).
+//! - [`suppress`]: the suppression window.
+//! - [`writer`]: a sink over any byte writer (standard output, tests, benchmarks).
 
-pub mod json_lines;
+pub mod suppress;
+pub mod writer;
 
-use std::io;
+use std::time::Duration;
 
-pub use json_lines::JsonLinesOutput;
-
+use crate::alert::Alert;
 use crate::error::Result;
-use crate::release::ModelRelease;
-use crate::settings::OutputSettings;
+use crate::format::AlertFormat;
+use crate::sinks::{AlertSink, SinkStats};
+pub use suppress::{SuppressionSettings, Suppressor};
+pub use writer::WriterSink;
 
-/// Receives the verdicts of each scored batch. The detector calls it once
-/// per batch (up to `batch_events` events), never per event, so the
-/// `Box<dyn VerdictSink>` that [`open_sink`] returns costs one dynamic call
-/// per batch; a detector built on a concrete sink calls it statically.
-pub trait VerdictSink {
-    /// Writes the verdicts of one scored batch and flushes: the events' line
-    /// numbers, their scores and, for a multi-class release, their most
-    /// likely attack classes (empty otherwise), all scored by `release`. An
-    /// event is an attack when its score is at or above `release.threshold`.
-    /// A reader that went away (a closed pipe) is not an error: it closes the sink.
-    ///
-    /// # Errors
-    /// An output error other than the reader going away.
-    fn write_batch(
-        &mut self,
-        release: &ModelRelease,
-        lines: &[u64],
-        scores: &[f32],
-        attack_classes: &[u32],
-    ) -> Result<()>;
-
-    /// Returns true once the sink's reader went away: scoring stops. Only
-    /// [`Self::write_batch`] closes a sink; the detector asks after each batch.
-    fn is_closed(&self) -> bool;
+/// What becomes an alert, and how much of it.
+#[derive(Debug, Clone)]
+pub struct AlertOptions {
+    /// Emit only events at or above the threshold; otherwise every event.
+    pub alerts_only: bool,
+    /// Contributing columns listed in each attack's explanation; 0 for none.
+    pub explain_top_k: usize,
+    /// Fields echoed in every verdict besides the schema's identity columns.
+    pub include_fields: Vec<String>,
+    /// Repeats of one key within a window rolled into one alert.
+    pub suppression: Option<SuppressionSettings>,
 }
 
-/// Returns the sink `settings` names, sized for batches of `batch_events`
-/// events. Call it on the thread that scores: a sink may hold a lock on
-/// standard output.
-pub fn open_sink(settings: &OutputSettings, batch_events: usize) -> Box<dyn VerdictSink> {
-    match settings {
-        OutputSettings::JsonLinesStdout => {
-            Box::new(JsonLinesOutput::new(io::stdout().lock(), batch_events))
+impl Default for AlertOptions {
+    fn default() -> Self {
+        AlertOptions {
+            alerts_only: false,
+            explain_top_k: DEFAULT_EXPLAIN_TOP_K,
+            include_fields: Vec::new(),
+            suppression: None,
         }
+    }
+}
+
+/// Contributing columns listed per attack unless the settings say otherwise.
+pub const DEFAULT_EXPLAIN_TOP_K: usize = 5;
+
+/// Counts of the alert output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutputStats {
+    /// Verdicts handed to the sinks (alerts, or every event without `alerts_only`).
+    pub num_emitted: u64,
+    /// Attacks among them.
+    pub num_attacks: u64,
+    /// Attacks rolled into another alert's count by the suppression window.
+    pub num_suppressed: u64,
+}
+
+/// Encodes alerts with one format and hands each to every sink.
+pub struct AlertOutput {
+    format: Box<dyn AlertFormat>,
+    sinks: Vec<Box<dyn AlertSink>>,
+    options: AlertOptions,
+    suppressor: Option<Suppressor>,
+    /// The encoding of the alert being emitted.
+    encoded: Vec<u8>,
+    stats: OutputStats,
+    /// Set once a sink's reader went away for good (a closed stdout pipe).
+    closed: bool,
+}
+
+impl AlertOutput {
+    /// Returns an output encoding with `format` into `sinks`.
+    pub fn new(
+        format: Box<dyn AlertFormat>,
+        sinks: Vec<Box<dyn AlertSink>>,
+        options: AlertOptions,
+    ) -> Self {
+        let suppressor = options.suppression.clone().map(Suppressor::new);
+        AlertOutput {
+            format,
+            sinks,
+            options,
+            suppressor,
+            encoded: Vec::with_capacity(1024),
+            stats: OutputStats::default(),
+            closed: false,
+        }
+    }
+
+    /// Returns the options.
+    pub fn options(&self) -> &AlertOptions {
+        &self.options
+    }
+
+    /// Returns the counts so far.
+    pub fn stats(&self) -> OutputStats {
+        self.stats
+    }
+
+    /// Returns each sink's name and counts.
+    pub fn sink_stats(&self) -> Vec<(String, SinkStats)> {
+        self.sinks
+            .iter()
+            .map(|sink| (sink.name().to_string(), sink.stats()))
+            .collect()
+    }
+
+    /// Returns true once a sink's reader went away: scoring stops.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Emits `alert`, unless the suppression window rolls it into a later
+    /// alert's count.
+    ///
+    /// # Errors
+    /// A sink's local output failure.
+    pub fn emit(&mut self, alert: Alert) -> Result<()> {
+        if alert.is_attack
+            && let Some(suppressor) = &mut self.suppressor
+        {
+            let released = suppressor.offer(alert, std::time::Instant::now());
+            if released.is_empty() {
+                self.stats.num_suppressed += 1;
+            }
+            for alert in released {
+                self.write(&alert)?;
+            }
+            return Ok(());
+        }
+        self.write(&alert)
+    }
+
+    /// Emits the roll-ups of suppression windows that have passed.
+    ///
+    /// # Errors
+    /// As [`Self::emit`].
+    pub fn expire(&mut self) -> Result<()> {
+        let Some(suppressor) = &mut self.suppressor else {
+            return Ok(());
+        };
+        for alert in suppressor.expire(std::time::Instant::now()) {
+            self.write(&alert)?;
+        }
+        Ok(())
+    }
+
+    /// Hands what the sinks buffer to their destinations (after each batch).
+    ///
+    /// # Errors
+    /// As [`Self::emit`].
+    pub fn flush_batch(&mut self) -> Result<()> {
+        for sink in &mut self.sinks {
+            sink.flush(Duration::ZERO)?;
+            self.closed |= sink.is_closed();
+        }
+        Ok(())
+    }
+
+    /// Emits every pending roll-up and delivers what the sinks queue,
+    /// waiting at most `wait` in all: the last step before exiting.
+    ///
+    /// # Errors
+    /// As [`Self::emit`].
+    pub fn finish(&mut self, wait: Duration) -> Result<()> {
+        if let Some(suppressor) = &mut self.suppressor {
+            for alert in suppressor.drain() {
+                self.write(&alert)?;
+            }
+        }
+        let deadline = std::time::Instant::now() + wait;
+        for sink in &mut self.sinks {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            sink.flush(left)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, alert: &Alert) -> Result<()> {
+        self.encoded.clear();
+        self.format.encode(alert, &mut self.encoded);
+        self.stats.num_emitted += 1;
+        if alert.is_attack {
+            self.stats.num_attacks += 1;
+        }
+        for sink in &mut self.sinks {
+            sink.submit(alert, &self.encoded)?;
+            self.closed |= sink.is_closed();
+        }
+        Ok(())
     }
 }
