@@ -72,7 +72,8 @@ impl DeliveryState {
 
     /// Counts `num_records` queued records the task gave up on.
     pub fn record_dropped(&self, num_records: usize) {
-        self.num_dropped.fetch_add(num_records as u64, Ordering::AcqRel);
+        self.num_dropped
+            .fetch_add(num_records as u64, Ordering::AcqRel);
     }
 
     /// Counts one failed delivery attempt.
@@ -116,8 +117,8 @@ impl DeliveryState {
 
     fn num_pending(&self) -> u64 {
         let num_submitted = self.num_submitted.load(Ordering::Acquire);
-        let num_settled = self.num_delivered.load(Ordering::Acquire)
-            + self.num_dropped.load(Ordering::Acquire);
+        let num_settled =
+            self.num_delivered.load(Ordering::Acquire) + self.num_dropped.load(Ordering::Acquire);
         num_submitted.saturating_sub(num_settled)
     }
 
@@ -168,11 +169,7 @@ impl QueueSender {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.state.num_submitted.fetch_add(1, Ordering::AcqRel);
-        if self
-            .sender
-            .try_send(QueuedRecord { seq, payload })
-            .is_err()
-        {
+        if self.sender.try_send(QueuedRecord { seq, payload }).is_err() {
             self.state.num_dropped.fetch_add(1, Ordering::AcqRel);
             if let Some(num_dropped_since) = self.overflow_warning.note(1) {
                 warn!(

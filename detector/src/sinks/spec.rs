@@ -160,7 +160,9 @@ fn parse_host_port(address: &str) -> Result<(String, u16), String> {
         let port_text = rest.strip_prefix(':').ok_or("the address needs a :PORT")?;
         (host, port_text)
     } else {
-        address.rsplit_once(':').ok_or("the address needs a :PORT")?
+        address
+            .rsplit_once(':')
+            .ok_or("the address needs a :PORT")?
     };
     if host.is_empty() {
         return Err("the address has no host".to_string());
@@ -283,7 +285,10 @@ impl fmt::Debug for SinkOptions {
                 "syslog_tls_client_cert_file",
                 &self.syslog_tls_client_cert_file,
             )
-            .field("syslog_tls_client_key_file", &self.syslog_tls_client_key_file)
+            .field(
+                "syslog_tls_client_key_file",
+                &self.syslog_tls_client_key_file,
+            )
             .field(
                 "webhook_secret",
                 &self.webhook_secret.as_ref().map(|_| "<redacted>"),
@@ -360,8 +365,7 @@ impl SinkOptions {
         if self.webhook_max_batch_records == 0 {
             problems.push("webhook_max_batch_records must be at least 1".to_string());
         }
-        if self.syslog_tls_client_cert_file.is_some() != self.syslog_tls_client_key_file.is_some()
-        {
+        if self.syslog_tls_client_cert_file.is_some() != self.syslog_tls_client_key_file.is_some() {
             problems.push(
                 "syslog_tls_client_cert_file and syslog_tls_client_key_file go together"
                     .to_string(),
@@ -378,7 +382,11 @@ fn local_hostname() -> String {
         .ok()
         .map(|name| name.trim().to_string())
         .filter(|name| !name.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok().filter(|name| !name.is_empty()))
+        .or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|name| !name.is_empty())
+        })
         .unwrap_or_else(|| "-".to_string())
 }
 

@@ -38,8 +38,7 @@ use tokio_rustls::TlsConnector;
 use tracing::{debug, warn};
 
 use super::queue::{
-    QueueReceiver, QueueSender, QueuedRecord, RateLimitedWarning, delivery_queue,
-    unit_random,
+    QueueReceiver, QueueSender, QueuedRecord, RateLimitedWarning, delivery_queue, unit_random,
 };
 use super::{AlertSink, RetryPolicy, SinkError, SinkOptions, SinkStats, SyslogTransport};
 use crate::alert::Alert;
@@ -398,7 +397,9 @@ async fn deliver_udp(target: Target, mut receiver: QueueReceiver, retry: RetryPo
 }
 
 /// Resolves the target and binds a socket of its address family.
-async fn bind_udp(target: &Target) -> std::result::Result<(UdpSocket, std::net::SocketAddr), String> {
+async fn bind_udp(
+    target: &Target,
+) -> std::result::Result<(UdpSocket, std::net::SocketAddr), String> {
     let address = tokio::net::lookup_host(target.address())
         .await
         .map_err(|error| format!("failed to resolve {}: {error}", target.address()))?

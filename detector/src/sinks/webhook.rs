@@ -91,9 +91,8 @@ impl WebhookSink {
                     ca_file.display()
                 ))
             })?;
-            let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| {
-                setup_error(format!("CA file {}: {error}", ca_file.display()))
-            })?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|error| setup_error(format!("CA file {}: {error}", ca_file.display())))?;
             if certificates.is_empty() {
                 return Err(setup_error(format!(
                     "CA file {} holds no certificate",
@@ -188,7 +187,9 @@ struct Delivery {
 enum Outcome {
     Delivered,
     /// Worth retrying, after at least this long when the server said so.
-    Retry { retry_after: Option<Duration> },
+    Retry {
+        retry_after: Option<Duration>,
+    },
     /// The server refused the batch for good.
     Refused(StatusCode),
 }
