@@ -154,14 +154,14 @@ fn an_alert_file_that_cannot_be_opened_is_named_in_the_error() -> Result<()> {
 }
 
 #[test]
-fn stdout_writes_one_line_per_record_on_flush() -> Result<()> {
+fn stdout_writes_one_line_per_record_when_a_batch_ends() -> Result<()> {
     let (mut reader, writer) = std::io::pipe()?;
     let mut sink = StdoutSink::with_writer(writer);
     for index in 0..3 {
         sink.submit(&alert(index), &record(index))?;
     }
     assert_eq!(sink.stats().num_delivered, 0);
-    sink.flush(Duration::from_secs(1))?;
+    sink.end_batch()?;
     assert_eq!(sink.stats().num_delivered, 3);
     drop(sink);
     let mut text = String::new();

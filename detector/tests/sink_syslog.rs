@@ -529,6 +529,78 @@ fn a_tls_sink_reconnects_after_the_receiver_drops_it_and_loses_nothing() -> Resu
     Ok(())
 }
 
+/// Serves one plain TCP connection at a time on `listener`, keeping every
+/// octet-counted message; aborting the task closes the listener and the
+/// connection.
+fn spawn_tcp_receiver(
+    runtime: &tokio::runtime::Runtime,
+    listener: TcpListener,
+    messages: Arc<Mutex<Vec<String>>>,
+) -> tokio::task::JoinHandle<()> {
+    runtime.spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let _ = read_frames(&mut tcp, &messages, None).await;
+        }
+    })
+}
+
+fn wait_for_count(messages: &Mutex<Vec<String>>, num_expected: usize) -> Vec<String> {
+    let deadline = Instant::now() + ARRIVAL_DEADLINE;
+    loop {
+        let received = messages.lock().map(|list| list.clone()).unwrap_or_default();
+        if received.len() >= num_expected || Instant::now() >= deadline {
+            return received;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_tcp_sink_keeps_what_it_queued_while_the_server_was_down() -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0"))?;
+    let address = listener.local_addr()?;
+    let messages = Arc::new(Mutex::new(Vec::new()));
+    let first_server = spawn_tcp_receiver(&runtime, listener, messages.clone());
+    let mut options = SinkOptions::for_test();
+    options.syslog_hostname = "tcp-sender".to_string();
+    let spec: SinkSpec = format!("syslog+tcp://{address}").parse()?;
+    let mut sink = open_sink(&spec, &options, runtime.handle())?;
+    submit_all(sink.as_mut(), 0..50)?;
+    assert_eq!(wait_for_count(&messages, 50).len(), 50);
+
+    // The server goes away: its listener and connection close.
+    first_server.abort();
+    let _ = runtime.block_on(first_server);
+    for index in 50..150 {
+        let alert = alert(index);
+        sink.submit(&alert, &record(&alert)?)?;
+    }
+    let deadline = Instant::now() + ARRIVAL_DEADLINE;
+    while sink.stats().num_failed_attempts < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let during_outage = sink.stats();
+    assert!(during_outage.num_failed_attempts >= 3, "{during_outage:?}");
+    assert_eq!(during_outage.num_delivered, 50);
+    assert_eq!(during_outage.queue_depth, 100);
+
+    // It comes back on the same address.
+    let listener = runtime.block_on(TcpListener::bind(address))?;
+    let _second_server = spawn_tcp_receiver(&runtime, listener, messages.clone());
+    sink.flush(Duration::from_secs(20))?;
+    let lines = wait_for_count(&messages, 150);
+    let received = lines
+        .iter()
+        .map(|line| parse_message(line))
+        .collect::<Result<Vec<_>>>()?;
+    assert_alerts_arrived(&received, 0..150, "tcp-sender")?;
+    let stats = sink.stats();
+    assert_eq!((stats.num_delivered, stats.num_dropped), (150, 0));
+    assert_eq!(stats.num_connections, 2);
+    Ok(())
+}
+
 #[test]
 fn a_tls_sink_refuses_a_server_its_ca_did_not_sign() -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;

@@ -132,6 +132,18 @@ pub trait AlertSink: Send {
     /// or the alert file cannot be written).
     fn submit(&mut self, alert: &Alert, record: &[u8]) -> Result<()>;
 
+    /// Ends one scoring batch without waiting on a network: stdout and the
+    /// alert file write out what they buffered; syslog and webhook sinks
+    /// return at once and deliver on their own schedule (a webhook batch
+    /// still fills up to its size or its wait). Call it after every batch,
+    /// and [`Self::flush`] when scoring stops.
+    ///
+    /// # Errors
+    /// As [`Self::submit`].
+    fn end_batch(&mut self) -> Result<()> {
+        self.flush(Duration::ZERO)
+    }
+
     /// Delivers what is queued, waiting at most `wait`; what is still queued
     /// then is counted as dropped.
     ///

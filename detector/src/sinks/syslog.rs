@@ -61,6 +61,11 @@ const SEVERITY_INFORMATIONAL: u8 = 6;
 /// Messages written to a stream in one go, at most.
 const MAX_GROUP_RECORDS: usize = 512;
 
+/// How long one group's write may take before the connection counts as
+/// dead (a server that stopped reading): it is closed and the group is
+/// written again on a new one.
+const STREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The fixed parts of every message of one sink.
 #[derive(Debug, Clone)]
 pub struct SyslogHeader {
@@ -263,6 +268,10 @@ impl AlertSink for SyslogSink {
                 self.queue.submit(frame);
             }
         }
+        Ok(())
+    }
+
+    fn end_batch(&mut self) -> Result<()> {
         Ok(())
     }
 
@@ -584,11 +593,18 @@ async fn deliver_stream(
         for record in &group {
             frames.extend_from_slice(&record.payload);
         }
-        let written = async {
+        let write = async {
             open.writer.write_all(&frames).await?;
             open.writer.flush().await
-        }
-        .await;
+        };
+        let written = tokio::time::timeout(STREAM_WRITE_TIMEOUT, write)
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the server stopped reading",
+                ))
+            });
         match written {
             Ok(()) => {
                 num_failures = 0;

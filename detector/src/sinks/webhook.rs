@@ -140,6 +140,10 @@ impl AlertSink for WebhookSink {
         Ok(())
     }
 
+    fn end_batch(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     fn flush(&mut self, wait: Duration) -> Result<()> {
         self.queue.flush(wait);
         Ok(())
