@@ -255,11 +255,15 @@ action(type="omfile" file="{out}" template="RSYSLOG_SyslogProtocol23Format")
             std::thread::sleep(Duration::from_millis(20));
         }
         ensure!(rsyslog.tcp_port != 0, "rsyslogd wrote no tcp port file");
-        // rsyslogd listens on its UDP port now, unless another process took
-        // it between our release and its bind: then the port is free or
-        // someone else's, and a bind of ours tells which.
-        if UdpSocket::bind(("127.0.0.1", udp_port)).is_err() {
-            return Ok(rsyslog);
+        // rsyslogd listens on its UDP port soon, unless another process
+        // took it between our release and its bind: a bind of ours that
+        // keeps succeeding says the port stayed free.
+        let udp_deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < udp_deadline {
+            if UdpSocket::bind(("127.0.0.1", udp_port)).is_err() {
+                return Ok(rsyslog);
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
         eprintln!("rsyslogd did not get udp port {udp_port}; starting again");
     }
