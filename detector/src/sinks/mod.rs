@@ -5,7 +5,6 @@
 //! long: network sinks hand records to their own task through a bounded
 //! queue; when the queue is full the record is dropped, counted and
 //! reported, never lost silently.
-
 //!
 //! - [`spec`]: [`SinkSpec`] (the `--sink` strings) and [`SinkOptions`].
 //! - [`stdout`], [`file`]: local sinks, written on the scoring thread.
