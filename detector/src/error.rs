@@ -326,6 +326,9 @@ pub enum DetectorError {
     /// A model file that cannot be read, or a network that cannot be built or run.
     #[error(transparent)]
     Core(#[from] CoreError),
+    /// A sink that cannot be opened or written.
+    #[error(transparent)]
+    Sink(#[from] crate::sinks::SinkError),
 }
 
 /// Result with [`DetectorError`].
