@@ -19,6 +19,9 @@ use fedshield_detector::format::{
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+/// A change that breaks a valid encoding, for the negative tests.
+type Edit = fn(&mut Value);
+
 /// When the test alerts were scored: 2025-12-03T07:40:00.123Z.
 const DETECTED_UNIX_MS: u64 = 1_764_747_600_123;
 
@@ -765,34 +768,34 @@ fn ecs_marks_benign_verdicts_as_events_and_ipv6_flows_as_ipv6() {
 fn ecs_validation_rejects_unknown_fields_wrong_types_and_values() {
     let valid = encode(AlertFormatName::Ecs, &attack_with_category());
     assert!(ecs_problems(&valid).is_empty());
-    let broken = |edit: &dyn Fn(&mut Value)| {
+    let broken = |edit: Edit| {
         let mut document = valid.clone();
         edit(&mut document);
         ecs_problems(&document)
     };
-    let cases: [(&str, &dyn Fn(&mut Value)); 8] = [
-        ("a port as text", &|document| {
+    let cases: [(&str, Edit); 8] = [
+        ("a port as text", |document| {
             document["source"]["port"] = json!("49152");
         }),
-        ("an address that is no address", &|document| {
+        ("an address that is no address", |document| {
             document["destination"]["ip"] = json!("gateway.example");
         }),
-        ("event.count, which ECS lacks", &|document| {
+        ("event.count, which ECS lacks", |document| {
             document["event"]["count"] = json!(3);
         }),
-        ("a kind ECS does not allow", &|document| {
+        ("a kind ECS does not allow", |document| {
             document["event"]["kind"] = json!("finding");
         }),
-        ("a category as a single value", &|document| {
+        ("a category as a single value", |document| {
             document["event"]["category"] = json!("network");
         }),
-        ("an event type the category does not expect", &|document| {
+        ("an event type the category does not expect", |document| {
             document["event"]["type"] = json!(["creation"]);
         }),
-        ("a date that is no date", &|document| {
+        ("a date that is no date", |document| {
             document["event"]["created"] = json!(1_764_747_600_123u64);
         }),
-        ("no ecs.version", &|document| {
+        ("no ecs.version", |document| {
             document.as_object_mut().expect("an object").remove("ecs");
         }),
     ];
@@ -888,37 +891,37 @@ fn ocsf_severity_follows_the_likelihood_of_attack() {
 fn ocsf_validation_rejects_missing_attributes_wrong_types_and_ids() {
     let valid = encode(AlertFormatName::Ocsf, &attack_with_category());
     assert!(ocsf_problems(&valid).is_empty());
-    let broken = |edit: &dyn Fn(&mut Value)| {
+    let broken = |edit: Edit| {
         let mut finding = valid.clone();
         edit(&mut finding);
         ocsf_problems(&finding)
     };
-    let cases: [(&str, &dyn Fn(&mut Value)); 8] = [
-        ("no finding uid", &|finding| {
+    let cases: [(&str, Edit); 8] = [
+        ("no finding uid", |finding| {
             finding["finding_info"]
                 .as_object_mut()
                 .expect("an object")
                 .remove("uid");
         }),
-        ("a severity id OCSF lacks", &|finding| {
+        ("a severity id OCSF lacks", |finding| {
             finding["severity_id"] = json!(7);
         }),
-        ("an attribute outside the class", &|finding| {
+        ("an attribute outside the class", |finding| {
             finding["score"] = json!(4.25);
         }),
-        ("an address that is no address", &|finding| {
+        ("an address that is no address", |finding| {
             finding["evidences"][0]["src_endpoint"]["ip"] = json!("gateway.example");
         }),
-        ("a port out of range", &|finding| {
+        ("a port out of range", |finding| {
             finding["evidences"][0]["dst_endpoint"]["port"] = json!(70_000);
         }),
-        ("time as text", &|finding| {
+        ("time as text", |finding| {
             finding["time"] = json!("2025-12-03T07:40:00.123Z");
         }),
-        ("a caption that is not its id's", &|finding| {
+        ("a caption that is not its id's", |finding| {
             finding["severity"] = json!("Low");
         }),
-        ("a type uid of another activity", &|finding| {
+        ("a type uid of another activity", |finding| {
             finding["type_uid"] = json!(200402);
         }),
     ];
@@ -943,9 +946,14 @@ fn event_times_read_zeek_seconds_and_rfc3339() {
 #[ignore = "a measurement, not a check"]
 fn encoding_rates() {
     let context = FormatContext::for_test();
-    let alert = attack_with_category();
     let num_alerts = 200_000;
-    for name in AlertFormatName::ALL {
+    let cases = [
+        ("benign event", AlertFormatName::Native, benign()),
+        ("attack", AlertFormatName::Native, attack_with_category()),
+        ("attack", AlertFormatName::Ecs, attack_with_category()),
+        ("attack", AlertFormatName::Ocsf, attack_with_category()),
+    ];
+    for (case, name, alert) in cases {
         let format: Box<dyn AlertFormat> = new_format(name, &context);
         let mut out = Vec::with_capacity(4096);
         let mut num_bytes = 0;
@@ -957,7 +965,7 @@ fn encoding_rates() {
         }
         let elapsed_secs = started.elapsed().as_secs_f64();
         println!(
-            "{name}: {:.0} alerts/s, {} bytes per alert",
+            "{name}, {case}: {:.0} alerts/s, {} bytes per alert",
             f64::from(num_alerts) / elapsed_secs,
             num_bytes / num_alerts as usize
         );
