@@ -79,7 +79,53 @@ pub struct Alert {
     pub detected_unix_ms: u64,
 }
 
+impl ModelKindName {
+    /// Returns the name as formats write it (`binary_classifier`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKindName::BinaryClassifier => "binary_classifier",
+            ModelKindName::MulticlassClassifier => "multiclass_classifier",
+            ModelKindName::Autoencoder => "autoencoder",
+        }
+    }
+
+    /// Returns whether scores are log-odds of attack (classifiers) rather
+    /// than reconstruction errors (autoencoders).
+    pub fn scores_log_odds(self) -> bool {
+        !matches!(self, ModelKindName::Autoencoder)
+    }
+}
+
 impl Alert {
+    /// Returns the verdict as formats write it: `attack` or `benign`.
+    pub fn verdict(&self) -> &'static str {
+        if self.is_attack { "attack" } else { "benign" }
+    }
+
+    /// Returns how likely the event is an attack, in `[0, 1]`, the number
+    /// severities and risk scores derive from: for classifiers the model's
+    /// probability (the logistic of the log-odds score); for autoencoders
+    /// `1 - 2^(-score / threshold)`, which is 0.5 at the threshold and nears
+    /// 1 as the reconstruction error grows past it (with no positive
+    /// threshold: 1 for attacks, 0 otherwise). A score that is not a number
+    /// gives 0.
+    pub fn attack_likelihood(&self) -> f64 {
+        let likelihood = if self.model_kind.scores_log_odds() {
+            1.0 / (1.0 + (-self.score).exp())
+        } else if self.threshold > 0.0 {
+            1.0 - (-self.score.max(0.0) / self.threshold).exp2()
+        } else if self.is_attack {
+            1.0
+        } else {
+            0.0
+        };
+        if likelihood.is_nan() {
+            0.0
+        } else {
+            likelihood.clamp(0.0, 1.0)
+        }
+    }
+
     /// Returns the value of the first echoed field with `role`.
     pub fn role_value(&self, role: IdentityRole) -> Option<&str> {
         self.fields

@@ -1,59 +1,57 @@
-//! The native format: one flat JSON object per verdict.
+//! fedshield's own JSON: the verdict line `fedshield detect` has always
+//! written (`{"line":2,"score":-4.68,"verdict":"benign","model_version":5}`,
+//! plus `category` for multi-class models), extended with where the event
+//! came from, the threshold, the echoed columns, the explanation, the
+//! repeat count and the detection time. Cheap enough to write for every
+//! event, not only alerts: one `serde_json::to_writer` of borrowed values.
 
 use serde::Serialize;
 
 use super::AlertFormat;
-use crate::alert::{Alert, Contribution};
+use super::shared::{Explanation, FieldMap, ShortFloat};
+use super::timestamp::EventTime;
+use crate::alert::Alert;
 
-/// The native encoding.
+/// The native JSON format.
+#[derive(Debug, Clone, Default)]
 pub struct NativeFormat;
 
 #[derive(Serialize)]
-struct NativeVerdict<'a> {
+struct NativeAlert<'a, F: Serialize> {
     line: u64,
-    /// The model's float32 score, printed as such.
-    score: f32,
+    score: ShortFloat,
     verdict: &'static str,
     model_version: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     category: Option<&'a str>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    explanation: &'a Vec<Contribution>,
-    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
-    fields: serde_json::Map<String, serde_json::Value>,
-    #[serde(skip_serializing_if = "is_one")]
-    count: u64,
-}
-
-fn is_one(count: &u64) -> bool {
-    *count == 1
+    source: &'a str,
+    threshold: ShortFloat,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alert_fpr: Option<f64>,
+    fields: F,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explanation: Option<Explanation<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
+    detected_at: EventTime,
 }
 
 impl AlertFormat for NativeFormat {
     fn encode(&self, alert: &Alert, out: &mut Vec<u8>) {
-        let fields = alert
-            .fields
-            .iter()
-            .map(|field| {
-                (
-                    field.column.clone(),
-                    field
-                        .value
-                        .clone()
-                        .map_or(serde_json::Value::Null, serde_json::Value::String),
-                )
-            })
-            .collect();
-        let verdict = NativeVerdict {
+        let native = NativeAlert {
             line: alert.line,
-            score: alert.score as f32,
-            verdict: if alert.is_attack { "attack" } else { "benign" },
+            score: ShortFloat(alert.score),
+            verdict: alert.verdict(),
             model_version: alert.model_version,
             category: alert.category.as_deref(),
-            explanation: &alert.explanation,
-            fields,
-            count: alert.count,
+            source: &alert.source,
+            threshold: ShortFloat(alert.threshold),
+            alert_fpr: alert.alert_fpr,
+            fields: FieldMap::new(alert.fields.iter()),
+            explanation: (!alert.explanation.is_empty()).then_some(Explanation(&alert.explanation)),
+            count: (alert.count != 1).then_some(alert.count),
+            detected_at: EventTime::from_unix_ms(alert.detected_unix_ms),
         };
-        serde_json::to_writer(out, &verdict).expect("a verdict serializes to json in memory");
+        serde_json::to_writer(out, &native).expect("an alert serializes to json in memory");
     }
 }
