@@ -192,10 +192,11 @@ mod tests {
         let calibration = calibrate(&scores);
         assert_eq!(calibration.num_benign, 1000);
         assert_eq!(calibration.thresholds.len(), 3);
-        for (entry, (num_alerts, pivot)) in calibration
-            .thresholds
-            .iter()
-            .zip([(1u64, 998.0f32), (10, 989.0), (50, 949.0)])
+        for (entry, (num_alerts, pivot)) in
+            calibration
+                .thresholds
+                .iter()
+                .zip([(1u64, 998.0f32), (10, 989.0), (50, 949.0)])
         {
             assert_eq!(entry.num_benign_alerts, num_alerts);
             assert_eq!(entry.threshold, f64::from(pivot.next_up()));
@@ -272,8 +273,8 @@ mod tests {
 
     #[test]
     fn a_nan_score_is_refused_with_its_index() {
-        let error = ThresholdCalibration::from_benign_scores("test", &[0.5, 1.0, f32::NAN])
-            .unwrap_err();
+        let error =
+            ThresholdCalibration::from_benign_scores("test", &[0.5, 1.0, f32::NAN]).unwrap_err();
         assert!(matches!(error, CoreError::NanScore { index: 2 }), "{error}");
         assert!(error.to_string().contains("score 2 is NaN"));
     }
@@ -293,7 +294,9 @@ mod tests {
 
     #[test]
     fn thresholds_grow_as_the_target_rate_falls() {
-        let scores: Vec<f32> = (0..5000).map(|i| ((i * 7919) % 5000) as f32 / 50.0).collect();
+        let scores: Vec<f32> = (0..5000)
+            .map(|i| ((i * 7919) % 5000) as f32 / 50.0)
+            .collect();
         let calibration = calibrate(&scores);
         let threshold = |fpr| calibration.threshold_for(fpr).unwrap().threshold;
         assert!(threshold(0.001) >= threshold(0.01));
@@ -304,9 +307,15 @@ mod tests {
     fn standard_targets_match_however_they_are_written() {
         let calibration = calibrate(&(0..1000).map(|i| i as f32).collect::<Vec<_>>());
         let one_percent: f64 = "1e-2".parse().unwrap();
-        assert_eq!(calibration.threshold_for(one_percent).unwrap().target_fpr, 0.01);
         assert_eq!(
-            calibration.threshold_for(0.010_000_000_001).unwrap().target_fpr,
+            calibration.threshold_for(one_percent).unwrap().target_fpr,
+            0.01
+        );
+        assert_eq!(
+            calibration
+                .threshold_for(0.010_000_000_001)
+                .unwrap()
+                .target_fpr,
             0.01
         );
         assert_eq!(standard_alert_fpr(5e-2), Some(0.05));
