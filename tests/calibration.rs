@@ -429,3 +429,60 @@ fn an_alert_fpr_that_is_no_standard_target_is_refused_with_the_targets() {
     assert!(!both.status.success(), "{stderr}");
     assert!(stderr.contains("cannot be used with"), "{stderr}");
 }
+
+#[test]
+fn each_version_scores_with_the_threshold_its_own_card_calibrated() {
+    use fedshield_core::model::calibration::ThresholdCalibration;
+    use fedshield_core::model::weights::ModelWeights;
+    use fedshield_core::telemetry::synthetic_flows_schema;
+    use fedshield_core::{ModelSpec, ModelVersion};
+    use fedshield_detector::DetectorError;
+    use fedshield_detector::release::{CardFacts, ReleaseRules};
+
+    let schema = synthetic_flows_schema();
+    let spec = ModelSpec::mlp(schema.num_features() as u32, vec![4], 2);
+    let weights = ModelWeights::init(spec, 1).unwrap();
+    let rules = ReleaseRules {
+        schema,
+        threshold_flag: None,
+        alert_fpr: Some(0.01),
+    };
+    // Two versions' cards, calibrated on different benign scores.
+    let card = |scale: f32, sha256: &str| CardFacts {
+        sha256: sha256.to_string(),
+        calibration: ThresholdCalibration::from_benign_scores(
+            "test",
+            &(0..1000).map(|i| i as f32 * scale).collect::<Vec<_>>(),
+        )
+        .unwrap(),
+    };
+    let first = rules
+        .release(ModelVersion(1), weights.clone(), None, card(1.0, "aa"))
+        .unwrap();
+    let second = rules
+        .release(ModelVersion(2), weights.clone(), None, card(2.0, "bb"))
+        .unwrap();
+    // 1% of 1,000 allows 10 alerts: just above the 11th highest score.
+    assert_eq!(first.threshold, f64::from(989.0f32.next_up()));
+    assert_eq!(second.threshold, f64::from(1978.0f32.next_up()));
+    assert_eq!((first.alert_fpr, first.sha256.as_str()), (Some(0.01), "aa"));
+    assert_eq!(second.sha256, "bb");
+    assert!(second.calibration.is_some());
+    // A version whose card has no calibration is refused, naming the way out.
+    let error = rules
+        .release(ModelVersion(3), weights.clone(), None, CardFacts::default())
+        .unwrap_err();
+    assert!(
+        matches!(error, DetectorError::NoCalibration { version: ModelVersion(3), alert_fpr } if alert_fpr == 0.01),
+        "{error}"
+    );
+    // Without --alert-fpr the classifier keeps its default threshold.
+    let default_rules = ReleaseRules {
+        alert_fpr: None,
+        ..rules
+    };
+    let default = default_rules
+        .release(ModelVersion(1), weights, None, card(1.0, "aa"))
+        .unwrap();
+    assert_eq!((default.threshold, default.alert_fpr), (0.0, None));
+}
