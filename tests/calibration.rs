@@ -7,7 +7,10 @@
 //! 011, 4,771 Benign / 3,951 Malicious / 326 Background rows) from
 //! `../shared/data/telemetry-samples`. Without it those tests print why and
 //! skip, unless `FEDSHIELD_REQUIRE_SAMPLES=1` makes its absence a failure.
-//! The flag checks run on synthetic flows and need no sample.
+//! The flag checks, the release of each version with its own card's
+//! threshold, and `detect --coordinator --alert-fpr` against a real
+//! coordinator (whose version 0 is calibrated on its evaluation set) run on
+//! synthetic flows and need no sample.
 //!
 //! # Tolerance
 //! The threshold is an order statistic of `n_cal` benign calibration scores,
@@ -18,6 +21,7 @@
 //! (Tied scores make the realized rate lower, never higher, on the
 //! calibration data; see `fedshield_core::model::calibration`.)
 
+mod common;
 mod config_support;
 
 use std::collections::HashMap;
@@ -485,4 +489,81 @@ fn each_version_scores_with_the_threshold_its_own_card_calibrated() {
         .release(ModelVersion(1), weights, None, card(1.0, "aa"))
         .unwrap();
     assert_eq!((default.threshold, default.alert_fpr), (0.0, None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detect_from_a_coordinator_scores_with_the_published_cards_calibrated_threshold() {
+    use fedshield_coordinator::CoordinatorConfig;
+    use fedshield_core::telemetry::{SYNTHETIC_FLOWS_SCHEMA_TOML, held_out_dataset};
+    use tokio_util::sync::CancellationToken;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config =
+        CoordinatorConfig::for_test(dir.path().join("coordinator"), common::test_spec());
+    config.feature_schema_toml = Some(SYNTHETIC_FLOWS_SCHEMA_TOML.to_string());
+    config.evaluation = Some(std::sync::Arc::new(held_out_dataset(2000, 5)));
+    let shutdown = CancellationToken::new();
+    let coordinator = common::start_coordinator(config, shutdown.clone()).await;
+    // Version 0's card is calibrated on the evaluation set's benign rows.
+    let card = coordinator.engine().current_model().card.clone();
+    let calibration = card.calibration.clone().expect("version 0 is calibrated");
+    assert_eq!(calibration.source, "coordinator evaluation set");
+    let threshold = calibration.threshold_for(0.05).unwrap().threshold;
+    let url = format!("http://{}", coordinator.local_addr());
+    let work = dir.path().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        let events = work.join("events.csv");
+        assert_success(
+            &fedshield(
+                &work,
+                &[
+                    "synth",
+                    "--out",
+                    path_str(&events),
+                    "--records",
+                    "400",
+                    "--seed",
+                    "4",
+                ],
+            ),
+            "fedshield synth",
+        );
+        fedshield(
+            &work,
+            &[
+                "detect",
+                "--coordinator",
+                &url,
+                "--insecure",
+                "--cache-dir",
+                path_str(&work.join("cache")),
+                "--events",
+                path_str(&events),
+                "--alert-fpr",
+                "0.05",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert_success(&output, "fedshield detect --coordinator --alert-fpr");
+    let verdicts = parse_verdicts(&output.stdout);
+    assert_eq!(verdicts.len(), 400);
+    let num_alerts = verdicts
+        .iter()
+        .filter(|verdict| verdict["verdict"] == "attack")
+        .count();
+    for verdict in &verdicts {
+        let score = f64::from(verdict["score"].as_f64().unwrap() as f32);
+        assert_eq!(
+            verdict["verdict"] == "attack",
+            score >= threshold,
+            "{verdict}"
+        );
+    }
+    // The untrained version 0 flags some events at its calibrated threshold,
+    // not all and not none as log-odds 0 might.
+    assert!(num_alerts > 0 && num_alerts < 400, "{num_alerts} alerts");
+    shutdown.cancel();
+    coordinator.wait().await.unwrap();
 }
