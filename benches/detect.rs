@@ -173,10 +173,11 @@ fn mlp_release(schema: Schema) -> Arc<ModelRelease> {
     let rules = ReleaseRules {
         schema,
         threshold_flag: None,
+        alert_fpr: None,
     };
     Arc::new(
         rules
-            .release(ModelVersion(1), weights, None)
+            .release(ModelVersion(1), weights, None, Default::default())
             .expect("the model fits the schema"),
     )
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use fedshield_core::ModelVersion;
+use fedshield_core::model::calibration::{STANDARD_ALERT_FPRS, standard_alert_fpr};
 use fedshield_core::schema::FileFormat;
 use fedshield_detector::output::SuppressionSettings;
 use fedshield_detector::{
@@ -37,6 +38,16 @@ pub fn check_settings(args: &DetectArgs) -> Result<()> {
         && !threshold.is_finite()
     {
         bail!("--threshold must be a finite number, got {threshold}");
+    }
+    if let Some(alert_fpr) = args.alert_fpr
+        && standard_alert_fpr(alert_fpr).is_none()
+    {
+        bail!(
+            "--alert-fpr {alert_fpr} is not a calibrated false-positive rate: model cards calibrate {}",
+            STANDARD_ALERT_FPRS
+                .map(|target| target.to_string())
+                .join(", ")
+        );
     }
     if let Some(url) = &args.coordinator {
         detector_tls_files(args, url)?;
@@ -85,6 +96,7 @@ fn detect_settings(args: &DetectArgs) -> Result<DetectSettings> {
         }),
         follow: args.follow,
         threshold: args.threshold,
+        alert_fpr: args.alert_fpr.and_then(standard_alert_fpr),
         poll_interval: Duration::from_secs(args.poll_secs),
         batch_events,
         output: OutputSettings::JsonLinesStdout,

@@ -11,6 +11,9 @@ use anyhow::{Context, Result, bail};
 use fedshield_core::card::ModelCard;
 use fedshield_core::ingest::alert_labels::{AlertIndex, load_dataset_with_alert_labels};
 use fedshield_core::ingest::{IngestOptions, load_dataset};
+use fedshield_core::model::calibration::{
+    STANDARD_ALERT_FPRS, ThresholdCalibration, calibrate_model,
+};
 use fedshield_core::model::data::Dataset;
 use fedshield_core::model::file::{
     SCHEMA_METADATA_KEY, THRESHOLD_METADATA_KEY, load_model_with_metadata,
@@ -334,6 +337,27 @@ pub fn evaluate(args: EvaluateArgs) -> Result<()> {
     emit_report(&report, args.json)
 }
 
+/// Returns the calibrated thresholds as one line ("FPR 0.01: threshold 1.25
+/// (realized 0.0098)", …), or says that the data resolved none.
+fn describe_calibration(calibration: &ThresholdCalibration) -> String {
+    if calibration.thresholds.is_empty() {
+        return format!(
+            "too few for any of the standard false-positive rates {STANDARD_ALERT_FPRS:?}"
+        );
+    }
+    calibration
+        .thresholds
+        .iter()
+        .map(|entry| {
+            format!(
+                "FPR {}: threshold {:.6} (realized {:.4})",
+                entry.target_fpr, entry.threshold, entry.realized_fpr
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn load_schema(data: &DataArgs) -> Result<Schema> {
     Schema::load(&data.schema)
         .with_context(|| format!("failed to load schema {}", data.schema.display()))
@@ -425,6 +449,25 @@ pub fn train(args: TrainArgs) -> Result<()> {
     } else {
         None
     };
+    // Alert thresholds for `detect --alert-fpr`, on the test rows labelled
+    // benign (every test row when the schema has no label column).
+    let calibration_source = if args.test_data.is_some() {
+        "train --test-data"
+    } else {
+        "train test split"
+    };
+    let calibration = calibrate_model(&weights, &test_set, calibration_source)
+        .context("failed to calibrate the alert thresholds on the test rows")?;
+    match &calibration {
+        Some(calibration) => eprintln!(
+            "calibrated alert thresholds on {} benign test rows: {}",
+            calibration.num_benign,
+            describe_calibration(calibration)
+        ),
+        None => eprintln!(
+            "the test rows hold no benign row: the model card gets no alert threshold calibration"
+        ),
+    }
     // A model card next to the weights, as the coordinator publishes one, so
     // that `fedshield detect --model` and other frameworks can use the model.
     let card = ModelCard {
@@ -443,6 +486,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         metrics: evaluation.as_ref().map(|(metrics, _, _)| *metrics),
         privacy: None,
         aggregation: None,
+        calibration,
     };
     let card_path = args.out.with_extension("json");
     let card_json = serde_json::to_vec_pretty(&card).context("failed to encode the model card")?;

@@ -78,6 +78,7 @@ fn card_for(weights: &ModelWeights, version: u64, schema_toml: &str) -> ModelCar
         metrics: None,
         privacy: None,
         aggregation: None,
+        calibration: None,
     }
 }
 

@@ -265,6 +265,37 @@ async fn autoencoder_and_multi_class_models_train_through_federation() {
         .await;
         let card = coordinator.engine().current_model().card.clone();
         assert_eq!(card.spec, spec);
+        // Every published version, the federated autoencoder's included,
+        // carries thresholds calibrated on the evaluation set's benign rows.
+        let calibration = card
+            .calibration
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: the card has no calibration", spec.kind));
+        assert_eq!(calibration.source, "coordinator evaluation set");
+        let num_benign = held_out_dataset(2000, 5)
+            .labels()
+            .iter()
+            .filter(|&&label| label == 0)
+            .count();
+        assert_eq!(calibration.num_benign, num_benign as u64);
+        // 0.001 needs 1,000 benign rows; the others are always there.
+        let num_targets = if num_benign >= 1000 { 3 } else { 2 };
+        assert_eq!(calibration.thresholds.len(), num_targets, "{calibration:?}");
+        for fpr in [0.01, 0.05] {
+            let entry = calibration
+                .threshold_for(fpr)
+                .unwrap_or_else(|| panic!("{}: no threshold for {fpr}", spec.kind));
+            assert!(entry.realized_fpr <= fpr, "{entry:?}");
+        }
+        // Listed from the smallest rate up: thresholds fall as the rate grows.
+        assert!(
+            calibration
+                .thresholds
+                .windows(2)
+                .all(|pair| pair[0].target_fpr < pair[1].target_fpr
+                    && pair[0].threshold >= pair[1].threshold),
+            "{calibration:?}"
+        );
         let metrics = card.metrics.unwrap();
         assert!(
             metrics.roc_auc > initial_metrics.roc_auc,

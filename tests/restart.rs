@@ -208,6 +208,7 @@ fn a_corrupted_stored_version_is_refused_with_the_reason() {
         metrics: None,
         privacy: None,
         aggregation: None,
+        calibration: None,
     };
     block_on(
         registry.store(&fedshield_coordinator::registry::PublishedModel {

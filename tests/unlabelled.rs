@@ -86,6 +86,12 @@ fn the_autoencoder_trains_on_every_row_of_unlabelled_data() {
     // Every row of the training split counts as benign, so the autoencoder
     // trains on all of them: 6,751 less the 1,350 held out (20%, rounded).
     assert_eq!(card["num_examples"], 5_401);
+    // Its alert thresholds calibrate on the test split, every row of it benign.
+    assert_eq!(card["calibration"]["num_benign"], 1_350);
+    assert_eq!(
+        card["calibration"]["thresholds"].as_array().unwrap().len(),
+        3
+    );
 }
 
 #[test]

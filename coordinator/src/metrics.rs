@@ -556,6 +556,7 @@ mod tests {
             metrics,
             privacy: None,
             aggregation: None,
+            calibration: None,
         }
     }
 

@@ -575,6 +575,7 @@ mod tests {
                 metrics: None,
                 privacy: None,
                 aggregation: None,
+                calibration: None,
             },
             weights,
         }

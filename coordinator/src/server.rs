@@ -177,6 +177,12 @@ fn initial_model(config: &CoordinatorConfig) -> Result<PublishedModel> {
         },
         privacy: None,
         aggregation: None,
+        calibration: match &config.evaluation {
+            Some(evaluation) => {
+                crate::engine::calibrate_on_evaluation_set(&weights, evaluation, ModelVersion(0))?
+            }
+            None => None,
+        },
     };
     Ok(PublishedModel {
         version: ModelVersion(0),

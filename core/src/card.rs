@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::calibration::ThresholdCalibration;
 use crate::model::metrics::BinaryMetrics;
 use crate::privacy::ModelPrivacy;
 use crate::{ModelSpec, TrainingPlan};
@@ -45,6 +46,13 @@ pub struct ModelCard {
     /// How the round's updates were combined.
     #[serde(default)]
     pub aggregation: Option<AggregationSummary>,
+    /// Alert thresholds calibrated to standard false-positive rates on
+    /// benign held-out rows (the coordinator's evaluation set, or
+    /// `fedshield train`'s test split); what `fedshield detect --alert-fpr`
+    /// scores with. Absent in cards written before calibration existed, and
+    /// when there was no benign held-out data.
+    #[serde(default)]
+    pub calibration: Option<ThresholdCalibration>,
 }
 
 /// What the aggregation rule did in the round that produced a version.

@@ -79,6 +79,9 @@ pub enum CoreError {
     /// A file that is not a fedshield model (safetensors with the spec's metadata).
     #[error("model {path} is not a fedshield model: {reason}")]
     NotAModel { path: PathBuf, reason: String },
+    /// A score that is NaN: no threshold can be calibrated on it.
+    #[error("cannot calibrate alert thresholds: benign score {index} is NaN")]
+    NanScore { index: usize },
 }
 
 /// Result with [`CoreError`].

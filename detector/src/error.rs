@@ -133,6 +133,14 @@ pub enum DetectorError {
         "model version {version} is an autoencoder without a stored threshold; pass --threshold"
     )]
     NoThreshold { version: ModelVersion },
+    /// `--alert-fpr` with a card that holds no threshold calibrated for it.
+    #[error(
+        "--alert-fpr {alert_fpr}: the model card of version {version} has no alert threshold calibrated for it (cards calibrate on benign held-out data; without enough, or from before calibration); pass --threshold instead"
+    )]
+    NoCalibration {
+        version: ModelVersion,
+        alert_fpr: f64,
+    },
 
     // Model files and their cards.
     #[error(

@@ -34,6 +34,11 @@ pub struct DetectSettings {
     /// Score at or above which an event is an attack; default: see
     /// [`ReleaseRules::release`](crate::release::ReleaseRules::release).
     pub threshold: Option<f64>,
+    /// Score with the threshold each version's model card calibrated for
+    /// this false-positive rate (one of
+    /// [`STANDARD_ALERT_FPRS`](fedshield_core::model::calibration::STANDARD_ALERT_FPRS));
+    /// excludes `threshold`.
+    pub alert_fpr: Option<f64>,
     /// Time between checks for a newer model version in follow mode.
     pub poll_interval: Duration,
     /// Events scored per forward pass.

@@ -77,6 +77,11 @@ pub struct DetectArgs {
     /// `evaluate`); for autoencoders the threshold stored in the model file, else this flag is required.
     #[arg(long)]
     pub threshold: Option<f64>,
+    /// Alert when the score is at or above the threshold the model card calibrated for this
+    /// false-positive rate on benign held-out data (one of 0.001, 0.01, 0.05; with --follow each
+    /// version uses its own card's). A card without calibration for it is an error: use --threshold.
+    #[arg(long, conflicts_with = "threshold")]
+    pub alert_fpr: Option<f64>,
     /// Seconds between checks for a newer model version with --follow.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub poll_secs: u64,

@@ -68,6 +68,7 @@ mod uploads;
 
 pub use completion::Completion;
 pub use history::{RoundOutcome, RoundSummary};
+pub(crate) use publishing::calibrate_on_evaluation_set;
 pub use revocation::RevokedMember;
 pub use sessions::{Announcement, Session, SessionEvent, claimed_participant};
 pub use snapshot::{EngineStatus, OpenRoundStatus};

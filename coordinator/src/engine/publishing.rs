@@ -11,6 +11,7 @@ use fedshield_core::aggregation::fedavg::check_finite_aggregate;
 use fedshield_core::aggregation::robust::{AggregateOutcome, RobustAggregator};
 use fedshield_core::card::{AggregationSummary, ModelCard};
 use fedshield_core::clock::unix_ms;
+use fedshield_core::model::calibration::{ThresholdCalibration, calibrate_model};
 use fedshield_core::model::data::Dataset;
 use fedshield_core::model::weights::ModelWeights;
 use fedshield_core::privacy::PrivacyReport;
@@ -81,6 +82,10 @@ pub(super) fn build_next_version(inputs: NextVersionInputs) -> Result<PublishedM
         )?),
         None => None,
     };
+    let calibration = match &evaluation {
+        Some(evaluation) => calibrate_on_evaluation_set(&weights, evaluation, base.version.next())?,
+        None => None,
+    };
     // A round without DP on a DP model keeps its privacy section.
     let privacy = privacy_lineage.next_model_privacy(
         base.card.privacy.as_ref(),
@@ -108,12 +113,47 @@ pub(super) fn build_next_version(inputs: NextVersionInputs) -> Result<PublishedM
         metrics,
         privacy,
         aggregation: Some(aggregation),
+        calibration,
     };
     Ok(PublishedModel {
         version,
         weights,
         card,
     })
+}
+
+/// Where the thresholds of a coordinator's cards are calibrated.
+pub(crate) const EVALUATION_SET_SOURCE: &str = "coordinator evaluation set";
+
+/// Returns the alert thresholds of `weights` calibrated on the benign rows
+/// (class 0) of the evaluation set, for every model kind (see
+/// [`fedshield_core::model::calibration`]). An evaluation set without benign
+/// rows, or with a NaN score, gives none, and says so in the log: the
+/// version is published without calibration rather than not at all.
+///
+/// # Errors
+/// If the model cannot score the evaluation set (feature count mismatch).
+pub(crate) fn calibrate_on_evaluation_set(
+    weights: &ModelWeights,
+    evaluation: &Dataset,
+    version: fedshield_core::ModelVersion,
+) -> std::result::Result<Option<ThresholdCalibration>, CoreError> {
+    match calibrate_model(weights, evaluation, EVALUATION_SET_SOURCE) {
+        Ok(Some(calibration)) => Ok(Some(calibration)),
+        Ok(None) => {
+            warn!(
+                version = %version,
+                num_examples = evaluation.len(),
+                "the evaluation set has no benign rows; the card gets no alert threshold calibration"
+            );
+            Ok(None)
+        }
+        Err(error @ CoreError::NanScore { .. }) => {
+            warn!(version = %version, error = %error, "the card gets no alert threshold calibration");
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Returns the card's account of the aggregation: the rule, how many

@@ -8,6 +8,7 @@
 //! - [`training`]: local training with burn (ndarray backend, autodiff).
 //! - [`inference`]: scoring feature vectors with a model.
 //! - [`metrics`]: accuracy, ROC-AUC and friends.
+//! - [`calibration`]: alert thresholds calibrated to standard false-positive rates.
 //! - [`file`]: the metadata keys of model files (feature schema, threshold), and loading them.
 //! - [`cache`]: downloaded model versions, one safetensors file each, sha256-checked.
 //!
@@ -30,6 +31,7 @@
 //! followed by `layers.{i}.bias` with shape `[d_out]`.
 
 pub mod cache;
+pub mod calibration;
 pub mod codec;
 pub mod data;
 pub mod explain;

@@ -9,6 +9,7 @@ use fedshield_core::ModelVersion;
 use fedshield_core::card::ModelCard;
 use fedshield_core::error::error_chain;
 use fedshield_core::model::cache::ModelCache;
+use fedshield_core::model::calibration::ThresholdCalibration;
 use fedshield_core::model::weights::ModelWeights;
 use fedshield_core::schema::Schema;
 use fedshield_proto::download::download_model;
@@ -18,7 +19,7 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info};
 
 use crate::error::{DetectorError, Result};
-use crate::release::{ModelRelease, ReleaseRules, load_schema_flag};
+use crate::release::{CardFacts, ModelRelease, ReleaseRules, load_schema_flag};
 use crate::settings::CoordinatorSettings;
 
 /// Largest gRPC message accepted from the coordinator: one model chunk and headroom.
@@ -49,6 +50,19 @@ struct PublishedCard {
     sha256: String,
     /// The feature schema of the model card, checked against the card's sha256 of it.
     schema: Option<Schema>,
+    /// The card's alert threshold calibration (none from a coordinator that
+    /// sends no card, or a card without one).
+    calibration: Option<ThresholdCalibration>,
+}
+
+impl PublishedCard {
+    /// Returns what the release of this version needs from its card.
+    fn facts(&self) -> CardFacts {
+        CardFacts {
+            sha256: self.sha256.clone(),
+            calibration: self.calibration.clone(),
+        }
+    }
 }
 
 impl CoordinatorSource {
@@ -63,11 +77,13 @@ impl CoordinatorSource {
         settings: &CoordinatorSettings,
         schema_flag: Option<&Path>,
         threshold_flag: Option<f64>,
+        alert_fpr: Option<f64>,
     ) -> Result<(Self, ReleaseRules, ModelRelease)> {
         let url = &settings.url;
         let mut source = CoordinatorSource::connect(settings).await?;
         let version = source.target_version().await?;
         let card = source.published_card(version).await?;
+        let facts = card.facts();
         let schema = match (schema_flag, card.schema) {
             (Some(path), declared) => {
                 let schema = load_schema_flag(path)?;
@@ -96,9 +112,10 @@ impl CoordinatorSource {
         let rules = ReleaseRules {
             schema,
             threshold_flag,
+            alert_fpr,
         };
         let weights = source.fetch(version, &card.sha256).await?;
-        let release = rules.release(version, weights, None)?;
+        let release = rules.release(version, weights, None, facts)?;
         Ok((source, rules, release))
     }
 
@@ -294,7 +311,7 @@ impl CoordinatorSource {
         }
         let weights = self.fetch(latest, &card.sha256).await?;
         rules
-            .release(latest, weights, None)
+            .release(latest, weights, None, card.facts())
             .map(Some)
             .map_err(refused)
     }
@@ -311,6 +328,7 @@ fn card_of_header(
         return Ok(PublishedCard {
             sha256: header.sha256.clone(),
             schema: None,
+            calibration: None,
         });
     }
     let card: ModelCard =
@@ -353,5 +371,6 @@ fn card_of_header(
     Ok(PublishedCard {
         sha256: card.sha256,
         schema,
+        calibration: card.calibration,
     })
 }

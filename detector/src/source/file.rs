@@ -15,7 +15,7 @@ use fedshield_core::model::weights::ModelWeights;
 use fedshield_core::schema::Schema;
 
 use crate::error::{DetectorError, Result};
-use crate::release::{ModelRelease, ReleaseRules, load_schema_flag};
+use crate::release::{CardFacts, ModelRelease, ReleaseRules, load_schema_flag};
 
 /// A model file with its card; with `--follow`, its directory is watched for
 /// newer `model-v*.safetensors` files with their cards, as the coordinator's
@@ -49,6 +49,7 @@ impl LocalSource {
         card_path: PathBuf,
         schema_flag: Option<PathBuf>,
         threshold_flag: Option<f64>,
+        alert_fpr: Option<f64>,
     ) -> Result<(Self, ReleaseRules, ModelRelease)> {
         let model = load_verified(&model_path, &card_path)?;
         let declared = declared_schema(&model, &card_path)?;
@@ -84,11 +85,17 @@ impl LocalSource {
         let rules = ReleaseRules {
             schema,
             threshold_flag,
+            alert_fpr,
         };
         let version = ModelVersion(model.card.version);
         let stored_threshold = stored_threshold(&model.metadata);
         let release = rules
-            .release(version, model.weights, stored_threshold)
+            .release(
+                version,
+                model.weights,
+                stored_threshold,
+                CardFacts::of(&model.card),
+            )
             .map_err(|source| DetectorError::Model {
                 model: model_path.clone(),
                 source: Box::new(source),
@@ -172,7 +179,12 @@ impl LocalSource {
                 });
             }
             let stored_threshold = stored_threshold(&model.metadata);
-            rules.release(ModelVersion(version), model.weights, stored_threshold)
+            rules.release(
+                ModelVersion(version),
+                model.weights,
+                stored_threshold,
+                CardFacts::of(&model.card),
+            )
         };
         load().map(Some).map_err(|error| DetectorError::Refused {
             version: ModelVersion(version),

@@ -41,8 +41,15 @@ pub async fn open_model_source(
             let card_path = card.clone();
             let schema_flag = settings.schema.clone();
             let threshold_flag = settings.threshold;
+            let alert_fpr = settings.alert_fpr;
             let (source, rules, release) = tokio::task::spawn_blocking(move || {
-                LocalSource::open(model_path, card_path, schema_flag, threshold_flag)
+                LocalSource::open(
+                    model_path,
+                    card_path,
+                    schema_flag,
+                    threshold_flag,
+                    alert_fpr,
+                )
             })
             .await
             .map_err(|source| DetectorError::Task {
@@ -56,6 +63,7 @@ pub async fn open_model_source(
                 coordinator,
                 settings.schema.as_deref(),
                 settings.threshold,
+                settings.alert_fpr,
             )
             .await?;
             Ok((ModelSource::Coordinator(source), rules, release))
