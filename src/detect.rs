@@ -10,7 +10,8 @@ use fedshield_core::model::calibration::{STANDARD_ALERT_FPRS, standard_alert_fpr
 use fedshield_core::schema::FileFormat;
 use fedshield_detector::output::SuppressionSettings;
 use fedshield_detector::{
-    AlertOptions, CoordinatorSettings, DetectSettings, ModelSourceSettings, OutputSettings,
+    AlertFormatName, AlertOptions, CoordinatorSettings, DetectSettings, ModelSourceSettings,
+    OutputSettings, SinkOptions, SinkSpec,
 };
 use fedshield_proto::tls::{ClientTlsFiles, client_tls_files};
 
@@ -99,7 +100,8 @@ fn detect_settings(args: &DetectArgs) -> Result<DetectSettings> {
         alert_fpr: args.alert_fpr.and_then(standard_alert_fpr),
         poll_interval: Duration::from_secs(args.poll_secs),
         batch_events,
-        output: OutputSettings::JsonLinesStdout,
+        output: output_settings(args)?,
+        metrics_listen: args.metrics_listen,
         alerts: AlertOptions {
             alerts_only: args.alerts_only,
             explain_top_k: usize::try_from(args.explain_top_k)
@@ -119,6 +121,69 @@ fn detect_settings(args: &DetectArgs) -> Result<DetectSettings> {
             },
         },
         flush_wait: Duration::from_secs(args.flush_secs),
+    })
+}
+
+/// Returns the format and sinks the flags name.
+///
+/// # Errors
+/// An unknown format, sink or facility, a webhook without its secret, or a
+/// secret file that cannot be read; each names its flag.
+fn output_settings(args: &DetectArgs) -> Result<OutputSettings> {
+    let format: AlertFormatName = args
+        .alert_format
+        .parse()
+        .with_context(|| format!("--alert-format {:?}", args.alert_format))?;
+    let sinks = args
+        .sinks
+        .iter()
+        .map(|text| {
+            text.parse::<SinkSpec>()
+                .with_context(|| format!("--sink {text:?}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut sink_options = SinkOptions {
+        queue_capacity_records: usize::try_from(args.sink_queue)
+            .context("--sink-queue is too large")?,
+        syslog_tls_ca_file: args.sink_ca.clone(),
+        webhook_tls_ca_file: args.sink_ca.clone(),
+        ..SinkOptions::default()
+    };
+    sink_options.syslog_facility = fedshield_detector::sinks::syslog_facility_code(
+        &args.syslog_facility,
+    )
+    .with_context(|| {
+        format!(
+            "--syslog-facility {:?} is not a syslog facility (kern, user, mail, daemon, auth, syslog, lpr, news, uucp, cron, authpriv, ftp, local0 … local7)",
+            args.syslog_facility
+        )
+    })?;
+    if let Some(path) = &args.webhook_secret_file {
+        let mut secret = std::fs::read(path).with_context(|| {
+            format!("failed to read --webhook-secret-file {}", path.display())
+        })?;
+        while secret.last().is_some_and(|byte| *byte == b'\n' || *byte == b'\r') {
+            secret.pop();
+        }
+        if secret.is_empty() {
+            bail!("--webhook-secret-file {} is empty", path.display());
+        }
+        sink_options.webhook_secret = Some(secret);
+    }
+    let has_webhook = sinks
+        .iter()
+        .any(|spec| matches!(spec, SinkSpec::Webhook { .. }));
+    if has_webhook && sink_options.webhook_secret.is_none() {
+        bail!("an https:// --sink needs --webhook-secret-file: every request is signed with its HMAC-SHA256");
+    }
+    let has_syslog_tls = sinks.iter().any(|spec| spec.to_string().starts_with("syslog+tls"));
+    if has_syslog_tls && args.sink_ca.is_none() {
+        bail!("a syslog+tls:// --sink needs --sink-ca, the CA its server's certificate chains to");
+    }
+    Ok(OutputSettings {
+        format,
+        sinks,
+        sink_options,
     })
 }
 

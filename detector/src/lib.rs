@@ -63,6 +63,8 @@ use tracing::info;
 pub use error::{DetectorError, Result};
 use events::{EventInput, EventParser, STDIN_NAME};
 pub use output::{AlertOptions, AlertOutput, WriterSink};
+pub use sinks::{SinkOptions, SinkSpec};
+pub use format::AlertFormatName;
 use pipeline::{follow_file, score_to_end};
 pub use release::{ModelRelease, ReleaseRules};
 pub use scoring::{DetectStats, Detector, ScoringModel};
@@ -110,13 +112,16 @@ pub async fn run(settings: DetectSettings, shutdown: CancellationToken) -> Resul
     let (sender, mut receiver) = watch::channel(Arc::new(initial));
     let watches_models = settings.follow && source.can_switch();
     let stop = shutdown.clone();
-    let output_settings = settings.output;
-    let alert_options = settings.alerts;
+    let output = open_output(
+        &settings.output,
+        &schema_name(&settings, &rules.schema),
+        settings.alerts.clone(),
+        &tokio::runtime::Handle::current(),
+    )?;
     let flush_wait = settings.flush_wait;
     let mut scoring = tokio::task::spawn_blocking(move || -> Result<DetectStats> {
         let initial = receiver.borrow_and_update().clone();
         let model = ScoringModel::new(initial)?;
-        let output = open_output(&output_settings, alert_options);
         let mut detector =
             Detector::new(parser, model, batch_events, output, io::stderr()).stop_when(stop);
         let models = watches_models.then_some(&mut receiver);
@@ -162,15 +167,39 @@ pub async fn run(settings: DetectSettings, shutdown: CancellationToken) -> Resul
     Ok(())
 }
 
-/// Returns the alert output `settings` name: the format, and every sink.
-fn open_output(settings: &OutputSettings, options: AlertOptions) -> AlertOutput {
-    match settings {
-        OutputSettings::JsonLinesStdout => AlertOutput::new(
-            Box::new(format::native::NativeFormat),
-            vec![Box::new(WriterSink::new("stdout", io::stdout()))],
-            options,
-        ),
-    }
+/// Returns the alert output `settings` name: the format, and every sink
+/// opened (network sinks start their delivery tasks on `runtime`).
+///
+/// # Errors
+/// A sink that cannot be opened (see [`sinks::open_sink`]).
+fn open_output(
+    settings: &OutputSettings,
+    schema_name: &str,
+    options: AlertOptions,
+    runtime: &tokio::runtime::Handle,
+) -> Result<AlertOutput> {
+    let context = format::FormatContext::new(
+        settings.sink_options.syslog_hostname.clone(),
+        schema_name,
+    );
+    let format = format::new_format(settings.format, &context);
+    let sinks = settings
+        .sinks
+        .iter()
+        .map(|spec| sinks::open_sink(spec, &settings.sink_options, runtime))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(AlertOutput::new(format, sinks, options))
+}
+
+/// Returns the name alerts give the events' schema: the `--schema` file's
+/// stem, else `schema-` and the first 12 hex digits of its sha256.
+fn schema_name(settings: &DetectSettings, schema: &fedshield_core::schema::Schema) -> String {
+    settings
+        .schema
+        .as_deref()
+        .and_then(|path| path.file_stem())
+        .map(|stem| stem.to_string_lossy().replace(['-', '.'], "_"))
+        .unwrap_or_else(|| format!("schema-{}", &schema.sha256()[..12]))
 }
 
 /// Logs what the output and each sink did: counts only.

@@ -8,7 +8,9 @@ use fedshield_core::ModelVersion;
 use fedshield_core::schema::{FileFormat, Schema};
 use fedshield_proto::tls::ClientTlsFiles;
 
+use crate::format::AlertFormatName;
 use crate::output::AlertOptions;
+use crate::sinks::{SinkOptions, SinkSpec};
 
 /// Events scored per forward pass unless the settings say otherwise.
 pub const DEFAULT_BATCH_EVENTS: usize = 1024;
@@ -45,6 +47,8 @@ pub struct DetectSettings {
     pub batch_events: usize,
     /// Where verdicts go.
     pub output: OutputSettings,
+    /// Where Prometheus metrics and `/healthz` are served; `None` for nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Which events become alerts, what they echo and explain.
     pub alerts: AlertOptions,
     /// How long the sinks may take to deliver what they queue when the
@@ -52,13 +56,26 @@ pub struct DetectSettings {
     pub flush_wait: Duration,
 }
 
-/// Where verdicts go: each variant is one sink of [`crate::output`], and
-/// [`open_sink`](crate::output::open_sink) is the one place that chooses it.
-#[derive(Debug, Clone, Default)]
-pub enum OutputSettings {
-    /// One JSON object per event, one per line, on standard output.
-    #[default]
-    JsonLinesStdout,
+/// Where verdicts go: one format, and every sink it feeds.
+#[derive(Debug, Clone)]
+pub struct OutputSettings {
+    /// How each verdict is encoded.
+    pub format: AlertFormatName,
+    /// Every sink, each fed every verdict.
+    pub sinks: Vec<SinkSpec>,
+    /// Queue bounds, TLS files, the webhook's secret, syslog framing.
+    pub sink_options: SinkOptions,
+}
+
+impl Default for OutputSettings {
+    /// Native JSON lines on standard output.
+    fn default() -> Self {
+        OutputSettings {
+            format: AlertFormatName::Native,
+            sinks: vec![SinkSpec::Stdout],
+            sink_options: SinkOptions::default(),
+        }
+    }
 }
 
 /// Where model versions come from.

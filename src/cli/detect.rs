@@ -106,6 +106,36 @@ pub struct DetectArgs {
     /// repeats within the window go out as one alert with their count when it ends.
     #[arg(long, requires = "suppress_key", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub suppress_secs: Option<u64>,
+    /// How each verdict is written: native (fedshield's JSON lines), ecs (Elastic Common Schema
+    /// 8.x) or ocsf (an OCSF 1.8 Detection Finding, class 2004). See docs/ALERT_FORMATS.md.
+    #[arg(long, default_value = "native")]
+    pub alert_format: String,
+    /// Where verdicts go; repeat the flag to feed several: stdout, file:PATH (rotated by size),
+    /// syslog+udp://HOST:PORT, syslog+tcp://HOST:PORT, syslog+tls://HOST:PORT (RFC 5424; TLS
+    /// needs --sink-ca), https://… (a webhook, signed with --webhook-secret-file). Network sinks
+    /// never block scoring: they queue up to --sink-queue alerts and count what they drop.
+    /// See docs/SINKS.md.
+    #[arg(long = "sink", default_value = "stdout")]
+    pub sinks: Vec<String>,
+    /// Alerts a network sink queues while its receiver is slow or down; past it they are dropped,
+    /// counted (fedshield_detector_sink_dropped_total) and reported.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub sink_queue: u64,
+    /// CA certificates (PEM) the certificate of a syslog+tls server or an https webhook must
+    /// chain to (default for webhooks: the platform's trusted roots).
+    #[arg(long, value_parser = existing_file)]
+    pub sink_ca: Option<PathBuf>,
+    /// File holding the webhook's HMAC-SHA256 secret (its bytes, a trailing line feed removed);
+    /// required by an https:// sink. Each request carries X-Fedshield-Signature: sha256=HEX.
+    #[arg(long, value_parser = existing_file)]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// The syslog facility of RFC 5424 messages (kern, user, …, local0 … local7).
+    #[arg(long, default_value = "local0")]
+    pub syslog_facility: String,
+    /// Serve Prometheus metrics (GET /metrics, OpenMetrics text) and GET /healthz on this address
+    /// (HOST:PORT, plain HTTP; counts only, no event data). Default: no metrics endpoint.
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Seconds the sinks may take, on exit (end of input, SIGINT or SIGTERM), to deliver the
     /// alerts they still queue; what is left then is counted as dropped and reported.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3_600))]

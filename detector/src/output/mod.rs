@@ -151,7 +151,7 @@ impl AlertOutput {
     /// As [`Self::emit`].
     pub fn flush_batch(&mut self) -> Result<()> {
         for sink in &mut self.sinks {
-            sink.flush(Duration::ZERO)?;
+            sink.end_batch()?;
             self.closed |= sink.is_closed();
         }
         Ok(())
