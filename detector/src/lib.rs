@@ -35,6 +35,8 @@
 //! - [`alert`]: the [`alert::Alert`] record formats encode and sinks deliver.
 //! - [`format`]: alert encodings (native JSON, ECS, OCSF).
 //! - [`sinks`]: where encoded alerts go (stdout, file, syslog, webhook).
+//! - [`metrics`]: the Prometheus metrics ([`metrics::DetectorMetrics`]).
+//! - [`http`]: the plain-HTTP listener of `/metrics` and `/healthz`.
 //! - [`error`]: the crate's error type, [`DetectorError`].
 
 #![forbid(unsafe_code)]
@@ -43,6 +45,8 @@ pub mod alert;
 pub mod error;
 pub mod events;
 pub mod format;
+pub mod http;
+pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod release;
