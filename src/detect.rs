@@ -159,10 +159,12 @@ fn output_settings(args: &DetectArgs) -> Result<OutputSettings> {
         )
     })?;
     if let Some(path) = &args.webhook_secret_file {
-        let mut secret = std::fs::read(path).with_context(|| {
-            format!("failed to read --webhook-secret-file {}", path.display())
-        })?;
-        while secret.last().is_some_and(|byte| *byte == b'\n' || *byte == b'\r') {
+        let mut secret = std::fs::read(path)
+            .with_context(|| format!("failed to read --webhook-secret-file {}", path.display()))?;
+        while secret
+            .last()
+            .is_some_and(|byte| *byte == b'\n' || *byte == b'\r')
+        {
             secret.pop();
         }
         if secret.is_empty() {
@@ -174,9 +176,13 @@ fn output_settings(args: &DetectArgs) -> Result<OutputSettings> {
         .iter()
         .any(|spec| matches!(spec, SinkSpec::Webhook { .. }));
     if has_webhook && sink_options.webhook_secret.is_none() {
-        bail!("an https:// --sink needs --webhook-secret-file: every request is signed with its HMAC-SHA256");
+        bail!(
+            "an https:// --sink needs --webhook-secret-file: every request is signed with its HMAC-SHA256"
+        );
     }
-    let has_syslog_tls = sinks.iter().any(|spec| spec.to_string().starts_with("syslog+tls"));
+    let has_syslog_tls = sinks
+        .iter()
+        .any(|spec| spec.to_string().starts_with("syslog+tls"));
     if has_syslog_tls && args.sink_ca.is_none() {
         bail!("a syslog+tls:// --sink needs --sink-ca, the CA its server's certificate chains to");
     }

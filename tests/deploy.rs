@@ -2,7 +2,8 @@
 //! `fedshield` command line in the compose file, the Kubernetes manifests and the
 //! systemd units uses real flags of its subcommand, every FEDSHIELD_* variable is a
 //! real variable of its role, every embedded or mounted config file is valid
-//! (`--print-config`), and every referenced Secret, ConfigMap, volume and claim exists.
+//! (`--print-config`), every referenced Secret, ConfigMap, volume and claim exists, and
+//! the detector reads its events from a read-only mount and is probed on its metrics port.
 
 mod config_support;
 
@@ -286,6 +287,14 @@ fn compose_file_runs_real_flags_with_valid_configs_and_declared_volumes() {
                 &args_besides_config(&args),
                 &env,
             );
+            if role == "detect" {
+                check_events_mount_is_read_only(
+                    &where_,
+                    &read(&compose_dir.join(source)),
+                    &env,
+                    &strings(service.get("volumes")),
+                );
+            }
             roles_run.insert((role, name.clone()));
         }
     }
@@ -299,6 +308,41 @@ fn compose_file_runs_real_flags_with_valid_configs_and_declared_volumes() {
         .count();
     assert!(roles_run.iter().any(|(role, _)| role == "coordinator"));
     assert_eq!(participants, 3, "three participants");
+    let detectors = roles_run
+        .iter()
+        .filter(|(role, _)| role == "detect")
+        .count();
+    assert_eq!(detectors, 1, "one detector");
+}
+
+/// Checks that a compose detector's events file (FEDSHIELD_EVENTS, else the config's
+/// `events`) lies in a directory mounted read-only (`SOURCE:TARGET:ro`).
+fn check_events_mount_is_read_only(
+    where_: &str,
+    config_text: &str,
+    env: &[(String, String)],
+    mounts: &[String],
+) {
+    let config_table: toml::Table = config_text.parse().unwrap();
+    let events = env
+        .iter()
+        .find(|(variable, _)| variable == "FEDSHIELD_EVENTS")
+        .map(|(_, value)| value.clone())
+        .or_else(|| {
+            config_table
+                .get("events")
+                .and_then(|value| value.as_str().map(str::to_string))
+        })
+        .unwrap_or_else(|| panic!("{where_}: the detector reads no events file"));
+    let directory = Path::new(&events).parent().unwrap();
+    let mount = mounts
+        .iter()
+        .find(|mount| mount.split(':').nth(1).map(Path::new) == Some(directory))
+        .unwrap_or_else(|| panic!("{where_}: nothing is mounted at {}", directory.display()));
+    assert!(
+        mount.ends_with(":ro"),
+        "{where_}: the events directory is writable: {mount}"
+    );
 }
 
 /// Returns every document of the Kubernetes resources the kustomization lists.
@@ -416,15 +460,19 @@ fn kubernetes_manifests_run_real_flags_with_valid_configs_and_existing_reference
             let env_names: Vec<String> = env.iter().map(|(variable, _)| variable.clone()).collect();
             check_env_vars(&where_, &role, &env_names);
 
-            // Mount path → (source kind, source name, file in the source or None for a directory).
+            // Mount path → (file in the source or None for a directory, volume name, volume).
             let mut mounted_files: BTreeMap<PathBuf, (Option<String>, String, Value)> =
                 BTreeMap::new();
+            let mut read_only_mounts: BTreeSet<PathBuf> = BTreeSet::new();
             for mount in container["volumeMounts"].as_sequence().unwrap() {
                 let volume_name = text(&mount["name"]);
                 let volume = volumes
                     .get(&volume_name)
                     .unwrap_or_else(|| panic!("{where_}: mounts unknown volume {volume_name}"));
                 let sub_path = mount.get("subPath").map(text);
+                if mount.get("readOnly").and_then(Value::as_bool) == Some(true) {
+                    read_only_mounts.insert(PathBuf::from(text(&mount["mountPath"])));
+                }
                 mounted_files.insert(
                     PathBuf::from(text(&mount["mountPath"])),
                     (sub_path, volume_name, volume.clone()),
@@ -466,12 +514,26 @@ fn kubernetes_manifests_run_real_flags_with_valid_configs_and_existing_reference
                     mounted_files.iter().find(|(mount_path, (sub_path, _, _))| {
                         sub_path.is_none() && file.parent() == Some(mount_path.as_path())
                     });
-                let (_, (_, volume_name, volume)) = directory_mount.unwrap_or_else(|| {
+                let (mount_path, (_, volume_name, volume)) = directory_mount.unwrap_or_else(|| {
                     panic!(
                         "{where_}: `{setting}` = {} is on no mounted volume",
                         file.display()
                     )
                 });
+                if setting == "events" {
+                    // Written by the sensor, not shipped with the manifests: a data
+                    // volume, which the detector must not be able to write.
+                    assert!(
+                        volume.get("persistentVolumeClaim").is_some()
+                            || volume.get("hostPath").is_some(),
+                        "{where_}: the events volume {volume_name} is no data volume"
+                    );
+                    assert!(
+                        read_only_mounts.contains(mount_path),
+                        "{where_}: the events volume {volume_name} is mounted writable"
+                    );
+                    continue;
+                }
                 let file_name = file.file_name().unwrap().to_string_lossy().into_owned();
                 let provided = if let Some(secret) = volume.get("secret") {
                     secrets[&text(&secret["secretName"])].contains(&file_name)
@@ -486,6 +548,9 @@ fn kubernetes_manifests_run_real_flags_with_valid_configs_and_existing_reference
                     provided,
                     "{where_}: `{setting}`: volume {volume_name} has no {file_name}"
                 );
+            }
+            if role == "detect" {
+                check_detector_probes(&where_, container, &deployment["spec"]["template"]);
             }
             roles_run.push(role);
         }
@@ -504,6 +569,7 @@ fn kubernetes_manifests_run_real_flags_with_valid_configs_and_existing_reference
             .count(),
         3
     );
+    assert_eq!(roles_run.iter().filter(|role| *role == "detect").count(), 1);
 
     for (name, service) in named(&objects, "Service") {
         let selector = &service["spec"]["selector"];
@@ -519,11 +585,57 @@ fn kubernetes_manifests_run_real_flags_with_valid_configs_and_existing_reference
     }
 }
 
+/// Checks that the detector's probes ask `/healthz` on its `metrics` port, and that the
+/// pod's Prometheus annotations name that port and `/metrics`.
+fn check_detector_probes(where_: &str, container: &Value, pod_template: &Value) {
+    let metrics_port = container["ports"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .find(|port| port["name"].as_str() == Some("metrics"))
+        .unwrap_or_else(|| panic!("{where_}: no container port named metrics"));
+    let port_number = text(&metrics_port["containerPort"]);
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        let http_get = &container[probe]["httpGet"];
+        assert_eq!(
+            http_get["path"].as_str(),
+            Some("/healthz"),
+            "{where_}: {probe}"
+        );
+        let port = text(&http_get["port"]);
+        assert!(
+            port == "metrics" || port == port_number,
+            "{where_}: {probe} probes port {port}"
+        );
+    }
+    let annotations = &pod_template["metadata"]["annotations"];
+    assert_eq!(
+        annotations["prometheus.io/scrape"].as_str(),
+        Some("true"),
+        "{where_}"
+    );
+    assert_eq!(
+        annotations["prometheus.io/port"].as_str(),
+        Some(port_number.as_str()),
+        "{where_}: the scrape annotation names another port"
+    );
+    assert_eq!(
+        annotations["prometheus.io/path"].as_str(),
+        Some("/metrics"),
+        "{where_}"
+    );
+}
+
 #[test]
 fn systemd_units_run_real_flags_with_the_example_configs() {
     let dir = repo_root().join("deploy/systemd");
-    for role in ["coordinator", "participant"] {
-        let unit_path = dir.join(format!("fedshield-{role}.service"));
+    // (role, unit, the config key of the StateDirectory).
+    for (role, unit_name, state_key) in [
+        ("coordinator", "fedshield-coordinator", "data_dir"),
+        ("participant", "fedshield-participant", "data_dir"),
+        ("detect", "fedshield-detector", "cache_dir"),
+    ] {
+        let unit_path = dir.join(format!("{unit_name}.service"));
         let unit = read(&unit_path);
         let where_ = unit_path
             .file_name()
@@ -558,9 +670,9 @@ fn systemd_units_run_real_flags_with_the_example_configs() {
                 .find_map(|line| line.strip_prefix("StateDirectory="))
                 .expect("StateDirectory");
             assert_eq!(
-                example_table["data_dir"].as_str(),
+                example_table[state_key].as_str(),
                 Some(format!("/var/lib/{state_directory}").as_str()),
-                "{where_}: StateDirectory is not the config's data_dir"
+                "{where_}: StateDirectory is not the config's {state_key}"
             );
             exec_lines += 1;
         }

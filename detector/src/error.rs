@@ -337,6 +337,12 @@ pub enum DetectorError {
     /// A sink that cannot be opened or written.
     #[error(transparent)]
     Sink(#[from] crate::sinks::SinkError),
+    /// The metrics address cannot be listened on.
+    #[error("failed to listen for metrics on {address}: {source}")]
+    MetricsListen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Result with [`DetectorError`].

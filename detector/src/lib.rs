@@ -35,6 +35,8 @@
 //! - [`alert`]: the [`alert::Alert`] record formats encode and sinks deliver.
 //! - [`format`]: alert encodings (native JSON, ECS, OCSF).
 //! - [`sinks`]: where encoded alerts go (stdout, file, syslog, webhook).
+//! - [`metrics`]: the Prometheus metrics ([`metrics::DetectorMetrics`]).
+//! - [`http`]: the plain-HTTP listener of `/metrics` and `/healthz`.
 //! - [`error`]: the crate's error type, [`DetectorError`].
 
 #![forbid(unsafe_code)]
@@ -43,6 +45,7 @@ pub mod alert;
 pub mod error;
 pub mod events;
 pub mod format;
+pub mod http;
 pub mod metrics;
 pub mod output;
 pub mod pipeline;
@@ -62,9 +65,8 @@ use tracing::info;
 
 pub use error::{DetectorError, Result};
 use events::{EventInput, EventParser, STDIN_NAME};
-pub use output::{AlertOptions, AlertOutput, WriterSink};
-pub use sinks::{SinkOptions, SinkSpec};
 pub use format::AlertFormatName;
+pub use output::{AlertOptions, AlertOutput, WriterSink};
 use pipeline::{follow_file, score_to_end};
 pub use release::{ModelRelease, ReleaseRules};
 pub use scoring::{DetectStats, Detector, ScoringModel};
@@ -72,6 +74,7 @@ pub use settings::{
     CoordinatorSettings, DEFAULT_BATCH_EVENTS, DEFAULT_FLUSH_WAIT, DetectSettings,
     ModelSourceSettings, OutputSettings,
 };
+pub use sinks::{SinkOptions, SinkSpec};
 use source::open_model_source;
 
 /// How long a stop on `shutdown` waits for the read under way (the sinks'
@@ -89,6 +92,39 @@ const STOP_WAIT: Duration = Duration::from_secs(1);
 /// input that cannot be read. Malformed events are reported on stderr and
 /// skipped, never an error.
 pub async fn run(settings: DetectSettings, shutdown: CancellationToken) -> Result<()> {
+    let metrics = Arc::new(metrics::DetectorMetrics::new());
+    // Listening before the model loads lets a startup probe answer during
+    // the download.
+    let metrics_stop = CancellationToken::new();
+    let metrics_server = match settings.metrics_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| DetectorError::MetricsListen { address, source })?;
+            info!(address = %listener.local_addr().unwrap_or(address), "serving metrics");
+            Some(tokio::spawn(http::serve_metrics(
+                listener,
+                metrics.clone(),
+                metrics_stop.clone(),
+            )))
+        }
+        None => None,
+    };
+    let outcome = score_events(settings, shutdown, metrics).await;
+    // The endpoint answers until the sinks' last flush is done.
+    metrics_stop.cancel();
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
+    outcome
+}
+
+/// Scores events as [`run`] says, counting in `metrics`.
+async fn score_events(
+    settings: DetectSettings,
+    shutdown: CancellationToken,
+    metrics: Arc<metrics::DetectorMetrics>,
+) -> Result<()> {
     let opened = tokio::select! {
         opened = open_model_source(&settings) => opened?,
         () = shutdown.cancelled() => {
@@ -122,8 +158,9 @@ pub async fn run(settings: DetectSettings, shutdown: CancellationToken) -> Resul
     let mut scoring = tokio::task::spawn_blocking(move || -> Result<DetectStats> {
         let initial = receiver.borrow_and_update().clone();
         let model = ScoringModel::new(initial)?;
-        let mut detector =
-            Detector::new(parser, model, batch_events, output, io::stderr()).stop_when(stop);
+        let mut detector = Detector::new(parser, model, batch_events, output, io::stderr())
+            .stop_when(stop)
+            .with_metrics(metrics);
         let models = watches_models.then_some(&mut receiver);
         match input {
             EventInput::Stdin(mut stdin) => {
@@ -178,10 +215,8 @@ fn open_output(
     options: AlertOptions,
     runtime: &tokio::runtime::Handle,
 ) -> Result<AlertOutput> {
-    let context = format::FormatContext::new(
-        settings.sink_options.syslog_hostname.clone(),
-        schema_name,
-    );
+    let context =
+        format::FormatContext::new(settings.sink_options.syslog_hostname.clone(), schema_name);
     let format = format::new_format(settings.format, &context);
     let sinks = settings
         .sinks

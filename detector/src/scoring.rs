@@ -177,6 +177,8 @@ pub struct Detector<E: Write> {
     stop: CancellationToken,
     stats: DetectStats,
     metrics: Option<Arc<crate::metrics::DetectorMetrics>>,
+    /// The output's suppressed count the metrics have seen.
+    num_suppressed_reported: u64,
 }
 
 impl<E: Write> Detector<E> {
@@ -212,6 +214,7 @@ impl<E: Write> Detector<E> {
             stop: CancellationToken::new(),
             stats: DetectStats::default(),
             metrics: None,
+            num_suppressed_reported: 0,
         }
     }
 
@@ -224,7 +227,7 @@ impl<E: Write> Detector<E> {
 
     /// Makes the detector count what it does in `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<crate::metrics::DetectorMetrics>) -> Self {
-        metrics.set_model_version(self.model.release().version.0);
+        metrics.set_model_version(self.model.release().version);
         self.metrics = Some(metrics);
         self
     }
@@ -302,7 +305,7 @@ impl<E: Write> Detector<E> {
             Err(LineError::Malformed { column, reason }) => {
                 self.stats.num_malformed += 1;
                 if let Some(metrics) = &self.metrics {
-                    metrics.malformed_events(1);
+                    metrics.events_malformed(1);
                 }
                 // A failing stderr must not stop detection.
                 let _ = writeln!(
@@ -342,12 +345,21 @@ impl<E: Write> Detector<E> {
         self.output.expire()?;
         self.output.flush_batch()?;
         self.output_closed = self.output.is_closed();
-        if let Some(metrics) = &self.metrics {
-            for (name, stats) in self.output.sink_stats() {
-                metrics.record_sink_stats(&name, stats);
-            }
-        }
+        self.record_output_metrics();
         Ok(())
+    }
+
+    /// Brings the metrics up to date with the output's and the sinks' counts.
+    fn record_output_metrics(&mut self) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        let num_suppressed = self.output.stats().num_suppressed;
+        metrics.alerts_suppressed(num_suppressed - self.num_suppressed_reported);
+        self.num_suppressed_reported = num_suppressed;
+        for (name, stats) in self.output.sink_stats() {
+            metrics.record_sink_stats(&name, stats);
+        }
     }
 
     /// Scores the waiting events and hands their verdicts to the output.
@@ -377,7 +389,10 @@ impl<E: Write> Detector<E> {
                 names.get(class).cloned()
             });
             if is_attack && let Some(metrics) = &self.metrics {
-                metrics.alert(category.as_deref().unwrap_or("attack"));
+                metrics.alerts_raised(
+                    category.as_deref().unwrap_or(crate::metrics::ATTACK_CLASS),
+                    1,
+                );
             }
             let line_bytes = &self.pending_text[line_range];
             self.parser
@@ -449,7 +464,7 @@ impl<E: Write> Detector<E> {
             "switched to model version"
         );
         if let Some(metrics) = &self.metrics {
-            metrics.set_model_version(model.release().version.0);
+            metrics.set_model_version(model.release().version);
         }
         self.model = model;
         Ok(())
@@ -474,11 +489,7 @@ impl<E: Write> Detector<E> {
     pub fn finish(&mut self, wait: std::time::Duration) -> Result<()> {
         self.flush()?;
         self.output.finish(wait)?;
-        if let Some(metrics) = &self.metrics {
-            for (name, stats) in self.output.sink_stats() {
-                metrics.record_sink_stats(&name, stats);
-            }
-        }
+        self.record_output_metrics();
         Ok(())
     }
 }
