@@ -409,6 +409,7 @@ mod tests {
             num_delivered,
             num_dropped,
             queue_depth,
+            ..SinkStats::default()
         };
         metrics.record_sink_stats("webhook", stats(10, 6, 1, 3));
         metrics.record_sink_stats("webhook", stats(15, 12, 2, 1));

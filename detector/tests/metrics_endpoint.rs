@@ -197,6 +197,7 @@ async fn metrics_endpoint_serves_the_recorded_counts_as_openmetrics_text() {
             num_delivered: 5,
             num_dropped: 2,
             queue_depth: 1,
+            ..SinkStats::default()
         },
     );
     metrics.record_sink_stats(
@@ -206,6 +207,7 @@ async fn metrics_endpoint_serves_the_recorded_counts_as_openmetrics_text() {
             num_delivered: 8,
             num_dropped: 3,
             queue_depth: 1,
+            ..SinkStats::default()
         },
     );
 
