@@ -567,3 +567,178 @@ async fn detect_from_a_coordinator_scores_with_the_published_cards_calibrated_th
     shutdown.cancel();
     coordinator.wait().await.unwrap();
 }
+
+/// Returns the identity of each row of a Zeek log by its 1-based line
+/// number: `uid`, `id.orig_h`, `id.orig_p`, `id.resp_h`, `id.resp_p`, `proto`.
+fn zeek_identities(log: &Path) -> HashMap<u64, Vec<String>> {
+    let text = std::fs::read_to_string(log).unwrap();
+    let fields: Vec<&str> = text
+        .lines()
+        .find_map(|line| line.strip_prefix("#fields\t"))
+        .expect("a #fields header")
+        .split('\t')
+        .collect();
+    let wanted = [
+        "uid",
+        "id.orig_h",
+        "id.orig_p",
+        "id.resp_h",
+        "id.resp_p",
+        "proto",
+    ];
+    let positions: Vec<usize> = wanted
+        .iter()
+        .map(|name| fields.iter().position(|field| field == name).unwrap())
+        .collect();
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.starts_with('#'))
+        .map(|(index, line)| {
+            let values: Vec<&str> = line.split('\t').collect();
+            let identity = positions
+                .iter()
+                .map(|&position| values[position].to_string())
+                .collect();
+            (index as u64 + 1, identity)
+        })
+        .collect()
+}
+
+/// Runs `detect --alerts-only --alert-fpr 0.01 --alert-format ecs` with a
+/// file sink beside stdout; returns the alerts, checking both sinks hold
+/// the same ones.
+fn ecs_alerts(dir: &Path, model: &Path, events: &Path, run: u32) -> Vec<Value> {
+    let alert_file = dir.join(format!("alerts-{run}.jsonl"));
+    let output = fedshield(
+        dir,
+        &[
+            "detect",
+            "--model",
+            path_str(model),
+            "--events",
+            path_str(events),
+            "--format",
+            "zeek",
+            "--alert-fpr",
+            "0.01",
+            "--alerts-only",
+            "--alert-format",
+            "ecs",
+            "--sink",
+            "stdout",
+            "--sink",
+            &format!("file:{}", path_str(&alert_file)),
+        ],
+    );
+    assert_success(&output, "fedshield detect --alerts-only --alert-format ecs");
+    let from_file = std::fs::read(&alert_file).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&from_file),
+        String::from_utf8_lossy(&output.stdout),
+        "the file sink holds what stdout got"
+    );
+    parse_verdicts(&output.stdout)
+}
+
+#[test]
+fn alerts_only_ecs_alerts_carry_their_flows_identity_and_a_stable_top_explanation() {
+    let Some(capture) = capture() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let split = split_capture(&capture, dir.path());
+    let model = train(
+        dir.path(),
+        "classifier",
+        "32,16",
+        &split.train,
+        Path::new(ZEEK_SCHEMA),
+    );
+    // Every verdict, to know which lines are over the threshold.
+    let every = fedshield(
+        dir.path(),
+        &[
+            "detect",
+            "--model",
+            path_str(&model),
+            "--events",
+            path_str(&split.held_out),
+            "--format",
+            "zeek",
+            "--alert-fpr",
+            "0.01",
+            "--explain-top-k",
+            "0",
+        ],
+    );
+    assert_success(&every, "fedshield detect");
+    let mut attack_lines: Vec<u64> = parse_verdicts(&every.stdout)
+        .iter()
+        .filter(|verdict| verdict["verdict"] == "attack")
+        .map(|verdict| verdict["line"].as_u64().unwrap())
+        .collect();
+    attack_lines.sort_unstable();
+    assert!(attack_lines.len() > 100, "the capture's attacks alert");
+
+    let identities = zeek_identities(&split.held_out);
+    let first = ecs_alerts(dir.path(), &model, &split.held_out, 1);
+    let second = ecs_alerts(dir.path(), &model, &split.held_out, 2);
+    let mut alert_lines: Vec<u64> = first
+        .iter()
+        .map(|alert| alert["fedshield"]["line"].as_u64().unwrap())
+        .collect();
+    alert_lines.sort_unstable();
+    assert_eq!(alert_lines, attack_lines, "alerts are exactly the attacks");
+    let feature_columns: Vec<String> = fedshield_core::schema::Schema::load(Path::new(ZEEK_SCHEMA))
+        .unwrap()
+        .feature_columns()
+        .into_iter()
+        .map(|(name, _)| name.to_string())
+        .collect();
+    for (alert, again) in first.iter().zip(&second) {
+        let line = alert["fedshield"]["line"].as_u64().unwrap();
+        let identity = &identities[&line];
+        assert_eq!(alert["event"]["kind"], "alert");
+        assert_eq!(
+            alert["event"]["id"],
+            identity[0].as_str(),
+            "uid of line {line}"
+        );
+        assert_eq!(alert["source"]["ip"], identity[1].as_str());
+        assert_eq!(alert["source"]["port"], identity[2].parse::<u64>().unwrap());
+        assert_eq!(alert["destination"]["ip"], identity[3].as_str());
+        assert_eq!(
+            alert["destination"]["port"],
+            identity[4].parse::<u64>().unwrap()
+        );
+        assert_eq!(alert["network"]["transport"], identity[5].as_str());
+        let explanation = alert["fedshield"]["explanation"]
+            .as_array()
+            .unwrap_or_else(|| panic!("an attack is explained: {alert}"));
+        assert!(!explanation.is_empty() && explanation.len() <= 5);
+        let weights: Vec<f64> = explanation
+            .iter()
+            .map(|item| item["weight"].as_f64().unwrap())
+            .collect();
+        assert!(
+            weights.windows(2).all(|pair| pair[0] >= pair[1]),
+            "{weights:?}"
+        );
+        assert!(weights[0] > 0.0);
+        for item in explanation {
+            let column = item["column"].as_str().unwrap();
+            assert!(
+                feature_columns.iter().any(|name| name == column),
+                "{column}"
+            );
+        }
+        assert_eq!(
+            again["fedshield"]["line"], alert["fedshield"]["line"],
+            "both runs emit the alerts in the same order"
+        );
+        assert_eq!(
+            again["fedshield"]["explanation"][0]["column"], explanation[0]["column"],
+            "the top explanation column of line {line} is stable across runs"
+        );
+    }
+}

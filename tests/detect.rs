@@ -1374,3 +1374,196 @@ async fn a_followed_zeek_log_is_read_through_rotation_and_truncation_without_los
     assert!(stderr.contains("truncated"), "{stderr}");
     assert!(!stderr.contains("malformed"), "{stderr}");
 }
+
+/// Reads octet-counted RFC 5424 frames (`LEN SP MSG`, RFC 6587 §3.4.1) from
+/// every connection `listener` accepts until each closes; returns the
+/// messages.
+fn collect_syslog_frames(listener: std::net::TcpListener) -> Arc<Mutex<Vec<String>>> {
+    let frames = Arc::new(Mutex::new(Vec::new()));
+    let collected = frames.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let frames = collected.clone();
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = BufReader::new(stream).read_to_end(&mut bytes);
+                let mut rest = &bytes[..];
+                while let Some(space) = rest.iter().position(|byte| *byte == b' ') {
+                    let length: usize = std::str::from_utf8(&rest[..space])
+                        .expect("an ascii frame length")
+                        .parse()
+                        .expect("an octet count");
+                    let message = &rest[space + 1..space + 1 + length];
+                    frames
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(message).into_owned());
+                    rest = &rest[space + 1 + length..];
+                }
+                assert!(rest.is_empty(), "a partial syslog frame was left");
+            });
+        }
+    });
+    frames
+}
+
+/// Returns the address `detect` logged for its metrics listener.
+fn metrics_address(stderr_lines: &std::sync::mpsc::Receiver<String>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let line = stderr_lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("detect logs its metrics address");
+        if line.contains("serving metrics")
+            && let Some(address) = line
+                .split_whitespace()
+                .find_map(|word| word.strip_prefix("address="))
+        {
+            return address.to_string();
+        }
+    }
+}
+
+/// Returns the body of `GET path` from a plain-HTTP server at `address`.
+fn http_get(address: &str, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// Returns the value of the sample `name` (labels included) in an
+/// OpenMetrics exposition.
+fn sample(exposition: &str, name: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+#[test]
+fn followed_alerts_reach_syslog_and_file_sinks_are_counted_in_metrics_and_sigterm_exits_0_after_flushing()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let model = train_model(dir.path(), "classifier");
+    let (header, rows) = flow_rows(300, 17);
+    let events = dir.path().join("events.csv");
+    std::fs::write(&events, format!("{header}\n{}\n", rows.join("\n"))).unwrap();
+    let syslog = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let syslog_address = syslog.local_addr().unwrap();
+    let frames = collect_syslog_frames(syslog);
+    let alert_file = dir.path().join("alerts.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fedshield"))
+        .env("RUST_LOG", "info")
+        .args([
+            "detect",
+            "--model",
+            path_str(&model),
+            "--events",
+            path_str(&events),
+            "--follow",
+            // Every event is an alert: the counts below are exact.
+            "--threshold=-1000000",
+            "--alerts-only",
+            "--alert-format",
+            "ecs",
+            "--sink",
+            &format!("syslog+tcp://{syslog_address}"),
+            "--sink",
+            &format!("file:{}", path_str(&alert_file)),
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (stderr_sender, stderr_lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            let _ = stderr_sender.send(line);
+        }
+    });
+    let address = metrics_address(&stderr_lines);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let num_lines = std::fs::read_to_string(&alert_file)
+            .map(|text| text.lines().count())
+            .unwrap_or(0);
+        if num_lines == rows.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{num_lines} of {} alerts in the file",
+            rows.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let exposition = http_get(&address, "/metrics");
+    assert!(exposition.ends_with("# EOF\n"), "{exposition}");
+    assert_eq!(
+        sample(&exposition, "fedshield_detector_events_total"),
+        Some(rows.len() as f64)
+    );
+    assert_eq!(
+        sample(
+            &exposition,
+            "fedshield_detector_alerts_total{class=\"attack\"}"
+        ),
+        Some(rows.len() as f64)
+    );
+    assert_eq!(
+        sample(&exposition, "fedshield_detector_model_version"),
+        Some(1.0)
+    );
+    assert!(http_get(&address, "/healthz").ends_with("ok"));
+
+    common::send_sigterm(&child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "detect did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "detect exits 0 on SIGTERM: {status}"
+    );
+    // The syslog connection closed when detect exited: every alert is in.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while frames.lock().unwrap().len() < rows.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let frames = frames.lock().unwrap().clone();
+    assert_eq!(frames.len(), rows.len(), "every alert reached syslog");
+    let file_alerts: Vec<Value> = std::fs::read_to_string(&alert_file)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let mut file_lines: Vec<u64> = file_alerts
+        .iter()
+        .map(|alert| alert["fedshield"]["line"].as_u64().expect("fedshield.line"))
+        .collect();
+    file_lines.sort_unstable();
+    assert_eq!(file_lines, (2..=rows.len() as u64 + 1).collect::<Vec<_>>());
+    for (frame, alert) in frames.iter().zip(&file_alerts) {
+        assert!(
+            frame.starts_with("<132>1 "),
+            "warning severity, local0: {frame}"
+        );
+        assert_eq!(alert["event"]["kind"], "alert");
+    }
+}

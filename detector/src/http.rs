@@ -101,7 +101,7 @@ pub async fn serve_metrics_with(
         .with_state(metrics);
     // One permit per open connection; all of them back means none is open.
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    info!("serving metrics");
+    debug!("serving metrics");
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
