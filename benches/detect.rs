@@ -49,7 +49,7 @@ use fedshield_detector::format::native::NativeFormat;
 use fedshield_detector::pipeline::score_to_end;
 use fedshield_detector::{
     AlertOptions, AlertOutput, DEFAULT_BATCH_EVENTS, Detector, ModelRelease, ReleaseRules,
-    ScoringModel, WriterSink,
+    ScoringModel, StdoutSink,
 };
 use flate2::read::GzDecoder;
 
@@ -194,7 +194,7 @@ fn detect_all(
     let model = ScoringModel::new(release.clone()).expect("the model builds");
     let output = AlertOutput::new(
         Box::new(NativeFormat),
-        vec![Box::new(WriterSink::new("bench", io::sink()))],
+        vec![Box::new(StdoutSink::with_writer(io::sink()))],
         AlertOptions::default(),
     );
     let mut detector = Detector::new(parser, model, DEFAULT_BATCH_EVENTS, output, io::sink());

@@ -376,14 +376,7 @@ fn detect_exits_0_on_sigterm_with_what_it_read_scored() {
         verdicts.push(line);
     }
     common::send_sigterm(&child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "detect did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_for_exit(&mut child);
     drop(stdin);
     assert_eq!(
         status.code(),
@@ -1375,6 +1368,18 @@ async fn a_followed_zeek_log_is_read_through_rotation_and_truncation_without_los
     assert!(!stderr.contains("malformed"), "{stderr}");
 }
 
+/// Waits up to 30 s for `child` to exit after a SIGTERM; returns its status.
+fn wait_for_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "detect did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Reads octet-counted RFC 5424 frames (`LEN SP MSG`, RFC 6587 §3.4.1) from
 /// every connection `listener` accepts until each closes; returns the
 /// messages.
@@ -1528,14 +1533,7 @@ fn followed_alerts_reach_syslog_and_file_sinks_are_counted_in_metrics_and_sigter
     assert!(http_get(&address, "/healthz").ends_with("ok"));
 
     common::send_sigterm(&child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "detect did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_for_exit(&mut child);
     assert_eq!(
         status.code(),
         Some(0),

@@ -66,7 +66,7 @@ use tracing::info;
 pub use error::{DetectorError, Result};
 use events::{EventInput, EventParser, STDIN_NAME};
 pub use format::AlertFormatName;
-pub use output::{AlertOptions, AlertOutput, WriterSink};
+pub use output::{AlertOptions, AlertOutput};
 use pipeline::{follow_file, score_to_end};
 pub use release::{ModelRelease, ReleaseRules};
 pub use scoring::{DetectStats, Detector, ScoringModel};
@@ -74,6 +74,7 @@ pub use settings::{
     CoordinatorSettings, DEFAULT_BATCH_EVENTS, DEFAULT_FLUSH_WAIT, DetectSettings,
     ModelSourceSettings, OutputSettings,
 };
+pub use sinks::stdout::StdoutSink;
 pub use sinks::{SinkOptions, SinkSpec};
 use source::open_model_source;
 

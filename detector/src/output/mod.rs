@@ -3,10 +3,8 @@
 //! encoded once by the chosen format and handed to every sink.
 //!
 //! - [`suppress`]: the suppression window.
-//! - [`writer`]: a sink over any byte writer (standard output, tests, benchmarks).
 
 pub mod suppress;
-pub mod writer;
 
 use std::time::Duration;
 
@@ -15,7 +13,6 @@ use crate::error::Result;
 use crate::format::AlertFormat;
 use crate::sinks::{AlertSink, SinkStats};
 pub use suppress::{SuppressionSettings, Suppressor};
-pub use writer::WriterSink;
 
 /// What becomes an alert, and how much of it.
 #[derive(Debug, Clone)]
