@@ -8,7 +8,7 @@ use std::path::Path;
 
 use fedshield_core::ingest::{IngestOptions, IngestReport, load_dataset, load_dataset_from_reader};
 use fedshield_core::model::data::Dataset;
-use fedshield_core::schema::{FileFormat, Schema};
+use fedshield_core::schema::{FileFormat, IdentityRole, Schema};
 use flate2::read::GzDecoder;
 use samples::sample;
 
@@ -200,6 +200,11 @@ fn shipped_zeek_schema_features_exclude_identifiers_and_the_label_leaking_locali
     )
     .unwrap();
     let schema = shipped_schema();
+    let feature_columns: Vec<&str> = schema
+        .feature_columns()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
     for name in [
         "ts",
         "uid",
@@ -208,11 +213,39 @@ fn shipped_zeek_schema_features_exclude_identifiers_and_the_label_leaking_locali
         "id.orig_p",
         "local_orig",
         "local_resp",
+        "community_id",
     ] {
+        assert!(
+            !feature_columns.contains(&name),
+            "{name} must not be a feature"
+        );
+    }
+    for name in ["local_orig", "local_resp"] {
         let declaration = format!("name = {name:?}\nkind = \"ignore\"");
         assert!(text.contains(&declaration), "{name} must be ignored");
     }
-    assert!(!text.contains("community_id"));
+    // Identifiers are echoed in verdicts by their role, never featurized.
+    let echoed: Vec<(String, Option<IdentityRole>)> = schema
+        .echoed_columns()
+        .into_iter()
+        .map(|column| (column.name, column.role))
+        .collect();
+    let expected = [
+        ("ts", IdentityRole::Timestamp),
+        ("uid", IdentityRole::EventId),
+        ("id.orig_h", IdentityRole::SourceIp),
+        ("id.orig_p", IdentityRole::SourcePort),
+        ("id.resp_h", IdentityRole::DestinationIp),
+        ("id.resp_p", IdentityRole::DestinationPort),
+        ("proto", IdentityRole::Transport),
+    ];
+    assert_eq!(
+        echoed,
+        expected
+            .iter()
+            .map(|(name, role)| (name.to_string(), Some(*role)))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(schema.label_column_name(), Some("label"));
 }
 
