@@ -369,7 +369,7 @@ impl<E: Write> Detector<E> {
             &mut self.scores,
             &mut self.attack_classes,
         )?;
-        let release = self.model.release().clone();
+        let release = self.model.release.clone();
         let threshold = release.threshold;
         let alerts_only = self.output.options().alerts_only;
         let input_dim = release.weights.spec.input_dim as usize;
