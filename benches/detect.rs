@@ -29,8 +29,10 @@
 //! the bench prints the realized rate), the schema's identity columns
 //! echoed, into an in-memory sink (a [`WriterSink`] over `io::sink()`):
 //! `ecs_explain` and `native_explain` explain every alert (top 5 columns,
-//! gradient × input), `ecs` and `native` do not, and `no_alerts` (threshold
-//! above every score) is the floor: the same pass with nothing to emit.
+//! gradient × input), `ecs` and `native` do not, `no_alerts` (threshold
+//! above every score) is the floor: the same pass with nothing to emit, and
+//! `explain_only` is the explanations alone (the alerting rows' features
+//! computed beforehand). Throughput counts the input's events in every case.
 //!
 //! Run with `RAYON_NUM_THREADS=1 taskset -c 0 cargo bench --bench detect`.
 //! burn's ndarray backend is built without its `multi-threads` feature here
@@ -574,6 +576,33 @@ fn bench_zeek_alerts(criterion: &mut Criterion) {
             });
         });
     }
+    // The explanations alone: gradient × input of every alerting row.
+    let mut features = Vec::new();
+    let mut row = Vec::new();
+    featurize_all(&zeek, &schema, FileFormat::Zeek, &mut row, |row| {
+        features.extend_from_slice(row)
+    });
+    let alert_rows: Vec<&[f32]> = features
+        .chunks(schema.num_features())
+        .zip(&scores)
+        .filter(|(_, score)| f64::from(**score) >= threshold)
+        .map(|(row, _)| row)
+        .collect();
+    assert_eq!(alert_rows.len(), num_alerts);
+    let model = ScoringModel::new(release.clone()).expect("the model builds");
+    group.bench_function("explain_only", |bencher| {
+        let mut contributions = Vec::new();
+        bencher.iter(|| {
+            let mut total = 0.0f32;
+            for row in &alert_rows {
+                model
+                    .explain(row, &mut contributions)
+                    .expect("one whole row");
+                total += contributions[0];
+            }
+            black_box(total)
+        });
+    });
     group.bench_function("no_alerts", |bencher| {
         bencher.iter(|| {
             black_box(detect_alerts(
