@@ -28,7 +28,8 @@
 //! scored → received (the webhook's batching, TLS and HTTP).
 //!
 //! Run with `cargo bench --bench alert_latency`; `ALERT_LATENCY_SECS` sets
-//! how long the writer writes in each run (default 15).
+//! how long the writer writes in each run (default 15; 2 when run as a
+//! test, without `--bench`).
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -81,6 +82,8 @@ const LINES_PER_BURST: usize = 100;
 const BURST_INTERVAL: Duration = Duration::from_millis(10);
 /// How long the writer writes in each run unless `ALERT_LATENCY_SECS` says.
 const DEFAULT_RUN_SECS: u64 = 15;
+/// How long it writes when run as a test (`cargo test --benches`).
+const SMOKE_RUN_SECS: u64 = 2;
 /// The fraction of rows that alert.
 const ALERT_RATE: f64 = 0.01;
 /// How long the detector gets to start before the writer does.
@@ -671,11 +674,14 @@ fn main() -> Result<()> {
     if std::env::args().any(|argument| argument == "--list") {
         return Ok(());
     }
+    // Without `--bench` (`cargo test --benches`), a short smoke run.
+    let is_bench = std::env::args().any(|argument| argument == "--bench");
     let run_secs = match std::env::var("ALERT_LATENCY_SECS") {
         Ok(text) => text
             .parse::<u64>()
             .with_context(|| format!("ALERT_LATENCY_SECS={text:?} is not a number of seconds"))?,
-        Err(_) => DEFAULT_RUN_SECS,
+        Err(_) if is_bench => DEFAULT_RUN_SECS,
+        Err(_) => SMOKE_RUN_SECS,
     };
     let duration = Duration::from_secs(run_secs.max(1));
     let capture = Arc::new(load_capture()?);
