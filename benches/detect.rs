@@ -23,6 +23,17 @@
 //!   `end_to_end`. Throughput counts every line; the filter drops the
 //!   non-flow events after parsing their JSON.
 //!
+//! and, on the same Zeek input, `zeek_alerts/*`: `detect` end to end with
+//! alerts-only output at a 1% alert rate (the threshold set, once before
+//! measuring, to the 99th percentile of the model's scores on that input;
+//! the bench prints the realized rate), the schema's identity columns
+//! echoed, into an in-memory sink (a [`StdoutSink`] over `io::sink()`):
+//! `ecs_explain` and `native_explain` explain every alert (top 5 columns,
+//! gradient × input), `ecs` and `native` do not, `no_alerts` (threshold
+//! above every score) is the floor: the same pass with nothing to emit, and
+//! `explain_only` is the explanations alone (the alerting rows' features
+//! computed beforehand). Throughput counts the input's events in every case.
+//!
 //! Run with `RAYON_NUM_THREADS=1 taskset -c 0 cargo bench --bench detect`.
 //! burn's ndarray backend is built without its `multi-threads` feature here
 //! (no rayon, single-threaded matrixmultiply), so scoring runs on the calling
@@ -41,15 +52,17 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fedshield_core::ModelVersion;
 use fedshield_core::ingest::{IngestOptions, load_dataset_from_reader};
 use fedshield_core::model::ModelSpec;
+use fedshield_core::model::inference::CLASSIFIER_THRESHOLD;
 use fedshield_core::model::weights::ModelWeights;
 use fedshield_core::schema::{FileFormat, Schema};
 use fedshield_core::telemetry::{FlowGenerator, OrgProfile, synthetic_flows_schema, write_csv};
 use fedshield_detector::events::{EventParser, Line, LineReader, ParsedLine, READ_BUFFER_BYTES};
 use fedshield_detector::format::native::NativeFormat;
+use fedshield_detector::format::{FormatContext, new_format};
 use fedshield_detector::pipeline::score_to_end;
 use fedshield_detector::{
-    AlertOptions, AlertOutput, DEFAULT_BATCH_EVENTS, Detector, ModelRelease, ReleaseRules,
-    ScoringModel, StdoutSink,
+    AlertFormatName, AlertOptions, AlertOutput, DEFAULT_BATCH_EVENTS, Detector, ModelRelease,
+    ReleaseRules, ScoringModel, StdoutSink,
 };
 use flate2::read::GzDecoder;
 
@@ -168,11 +181,17 @@ fn flow_csv() -> Vec<u8> {
 /// Returns the release of an MLP (schema's features)→64→32→2 (random
 /// weights: scoring cost does not depend on their values).
 fn mlp_release(schema: Schema) -> Arc<ModelRelease> {
+    mlp_release_with_threshold(schema, None)
+}
+
+/// Returns the release of [`mlp_release`]'s network with `threshold_flag`
+/// as its threshold (`None`: the classifier default).
+fn mlp_release_with_threshold(schema: Schema, threshold_flag: Option<f64>) -> Arc<ModelRelease> {
     let spec = ModelSpec::mlp(schema.num_features() as u32, vec![64, 32], 2);
     let weights = ModelWeights::init(spec, 1).expect("a valid spec");
     let rules = ReleaseRules {
         schema,
-        threshold_flag: None,
+        threshold_flag,
         alert_fpr: None,
     };
     Arc::new(
@@ -195,11 +214,81 @@ fn detect_all(
     let output = AlertOutput::new(
         Box::new(NativeFormat),
         vec![Box::new(StdoutSink::with_writer(io::sink()))],
-        AlertOptions::default(),
+        // A verdict for every event, as before alerts existed: the
+        // explanations' cost is measured by the alert cases.
+        AlertOptions {
+            explain_top_k: 0,
+            ..AlertOptions::default()
+        },
     );
     let mut detector = Detector::new(parser, model, DEFAULT_BATCH_EVENTS, output, io::sink());
     score_to_end(&mut &input[..], "bench", &mut detector, None).expect("scoring succeeds");
     detector.stats().num_scored
+}
+
+/// Scores every line of `input` with alerts-only output in `format_name`
+/// (identity columns echoed, `explain_top_k` columns explained per alert)
+/// into an in-memory sink; returns the number of events scored and of
+/// alerts emitted.
+fn detect_alerts(
+    input: &[u8],
+    schema: &Schema,
+    release: &Arc<ModelRelease>,
+    format_name: AlertFormatName,
+    explain_top_k: usize,
+) -> (u64, u64) {
+    let parser = EventParser::new(schema.clone(), FileFormat::Zeek, "conn.log");
+    let model = ScoringModel::new(release.clone()).expect("the model builds");
+    let output = AlertOutput::new(
+        new_format(format_name, &FormatContext::new("bench", "zeek_conn")),
+        vec![Box::new(StdoutSink::with_writer(io::sink()))],
+        AlertOptions {
+            alerts_only: true,
+            explain_top_k,
+            include_fields: Vec::new(),
+            suppression: None,
+        },
+    );
+    let mut detector = Detector::new(parser, model, DEFAULT_BATCH_EVENTS, output, io::sink());
+    score_to_end(&mut &input[..], "conn.log", &mut detector, None).expect("scoring succeeds");
+    (
+        detector.stats().num_scored,
+        detector.output().stats().num_emitted,
+    )
+}
+
+/// Returns the model's score of every event of `input`, in input order.
+fn all_scores(
+    input: &[u8],
+    schema: &Schema,
+    format: FileFormat,
+    release: &Arc<ModelRelease>,
+) -> Vec<f32> {
+    let mut features = Vec::new();
+    let mut row = Vec::new();
+    featurize_all(input, schema, format, &mut row, |row| {
+        features.extend_from_slice(row)
+    });
+    let model = ScoringModel::new(release.clone()).expect("the model builds");
+    let mut all = Vec::new();
+    let mut scores = Vec::new();
+    let mut attack_classes = Vec::new();
+    for batch in features.chunks(DEFAULT_BATCH_EVENTS * schema.num_features()) {
+        model
+            .score(batch, &mut scores, &mut attack_classes)
+            .expect("whole rows");
+        all.extend_from_slice(&scores);
+    }
+    all
+}
+
+/// Returns the `quantile` (0 to 1) of `scores`: the score at or above which
+/// a fraction `1 - quantile` of them lie (more when that score is tied).
+fn score_quantile(scores: &[f32], quantile: f64) -> f64 {
+    let mut sorted = scores.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let num_above = ((1.0 - quantile) * sorted.len() as f64).round() as usize;
+    f64::from(sorted[num_above.clamp(1, sorted.len()) - 1])
 }
 
 /// Splits, parses and featurizes every line of `input`, calling `on_event`
@@ -411,5 +500,127 @@ fn bench_zeek_and_eve(criterion: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, bench_detect, bench_zeek_and_eve);
+/// The fraction of the Zeek events that alert in `zeek_alerts/*`.
+const ALERT_RATE: f64 = 0.01;
+/// Columns explained per alert when explanations are on.
+const EXPLAIN_TOP_K: usize = 5;
+
+fn bench_zeek_alerts(criterion: &mut Criterion) {
+    let zeek = zeek_conn_tsv();
+    let schema = zeek_conn_schema();
+    let num_rows = CTU50_ROWS * ZEEK_COPIES;
+    let scores = all_scores(
+        &zeek,
+        &schema,
+        FileFormat::Zeek,
+        &mlp_release(schema.clone()),
+    );
+    assert_eq!(scores.len(), num_rows);
+    let threshold = score_quantile(&scores, 1.0 - ALERT_RATE);
+    let num_alerts = scores
+        .iter()
+        .filter(|&&score| f64::from(score) >= threshold)
+        .count();
+    let num_distinct = {
+        let mut bits: Vec<u32> = scores.iter().map(|score| score.to_bits()).collect();
+        bits.sort_unstable();
+        bits.dedup();
+        bits.len()
+    };
+    eprintln!(
+        "zeek alerts: threshold {threshold} (the {:.0}th percentile of {num_rows} scores, {num_distinct} distinct): {num_alerts} alerts, a realized rate of {:.3}%",
+        100.0 * (1.0 - ALERT_RATE),
+        100.0 * num_alerts as f64 / num_rows as f64
+    );
+    let num_default_attacks = scores
+        .iter()
+        .filter(|&&score| f64::from(score) >= CLASSIFIER_THRESHOLD)
+        .count();
+    eprintln!(
+        "zeek alerts: at the default threshold {CLASSIFIER_THRESHOLD} (zeek/end_to_end), {num_default_attacks} of {num_rows} events are attacks"
+    );
+    let release = mlp_release_with_threshold(schema.clone(), Some(threshold));
+    let above_all = mlp_release_with_threshold(schema.clone(), Some(f64::INFINITY));
+
+    let cases = [
+        ("ecs_explain", AlertFormatName::Ecs, EXPLAIN_TOP_K),
+        ("ecs", AlertFormatName::Ecs, 0),
+        ("native_explain", AlertFormatName::Native, EXPLAIN_TOP_K),
+        ("native", AlertFormatName::Native, 0),
+    ];
+    for (_, format_name, explain_top_k) in cases {
+        assert_eq!(
+            detect_alerts(&zeek, &schema, &release, format_name, explain_top_k),
+            (num_rows as u64, num_alerts as u64)
+        );
+    }
+    assert_eq!(
+        detect_alerts(
+            &zeek,
+            &schema,
+            &above_all,
+            AlertFormatName::Ecs,
+            EXPLAIN_TOP_K
+        ),
+        (num_rows as u64, 0)
+    );
+
+    let mut group = criterion.benchmark_group("zeek_alerts");
+    group.throughput(Throughput::Elements(num_rows as u64));
+    group.sample_size(20);
+    for (name, format_name, explain_top_k) in cases {
+        group.bench_function(name, |bencher| {
+            bencher.iter(|| {
+                black_box(detect_alerts(
+                    black_box(&zeek),
+                    &schema,
+                    &release,
+                    format_name,
+                    explain_top_k,
+                ))
+            });
+        });
+    }
+    // The explanations alone: gradient × input of every alerting row.
+    let mut features = Vec::new();
+    let mut row = Vec::new();
+    featurize_all(&zeek, &schema, FileFormat::Zeek, &mut row, |row| {
+        features.extend_from_slice(row)
+    });
+    let alert_rows: Vec<&[f32]> = features
+        .chunks(schema.num_features())
+        .zip(&scores)
+        .filter(|(_, score)| f64::from(**score) >= threshold)
+        .map(|(row, _)| row)
+        .collect();
+    assert_eq!(alert_rows.len(), num_alerts);
+    let model = ScoringModel::new(release.clone()).expect("the model builds");
+    group.bench_function("explain_only", |bencher| {
+        let mut contributions = Vec::new();
+        bencher.iter(|| {
+            let mut total = 0.0f32;
+            for row in &alert_rows {
+                model
+                    .explain(row, &mut contributions)
+                    .expect("one whole row");
+                total += contributions[0];
+            }
+            black_box(total)
+        });
+    });
+    group.bench_function("no_alerts", |bencher| {
+        bencher.iter(|| {
+            black_box(detect_alerts(
+                black_box(&zeek),
+                &schema,
+                &above_all,
+                AlertFormatName::Ecs,
+                EXPLAIN_TOP_K,
+            ))
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_detect, bench_zeek_and_eve, bench_zeek_alerts);
 criterion_main!(benches);
