@@ -601,7 +601,9 @@ fn a_tcp_sink_keeps_what_it_queued_while_the_server_was_down() -> Result<()> {
     assert_alerts_arrived(&received, 0..150, "tcp-sender")?;
     let stats = sink.stats();
     assert_eq!((stats.num_delivered, stats.num_dropped), (150, 0));
-    assert_eq!(stats.num_connections, 2);
+    // It reconnected; a write that raced the outage may cost one more
+    // connection, never a message.
+    assert!((2..=3).contains(&stats.num_connections), "{stats:?}");
     Ok(())
 }
 
