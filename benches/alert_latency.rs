@@ -705,7 +705,13 @@ fn main() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    for max_batch_wait in [Duration::from_secs(1), Duration::from_millis(100)] {
+    // The default wait, and a longer and a shorter one around it.
+    let default_wait = SinkOptions::default().webhook_max_batch_wait;
+    for max_batch_wait in [
+        default_wait,
+        Duration::from_secs(1),
+        Duration::from_millis(100),
+    ] {
         let report = runtime.block_on(run_once(
             capture.clone(),
             alerting_rows.clone(),
