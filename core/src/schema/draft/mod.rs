@@ -6,9 +6,11 @@
 //!
 //! Each column's choice follows its name, its Zeek `#types` entry and its
 //! values, and a `# why:` comment above it says which:
-//! - identifiers and times are ignored (`uid`, `ts`, addresses, `community_id`,
-//!   `flow_id`, source ports, timestamps), and so are `local_orig` and
-//!   `local_resp`, which leak the label in real captures;
+//! - identifiers and times are no features (`uid`, `ts`, addresses, `community_id`,
+//!   `flow_id`, source ports, timestamps): the flow's time, id, Community ID
+//!   and addresses and source port become `identity` columns with their role,
+//!   echoed in every verdict; other identifiers, and `local_orig` and
+//!   `local_resp`, which leak the label in real captures, are ignored;
 //! - the most label-like column (`label`, `class`, `attack_cat`,
 //!   `detailed-label`, ...) becomes the label, other label-like columns are ignored;
 //! - numbers become numeric columns with fixed constants chosen from the
@@ -430,6 +432,25 @@ fn is_port_name(lowercase: &str) -> bool {
     lowercase.ends_with("port") || lowercase.ends_with("_p")
 }
 
+/// Returns the role (an ECS field name) of an identifier column a detector
+/// should echo: the flow's time, id, Community ID and 5-tuple ends. Other
+/// identifiers (file ids, tunnel parents, sensor names) get none.
+fn identity_role(name: &str, zeek_type: Option<&str>) -> Option<&'static str> {
+    let lowercase = name.to_ascii_lowercase();
+    let last_part = lowercase.rsplit('.').next().unwrap_or(&lowercase);
+    let role = match last_part {
+        "ts" | "timestamp" | "start" | "stime" | "starttime" => "@timestamp",
+        "uid" | "flow_id" => "event.id",
+        "community_id" => "network.community_id",
+        "orig_h" | "src_ip" | "srcaddr" | "saddr" | "src_addr" => "source.ip",
+        "resp_h" | "dest_ip" | "dst_ip" | "dstaddr" | "daddr" | "dst_addr" => "destination.ip",
+        "orig_p" | "src_port" | "sport" => "source.port",
+        _ if matches!(zeek_type, Some("time")) => "@timestamp",
+        _ => return None,
+    };
+    Some(role)
+}
+
 /// Returns why a column is an identifier, a time or a label leak, if it is one.
 fn identifier_reason(name: &str, zeek_type: Option<&str>, facts: &ColumnFacts) -> Option<String> {
     let lowercase = name.to_ascii_lowercase();
@@ -512,6 +533,11 @@ struct DraftColumn {
 #[derive(Debug)]
 enum ColumnBody {
     Ignore,
+    /// Not a feature, echoed in every verdict of `fedshield detect` by its
+    /// role (an ECS field name).
+    Identity {
+        role: &'static str,
+    },
     Numeric {
         range: NumericRange,
         /// Population mean and standard deviation after clamp (and log1p), with `fit`.
@@ -567,7 +593,15 @@ fn choose_body(
         return (why.to_string(), ColumnBody::Ignore);
     }
     if let Some(reason) = identifier_reason(&column.name, zeek_type, facts) {
-        return (reason, ColumnBody::Ignore);
+        return match identity_role(&column.name, zeek_type) {
+            Some(role) => (
+                format!(
+                    "{reason}; echoed in every verdict as {role}, so an alert can be joined back to its event"
+                ),
+                ColumnBody::Identity { role },
+            ),
+            None => (reason, ColumnBody::Ignore),
+        };
     }
     if facts.num_present == 0 {
         return ("no sampled record sets it".to_string(), ColumnBody::Ignore);

@@ -83,6 +83,10 @@ pub(super) fn render(
 fn render_body(text: &mut String, body: &ColumnBody, fit: bool) {
     match body {
         ColumnBody::Ignore => text.push_str("kind = \"ignore\"\n"),
+        ColumnBody::Identity { role } => {
+            text.push_str("kind = \"identity\"\n");
+            let _ = writeln!(text, "role = {}", toml_string(role));
+        }
         ColumnBody::Numeric {
             range,
             fitted,

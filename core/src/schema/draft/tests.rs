@@ -101,3 +101,28 @@ fn a_csv_draft_finds_the_delimiter_and_proposes_the_label() {
     let schema = Schema::from_toml_str(&text).unwrap();
     assert_eq!(schema.num_classes(), 2);
 }
+
+#[test]
+fn flow_identifiers_become_identity_columns_with_their_roles() {
+    let roles = [
+        ("ts", Some("@timestamp")),
+        ("uid", Some("event.id")),
+        ("id.orig_h", Some("source.ip")),
+        ("id.orig_p", Some("source.port")),
+        ("id.resp_h", Some("destination.ip")),
+        ("community_id", Some("network.community_id")),
+        ("src_ip", Some("source.ip")),
+        ("dest_ip", Some("destination.ip")),
+        ("flow_id", Some("event.id")),
+        ("tunnel_parents", None),
+        ("fuid", None),
+        ("local_orig", None),
+    ];
+    for (name, role) in roles {
+        assert_eq!(identity_role(name, None), role, "{name}");
+    }
+    assert_eq!(
+        identity_role("first_seen", Some("time")),
+        Some("@timestamp")
+    );
+}
