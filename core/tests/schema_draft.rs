@@ -81,10 +81,15 @@ fn kind_of(text: &str, name: &str) -> String {
     after.lines().next().unwrap().to_string()
 }
 
-/// Asserts that the draft ignores every column of `names`.
+/// Asserts that no column of `names` is a feature: each is ignored, or an
+/// identity column echoed in verdicts (with its role on the next line).
 fn assert_ignored(text: &str, names: &[&str]) {
     for name in names {
-        assert_eq!(kind_of(text, name), "kind = \"ignore\"", "{name}");
+        let kind = kind_of(text, name);
+        assert!(
+            kind == "kind = \"ignore\"" || kind == "kind = \"identity\"",
+            "{name}: {kind}"
+        );
     }
 }
 
@@ -109,6 +114,21 @@ const ARGUS: &str = "argus-binetflow-slips-test2/test2-malicious.binetflow";
 fn a_zeek_tsv_draft_ignores_identifiers_and_proposes_the_label() {
     for (path, num_rows, num_skipped) in [(IOT23_TROJAN, 4_426, 0), (CTU50_HOST_008, 5_663, 0)] {
         let text = draft(path, FileFormat::Zeek, false);
+        // The flow's identity is echoed by role; other identifiers are ignored.
+        for (name, role) in [
+            ("ts", "@timestamp"),
+            ("uid", "event.id"),
+            ("id.orig_h", "source.ip"),
+            ("id.orig_p", "source.port"),
+            ("id.resp_h", "destination.ip"),
+        ] {
+            assert_eq!(
+                column_text(&text, name).lines().take(2).collect::<Vec<_>>(),
+                ["kind = \"identity\"", &format!("role = {role:?}")],
+                "{name}"
+            );
+        }
+        assert_eq!(kind_of(&text, "local_orig"), "kind = \"ignore\"");
         assert_ignored(
             &text,
             &[
@@ -196,7 +216,13 @@ fn an_eve_draft_keeps_flow_events_and_labels_them_by_alerted() {
         assert_eq!(report.skipped.total(), 0, "{report}");
     }
     let paired = draft(EVE_PAIRED, FileFormat::Jsonl, false);
-    assert_eq!(kind_of(&paired, "community_id"), "kind = \"ignore\"");
+    assert_eq!(
+        column_text(&paired, "community_id")
+            .lines()
+            .take(2)
+            .collect::<Vec<_>>(),
+        ["kind = \"identity\"", "role = \"network.community_id\""]
+    );
     assert_eq!(kind_of(&paired, "event_type"), "kind = \"ignore\"");
     // Suricata writes tcp_flags as hex strings ("1e"): text, even where they read as numbers.
     assert_eq!(kind_of(&paired, "tcp.tcp_flags"), "kind = \"categorical\"");
