@@ -12,6 +12,7 @@
 //! - [`aggregation`]: streaming FedAvg, server momentum and the poisoning-robust rules.
 //! - [`units`]: ε, δ, the sampling rate q and the noise multiplier σ, each checked once where it is made.
 //! - [`privacy`]: DP-SGD, organization-level DP, the accountant, targets, reports, guarantees and lineage.
+//! - [`secagg`]: secure aggregation (SecAgg+): keys, secret sharing, masks, the participant's and the coordinator's side.
 //! - [`clock`]: Unix-millisecond timestamps.
 //! - [`plan`]: the training plan of a round and its DP settings (DP-SGD, organization-level DP).
 //! - [`plan_fingerprint`]: the sha256 of a training plan, which keys re-sent updates of retried rounds.
@@ -31,6 +32,7 @@ pub mod plan;
 pub mod plan_fingerprint;
 pub mod privacy;
 pub mod schema;
+pub mod secagg;
 pub mod telemetry;
 pub mod units;
 pub mod untrusted_text;

@@ -5,6 +5,7 @@
 //! - [`dp_sgd`]: record-level DP-SGD (per-example clipping with ghost norms, Poisson sampling, Gaussian noise).
 //! - [`noise`]: Gaussian noise from an OS-seeded CSPRNG.
 //! - [`org_dp`]: organization-level DP of a whole update (clipping and Gaussian noise).
+//! - [`distributed`]: distributed discrete Gaussian DP under secure aggregation (rotation, quantization, exact sampler).
 //! - [`accountant`]: Rényi-DP accounting of the subsampled Gaussian, (ε, δ) conversion and noise calibration.
 //! - `target`: an operator's (ε, δ) target and its calibration into a DP plan.
 //! - `report`: a participant's report of its ledger's cumulative guarantee.
@@ -18,6 +19,7 @@
 //! [`ModelPrivacy`].
 
 pub mod accountant;
+pub mod distributed;
 pub mod dp_sgd;
 mod guarantee;
 pub mod lineage;
