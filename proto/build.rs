@@ -19,9 +19,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .bytes(".fedshield.v1.ModelChunk.data")
         .bytes(".fedshield.v1.UpdateChunk.data")
+        .bytes(".fedshield.v1.MaskedUpdateChunk.data")
         // Chunks carry model parameters and private updates: their Debug impls are
         // written by hand (src/lib.rs) to print sizes, never contents.
-        .skip_debug([".fedshield.v1.ModelChunk", ".fedshield.v1.UpdateChunk"])
+        .skip_debug([
+            ".fedshield.v1.ModelChunk",
+            ".fedshield.v1.UpdateChunk",
+            ".fedshield.v1.MaskedUpdateChunk",
+            ".fedshield.v1.RevealedShare",
+        ])
         .compile_fds(file_descriptors)?;
     Ok(())
 }

@@ -47,6 +47,7 @@ pub fn model_and_plan(args: &ModelArgs, schema: &Schema) -> (ModelSpec, Training
         trim_fraction: args.trim_fraction,
         dp_sgd: None,
         org_dp: None,
+        secure_aggregation: None,
     };
     (spec, plan)
 }
@@ -124,6 +125,11 @@ pub fn coordinator_settings(args: &CoordinatorArgs) -> Result<(CoordinatorConfig
             server_momentum: args.server_momentum,
             server_learning_rate: args.server_learning_rate,
             aggregation: args.aggregation.clone(),
+            secure_aggregation: args.secure_aggregation.then_some(
+                fedshield_coordinator::config::SecureAggregationConfig {
+                    clip_norm: args.secure_aggregation_clip_norm,
+                },
+            ),
             weighting: fedshield_coordinator::weighting::UpdateWeighting {
                 max_samples_per_update: args.max_samples_per_update,
                 max_update_weight: args.max_update_weight,

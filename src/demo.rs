@@ -106,6 +106,7 @@ pub async fn run(args: DemoArgs) -> Result<PathBuf> {
             server_learning_rate: 1.0,
             aggregation: AggregationRule::FedAvg,
             weighting: fedshield_coordinator::weighting::UpdateWeighting::default(),
+            secure_aggregation: None,
         },
         model: spec.clone(),
         init_seed: args.model.init_seed,

@@ -393,6 +393,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         trim_fraction: args.model.trim_fraction,
         dp_sgd: None,
         org_dp: None,
+        secure_aggregation: None,
     };
     let initial = ModelWeights::init(spec.clone(), args.model.init_seed)?;
     let started = Instant::now();

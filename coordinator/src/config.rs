@@ -105,6 +105,17 @@ pub struct RoundConfig {
     /// The bound on an update's declared example count and the cap on its
     /// weight (see [`crate::weighting`]).
     pub weighting: UpdateWeighting,
+    /// Secure aggregation (SecAgg+), if wanted: the coordinator then sees
+    /// only the sum of each round's updates.
+    pub secure_aggregation: Option<SecureAggregationConfig>,
+}
+
+/// Secure aggregation's settings besides the privacy target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecureAggregationConfig {
+    /// The L2 norm each participant clips its update to when no
+    /// organization-level DP sets it (`privacy.org_level.clip_norm` does).
+    pub clip_norm: f64,
 }
 
 impl RoundConfig {
@@ -150,6 +161,26 @@ impl RoundConfig {
             problems.push("round.deadline_secs must be positive".to_string());
         }
         problems.extend(self.weighting.problems());
+        if let Some(secure) = &self.secure_aggregation {
+            if self.aggregation != AggregationRule::FedAvg {
+                problems.push(format!(
+                    "round.aggregation: {} must see single updates, and under round.secure_aggregation the coordinator sees only their sum; use fedavg (each participant bounds its own update's norm before masking)",
+                    self.aggregation
+                ));
+            }
+            if self.quorum < 2 {
+                problems.push(
+                    "round.quorum must be at least 2 under round.secure_aggregation: the sum of one update is that update"
+                        .to_string(),
+                );
+            }
+            if !(secure.clip_norm.is_finite() && secure.clip_norm > 0.0) {
+                problems.push(format!(
+                    "round.secure_aggregation_clip_norm is {}, must be finite and positive",
+                    secure.clip_norm
+                ));
+            }
+        }
         match self.aggregation.validate() {
             Err(error) => problems.push(format!("round.aggregation: {error}")),
             Ok(()) if self.quorum < self.aggregation.min_updates() => problems.push(format!(
@@ -259,6 +290,7 @@ impl CoordinatorConfig {
                 server_learning_rate: 1.0,
                 aggregation: AggregationRule::FedAvg,
                 weighting: UpdateWeighting::default(),
+                secure_aggregation: None,
             },
             model,
             init_seed: 1,
@@ -286,14 +318,41 @@ impl CoordinatorConfig {
     /// # Errors
     /// The calibration's error, naming the setting.
     pub fn training_plan(&self) -> fedshield_core::Result<TrainingPlan> {
-        match &self.privacy {
+        let calibrated = match &self.privacy {
             Some(target) => fedshield_core::privacy::calibrate_plan(
                 &self.plan,
                 target,
                 self.round.max_rounds.unwrap_or(0),
+            )?,
+            None => self.plan.clone(),
+        };
+        let Some(secure) = &self.round.secure_aggregation else {
+            return Ok(calibrated);
+        };
+        let max_participants = match self.round.participants_per_round {
+            ParticipantsPerRound::Count(count) => count.min(
+                fedshield_core::plan::MAX_SECURE_AGGREGATION_PARTICIPANTS as usize,
             ),
-            None => Ok(self.plan.clone()),
-        }
+            ParticipantsPerRound::Fraction(_) => {
+                fedshield_core::plan::MAX_SECURE_AGGREGATION_PARTICIPANTS as usize
+            }
+        };
+        fedshield_core::privacy::secure_aggregation_plan(
+            calibrated,
+            fedshield_core::privacy::SecureAggregationRequest {
+                clip_norm: secure.clip_norm,
+                org_target: self.privacy.as_ref().and_then(|target| {
+                    target
+                        .org_level
+                        .as_ref()
+                        .map(|org| (org.epsilon, org.clip_norm, target.delta))
+                }),
+                num_rounds: self.round.max_rounds.unwrap_or(0),
+                max_participants: max_participants.max(2) as u32,
+                min_participants: self.round.quorum.max(2) as u32,
+                num_params: self.model.num_params(),
+            },
+        )
     }
 
     /// Checks the whole configuration.

@@ -88,6 +88,20 @@ pub enum CoordinatorError {
         authenticated: ParticipantId,
         claimed: String,
     },
+    /// A secure-aggregation message the protocol refuses (from a
+    /// participant), or a failure to unmask.
+    #[error("secure aggregation: {0}")]
+    SecureAggregation(String),
+    #[error("round {0} does not run secure aggregation")]
+    NotSecureRound(RoundId),
+    #[error("round {round} runs secure aggregation: updates must be sent masked (SubmitMaskedUpdate), never in the clear")]
+    PlainUpdateInSecureRound { round: RoundId },
+    #[error("round {round} is in the secure-aggregation phase '{actual}', not '{expected}'")]
+    SecurePhase {
+        round: RoundId,
+        expected: &'static str,
+        actual: &'static str,
+    },
     /// The privacy settings would weaken what the stored model's cards
     /// promise ([`crate::lineage`]).
     #[error(
@@ -167,7 +181,8 @@ impl CoordinatorError {
         match self {
             CoordinatorError::InvalidParticipantId(_)
             | CoordinatorError::MalformedUpdate(_)
-            | CoordinatorError::InvalidPrivacyReport(_) => ErrorKind::InvalidArgument,
+            | CoordinatorError::InvalidPrivacyReport(_)
+            | CoordinatorError::SecureAggregation(_) => ErrorKind::InvalidArgument,
             CoordinatorError::NotJoined(_)
             | CoordinatorError::BadSessionToken(_)
             | CoordinatorError::NoClientCertificate => ErrorKind::Unauthenticated,
@@ -179,7 +194,10 @@ impl CoordinatorError {
             | CoordinatorError::RoundClosed { .. }
             | CoordinatorError::WrongRound { .. }
             | CoordinatorError::WrongBaseVersion { .. }
-            | CoordinatorError::PrivacyWeakened { .. } => ErrorKind::FailedPrecondition,
+            | CoordinatorError::PrivacyWeakened { .. }
+            | CoordinatorError::NotSecureRound(_)
+            | CoordinatorError::PlainUpdateInSecureRound { .. }
+            | CoordinatorError::SecurePhase { .. } => ErrorKind::FailedPrecondition,
             CoordinatorError::DuplicateUpdate { .. }
             | CoordinatorError::UploadInProgress { .. } => ErrorKind::AlreadyExists,
             CoordinatorError::UpdateStalled { .. }

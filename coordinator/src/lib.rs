@@ -46,6 +46,6 @@ pub mod weighting;
 pub use config::{
     CoordinatorConfig, CoordinatorTls, HttpsSettings, ParticipantsPerRound, RoundConfig,
 };
-pub use engine::Engine;
+pub use engine::{Engine, TranscriptEntry, TranscriptRecorder};
 pub use error::{CoordinatorError, ErrorKind};
 pub use server::{CoordinatorHandle, run, start};

@@ -20,6 +20,8 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::field::Empty;
 use tracing::{Span, debug, instrument, warn};
 
+mod secure_messages;
+
 use crate::engine::{
     Engine, EngineStatus, ParamEncoding, SessionEvent, UpdateHeader, UpdatePart, UploadError,
     UploadReceiver, UploadTransportError, claimed_participant,
@@ -240,6 +242,12 @@ impl Federation for FederationService {
                                 deadline_unix_ms: announcement.deadline_unix_ms,
                                 feature_schema_sha256: announcement.feature_schema_sha256.unwrap_or_default(),
                                 reserve_upload_slot: announcement.reserve_upload_slot,
+                                secure_aggregation: announcement.secure_aggregation.map(|setup| pb::SecureAggregationRound {
+                                    degree: setup.degree as u32,
+                                    threshold: setup.threshold as u32,
+                                    vector_len: setup.vector_len as u64,
+                                    rotation_seed: setup.rotation_seed.to_vec(),
+                                }),
                             }))
                         }
                         Some(SessionEvent::Heartbeat { current_version }) => heartbeat_event(current_version),
@@ -386,6 +394,153 @@ impl Federation for FederationService {
         )?;
         self.engine.metrics().round_declined(&decline.reason);
         Ok(Response::new(pb::DeclineRoundResponse {}))
+    }
+
+    #[instrument(skip_all, fields(round = request.get_ref().round_id, participant = %loggable_id(&request.get_ref().participant_id)))]
+    async fn advertise_keys(
+        &self,
+        request: Request<pb::AdvertiseKeysRequest>,
+    ) -> Result<Response<pb::SecureAggregationRoster>, Status> {
+        let authenticated = self
+            .authenticate(&request, Operation::SubmitUpdate)
+            .map_err(|error| self.refuse(error))?;
+        let advertised = request.into_inner();
+        let participant = claimed_participant(
+            authenticated.as_ref(),
+            advertised.participant_id,
+            "advertise_keys",
+        )
+        .map_err(|error| self.refuse(error))?;
+        let keys = secure_messages::public_keys(
+            &advertised.cipher_public_key,
+            &advertised.mask_public_key,
+        )
+        .map_err(|error| self.refuse(error))?;
+        let round_id = RoundId(advertised.round_id);
+        let roster = tokio::select! {
+            roster = self.engine.advertise_keys(&participant, &advertised.session_token, round_id, keys) => {
+                roster.map_err(|error| self.refuse(error))?
+            }
+            () = self.shutdown.cancelled() => return Err(CoordinatorError::ShuttingDown.into()),
+        };
+        Ok(Response::new(secure_messages::roster_message(round_id, &roster)))
+    }
+
+    #[instrument(skip_all, fields(round = request.get_ref().round_id, participant = %loggable_id(&request.get_ref().participant_id)))]
+    async fn share_keys(
+        &self,
+        request: Request<pb::ShareKeysRequest>,
+    ) -> Result<Response<pb::SharesForParticipant>, Status> {
+        let authenticated = self
+            .authenticate(&request, Operation::SubmitUpdate)
+            .map_err(|error| self.refuse(error))?;
+        let sharing = request.into_inner();
+        let participant = claimed_participant(
+            authenticated.as_ref(),
+            sharing.participant_id,
+            "share_keys",
+        )
+        .map_err(|error| self.refuse(error))?;
+        let shares = secure_messages::encrypted_shares(sharing.shares)
+            .map_err(|error| self.refuse(error))?;
+        let round_id = RoundId(sharing.round_id);
+        let for_participant = tokio::select! {
+            shares = self.engine.share_keys(&participant, &sharing.session_token, round_id, shares) => {
+                shares.map_err(|error| self.refuse(error))?
+            }
+            () = self.shutdown.cancelled() => return Err(CoordinatorError::ShuttingDown.into()),
+        };
+        Ok(Response::new(pb::SharesForParticipant {
+            round_id: round_id.0,
+            shares: for_participant
+                .into_iter()
+                .map(secure_messages::encrypted_share_message)
+                .collect(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(participant = Empty, round = Empty))]
+    async fn submit_masked_update(
+        &self,
+        request: Request<Streaming<pb::MaskedUpdateChunk>>,
+    ) -> Result<Response<pb::SubmitUpdateResponse>, Status> {
+        let authenticated = self
+            .authenticate(&request, Operation::SubmitUpdate)
+            .map_err(|error| self.refuse(error))?;
+        let parts = request
+            .into_inner()
+            .map(|chunk| chunk.map(secure_messages::masked_part));
+        let received = self
+            .engine
+            .receive_masked(
+                authenticated.as_ref(),
+                parts,
+                self.settings.chunk_idle_timeout,
+            )
+            .await
+            .map_err(|error| self.upload_status(error))?;
+        Ok(Response::new(pb::SubmitUpdateResponse {
+            round_id: received.round_id.0,
+            num_updates_accepted: received.num_accepted as u32,
+        }))
+    }
+
+    #[instrument(skip_all, fields(round = request.get_ref().round_id, participant = %loggable_id(&request.get_ref().participant_id)))]
+    async fn await_unmask(
+        &self,
+        request: Request<pb::AwaitUnmaskRequest>,
+    ) -> Result<Response<pb::UnmaskRequest>, Status> {
+        let authenticated = self
+            .authenticate(&request, Operation::SubmitUpdate)
+            .map_err(|error| self.refuse(error))?;
+        let waiting = request.into_inner();
+        let participant = claimed_participant(
+            authenticated.as_ref(),
+            waiting.participant_id,
+            "await_unmask",
+        )
+        .map_err(|error| self.refuse(error))?;
+        let round_id = RoundId(waiting.round_id);
+        let deadline_left = self.engine.round_deadline_left(round_id);
+        let unmask = tokio::select! {
+            unmask = self.engine.await_unmask(&participant, &waiting.session_token, round_id, deadline_left) => {
+                unmask.map_err(|error| self.refuse(error))?
+            }
+            () = self.shutdown.cancelled() => return Err(CoordinatorError::ShuttingDown.into()),
+        };
+        Ok(Response::new(pb::UnmaskRequest {
+            round_id: round_id.0,
+            survivors: unmask.survivors.iter().map(ToString::to_string).collect(),
+            dropped: unmask.dropped.iter().map(ToString::to_string).collect(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(round = request.get_ref().round_id, participant = %loggable_id(&request.get_ref().participant_id)))]
+    async fn reveal_shares(
+        &self,
+        request: Request<pb::RevealSharesRequest>,
+    ) -> Result<Response<pb::RevealSharesResponse>, Status> {
+        let authenticated = self
+            .authenticate(&request, Operation::SubmitUpdate)
+            .map_err(|error| self.refuse(error))?;
+        let revealing = request.into_inner();
+        let participant = claimed_participant(
+            authenticated.as_ref(),
+            revealing.participant_id,
+            "reveal_shares",
+        )
+        .map_err(|error| self.refuse(error))?;
+        let shares = secure_messages::revealed_shares(revealing.shares)
+            .map_err(|error| self.refuse(error))?;
+        self.engine
+            .reveal_shares(
+                &participant,
+                &revealing.session_token,
+                RoundId(revealing.round_id),
+                shares,
+            )
+            .map_err(|error| self.refuse(error))?;
+        Ok(Response::new(pb::RevealSharesResponse {}))
     }
 
     async fn get_status(

@@ -66,4 +66,28 @@ pub struct AggregationSummary {
     pub num_clipped: usize,
     /// Contributors whose updates Multi-Krum left out.
     pub rejected: Vec<String>,
+    /// Set when the round ran secure aggregation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_aggregation: Option<SecureAggregationSummary>,
+}
+
+/// What secure aggregation did in the round that produced a version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecureAggregationSummary {
+    /// "yes": the coordinator saw only the sum of the survivors' updates.
+    pub secure_aggregation: String,
+    /// The protocol, with its reference.
+    pub protocol: String,
+    /// Participants whose masked update is in the sum.
+    pub num_survivors: usize,
+    /// Participants that shared keys and sent no masked update.
+    pub num_dropped: usize,
+    /// Neighbours each participant shared its secrets with.
+    pub degree: usize,
+    /// Shares that reconstruct a secret.
+    pub threshold: usize,
+    /// The distributed-DP statement (mechanism, noise, the fewest updates
+    /// it is planned for), when participants added noise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distributed_dp: Option<String>,
 }

@@ -48,6 +48,11 @@ pub struct TrainingPlan {
     pub dp_sgd: Option<DpSgdPlan>,
     /// Organization-level differential privacy of the whole update, on top.
     pub org_dp: Option<OrgDpPlan>,
+    /// Secure aggregation (SecAgg+): updates are clipped, quantized and sent
+    /// masked, so the coordinator learns only their sum; with distributed
+    /// discrete Gaussian noise for an organization-level guarantee that holds
+    /// against the coordinator too.
+    pub secure_aggregation: Option<SecureAggregationPlan>,
 }
 
 impl TrainingPlan {
@@ -96,6 +101,15 @@ impl TrainingPlan {
         }
         if let Some(org_dp) = &self.org_dp {
             org_dp.validate()?;
+        }
+        if let Some(secure) = &self.secure_aggregation {
+            secure.validate()?;
+            if self.org_dp.is_some() {
+                return Err(CoreError::InvalidPlan(
+                    "org_dp and secure_aggregation are exclusive: under secure aggregation organization-level DP is distributed (secure_aggregation.distributed_dp)"
+                        .to_string(),
+                ));
+            }
         }
         Ok(())
     }
@@ -241,6 +255,115 @@ impl OrgDpPlan {
             return Err(CoreError::InvalidPrivacy(format!(
                 "noise_multiplier × clip_norm is {} × {}, which overflows",
                 self.noise_multiplier, self.clip_norm
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The L2 bound of a whole update under secure aggregation without
+/// organization-level DP: generous, since the 32-bit sum has room for it.
+pub const DEFAULT_SECURE_AGGREGATION_CLIP_NORM: f64 = 100.0;
+
+/// Largest [`SecureAggregationPlan::max_participants`]: Shamir shares over
+/// GF(2^8) have at most 255 evaluation points per neighbourhood, and the
+/// complete graph of a small round is one neighbourhood.
+pub const MAX_SECURE_AGGREGATION_PARTICIPANTS: u32 = 255;
+
+/// How updates are encoded for secure aggregation (Kairouz, Liu, Steinke,
+/// ICML 2021, <https://arxiv.org/abs/2102.06387>): each participant clips
+/// its update to L2 norm `clip_norm`, rotates it with the round's public
+/// randomized Hadamard transform, multiplies by `scale`, rounds
+/// stochastically to integers, adds its share of the noise and sums in
+/// Z_(2^32) under SecAgg+ masks.
+#[derive(Config, Debug, PartialEq)]
+pub struct SecureAggregationPlan {
+    /// S: the L2 norm every update is clipped to, by its own participant
+    /// (the coordinator cannot see single updates to bound them).
+    pub clip_norm: f64,
+    /// γ: integer units per unit of a parameter. Chosen with
+    /// `max_participants` so that the sum cannot wrap.
+    pub scale: f64,
+    /// The most participants a round selects under this plan.
+    pub max_participants: u32,
+    /// Distributed discrete Gaussian noise; `None`: secure aggregation alone.
+    pub distributed_dp: Option<DistributedDpPlan>,
+}
+
+impl SecureAggregationPlan {
+    /// Checks the plan's values.
+    ///
+    /// # Errors
+    /// [`CoreError::InvalidPrivacy`] naming the field that is wrong and its value.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.clip_norm.is_finite() && self.clip_norm > 0.0) {
+            return Err(CoreError::InvalidPrivacy(format!(
+                "secure_aggregation.clip_norm is {}, must be finite and positive",
+                self.clip_norm
+            )));
+        }
+        if !(self.scale.is_finite() && self.scale >= 1.0) {
+            return Err(CoreError::InvalidPrivacy(format!(
+                "secure_aggregation.scale is {}, must be finite and at least 1",
+                self.scale
+            )));
+        }
+        if !(2..=MAX_SECURE_AGGREGATION_PARTICIPANTS).contains(&self.max_participants) {
+            return Err(CoreError::InvalidPrivacy(format!(
+                "secure_aggregation.max_participants is {}, must be in 2..={MAX_SECURE_AGGREGATION_PARTICIPANTS}",
+                self.max_participants
+            )));
+        }
+        if let Some(distributed) = &self.distributed_dp {
+            distributed.validate(self.max_participants)?;
+        }
+        Ok(())
+    }
+}
+
+/// Distributed DP under secure aggregation: each participant adds discrete
+/// Gaussian noise of variance `noise_variance` (integer units) per
+/// coordinate, so that a published sum of at least `min_participants`
+/// updates carries variance `min_participants · noise_variance`.
+#[derive(Config, Debug, PartialEq)]
+pub struct DistributedDpPlan {
+    /// σ² of each participant's discrete Gaussian noise, in integer units.
+    pub noise_variance: f64,
+    /// n_min: the fewest updates a published sum has (the round's quorum).
+    pub min_participants: u32,
+    /// β of conditional stochastic rounding: a rounding whose L2 norm
+    /// exceeds the bound of Kairouz et al. is drawn again.
+    pub rounding_beta: f64,
+    /// d: the dimension of the rotated vectors (the model's parameter count
+    /// padded to a power of two); the guarantee depends on it, and a
+    /// participant checks it against the model it downloads.
+    pub padded_dim: u64,
+}
+
+impl DistributedDpPlan {
+    fn validate(&self, max_participants: u32) -> Result<()> {
+        if !(self.noise_variance.is_finite() && self.noise_variance >= 1.0) {
+            return Err(CoreError::InvalidPrivacy(format!(
+                "secure_aggregation.distributed_dp.noise_variance is {}, must be finite and at least 1",
+                self.noise_variance
+            )));
+        }
+        if self.min_participants == 0 || self.min_participants > max_participants {
+            return Err(CoreError::InvalidPrivacy(format!(
+                "secure_aggregation.distributed_dp.min_participants is {}, must be in 1..={max_participants}",
+                self.min_participants
+            )));
+        }
+        if self.padded_dim == 0 || !self.padded_dim.is_power_of_two() {
+            return Err(CoreError::InvalidPrivacy(format!(
+                "secure_aggregation.distributed_dp.padded_dim is {}, must be a power of two",
+                self.padded_dim
+            )));
+        }
+        if !(self.rounding_beta > 0.0 && self.rounding_beta < 1.0) {
+            return Err(CoreError::InvalidPrivacy(format!(
+                "secure_aggregation.distributed_dp.rounding_beta is {}, must be in (0, 1)",
+                self.rounding_beta
             )));
         }
         Ok(())

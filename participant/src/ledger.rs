@@ -68,6 +68,11 @@ pub struct LedgerEntry {
     /// Fingerprint of the run's training plan ([`PlanFingerprint`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_sha256: Option<PlanFingerprint>,
+    /// The organization-level mechanism by name, when `org_level` is the
+    /// Gaussian equivalent of another one (the distributed discrete
+    /// Gaussian under secure aggregation), with its parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_level_mechanism: Option<String>,
 }
 
 impl LedgerEntry {
@@ -90,7 +95,29 @@ impl LedgerEntry {
             org_level: org_dp.map(|org| org_level_mechanism(org, 1)),
             base_model_sha256: None,
             plan_sha256: None,
+            org_level_mechanism: None,
         }
+    }
+
+    /// Returns the entry with the plan's organization-level mechanism named,
+    /// when the plan's is distributed DP (accounted as its Gaussian
+    /// equivalent in `org_level`).
+    pub fn with_org_mechanism(mut self, plan: &fedshield_core::TrainingPlan) -> Self {
+        let secure = plan.secure_aggregation.as_ref();
+        self.org_level_mechanism = secure.and_then(|secure| {
+            let distributed = secure.distributed_dp.as_ref()?;
+            Some(format!(
+                "{}: noise variance {} per participant (integer units), scale {}, clip norm {}, at least {} participants, dimension {}, rho {} per round",
+                fedshield_core::privacy::DISTRIBUTED_DP_MECHANISM,
+                distributed.noise_variance,
+                secure.scale,
+                secure.clip_norm,
+                distributed.min_participants,
+                distributed.padded_dim,
+                secure.rho_per_round().unwrap_or(f64::INFINITY),
+            ))
+        });
+        self
     }
 
     /// Returns the entry with the base model's sha256 and the plan's

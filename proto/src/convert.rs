@@ -4,7 +4,9 @@
 
 use fedshield_core::ModelSpec;
 use fedshield_core::plan::TrainingPlan;
-use fedshield_core::plan::{DpSgdPlan, OrgDpPlan};
+use fedshield_core::plan::{
+    DistributedDpPlan, DpSgdPlan, OrgDpPlan, SecureAggregationPlan,
+};
 use fedshield_core::privacy::PrivacyReport;
 
 use crate::v1 as pb;
@@ -28,6 +30,21 @@ impl From<&TrainingPlan> for pb::TrainingPlan {
             org_dp: plan.org_dp.as_ref().map(|org| pb::OrgDpPlan {
                 clip_norm: org.clip_norm,
                 noise_multiplier: org.noise_multiplier,
+            }),
+            secure_aggregation: plan.secure_aggregation.as_ref().map(|secure| {
+                pb::SecureAggregationPlan {
+                    clip_norm: secure.clip_norm,
+                    scale: secure.scale,
+                    max_participants: secure.max_participants,
+                    distributed_dp: secure.distributed_dp.as_ref().map(|distributed| {
+                        pb::DistributedDpPlan {
+                            noise_variance: distributed.noise_variance,
+                            min_participants: distributed.min_participants,
+                            rounding_beta: distributed.rounding_beta,
+                            padded_dim: distributed.padded_dim,
+                        }
+                    }),
+                }
             }),
         }
     }
@@ -56,6 +73,21 @@ impl From<pb::TrainingPlan> for TrainingPlan {
             org_dp: message
                 .org_dp
                 .map(|org| OrgDpPlan::new(org.clip_norm, org.noise_multiplier)),
+            secure_aggregation: message.secure_aggregation.map(|secure| {
+                SecureAggregationPlan::new(
+                    secure.clip_norm,
+                    secure.scale,
+                    secure.max_participants,
+                )
+                .with_distributed_dp(secure.distributed_dp.map(|distributed| {
+                    DistributedDpPlan::new(
+                        distributed.noise_variance,
+                        distributed.min_participants,
+                        distributed.rounding_beta,
+                        distributed.padded_dim,
+                    )
+                }))
+            }),
         }
     }
 }
@@ -122,8 +154,18 @@ mod tests {
             trim_fraction: 0.25,
             dp_sgd: Some(DpSgdPlan::new(64, 4000, 1.1, 1.0, 63)),
             org_dp: Some(OrgDpPlan::new(2.0, 0.7)),
+            secure_aggregation: None,
         };
         assert_eq!(TrainingPlan::from(pb::TrainingPlan::from(&plan)), plan);
+        let secure = TrainingPlan {
+            org_dp: None,
+            secure_aggregation: Some(
+                SecureAggregationPlan::new(1.5, 65536.0, 32)
+                    .with_distributed_dp(Some(DistributedDpPlan::new(4.0e6, 8, 0.6, 1 << 20))),
+            ),
+            ..plan
+        };
+        assert_eq!(TrainingPlan::from(pb::TrainingPlan::from(&secure)), secure);
         let plain = TrainingPlan::new();
         assert_eq!(TrainingPlan::from(pb::TrainingPlan::from(&plain)), plain);
     }

@@ -82,4 +82,41 @@ pub mod v1 {
             }
         }
     }
+    impl fmt::Debug for MaskedUpdateChunk {
+        fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match &self.payload {
+                Some(masked_update_chunk::Payload::Header(header)) => formatter
+                    .debug_tuple("MaskedUpdateChunk")
+                    .field(header)
+                    .finish(),
+                Some(masked_update_chunk::Payload::Data(data)) => {
+                    write!(formatter, "MaskedUpdateChunk(data: {} bytes)", data.len())
+                }
+                None => write!(formatter, "MaskedUpdateChunk(empty)"),
+            }
+        }
+    }
+
+    impl fmt::Debug for masked_update_chunk::Payload {
+        fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match self {
+                masked_update_chunk::Payload::Header(header) => header.fmt(formatter),
+                masked_update_chunk::Payload::Data(data) => {
+                    write!(formatter, "data: {} bytes", data.len())
+                }
+            }
+        }
+    }
+
+    /// A revealed share is part of a secret: its bytes are never printed.
+    impl fmt::Debug for RevealedShare {
+        fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter
+                .debug_struct("RevealedShare")
+                .field("owner", &self.owner)
+                .field("kind", &self.kind)
+                .field("x", &self.x)
+                .finish_non_exhaustive()
+        }
+    }
 }

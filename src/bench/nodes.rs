@@ -91,6 +91,11 @@ pub async fn coordinator_node(args: BenchCoordinatorNodeArgs) -> Result<()> {
             server_learning_rate: 1.0,
             aggregation: AggregationRule::FedAvg,
             weighting: fedshield_coordinator::weighting::UpdateWeighting::default(),
+            secure_aggregation: args.secure_aggregation.then_some(
+                fedshield_coordinator::config::SecureAggregationConfig {
+                    clip_norm: fedshield_core::plan::DEFAULT_SECURE_AGGREGATION_CLIP_NORM,
+                },
+            ),
         },
         model: ModelSpec::benchmark_flat(num_params),
         init_seed: 1,

@@ -41,6 +41,7 @@ pub struct RoundsReport {
     pub participants: usize,
     pub params: u64,
     pub tls: bool,
+    pub secure_aggregation: bool,
     pub warmup_rounds: u64,
     pub rounds: u64,
     /// Timed rounds that completed (the warm-up excluded).
@@ -276,6 +277,9 @@ fn run_nodes(args: &BenchRoundsArgs, work_dir: &Path) -> Result<RoundsReport> {
     if args.tls {
         coordinator_arguments.push("--tls".to_string());
     }
+    if args.secure_aggregation {
+        coordinator_arguments.push("--secure-aggregation".to_string());
+    }
     let mut nodes = Nodes(Vec::with_capacity(args.participants + 1));
     nodes.0.push(Node::start(
         &executable,
@@ -359,6 +363,7 @@ fn run_nodes(args: &BenchRoundsArgs, work_dir: &Path) -> Result<RoundsReport> {
         participants: args.participants,
         params: u64::from(args.params),
         tls: args.tls,
+        secure_aggregation: args.secure_aggregation,
         warmup_rounds: NUM_WARMUP_ROUNDS,
         rounds: args.rounds,
         rounds_completed: round_seconds.len() as u64,
@@ -392,10 +397,11 @@ fn print_table(report: &RoundsReport) {
         report.participants,
         report.params,
         mib(report.params * 4),
-        if report.tls {
-            "mutual TLS"
-        } else {
-            "plaintext"
+        match (report.tls, report.secure_aggregation) {
+            (true, true) => "mutual TLS, secure aggregation",
+            (true, false) => "mutual TLS",
+            (false, true) => "plaintext, secure aggregation",
+            (false, false) => "plaintext",
         },
         report.warmup_rounds,
         report.rounds

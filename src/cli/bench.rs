@@ -37,6 +37,10 @@ pub struct BenchRoundsArgs {
     /// Mutual TLS between the coordinator and the participants, with a CA made for the run.
     #[arg(long)]
     pub tls: bool,
+    /// Secure aggregation (SecAgg+): participants mask their updates, the coordinator unmasks
+    /// only the sum.
+    #[arg(long)]
+    pub secure_aggregation: bool,
     /// Also time moving the same bytes over plain TCP and TLS sockets on 127.0.0.1.
     #[arg(long)]
     pub baseline: bool,
@@ -65,6 +69,8 @@ pub struct BenchCoordinatorNodeArgs {
     pub rounds: u64,
     #[arg(long)]
     pub tls: bool,
+    #[arg(long)]
+    pub secure_aggregation: bool,
     #[arg(long, default_value_t = 2)]
     pub max_concurrent_uploads: usize,
 }

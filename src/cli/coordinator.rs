@@ -73,6 +73,17 @@ pub struct CoordinatorArgs {
     /// or multi-krum:<f>[:<m>] (the last three need --quorum large enough to out-vote f attackers).
     #[arg(long, env = "FEDSHIELD_AGGREGATION", default_value = "fedavg")]
     pub aggregation: fedshield_core::aggregation::robust::AggregationRule,
+    /// Secure aggregation (SecAgg+): participants clip, quantize and mask their updates, and
+    /// the coordinator learns only their sum, even when some drop out after masking. With
+    /// --org-dp-epsilon, each participant adds its share of distributed discrete Gaussian
+    /// noise, so the organization-level guarantee holds against the coordinator too. Needs
+    /// --aggregation fedavg (rules that inspect single updates cannot see masked ones).
+    #[arg(long)]
+    pub secure_aggregation: bool,
+    /// L2 norm each participant clips its whole update to before quantizing it for secure
+    /// aggregation, when --org-dp-epsilon is not given (with it, --org-dp-clip-norm is the bound).
+    #[arg(long, default_value_t = fedshield_core::plan::DEFAULT_SECURE_AGGREGATION_CLIP_NORM, requires = "secure_aggregation")]
+    pub secure_aggregation_clip_norm: f64,
     /// Most training examples one update may declare (its num_samples); a header declaring more,
     /// or 0, is refused with INVALID_ARGUMENT. Rounds with DP accept exactly 1. At most 2^40.
     #[arg(long, default_value_t = fedshield_coordinator::weighting::DEFAULT_MAX_SAMPLES_PER_UPDATE)]

@@ -35,6 +35,7 @@
 //! - `history`: finished rounds, in memory and in the durable history.
 //! - `completion`: the end of the federation after its last round.
 //! - `revocation`: ending the sessions of revoked members.
+//! - `secure`: secure aggregation (SecAgg+): key phases, masked updates, unmasking the sum.
 //! - `snapshot`: the status snapshot read by the status endpoints.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -62,6 +63,7 @@ mod history;
 mod publishing;
 mod revocation;
 mod rounds;
+mod secure;
 mod sessions;
 mod snapshot;
 mod uploads;
@@ -71,9 +73,10 @@ pub use history::{RoundOutcome, RoundSummary};
 pub(crate) use publishing::calibrate_on_evaluation_set;
 pub use revocation::RevokedMember;
 pub use sessions::{Announcement, Session, SessionEvent, claimed_participant};
+pub use secure::{SecurePhase, SecureRoundSetup, TranscriptEntry, TranscriptRecorder};
 pub use snapshot::{EngineStatus, OpenRoundStatus};
 pub use uploads::{
-    ParamEncoding, ReceivedUpdate, ReservedSlot, UpdateHeader, UpdatePart, UpdateRequest,
+    MaskedPart, MaskedUpdateHeader, ParamEncoding, ReceivedUpdate, ReservedSlot, UpdateHeader, UpdatePart, UpdateRequest,
     UpdateTicket, UploadError, UploadReceiver, UploadTransportError,
 };
 
@@ -102,6 +105,8 @@ struct OpenRound {
     deadline_unix_ms: u64,
     attempt: u32,
     opened_at: Instant,
+    /// Secure aggregation's state, for a round under a plan with it.
+    secure: Option<Arc<secure::SecureRound>>,
     /// The round's span: every event of the round's life (opening,
     /// aggregation, publishing or abandoning) is logged inside it, with the
     /// round id, the base version and, once published, the new version.
@@ -124,6 +129,7 @@ impl OpenRound {
             deadline_unix_ms: self.deadline_unix_ms,
             feature_schema_sha256: self.base.card.feature_schema_sha256.clone(),
             reserve_upload_slot: self.selected.len() > num_upload_slots,
+            secure_aggregation: self.secure.as_ref().map(|secure| secure.setup.clone()),
         }
     }
 }
@@ -198,6 +204,8 @@ struct EngineInner {
     round_history: RoundHistoryWriter,
     /// Cancelled once the federation is complete ([`completion`]).
     completed: CancellationToken,
+    /// The instrumented coordinator's tap on secure aggregation (tests).
+    secure_transcript: std::sync::OnceLock<secure::TranscriptRecorder>,
 }
 
 /// Handle to the round engine; cheap to clone.
@@ -290,6 +298,7 @@ impl Engine {
                 last_open_round_recorded: Mutex::new(0),
                 round_history,
                 completed: CancellationToken::new(),
+                secure_transcript: std::sync::OnceLock::new(),
             }),
         };
         // The participant gauges are read from the state at each scrape; the

@@ -173,6 +173,7 @@ fn aggregation_summary(
             .iter()
             .filter_map(|&index| contributors.get(index).cloned())
             .collect(),
+        secure_aggregation: None,
     }
 }
 
@@ -197,6 +198,40 @@ impl Engine {
     /// Publishes the aggregate of a closed round (inside the round's span),
     /// or abandons the round if no version can be made of it.
     async fn publish_closed(&self, round: OpenRound, fed_avg: Option<RobustAggregator>) {
+        if let Some(secure) = round.secure.clone() {
+            let aggregation_started = Instant::now();
+            let engine = self.clone();
+            let num_params = round.base.weights.params.len();
+            let span = Span::current();
+            let unmasked = tokio::task::spawn_blocking(move || {
+                let _entered = span.entered();
+                engine.secure_aggregate(&secure, num_params)
+            })
+            .await;
+            let fed_avg = match unmasked {
+                Ok(Ok(fed_avg)) => fed_avg,
+                Ok(Err(error)) => {
+                    warn!(round = %round.round_id, error = %error, "secure aggregation could not unmask the sum; round abandoned");
+                    self.finish_abandoned(round, format!("secure aggregation could not unmask the sum: {error}"));
+                    return;
+                }
+                Err(error) => {
+                    self.abandon_unpublished(round, PublishFailure::Task(error));
+                    return;
+                }
+            };
+            let built = self.build_and_store(&round, fed_avg).await;
+            if let Some(secure) = &round.secure {
+                secure.close("published");
+            }
+            match built {
+                Ok(model) => {
+                    self.announce_published(round, Arc::new(model), aggregation_started.elapsed());
+                }
+                Err(failure) => self.abandon_unpublished(round, failure),
+            }
+            return;
+        }
         let Some(fed_avg) = fed_avg else {
             self.finish_abandoned(round, "aggregate was already closed".to_string());
             return;
@@ -229,6 +264,10 @@ impl Engine {
                 report.map(|report| (participant.to_string(), report))
             })
             .collect();
+        let secure_summary = round
+            .secure
+            .as_ref()
+            .map(|secure| secure.summary(self.inner.plan.secure_aggregation.as_ref()));
         let base = round.base.clone();
         let round_id = round.round_id;
         let num_examples: u64 = round.accepted.iter().map(|(_, count, _)| count).sum();
@@ -236,8 +275,9 @@ impl Engine {
         let span = Span::current();
         let built = tokio::task::spawn_blocking(move || -> Result<PublishedModel> {
             let _entered = span.entered();
-            let (params, aggregation) =
+            let (params, mut aggregation) =
                 engine.finish_aggregate(fed_avg, &base, round_id, &contributors)?;
+            aggregation.secure_aggregation = secure_summary;
             build_next_version(NextVersionInputs {
                 base,
                 params,
@@ -266,6 +306,36 @@ impl Engine {
             .store_new(built)
             .await
             .map_err(PublishFailure::Build)
+    }
+
+    /// Unmasks a closed secure round's sum and returns it, averaged over
+    /// the survivors, as a FedAvg aggregate of one update (the server
+    /// optimizer then steps on it as on any aggregate). Blocking.
+    fn secure_aggregate(
+        &self,
+        secure: &super::secure::SecureRound,
+        num_params: usize,
+    ) -> Result<RobustAggregator> {
+        let plan = self
+            .inner
+            .plan
+            .secure_aggregation
+            .as_ref()
+            .ok_or_else(|| CoordinatorError::TaskFailed("a secure round without a secure plan".to_string()))?;
+        let encoding = fedshield_core::privacy::distributed::SecAggEncoding::for_plan(
+            plan,
+            num_params,
+            secure.setup.rotation_seed,
+        )
+        .map_err(CoordinatorError::Store)?;
+        let (average, survivors) = secure.unmasked_average(&encoding)?;
+        info!(num_survivors = survivors.len(), "secure aggregation unmasked the sum of the survivors' updates");
+        let mut aggregator = RobustAggregator::new(
+            &fedshield_core::aggregation::robust::AggregationRule::FedAvg,
+            num_params,
+        )?;
+        aggregator.add(average, 1.0)?;
+        Ok(aggregator)
     }
 
     /// Finishes a closed round's aggregate over `base` and takes the server

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tracing::{Span, info, info_span, warn};
 
 use super::history::push_history;
+use super::secure::{SecureDecision, SecureRound};
 use super::sessions::{ConnectedSession, SessionEvent};
 use super::{Engine, EngineState, OpenRound, RoundOutcome, RoundState, RoundSummary};
 use crate::registry::OpenRoundRecord;
@@ -47,7 +48,35 @@ impl Engine {
             let RoundState::Open(round) = &state.round else {
                 unreachable!("the waiting state returned above");
             };
-            self.evaluate_round(round, &state.sessions, now)
+            match round.secure.clone() {
+                Some(secure) => {
+                    let sessions = &state.sessions;
+                    let is_connected = |participant: &ParticipantId| {
+                        sessions.contains_key(participant) || round.in_flight.contains(participant)
+                    };
+                    match self.evaluate_secure(round, &secure, &is_connected, now) {
+                        SecureDecision::Plain => {
+                            match self.evaluate_round(round, &state.sessions, now) {
+                                // The masked updates are in: ask for the shares.
+                                RoundDecision::Publish => {
+                                    match self.close_masking(round, &secure, now) {
+                                        SecureDecision::Abandon(reason) => {
+                                            RoundDecision::Abandon(reason)
+                                        }
+                                        _ => return Step::Continue,
+                                    }
+                                }
+                                other => other,
+                            }
+                        }
+                        SecureDecision::KeepWaiting(deadline) => RoundDecision::KeepWaiting(deadline),
+                        SecureDecision::Continue => return Step::Continue,
+                        SecureDecision::Publish => RoundDecision::Publish,
+                        SecureDecision::Abandon(reason) => RoundDecision::Abandon(reason),
+                    }
+                }
+                None => self.evaluate_round(round, &state.sessions, now),
+            }
         };
         match decision {
             RoundDecision::KeepWaiting(deadline) => Step::WaitUntil(Some(deadline)),
@@ -111,7 +140,12 @@ impl Engine {
         let mut candidates: Vec<ParticipantId> = state.sessions.keys().cloned().collect();
         candidates.sort();
         candidates.shuffle(&mut rand::rng());
-        let num_selected = config.participants_per_round.resolve(candidates.len());
+        let mut num_selected = config.participants_per_round.resolve(candidates.len());
+        // The scale of secure aggregation keeps a sum of at most this many
+        // updates from wrapping.
+        if let Some(secure) = &self.inner.plan.secure_aggregation {
+            num_selected = num_selected.min(secure.max_participants as usize);
+        }
         // Participants that left earlier rounds sit some out (crate::dropouts).
         let selected: BTreeSet<ParticipantId> = state
             .dropouts
@@ -121,7 +155,7 @@ impl Engine {
         self.inner
             .metrics
             .set_participants_sitting_out(state.dropouts.num_sitting_out());
-        let quorum = config.quorum.min(selected.len()).max(1);
+        let mut quorum = config.quorum.min(selected.len()).max(1);
         let round_id = RoundId(state.next_round_id);
         state.next_round_id += 1;
         let deadline_unix_ms = unix_ms(SystemTime::now() + config.round_deadline);
@@ -135,17 +169,38 @@ impl Engine {
         );
         let _entered = span.clone().entered();
         let rule = &self.inner.config.aggregation;
-        let sum_buffer = if RobustAggregator::is_streaming(rule) {
-            self.take_receive_buffer()
+        // A secure round sums masked updates in its own state: no plain
+        // aggregate, so no second model-sized buffer.
+        let secure = self.inner.plan.secure_aggregation.as_ref().map(|_| {
+            Arc::new(SecureRound::new(
+                round_id,
+                &selected,
+                base.weights.params.len(),
+                config.round_deadline,
+                now,
+            ))
+        });
+        if let Some(secure) = &secure {
+            // Fewer survivors than the threshold could not be unmasked.
+            quorum = quorum.max(secure.setup.threshold).min(selected.len());
+        }
+        let aggregate = if secure.is_some() {
+            None
         } else {
-            Vec::new()
+            let sum_buffer = if RobustAggregator::is_streaming(rule) {
+                self.take_receive_buffer()
+            } else {
+                Vec::new()
+            };
+            Some(
+                RobustAggregator::with_buffer(rule, base.weights.params.len(), sum_buffer)
+                    .expect("the aggregation rule was validated with the configuration"),
+            )
         };
         let round = OpenRound {
             round_id,
-            aggregate: Arc::new(Mutex::new(Some(
-                RobustAggregator::with_buffer(rule, base.weights.params.len(), sum_buffer)
-                    .expect("the aggregation rule was validated with the configuration"),
-            ))),
+            aggregate: Arc::new(Mutex::new(aggregate)),
+            secure,
             base,
             selected,
             accepted: Vec::new(),
@@ -300,6 +355,9 @@ impl Engine {
 
     pub(super) fn finish_abandoned(&self, round: OpenRound, reason: String) {
         let _entered = round.span.clone().entered();
+        if let Some(secure) = &round.secure {
+            secure.close(&reason);
+        }
         warn!(round = %round.round_id, base_version = %round.base.version, attempt = round.attempt, reason = %reason, "round abandoned");
         let mut state = self.lock_state();
         state.num_rounds_abandoned += 1;

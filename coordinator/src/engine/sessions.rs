@@ -43,6 +43,8 @@ pub struct Announcement {
     /// upload: when more were selected than there are slots, so that some
     /// uploads would otherwise wait with data buffered.
     pub reserve_upload_slot: bool,
+    /// The round's secure-aggregation parameters, if it runs SecAgg+.
+    pub secure_aggregation: Option<super::SecureRoundSetup>,
 }
 
 /// A participant's registration, returned by [`Engine::join`].

@@ -114,7 +114,8 @@ impl DpRoundPlan {
     pub fn of(plan: &TrainingPlan) -> Option<DpRoundPlan> {
         Some(DpRoundPlan {
             dp_sgd: plan.dp_sgd.clone()?,
-            org_dp: plan.org_dp.clone(),
+            // Distributed DP is accounted as its equivalent Gaussian release.
+            org_dp: plan.org_level_equivalent(),
         })
     }
 }

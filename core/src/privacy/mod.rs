@@ -7,6 +7,7 @@
 //! - [`org_dp`]: organization-level DP of a whole update (clipping and Gaussian noise).
 //! - [`distributed`]: distributed discrete Gaussian DP under secure aggregation (rotation, quantization, exact sampler).
 //! - [`accountant`]: Rényi-DP accounting of the subsampled Gaussian, (ε, δ) conversion and noise calibration.
+//! - `secure_target`: the secure-aggregation part of a plan (scale, distributed noise) and its accounting equivalent.
 //! - `target`: an operator's (ε, δ) target and its calibration into a DP plan.
 //! - `report`: a participant's report of its ledger's cumulative guarantee.
 //! - `guarantee`: a model card's privacy statement and the ε a plan's rounds imply.
@@ -26,6 +27,7 @@ pub mod lineage;
 pub mod noise;
 pub mod org_dp;
 mod report;
+mod secure_target;
 mod target;
 
 pub use guarantee::{
@@ -34,4 +36,7 @@ pub use guarantee::{
     record_level_mechanism_at,
 };
 pub use report::PrivacyReport;
+pub use secure_target::{
+    DEFAULT_ROUNDING_BETA, DISTRIBUTED_DP_MECHANISM, SecureAggregationRequest, secure_aggregation_plan,
+};
 pub use target::{OrgPrivacyTarget, PrivacyTarget, calibrate_plan};

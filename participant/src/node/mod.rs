@@ -20,6 +20,7 @@
 mod connection;
 mod privacy;
 mod round;
+mod secure;
 mod upload;
 
 use std::sync::Arc;

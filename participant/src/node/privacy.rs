@@ -117,8 +117,9 @@ impl Participant {
             base_version,
             dp_sgd,
             sampling_rate,
-            plan.org_dp.as_ref(),
+            plan.org_level_equivalent().as_ref(),
         )
+        .with_org_mechanism(plan)
         .with_origin(origin.base_sha256, origin.plan_sha256.clone());
         let after = ledger.spent_with(&entry, delta)?;
         if let Some(budget) = budget {

@@ -55,8 +55,18 @@ impl Participant {
         })?;
         let plan = TrainingPlan::from(plan_message);
         plan.validate()?;
+        let secure_setup = announcement.secure_aggregation.clone();
+        if plan.secure_aggregation.is_some() != secure_setup.is_some() {
+            return Err(ParticipantError::Protocol(
+                "the announcement's secure aggregation parameters and its plan disagree".into(),
+            ));
+        }
+        let has_distributed_dp = plan
+            .secure_aggregation
+            .as_ref()
+            .is_some_and(|secure| secure.distributed_dp.is_some());
         if matches!(self.workload, Workload::BenchmarkNoOp { .. })
-            && (plan.dp_sgd.is_some() || plan.org_dp.is_some())
+            && (plan.dp_sgd.is_some() || plan.org_dp.is_some() || has_distributed_dp)
         {
             return Err(ParticipantError::Config(
                 "a benchmark participant has no data to train with differential privacy".into(),
@@ -72,7 +82,10 @@ impl Participant {
         let base_sha256 = announcement.base_model_sha256;
         let plan_sha256 = PlanFingerprint::of(&plan);
         // Benchmark participants never store updates (they refuse DP).
+        // Under secure aggregation every attempt is masked and noised
+        // afresh, and its spend recorded afresh: nothing is re-sent.
         let reusable = match self.workload {
+            Workload::Train(_) if secure_setup.is_some() => None,
             Workload::Train(_) => {
                 self.reusable_update(
                     base_version,
@@ -122,6 +135,12 @@ impl Participant {
             &plan,
             num_local_records,
         )?;
+        // The key phases run before training, so that the coordinator's
+        // roster closes while participants train.
+        let secure_session = match &secure_setup {
+            Some(setup) => Some(self.secure_key_phases(client, &target, setup).await?),
+            None => None,
+        };
         let base = match &self.workload {
             Workload::BenchmarkNoOp { .. } => {
                 let weights = download_model_into(
@@ -307,7 +326,13 @@ impl Participant {
             update_sha256,
             resent: false,
         };
-        self.submit_ready(client, target, ready).await
+        match (secure_session, &plan.secure_aggregation) {
+            (Some(session), Some(secure_plan)) => {
+                self.submit_secure(client, target, ready, session, secure_plan)
+                    .await
+            }
+            _ => self.submit_ready(client, target, ready).await,
+        }
     }
 }
 

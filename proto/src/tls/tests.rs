@@ -378,6 +378,41 @@ impl v1::federation_server::Federation for IdentityRecorder {
         Err(Status::unimplemented("test service"))
     }
 
+    async fn advertise_keys(
+        &self,
+        _request: Request<v1::AdvertiseKeysRequest>,
+    ) -> Result<Response<v1::SecureAggregationRoster>, Status> {
+        Err(Status::unimplemented("test service"))
+    }
+
+    async fn share_keys(
+        &self,
+        _request: Request<v1::ShareKeysRequest>,
+    ) -> Result<Response<v1::SharesForParticipant>, Status> {
+        Err(Status::unimplemented("test service"))
+    }
+
+    async fn submit_masked_update(
+        &self,
+        _request: Request<tonic::Streaming<v1::MaskedUpdateChunk>>,
+    ) -> Result<Response<v1::SubmitUpdateResponse>, Status> {
+        Err(Status::unimplemented("test service"))
+    }
+
+    async fn await_unmask(
+        &self,
+        _request: Request<v1::AwaitUnmaskRequest>,
+    ) -> Result<Response<v1::UnmaskRequest>, Status> {
+        Err(Status::unimplemented("test service"))
+    }
+
+    async fn reveal_shares(
+        &self,
+        _request: Request<v1::RevealSharesRequest>,
+    ) -> Result<Response<v1::RevealSharesResponse>, Status> {
+        Err(Status::unimplemented("test service"))
+    }
+
     async fn get_status(
         &self,
         request: Request<v1::GetStatusRequest>,

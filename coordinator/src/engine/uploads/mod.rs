@@ -4,6 +4,7 @@
 //! round.
 //!
 //! - [`receive`]: the chunk loop of one upload, its timeouts and upload permit.
+//! - [`masked`]: the chunk loop of one masked update of a secure round.
 //! - [`slots`]: upload slots reserved ahead of an upload.
 
 use std::sync::Arc;
@@ -20,8 +21,11 @@ use crate::error::{CoordinatorError, Result};
 use crate::registry::PublishedModel;
 use crate::weighting::UpdateWeight;
 
+mod masked;
 mod receive;
 mod slots;
+
+pub use masked::{MaskedPart, MaskedUpdateHeader};
 
 pub use receive::{
     ParamEncoding, ReceivedUpdate, ReservedSlot, UpdateHeader, UpdatePart, UploadError,
@@ -131,6 +135,11 @@ impl Engine {
             request.round_id,
             Some(request.base_version),
         )?;
+        if round.secure.is_some() {
+            return Err(CoordinatorError::PlainUpdateInSecureRound {
+                round: round.round_id,
+            });
+        }
         let num_params = round.base.weights.params.len();
         if request.num_params != num_params as u64 {
             return Err(CoordinatorError::MalformedUpdate(format!(
