@@ -67,7 +67,14 @@ fn discrete_gaussian_moments(sigma_squared: f64) -> (f64, f64) {
 fn bernoulli_exp_succeeds_with_probability_exp_minus_the_ratio() {
     let num_samples = 200_000;
     let mut rng = seeded_rng(1);
-    for (numerator, denominator) in [(0u128, 1u128), (3, 10), (1, 1), (5, 2), (7, 3), (1, 1 << 100)] {
+    for (numerator, denominator) in [
+        (0u128, 1u128),
+        (3, 10),
+        (1, 1),
+        (5, 2),
+        (7, 3),
+        (1, 1 << 100),
+    ] {
         let probability = (-(numerator as f64) / denominator as f64).exp();
         let num_successes = (0..num_samples)
             .filter(|_| sample_bernoulli_exp(numerator, denominator, &mut rng))
@@ -94,7 +101,10 @@ fn discrete_laplace_is_centered_with_its_geometric_variance() {
         let q = (-(scale_den as f64) / scale_num as f64).exp();
         let expected_variance = 2.0 * q / (1.0 - q).powi(2);
         let mean_error = (expected_variance / num_samples as f64).sqrt();
-        assert!(mean.abs() <= 5.0 * mean_error, "scale {scale_num}/{scale_den}: mean {mean}");
+        assert!(
+            mean.abs() <= 5.0 * mean_error,
+            "scale {scale_num}/{scale_den}: mean {mean}"
+        );
         // The fourth moment of a discrete Laplace is below 25·variance² for these scales.
         let variance_error = (24.0 * expected_variance.powi(2) / num_samples as f64).sqrt();
         assert!(
@@ -201,6 +211,24 @@ fn discrete_gaussian_throughput_is_printed() -> Result<()> {
         let elapsed_secs = start.elapsed().as_secs_f64();
         println!("sigma {sigma:e}: {num_samples} samples in {elapsed_secs:.3} s");
     }
+    let num_params = 1_000_000;
+    let config = encoding(
+        num_params,
+        2f64.powi(16),
+        Some(DiscreteGaussian::from_variance(1e6)?),
+    );
+    let mut rng = seeded_rng(5);
+    let update = random_update(num_params, 1.0, &mut rng);
+    let start = std::time::Instant::now();
+    let encoded = config.encode(&update, &mut rng)?;
+    let encode_secs = start.elapsed().as_secs_f64();
+    let start = std::time::Instant::now();
+    config.decode_average(&encoded.values, 1)?;
+    let decode_secs = start.elapsed().as_secs_f64();
+    println!(
+        "{num_params} params (padded {}): encode {encode_secs:.3} s, decode {decode_secs:.3} s",
+        config.padded_dim()
+    );
     Ok(())
 }
 
@@ -230,7 +258,10 @@ fn rotation_keeps_norms_and_unrotate_undoes_it() {
         }
         unrotate(&mut values, &seed);
         for (restored, expected) in values.iter().zip(&original) {
-            assert!((restored - expected).abs() <= 1e-9, "{restored} vs {expected}");
+            assert!(
+                (restored - expected).abs() <= 1e-9,
+                "{restored} vs {expected}"
+            );
         }
     }
 }
@@ -242,9 +273,16 @@ fn rotation_flattens_a_one_hot_vector_to_plus_or_minus_one_over_root_d() {
     values[17] = 1.0;
     rotate(&mut values, &[9u8; 32]);
     let flat = 1.0 / (dim as f64).sqrt();
-    assert!(values.iter().all(|value| (value.abs() - flat).abs() <= 1e-12));
+    assert!(
+        values
+            .iter()
+            .all(|value| (value.abs() - flat).abs() <= 1e-12)
+    );
     let num_negative = values.iter().filter(|value| **value < 0.0).count();
-    assert!((400..=624).contains(&num_negative), "{num_negative} negative signs");
+    assert!(
+        (400..=624).contains(&num_negative),
+        "{num_negative} negative signs"
+    );
 }
 
 #[test]
@@ -271,10 +309,14 @@ fn encoding(num_params: usize, scale: f64, noise: Option<DiscreteGaussian>) -> S
 }
 
 fn random_update(num_params: usize, max_norm: f64, rng: &mut ChaCha20Rng) -> Vec<f32> {
-    let raw: Vec<f64> = (0..num_params).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let raw: Vec<f64> = (0..num_params)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
     let norm = l2_norm(&raw);
     let target = rng.random_range(0.1..max_norm);
-    raw.iter().map(|value| (value * target / norm) as f32).collect()
+    raw.iter()
+        .map(|value| (value * target / norm) as f32)
+        .collect()
 }
 
 fn wrapping_sum(vectors: &[Vec<u32>]) -> Vec<u32> {
@@ -338,8 +380,15 @@ fn decoded_average_of_eight_updates_is_within_the_quantization_bound() -> Result
 fn an_update_above_the_clip_norm_is_scaled_down_to_it() -> Result<()> {
     let num_params = 100;
     let config = encoding(num_params, 2f64.powi(20), None);
-    let update: Vec<f32> = (0..num_params).map(|index| (index % 7) as f32 - 3.0).collect();
-    let norm = l2_norm(&update.iter().map(|value| f64::from(*value)).collect::<Vec<_>>());
+    let update: Vec<f32> = (0..num_params)
+        .map(|index| (index % 7) as f32 - 3.0)
+        .collect();
+    let norm = l2_norm(
+        &update
+            .iter()
+            .map(|value| f64::from(*value))
+            .collect::<Vec<_>>(),
+    );
     let encoded = config.encode(&update, &mut seeded_rng(8))?;
     assert!(encoded.clipped);
     let decoded = config.decode_average(&encoded.values, 1)?;
@@ -380,7 +429,10 @@ fn aligned_updates_at_the_clip_norm_do_not_wrap_at_the_chosen_scale() -> Result<
     };
     let decoded = decode_at(scale, &mut rng)?;
     for (decoded_value, original) in decoded.iter().zip(&update) {
-        assert!((decoded_value - original).abs() <= 1e-3, "{decoded_value} vs {original}");
+        assert!(
+            (decoded_value - original).abs() <= 1e-3,
+            "{decoded_value} vs {original}"
+        );
     }
     // Twice the scale wraps: the check above would catch a scale too large.
     let wrapped = decode_at(2.0 * scale, &mut rng)?;
@@ -395,9 +447,11 @@ fn aligned_updates_at_the_clip_norm_do_not_wrap_at_the_chosen_scale() -> Result<
 
 #[test]
 fn chosen_scale_is_the_largest_power_of_two_that_fits_32_bits() -> Result<()> {
-    for (clip_norm, num_participants, total_noise_stddev, dim) in
-        [(1.0, 8usize, 0.0, 1024usize), (0.5, 100, 0.3, 1 << 20), (10.0, 1000, 5.0, 64)]
-    {
+    for (clip_norm, num_participants, total_noise_stddev, dim) in [
+        (1.0, 8usize, 0.0, 1024usize),
+        (0.5, 100, 0.3, 1 << 20),
+        (10.0, 1000, 5.0, 64),
+    ] {
         let scale = choose_scale(clip_norm, num_participants, total_noise_stddev, dim)?;
         assert_eq!(scale.log2().fract(), 0.0, "scale {scale}");
         let bound = |scale: f64| {
@@ -426,7 +480,11 @@ fn summed_noise_of_k_participants_has_variance_k_sigma_squared() -> Result<()> {
     let mut lifted = Vec::new();
     for _ in 0..num_repeats {
         let encoded = (0..num_participants)
-            .map(|_| config.encode(&zeros, &mut rng).map(|encoded| encoded.values))
+            .map(|_| {
+                config
+                    .encode(&zeros, &mut rng)
+                    .map(|encoded| encoded.values)
+            })
             .collect::<Result<Vec<_>>>()?;
         lifted.extend(
             wrapping_sum(&encoded)
@@ -501,16 +559,46 @@ fn tau_and_rdp_match_the_reference_code() {
     // `compute_rdp_dgaussian` / `ddgauss_epsilon` (q = 1, no rounding).
     let cases = [
         // (l2, l1, σ², n, d, τ, [(order, rdp)])
-        (10.0, 80.0, 0.5, 200u64, 64usize, 2.211764643e-1, [(2.0, 7.669641244), (8.0, 18.15529372), (32.0, 30.15529372)]),
-        (4.0, 16.0, 0.3, 50, 1024, 2.568199201, [(2.0, 2630.902649), (8.0, 2634.102649), (32.0, 2646.902649)]),
-        (1000.0, 256_000.0, 1.0, 100, 65536, 5.477887e-4, [(2.0, 1.002807e4), (8.0, 4.003590e4), (32.0, 1.600359e5)]),
+        (
+            10.0,
+            80.0,
+            0.5,
+            200u64,
+            64usize,
+            2.211764643e-1,
+            [(2.0, 7.669641244), (8.0, 18.15529372), (32.0, 30.15529372)],
+        ),
+        (
+            4.0,
+            16.0,
+            0.3,
+            50,
+            1024,
+            2.568199201,
+            [(2.0, 2630.902649), (8.0, 2634.102649), (32.0, 2646.902649)],
+        ),
+        (
+            1000.0,
+            256_000.0,
+            1.0,
+            100,
+            65536,
+            5.477887e-4,
+            [(2.0, 1.002807e4), (8.0, 4.003590e4), (32.0, 1.600359e5)],
+        ),
     ];
     for (l2, l1, sigma_squared, num_participants, dim, tau, rdps) in cases {
         let computed_tau = ddg_tau(sigma_squared, num_participants);
-        assert!((computed_tau / tau - 1.0).abs() < 1e-6, "tau {computed_tau} vs {tau}");
+        assert!(
+            (computed_tau / tau - 1.0).abs() < 1e-6,
+            "tau {computed_tau} vs {tau}"
+        );
         for (order, rdp) in rdps {
             let computed = ddg_rdp(order, l2, l1, sigma_squared, num_participants, dim);
-            assert!((computed / rdp - 1.0).abs() < 1e-6, "order {order}: {computed} vs {rdp}");
+            assert!(
+                (computed / rdp - 1.0).abs() < 1e-6,
+                "order {order}: {computed} vs {rdp}"
+            );
         }
     }
 }
@@ -534,13 +622,20 @@ fn one_participant_reduces_to_the_discrete_gaussian_bound() -> Result<()> {
         delta,
     )?;
     let distributed = ddg_epsilon(rho, num_rounds, delta)?;
-    assert!((distributed - continuous).abs() < 1e-9, "{distributed} vs {continuous}");
+    assert!(
+        (distributed - continuous).abs() < 1e-9,
+        "{distributed} vs {continuous}"
+    );
     Ok(())
 }
 
 #[test]
 fn ddg_epsilon_is_below_the_closed_form_zcdp_conversion() -> Result<()> {
-    for (rho, num_rounds, delta) in [(0.01f64, 100u64, 1e-5f64), (0.5, 1, 1e-6), (0.001, 1000, 1e-9)] {
+    for (rho, num_rounds, delta) in [
+        (0.01f64, 100u64, 1e-5f64),
+        (0.5, 1, 1e-6),
+        (0.001, 1000, 1e-9),
+    ] {
         let total_rho = rho * num_rounds as f64;
         let closed_form = total_rho + 2.0 * (total_rho * (1.0 / delta).ln()).sqrt();
         let tight = ddg_epsilon(rho, num_rounds, delta)?;
@@ -559,13 +654,19 @@ fn more_noise_and_more_participants_spend_less() {
     let mut previous = f64::INFINITY;
     for sigma_squared in [0.1, 0.3, 1.0, 10.0, 1e3, 1e6] {
         let rho = ddg_rho(100.0, 1000.0, sigma_squared, 50, 1024);
-        assert!(rho < previous, "sigma² {sigma_squared}: {rho} after {previous}");
+        assert!(
+            rho < previous,
+            "sigma² {sigma_squared}: {rho} after {previous}"
+        );
         previous = rho;
     }
     let mut previous = f64::INFINITY;
     for num_participants in [1u64, 2, 10, 100, 1000] {
         let rho = ddg_rho(100.0, 1000.0, 4.0, num_participants, 1024);
-        assert!(rho < previous, "n {num_participants}: {rho} after {previous}");
+        assert!(
+            rho < previous,
+            "n {num_participants}: {rho} after {previous}"
+        );
         previous = rho;
     }
     assert_eq!(ddg_rho(1.0, 1.0, 0.0, 10, 8), f64::INFINITY);
@@ -580,10 +681,21 @@ fn calibrated_variance_is_the_smallest_that_meets_the_target() -> Result<()> {
         (8.0, 10, 1024, 10.0, 80.0),
         (3.0, 1000, 64, 2.0, 4.0),
     ] {
-        let sigma_squared =
-            calibrate_ddg_variance(target_epsilon, delta, num_rounds, num_participants, dim, l2, l1)?;
+        let sigma_squared = calibrate_ddg_variance(
+            target_epsilon,
+            delta,
+            num_rounds,
+            num_participants,
+            dim,
+            l2,
+            l1,
+        )?;
         let epsilon_at = |variance: f64| {
-            ddg_epsilon(ddg_rho(l2, l1, variance, num_participants, dim), num_rounds, delta)
+            ddg_epsilon(
+                ddg_rho(l2, l1, variance, num_participants, dim),
+                num_rounds,
+                delta,
+            )
         };
         assert!(epsilon_at(sigma_squared)? <= target_epsilon);
         assert!(epsilon_at(sigma_squared * (1.0 - 1e-5))? > target_epsilon);
@@ -597,7 +709,10 @@ fn calibration_for_one_participant_agrees_with_the_gaussian_calibration() -> Res
     let sigma_squared = calibrate_ddg_variance(target_epsilon, delta, num_rounds, 1, 256, l2, l2)?;
     let noise_multiplier = calibrate_noise_multiplier(1.0, num_rounds, target_epsilon, delta)?;
     let expected = (noise_multiplier * l2).powi(2);
-    assert!((sigma_squared / expected - 1.0).abs() < 1e-3, "{sigma_squared} vs {expected}");
+    assert!(
+        (sigma_squared / expected - 1.0).abs() < 1e-3,
+        "{sigma_squared} vs {expected}"
+    );
     assert!(calibrate_ddg_variance(0.0, delta, 1, 1, 8, 1.0, 1.0).is_err());
     assert!(calibrate_ddg_variance(1.0, delta, 1, 0, 8, 1.0, 1.0).is_err());
     assert!(calibrate_ddg_variance(1.0, 2.0, 1, 1, 8, 1.0, 1.0).is_err());

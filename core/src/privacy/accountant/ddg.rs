@@ -60,9 +60,12 @@ pub fn ddg_rdp(
     num_participants: u64,
     dim: usize,
 ) -> f64 {
-    let Some((l2_scale, l1_scale, tau)) =
-        scales(l2_sensitivity, l1_sensitivity, sigma_squared, num_participants)
-    else {
+    let Some((l2_scale, l1_scale, tau)) = scales(
+        l2_sensitivity,
+        l1_sensitivity,
+        sigma_squared,
+        num_participants,
+    ) else {
         return f64::INFINITY;
     };
     let dim = dim as f64;
@@ -80,7 +83,7 @@ fn scales(
     sigma_squared: f64,
     num_participants: u64,
 ) -> Option<(f64, f64, f64)> {
-    if !(sigma_squared > 0.0) || num_participants == 0 {
+    if sigma_squared.is_nan() || sigma_squared <= 0.0 || num_participants == 0 {
         return None;
     }
     let total_stddev = (num_participants as f64 * sigma_squared).sqrt();
@@ -103,9 +106,12 @@ pub fn ddg_rho(
     num_participants: u64,
     dim: usize,
 ) -> f64 {
-    let Some((l2_scale, l1_scale, tau)) =
-        scales(l2_sensitivity, l1_sensitivity, sigma_squared, num_participants)
-    else {
+    let Some((l2_scale, l1_scale, tau)) = scales(
+        l2_sensitivity,
+        l1_sensitivity,
+        sigma_squared,
+        num_participants,
+    ) else {
         return f64::INFINITY;
     };
     let dim = dim as f64;
@@ -126,7 +132,7 @@ pub fn ddg_rho(
 /// `delta` is not in (0, [`crate::units::MAX_DELTA`]].
 pub fn ddg_epsilon(rho_per_round: f64, num_rounds: u64, delta: f64) -> Result<f64> {
     Delta::new(delta)?;
-    if !(rho_per_round >= 0.0) {
+    if rho_per_round.is_nan() || rho_per_round < 0.0 {
         return Err(CoreError::InvalidPrivacy(format!(
             "rho_per_round is {rho_per_round}, must be non-negative"
         )));

@@ -87,7 +87,10 @@ pub fn sample_bernoulli_exp<R: Rng + CryptoRng + ?Sized>(
     denominator: u128,
     rng: &mut R,
 ) -> bool {
-    assert!(denominator > 0, "the denominator of exp(-n/d) must be positive");
+    assert!(
+        denominator > 0,
+        "the denominator of exp(-n/d) must be positive"
+    );
     let num_whole = numerator / denominator;
     for _ in 0..num_whole {
         if !sample_bernoulli_exp_at_most_one(1, 1, rng) {
@@ -279,7 +282,8 @@ impl DiscreteGaussian {
     /// [[`MIN_DISCRETE_GAUSSIAN_VARIANCE`], [`MAX_DISCRETE_GAUSSIAN_VARIANCE`]].
     pub fn from_variance(variance: f64) -> Result<Self> {
         if !(variance.is_finite()
-            && (MIN_DISCRETE_GAUSSIAN_VARIANCE..=MAX_DISCRETE_GAUSSIAN_VARIANCE).contains(&variance))
+            && (MIN_DISCRETE_GAUSSIAN_VARIANCE..=MAX_DISCRETE_GAUSSIAN_VARIANCE)
+                .contains(&variance))
         {
             return Err(CoreError::InvalidPrivacy(format!(
                 "discrete gaussian variance is {variance}, must be finite and in \
@@ -318,7 +322,8 @@ impl DiscreteGaussian {
             let magnitude = u128::from(candidate.unsigned_abs());
             // (|y| − num/(den·t))² / (2·num/den) = (|y|·t·den − num)² / (2·num·den·t²).
             // |y| < 2^63 and t·den ≤ 2^64 (checked at construction): no overflow.
-            let shifted = (magnitude * scale * self.sigma_squared_den).abs_diff(self.sigma_squared_num);
+            let shifted =
+                (magnitude * scale * self.sigma_squared_den).abs_diff(self.sigma_squared_num);
             let accept = if shifted <= u128::from(u64::MAX) {
                 let squared = shifted * shifted;
                 sample_bernoulli_exp(squared, self.rejection_den, rng)
@@ -362,7 +367,14 @@ mod tests {
 
     #[test]
     fn wide_square_and_division_agree_with_narrow_arithmetic() {
-        for value in [0u128, 1, 3, u128::from(u64::MAX), 1 << 70, (1 << 100) + 12345] {
+        for value in [
+            0u128,
+            1,
+            3,
+            u128::from(u64::MAX),
+            1 << 70,
+            (1 << 100) + 12345,
+        ] {
             let (high, low) = square_wide(value);
             if value <= u128::from(u64::MAX) {
                 assert_eq!((high, low), (0, value * value));
@@ -383,5 +395,33 @@ mod tests {
         assert_eq!(square_wide(1 << 100), (1 << 72, 0));
         // (2^128 − 1)² = 2^256 − 2^129 + 1.
         assert_eq!(square_wide(u128::MAX), (u128::MAX - 1, 1));
+    }
+
+    #[test]
+    fn wide_bernoulli_exp_matches_exp_of_the_whole_part_plus_remainder() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::ChaCha20Rng::seed_from_u64(5);
+        let num_samples = 100_000;
+        let denominator = 1u128 << 100;
+        for (quotient_low, expected) in [(0u128, (-0.5f64).exp()), (1, (-1.5f64).exp())] {
+            let num_successes = (0..num_samples)
+                .filter(|_| {
+                    sample_bernoulli_exp_wide(
+                        0,
+                        quotient_low,
+                        denominator / 2,
+                        denominator,
+                        &mut rng,
+                    )
+                })
+                .count();
+            let observed = num_successes as f64 / f64::from(num_samples);
+            let standard_error = (expected * (1.0 - expected) / f64::from(num_samples)).sqrt();
+            assert!(
+                (observed - expected).abs() <= 5.0 * standard_error,
+                "{observed} vs {expected}"
+            );
+        }
+        assert!(!sample_bernoulli_exp_wide(1, 0, 0, 1, &mut rng));
     }
 }

@@ -154,14 +154,21 @@ impl SecAggEncoding {
         for (slot, value) in rotated.iter_mut().zip(delta) {
             *slot = f64::from(*value);
         }
-        let norm = rotated.iter().map(|value| value * value).sum::<f64>().sqrt();
+        let norm = rotated
+            .iter()
+            .map(|value| value * value)
+            .sum::<f64>()
+            .sqrt();
         let clipped = norm > self.clip_norm;
         let clip_factor = if clipped { self.clip_norm / norm } else { 1.0 };
         rotation::rotate(&mut rotated, &self.rotation_seed);
         for value in &mut rotated {
             *value *= clip_factor * self.scale;
         }
-        if rotated.iter().any(|value| value.abs() >= MAX_ROUNDED_MAGNITUDE) {
+        if rotated
+            .iter()
+            .any(|value| value.abs() >= MAX_ROUNDED_MAGNITUDE)
+        {
             return Err(CoreError::InvalidPrivacy(format!(
                 "scale {} times clip_norm {} does not fit 62-bit integers",
                 self.scale, self.clip_norm
