@@ -31,16 +31,19 @@
 //!
 //! - `rdp`: the RDP of one run of the subsampled Gaussian ([`SubsampledGaussian`]).
 //! - `conversion`: RDP → (ε, δ), classic and tight ([`Conversion`]).
+//! - `ddg`: the distributed discrete Gaussian under secure aggregation ([`ddg_rho`], [`ddg_epsilon`], [`calibrate_ddg_variance`]).
 //! - `calibration`: the noise multiplier that meets a target ([`calibrate_noise_multiplier`]).
 
 mod calibration;
 mod conversion;
+mod ddg;
 mod rdp;
 #[cfg(test)]
 mod tests;
 
 pub use calibration::calibrate_noise_multiplier;
 pub use conversion::{Conversion, PrivacySpent};
+pub use ddg::{calibrate_ddg_variance, ddg_epsilon, ddg_rdp, ddg_rho, ddg_tau};
 pub use rdp::SubsampledGaussian;
 
 use crate::error::{CoreError, Result};
