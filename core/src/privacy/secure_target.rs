@@ -15,11 +15,26 @@ use crate::plan::{
     DistributedDpPlan, OrgDpPlan, SecureAggregationPlan, TrainingPlan,
 };
 use crate::privacy::accountant::{calibrate_ddg_variance, calibrate_noise_multiplier, ddg_rho};
-use crate::privacy::distributed::{choose_scale, conditional_rounding_bound, padded_dim};
+use crate::privacy::distributed::{SecAggEncoding, choose_scale, padded_dim};
 
 /// β of conditional stochastic rounding, as in Kairouz et al.'s
 /// experiments: e^(-1/2).
 pub const DEFAULT_ROUNDING_BETA: f64 = 0.606_530_659_712_633_4;
+
+/// Returns (Δ₂, Δ₁) of one encoded update in integer units: the norm bound
+/// conditional rounding enforces at `scale`, `clip_norm`, dimension `dim`
+/// and `rounding_beta` ([`SecAggEncoding::l2_sensitivity`]).
+fn sensitivities(scale: f64, clip_norm: f64, dim: usize, rounding_beta: f64) -> (f64, f64) {
+    let encoding = SecAggEncoding {
+        num_params: dim,
+        clip_norm,
+        scale,
+        rotation_seed: [0; 32],
+        noise: None,
+        rounding_beta,
+    };
+    (encoding.l2_sensitivity(), encoding.l1_sensitivity())
+}
 
 /// Names the organization-level mechanism of a plan with distributed DP in
 /// ledgers and model cards.
@@ -59,7 +74,7 @@ pub fn secure_aggregation_plan(
     let min_participants = request.min_participants.clamp(1, max_participants);
     let secure = match request.org_target {
         None => {
-            let scale = choose_scale(request.clip_norm, max_participants as usize, 0.0, dim);
+            let scale = choose_scale(request.clip_norm, max_participants as usize, 0.0, dim)?;
             SecureAggregationPlan::new(request.clip_norm, scale, max_participants)
         }
         Some((epsilon, clip_norm, delta)) => {
@@ -80,14 +95,14 @@ pub fn secure_aggregation_plan(
                 * (f64::from(max_participants) / f64::from(min_participants)).sqrt();
             let mut calibrated = None;
             for _ in 0..8 {
-                let scale = choose_scale(clip_norm, max_participants as usize, noise_stddev_guess, dim);
-                let l2 = conditional_rounding_bound(scale, clip_norm, dim, DEFAULT_ROUNDING_BETA);
-                let l1 = (l2 * l2).min((dim as f64).sqrt() * l2);
+                let scale =
+                    choose_scale(clip_norm, max_participants as usize, noise_stddev_guess, dim)?;
+                let (l2, l1) = sensitivities(scale, clip_norm, dim, DEFAULT_ROUNDING_BETA);
                 let variance = calibrate_ddg_variance(
                     epsilon,
                     delta,
                     request.num_rounds,
-                    min_participants as usize,
+                    u64::from(min_participants),
                     dim,
                     l2,
                     l1,
@@ -129,13 +144,12 @@ impl SecureAggregationPlan {
     pub fn rho_per_round(&self) -> Option<f64> {
         let distributed = self.distributed_dp.as_ref()?;
         let dim = distributed.padded_dim as usize;
-        let l2 = conditional_rounding_bound(self.scale, self.clip_norm, dim, distributed.rounding_beta);
-        let l1 = (l2 * l2).min((dim as f64).sqrt() * l2);
+        let (l2, l1) = sensitivities(self.scale, self.clip_norm, dim, distributed.rounding_beta);
         Some(ddg_rho(
             l2,
             l1,
             distributed.noise_variance,
-            distributed.min_participants as usize,
+            u64::from(distributed.min_participants),
             dim,
         ))
     }

@@ -72,6 +72,46 @@ pub struct EncodedUpdate {
 }
 
 impl SecAggEncoding {
+    /// Returns the encoding a round under `plan` uses for a model of
+    /// `num_params` parameters with the round's public `rotation_seed`: the
+    /// plan's clip norm and scale, and its distributed noise, if any.
+    ///
+    /// # Errors
+    /// [`CoreError::InvalidPrivacy`] if the plan's noise variance cannot be
+    /// sampled or its dimension is not the model's.
+    pub fn for_plan(
+        plan: &crate::plan::SecureAggregationPlan,
+        num_params: usize,
+        rotation_seed: [u8; 32],
+    ) -> Result<Self> {
+        let (noise, rounding_beta) = match &plan.distributed_dp {
+            Some(distributed) => {
+                let padded = rotation::padded_dim(num_params) as u64;
+                if distributed.padded_dim != padded {
+                    return Err(CoreError::InvalidPrivacy(format!(
+                        "the plan's distributed DP is for dimension {}, a model of {num_params} parameters has {padded}",
+                        distributed.padded_dim
+                    )));
+                }
+                (
+                    Some(DiscreteGaussian::from_variance(distributed.noise_variance)?),
+                    distributed.rounding_beta,
+                )
+            }
+            None => (None, 0.0),
+        };
+        let encoding = SecAggEncoding {
+            num_params,
+            clip_norm: plan.clip_norm,
+            scale: plan.scale,
+            rotation_seed,
+            noise,
+            rounding_beta,
+        };
+        encoding.validate()?;
+        Ok(encoding)
+    }
+
     /// Returns the encoded dimension `d`: the parameter count padded to a
     /// power of two.
     pub fn padded_dim(&self) -> usize {
