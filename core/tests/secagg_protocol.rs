@@ -97,10 +97,42 @@ impl Harness {
         roster
     }
 
+    /// Closes advertising, lets `choose_dropouts` pick who drops from the
+    /// graph, then runs the sharing phase without them.
+    fn share_after(
+        &mut self,
+        choose_dropouts: impl FnOnce(&ServerRound) -> Vec<ParticipantId>,
+    ) -> Roster {
+        let roster = self
+            .server
+            .close_advertising()
+            .expect("enough members advertised");
+        let dropping = choose_dropouts(&self.server);
+        self.drop_out(&dropping);
+        self.share_alive(&roster);
+        roster
+    }
+
+    fn share_alive(&mut self, roster: &Roster) {
+        for member in &self.alive {
+            let client = self.clients.get_mut(member).expect("client exists");
+            let shares = client
+                .share_keys(roster, &mut self.rng)
+                .expect("sharing works");
+            self.server
+                .submit_shares(member, shares)
+                .expect("shares are accepted");
+        }
+        self.server.close_sharing().expect("enough members shared");
+    }
+
     /// The alive participants not in `dropping` mask their inputs and send
     /// them; closes masking.
     fn mask(&mut self, dropping: &[ParticipantId]) -> UnmaskRequest {
         self.drop_out(dropping);
+        // Members the coordinator left out of U2 take no further part.
+        let sharers = self.server.sharers();
+        self.alive.retain(|member| sharers.contains(member));
         for member in &self.alive {
             let shares = self.server.shares_for(member).expect("member shared");
             let mut masked = self.inputs[member].clone();
@@ -267,6 +299,71 @@ fn members_that_never_share_are_left_out_of_the_sum() {
     assert!(!request.dropped.contains(&participant(0)));
     harness.reveal(&request, &[]);
     unmask_and_check_sum(harness, &request);
+}
+
+#[test]
+fn a_member_whose_neighbours_mostly_dropped_before_sharing_is_left_out_and_the_round_completes() {
+    // Degree 6, threshold 3: a member needs 3 of its 6 neighbours to hold its
+    // shares. Four of one member's neighbours never share.
+    let mut harness = Harness::advertised(30, 6, 3, 1000, 15);
+    let roster = harness.share_after(|server| {
+        let thin_member = participant(0);
+        let neighbours = server
+            .neighbours(&thin_member)
+            .expect("advertising closed")
+            .clone();
+        neighbours.into_iter().take(4).collect()
+    });
+    assert_eq!(roster.members.len(), 30);
+    let sharers = harness.server.sharers();
+    assert!(!sharers.contains(&participant(0)));
+    for member in &sharers {
+        let neighbours = harness.server.neighbours(member).expect("in the graph");
+        assert!(neighbours.intersection(&sharers).count() >= 3, "{member}");
+    }
+    let request = harness.mask(&[]);
+    assert!(!request.survivors.contains(&participant(0)));
+    assert!(!request.dropped.contains(&participant(0)));
+    // Exclusions may cascade along the ring, but only locally.
+    assert!(
+        request.survivors.len() >= 20,
+        "{} survivors",
+        request.survivors.len()
+    );
+    harness.reveal(&request, &[]);
+    unmask_and_check_sum(harness, &request);
+}
+
+#[test]
+fn sharing_closes_only_when_every_member_keeps_threshold_neighbours() {
+    // Complete graph of 4 with threshold 3: when one member does not share,
+    // the other three have 2 sharing neighbours each, and nobody could be
+    // unmasked.
+    let mut harness = Harness::advertised(4, 3, 3, 10, 16);
+    let roster = harness.server.close_advertising().expect("enough members");
+    for index in 0..3 {
+        let member = participant(index);
+        let client = harness.clients.get_mut(&member).expect("client exists");
+        let shares = client
+            .share_keys(&roster, &mut harness.rng)
+            .expect("sharing works");
+        harness
+            .server
+            .submit_shares(&member, shares)
+            .expect("accepted");
+    }
+    let error = harness.server.close_sharing().expect_err("too few");
+    assert!(
+        matches!(
+            error,
+            SecAggError::TooFewSurvivors {
+                num_survivors: 0,
+                threshold: 4,
+                ..
+            }
+        ),
+        "{error}"
+    );
 }
 
 #[test]

@@ -351,10 +351,20 @@ impl ServerRound {
         Ok(())
     }
 
-    /// Closes sharing: the members that shared form U2.
+    /// Closes sharing: the members that shared form U2, less those that
+    /// could never be unmasked.
+    ///
+    /// A member's secrets are shared only with its neighbours, so it needs at
+    /// least `threshold` neighbours in U2 to hold them; members with fewer are
+    /// left out (their shares are not handed out, so nobody masks with them),
+    /// which may leave others short in turn, until every member of U2 has
+    /// `threshold` neighbours in U2. Without this a single member with a
+    /// thin neighbourhood would make the whole round fail at unmasking. With
+    /// the complete graph this needs `threshold + 1` members in U2.
     ///
     /// # Errors
-    /// [`SecAggError::TooFewSurvivors`] with fewer than `threshold` in U2.
+    /// [`SecAggError::TooFewSurvivors`] with fewer than `threshold + 1` left
+    /// in U2.
     pub fn close_sharing(&mut self) -> Result<()> {
         let ServerState::Sharing {
             membership,
@@ -364,13 +374,29 @@ impl ServerRound {
         else {
             return Err(self.wrong_phase(Phase::Sharing));
         };
-        if sharers.len() < self.setup.threshold {
+        let threshold = self.setup.threshold;
+        let mut kept = sharers.clone();
+        loop {
+            let thin: Vec<ParticipantId> = kept
+                .iter()
+                .filter(|member| membership.graph[*member].intersection(&kept).count() < threshold)
+                .cloned()
+                .collect();
+            if thin.is_empty() {
+                break;
+            }
+            for member in &thin {
+                kept.remove(member);
+            }
+        }
+        if kept.len() < threshold + 1 {
             return Err(SecAggError::TooFewSurvivors {
                 stage: "sharing",
-                num_survivors: sharers.len(),
-                threshold: self.setup.threshold,
+                num_survivors: kept.len(),
+                threshold: threshold + 1,
             });
         }
+        *sharers = kept;
         let membership = std::mem::replace(
             membership,
             Membership {
@@ -390,7 +416,8 @@ impl ServerRound {
         Ok(())
     }
 
-    /// Returns the encrypted shares addressed to `who` (a member of U2).
+    /// Returns the encrypted shares addressed to `who` (a member of U2) by
+    /// the other members of U2.
     ///
     /// # Errors
     /// [`SecAggError::UnknownParticipant`] when `who` is not in U2.
@@ -401,7 +428,26 @@ impl ServerRound {
         if !sharers.contains(who) {
             return Err(unknown(who, "sharers"));
         }
-        Ok(inbox.get(who).cloned().unwrap_or_default())
+        let shares = inbox.get(who).map_or(&[][..], Vec::as_slice);
+        Ok(shares
+            .iter()
+            .filter(|share| sharers.contains(&share.from))
+            .cloned()
+            .collect())
+    }
+
+    /// Returns U2 (the members whose shares were handed out) once sharing has
+    /// closed, and the members that shared so far before.
+    pub fn sharers(&self) -> BTreeSet<ParticipantId> {
+        match &self.state {
+            ServerState::Advertising { .. } => BTreeSet::new(),
+            ServerState::Sharing { sharers, .. } | ServerState::Masking { sharers, .. } => {
+                sharers.clone()
+            }
+            ServerState::Unmasking { request, .. } => {
+                request.survivors.union(&request.dropped).cloned().collect()
+            }
+        }
     }
 
     /// Adds the masked input of `who` (a member of U2) into the running sum.
