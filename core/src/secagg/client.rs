@@ -487,3 +487,70 @@ impl ClientRound {
         Ok(revealed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::ChaCha20Rng;
+
+    use super::*;
+
+    fn setup() -> RoundSetup {
+        RoundSetup {
+            round_id: 9,
+            degree: 2,
+            threshold: 2,
+            vector_len: 4,
+        }
+    }
+
+    #[test]
+    fn masking_before_sharing_is_refused_and_changes_nothing() {
+        let mut rng = ChaCha20Rng::from_seed([1; 32]);
+        let mut round =
+            ClientRound::new(ParticipantId::new("a").expect("valid"), setup(), &mut rng);
+        let mut input = [5u32; 4];
+        let result = round.mask_input(Vec::new(), &mut input);
+        assert!(matches!(
+            result,
+            Err(SecAggError::WrongPhase {
+                expected: Phase::Sharing,
+                actual: Phase::Advertising
+            })
+        ));
+        assert_eq!(input, [5; 4]);
+        assert_eq!(round.phase(), Phase::Advertising);
+    }
+
+    #[test]
+    fn sharing_sends_one_share_per_neighbour_and_an_input_of_the_wrong_length_is_refused() {
+        let mut rng = ChaCha20Rng::from_seed([2; 32]);
+        let ids: Vec<ParticipantId> = ["a", "b", "c"]
+            .iter()
+            .map(|name| ParticipantId::new(*name).expect("valid"))
+            .collect();
+        let mut rounds: Vec<ClientRound> = ids
+            .iter()
+            .map(|id| ClientRound::new(id.clone(), setup(), &mut rng))
+            .collect();
+        let roster = Roster {
+            graph_seed: [0; 32],
+            members: rounds
+                .iter()
+                .map(|round| (round.participant().clone(), round.public_keys()))
+                .collect(),
+        };
+        let shares = rounds[0]
+            .share_keys(&roster, &mut rng)
+            .expect("sharing works");
+        let recipients: Vec<&ParticipantId> = shares.iter().map(|share| &share.to).collect();
+        assert_eq!(recipients, vec![&ids[1], &ids[2]]);
+        assert!(shares.iter().all(|share| share.from == ids[0]));
+        let mut short_input = [0u32; 3];
+        assert!(matches!(
+            rounds[0].mask_input(Vec::new(), &mut short_input),
+            Err(SecAggError::Malformed(_))
+        ));
+        assert_eq!(rounds[0].phase(), Phase::Sharing);
+    }
+}

@@ -751,3 +751,131 @@ impl ServerRound {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::ChaCha20Rng;
+
+    use super::*;
+    use crate::secagg::ClientRound;
+
+    fn id(index: usize) -> ParticipantId {
+        ParticipantId::new(format!("m{index}")).expect("valid")
+    }
+
+    /// Returns a server in the unmasking phase of a 4-member complete-graph
+    /// round, the clients' answers and the request.
+    fn unmasking_round() -> (ServerRound, BTreeMap<ParticipantId, Vec<RevealedShare>>) {
+        let mut rng = ChaCha20Rng::from_seed([3; 32]);
+        let setup = RoundSetup {
+            round_id: 1,
+            degree: 3,
+            threshold: 2,
+            vector_len: 8,
+        };
+        let members: BTreeSet<ParticipantId> = (0..4).map(id).collect();
+        let mut server = ServerRound::new(setup.clone(), members.clone(), [4; 32]);
+        let mut clients: BTreeMap<ParticipantId, ClientRound> = members
+            .iter()
+            .map(|member| {
+                (
+                    member.clone(),
+                    ClientRound::new(member.clone(), setup.clone(), &mut rng),
+                )
+            })
+            .collect();
+        for (member, client) in &clients {
+            server
+                .advertise(member, client.public_keys())
+                .expect("accepted");
+        }
+        let roster = server.close_advertising().expect("enough members");
+        for (member, client) in &mut clients {
+            let shares = client.share_keys(&roster, &mut rng).expect("sharing works");
+            server.submit_shares(member, shares).expect("accepted");
+        }
+        server.close_sharing().expect("enough sharers");
+        for (member, client) in &mut clients {
+            let mut input = vec![0u32; 8];
+            let shares = server.shares_for(member).expect("shared");
+            client
+                .mask_input(shares, &mut input)
+                .expect("masking works");
+            server.add_masked_input(member, &input).expect("accepted");
+        }
+        let request = server.close_masking().expect("enough survivors");
+        let answers = clients
+            .iter_mut()
+            .map(|(member, client)| {
+                let shares = client
+                    .unmask_shares(&request.survivors, &request.dropped)
+                    .expect("answered");
+                (member.clone(), shares)
+            })
+            .collect();
+        (server, answers)
+    }
+
+    #[test]
+    fn a_revealed_share_with_another_holders_x_is_refused() {
+        let (mut server, answers) = unmasking_round();
+        let mut shares = answers[&id(0)].clone();
+        shares[0].share.x = shares[0].share.x % 3 + 1;
+        assert!(matches!(
+            server.reveal(&id(0), shares),
+            Err(SecAggError::Malformed(_))
+        ));
+        assert!(
+            server.revealed_share_counts().is_empty(),
+            "a refused reveal records nothing"
+        );
+        let missing = server.missing_for_unmask();
+        assert_eq!(missing.len(), 4);
+    }
+
+    #[test]
+    fn unmasking_with_shares_of_one_holder_names_the_short_owner() {
+        let (mut server, answers) = unmasking_round();
+        server
+            .reveal(&id(0), answers[&id(0)].clone())
+            .expect("accepted");
+        let error = server
+            .unmask()
+            .expect_err("one share each is below threshold 2");
+        assert!(
+            matches!(
+                &error,
+                SecAggError::TooFewShares {
+                    num_shares: 0,
+                    threshold: 2,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_degree_below_the_threshold_is_refused_when_advertising_closes() {
+        let mut rng = ChaCha20Rng::from_seed([5; 32]);
+        let setup = RoundSetup {
+            round_id: 1,
+            degree: 2,
+            threshold: 3,
+            vector_len: 8,
+        };
+        let members: BTreeSet<ParticipantId> = (0..10).map(id).collect();
+        let mut server = ServerRound::new(setup.clone(), members.clone(), [4; 32]);
+        for member in &members {
+            let client = ClientRound::new(member.clone(), setup.clone(), &mut rng);
+            server
+                .advertise(member, client.public_keys())
+                .expect("accepted");
+        }
+        assert!(matches!(
+            server.close_advertising(),
+            Err(SecAggError::InvalidSetup(_))
+        ));
+    }
+}

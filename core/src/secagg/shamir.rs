@@ -16,13 +16,22 @@ use zeroize::Zeroize;
 use super::error::{Result, SecAggError};
 
 /// One share of a 32-byte secret: the evaluations at `x` of the 32 byte
-/// polynomials.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// polynomials. `Debug` shows `x` only.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Share {
     /// Evaluation point, 1..=255 (0 would be the secret itself).
     pub x: u8,
     /// The 32 evaluations at `x`, one per secret byte.
     pub y: [u8; 32],
+}
+
+impl std::fmt::Debug for Share {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Share")
+            .field("x", &self.x)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Returns a·b in GF(2^8) modulo 0x11b, in constant time.
