@@ -123,11 +123,11 @@ async fn start_secure_federation(config_changes: impl FnOnce(&mut CoordinatorCon
         let recorder_name = name.clone();
         let participant = Participant::new(participant_config, data)
             .unwrap()
-            .with_update_tamper(Arc::new(move |delta: &mut Vec<f32>| {
+            .with_update_tamper(Arc::new(move |delta: &mut [f32]| {
                 record
                     .lock()
                     .unwrap()
-                    .insert(recorder_name.clone(), delta.clone());
+                    .insert(recorder_name.clone(), delta.to_vec());
             }));
         tasks.push(tokio::spawn(participant.run(shutdown.clone())));
     }
@@ -285,12 +285,12 @@ async fn a_plain_update_in_a_secure_round_is_refused() {
     let coordinator = common::start_coordinator(config, shutdown.clone()).await;
     let url = format!("http://{}", coordinator.local_addr());
     let mut clients = Vec::new();
-    let mut announcements = Vec::new();
+    // Both join before either waits: the round opens once two are connected.
     for name in ["acme-soc", "globex-sec"] {
         let mut client = pb::federation_client::FederationClient::connect(url.clone())
             .await
             .unwrap();
-        let mut stream = client
+        let stream = client
             .join(pb::JoinRequest {
                 participant_id: name.to_string(),
                 client_version: "test".to_string(),
@@ -298,6 +298,10 @@ async fn a_plain_update_in_a_secure_round_is_refused() {
             .await
             .unwrap()
             .into_inner();
+        clients.push((name, client, stream));
+    }
+    let mut announcements = Vec::new();
+    for (name, _, stream) in &mut clients {
         let mut token = String::new();
         let announcement = loop {
             let event = stream.message().await.unwrap().unwrap();
@@ -315,8 +319,7 @@ async fn a_plain_update_in_a_secure_round_is_refused() {
             announcement.secure_aggregation.is_some(),
             "the announcement of a secure round carries its parameters"
         );
-        announcements.push((name, token, announcement));
-        clients.push((client, stream));
+        announcements.push((*name, token, announcement));
     }
     let (name, token, announcement) = &announcements[0];
     let num_params = coordinator.engine().current_model().weights.params.len();
@@ -339,7 +342,7 @@ async fn a_plain_update_in_a_secure_round_is_refused() {
         )),
     };
     let refused = clients[0]
-        .0
+        .1
         .submit_update(futures::stream::iter(vec![header, data]))
         .await
         .expect_err("a plain update in a secure round is refused");
@@ -351,7 +354,7 @@ async fn a_plain_update_in_a_secure_round_is_refused() {
     );
     // A key of the wrong length is refused before the engine sees it.
     let bad_key = clients[0]
-        .0
+        .1
         .advertise_keys(pb::AdvertiseKeysRequest {
             round_id: announcement.round_id,
             participant_id: name.to_string(),

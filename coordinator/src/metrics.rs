@@ -42,7 +42,7 @@ pub const DOWNLOAD_TRANSPORTS: [&str; 2] = ["grpc", "https"];
 type Labels = Vec<(&'static str, &'static str)>;
 
 /// Every `reason` label value of `fedshield_coordinator_update_rejections_total`.
-pub const REJECTION_REASONS: [&str; 9] = [
+pub const REJECTION_REASONS: [&str; 10] = [
     "malformed",
     "privacy_report",
     "wrong_round",
@@ -50,6 +50,7 @@ pub const REJECTION_REASONS: [&str; 9] = [
     "duplicate",
     "stalled",
     "too_slow",
+    "secure_aggregation",
     "access_denied",
     "unavailable",
 ];
@@ -188,6 +189,10 @@ pub fn rejection_reason(error: &CoordinatorError) -> &'static str {
             "stalled"
         }
         CoordinatorError::UpdateTooSlow { .. } => "too_slow",
+        CoordinatorError::SecureAggregation(_)
+        | CoordinatorError::NotSecureRound(_)
+        | CoordinatorError::PlainUpdateInSecureRound { .. }
+        | CoordinatorError::SecurePhase { .. } => "secure_aggregation",
         CoordinatorError::NotJoined(_)
         | CoordinatorError::BadSessionToken(_)
         | CoordinatorError::NoClientCertificate

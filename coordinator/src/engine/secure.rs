@@ -34,7 +34,7 @@ use fedshield_core::secagg::{
     graph,
 };
 use fedshield_core::{ParticipantId, RoundId};
-use rand::Rng;
+use rand::RngExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -648,12 +648,13 @@ impl Engine {
         };
         match phase {
             SecurePhase::Advertising => {
+                let advertisers = server.advertisers();
                 let num_pending = round
                     .selected
                     .iter()
                     .filter(|participant| !round.declined.contains(*participant))
                     .filter(|participant| is_connected(participant))
-                    .filter(|participant| !server.advertised().contains(*participant))
+                    .filter(|participant| !advertisers.contains(*participant))
                     .count();
                 if num_pending > 0 && now < deadline {
                     return SecureDecision::KeepWaiting(deadline);
@@ -672,6 +673,7 @@ impl Engine {
                 }
             }
             SecurePhase::Sharing => {
+                let sharers = server.sharers();
                 let roster = secure.roster.get();
                 let num_pending = roster
                     .map(|roster| {
@@ -680,7 +682,7 @@ impl Engine {
                             .keys()
                             .filter(|participant| !round.declined.contains(*participant))
                             .filter(|participant| is_connected(participant))
-                            .filter(|participant| !server.shared().contains(*participant))
+                            .filter(|participant| !sharers.contains(*participant))
                             .count()
                     })
                     .unwrap_or(0);
@@ -689,7 +691,7 @@ impl Engine {
                 }
                 match server.close_sharing() {
                     Ok(()) => {
-                        info!(round = %round.round_id, num_shared = server.shared().len(), "secure aggregation key sharing closed");
+                        info!(round = %round.round_id, num_shared = server.sharers().len(), "secure aggregation key sharing closed");
                         drop(server_guard);
                         secure.set_phase(SecurePhase::Masking, now);
                         SecureDecision::Continue
@@ -704,11 +706,12 @@ impl Engine {
                 let Some(request) = secure.unmask_request.get() else {
                     return SecureDecision::Abandon("no unmask request was made".to_string());
                 };
+                let revealers = server.revealers();
                 let num_pending = request
                     .survivors
                     .iter()
                     .filter(|participant| is_connected(participant))
-                    .filter(|participant| !server.revealed().contains(*participant))
+                    .filter(|participant| !revealers.contains(*participant))
                     .count();
                 let missing = server.missing_for_unmask();
                 if num_pending > 0 && now < secure.phase_deadline() {
@@ -722,7 +725,7 @@ impl Engine {
                     "secure aggregation cannot unmask the sum: fewer than {} of their neighbours revealed shares of {} ({} of {} survivors answered); nothing is published",
                     secure.setup.threshold,
                     missing.join(", "),
-                    server.revealed().len(),
+                    revealers.len(),
                     request.survivors.len(),
                 ))
             }

@@ -436,6 +436,28 @@ impl ServerRound {
             .collect())
     }
 
+    /// Returns the participants that advertised keys: so far while
+    /// advertising, U1 once it closed.
+    pub fn advertisers(&self) -> BTreeSet<ParticipantId> {
+        match &self.state {
+            ServerState::Advertising { advertised } => advertised.keys().cloned().collect(),
+            ServerState::Sharing { membership, .. }
+            | ServerState::Masking { membership, .. }
+            | ServerState::Unmasking { membership, .. } => {
+                membership.members.keys().cloned().collect()
+            }
+        }
+    }
+
+    /// Returns the survivors that revealed their shares so far (empty
+    /// before the unmasking).
+    pub fn revealers(&self) -> BTreeSet<ParticipantId> {
+        match &self.state {
+            ServerState::Unmasking { revealers, .. } => revealers.clone(),
+            _ => BTreeSet::new(),
+        }
+    }
+
     /// Returns U2 (the members whose shares were handed out) once sharing has
     /// closed, and the members that shared so far before.
     pub fn sharers(&self) -> BTreeSet<ParticipantId> {

@@ -74,8 +74,7 @@ impl Participant {
             vector_len,
         };
         let mut rng = os_seeded_rng()?;
-        let mut round = ClientRound::new(me.clone(), round_setup, &mut rng)
-            .map_err(|error| protocol(format!("secure aggregation setup refused: {error}")))?;
+        let mut round = ClientRound::new(me.clone(), round_setup, &mut rng);
         let keys = round.public_keys();
         let roster = client
             .advertise_keys(pb::AdvertiseKeysRequest {
@@ -177,7 +176,7 @@ impl Participant {
         let encoding = SecAggEncoding::for_plan(plan, num_params, rotation_seed)?;
         // Encoding (rotation, rounding, the exact noise sampler) and the
         // mask expansion are CPU work: off the async threads.
-        let (masked, round) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let (masked, mut round) = tokio::task::spawn_blocking(move || -> Result<_> {
             let mut rng = os_seeded_rng()?;
             let encoded = encoding.encode(&delta, &mut rng)?;
             let mut values = encoded.values;
