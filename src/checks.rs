@@ -33,7 +33,10 @@ const COORDINATOR_SETTING_NAMES: &[(&str, &str)] = &[
     ("round.server_learning_rate", "server_learning_rate"),
     ("round.aggregation", "aggregation"),
     ("round.secure_aggregation", "secure_aggregation"),
-    ("round.secure_aggregation_clip_norm", "secure_aggregation_clip_norm"),
+    (
+        "round.secure_aggregation_clip_norm",
+        "secure_aggregation_clip_norm",
+    ),
     ("round.max_samples_per_update", "max_samples_per_update"),
     ("round.max_update_weight", "max_update_weight"),
     ("privacy.epsilon", "dp_epsilon"),

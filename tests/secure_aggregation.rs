@@ -29,7 +29,9 @@ use common::{coordinator_tls, localhost_certificate, participant_tls, test_spec,
 const NUM_PARTICIPANTS: usize = 8;
 
 fn names() -> Vec<String> {
-    (0..NUM_PARTICIPANTS).map(|index| format!("org-{index}")).collect()
+    (0..NUM_PARTICIPANTS)
+        .map(|index| format!("org-{index}"))
+        .collect()
 }
 
 /// χ² statistic of `values`' byte at `shift` over 256 bins.
@@ -143,10 +145,14 @@ async fn start_secure_federation(config_changes: impl FnOnce(&mut CoordinatorCon
 }
 
 async fn wait_for_version(engine: &fedshield_coordinator::Engine, version: u64) {
-    wait_until("the secure round to publish", Duration::from_secs(120), || {
-        let engine = engine.clone();
-        async move { engine.current_model().version.0 >= version }
-    })
+    wait_until(
+        "the secure round to publish",
+        Duration::from_secs(120),
+        || {
+            let engine = engine.clone();
+            async move { engine.current_model().version.0 >= version }
+        },
+    )
     .await;
 }
 
@@ -173,7 +179,11 @@ async fn eight_participants_over_mutual_tls_publish_fedavg_of_their_updates_with
     assert_eq!(summary.num_survivors, NUM_PARTICIPANTS);
     assert_eq!(summary.num_dropped, 0);
     let sent = setup.sent.lock().unwrap().clone();
-    assert_eq!(sent.len(), NUM_PARTICIPANTS, "every participant sent an update");
+    assert_eq!(
+        sent.len(),
+        NUM_PARTICIPANTS,
+        "every participant sent an update"
+    );
     let num_params = base.weights.params.len();
     let mut fedavg = vec![0.0f64; num_params];
     for delta in sent.values() {
@@ -366,7 +376,10 @@ async fn a_plain_update_in_a_secure_round_is_refused() {
         .expect_err("a 31-byte key is refused");
     assert_eq!(bad_key.code(), tonic::Code::InvalidArgument);
     assert!(bad_key.message().contains("32"), "{}", bad_key.message());
-    assert_eq!(coordinator.engine().current_model().version, ModelVersion(0));
+    assert_eq!(
+        coordinator.engine().current_model().version,
+        ModelVersion(0)
+    );
     shutdown.cancel();
     drop(clients);
     let _ = tokio::time::timeout(Duration::from_secs(30), coordinator.wait()).await;
@@ -383,9 +396,11 @@ fn robust_rules_are_refused_with_secure_aggregation() {
         config.round.secure_aggregation = Some(SecureAggregationConfig { clip_norm: 10.0 });
         let problems = config.validate().expect_err("refused");
         assert!(
-            problems.iter().any(|problem| problem.contains("round.aggregation")
-                && problem.contains("secure_aggregation")
-                && problem.contains("fedavg")),
+            problems
+                .iter()
+                .any(|problem| problem.contains("round.aggregation")
+                    && problem.contains("secure_aggregation")
+                    && problem.contains("fedavg")),
             "{rule}: {problems:?}"
         );
     }

@@ -61,8 +61,16 @@ async fn start(num_victims: usize) -> (Run, mpsc::Receiver<usize>) {
     let mut ids = Vec::new();
     for index in 0..NUM_PARTICIPANTS {
         let certificate = authority.issue_client(&name(index), 1).unwrap();
-        std::fs::write(pki.join(format!("{}.pem", name(index))), &certificate.cert_pem).unwrap();
-        std::fs::write(pki.join(format!("{}.key", name(index))), &certificate.key_pem).unwrap();
+        std::fs::write(
+            pki.join(format!("{}.pem", name(index))),
+            &certificate.cert_pem,
+        )
+        .unwrap();
+        std::fs::write(
+            pki.join(format!("{}.key", name(index))),
+            &certificate.key_pem,
+        )
+        .unwrap();
         ids.push(ParticipantId::new(name(index)).unwrap());
     }
     let server = localhost_certificate(&authority);
@@ -149,6 +157,7 @@ fn kill_victims(run: &mut Run, hung: &mpsc::Receiver<usize>, num_victims: usize)
         // `Child::kill` is SIGKILL on unix: no chance to say goodbye.
         run.children[index].kill().unwrap();
         run.children[index].wait().unwrap();
+        eprintln!("killed participant {index} with SIGKILL after its masked update");
     }
 }
 
@@ -208,10 +217,14 @@ async fn one_dropout_more_than_tolerated_abandons_the_round_and_publishes_nothin
     let (mut run, hung) = start(num_victims).await;
     let engine = run.coordinator.engine().clone();
     tokio::task::block_in_place(|| kill_victims(&mut run, &hung, num_victims));
-    wait_until("the round to be abandoned", Duration::from_secs(120), || {
-        let engine = engine.clone();
-        async move { engine.status().num_rounds_abandoned >= 1 }
-    })
+    wait_until(
+        "the round to be abandoned",
+        Duration::from_secs(120),
+        || {
+            let engine = engine.clone();
+            async move { engine.status().num_rounds_abandoned >= 1 }
+        },
+    )
     .await;
     let status = engine.status();
     let abandoned = status

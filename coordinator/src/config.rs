@@ -330,9 +330,9 @@ impl CoordinatorConfig {
             return Ok(calibrated);
         };
         let max_participants = match self.round.participants_per_round {
-            ParticipantsPerRound::Count(count) => count.min(
-                fedshield_core::plan::MAX_SECURE_AGGREGATION_PARTICIPANTS as usize,
-            ),
+            ParticipantsPerRound::Count(count) => {
+                count.min(fedshield_core::plan::MAX_SECURE_AGGREGATION_PARTICIPANTS as usize)
+            }
             ParticipantsPerRound::Fraction(_) => {
                 fedshield_core::plan::MAX_SECURE_AGGREGATION_PARTICIPANTS as usize
             }

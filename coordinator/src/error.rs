@@ -94,7 +94,9 @@ pub enum CoordinatorError {
     SecureAggregation(String),
     #[error("round {0} does not run secure aggregation")]
     NotSecureRound(RoundId),
-    #[error("round {round} runs secure aggregation: updates must be sent masked (SubmitMaskedUpdate), never in the clear")]
+    #[error(
+        "round {round} runs secure aggregation: updates must be sent masked (SubmitMaskedUpdate), never in the clear"
+    )]
     PlainUpdateInSecureRound { round: RoundId },
     #[error("round {round} is in the secure-aggregation phase '{actual}', not '{expected}'")]
     SecurePhase {

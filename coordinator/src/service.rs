@@ -423,7 +423,9 @@ impl Federation for FederationService {
             }
             () = self.shutdown.cancelled() => return Err(CoordinatorError::ShuttingDown.into()),
         };
-        Ok(Response::new(secure_messages::roster_message(round_id, &roster)))
+        Ok(Response::new(secure_messages::roster_message(
+            round_id, &roster,
+        )))
     }
 
     #[instrument(skip_all, fields(round = request.get_ref().round_id, participant = %loggable_id(&request.get_ref().participant_id)))]
@@ -435,12 +437,9 @@ impl Federation for FederationService {
             .authenticate(&request, Operation::SubmitUpdate)
             .map_err(|error| self.refuse(error))?;
         let sharing = request.into_inner();
-        let participant = claimed_participant(
-            authenticated.as_ref(),
-            sharing.participant_id,
-            "share_keys",
-        )
-        .map_err(|error| self.refuse(error))?;
+        let participant =
+            claimed_participant(authenticated.as_ref(), sharing.participant_id, "share_keys")
+                .map_err(|error| self.refuse(error))?;
         let shares = secure_messages::encrypted_shares(sharing.shares)
             .map_err(|error| self.refuse(error))?;
         let round_id = RoundId(sharing.round_id);

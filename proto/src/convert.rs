@@ -4,9 +4,7 @@
 
 use fedshield_core::ModelSpec;
 use fedshield_core::plan::TrainingPlan;
-use fedshield_core::plan::{
-    DistributedDpPlan, DpSgdPlan, OrgDpPlan, SecureAggregationPlan,
-};
+use fedshield_core::plan::{DistributedDpPlan, DpSgdPlan, OrgDpPlan, SecureAggregationPlan};
 use fedshield_core::privacy::PrivacyReport;
 
 use crate::v1 as pb;
@@ -74,19 +72,15 @@ impl From<pb::TrainingPlan> for TrainingPlan {
                 .org_dp
                 .map(|org| OrgDpPlan::new(org.clip_norm, org.noise_multiplier)),
             secure_aggregation: message.secure_aggregation.map(|secure| {
-                SecureAggregationPlan::new(
-                    secure.clip_norm,
-                    secure.scale,
-                    secure.max_participants,
-                )
-                .with_distributed_dp(secure.distributed_dp.map(|distributed| {
-                    DistributedDpPlan::new(
-                        distributed.noise_variance,
-                        distributed.min_participants,
-                        distributed.rounding_beta,
-                        distributed.padded_dim,
-                    )
-                }))
+                SecureAggregationPlan::new(secure.clip_norm, secure.scale, secure.max_participants)
+                    .with_distributed_dp(secure.distributed_dp.map(|distributed| {
+                        DistributedDpPlan::new(
+                            distributed.noise_variance,
+                            distributed.min_participants,
+                            distributed.rounding_beta,
+                            distributed.padded_dim,
+                        )
+                    }))
             }),
         }
     }

@@ -72,12 +72,12 @@ pub use completion::Completion;
 pub use history::{RoundOutcome, RoundSummary};
 pub(crate) use publishing::calibrate_on_evaluation_set;
 pub use revocation::RevokedMember;
-pub use sessions::{Announcement, Session, SessionEvent, claimed_participant};
 pub use secure::{SecurePhase, SecureRoundSetup, TranscriptEntry, TranscriptRecorder};
+pub use sessions::{Announcement, Session, SessionEvent, claimed_participant};
 pub use snapshot::{EngineStatus, OpenRoundStatus};
 pub use uploads::{
-    MaskedPart, MaskedUpdateHeader, ParamEncoding, ReceivedUpdate, ReservedSlot, UpdateHeader, UpdatePart, UpdateRequest,
-    UpdateTicket, UploadError, UploadReceiver, UploadTransportError,
+    MaskedPart, MaskedUpdateHeader, ParamEncoding, ReceivedUpdate, ReservedSlot, UpdateHeader,
+    UpdatePart, UpdateRequest, UpdateTicket, UploadError, UploadReceiver, UploadTransportError,
 };
 
 /// Finished rounds kept for status and for refusing late updates clearly.
@@ -129,7 +129,10 @@ impl OpenRound {
             deadline_unix_ms: self.deadline_unix_ms,
             feature_schema_sha256: self.base.card.feature_schema_sha256.clone(),
             reserve_upload_slot: self.selected.len() > num_upload_slots,
-            secure_aggregation: self.secure.as_ref().map(|secure| secure.setup.clone()),
+            secure_aggregation: self
+                .secure
+                .as_ref()
+                .map(|secure| Arc::new(secure.setup.clone())),
         }
     }
 }
@@ -142,7 +145,7 @@ enum RoundState {
         retry_after: Option<Instant>,
         attempt: u32,
     },
-    Open(OpenRound),
+    Open(Box<OpenRound>),
 }
 
 /// All mutable engine state.

@@ -212,7 +212,10 @@ impl Engine {
                 Ok(Ok(fed_avg)) => fed_avg,
                 Ok(Err(error)) => {
                     warn!(round = %round.round_id, error = %error, "secure aggregation could not unmask the sum; round abandoned");
-                    self.finish_abandoned(round, format!("secure aggregation could not unmask the sum: {error}"));
+                    self.finish_abandoned(
+                        round,
+                        format!("secure aggregation could not unmask the sum: {error}"),
+                    );
                     return;
                 }
                 Err(error) => {
@@ -316,12 +319,9 @@ impl Engine {
         secure: &super::secure::SecureRound,
         num_params: usize,
     ) -> Result<RobustAggregator> {
-        let plan = self
-            .inner
-            .plan
-            .secure_aggregation
-            .as_ref()
-            .ok_or_else(|| CoordinatorError::TaskFailed("a secure round without a secure plan".to_string()))?;
+        let plan = self.inner.plan.secure_aggregation.as_ref().ok_or_else(|| {
+            CoordinatorError::TaskFailed("a secure round without a secure plan".to_string())
+        })?;
         let encoding = fedshield_core::privacy::distributed::SecAggEncoding::for_plan(
             plan,
             num_params,
@@ -329,7 +329,10 @@ impl Engine {
         )
         .map_err(CoordinatorError::Store)?;
         let (average, survivors) = secure.unmasked_average(&encoding)?;
-        info!(num_survivors = survivors.len(), "secure aggregation unmasked the sum of the survivors' updates");
+        info!(
+            num_survivors = survivors.len(),
+            "secure aggregation unmasked the sum of the survivors' updates"
+        );
         let mut aggregator = RobustAggregator::new(
             &fedshield_core::aggregation::robust::AggregationRule::FedAvg,
             num_params,

@@ -69,7 +69,9 @@ impl Engine {
                                 other => other,
                             }
                         }
-                        SecureDecision::KeepWaiting(deadline) => RoundDecision::KeepWaiting(deadline),
+                        SecureDecision::KeepWaiting(deadline) => {
+                            RoundDecision::KeepWaiting(deadline)
+                        }
                         SecureDecision::Continue => return Step::Continue,
                         SecureDecision::Publish => RoundDecision::Publish,
                         SecureDecision::Abandon(reason) => RoundDecision::Abandon(reason),
@@ -252,7 +254,7 @@ impl Engine {
             attempt,
             "round opened"
         );
-        state.round = RoundState::Open(round);
+        state.round = RoundState::Open(Box::new(round));
         self.inner.metrics.round_opened();
         if id_derivable_from_base {
             let engine = self.clone();
@@ -312,7 +314,7 @@ impl Engine {
         match previous {
             RoundState::Open(round) => {
                 self.record_dropouts(&mut state, &round);
-                Some((round, fed_avg))
+                Some((*round, fed_avg))
             }
             RoundState::Waiting { .. } => None,
         }

@@ -236,10 +236,9 @@ impl SecureRound {
         &self,
         plan: Option<&fedshield_core::plan::SecureAggregationPlan>,
     ) -> fedshield_core::card::SecureAggregationSummary {
-        let (num_survivors, num_dropped) = self
-            .unmask_request
-            .get()
-            .map_or((0, 0), |request| (request.survivors.len(), request.dropped.len()));
+        let (num_survivors, num_dropped) = self.unmask_request.get().map_or((0, 0), |request| {
+            (request.survivors.len(), request.dropped.len())
+        });
         let distributed_dp = plan.and_then(|plan| {
             let distributed = plan.distributed_dp.as_ref()?;
             Some(format!(
@@ -302,9 +301,9 @@ impl Engine {
     pub fn round_deadline_left(&self, round_id: RoundId) -> Duration {
         let state = self.lock_state();
         match &state.round {
-            RoundState::Open(round) if round.round_id == round_id => round
-                .deadline
-                .saturating_duration_since(Instant::now()),
+            RoundState::Open(round) if round.round_id == round_id => {
+                round.deadline.saturating_duration_since(Instant::now())
+            }
             _ => Duration::ZERO,
         }
     }

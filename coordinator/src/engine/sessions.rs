@@ -44,7 +44,7 @@ pub struct Announcement {
     /// uploads would otherwise wait with data buffered.
     pub reserve_upload_slot: bool,
     /// The round's secure-aggregation parameters, if it runs SecAgg+.
-    pub secure_aggregation: Option<super::SecureRoundSetup>,
+    pub secure_aggregation: Option<std::sync::Arc<super::SecureRoundSetup>>,
 }
 
 /// A participant's registration, returned by [`Engine::join`].

@@ -2,9 +2,7 @@
 //! checked (key and share lengths, evaluation points, participant ids)
 //! before the engine sees it.
 
-use fedshield_core::secagg::{
-    EncryptedShare, PublicKeys, RevealedShare, Roster, Share, ShareKind,
-};
+use fedshield_core::secagg::{EncryptedShare, PublicKeys, RevealedShare, Roster, Share, ShareKind};
 use fedshield_core::{ParticipantId, RoundId};
 use fedshield_proto::v1 as pb;
 

@@ -37,6 +37,7 @@ pub use guarantee::{
 };
 pub use report::PrivacyReport;
 pub use secure_target::{
-    DEFAULT_ROUNDING_BETA, DISTRIBUTED_DP_MECHANISM, SecureAggregationRequest, secure_aggregation_plan,
+    DEFAULT_ROUNDING_BETA, DISTRIBUTED_DP_MECHANISM, SecureAggregationRequest,
+    secure_aggregation_plan,
 };
 pub use target::{OrgPrivacyTarget, PrivacyTarget, calibrate_plan};

@@ -11,9 +11,7 @@
 //! accountant they already use, and name the mechanism beside it.
 
 use crate::error::{CoreError, Result};
-use crate::plan::{
-    DistributedDpPlan, OrgDpPlan, SecureAggregationPlan, TrainingPlan,
-};
+use crate::plan::{DistributedDpPlan, OrgDpPlan, SecureAggregationPlan, TrainingPlan};
 use crate::privacy::accountant::{calibrate_ddg_variance, calibrate_noise_multiplier, ddg_rho};
 use crate::privacy::distributed::{SecAggEncoding, choose_scale, padded_dim};
 
@@ -95,8 +93,12 @@ pub fn secure_aggregation_plan(
                 * (f64::from(max_participants) / f64::from(min_participants)).sqrt();
             let mut calibrated = None;
             for _ in 0..8 {
-                let scale =
-                    choose_scale(clip_norm, max_participants as usize, noise_stddev_guess, dim)?;
+                let scale = choose_scale(
+                    clip_norm,
+                    max_participants as usize,
+                    noise_stddev_guess,
+                    dim,
+                )?;
                 let (l2, l1) = sensitivities(scale, clip_norm, dim, DEFAULT_ROUNDING_BETA);
                 let variance = calibrate_ddg_variance(
                     epsilon,

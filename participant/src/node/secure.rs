@@ -204,7 +204,9 @@ impl Participant {
             "masked update submitted"
         );
         if std::env::var_os(HANG_AFTER_MASKED_UPDATE_ENV).is_some() {
-            warn!("masked update accepted; not answering anything more ({HANG_AFTER_MASKED_UPDATE_ENV} is set)");
+            warn!(
+                "masked update accepted; not answering anything more ({HANG_AFTER_MASKED_UPDATE_ENV} is set)"
+            );
             println!("fedshield-test: masked update accepted, hanging");
             std::future::pending::<()>().await;
         }

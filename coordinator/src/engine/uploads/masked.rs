@@ -221,9 +221,7 @@ impl Engine {
             engine.commit_masked_update(&committing, round_id, &values, privacy)
         })
         .await
-        .map_err(|error| {
-            CoordinatorError::TaskFailed(format!("adding a masked update: {error}"))
-        })?
+        .map_err(|error| CoordinatorError::TaskFailed(format!("adding a masked update: {error}")))?
         .map_err(refused)?;
         // The commit took the participant out of the uploads in flight.
         in_flight.done = true;
