@@ -328,9 +328,11 @@ impl Engine {
             secure.setup.rotation_seed,
         )
         .map_err(CoordinatorError::Store)?;
+        let unmasking_started = std::time::Instant::now();
         let (average, survivors) = secure.unmasked_average(&encoding)?;
         info!(
             num_survivors = survivors.len(),
+            duration_ms = unmasking_started.elapsed().as_millis() as u64,
             "secure aggregation unmasked the sum of the survivors' updates"
         );
         let mut aggregator = RobustAggregator::new(

@@ -177,12 +177,20 @@ impl Participant {
         // Encoding (rotation, rounding, the exact noise sampler) and the
         // mask expansion are CPU work: off the async threads.
         let (masked, mut round) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let started = std::time::Instant::now();
             let mut rng = os_seeded_rng()?;
             let encoded = encoding.encode(&delta, &mut rng)?;
+            let encoded_ms = started.elapsed().as_millis() as u64;
             let mut values = encoded.values;
             round
                 .mask_input(shares_for_me, &mut values)
                 .map_err(|error| protocol(format!("masking refused: {error}")))?;
+            info!(
+                encode_ms = encoded_ms,
+                mask_ms = started.elapsed().as_millis() as u64 - encoded_ms,
+                clipped = encoded.clipped,
+                "update encoded and masked"
+            );
             Ok((values, round))
         })
         .await
