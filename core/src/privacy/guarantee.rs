@@ -250,7 +250,14 @@ impl ModelPrivacy {
         }
         let org_level_throughout = next.plans.iter().all(|known| known.org_dp.is_some());
         next.mechanism = DP_SGD_MECHANISM.to_string();
-        next.org_mechanism = org_level_throughout.then(|| ORG_DP_MECHANISM.to_string());
+        // Distributed DP is accounted as its Gaussian equivalent, and named.
+        let org_mechanism_name = match &plan.secure_aggregation {
+            Some(secure) if secure.distributed_dp.is_some() => {
+                crate::privacy::DISTRIBUTED_DP_MECHANISM
+            }
+            _ => ORG_DP_MECHANISM,
+        };
+        next.org_mechanism = org_level_throughout.then(|| org_mechanism_name.to_string());
         next.epsilon = next
             .participants
             .values()
