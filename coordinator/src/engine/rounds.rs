@@ -55,20 +55,6 @@ impl Engine {
                         sessions.contains_key(participant) || round.in_flight.contains(participant)
                     };
                     match self.evaluate_secure(round, &secure, &is_connected, now) {
-                        SecureDecision::Plain => {
-                            match self.evaluate_round(round, &state.sessions, now) {
-                                // The masked updates are in: ask for the shares.
-                                RoundDecision::Publish => {
-                                    match self.close_masking(round, &secure, now) {
-                                        SecureDecision::Abandon(reason) => {
-                                            RoundDecision::Abandon(reason)
-                                        }
-                                        _ => return Step::Continue,
-                                    }
-                                }
-                                other => other,
-                            }
-                        }
                         SecureDecision::KeepWaiting(deadline) => {
                             RoundDecision::KeepWaiting(deadline)
                         }

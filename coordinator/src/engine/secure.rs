@@ -269,9 +269,6 @@ fn secure_error(error: fedshield_core::secagg::SecAggError) -> CoordinatorError 
 
 /// What the driver does about a secure round now.
 pub(super) enum SecureDecision {
-    /// Not a decision for the secure layer: the plain rules of the masking
-    /// phase apply.
-    Plain,
     KeepWaiting(Instant),
     /// A phase closed; look again.
     Continue,
@@ -628,10 +625,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Decides about a secure round's key and unmasking phases; the masking
-    /// phase follows the plain rules ([`SecureDecision::Plain`]), except that
-    /// where they would publish, the masking phase closes instead
-    /// ([`Self::close_masking`]). Called by the driver under the state lock.
+    /// Decides about a secure round's phases: closes the key phases when
+    /// every member still connected has answered or their time is up; the
+    /// masking phase under the plain quorum and deadline rules, counting
+    /// only the members whose shares were handed out (it then asks for the
+    /// shares, [`Self::close_masking`], instead of publishing); publishes or
+    /// abandons after the unmasking. Called by the driver under the state
+    /// lock.
     pub(super) fn evaluate_secure(
         &self,
         round: &OpenRound,
@@ -700,7 +700,36 @@ impl Engine {
                     )),
                 }
             }
-            SecurePhase::Masking => SecureDecision::Plain,
+            SecurePhase::Masking => {
+                // Only the members whose shares were handed out (U2) can
+                // still send a masked update: one left out at the key phases
+                // must not hold the round until its deadline.
+                let sharers = server.sharers();
+                let num_accepted = round.accepted.len();
+                let num_pending = sharers
+                    .iter()
+                    .filter(|participant| !round.has_accepted(participant))
+                    .filter(|participant| !round.declined.contains(*participant))
+                    .filter(|participant| is_connected(participant))
+                    .count();
+                if num_accepted + num_pending < round.quorum {
+                    return SecureDecision::Abandon(format!(
+                        "quorum of {} is out of reach: {num_accepted} masked updates accepted, {num_pending} still able to submit",
+                        round.quorum
+                    ));
+                }
+                if num_pending == 0 || (now >= round.deadline && num_accepted >= round.quorum) {
+                    drop(server_guard);
+                    return self.close_masking(round, secure, now);
+                }
+                if now >= round.deadline {
+                    return SecureDecision::Abandon(format!(
+                        "deadline passed with {num_accepted} of {} required masked updates",
+                        round.quorum
+                    ));
+                }
+                SecureDecision::KeepWaiting(round.deadline)
+            }
             SecurePhase::Unmasking => {
                 let Some(request) = secure.unmask_request.get() else {
                     return SecureDecision::Abandon("no unmask request was made".to_string());
