@@ -470,12 +470,8 @@ impl Federation for FederationService {
             .into_inner()
             .map(|chunk| chunk.map(secure_messages::masked_part));
         let received = self
-            .engine
-            .receive_masked(
-                authenticated.as_ref(),
-                parts,
-                self.settings.chunk_idle_timeout,
-            )
+            .uploads
+            .receive_masked(authenticated.as_ref(), parts)
             .await
             .map_err(|error| self.upload_status(error))?;
         Ok(Response::new(pb::SubmitUpdateResponse {

@@ -140,6 +140,7 @@ pub(super) fn masked_part(chunk: pb::MaskedUpdateChunk) -> MaskedPart {
                 privacy: header
                     .privacy
                     .map(fedshield_core::privacy::PrivacyReport::from),
+                upload_slot: header.upload_slot,
             })
         }
         Some(pb::masked_update_chunk::Payload::Data(data)) => MaskedPart::Data(data),

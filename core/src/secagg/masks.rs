@@ -31,7 +31,16 @@ const BLOCK_WORDS: usize = 4096;
 /// the same words, so a mask added by a participant is removed exactly by the
 /// coordinator.
 pub fn apply_mask(vector: &mut [u32], seed: &[u8; 32], sign: MaskSign) {
+    apply_mask_at(vector, 0, seed, sign);
+}
+
+/// Applies words `first_word..first_word + chunk.len()` of the mask of `seed`
+/// to `chunk`: [`apply_mask`] on a window of a longer vector, so that
+/// several threads can each take a window.
+pub fn apply_mask_at(chunk: &mut [u32], first_word: usize, seed: &[u8; 32], sign: MaskSign) {
     let mut rng = ChaCha20Rng::from_seed(*seed);
+    rng.set_word_pos(first_word as u128);
+    let vector = chunk;
     let mut block = [0u32; BLOCK_WORDS];
     for chunk in vector.chunks_mut(BLOCK_WORDS) {
         let words = &mut block[..chunk.len()];
@@ -66,6 +75,20 @@ mod tests {
         assert_ne!(vector, original);
         apply_mask(&mut vector, &[3; 32], MaskSign::Subtract);
         assert_eq!(vector, original);
+    }
+
+    #[test]
+    fn a_mask_applied_window_by_window_equals_the_whole_mask() {
+        let mut whole = vec![7u32; 3 * BLOCK_WORDS + 5];
+        apply_mask(&mut whole, &[9; 32], MaskSign::Add);
+        let mut windows = vec![7u32; 3 * BLOCK_WORDS + 5];
+        let mut first_word = 0;
+        for window in windows.chunks_mut(1000) {
+            let length = window.len();
+            apply_mask_at(window, first_word, &[9; 32], MaskSign::Add);
+            first_word += length;
+        }
+        assert_eq!(whole, windows);
     }
 
     #[test]

@@ -43,6 +43,6 @@ pub use client::{ClientRound, EncryptedShare, RevealedShare, Roster, RoundSetup,
 pub use error::{Phase, Result, SecAggError};
 pub use graph::{neighbourhoods, recommended_degree, recommended_threshold};
 pub use keys::{PublicKeys, SecretKeys};
-pub use masks::{MaskSign, apply_mask};
+pub use masks::{MaskSign, apply_mask, apply_mask_at};
 pub use server::{ServerRound, UnmaskRequest, UnmaskedSum};
 pub use shamir::Share;

@@ -28,7 +28,7 @@ use super::graph::neighbourhoods;
 use super::keys::{
     ENCRYPTED_SHARE_LEN, PublicKeys, is_low_order, pairwise_mask_seed, public_of_secret,
 };
-use super::masks::{MaskSign, apply_mask};
+use super::masks::MaskSign;
 use super::shamir::{Share, combine};
 use crate::ParticipantId;
 
@@ -733,6 +733,9 @@ impl ServerRound {
         for owner in &request.dropped {
             shares_of(owner, ShareKind::MaskKey)?;
         }
+        // Every mask to take off, with the sign that takes it off; the
+        // secrets are small, the expansions are the work.
+        let mut masks: Vec<(Zeroizing<[u8; 32]>, MaskSign)> = Vec::new();
         for dropped in &request.dropped {
             let mask_secret =
                 Zeroizing::new(combine(shares_of(dropped, ShareKind::MaskKey)?, threshold)?);
@@ -757,7 +760,7 @@ impl ServerRound {
                 } else {
                     MaskSign::Subtract
                 };
-                apply_mask(&mut sum, &seed, survivor_sign.opposite());
+                masks.push((seed, survivor_sign.opposite()));
             }
         }
         for survivor in &request.survivors {
@@ -765,13 +768,37 @@ impl ServerRound {
                 shares_of(survivor, ShareKind::SelfMask)?,
                 threshold,
             )?);
-            apply_mask(&mut sum, &self_mask_seed, MaskSign::Subtract);
+            masks.push((self_mask_seed, MaskSign::Subtract));
         }
+        remove_masks(&mut sum, &masks);
         Ok(UnmaskedSum {
             sum,
             survivors: request.survivors,
         })
     }
+}
+
+/// Takes `masks` off `sum`, the vector split into one window per available
+/// core, each thread expanding every mask over its own window only
+/// ([`crate::secagg::masks::apply_mask_at`]): the coordinator's unmasking
+/// scales with its cores, and needs no memory beyond the sum.
+fn remove_masks(sum: &mut [u32], masks: &[(Zeroizing<[u8; 32]>, MaskSign)]) {
+    /// Below this many words a window is not worth a thread.
+    const MIN_WINDOW_WORDS: usize = 1 << 16;
+    let num_threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(sum.len().div_ceil(MIN_WINDOW_WORDS))
+        .max(1);
+    let window_words = sum.len().div_ceil(num_threads).max(1);
+    std::thread::scope(|scope| {
+        for (index, window) in sum.chunks_mut(window_words).enumerate() {
+            scope.spawn(move || {
+                for (seed, sign) in masks {
+                    crate::secagg::masks::apply_mask_at(window, index * window_words, seed, *sign);
+                }
+            });
+        }
+    });
 }
 
 #[cfg(test)]

@@ -195,6 +195,19 @@ impl Participant {
         })
         .await
         .map_err(|error| protocol(format!("masking task failed: {error}")))??;
+        // When more were selected than the coordinator receives at once,
+        // wait for a slot before streaming (its memory stays bounded).
+        let upload_slot = if target.reserve_slot_first {
+            super::upload::reserve_upload_slot(
+                client,
+                target.round_id,
+                &self.config.participant_id,
+                &target.session_token,
+            )
+            .await?
+        } else {
+            String::new()
+        };
         let header = pb::MaskedUpdateHeader {
             round_id: target.round_id.0,
             base_model_version: target.base_version.0,
@@ -202,6 +215,7 @@ impl Participant {
             session_token: target.session_token.clone(),
             num_values: masked.len() as u64,
             privacy: ready.privacy.as_ref().map(pb::PrivacyReport::from),
+            upload_slot,
         };
         let num_bytes = masked.len() * 4;
         let response = submit_masked(client, header, masked).await?;

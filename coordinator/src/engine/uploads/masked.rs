@@ -11,6 +11,7 @@ use fedshield_core::model::codec::MAX_CHUNK_BYTES;
 use fedshield_core::privacy::PrivacyReport;
 use fedshield_core::{ModelVersion, ParticipantId, RoundId};
 use futures::{Stream, StreamExt};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{info, warn};
 
 use super::{ReceivedUpdate, UploadError, UploadTransportError};
@@ -26,6 +27,8 @@ pub struct MaskedUpdateHeader {
     pub session_token: String,
     pub num_values: u64,
     pub privacy: Option<PrivacyReport>,
+    /// The token of a reserved upload slot; empty without one.
+    pub upload_slot: String,
 }
 
 /// One message of a masked update stream.
@@ -67,6 +70,7 @@ impl Engine {
         authenticated: Option<&ParticipantId>,
         mut parts: S,
         idle_timeout: Duration,
+        take_slot: impl FnOnce(&ParticipantId, RoundId, &str) -> Option<OwnedSemaphorePermit>,
     ) -> Result<ReceivedUpdate, UploadError<E>>
     where
         S: Stream<Item = Result<MaskedPart, E>> + Unpin,
@@ -123,11 +127,21 @@ impl Engine {
                 header.num_values
             ))));
         }
-        let _permit = self
-            .upload_permits()
-            .acquire_owned()
-            .await
-            .map_err(|_| CoordinatorError::ShuttingDown)?;
+        // A reserved slot streams at once; without one, the upload waits
+        // for a permit here with the transport's flow control holding back
+        // its sender.
+        let reserved = match header.upload_slot.as_str() {
+            "" => None,
+            token => take_slot(&participant, round_id, token),
+        };
+        let _permit = match reserved {
+            Some(permit) => permit,
+            None => self
+                .upload_permits()
+                .acquire_owned()
+                .await
+                .map_err(|_| CoordinatorError::ShuttingDown)?,
+        };
         let mut values: Vec<u32> = Vec::with_capacity(vector_len);
         // Bytes of a value split across two chunks.
         let mut carry: Vec<u8> = Vec::with_capacity(4);

@@ -169,6 +169,33 @@ impl UploadReceiver {
         })
     }
 
+    /// Receives one masked update of a secure round from `parts`
+    /// ([`Engine::receive_masked`]), with the upload slot its header names.
+    ///
+    /// # Errors
+    /// As [`Engine::receive_masked`].
+    pub async fn receive_masked<S, E>(
+        &self,
+        authenticated: Option<&ParticipantId>,
+        parts: S,
+    ) -> Result<ReceivedUpdate, UploadError<E>>
+    where
+        S: Stream<Item = Result<super::MaskedPart, E>> + Unpin,
+        E: UploadTransportError,
+    {
+        self.engine
+            .receive_masked(
+                authenticated,
+                parts,
+                self.chunk_idle_timeout,
+                |participant, round_id, token| {
+                    self.slots.release_stale(round_id);
+                    self.slots.take(participant, round_id, token)
+                },
+            )
+            .await
+    }
+
     /// Receives one update from `parts` and folds it into its round: reads
     /// the header, checks that it names `authenticated` (`None` without
     /// TLS), admits it ([`Engine::begin_update`]), takes its reserved slot
