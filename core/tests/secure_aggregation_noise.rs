@@ -74,16 +74,10 @@ fn unmasked_sum_of_zero_updates(encoding: &SecAggEncoding, seed: u8) -> Vec<i64>
         .collect()
 }
 
-fn variance(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
-    let count = values.clone().count() as f64;
-    let mean = values.clone().sum::<f64>() / count;
-    let variance = values.map(|value| (value - mean).powi(2)).sum::<f64>() / (count - 1.0);
-    (mean, variance)
-}
-
-#[test]
-fn the_unmasked_sum_carries_the_planned_noise_variance() {
-    let plan = secure_aggregation_plan(
+/// Returns the plan the coordinator calibrates for an organization-level
+/// ε = 8 at δ = 1e-5 over ten rounds of eight participants.
+fn calibrated_plan() -> TrainingPlan {
+    secure_aggregation_plan(
         TrainingPlan::new(),
         SecureAggregationRequest {
             clip_norm: 100.0,
@@ -94,7 +88,19 @@ fn the_unmasked_sum_carries_the_planned_noise_variance() {
             num_params: NUM_PARAMS,
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+fn variance(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
+    let count = values.clone().count() as f64;
+    let mean = values.clone().sum::<f64>() / count;
+    let variance = values.map(|value| (value - mean).powi(2)).sum::<f64>() / (count - 1.0);
+    (mean, variance)
+}
+
+#[test]
+fn the_unmasked_sum_carries_the_planned_noise_variance() {
+    let plan = calibrated_plan();
     let secure = plan.secure_aggregation.clone().unwrap();
     let distributed = secure.distributed_dp.clone().unwrap();
     let encoding = SecAggEncoding::for_plan(&secure, NUM_PARAMS, [3; 32]).unwrap();
@@ -128,18 +134,7 @@ fn the_unmasked_sum_carries_the_planned_noise_variance() {
 
 #[test]
 fn a_sum_without_noise_fails_the_variance_check() {
-    let plan = secure_aggregation_plan(
-        TrainingPlan::new(),
-        SecureAggregationRequest {
-            clip_norm: 100.0,
-            org_target: Some((8.0, 1.0, 1e-5)),
-            num_rounds: 10,
-            max_participants: NUM_PARTICIPANTS as u32,
-            min_participants: NUM_PARTICIPANTS as u32,
-            num_params: NUM_PARAMS,
-        },
-    )
-    .unwrap();
+    let plan = calibrated_plan();
     let secure = plan.secure_aggregation.clone().unwrap();
     let planned = NUM_PARTICIPANTS as f64 * secure.distributed_dp.clone().unwrap().noise_variance;
     let mut silent = SecAggEncoding::for_plan(&secure, NUM_PARAMS, [3; 32]).unwrap();

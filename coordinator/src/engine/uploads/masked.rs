@@ -146,31 +146,19 @@ impl Engine {
         // Bytes of a value split across two chunks.
         let mut carry: Vec<u8> = Vec::with_capacity(4);
         loop {
-            let until_deadline = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let wait = idle_timeout.min(until_deadline);
-            let part = match tokio::time::timeout(wait, parts.next()).await {
-                Err(_) => {
-                    let error = if wait < idle_timeout {
-                        CoordinatorError::UpdateTooSlow { round: round_id }
-                    } else {
-                        CoordinatorError::UpdateStalled {
-                            round: round_id,
-                            idle_ms: idle_timeout.as_millis() as u64,
-                        }
-                    };
-                    return Err(refused(error));
-                }
-                Ok(Some(Err(failure))) => {
-                    if let Some(detail) = failure.oversized_message() {
-                        return Err(refused(CoordinatorError::MalformedUpdate(format!(
-                            "chunk exceeds the limit of {MAX_CHUNK_BYTES} bytes ({detail})"
-                        ))));
-                    }
-                    warn!(round = %round_id, participant = %participant, code = %failure.code_for_log(), "masked update stream failed");
-                    return Err(UploadError::Transport(failure));
-                }
+            let part = match super::receive::next_part(
+                &mut parts,
+                idle_timeout,
+                deadline,
+                round_id,
+                &participant,
+            )
+            .await
+            {
+                Ok(Some(part)) => part,
                 Ok(None) => break,
-                Ok(Some(Ok(part))) => part,
+                Err(UploadError::Refused(error)) => return Err(refused(error)),
+                Err(other) => return Err(other),
             };
             let data = match part {
                 MaskedPart::Data(data) if data.len() > MAX_CHUNK_BYTES => {

@@ -299,35 +299,19 @@ impl UploadReceiver {
             // update before the round's deadline: a sender dripping one small
             // chunk just inside each idle timeout cannot hold its upload slot
             // past the round.
-            let until_deadline = ticket
-                .deadline()
-                .saturating_duration_since(tokio::time::Instant::now());
-            let wait = idle_timeout.min(until_deadline);
-            let part = match tokio::time::timeout(wait, parts.next()).await {
-                Err(_) => {
-                    let error = if wait < idle_timeout {
-                        CoordinatorError::UpdateTooSlow { round: round_id }
-                    } else {
-                        CoordinatorError::UpdateStalled {
-                            round: round_id,
-                            idle_ms: idle_timeout.as_millis() as u64,
-                        }
-                    };
-                    return Err(refused(error));
-                }
-                Ok(Some(Err(failure))) => {
-                    // A message over the transport's limit is an oversized
-                    // chunk, refused like the one below.
-                    if let Some(detail) = failure.oversized_message() {
-                        return Err(refused(CoordinatorError::MalformedUpdate(format!(
-                            "chunk exceeds the limit of {MAX_CHUNK_BYTES} bytes ({detail})"
-                        ))));
-                    }
-                    warn!(round = %round_id, participant = %participant, code = %failure.code_for_log(), "update stream failed");
-                    return Err(UploadError::Transport(failure));
-                }
+            let part = match next_part(
+                &mut parts,
+                idle_timeout,
+                ticket.deadline(),
+                round_id,
+                &participant,
+            )
+            .await
+            {
+                Ok(Some(part)) => part,
                 Ok(None) => break,
-                Ok(Some(Ok(part))) => part,
+                Err(UploadError::Refused(error)) => return Err(refused(error)),
+                Err(other) => return Err(other),
             };
             let refusal = match part {
                 UpdatePart::Data(data) if data.len() > MAX_CHUNK_BYTES => Some(format!(
@@ -365,5 +349,50 @@ impl UploadReceiver {
             round_id,
             num_accepted,
         })
+    }
+}
+
+/// Returns the next part of an upload stream, `None` at its end. Each part
+/// must come within `idle_timeout`, and the whole upload before the round's
+/// `deadline`: a sender dripping one small chunk just inside each idle
+/// timeout cannot hold its upload slot past the round. A message over the
+/// transport's limit is refused as an oversized chunk.
+///
+/// # Errors
+/// [`UploadError::Refused`] for a timeout or an oversized message,
+/// [`UploadError::Transport`] for any other failure of the stream.
+pub(super) async fn next_part<S, T, E>(
+    parts: &mut S,
+    idle_timeout: Duration,
+    deadline: tokio::time::Instant,
+    round_id: RoundId,
+    participant: &ParticipantId,
+) -> Result<Option<T>, UploadError<E>>
+where
+    S: Stream<Item = Result<T, E>> + Unpin,
+    E: UploadTransportError,
+{
+    let until_deadline = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let wait = idle_timeout.min(until_deadline);
+    match tokio::time::timeout(wait, parts.next()).await {
+        Err(_) => Err(UploadError::Refused(if wait < idle_timeout {
+            CoordinatorError::UpdateTooSlow { round: round_id }
+        } else {
+            CoordinatorError::UpdateStalled {
+                round: round_id,
+                idle_ms: idle_timeout.as_millis() as u64,
+            }
+        })),
+        Ok(Some(Err(failure))) => {
+            if let Some(detail) = failure.oversized_message() {
+                return Err(UploadError::Refused(CoordinatorError::MalformedUpdate(
+                    format!("chunk exceeds the limit of {MAX_CHUNK_BYTES} bytes ({detail})"),
+                )));
+            }
+            warn!(round = %round_id, participant = %participant, code = %failure.code_for_log(), "update stream failed");
+            Err(UploadError::Transport(failure))
+        }
+        Ok(None) => Ok(None),
+        Ok(Some(Ok(part))) => Ok(Some(part)),
     }
 }
