@@ -206,18 +206,24 @@ impl Participant {
             num_training_records,
         )?;
         // Where the privatized update is kept for a retried round, linked to
-        // the ledger entry that paid for it.
-        let stored_header = recorded.as_ref().map(|(entry, _)| StoredUpdateHeader {
-            base_model_version: base_version.0,
-            base_model_sha256: base_sha256.clone(),
-            plan_sha256: plan_sha256.clone(),
-            ledger_round_id: entry.round_id,
-            ledger_recorded_unix_ms: entry.recorded_unix_ms,
-            num_steps: 0,
-            mean_loss: None,
-            num_params: 0,
-            update_sha256: String::new(),
-        });
+        // the ledger entry that paid for it. Under secure aggregation a
+        // retried round encodes and noises afresh and nothing is re-sent,
+        // so nothing is kept.
+        let keeps_update = secure_setup.is_none();
+        let stored_header = recorded
+            .as_ref()
+            .filter(|_| keeps_update)
+            .map(|(entry, _)| StoredUpdateHeader {
+                base_model_version: base_version.0,
+                base_model_sha256: base_sha256.clone(),
+                plan_sha256: plan_sha256.clone(),
+                ledger_round_id: entry.round_id,
+                ledger_recorded_unix_ms: entry.recorded_unix_ms,
+                num_steps: 0,
+                mean_loss: None,
+                num_params: 0,
+                update_sha256: String::new(),
+            });
         let privacy = recorded.map(|(_, report)| report);
         let stored_update = self.stored_update.clone();
         let training_started = std::time::Instant::now();
