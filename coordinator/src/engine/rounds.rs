@@ -1,7 +1,7 @@
 //! The driver's decisions: when to open a round and whom to select, when
 //! an open round publishes, keeps waiting or is abandoned, and closing it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -14,7 +14,7 @@ use tracing::{Span, info, info_span, warn};
 
 use super::history::push_history;
 use super::secure::{SecureDecision, SecureRound};
-use super::sessions::{ConnectedSession, SessionEvent};
+use super::sessions::SessionEvent;
 use super::{Engine, EngineState, OpenRound, RoundOutcome, RoundState, RoundSummary};
 use crate::registry::OpenRoundRecord;
 
@@ -48,22 +48,18 @@ impl Engine {
             let RoundState::Open(round) = &state.round else {
                 unreachable!("the waiting state returned above");
             };
+            let sessions = &state.sessions;
+            let is_connected = |participant: &ParticipantId| {
+                sessions.contains_key(participant) || round.in_flight.contains(participant)
+            };
             match round.secure.clone() {
-                Some(secure) => {
-                    let sessions = &state.sessions;
-                    let is_connected = |participant: &ParticipantId| {
-                        sessions.contains_key(participant) || round.in_flight.contains(participant)
-                    };
-                    match self.evaluate_secure(round, &secure, &is_connected, now) {
-                        SecureDecision::KeepWaiting(deadline) => {
-                            RoundDecision::KeepWaiting(deadline)
-                        }
-                        SecureDecision::Continue => return Step::Continue,
-                        SecureDecision::Publish => RoundDecision::Publish,
-                        SecureDecision::Abandon(reason) => RoundDecision::Abandon(reason),
-                    }
-                }
-                None => self.evaluate_round(round, &state.sessions, now),
+                Some(secure) => match self.evaluate_secure(round, &secure, &is_connected, now) {
+                    SecureDecision::KeepWaiting(deadline) => RoundDecision::KeepWaiting(deadline),
+                    SecureDecision::Continue => return Step::Continue,
+                    SecureDecision::Publish => RoundDecision::Publish,
+                    SecureDecision::Abandon(reason) => RoundDecision::Abandon(reason),
+                },
+                None => self.evaluate_round(round, &round.selected, &is_connected, now),
             }
         };
         match decision {
@@ -79,27 +75,29 @@ impl Engine {
         }
     }
 
-    /// Decides what to do with the open round now.
-    fn evaluate_round(
+    /// Decides what to do with the open round now: `candidates` are the
+    /// participants that may deliver an update (the selected ones; under
+    /// secure aggregation, those whose shares were handed out), and
+    /// `is_connected` says whether one still can (connected or mid-upload).
+    /// Under secure aggregation, `Publish` means the masked updates are in.
+    pub(super) fn evaluate_round(
         &self,
         round: &OpenRound,
-        sessions: &HashMap<ParticipantId, ConnectedSession>,
+        candidates: &BTreeSet<ParticipantId>,
+        is_connected: &dyn Fn(&ParticipantId) -> bool,
         now: Instant,
     ) -> RoundDecision {
         let num_accepted = round.accepted.len();
-        // Selected participants that may still deliver: connected or mid-upload.
-        let num_pending = round
-            .selected
+        // Candidates that may still deliver.
+        let num_pending = candidates
             .iter()
             .filter(|participant| !round.has_accepted(participant))
             .filter(|participant| !round.declined.contains(*participant))
-            .filter(|participant| {
-                sessions.contains_key(*participant) || round.in_flight.contains(*participant)
-            })
+            .filter(|participant| is_connected(participant))
             .count();
         // A revocation can shrink the selection below the quorum: then the
         // quorum rule below decides, not this shortcut.
-        if num_accepted == round.selected.len() && num_accepted >= round.quorum {
+        if num_accepted == candidates.len() && num_accepted >= round.quorum {
             return RoundDecision::Publish;
         }
         if num_pending == 0 && num_accepted >= round.quorum {
@@ -381,7 +379,7 @@ pub(super) enum Step {
     WaitForChange,
 }
 
-enum RoundDecision {
+pub(super) enum RoundDecision {
     KeepWaiting(Instant),
     Publish,
     Abandon(String),

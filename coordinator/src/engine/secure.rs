@@ -39,6 +39,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::rounds::RoundDecision;
 use super::{Engine, OpenRound, RoundState};
 use crate::error::{CoordinatorError, Result};
 
@@ -703,32 +704,15 @@ impl Engine {
             SecurePhase::Masking => {
                 // Only the members whose shares were handed out (U2) can
                 // still send a masked update: one left out at the key phases
-                // must not hold the round until its deadline.
+                // must not hold the round until its deadline. Where the plain
+                // rules would publish, the shares are asked for instead.
                 let sharers = server.sharers();
-                let num_accepted = round.accepted.len();
-                let num_pending = sharers
-                    .iter()
-                    .filter(|participant| !round.has_accepted(participant))
-                    .filter(|participant| !round.declined.contains(*participant))
-                    .filter(|participant| is_connected(participant))
-                    .count();
-                if num_accepted + num_pending < round.quorum {
-                    return SecureDecision::Abandon(format!(
-                        "quorum of {} is out of reach: {num_accepted} masked updates accepted, {num_pending} still able to submit",
-                        round.quorum
-                    ));
+                drop(server_guard);
+                match self.evaluate_round(round, &sharers, is_connected, now) {
+                    RoundDecision::Publish => self.close_masking(round, secure, now),
+                    RoundDecision::KeepWaiting(deadline) => SecureDecision::KeepWaiting(deadline),
+                    RoundDecision::Abandon(reason) => SecureDecision::Abandon(reason),
                 }
-                if num_pending == 0 || (now >= round.deadline && num_accepted >= round.quorum) {
-                    drop(server_guard);
-                    return self.close_masking(round, secure, now);
-                }
-                if now >= round.deadline {
-                    return SecureDecision::Abandon(format!(
-                        "deadline passed with {num_accepted} of {} required masked updates",
-                        round.quorum
-                    ));
-                }
-                SecureDecision::KeepWaiting(round.deadline)
             }
             SecurePhase::Unmasking => {
                 let Some(request) = secure.unmask_request.get() else {
