@@ -10,10 +10,11 @@ use bytes::Bytes;
 use fedshield_core::model::codec::MAX_CHUNK_BYTES;
 use fedshield_core::privacy::PrivacyReport;
 use fedshield_core::{ModelVersion, ParticipantId, RoundId};
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{info, warn};
 
+use super::receive::{FirstPart, next_part, read_header};
 use super::{ReceivedUpdate, UploadError, UploadTransportError};
 use crate::engine::{Engine, claimed_participant};
 use crate::error::CoordinatorError;
@@ -76,26 +77,18 @@ impl Engine {
         S: Stream<Item = Result<MaskedPart, E>> + Unpin,
         E: UploadTransportError,
     {
-        let first = tokio::time::timeout(idle_timeout, parts.next())
-            .await
-            .map_err(|_| CoordinatorError::NoUpdateHeader {
-                idle_ms: idle_timeout.as_millis() as u64,
-            })?
-            .transpose()
-            .map_err(UploadError::Transport)?;
-        let header = match first {
-            Some(MaskedPart::Header(header)) => header,
-            Some(MaskedPart::Data(_)) => {
-                return Err(UploadError::Refused(CoordinatorError::MalformedUpdate(
-                    "first message must be a masked update header, got data".into(),
-                )));
-            }
-            Some(MaskedPart::Empty) | None => {
-                return Err(UploadError::Refused(CoordinatorError::MalformedUpdate(
-                    "masked update stream has no header".into(),
-                )));
-            }
-        };
+        let header = read_header(
+            &mut parts,
+            idle_timeout,
+            "a masked update header",
+            "masked update stream",
+            |part| match part {
+                MaskedPart::Header(header) => FirstPart::Header(header),
+                MaskedPart::Data(_) => FirstPart::Data,
+                MaskedPart::Empty => FirstPart::Empty,
+            },
+        )
+        .await?;
         let participant = claimed_participant(
             authenticated,
             header.claimed_participant,
@@ -146,20 +139,13 @@ impl Engine {
         // Bytes of a value split across two chunks.
         let mut carry: Vec<u8> = Vec::with_capacity(4);
         loop {
-            let part = match super::receive::next_part(
-                &mut parts,
-                idle_timeout,
-                deadline,
-                round_id,
-                &participant,
-            )
-            .await
-            {
-                Ok(Some(part)) => part,
-                Ok(None) => break,
-                Err(UploadError::Refused(error)) => return Err(refused(error)),
-                Err(other) => return Err(other),
-            };
+            let part =
+                match next_part(&mut parts, idle_timeout, deadline, round_id, &participant).await {
+                    Ok(Some(part)) => part,
+                    Ok(None) => break,
+                    Err(UploadError::Refused(error)) => return Err(refused(error)),
+                    Err(other) => return Err(other),
+                };
             let data = match part {
                 MaskedPart::Data(data) if data.len() > MAX_CHUNK_BYTES => {
                     return Err(refused(CoordinatorError::MalformedUpdate(format!(

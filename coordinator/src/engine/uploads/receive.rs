@@ -216,26 +216,18 @@ impl UploadReceiver {
         E: UploadTransportError,
     {
         let idle_timeout = self.chunk_idle_timeout;
-        let first = tokio::time::timeout(idle_timeout, parts.next())
-            .await
-            .map_err(|_| CoordinatorError::NoUpdateHeader {
-                idle_ms: idle_timeout.as_millis() as u64,
-            })?
-            .transpose()
-            .map_err(UploadError::Transport)?;
-        let header = match first {
-            Some(UpdatePart::Header(header)) => header,
-            Some(UpdatePart::Data(_)) => {
-                return Err(UploadError::Refused(CoordinatorError::MalformedUpdate(
-                    "first message must be an update header, got data".into(),
-                )));
-            }
-            Some(UpdatePart::Empty) | None => {
-                return Err(UploadError::Refused(CoordinatorError::MalformedUpdate(
-                    "update stream has no header".into(),
-                )));
-            }
-        };
+        let header = read_header(
+            &mut parts,
+            idle_timeout,
+            "an update header",
+            "update stream",
+            |part| match part {
+                UpdatePart::Header(header) => FirstPart::Header(header),
+                UpdatePart::Data(_) => FirstPart::Data,
+                UpdatePart::Empty => FirstPart::Empty,
+            },
+        )
+        .await?;
         if let ParamEncoding::Unsupported(encoding) = header.encoding {
             return Err(UploadError::Refused(CoordinatorError::MalformedUpdate(
                 format!("encoding {encoding} is not supported; use UPDATE_ENCODING_F32_LE"),
@@ -394,5 +386,48 @@ where
         }
         Ok(None) => Ok(None),
         Ok(Some(Ok(part))) => Ok(Some(part)),
+    }
+}
+
+/// What the first message of an upload stream is.
+pub(super) enum FirstPart<H> {
+    Header(H),
+    Data,
+    Empty,
+}
+
+/// Returns the header an upload stream must open with, within
+/// `idle_timeout`. The refusals name the header (`header_name`, "an update
+/// header") and the stream (`stream_name`, "update stream").
+///
+/// # Errors
+/// [`CoordinatorError::NoUpdateHeader`] after the timeout,
+/// [`CoordinatorError::MalformedUpdate`] for data first or no message,
+/// [`UploadError::Transport`] for a failure of the stream.
+pub(super) async fn read_header<S, P, E, H>(
+    parts: &mut S,
+    idle_timeout: Duration,
+    header_name: &str,
+    stream_name: &str,
+    classify: impl FnOnce(P) -> FirstPart<H>,
+) -> Result<H, UploadError<E>>
+where
+    S: Stream<Item = Result<P, E>> + Unpin,
+{
+    let first = tokio::time::timeout(idle_timeout, parts.next())
+        .await
+        .map_err(|_| CoordinatorError::NoUpdateHeader {
+            idle_ms: idle_timeout.as_millis() as u64,
+        })?
+        .transpose()
+        .map_err(UploadError::Transport)?;
+    match first.map(classify) {
+        Some(FirstPart::Header(header)) => Ok(header),
+        Some(FirstPart::Data) => Err(UploadError::Refused(CoordinatorError::MalformedUpdate(
+            format!("first message must be {header_name}, got data"),
+        ))),
+        Some(FirstPart::Empty) | None => Err(UploadError::Refused(
+            CoordinatorError::MalformedUpdate(format!("{stream_name} has no header")),
+        )),
     }
 }
