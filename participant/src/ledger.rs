@@ -103,20 +103,10 @@ impl LedgerEntry {
     /// when the plan's is distributed DP (accounted as its Gaussian
     /// equivalent in `org_level`).
     pub fn with_org_mechanism(mut self, plan: &fedshield_core::TrainingPlan) -> Self {
-        let secure = plan.secure_aggregation.as_ref();
-        self.org_level_mechanism = secure.and_then(|secure| {
-            let distributed = secure.distributed_dp.as_ref()?;
-            Some(format!(
-                "{}: noise variance {} per participant (integer units), scale {}, clip norm {}, at least {} participants, dimension {}, rho {} per round",
-                fedshield_core::privacy::DISTRIBUTED_DP_MECHANISM,
-                distributed.noise_variance,
-                secure.scale,
-                secure.clip_norm,
-                distributed.min_participants,
-                distributed.padded_dim,
-                secure.rho_per_round().unwrap_or(f64::INFINITY),
-            ))
-        });
+        self.org_level_mechanism = plan
+            .secure_aggregation
+            .as_ref()
+            .and_then(|secure| secure.distributed_dp_statement());
         self
     }
 

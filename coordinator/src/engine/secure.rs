@@ -240,18 +240,7 @@ impl SecureRound {
         let (num_survivors, num_dropped) = self.unmask_request.get().map_or((0, 0), |request| {
             (request.survivors.len(), request.dropped.len())
         });
-        let distributed_dp = plan.and_then(|plan| {
-            let distributed = plan.distributed_dp.as_ref()?;
-            Some(format!(
-                "{}: each participant adds discrete Gaussian noise of variance {} (integer units, scale {}) after clipping to L2 norm {}; planned for sums of at least {} updates; rho = {} per round, which the organization-level guarantee composes",
-                fedshield_core::privacy::DISTRIBUTED_DP_MECHANISM,
-                distributed.noise_variance,
-                plan.scale,
-                plan.clip_norm,
-                distributed.min_participants,
-                plan.rho_per_round().unwrap_or(f64::INFINITY),
-            ))
-        });
+        let distributed_dp = plan.and_then(|plan| plan.distributed_dp_statement());
         fedshield_core::card::SecureAggregationSummary {
             secure_aggregation: "yes".to_string(),
             protocol: "SecAgg+ (Bell, Bonawitz, Gascón, Lepoint, Raykova, CCS 2020): X25519, ChaCha20 masks, Shamir shares over a neighbour graph".to_string(),

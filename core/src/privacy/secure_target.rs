@@ -157,6 +157,25 @@ impl SecureAggregationPlan {
     }
 }
 
+impl SecureAggregationPlan {
+    /// Returns the statement of the plan's distributed DP, as ledgers and
+    /// model cards record it (mechanism, noise, scale, clip norm, the
+    /// fewest updates it is planned for, dimension, ρ per round), or `None`
+    /// without it.
+    pub fn distributed_dp_statement(&self) -> Option<String> {
+        let distributed = self.distributed_dp.as_ref()?;
+        Some(format!(
+            "{DISTRIBUTED_DP_MECHANISM}: each participant adds discrete Gaussian noise of variance {} (integer units, scale {}) after clipping to L2 norm {}; planned for sums of at least {} updates of dimension {}; rho = {} per round, which the organization-level guarantee composes",
+            distributed.noise_variance,
+            self.scale,
+            self.clip_norm,
+            distributed.min_participants,
+            distributed.padded_dim,
+            self.rho_per_round().unwrap_or(f64::INFINITY),
+        ))
+    }
+}
+
 impl TrainingPlan {
     /// Returns the organization-level Gaussian release this plan's rounds
     /// are accounted as: `org_dp` itself, or for distributed DP the
