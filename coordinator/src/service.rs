@@ -130,6 +130,27 @@ impl FederationService {
                 CoordinatorError::AccessDenied(denied)
             })
     }
+
+    /// Authenticates a call a participant makes for itself under
+    /// `operation` and returns its message with the participant it acts
+    /// for: the one its certificate names, which the message's claimed id
+    /// (taken out by `claimed`) must match; without TLS, the claimed one.
+    /// A refusal is counted as a rejected update.
+    fn participant_call<T>(
+        &self,
+        request: Request<T>,
+        operation: Operation,
+        call: &'static str,
+        claimed: impl FnOnce(&mut T) -> String,
+    ) -> Result<(ParticipantId, T), Status> {
+        let authenticated = self
+            .authenticate(&request, operation)
+            .map_err(|error| self.refuse(error))?;
+        let mut message = request.into_inner();
+        let participant = claimed_participant(authenticated.as_ref(), claimed(&mut message), call)
+            .map_err(|error| self.refuse(error))?;
+        Ok((participant, message))
+    }
 }
 
 /// A claimed participant id as it may appear in logs before it is checked:
@@ -348,16 +369,12 @@ impl Federation for FederationService {
         &self,
         request: Request<pb::ReserveUploadSlotRequest>,
     ) -> Result<Response<pb::UploadSlot>, Status> {
-        let authenticated = self
-            .authenticate(&request, Operation::ReserveUploadSlot)
-            .map_err(|error| self.refuse(error))?;
-        let reserve = request.into_inner();
-        let participant = claimed_participant(
-            authenticated.as_ref(),
-            reserve.participant_id,
+        let (participant, reserve) = self.participant_call(
+            request,
+            Operation::ReserveUploadSlot,
             "reserve_upload_slot",
-        )
-        .map_err(|error| self.refuse(error))?;
+            |message| std::mem::take(&mut message.participant_id),
+        )?;
         let slot = self
             .uploads
             .reserve_slot(
@@ -401,16 +418,12 @@ impl Federation for FederationService {
         &self,
         request: Request<pb::AdvertiseKeysRequest>,
     ) -> Result<Response<pb::SecureAggregationRoster>, Status> {
-        let authenticated = self
-            .authenticate(&request, Operation::SubmitUpdate)
-            .map_err(|error| self.refuse(error))?;
-        let advertised = request.into_inner();
-        let participant = claimed_participant(
-            authenticated.as_ref(),
-            advertised.participant_id,
+        let (participant, advertised) = self.participant_call(
+            request,
+            Operation::SubmitUpdate,
             "advertise_keys",
-        )
-        .map_err(|error| self.refuse(error))?;
+            |message| std::mem::take(&mut message.participant_id),
+        )?;
         let keys = secure_messages::public_keys(
             &advertised.cipher_public_key,
             &advertised.mask_public_key,
@@ -433,13 +446,10 @@ impl Federation for FederationService {
         &self,
         request: Request<pb::ShareKeysRequest>,
     ) -> Result<Response<pb::SharesForParticipant>, Status> {
-        let authenticated = self
-            .authenticate(&request, Operation::SubmitUpdate)
-            .map_err(|error| self.refuse(error))?;
-        let sharing = request.into_inner();
-        let participant =
-            claimed_participant(authenticated.as_ref(), sharing.participant_id, "share_keys")
-                .map_err(|error| self.refuse(error))?;
+        let (participant, sharing) =
+            self.participant_call(request, Operation::SubmitUpdate, "share_keys", |message| {
+                std::mem::take(&mut message.participant_id)
+            })?;
         let shares = secure_messages::encrypted_shares(sharing.shares)
             .map_err(|error| self.refuse(error))?;
         let round_id = RoundId(sharing.round_id);
@@ -485,16 +495,12 @@ impl Federation for FederationService {
         &self,
         request: Request<pb::AwaitUnmaskRequest>,
     ) -> Result<Response<pb::UnmaskRequest>, Status> {
-        let authenticated = self
-            .authenticate(&request, Operation::SubmitUpdate)
-            .map_err(|error| self.refuse(error))?;
-        let waiting = request.into_inner();
-        let participant = claimed_participant(
-            authenticated.as_ref(),
-            waiting.participant_id,
+        let (participant, waiting) = self.participant_call(
+            request,
+            Operation::SubmitUpdate,
             "await_unmask",
-        )
-        .map_err(|error| self.refuse(error))?;
+            |message| std::mem::take(&mut message.participant_id),
+        )?;
         let round_id = RoundId(waiting.round_id);
         let deadline_left = self.engine.round_deadline_left(round_id);
         let unmask = tokio::select! {
@@ -515,16 +521,12 @@ impl Federation for FederationService {
         &self,
         request: Request<pb::RevealSharesRequest>,
     ) -> Result<Response<pb::RevealSharesResponse>, Status> {
-        let authenticated = self
-            .authenticate(&request, Operation::SubmitUpdate)
-            .map_err(|error| self.refuse(error))?;
-        let revealing = request.into_inner();
-        let participant = claimed_participant(
-            authenticated.as_ref(),
-            revealing.participant_id,
+        let (participant, revealing) = self.participant_call(
+            request,
+            Operation::SubmitUpdate,
             "reveal_shares",
-        )
-        .map_err(|error| self.refuse(error))?;
+            |message| std::mem::take(&mut message.participant_id),
+        )?;
         let shares = secure_messages::revealed_shares(revealing.shares)
             .map_err(|error| self.refuse(error))?;
         self.engine
